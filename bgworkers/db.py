@@ -1,0 +1,139 @@
+"""The data layer: one engine per process, one session per unit of work, UTC datetimes.
+
+Why one engine per process: an engine owns a connection pool, and pools must not cross a
+``fork()`` (dramatiq forks its worker processes), so the engine is created on first use and
+forgotten in a forked child. Nothing connects at import time.
+
+SQLite (a file under ``var/``) is the zero-set-up default; PostgreSQL
+(``postgresql+psycopg://...``) is what production runs. The schema is owned by the
+migrations in :mod:`bgworkers.migrations` (``bgworkers migrate``), never by ``create_all``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import DateTime, TypeDecorator, event
+from sqlalchemy.engine import Dialect, Engine, make_url
+from sqlmodel import Session, create_engine
+
+from bgworkers.settings import Settings, get_settings
+
+_lock = threading.Lock()
+_engine: Engine | None = None
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every database (SQLite stores no offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column; attach a time zone")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def make_engine(url: str, *, echo: bool = False) -> Engine:
+    parsed = make_url(url)
+    connect_args: dict[str, Any] = {}
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        # Worker threads share the pool; SQLite's own locking (with a busy timeout) serialises
+        # writers, and WAL lets readers go on while one writes.
+        connect_args = {"check_same_thread": False, "timeout": 30}
+        engine = create_engine(url, echo=echo, connect_args=connect_args)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def get_engine(settings: Settings | None = None) -> Engine:
+    """This process's engine, created on first use from the settings."""
+    global _engine
+    with _lock:
+        if _engine is None:
+            settings = settings or get_settings()
+            _engine = make_engine(
+                settings.database_url.get_secret_value(), echo=settings.database_echo
+            )
+        return _engine
+
+
+def use_engine(engine: Engine | None) -> None:
+    """Replace this process's engine (tests point it at a temporary database)."""
+    global _engine
+    with _lock:
+        _engine = engine
+
+
+def _forget_engine_after_fork() -> None:
+    global _engine
+    if _engine is not None:
+        _engine.dispose(close=False)  # leave the parent's connections alone
+    _engine = None
+
+
+os.register_at_fork(after_in_child=_forget_engine_after_fork)
+
+
+@contextmanager
+def session_scope(engine: Engine | None = None) -> Iterator[Session]:
+    """One transaction: committed if the block succeeds, rolled back if it raises."""
+    with Session(engine or get_engine(), expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def after_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once the session's transaction has committed (never on rollback).
+
+    Use it to send follow-up messages, so a worker never receives a message about a row
+    that is not yet visible, or that a rollback made disappear.
+    """
+    pending: list[Callable[[], None]] = session.info.setdefault("bgw_after_commit", [])
+    if not pending:
+        event.listen(session, "after_commit", _run_after_commit, once=True)
+        event.listen(session, "after_rollback", _drop_after_commit, once=True)
+    pending.append(callback)
+
+
+def _run_after_commit(session: Session) -> None:
+    for callback in session.info.pop("bgw_after_commit", []):
+        callback()
+
+
+def _drop_after_commit(session: Session) -> None:
+    session.info.pop("bgw_after_commit", None)

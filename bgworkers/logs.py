@@ -1,0 +1,149 @@
+"""Logging set-up: JSON lines (or a readable console format) with secrets scrubbed.
+
+Why here and once: every process (``dramatiq`` worker, ``periodiq`` scheduler, admin command)
+imports :mod:`bgworkers`, which calls :func:`configure_logging`. Library loggers (dramatiq,
+pika, periodiq) go through the same formatter, so every line on stdout has one shape and
+carries the message context bound by the logging middleware.
+
+Lines go to the process's original stdout (``sys.__stdout__``): dramatiq's CLI points
+``sys.stdout`` of its worker processes at a pipe that it copies to stderr, while operators
+and container runtimes expect the application's log stream on stdout.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any, TextIO
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+REDACTED = "***"
+
+# Keys whose values are secrets whatever they hold.
+_SECRET_KEY = re.compile(
+    r"pass(word|wd)?|secret|token|authorization|api[_-]?key|credential|cookie", re.IGNORECASE
+)
+_VALUE_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # scheme://user:password@host  ->  scheme://user:***@host
+    (re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s'\"]*:)[^@\s'\"]+@"), rf"\g<head>{REDACTED}@"),
+    # Authorization: Bearer xyz / Basic xyz, in headers dumped as text or dict reprs
+    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"), rf"\1 {REDACTED}"),
+    # key=value or 'key': 'value' pairs whose key names a secret
+    (
+        re.compile(
+            r"(?i)(?P<k>[\"']?\b[\w-]*(?:password|passwd|secret|token|api[_-]?key)[\w-]*[\"']?"
+            r"\s*[:=]\s*)(?P<q>[\"']?)[^\"'\s,&}]+"
+        ),
+        rf"\g<k>\g<q>{REDACTED}",
+    ),
+)
+
+
+def redact_text(text: str) -> str:
+    """Scrub credentials out of free text (URLs, headers, ``key=value`` pairs)."""
+    for pattern, replacement in _VALUE_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def redact_value(key: str, value: Any) -> Any:
+    if _SECRET_KEY.search(key) and value not in (None, ""):
+        return REDACTED
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, Mapping):
+        return {str(k): redact_value(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_value(key, v) for v in value]
+    return value
+
+
+def redact_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """structlog processor: no password, token or credential reaches the output."""
+    for key, value in list(event_dict.items()):
+        event_dict[key] = redact_value(key, value)
+    return event_dict
+
+
+def _drop_color_message(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    event_dict.pop("color_message", None)
+    return event_dict
+
+
+def _shared_processors() -> list[Processor]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _drop_color_message,
+    ]
+
+
+def configure_logging(
+    *, log_format: str = "json", level: str = "INFO", stream: TextIO | None = None
+) -> None:
+    """Route structlog and the standard library's loggers to one handler on ``stream``."""
+    renderer: Processor
+    if log_format == "console":
+        renderer = structlog.dev.ConsoleRenderer(colors=False)
+    else:
+        renderer = structlog.processors.JSONRenderer()
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_shared_processors(),
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            redact_secrets,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(stream or sys.__stdout__)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if getattr(old, "_bgworkers", False) or not _is_test_capture(old):
+            root.removeHandler(old)
+    handler._bgworkers = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+    # pika logs every reconnect attempt with a traceback; our own lines say what matters.
+    logging.getLogger("pika").setLevel(logging.WARNING)
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *_shared_processors(),
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+
+
+def _is_test_capture(handler: logging.Handler) -> bool:
+    # pytest's caplog/report handlers live on the root logger; keep them so tests still see logs.
+    return type(handler).__module__.startswith("_pytest")
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    """A structlog logger; call it with an event name and key/value data."""
+    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
+    return logger
+
+
+def bind_context(**values: Any) -> None:
+    structlog.contextvars.bind_contextvars(**values)
+
+
+def clear_context() -> None:
+    structlog.contextvars.clear_contextvars()
+
+
+def current_context() -> MutableMapping[str, Any]:
+    return structlog.contextvars.get_contextvars()

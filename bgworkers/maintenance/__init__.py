@@ -1,0 +1,1 @@
+"""Maintenance domain: scheduler heartbeat and database/housekeeping jobs (queue ``maintenance``)."""

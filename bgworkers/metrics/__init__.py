@@ -1,0 +1,51 @@
+"""Where metrics live: a swappable registry and lazily built metric sets.
+
+Why lazy: a metric object is bound to a registry when it is created. Building metric sets on
+first use (not at import) lets a test install a fresh ``CollectorRegistry`` with
+:func:`use_registry`, and lets a worker choose multiprocess mode before any value exists.
+
+Each domain declares its metrics as a small class built from a registry and wraps it in
+:class:`LazyMetrics`; code calls ``MY_METRICS.get().something.inc()``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from prometheus_client import REGISTRY, CollectorRegistry
+
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_registry: CollectorRegistry = REGISTRY
+
+
+def current_registry() -> CollectorRegistry:
+    return _registry
+
+
+def use_registry(registry: CollectorRegistry) -> None:
+    """Make every metric set build on ``registry`` from now on (tests: one per test)."""
+    global _registry
+    with _lock:
+        _registry = registry
+
+
+class LazyMetrics(Generic[T]):
+    """A metric set built on the current registry at first use, rebuilt when it changes."""
+
+    def __init__(self, factory: Callable[[CollectorRegistry], T]) -> None:
+        self._factory = factory
+        self._built: tuple[CollectorRegistry, T] | None = None
+
+    def get(self) -> T:
+        built = self._built
+        registry = _registry
+        if built is not None and built[0] is registry:
+            return built[1]
+        with _lock:
+            if self._built is None or self._built[0] is not registry:
+                self._built = (registry, self._factory(registry))
+            return self._built[1]

@@ -1,0 +1,81 @@
+"""Metrics of message processing, recorded by :class:`bgworkers.middleware.metrics.MessageMetrics`.
+
+Names follow Prometheus conventions; labels are the queue and actor only (bounded: a
+handful of each). ``queue`` is always the canonical queue name (``email``, never
+``email.DQ``), so a retried message is counted once, under the queue it belongs to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from bgworkers.metrics import LazyMetrics
+
+LABELS = ("queue", "actor")
+# Seconds; from a quick heartbeat to a long backup.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+
+@dataclass(frozen=True)
+class MessageMetricSet:
+    processed: Counter
+    failed: Counter
+    retried: Counter
+    dead_lettered: Counter
+    skipped: Counter
+    in_progress: Gauge
+    duration: Histogram
+
+    @classmethod
+    def build(cls, registry: CollectorRegistry) -> MessageMetricSet:
+        return cls(
+            processed=Counter(
+                "bgworkers_messages_processed_total",
+                "Message runs that finished, successfully or not.",
+                LABELS,
+                registry=registry,
+            ),
+            failed=Counter(
+                "bgworkers_messages_failed_total",
+                "Message runs that raised an error (each attempt counts).",
+                LABELS,
+                registry=registry,
+            ),
+            retried=Counter(
+                "bgworkers_messages_retried_total",
+                "Failed runs that were scheduled for another attempt.",
+                LABELS,
+                registry=registry,
+            ),
+            dead_lettered=Counter(
+                "bgworkers_messages_dead_lettered_total",
+                "Messages given up and moved to the dead-letter queue (<queue>.XQ).",
+                LABELS,
+                registry=registry,
+            ),
+            skipped=Counter(
+                "bgworkers_messages_skipped_total",
+                "Messages a middleware skipped without running the actor.",
+                LABELS,
+                registry=registry,
+            ),
+            in_progress=Gauge(
+                "bgworkers_messages_in_progress",
+                "Messages being processed right now.",
+                LABELS,
+                registry=registry,
+                multiprocess_mode="livesum",
+            ),
+            duration=Histogram(
+                "bgworkers_message_duration_seconds",
+                "Time an actor ran for one message, in seconds.",
+                LABELS,
+                registry=registry,
+                buckets=DURATION_BUCKETS,
+            ),
+        )
+
+
+MESSAGE_METRICS: LazyMetrics[MessageMetricSet] = LazyMetrics(MessageMetricSet.build)

@@ -1,0 +1,1 @@
+"""bgworkers' middleware, one module each; :mod:`bgworkers.broker` puts them in order."""

@@ -1,0 +1,63 @@
+"""Say plainly in the log when the worker cannot reach RabbitMQ.
+
+Why: dramatiq's consumers retry a lost connection every few seconds, logging pika's
+traceback each time, and the worker still logs "ready". This middleware probes the broker
+once the worker has booted and, until it answers, logs one ``broker_unreachable`` line per
+interval naming the (password-free) URL, the error and what to check.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pika
+from dramatiq.middleware import Middleware
+
+from bgworkers.logs import get_logger, redact_text
+
+log = get_logger(__name__)
+
+
+def probe_broker(url: str, *, timeout_s: float = 5.0) -> str | None:
+    """Open and close one AMQP connection; return None if it worked, else the error text."""
+    params = pika.URLParameters(url)
+    params.socket_timeout = timeout_s
+    params.connection_attempts = 1
+    params.blocked_connection_timeout = timeout_s
+    try:
+        connection = pika.BlockingConnection(params)
+    except Exception as exc:  # noqa: BLE001 - any failure to connect is what we report
+        return f"{type(exc).__name__}: {exc!r}"
+    connection.close()
+    return None
+
+
+class BrokerConnectivityCheck(Middleware):
+    """Probe RabbitMQ after worker boot; log clearly while it is unreachable."""
+
+    def __init__(self, *, url: str, interval_s: float = 15.0) -> None:
+        self.url = url
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+
+    def after_worker_boot(self, broker: Any, worker: Any) -> None:
+        threading.Thread(target=self._watch, name="broker-probe", daemon=True).start()
+
+    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        self._stop.set()
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            error = probe_broker(self.url)
+            if error is None:
+                log.info("broker_reachable", broker_url=redact_text(self.url))
+                return
+            log.error(
+                "broker_unreachable",
+                broker_url=redact_text(self.url),
+                error=error,
+                hint="Is RabbitMQ running and is BGW_BROKER_URL right? "
+                "The worker keeps retrying; messages wait in RabbitMQ meanwhile.",
+            )
+            self._stop.wait(self.interval_s)

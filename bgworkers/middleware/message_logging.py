@@ -1,0 +1,66 @@
+"""Message context on every log line, and one canonical line per processed message.
+
+Why: when a worker runs eight messages at once, a log line is only useful if it says which
+message it belongs to. The context (message id, actor, queue, retry count) is bound for the
+duration of the run, so lines from domain code and from dramatiq itself carry it. At the end
+one ``message_processed`` line sums the run up: outcome, duration, error.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from dramatiq.common import q_name
+from dramatiq.middleware import Middleware
+
+from bgworkers.logs import bind_context, clear_context, get_logger
+from bgworkers.middleware.retry_policy import REASON_ATTR
+
+log = get_logger("bgworkers.messages")
+
+
+def outcome_of(message: Any, exception: BaseException | None) -> str:
+    """``succeeded``, ``retried`` or ``dead_lettered``, as decided by the retry policy."""
+    if exception is None and not message.failed:
+        return "succeeded"
+    return "dead_lettered" if message.failed else "retried"
+
+
+class MessageLogging(Middleware):
+    def __init__(self) -> None:
+        self._started: dict[str, float] = {}
+
+    def before_process_message(self, broker: Any, message: Any) -> None:
+        clear_context()
+        bind_context(
+            message_id=message.message_id,
+            actor=message.actor_name,
+            queue=q_name(message.queue_name),
+            retries=message.options.get("retries", 0),
+        )
+        self._started[message.message_id] = time.perf_counter()
+
+    def after_process_message(
+        self, broker: Any, message: Any, *, result: Any = None, exception: Any = None
+    ) -> None:
+        outcome = outcome_of(message, exception)
+        fields: dict[str, Any] = {"outcome": outcome, **self._duration(message)}
+        if exception is not None:
+            fields["error_type"] = type(exception).__name__
+            fields["error"] = str(exception)[:500]
+            fields["reason"] = getattr(message, REASON_ATTR, None)
+        level = {"succeeded": "info", "retried": "warning"}.get(outcome, "error")
+        getattr(log, level)("message_processed", **fields)
+        clear_context()
+
+    def after_skip_message(self, broker: Any, message: Any) -> None:
+        outcome = "dead_lettered" if message.failed else "skipped"
+        log.warning("message_processed", outcome=outcome, reason="skipped", **self._duration(message))
+        clear_context()
+
+    def _duration(self, message: Any) -> dict[str, float]:
+        started = self._started.pop(message.message_id, None)
+        if started is None:
+            return {}
+        return {"duration_s": round(time.perf_counter() - started, 6)}

@@ -1,0 +1,86 @@
+"""Prometheus metrics of message processing, without the faults of dramatiq's own middleware.
+
+Differences that matter (each has a test):
+
+* a retried message is counted once per attempt under its canonical queue: a message waiting
+  in ``<queue>.DQ`` is neither processed nor counted until it runs;
+* the in-progress gauge only goes down for messages it counted up, so a message skipped by
+  an earlier middleware can never drive it negative;
+* metric objects are made at worker boot on the current registry (a fresh one in tests),
+  not at import, so an in-process ``Worker`` works without ``process_boot``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from dramatiq.common import q_name
+from dramatiq.middleware import Middleware
+
+from bgworkers.metrics.messages import MESSAGE_METRICS, MessageMetricSet
+from bgworkers.metrics.multiproc import ENV_VAR
+from bgworkers.middleware.message_logging import outcome_of
+
+
+class MessageMetrics(Middleware):
+    def __init__(self) -> None:
+        self._started: dict[str, tuple[float, tuple[str, str]]] = {}
+
+    @property
+    def _metrics(self) -> MessageMetricSet:
+        return MESSAGE_METRICS.get()
+
+    @property
+    def forks(self) -> list[Any]:
+        """Under dramatiq's CLI (multiprocess mode) one extra process serves the sums."""
+        if not os.environ.get(ENV_VAR):
+            return []
+        from bgworkers.metrics.server import serve_cli_metrics
+
+        return [serve_cli_metrics]
+
+    def before_worker_boot(self, broker: Any, worker: Any) -> None:
+        self._metrics  # noqa: B018 - build the metric set now, not inside the first message
+
+    def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        directory = os.environ.get(ENV_VAR)
+        if directory:
+            from prometheus_client import multiprocess
+
+            # Drop this process's "live" gauge files so its in-progress count leaves the sum.
+            multiprocess.mark_process_dead(os.getpid(), directory)
+
+    def before_process_message(self, broker: Any, message: Any) -> None:
+        labels = (q_name(message.queue_name), message.actor_name)
+        self._started[message.message_id] = (time.perf_counter(), labels)
+        self._metrics.in_progress.labels(*labels).inc()
+
+    def after_process_message(
+        self, broker: Any, message: Any, *, result: Any = None, exception: Any = None
+    ) -> None:
+        started = self._started.pop(message.message_id, None)
+        if started is None:
+            return
+        start, labels = started
+        metrics = self._metrics
+        metrics.in_progress.labels(*labels).dec()
+        metrics.duration.labels(*labels).observe(time.perf_counter() - start)
+        metrics.processed.labels(*labels).inc()
+        outcome = outcome_of(message, exception)
+        if exception is not None:
+            metrics.failed.labels(*labels).inc()
+        if outcome == "retried":
+            metrics.retried.labels(*labels).inc()
+        elif outcome == "dead_lettered":
+            metrics.dead_lettered.labels(*labels).inc()
+
+    def after_skip_message(self, broker: Any, message: Any) -> None:
+        labels = (q_name(message.queue_name), message.actor_name)
+        started = self._started.pop(message.message_id, None)
+        if started is not None:
+            self._metrics.in_progress.labels(*started[1]).dec()
+        self._metrics.skipped.labels(*labels).inc()
+        if message.failed:
+            self._metrics.dead_lettered.labels(*labels).inc()

@@ -1,0 +1,109 @@
+"""Retry policy: permanent errors are dead-lettered at once, transient ones retried with backoff.
+
+Why not dramatiq's ``Retries``: its defaults retry 20 times over up to 7 days (beyond
+RabbitMQ's 30-minute consumer timeout, which then closes the worker's channel), it ignores a
+server's ``Retry-After``, and it cannot tell a validation error from a network blip unless
+every actor lists ``throws``. This middleware replaces it and keeps its actor options
+(``max_retries``, ``min_backoff``, ``max_backoff``, ``throws``, ``retry_when``), so actors
+written for dramatiq keep working. Backoffs are in milliseconds.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import dramatiq
+from dramatiq.common import compute_backoff
+from dramatiq.middleware import Middleware
+
+from bgworkers.errors import PermanentError, TransientError
+from bgworkers.logs import get_logger
+
+log = get_logger(__name__)
+
+#: Exceptions that are never worth a retry, whatever the actor says.
+ALWAYS_PERMANENT: tuple[type[BaseException], ...] = (PermanentError,)
+
+#: Attribute set on the message proxy so the logging and metrics middleware can report it.
+REASON_ATTR = "bgw_failure_reason"
+
+
+@dataclass(frozen=True)
+class RetryDecision:
+    retry: bool
+    reason: str  # "permanent_error", "retries_exhausted" or "transient_error"
+    delay_ms: int = 0
+
+
+def decide_retry(
+    exception: BaseException,
+    *,
+    retries_so_far: int,
+    max_retries: int,
+    min_backoff_ms: int,
+    max_backoff_ms: int,
+    permanent: tuple[type[BaseException], ...] = (),
+) -> RetryDecision:
+    """What to do with a message whose run raised ``exception``; pure, so it is unit-tested."""
+    if isinstance(exception, ALWAYS_PERMANENT + permanent):
+        return RetryDecision(retry=False, reason="permanent_error")
+    if retries_so_far >= max_retries:
+        return RetryDecision(retry=False, reason="retries_exhausted")
+    _, delay = compute_backoff(retries_so_far, factor=min_backoff_ms, max_backoff=max_backoff_ms)
+    requested_ms: float | None = None
+    if isinstance(exception, TransientError) and exception.retry_after_s is not None:
+        requested_ms = exception.retry_after_s * 1000
+    elif isinstance(exception, dramatiq.Retry) and exception.delay is not None:
+        requested_ms = exception.delay
+    if requested_ms is not None:
+        delay = int(min(max(requested_ms, 0), max_backoff_ms))
+    return RetryDecision(retry=True, reason="transient_error", delay_ms=int(delay))
+
+
+class RetryPolicy(Middleware):
+    """Applies :func:`decide_retry` to every failed message."""
+
+    def __init__(self, *, max_retries: int, min_backoff_ms: int, max_backoff_ms: int) -> None:
+        self.max_retries = max_retries
+        self.min_backoff_ms = min_backoff_ms
+        self.max_backoff_ms = max_backoff_ms
+
+    @property
+    def actor_options(self) -> set[str]:
+        return {"max_retries", "min_backoff", "max_backoff", "throws", "retry_when"}
+
+    def _option(self, message: Any, actor: Any, name: str, default: Any) -> Any:
+        return message.options.get(name, actor.options.get(name, default))
+
+    def after_process_message(
+        self, broker: Any, message: Any, *, result: Any = None, exception: Any = None
+    ) -> None:
+        if exception is None:
+            return
+        actor = broker.get_actor(message.actor_name)
+        retries_so_far = message.options.get("retries", 0)
+        throws = self._option(message, actor, "throws", ())
+        permanent = throws if isinstance(throws, tuple) else (throws,)
+        decision = decide_retry(
+            exception,
+            retries_so_far=retries_so_far,
+            max_retries=self._option(message, actor, "max_retries", self.max_retries),
+            min_backoff_ms=self._option(message, actor, "min_backoff", self.min_backoff_ms),
+            max_backoff_ms=self._option(message, actor, "max_backoff", self.max_backoff_ms),
+            permanent=permanent,
+        )
+        retry_when = actor.options.get("retry_when")
+        if decision.retry and retry_when is not None and not retry_when(retries_so_far, exception):
+            decision = RetryDecision(retry=False, reason="retry_when_declined")
+        setattr(message, REASON_ATTR, decision.reason)
+        if not decision.retry:
+            message.fail()  # nacked: RabbitMQ moves it to <queue>.XQ
+            return
+        message.options["retries"] = retries_so_far + 1
+        message.options["traceback"] = traceback.format_exc(limit=30)
+        message.options["requeue_timestamp"] = int(time.time() * 1000)
+        log.info("message_retry_scheduled", delay_ms=decision.delay_ms, attempt=retries_so_far + 1)
+        broker.enqueue(message, delay=decision.delay_ms)

@@ -1,0 +1,22 @@
+"""alembic environment: runs migrations on the engine handed over by :mod:`bgworkers.migrations`."""
+
+from __future__ import annotations
+
+from alembic import context
+
+import bgworkers.models  # noqa: F401 - registers every table on SQLModel.metadata
+from bgworkers.db import get_engine
+from sqlmodel import SQLModel
+
+engine = context.config.attributes.get("engine") or get_engine()
+
+with engine.connect() as connection:
+    context.configure(
+        connection=connection,
+        target_metadata=SQLModel.metadata,
+        render_as_batch=connection.dialect.name == "sqlite",  # SQLite cannot ALTER most things
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+    connection.commit()

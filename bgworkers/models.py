@@ -1,0 +1,11 @@
+"""Every table of bgworkers, imported so ``SQLModel.metadata`` knows them all.
+
+The migrations' environment and the schema test import this module; add each domain's
+``models`` module here when the domain gets tables.
+"""
+
+from __future__ import annotations
+
+from bgworkers.maintenance import models as maintenance_models
+
+__all__ = ["maintenance_models"]

@@ -1,0 +1,113 @@
+"""``@task``: the one way to declare an actor, with the house retry and time-limit policy.
+
+Why a project decorator: dramatiq's defaults (20 retries over up to a week, a 10-minute time
+limit, every exception retried) are wrong for most of our jobs. ``@task`` sets explicit
+defaults from the settings, routes the actor to its domain's queue, makes permanent errors
+dead-letter at once, and checks a message's arguments against the function's signature
+before running it, so a malformed message fails with :class:`InvalidArguments` (never
+retried) instead of a ``TypeError`` deep inside the actor.
+
+Periodic actors take their cron expression from :mod:`bgworkers.schedule`, the one schedule
+table; an actor never spells its own cron line.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import typing
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+import dramatiq
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+from bgworkers import queues
+from bgworkers.errors import InvalidArguments
+from bgworkers.settings import get_settings
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _arguments_model(fn: Callable[..., Any]) -> type[BaseModel]:
+    hints = typing.get_type_hints(fn)
+    fields: dict[str, Any] = {}
+    for name, param in inspect.signature(fn).parameters.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise TypeError(f"@task {fn.__name__}: *args/**kwargs cannot be checked; name them")
+        default = ... if param.default is param.empty else param.default
+        fields[name] = (hints.get(name, Any), default)
+    return create_model(  # type: ignore[call-overload,no-any-return]
+        f"{fn.__name__}_arguments", __config__=ConfigDict(extra="forbid"), **fields
+    )
+
+
+def checked_arguments(fn: Callable[P, R]) -> Callable[P, R]:
+    """Wrap ``fn`` so that bad arguments raise :class:`InvalidArguments` before it runs."""
+    signature = inspect.signature(fn)
+    model = _arguments_model(fn)
+
+    @functools.wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise InvalidArguments(f"{fn.__name__}: {exc}") from None
+        try:
+            values = model.model_validate(bound.arguments)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors()
+            )
+            raise InvalidArguments(f"{fn.__name__}: {problems}") from None
+        return fn(**{name: getattr(values, name) for name in model.model_fields})  # type: ignore[call-arg]
+
+    return run
+
+
+def task(
+    *,
+    queue: str,
+    max_retries: int | None = None,
+    min_backoff_ms: int | None = None,
+    max_backoff_ms: int | None = None,
+    time_limit_ms: int | None = None,
+    permanent_errors: tuple[type[BaseException], ...] = (),
+    periodic: bool = False,
+    broker: dramatiq.Broker | None = None,
+    **options: Any,
+) -> Callable[[Callable[P, R]], dramatiq.Actor[P, R]]:
+    """Declare an actor with explicit policy.
+
+    Units: backoffs and time limit in milliseconds. ``permanent_errors`` adds exceptions that
+    are never retried (every :class:`~bgworkers.errors.PermanentError` already is).
+    ``periodic=True`` schedules the actor with its line in :mod:`bgworkers.schedule`.
+    """
+    if queue not in queues.ALL:
+        raise ValueError(f"unknown queue {queue!r}; use one of {queues.ALL}")
+    settings = get_settings()
+
+    def decorate(fn: Callable[P, R]) -> dramatiq.Actor[P, R]:
+        actor_options: dict[str, Any] = {
+            "max_retries": settings.retry_max_retries if max_retries is None else max_retries,
+            "min_backoff": min_backoff_ms or settings.retry_min_backoff_ms,
+            "max_backoff": max_backoff_ms or settings.retry_max_backoff_ms,
+            "time_limit": time_limit_ms or settings.time_limit_ms,
+            "throws": (InvalidArguments, *permanent_errors),
+            **options,
+        }
+        if periodic:
+            from bgworkers.schedule import periodic_option
+
+            actor_options["periodic"] = periodic_option(fn.__name__)
+        actor: dramatiq.Actor[P, R] = dramatiq.actor(
+            checked_arguments(fn),
+            actor_name=fn.__name__,
+            queue_name=queue,
+            broker=broker,
+            **actor_options,
+        )
+        return actor
+
+    return decorate

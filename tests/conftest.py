@@ -1,0 +1,145 @@
+"""Shared fixtures: fresh metrics registry, databases (SQLite and real PostgreSQL), RabbitMQ.
+
+Integration fixtures skip when their service does not answer, except under ``CI=true``, where
+they fail: CI must prove the real paths, and a skipped integration test proves nothing. Any
+skip at all under CI fails the run (see ``pytest_sessionfinish``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from urllib.parse import urlparse
+
+import dramatiq
+import pytest
+from prometheus_client import CollectorRegistry
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+import bgworkers
+from bgworkers import migrations
+from bgworkers.db import make_engine, use_engine
+from bgworkers.metrics import use_registry
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+RABBITMQ_URL = os.environ.get("BGW_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
+POSTGRES_URL = os.environ.get(
+    "BGW_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def service_answers(url: str, default_port: int) -> bool:
+    parsed = urlparse(url.replace("+psycopg", ""))
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or default_port), 2):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(url: str, default_port: int, name: str) -> None:
+    if service_answers(url, default_port):
+        return
+    message = f"{name} does not answer at {urlparse(url).hostname}:{urlparse(url).port}"
+    if IN_CI:
+        pytest.fail(f"{message}; integration tests must run in CI")
+    pytest.skip(message)
+
+
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped:
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if IN_CI and _skipped and exitstatus == 0:
+        print(f"\nCI=true but {len(_skipped)} test(s) were skipped: {_skipped[:5]}")
+        session.exitstatus = 1
+
+
+@pytest.fixture(autouse=True)
+def registry() -> Iterator[CollectorRegistry]:
+    """A fresh Prometheus registry for every test, so counts start at zero."""
+    fresh = CollectorRegistry()
+    use_registry(fresh)
+    yield fresh
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path) -> Iterator[Engine]:  # type: ignore[no-untyped-def]
+    engine = make_engine(f"sqlite:///{tmp_path}/bgworkers.db")
+    migrations.upgrade(engine)
+    use_engine(engine)
+    yield engine
+    use_engine(None)
+    engine.dispose()
+
+
+@pytest.fixture
+def postgres_engine() -> Iterator[Engine]:
+    """A migrated, empty schema of its own in the real PostgreSQL, dropped afterwards."""
+    require_service(POSTGRES_URL, 5432, "PostgreSQL")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = make_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    engine = make_engine(POSTGRES_URL)
+    engine = engine.execution_options()  # same pool; search_path set per connection below
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _search_path(dbapi_connection, _):  # type: ignore[no-untyped-def]
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f'SET search_path TO "{schema}"')
+        dbapi_connection.commit()
+
+    engine.dispose()
+    migrations.upgrade(engine)
+    use_engine(engine)
+    yield engine
+    use_engine(None)
+    engine.dispose()
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_engine(request: pytest.FixtureRequest) -> Engine:
+    """Runs the test once on SQLite and once on the real PostgreSQL."""
+    name = "sqlite_engine" if request.param == "sqlite" else "postgres_engine"
+    engine: Engine = request.getfixturevalue(name)
+    return engine
+
+
+@pytest.fixture
+def rabbitmq_url() -> str:
+    require_service(RABBITMQ_URL, 5672, "RabbitMQ")
+    return RABBITMQ_URL
+
+
+@pytest.fixture
+def app_broker(rabbitmq_url: str) -> Iterator[dramatiq.Broker]:
+    """bgworkers' own RabbitMQ broker with its queues purged before and after the test."""
+    broker = bgworkers.broker
+    for queue in broker.get_declared_queues():
+        broker.flush(queue)
+    yield broker
+    for queue in broker.get_declared_queues():
+        broker.flush(queue)
+    broker.close()
+
+
+@pytest.fixture
+def app_worker(app_broker: dramatiq.Broker) -> Iterator[dramatiq.Worker]:
+    """An in-process worker consuming every bgworkers queue of the real RabbitMQ."""
+    worker = dramatiq.Worker(app_broker, worker_timeout=100, worker_threads=4)
+    worker.start()
+    yield worker
+    worker.stop()
