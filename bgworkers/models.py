@@ -7,5 +7,6 @@ The migrations' environment and the schema test import this module; add each dom
 from __future__ import annotations
 
 from bgworkers.maintenance import models as maintenance_models
+from bgworkers.users import models as users_models
 
-__all__ = ["maintenance_models"]
+__all__ = ["maintenance_models", "users_models"]

@@ -20,8 +20,22 @@ class ScheduledJob:
     purpose: str
 
 
+# Day-of-week Sunday is written 7, never 0 (periodiq 0.14 never fires a 0).
 SCHEDULE: tuple[ScheduledJob, ...] = (
     ScheduledJob("heartbeat", "* * * * *", "record that the scheduler is alive"),
+    ScheduledJob("check_due_reminders", "* * * * *", "enqueue reminders that are due"),
+    ScheduledJob("process_email_queue", "*/5 * * * *", "send outbox emails still queued"),
+    ScheduledJob(
+        "send_daily_email_summary",
+        "*/15 * * * *",
+        "send each user's summary once it is 08:00 or later in the user's own zone",
+    ),
+    ScheduledJob("cleanup_temp_files", "0 2 * * *", "delete old temporary files"),
+    ScheduledJob("backup_user_data", "0 1 * * 7", "archive every user's data (Sundays)"),
+    ScheduledJob("sync_calendar_events", "0 * * * *", "pull calendar changes per user"),
+    ScheduledJob("sync_notion_pages", "0 */2 * * *", "pull Notion pages per user"),
+    ScheduledJob("optimize_database", "0 3 * * 7", "vacuum and analyse (Sundays)"),
+    ScheduledJob("cleanup_old_sessions", "0 4 * * *", "delete expired user sessions"),
 )
 
 

@@ -1,0 +1,1 @@
+"""Users of the assistant, shared by every domain (reminders, email, sync, files)."""
