@@ -29,7 +29,10 @@ _SECRET_KEY = re.compile(
 )
 _VALUE_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # scheme://user:password@host  ->  scheme://user:***@host
-    (re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s'\"]*:)[^@\s'\"]+@"), rf"\g<head>{REDACTED}@"),
+    (
+        re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s'\"]*:)[^@\s'\"]+@"),
+        rf"\g<head>{REDACTED}@",
+    ),
     # Authorization: Bearer xyz / Basic xyz, in headers dumped as text or dict reprs
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"), rf"\1 {REDACTED}"),
     # key=value or 'key': 'value' pairs whose key names a secret

@@ -38,9 +38,7 @@ def _arguments_model(fn: Callable[..., Any]) -> type[BaseModel]:
             raise TypeError(f"@task {fn.__name__}: *args/**kwargs cannot be checked; name them")
         default = ... if param.default is param.empty else param.default
         fields[name] = (hints.get(name, Any), default)
-    return create_model(  # type: ignore[call-overload,no-any-return]
-        f"{fn.__name__}_arguments", __config__=ConfigDict(extra="forbid"), **fields
-    )
+    return create_model(f"{fn.__name__}_arguments", __config__=ConfigDict(extra="forbid"), **fields)
 
 
 def checked_arguments(fn: Callable[P, R]) -> Callable[P, R]:
@@ -101,13 +99,10 @@ def task(
             from bgworkers.schedule import periodic_option
 
             actor_options["periodic"] = periodic_option(fn.__name__)
-        actor: dramatiq.Actor[P, R] = dramatiq.actor(
-            checked_arguments(fn),
-            actor_name=fn.__name__,
-            queue_name=queue,
-            broker=broker,
-            **actor_options,
+        declare = dramatiq.actor(
+            actor_name=fn.__name__, queue_name=queue, broker=broker, **actor_options
         )
+        actor: dramatiq.Actor[P, R] = declare(checked_arguments(fn))
         return actor
 
     return decorate

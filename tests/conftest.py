@@ -23,9 +23,11 @@ import bgworkers
 from bgworkers import migrations
 from bgworkers.db import make_engine, use_engine
 from bgworkers.metrics import use_registry
+from bgworkers.settings import get_settings
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-RABBITMQ_URL = os.environ.get("BGW_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
+# The broker the app itself uses (BGW_BROKER_URL): integration tests drive bgworkers' own broker.
+RABBITMQ_URL = get_settings().broker_url.get_secret_value()
 POSTGRES_URL = os.environ.get(
     "BGW_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
@@ -34,7 +36,9 @@ POSTGRES_URL = os.environ.get(
 def service_answers(url: str, default_port: int) -> bool:
     parsed = urlparse(url.replace("+psycopg", ""))
     try:
-        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or default_port), 2):
+        with socket.create_connection(
+            (parsed.hostname or "127.0.0.1", parsed.port or default_port), 2
+        ):
             return True
     except OSError:
         return False

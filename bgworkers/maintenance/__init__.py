@@ -1,1 +1,1 @@
-"""Maintenance domain: scheduler heartbeat and database/housekeeping jobs (queue ``maintenance``)."""
+"""Maintenance domain: scheduler heartbeat and housekeeping jobs (queue ``maintenance``)."""

@@ -56,7 +56,9 @@ class MessageLogging(Middleware):
 
     def after_skip_message(self, broker: Any, message: Any) -> None:
         outcome = "dead_lettered" if message.failed else "skipped"
-        log.warning("message_processed", outcome=outcome, reason="skipped", **self._duration(message))
+        log.warning(
+            "message_processed", outcome=outcome, reason="skipped", **self._duration(message)
+        )
         clear_context()
 
     def _duration(self, message: Any) -> dict[str, float]:

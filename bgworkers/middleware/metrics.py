@@ -50,7 +50,7 @@ class MessageMetrics(Middleware):
             from prometheus_client import multiprocess
 
             # Drop this process's "live" gauge files so its in-progress count leaves the sum.
-            multiprocess.mark_process_dead(os.getpid(), directory)
+            multiprocess.mark_process_dead(os.getpid(), directory)  # type: ignore[no-untyped-call]
 
     def before_process_message(self, broker: Any, message: Any) -> None:
         labels = (q_name(message.queue_name), message.actor_name)

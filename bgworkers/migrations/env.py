@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from alembic import context
+from sqlmodel import SQLModel
 
 import bgworkers.models  # noqa: F401 - registers every table on SQLModel.metadata
 from bgworkers.db import get_engine
-from sqlmodel import SQLModel
 
 engine = context.config.attributes.get("engine") or get_engine()
 

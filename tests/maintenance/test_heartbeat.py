@@ -15,7 +15,8 @@ def test_heartbeat_stamps_row_and_metric(db_engine: Engine, registry) -> None:
     # A late duplicate delivery of an older tick must not move scheduled_at backwards.
     with Session(db_engine) as session:
         record_heartbeat(
-            session=session, now=first + timedelta(minutes=1, seconds=3),
+            session=session,
+            now=first + timedelta(minutes=1, seconds=3),
             scheduled_at=first - timedelta(minutes=5),
         )
         session.commit()
@@ -27,6 +28,7 @@ def test_heartbeat_stamps_row_and_metric(db_engine: Engine, registry) -> None:
         assert row.processed_at == first + timedelta(minutes=1, seconds=3)
         assert row.processed_at.tzinfo is not None
     assert registry.get_sample_value("bgworkers_scheduler_heartbeats_total") == 2
-    assert registry.get_sample_value(
-        "bgworkers_scheduler_heartbeat_timestamp_seconds"
-    ) == (first + timedelta(minutes=1, seconds=3)).timestamp()
+    assert (
+        registry.get_sample_value("bgworkers_scheduler_heartbeat_timestamp_seconds")
+        == (first + timedelta(minutes=1, seconds=3)).timestamp()
+    )
