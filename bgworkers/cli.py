@@ -1,0 +1,71 @@
+"""``bgworkers``: the admin command (migrations, the all-in-one runner, schedule, health)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from bgworkers.settings import Settings
+
+
+def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from bgworkers import migrations
+    from bgworkers.db import get_engine
+
+    migrations.upgrade(get_engine(settings))
+    print("database schema is up to date")
+    return 0
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> int:
+    from bgworkers.broker_check import broker_answers
+    from bgworkers.runner import default_children, supervise
+
+    url = settings.broker_url.get_secret_value()
+    if not broker_answers(url):
+        print(
+            "bgworkers: RabbitMQ does not answer at BGW_BROKER_URL. Start one (make run does it "
+            "on Debian: deploy/ensure-rabbitmq.sh) or point BGW_BROKER_URL at a running broker.",
+            file=sys.stderr,
+        )
+        return 1
+    _migrate(settings, args)
+    return supervise(default_children(processes=args.processes, threads=args.threads))
+
+
+def _schedule(settings: Settings, args: argparse.Namespace) -> int:
+    from bgworkers.scheduling.report import print_schedule
+
+    print_schedule(settings, sys.stdout)
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bgworkers", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="create or upgrade the database schema").set_defaults(
+        handler=_migrate
+    )
+    run = sub.add_parser("run", help="run workers and scheduler together (Ctrl-C stops)")
+    run.add_argument("--processes", type=int, default=2, help="worker processes (default 2)")
+    run.add_argument("--threads", type=int, default=4, help="threads per process (default 4)")
+    run.set_defaults(handler=_run)
+    sub.add_parser("schedule", help="list periodic jobs, next and last runs").set_defaults(
+        handler=_schedule
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    import bgworkers  # noqa: F401 - settings, logging and broker, as the workers have them
+    from bgworkers.settings import get_settings
+
+    handler = args.handler
+    code: int = handler(get_settings(), args)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

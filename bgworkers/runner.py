@@ -1,0 +1,116 @@
+"""``bgworkers run``: the worker and the scheduler under one supervisor, for a single machine.
+
+Why a supervisor: dramatiq's CLI exits when a worker process dies, and periodiq exits when
+RabbitMQ is unreachable at a tick. In production a process manager (see ``deploy/``)
+restarts them; on a developer's machine this command does the same: it starts
+``dramatiq bgworkers`` and ``periodiq bgworkers``, restarts whichever exits unexpectedly
+(with a growing delay, capped), and on Ctrl-C or SIGTERM stops both gracefully, then
+forcefully after a timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from bgworkers.logs import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass
+class Child:
+    name: str
+    argv: Sequence[str]
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    started_at: float = field(default=0.0)
+
+    def start(self) -> None:
+        # Own process group: Ctrl-C in the terminal reaches the supervisor only, which then
+        # stops children in order instead of all of them dying at once.
+        self.process = subprocess.Popen(self.argv, start_new_session=True)
+        self.started_at = time.monotonic()
+        log.info("process_started", process=self.name, pid=self.process.pid)
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+def default_children(*, processes: int, threads: int) -> list[Child]:
+    python = sys.executable
+    return [
+        Child(
+            "worker",
+            [
+                python,
+                "-m",
+                "dramatiq",
+                "bgworkers",
+                "--processes",
+                str(processes),
+                "--threads",
+                str(threads),
+            ],
+        ),
+        Child("scheduler", [python, "-m", "periodiq", "bgworkers"]),
+    ]
+
+
+def supervise(children: list[Child], *, stop_timeout_s: float = 30.0) -> int:
+    """Run ``children`` until a stop signal; return the exit code for the shell."""
+    stopping = False
+
+    def request_stop(signum: int, _: object) -> None:
+        nonlocal stopping
+        if not stopping:
+            log.info("stop_requested", signal=signal.Signals(signum).name)
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    for child in children:
+        child.start()
+    while not stopping:
+        now = time.monotonic()
+        for child in children:
+            if child.running() or stopping:
+                continue
+            if child.next_start == 0.0:
+                code = child.process.returncode if child.process else None
+                # Restart quickly after a long healthy run, slower after repeated crashes.
+                if now - child.started_at > 60:
+                    child.restarts = 0
+                delay = min(2.0 * 2**child.restarts, 60.0)
+                child.restarts += 1
+                child.next_start = now + delay
+                log.warning("process_exited", process=child.name, code=code, restart_in_s=delay)
+            elif now >= child.next_start:
+                child.next_start = 0.0
+                child.start()
+        time.sleep(0.2)
+    return stop_all(children, timeout_s=stop_timeout_s)
+
+
+def stop_all(children: list[Child], *, timeout_s: float) -> int:
+    for child in children:
+        if child.running() and child.process is not None:
+            os.killpg(child.process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for child in children:
+        if child.process is None:
+            continue
+        try:
+            child.process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            log.error("process_killed", process=child.name, after_s=timeout_s)
+            os.killpg(child.process.pid, signal.SIGKILL)
+            child.process.wait()
+        log.info("process_stopped", process=child.name, code=child.process.returncode)
+    return 0

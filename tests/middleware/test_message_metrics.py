@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import dramatiq
+from dramatiq.middleware import Middleware, SkipMessage
+
+from bgworkers import queues
+from bgworkers.broker import build_stub_broker
+from bgworkers.settings import get_settings
+from bgworkers.tasks import task
+from tests.platform_helpers import running_worker
+
+
+class SkipEverything(Middleware):
+    """Stands for any middleware before ours that skips a message (dramatiq#703-like)."""
+
+    def before_process_message(self, broker: dramatiq.Broker, message: object) -> None:
+        raise SkipMessage()
+
+
+def test_in_progress_never_goes_negative_when_an_earlier_middleware_skips(registry) -> None:
+    broker = build_stub_broker(get_settings())
+    broker.middleware.insert(0, SkipEverything())
+    actor = task(queue=queues.FILES, broker=broker)(lambda: None)
+    with running_worker(broker):
+        for _ in range(3):
+            actor.send()
+        broker.join(queues.FILES)
+    labels = {"queue": "files", "actor": "<lambda>"}
+    assert registry.get_sample_value("bgworkers_messages_in_progress", labels) in (None, 0)
+    assert registry.get_sample_value("bgworkers_messages_skipped_total", labels) == 3
+    assert registry.get_sample_value("bgworkers_messages_processed_total", labels) is None
+
+
+def test_counts_work_in_a_plain_in_process_worker_without_process_boot(registry) -> None:
+    broker = build_stub_broker(get_settings())  # no process_boot signal: as in most test suites
+
+    def ok() -> None:
+        return None
+
+    actor = task(queue=queues.FILES, broker=broker)(ok)
+    with running_worker(broker):
+        for _ in range(5):
+            actor.send()
+        broker.join(queues.FILES)
+    labels = {"queue": "files", "actor": "ok"}
+    assert registry.get_sample_value("bgworkers_messages_processed_total", labels) == 5
+    assert registry.get_sample_value("bgworkers_messages_failed_total", labels) is None
+    assert registry.get_sample_value("bgworkers_messages_in_progress", labels) == 0

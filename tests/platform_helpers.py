@@ -1,0 +1,46 @@
+"""Small helpers for platform tests: a stub broker with bgworkers' stack and a log capture."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+
+from bgworkers.broker import build_stub_broker
+from bgworkers.logs import configure_logging
+from bgworkers.settings import get_settings
+
+
+def stub_broker() -> StubBroker:
+    broker = build_stub_broker(get_settings())
+    broker.emit_after("process_boot")
+    return broker
+
+
+@contextmanager
+def running_worker(broker: dramatiq.Broker) -> Iterator[dramatiq.Worker]:
+    worker = dramatiq.Worker(broker, worker_timeout=50, worker_threads=2)
+    worker.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+
+
+@contextmanager
+def captured_json_logs() -> Iterator[list[dict[str, Any]]]:
+    """Every log line of the block, parsed; fails the test if one is not valid JSON."""
+    stream = io.StringIO()
+    configure_logging(log_format="json", level="DEBUG", stream=stream)
+    lines: list[dict[str, Any]] = []
+    try:
+        yield lines
+    finally:
+        settings = get_settings()
+        configure_logging(log_format=settings.log_format, level=settings.log_level)
+        lines.extend(json.loads(line) for line in stream.getvalue().splitlines())
