@@ -101,7 +101,9 @@ def supervise(children: list[Child], *, stop_timeout_s: float = 30.0) -> int:
 def stop_all(children: list[Child], *, timeout_s: float) -> int:
     for child in children:
         if child.running() and child.process is not None:
-            os.killpg(child.process.pid, signal.SIGTERM)
+            # To the child only: dramatiq forwards it to its own workers, and a second
+            # SIGTERM reaching them directly would mean "kill now".
+            child.process.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
     for child in children:
         if child.process is None:

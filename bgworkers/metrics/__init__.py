@@ -4,6 +4,9 @@ Why lazy: a metric object is bound to a registry when it is created. Building me
 first use (not at import) lets a test install a fresh ``CollectorRegistry`` with
 :func:`use_registry`, and lets a worker choose multiprocess mode before any value exists.
 
+This package's ``__init__`` must not import prometheus_client at import time: see
+:mod:`bgworkers.metrics.multiproc`.
+
 Each domain declares its metrics as a small class built from a registry and wraps it in
 :class:`LazyMetrics`; code calls ``MY_METRICS.get().something.inc()``.
 """
@@ -12,17 +15,23 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-from prometheus_client import REGISTRY, CollectorRegistry
+if TYPE_CHECKING:  # importing prometheus_client here would fix its mode too early
+    from prometheus_client import CollectorRegistry
 
 T = TypeVar("T")
 
 _lock = threading.Lock()
-_registry: CollectorRegistry = REGISTRY
+_registry: CollectorRegistry | None = None
 
 
 def current_registry() -> CollectorRegistry:
+    """The registry metric sets are built on: prometheus_client's global one by default."""
+    if _registry is None:
+        from prometheus_client import REGISTRY
+
+        return REGISTRY
     return _registry
 
 
@@ -42,7 +51,7 @@ class LazyMetrics(Generic[T]):
 
     def get(self) -> T:
         built = self._built
-        registry = _registry
+        registry = current_registry()
         if built is not None and built[0] is registry:
             return built[1]
         with _lock:

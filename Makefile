@@ -1,0 +1,42 @@
+# The two commands of the README: `make run` (everything, on this machine) and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup broker migrate run test lint format bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install bgworkers with its pinned dependencies
+
+broker:  ## make sure RabbitMQ answers at BGW_BROKER_URL (starts a local one if needed)
+	bash deploy/ensure-rabbitmq.sh
+
+migrate: setup  ## create or upgrade the database schema
+	$(BIN)/bgworkers migrate
+
+run: setup broker  ## migrate, then run workers and scheduler until Ctrl-C
+	$(BIN)/bgworkers run
+
+lint: setup  ## ruff (lint and format check) and mypy
+	$(BIN)/ruff check bgworkers tests bench
+	$(BIN)/ruff format --check bgworkers tests bench
+	$(BIN)/mypy
+
+test: setup broker lint  ## lint, then the whole test suite (integration tests included)
+	$(BIN)/pytest
+
+format: setup
+	$(BIN)/ruff format bgworkers tests bench
+	$(BIN)/ruff check --fix bgworkers tests bench
+
+bench: setup broker  ## benchmarks: print timing and memory figures
+	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

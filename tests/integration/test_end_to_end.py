@@ -1,0 +1,190 @@
+"""bgworkers as an operator runs it: ``dramatiq bgworkers`` and ``periodiq bgworkers`` processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlmodel import Session
+
+from bgworkers import queues
+from bgworkers.db import make_engine
+from bgworkers.maintenance.models import SchedulerHeartbeat
+
+pytestmark = pytest.mark.integration
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], bool], *, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.25)
+
+
+class Processes:
+    def __init__(self, env: dict[str, str], workdir: Path) -> None:
+        self.env = env
+        self.workdir = workdir
+        self.started: list[tuple[subprocess.Popen[bytes], Path]] = []
+
+    def start(self, name: str, *argv: str) -> subprocess.Popen[bytes]:
+        out = self.workdir / f"{name}.out"
+        proc = subprocess.Popen(
+            argv,
+            env=self.env,
+            cwd=self.workdir,
+            stdout=out.open("wb"),
+            stderr=(self.workdir / f"{name}.err").open("wb"),
+            start_new_session=True,
+        )
+        self.started.append((proc, out))
+        return proc
+
+    def stop_all(self) -> list[int]:
+        for proc, _ in self.started:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)  # as a supervisor would: the main process only
+        codes = []
+        for proc, _ in self.started:
+            try:
+                codes.append(proc.wait(timeout=60))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                codes.append(proc.wait())
+        return codes
+
+
+@pytest.fixture
+def app(tmp_path: Path, rabbitmq_url: str) -> Iterator[Processes]:
+    env = {
+        **os.environ,
+        "BGW_BROKER_URL": rabbitmq_url,
+        "BGW_DATABASE_URL": f"sqlite:///{tmp_path}/app.db",
+        "BGW_METRICS_DIR": str(tmp_path / "metrics"),
+        "BGW_METRICS_PORT": str(free_port()),
+        "BGW_LOG_FORMAT": "json",
+        "TZ": "UTC",
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    subprocess.run([str(BIN / "bgworkers"), "migrate"], env=env, cwd=tmp_path, check=True)
+    processes = Processes(env, tmp_path)
+    yield processes
+    processes.stop_all()
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_worker_and_scheduler_processes_as_an_operator_runs_them(
+    app: Processes, tmp_path: Path
+) -> None:
+    import bgworkers
+
+    bgworkers.broker.flush(queues.MAINTENANCE)
+    port = int(app.env["BGW_METRICS_PORT"])
+    worker = app.start(
+        "worker", str(BIN / "dramatiq"), "bgworkers", "--processes", "2", "--threads", "2"
+    )
+    scheduler = app.start("scheduler", str(BIN / "periodiq"), "bgworkers")
+    engine = make_engine(app.env["BGW_DATABASE_URL"])
+
+    def heartbeat() -> SchedulerHeartbeat | None:
+        with Session(engine) as session:
+            return session.get(SchedulerHeartbeat, "scheduler")
+
+    # The scheduler ticks at the next minute boundary: at most ~60 s away.
+    wait_for(
+        lambda: (row := heartbeat()) is not None and row.scheduled_at is not None,
+        timeout_s=100,
+        what="a heartbeat enqueued by the scheduler",
+    )
+    scheduled_beats = heartbeat().beats  # type: ignore[union-attr]
+
+    # Messages sent by the application (this process) are processed by the worker processes.
+    from bgworkers.maintenance.actors import heartbeat as heartbeat_actor
+
+    for _ in range(20):
+        heartbeat_actor.send()
+    wait_for(
+        lambda: heartbeat().beats >= scheduled_beats + 20,
+        timeout_s=60,  # type: ignore[union-attr]
+        what="20 sent heartbeats processed",
+    )
+    total_beats = heartbeat().beats  # type: ignore[union-attr]
+
+    labels = (("actor", "heartbeat"), ("queue", "maintenance"))
+    wait_for(
+        lambda: scrape(port).get(("bgworkers_messages_processed_total", labels)) == total_beats,
+        timeout_s=20,
+        what="metrics to show every processed heartbeat",
+    )
+    metrics = scrape(port)
+    # Summed over both worker processes, each message once.
+    assert metrics[("bgworkers_scheduler_heartbeats_total", ())] == total_beats
+    assert metrics[("bgworkers_messages_in_progress", labels)] == 0
+    assert metrics.get(("bgworkers_messages_failed_total", labels), 0) == 0
+    assert metrics[("bgworkers_scheduler_heartbeat_timestamp_seconds", ())] > time.time() - 120
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+        assert response.status == 200
+
+    assert worker.poll() is None and scheduler.poll() is None
+    codes = app.stop_all()
+    assert codes[0] == 0  # dramatiq stopped gracefully on SIGTERM
+
+    worker_lines = (tmp_path / "worker.out").read_text().splitlines()
+    scheduler_lines = (tmp_path / "scheduler.out").read_text().splitlines()
+    records = [json.loads(line) for line in worker_lines + scheduler_lines if line.strip()]
+    events = [record["event"] for record in records]
+    assert events.count("message_processed") == total_beats
+    assert any("Scheduling" in event for event in events)  # the scheduler logged in JSON too
+    processed = [r for r in records if r["event"] == "message_processed"]
+    assert all(r["actor"] == "heartbeat" and r["outcome"] == "succeeded" for r in processed)
+
+
+def test_unreachable_broker_and_taken_metrics_port_are_said_plainly(app: Processes) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    app.env["BGW_METRICS_PORT"] = str(taken.getsockname()[1])
+    app.env["BGW_BROKER_URL"] = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
+    worker = app.start("worker", str(BIN / "dramatiq"), "bgworkers", "--processes", "1")
+    out = app.workdir / "worker.out"
+
+    def events() -> list[dict[str, object]]:
+        return [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+
+    wait_for(
+        lambda: {"broker_unreachable", "metrics_port_in_use"} <= {e["event"] for e in events()},
+        timeout_s=60,
+        what="both warnings",
+    )
+    unreachable = next(e for e in events() if e["event"] == "broker_unreachable")
+    assert "guest:***@" in str(unreachable["broker_url"])
+    assert "BGW_BROKER_URL" in str(unreachable["hint"])
+    assert worker.poll() is None  # the worker keeps trying; it does not exit
+    taken.close()
