@@ -1,0 +1,51 @@
+from pathlib import Path
+
+import pytest
+
+from bgworkers.errors import ConfigurationError
+from bgworkers.settings import ENV_PREFIX, Settings, load_settings
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+
+
+def test_every_setting_is_documented() -> None:
+    text = DOC.read_text()
+    missing = [
+        f"{ENV_PREFIX}{name.upper()}"
+        for name in Settings.model_fields
+        if f"`{ENV_PREFIX}{name.upper()}`" not in text
+    ]
+    assert missing == []
+
+
+def test_a_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BGW_METRICS_PORT", "70000")
+    monkeypatch.setenv("BGW_TIMEZONE", "Mars/Olympus")
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "BGW_METRICS_PORT" in message
+    assert "BGW_TIMEZONE: Value error, unknown IANA time zone 'Mars/Olympus'" in message
+
+
+def test_environment_is_read_with_the_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BGW_DATABASE_URL", "postgresql+psycopg://u:p@db/x")
+    monkeypatch.setenv("BGW_LOG_FORMAT", "console")
+    settings = load_settings()
+    assert settings.database_url.get_secret_value() == "postgresql+psycopg://u:p@db/x"
+    assert "p@db" not in repr(settings)
+    assert settings.log_format == "console"
+
+
+def test_a_bad_setting_stops_the_worker_import_with_a_plain_message() -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "BGW_LOG_LEVEL": "LOUD"}
+    result = subprocess.run(
+        [sys.executable, "-c", "import bgworkers"], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert "BGW_LOG_LEVEL" in result.stderr
+    assert "Traceback" not in result.stderr
