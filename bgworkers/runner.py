@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bgworkers.logs import get_logger
 
@@ -59,7 +60,8 @@ def default_children(*, processes: int, threads: int) -> list[Child]:
                 str(threads),
             ],
         ),
-        Child("scheduler", [python, "-m", "periodiq", "bgworkers"]),
+        # periodiq has no ``__main__``: run its console script from this environment.
+        Child("scheduler", [str(Path(python).parent / "periodiq"), "bgworkers"]),
     ]
 
 
