@@ -48,7 +48,10 @@ def test_run_supervises_worker_and_scheduler(tmp_path: Path, rabbitmq_url: str) 
     out = tmp_path / "run.out"
     runner = subprocess.Popen(
         [str(BIN / "bgworkers"), "run", "--processes", "1", "--threads", "1"],
-        env=env, cwd=tmp_path, stdout=out.open("wb"), stderr=subprocess.STDOUT,
+        env=env,
+        cwd=tmp_path,
+        stdout=out.open("wb"),
+        stderr=subprocess.STDOUT,
     )
     try:
         started = {
@@ -57,14 +60,20 @@ def test_run_supervises_worker_and_scheduler(tmp_path: Path, rabbitmq_url: str) 
             )
             for name in ("worker", "scheduler")
         }
-        wait_for_event(out, lambda e: e["event"] == "message_processed" and e["actor"] == "heartbeat")
+        wait_for_event(
+            out, lambda e: e["event"] == "message_processed" and e["actor"] == "heartbeat"
+        )
         os.kill(int(started["scheduler"]["pid"]), signal.SIGKILL)  # type: ignore[call-overload]
-        wait_for_event(out, lambda e: e["event"] == "process_exited" and e["process"] == "scheduler")
+        wait_for_event(
+            out, lambda e: e["event"] == "process_exited" and e["process"] == "scheduler"
+        )
         restarted = wait_for_event(
             out,
-            lambda e: e["event"] == "process_started"
-            and e["process"] == "scheduler"
-            and e["pid"] != started["scheduler"]["pid"],
+            lambda e: (
+                e["event"] == "process_started"
+                and e["process"] == "scheduler"
+                and e["pid"] != started["scheduler"]["pid"]
+            ),
         )
         assert restarted["pid"] != started["scheduler"]["pid"]
     finally:
