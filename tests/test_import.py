@@ -3,7 +3,6 @@
 import os
 import subprocess
 import sys
-import time
 
 
 def test_import_opens_no_connection() -> None:
@@ -19,6 +18,4 @@ def test_import_opens_no_connection() -> None:
         "assert bgworkers.broker.actors, 'no actors declared';"
         "assert not bgworkers.broker.connections, 'connected at import'"
     )
-    started = time.monotonic()
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)
-    assert time.monotonic() - started < 60
