@@ -2,15 +2,24 @@
 
 An actor becomes periodic with ``@task(..., periodic=True)``; its cron line lives here and
 nowhere else. ``tests/test_schedule.py`` checks the table against the declared actors, both
-ways. Cron expressions have five fields (minute hour day-of-month month day-of-week).
+ways. Cron expressions have five fields (minute hour day-of-month month day-of-week) and are
+read in the operator's zone ``BGW_TIMEZONE`` (see :mod:`bgworkers.scheduling.cron` for the
+exact semantics, daylight-saving changes included); ``BGW_SCHEDULE_OVERRIDES`` changes or
+disables an entry without a code change.
+
+``catch_up_window``: after the scheduler was down, a missed tick younger than this is run once
+on recovery; older ones are logged and counted as missed. Zero for jobs whose next run does the
+missed run's work anyway (a check for due items, a queue drain, an incremental sync).
+``fan_out`` says how a per-user job spreads its work, for the reader.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-from croniter import croniter
+NO_CATCH_UP = timedelta(0)
 
 
 @dataclass(frozen=True)
@@ -18,9 +27,12 @@ class ScheduledJob:
     actor_name: str
     cron: str
     purpose: str
+    catch_up_window: timedelta = NO_CATCH_UP
+    fan_out: str = ""
 
 
-# Day-of-week Sunday is written 7, never 0 (periodiq 0.14 never fires a 0).
+_PER_USER = "enqueues one message per user, in batches"
+
 SCHEDULE: tuple[ScheduledJob, ...] = (
     ScheduledJob("heartbeat", "* * * * *", "record that the scheduler is alive"),
     ScheduledJob("check_due_reminders", "* * * * *", "enqueue reminders that are due"),
@@ -29,13 +41,44 @@ SCHEDULE: tuple[ScheduledJob, ...] = (
         "send_daily_email_summary",
         "*/15 * * * *",
         "send each user's summary once it is 08:00 or later in the user's own zone",
+        fan_out=_PER_USER,
     ),
-    ScheduledJob("cleanup_temp_files", "0 2 * * *", "delete old temporary files"),
-    ScheduledJob("backup_user_data", "0 1 * * 7", "archive every user's data (Sundays)"),
-    ScheduledJob("sync_calendar_events", "0 * * * *", "pull calendar changes per user"),
-    ScheduledJob("sync_notion_pages", "0 */2 * * *", "pull Notion pages per user"),
-    ScheduledJob("optimize_database", "0 3 * * 7", "vacuum and analyse (Sundays)"),
-    ScheduledJob("cleanup_old_sessions", "0 4 * * *", "delete expired user sessions"),
+    ScheduledJob(
+        "cleanup_temp_files",
+        "0 2 * * *",
+        "delete old temporary files",
+        catch_up_window=timedelta(hours=6),
+    ),
+    ScheduledJob(
+        "backup_user_data",
+        "0 1 * * 7",
+        "archive every user's data (Sundays)",
+        catch_up_window=timedelta(hours=24),
+        fan_out=_PER_USER,
+    ),
+    ScheduledJob(
+        "sync_calendar_events", "0 * * * *", "pull calendar changes per user", fan_out=_PER_USER
+    ),
+    ScheduledJob(
+        "sync_notion_pages", "0 */2 * * *", "pull Notion pages per user", fan_out=_PER_USER
+    ),
+    ScheduledJob(
+        "optimize_database",
+        "0 3 * * 7",
+        "vacuum and analyse (Sundays)",
+        catch_up_window=timedelta(hours=24),
+    ),
+    ScheduledJob(
+        "cleanup_old_sessions",
+        "0 4 * * *",
+        "delete expired user sessions",
+        catch_up_window=timedelta(hours=6),
+    ),
+    ScheduledJob(
+        "catch_up_missed_ticks",
+        "* * * * *",
+        "re-send ticks missed while the scheduler was down, within each job's window",
+    ),
 )
 
 
@@ -48,9 +91,7 @@ def job(actor_name: str) -> ScheduledJob:
 
 def periodic_option(actor_name: str) -> Any:
     """The value of an actor's ``periodic`` option, read by periodiq's scheduler."""
-    from periodiq import cron
+    from bgworkers.scheduling.periodic import CronPeriod
+    from bgworkers.settings import get_settings
 
-    expression = job(actor_name).cron
-    if not croniter.is_valid(expression):
-        raise ValueError(f"invalid cron expression {expression!r} for {actor_name}")
-    return cron(expression)
+    return CronPeriod.from_settings(job(actor_name), get_settings())

@@ -1,0 +1,15 @@
+"""Scheduling you can trust, on top of ``periodiq bgworkers``.
+
+periodiq stays the process operators run; bgworkers replaces the parts of it that drop or
+duplicate work (see ``docs/scheduling.md``):
+
+* :mod:`~bgworkers.scheduling.cron`: a cron matcher evaluated in the configured time zone
+  (``BGW_TIMEZONE``) with an explicit daylight-saving policy, independent of the machine's zone;
+* :mod:`~bgworkers.scheduling.periodic`: the object periodiq's scheduler reads from each
+  actor's ``periodic`` option;
+* :mod:`~bgworkers.scheduling.middleware`: the worker side: one run per (job, tick), no
+  overlap, outcome recorded; retries of a periodic message run (periodiq's middleware acked
+  them unrun);
+* :mod:`~bgworkers.scheduling.catch_up`: missed ticks re-sent within each job's window;
+* :mod:`~bgworkers.scheduling.report`: ``bgworkers schedule``.
+"""

@@ -1,0 +1,77 @@
+"""Per-job metrics of scheduled runs.
+
+The label ``periodic_job`` is a schedule-table name (bounded). It is not called ``job``:
+Prometheus sets ``job`` to the scrape target's name and renames a clashing label.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from bgworkers.metrics import LazyMetrics
+
+
+@dataclass(frozen=True)
+class ScheduleMetrics:
+    runs: Counter
+    failures: Counter
+    skipped: Counter
+    missed: Counter
+    caught_up: Counter
+    last_success: Gauge
+    last_duration: Gauge
+
+    @classmethod
+    def build(cls, registry: CollectorRegistry) -> ScheduleMetrics:
+        return cls(
+            runs=Counter(
+                "bgworkers_schedule_runs_total",
+                "Attempts of scheduled ticks, by outcome (succeeded, retried, dead_lettered).",
+                ["periodic_job", "outcome"],
+                registry=registry,
+            ),
+            failures=Counter(
+                "bgworkers_schedule_failures_total",
+                "Attempts of scheduled ticks that raised.",
+                ["periodic_job"],
+                registry=registry,
+            ),
+            skipped=Counter(
+                "bgworkers_schedule_skipped_ticks_total",
+                "Scheduled messages not run: duplicate (tick already claimed) or overlap "
+                "(the previous run was still going).",
+                ["periodic_job", "reason"],
+                registry=registry,
+            ),
+            missed=Counter(
+                "bgworkers_schedule_missed_ticks_total",
+                "Ticks never sent (scheduler down) and older than the job's catch-up window.",
+                ["periodic_job"],
+                registry=registry,
+            ),
+            caught_up=Counter(
+                "bgworkers_schedule_caught_up_ticks_total",
+                "Missed ticks re-sent on recovery because they were inside the window.",
+                ["periodic_job"],
+                registry=registry,
+            ),
+            last_success=Gauge(
+                "bgworkers_schedule_last_success_timestamp_seconds",
+                "Unix time at which the job's last successful run finished.",
+                ["periodic_job"],
+                registry=registry,
+                multiprocess_mode="max",
+            ),
+            last_duration=Gauge(
+                "bgworkers_schedule_last_duration_seconds",
+                "Duration in seconds of the job's last finished attempt.",
+                ["periodic_job"],
+                registry=registry,
+                multiprocess_mode="mostrecent",
+            ),
+        )
+
+
+SCHEDULE_METRICS: LazyMetrics[ScheduleMetrics] = LazyMetrics(ScheduleMetrics.build)

@@ -1,0 +1,342 @@
+"""Guarantees 2, 3, 4 and 7 with real ``periodiq bgworkers`` processes and the real RabbitMQ.
+
+Each scheduler is a real ``periodiq bgworkers tests.scheduling.probe_jobs`` subprocess, run
+with ``TZ=Asia/Kolkata`` (its local zone differs from the configured UTC) and with the
+test-only clock offset ``BGW_SCHEDULER_CLOCK_OFFSET_S``, so it starts a few seconds before a
+chosen tick instead of making the test wait for a real minute; "down for ten minutes" is a
+restart with a clock ten minutes further on. Every job of the schedule table except the
+catch-up job is turned off with ``BGW_SCHEDULE_OVERRIDES``; the probe jobs
+(``probe_jobs.py``) record each run. The worker is bgworkers' own broker consumed in this
+process (``app_worker``), with the real middleware stack.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlparse, urlunparse
+
+import dramatiq
+import pytest
+from sqlalchemy.engine import Engine
+from sqlmodel import select
+
+from bgworkers import queues
+from bgworkers.db import session_scope
+from bgworkers.schedule import SCHEDULE
+from bgworkers.scheduling.catch_up import CATCH_UP_JOB
+from bgworkers.scheduling.models import ScheduledRun
+from tests.scheduling import probe_jobs
+from tests.scheduling.tcp_proxy import TcpRelay
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+PERIODIQ = Path(sys.executable).parent / "periodiq"
+MINUTE = timedelta(minutes=1)
+ONLY_CATCH_UP = {e.actor_name: "off" for e in SCHEDULE if e.actor_name != CATCH_UP_JOB}
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def wait_until(
+    predicate: Callable[[], object], timeout_s: float, what: str, *watch: Scheduler
+) -> None:
+    """Poll ``predicate``; fail at once, with its log, if a watched scheduler has exited."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        for scheduler in watch:
+            scheduler.check_running()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def offset_to(virtual: datetime) -> int:
+    """Clock offset (whole seconds) that makes the scheduler's now equal ``virtual`` now.
+
+    Waits first until the real clock is early in its minute, so that the processes started
+    right after it are not held back by periodiq's own padding (see ``Scheduler.start``).
+    """
+    while not 1 <= time.time() % 60 <= 40:
+        time.sleep(0.2)
+    return round(virtual.timestamp() - time.time())
+
+
+class Scheduler:
+    """One ``periodiq bgworkers`` process; its log lines are kept in a file."""
+
+    def __init__(self, tmp: Path, name: str, *, url: str, offset_s: int, probes: list[str]):
+        self.log = tmp / f"{name}.log"
+        self.env = {
+            **os.environ,
+            "TZ": "Asia/Kolkata",
+            "BGW_BROKER_URL": url,
+            "BGW_SCHEDULE_OVERRIDES": json.dumps(ONLY_CATCH_UP),
+            "BGW_SCHEDULER_CLOCK_OFFSET_S": str(offset_s),
+            "BGW_TEST_PROBES": ",".join(probes),
+            "BGW_LOG_FORMAT": "json",
+            "BGW_METRICS_DIR": str(tmp / f"{name}-metrics"),
+            "BGW_DATABASE_URL": f"sqlite:///{tmp}/{name}-unused.db",
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Scheduler:
+        # periodiq sleeps to the next real minute when started after second 55: avoid it.
+        while not 1 <= time.time() % 60 <= 50:
+            time.sleep(0.2)
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [str(PERIODIQ), "bgworkers", "tests.scheduling.probe_jobs"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        return self
+
+    def sends(self, job: str) -> int:
+        """How many messages this process has sent for ``job`` (periodiq logs each one)."""
+        if not self.log.exists():
+            return 0
+        text = self.log.read_text(errors="replace")
+        return sum(1 for line in text.splitlines() if f"Scheduling Actor({job}) at" in line)
+
+    def check_running(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            tail = self.log.read_text(errors="replace").splitlines()[-15:]
+            raise AssertionError(
+                f"scheduler exited with code {self.process.returncode}:\n" + "\n".join(tail)
+            )
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+
+@pytest.fixture
+def schedulers(tmp_path: Path) -> Iterator[list[Scheduler]]:
+    started: list[Scheduler] = []
+    yield started
+    for scheduler in started:
+        scheduler.kill()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_probe_runs() -> None:
+    probe_jobs.RUNS.clear()
+
+
+def probe_runs(job: str) -> list[tuple[datetime, int]]:
+    return [(datetime.fromisoformat(t), n) for j, t, n in list(probe_jobs.RUNS) if j == job]
+
+
+def claimed(job: str) -> list[ScheduledRun]:
+    with session_scope() as session:
+        rows = session.exec(select(ScheduledRun).where(ScheduledRun.job == job))
+        return sorted(rows, key=lambda r: r.tick)
+
+
+def gap_ticks() -> list[datetime]:
+    """Every-minute ticks inside the catch-up job's gap (what a dead scheduler did not send)."""
+    ticks = [r.tick for r in claimed(CATCH_UP_JOB)]
+    gaps = [(a, b) for a, b in itertools.pairwise(ticks) if b - a > MINUTE]
+    assert len(gaps) == 1, ticks
+    start, end = gaps[0]
+    return [start + i * MINUTE for i in range(1, (end - start) // MINUTE)]
+
+
+def drain(broker: dramatiq.Broker) -> None:
+    broker.join(queues.MAINTENANCE, timeout=30_000)
+
+
+def test_two_schedulers_and_a_restart_run_each_tick_once(
+    db_engine: Engine, app_broker, app_worker, rabbitmq_url: str, schedulers, tmp_path, registry
+) -> None:
+    offset = offset_to(at("2026-11-25 10:57:56"))
+    probes = ["probe_every_minute"]
+    a, b = (
+        Scheduler(tmp_path, name, url=rabbitmq_url, offset_s=offset, probes=probes)
+        for name in ("a", "b")
+    )
+    schedulers += [a.start(), b.start()]
+    wait_until(
+        lambda: a.sends("probe_every_minute") >= 2 and b.sends("probe_every_minute") >= 2,
+        40,
+        "both schedulers to send the 10:57 and 10:58 ticks",
+        a,
+        b,
+    )
+    a.kill()  # restarted inside the 10:58 minute: periodiq sends that minute again
+    sent_before = a.sends("probe_every_minute")
+    a.start()
+    wait_until(lambda: a.sends("probe_every_minute") > sent_before, 40, "the restart's send", a)
+    for scheduler in (a, b):
+        scheduler.kill()
+    drain(app_broker)
+
+    runs = probe_runs("probe_every_minute")
+    ticks = [tick for tick, _ in runs]
+    sent = a.sends("probe_every_minute") + b.sends("probe_every_minute")
+    assert len(ticks) == len(set(ticks)), runs  # never twice for a tick
+    assert at("2026-11-25 10:58") in ticks
+    assert sent >= len(ticks) + 3  # both sent each tick, plus the restart's
+    duplicates = registry.get_sample_value(
+        "bgworkers_schedule_skipped_ticks_total",
+        {"periodic_job": "probe_every_minute", "reason": "duplicate"},
+    )
+    assert duplicates == sent - len(ticks)
+    assert [(r.tick, r.status, r.attempts) for r in claimed("probe_every_minute")] == [
+        (tick, "succeeded", 1) for tick in sorted(ticks)
+    ]
+
+
+def test_missed_ticks_are_caught_up_within_their_window_once(
+    sqlite_engine: Engine, app_broker, app_worker, rabbitmq_url: str, schedulers, tmp_path, registry
+) -> None:
+    probes = ["probe_every_minute", "probe_daily"]
+    first = Scheduler(
+        tmp_path,
+        "first",
+        url=rabbitmq_url,
+        offset_s=offset_to(at("2026-11-25 10:57:56")),
+        probes=probes,
+    )
+    schedulers.append(first.start())
+    wait_until(
+        lambda: any(r.tick == at("2026-11-25 10:58") for r in claimed(CATCH_UP_JOB)),
+        40,
+        "the 10:58 catch-up run",
+        first,
+    )
+    first.kill()  # down from 10:58 to 11:05 (scheduler clock)
+    offset = offset_to(at("2026-11-25 11:05:56"))
+    second = Scheduler(tmp_path, "second", url=rabbitmq_url, offset_s=offset, probes=probes)
+    schedulers.append(second.start())
+    wait_until(lambda: probe_runs("probe_daily"), 40, "the 11:00 daily catch-up", second)
+    wait_until(
+        lambda: any(r.tick >= at("2026-11-25 11:06") for r in claimed(CATCH_UP_JOB)),
+        40,
+        "the next catch-up run",
+        second,
+    )
+    second.kill()  # and a restart inside the minute: nothing may run twice
+    third = Scheduler(tmp_path, "third", url=rabbitmq_url, offset_s=offset, probes=probes)
+    schedulers.append(third.start())
+    wait_until(lambda: third.sends(CATCH_UP_JOB) >= 1, 40, "the restart's send", third)
+    third.kill()
+    drain(app_broker)
+
+    assert probe_runs("probe_daily") == [(at("2026-11-25 11:00"), 0)]  # once, in its window
+    missed = gap_ticks()
+    every_minute = [t for t, _ in probe_runs("probe_every_minute")]
+    assert len(every_minute) == len(set(every_minute))
+    assert not set(missed) & set(every_minute)  # window 0: not caught up...
+    assert registry.get_sample_value(  # ...but counted
+        "bgworkers_schedule_missed_ticks_total", {"periodic_job": "probe_every_minute"}
+    ) == len(missed)
+    assert (
+        registry.get_sample_value(
+            "bgworkers_schedule_caught_up_ticks_total", {"periodic_job": "probe_daily"}
+        )
+        == 1
+    )
+
+
+def test_a_failing_periodic_job_is_retried_and_dead_lettered(
+    sqlite_engine: Engine, app_broker, app_worker, rabbitmq_url: str, schedulers, tmp_path, registry
+) -> None:
+    scheduler = Scheduler(
+        tmp_path,
+        "s",
+        url=rabbitmq_url,
+        offset_s=offset_to(at("2026-11-25 10:58:20")),
+        probes=["probe_flaky"],
+    )
+    schedulers.append(scheduler.start())
+    wait_until(lambda: len(probe_runs("probe_flaky")) >= 3, 40, "three attempts", scheduler)
+    scheduler.kill()  # before its next tick, 40 s away
+    drain(app_broker)
+    wait_until(
+        lambda: app_broker.get_queue_message_counts(queues.MAINTENANCE)[2] == 1,
+        10,
+        "the dead letter",
+    )
+
+    assert probe_runs("probe_flaky") == [(at("2026-11-25 10:58"), n) for n in (0, 1, 2)]
+    [row] = claimed("probe_flaky")
+    assert (row.status, row.attempts) == ("failed", 3)
+    assert row.error == "TransientError: probe failure"
+    assert (
+        registry.get_sample_value(
+            "bgworkers_schedule_runs_total",
+            {"periodic_job": "probe_flaky", "outcome": "dead_lettered"},
+        )
+        == 1
+    )
+
+
+def test_a_broker_outage_stops_the_scheduler_and_catch_up_covers_the_gap(
+    sqlite_engine: Engine, app_broker, app_worker, rabbitmq_url: str, schedulers, tmp_path, registry
+) -> None:
+    parsed = urlparse(rabbitmq_url)
+    relay = TcpRelay((parsed.hostname or "127.0.0.1", parsed.port or 5672))
+    relay.start()
+    via_relay = urlunparse(
+        parsed._replace(netloc=f"{parsed.netloc.rsplit(':', 1)[0]}:{relay.port}")
+    )
+    if parsed.port is None:
+        via_relay = urlunparse(parsed._replace(netloc=f"{parsed.netloc}:{relay.port}"))
+    probes = ["probe_every_minute", "probe_daily"]
+    first = Scheduler(
+        tmp_path,
+        "first",
+        url=via_relay,
+        offset_s=offset_to(at("2026-11-25 10:58:48")),
+        probes=probes,
+    )
+    schedulers.append(first.start())
+    try:
+        wait_until(
+            lambda: any(r.tick == at("2026-11-25 10:58") for r in claimed(CATCH_UP_JOB)),
+            40,
+            "the 10:58 catch-up run",
+            first,
+        )
+        relay.stop()  # RabbitMQ unreachable for the scheduler (only)
+        assert first.process is not None
+        assert first.process.wait(60) == 1  # at its 10:59 tick periodiq exits with code 1
+        # What the run command does: start it again, here once the broker is back, ten
+        # minutes later on the scheduler's clock.
+        relay.start()
+        second = Scheduler(
+            tmp_path,
+            "second",
+            url=via_relay,
+            offset_s=offset_to(at("2026-11-25 11:08:50")),
+            probes=probes,
+        )
+        schedulers.append(second.start())
+        wait_until(lambda: probe_runs("probe_daily"), 40, "the 11:00 daily catch-up", second)
+        second.kill()
+    finally:
+        relay.stop()
+    drain(app_broker)
+
+    assert probe_runs("probe_daily") == [(at("2026-11-25 11:00"), 0)]
+    missed = gap_ticks()
+    assert at("2026-11-25 10:59") in missed
+    assert registry.get_sample_value(
+        "bgworkers_schedule_missed_ticks_total", {"periodic_job": "probe_every_minute"}
+    ) == len(missed)

@@ -1,0 +1,56 @@
+"""The schedule table and the declared actors agree, both ways.
+
+Every periodic actor of bgworkers' actor modules has a line in ``bgworkers/schedule.py`` and
+runs on exactly that cron line (through :class:`CronPeriod`, the option periodiq reads), and
+every line of the table names a declared periodic actor. Fan-out jobs say how they spread.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import bgworkers
+from bgworkers.schedule import SCHEDULE
+from bgworkers.scheduling.cron import CronExpression
+from bgworkers.scheduling.periodic import CronPeriod
+
+
+def declared_periodic_actors() -> dict[str, CronPeriod]:
+    for module in bgworkers.ACTOR_MODULES:
+        importlib.import_module(module)
+    found = {}
+    for name in bgworkers.broker.get_declared_actors():
+        actor = bgworkers.broker.get_actor(name)
+        if actor.fn.__module__ in bgworkers.ACTOR_MODULES and "periodic" in actor.options:
+            found[name] = actor.options["periodic"]
+    return found
+
+
+def test_every_periodic_actor_runs_on_its_table_line() -> None:
+    table = {entry.actor_name: entry for entry in SCHEDULE}
+    for name, period in declared_periodic_actors().items():
+        assert name in table, f"periodic actor {name} has no line in bgworkers/schedule.py"
+        assert isinstance(period, CronPeriod), f"{name}: periodic option is not a CronPeriod"
+        assert period.job == table[name]
+        assert period.cron == table[name].cron
+
+
+def test_every_table_line_has_a_declared_periodic_actor() -> None:
+    declared = declared_periodic_actors()
+    missing = [entry.actor_name for entry in SCHEDULE if entry.actor_name not in declared]
+    assert missing == [], f"schedule entries without a periodic actor: {missing}"
+
+
+def test_table_lines_are_valid_and_unique() -> None:
+    names = [entry.actor_name for entry in SCHEDULE]
+    assert len(names) == len(set(names))
+    for entry in SCHEDULE:
+        CronExpression.parse(entry.cron)
+        assert entry.catch_up_window.total_seconds() >= 0
+    per_user = {e.actor_name for e in SCHEDULE if e.fan_out}
+    assert per_user == {
+        "send_daily_email_summary",
+        "backup_user_data",
+        "sync_calendar_events",
+        "sync_notion_pages",
+    }
