@@ -1,0 +1,158 @@
+"""Benchmark: deliver a 10,000-email outbox through the worker path to a local SMTP server.
+
+What it measures, on a fresh database and the RabbitMQ of ``BGW_BROKER_URL`` (its
+``email`` queue is purged first):
+
+1. fill: ``add_email`` for N emails (committed every 1,000);
+2. sweep: ``sweep_outbox`` (the ``process_email_queue`` work) hands every row to a
+   ``send_email`` message; its Python allocation peak is traced to show that memory is
+   bounded by the page size, not by the outbox;
+3. deliver: an in-process dramatiq worker on the ``email`` queue claims, sends over SMTP
+   (an aiosmtpd server in a separate process) and marks each email sent.
+
+It prints the time of each phase, the delivery rate and the peak memory (the sweep's traced
+peak and the process's peak resident set size). Run::
+
+    BGW_BROKER_URL=amqp://guest:guest@127.0.0.1:5672/<vhost> python bench/email_outbox.py \
+        [--emails 10000] [--threads 8] [--database-url postgresql+psycopg://...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import resource
+import socket
+import tempfile
+import time
+import tracemalloc
+from datetime import timedelta
+from typing import Any
+
+import dramatiq
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+import bgworkers
+from bgworkers import migrations
+from bgworkers.db import make_engine, use_engine, utcnow
+from bgworkers.email.actors import dispatch_emails
+from bgworkers.email.models import EmailStatus, OutboxEmail
+from bgworkers.email.outbox import REDISPATCH_AFTER, add_email, sweep_outbox
+from bgworkers.email.smtp import SmtpMailer, use_mailer
+
+
+def run_smtp_server(port: int, received: Any, ready: Any) -> None:
+    """Child process: an aiosmtpd server that counts accepted emails."""
+    from aiosmtpd.controller import Controller
+
+    class Counting:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            with received.get_lock():
+                received.value += 1
+            return "250 OK"
+
+    controller = Controller(Counting(), hostname="127.0.0.1", port=port)
+    controller.start()
+    ready.set()
+    while True:
+        time.sleep(3600)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def count_sent(session: Session) -> int:
+    statement = select(func.count()).where(col(OutboxEmail.status) == EmailStatus.SENT)
+    return int(session.exec(statement).one())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--emails", type=int, default=10_000)
+    parser.add_argument("--threads", type=int, default=8, help="worker threads")
+    parser.add_argument("--database-url", default=None, help="default: a temporary SQLite file")
+    args = parser.parse_args()
+
+    workdir = tempfile.TemporaryDirectory()
+    engine = make_engine(args.database_url or f"sqlite:///{workdir.name}/bench.db")
+    migrations.upgrade(engine)
+    use_engine(engine)
+    with Session(engine) as session:
+        if session.exec(select(func.count()).select_from(OutboxEmail)).one():
+            raise SystemExit("the outbox of that database is not empty; use an empty one")
+
+    context = multiprocessing.get_context("spawn")
+    received, ready = context.Value("i", 0), context.Event()
+    port = free_port()
+    server = context.Process(target=run_smtp_server, args=(port, received, ready), daemon=True)
+    server.start()
+    ready.wait(30)
+    use_mailer(SmtpMailer(host="127.0.0.1", port=port, timeout_s=10))
+
+    broker = bgworkers.broker
+    broker.declare_queue("email")
+    broker.flush("email")
+
+    written = utcnow() - REDISPATCH_AFTER - timedelta(seconds=1)
+    started = time.perf_counter()
+    with Session(engine) as session:
+        for n in range(args.emails):
+            add_email(
+                session=session,
+                recipient=f"user{n}@example.org",
+                subject=f"Benchmark email {n}",
+                text="Hello from the benchmark.\n" * 20,
+                html="<p>Hello from the benchmark.</p>" * 20,
+                idempotency_key=f"bench-{n}",
+                now=written,
+            )
+            if n % 1000 == 999:
+                session.commit()
+        session.commit()
+    fill_s = time.perf_counter() - started
+
+    tracemalloc.start()
+    started = time.perf_counter()
+    with Session(engine) as session:
+        result = sweep_outbox(
+            session=session, now=utcnow(), sending_timeout_s=600, dispatch=dispatch_emails
+        )
+    sweep_s = time.perf_counter() - started
+    _, sweep_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+
+    worker = dramatiq.Worker(broker, queues={"email"}, worker_threads=args.threads)
+    started = time.perf_counter()
+    worker.start()
+    with Session(engine) as session:
+        while (sent := count_sent(session)) < args.emails:
+            if time.perf_counter() - started > 600:
+                raise SystemExit(f"only {sent} of {args.emails} sent after 10 minutes")
+            time.sleep(0.2)
+    deliver_s = time.perf_counter() - started
+    worker.stop()
+    server.terminate()
+    broker.close()
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    print(f"database              {engine.dialect.name}")
+    print(f"emails                {args.emails:,} (dispatched by the sweep: {result.dispatched:,})")
+    print(f"received by SMTP      {received.value:,}")
+    print(f"fill outbox           {fill_s:6.1f} s")
+    print(f"sweep + publish       {sweep_s:6.1f} s   traced peak {sweep_peak / 2**20:.1f} MiB")
+    print(
+        f"deliver ({args.threads} threads)   {deliver_s:6.1f} s   "
+        f"{args.emails / deliver_s:,.0f} emails/s"
+    )
+    print(f"sweep + deliver       {sweep_s + deliver_s:6.1f} s")
+    print(f"process peak RSS      {peak_rss_mb:6.1f} MiB")
+    workdir.cleanup()
+
+
+if __name__ == "__main__":
+    main()

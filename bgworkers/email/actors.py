@@ -1,0 +1,48 @@
+"""Actors of the email domain (queue ``email``)."""
+
+from __future__ import annotations
+
+from bgworkers import queues
+from bgworkers.db import session_scope, utcnow
+from bgworkers.email.outbox import deliver_email, sweep_outbox
+from bgworkers.email.smtp import get_mailer
+from bgworkers.settings import get_settings
+from bgworkers.tasks import task
+
+
+# Backoff 2 s doubling to 5 min over 8 retries (about 14 minutes in all), under RabbitMQ's
+# consumer timeout; after that the sweep keeps re-dispatching until email_max_attempts.
+@task(queue=queues.EMAIL, max_retries=8, min_backoff_ms=2_000, time_limit_ms=120_000)
+def send_email(email_id: int) -> None:
+    """Deliver one outbox email; a duplicate message finds it claimed and does nothing."""
+    settings = get_settings()
+    with session_scope() as session:
+        deliver_email(
+            email_id,
+            session=session,
+            mailer=get_mailer(settings),
+            clock=utcnow,
+            sender=settings.email_from,
+            sending_timeout_s=settings.email_sending_timeout_s,
+            max_attempts=settings.email_max_attempts,
+        )
+
+
+def dispatch_emails(email_ids: list[int]) -> None:
+    """Send one ``send_email`` message per id (call it after the commit that wrote them)."""
+    for email_id in email_ids:
+        send_email.send(email_id)
+
+
+# Idempotent sweep: a failure is retried up to 3 times, then dead-lettered (and alerted).
+@task(queue=queues.EMAIL, periodic=True, max_retries=3, time_limit_ms=240_000)
+def process_email_queue() -> None:
+    """Recover stalled sends and re-dispatch emails still queued; only fans out."""
+    settings = get_settings()
+    with session_scope() as session:
+        sweep_outbox(
+            session=session,
+            now=utcnow(),
+            sending_timeout_s=settings.email_sending_timeout_s,
+            dispatch=dispatch_emails,
+        )

@@ -1,0 +1,75 @@
+"""Metrics of the email outbox (labels are small fixed sets, never addresses or ids)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from bgworkers.metrics import LazyMetrics
+
+# Seconds for one SMTP transaction, from a local relay to a slow remote server.
+SEND_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+@dataclass(frozen=True)
+class EmailMetrics:
+    enqueued: Counter
+    sent: Counter
+    failed: Counter
+    send_errors: Counter
+    claims_skipped: Counter
+    recovered: Counter
+    dispatched: Counter
+    send_duration: Histogram
+
+    @classmethod
+    def build(cls, registry: CollectorRegistry) -> EmailMetrics:
+        return cls(
+            enqueued=Counter(
+                "bgworkers_email_enqueued_total",
+                "Emails written to the outbox (a repeated idempotency key is not counted).",
+                registry=registry,
+            ),
+            sent=Counter(
+                "bgworkers_email_sent_total",
+                "Emails the SMTP server accepted.",
+                registry=registry,
+            ),
+            failed=Counter(
+                "bgworkers_email_failed_total",
+                "Emails given up: reason is rejected (5xx) or attempts_exhausted.",
+                ["reason"],
+                registry=registry,
+            ),
+            send_errors=Counter(
+                "bgworkers_email_send_errors_total",
+                "Failed SMTP attempts by kind (transient or permanent).",
+                ["kind"],
+                registry=registry,
+            ),
+            claims_skipped=Counter(
+                "bgworkers_email_claims_skipped_total",
+                "send_email messages that found their email already sent, failed or being sent.",
+                registry=registry,
+            ),
+            recovered=Counter(
+                "bgworkers_email_recovered_total",
+                "Emails stuck in 'sending' past the timeout and put back in the queue.",
+                registry=registry,
+            ),
+            dispatched=Counter(
+                "bgworkers_email_dispatched_total",
+                "send_email messages sent by the outbox sweep.",
+                registry=registry,
+            ),
+            send_duration=Histogram(
+                "bgworkers_email_send_duration_seconds",
+                "Time of one SMTP delivery attempt, in seconds.",
+                registry=registry,
+                buckets=SEND_BUCKETS,
+            ),
+        )
+
+
+EMAIL_METRICS: LazyMetrics[EmailMetrics] = LazyMetrics(EmailMetrics.build)

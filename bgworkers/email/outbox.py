@@ -1,0 +1,363 @@
+"""The email outbox: write an email once, deliver it at most once per key, at least once in the end.
+
+How the guarantees hold:
+
+* **One row per idempotency key** (a unique index): adding the same key again returns the
+  existing row, so a retried caller never queues a second email.
+* **Atomic claim**: a sender moves the row from ``queued`` to ``sending`` with one
+  conditional UPDATE and commits before talking to SMTP, so two workers (or a message
+  delivered twice) never send the same row: the second finds nothing to claim.
+* **At least once in the end**: a transient failure puts the row back to ``queued``; the
+  actor is retried with backoff and the sweep (:func:`sweep_outbox`) re-dispatches rows whose
+  message got lost or gave up. A worker that dies while sending leaves the row in
+  ``sending``; after ``sending_timeout_s`` the row may be claimed again.
+
+The one window no outbox can close: a crash after the SMTP server accepted the email and
+before the row is marked sent. That email is sent again after the timeout; it carries the
+same ``Message-ID`` (derived from the key), so mail clients show it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, parseaddr
+from typing import Literal
+
+from sqlalchemy import and_, or_, update
+from sqlmodel import Session, col, select
+
+from bgworkers.db import insert_if_absent
+from bgworkers.email.metrics import EMAIL_METRICS
+from bgworkers.email.models import EmailStatus, OutboxEmail
+from bgworkers.email.smtp import Mailer, SmtpPermanentError, SmtpTransientError
+from bgworkers.errors import PermanentError
+from bgworkers.logs import get_logger
+
+log = get_logger(__name__)
+
+#: How long a row handed to a ``send_email`` message is left alone by the sweep: longer
+#: than the time a message normally waits in the queue, so a backlog gets no duplicates.
+REDISPATCH_AFTER = timedelta(minutes=10)
+MAX_SUBJECT_LENGTH = 500
+MAX_KEY_LENGTH = 200
+MAX_ERROR_LENGTH = 2000
+
+Outcome = Literal["sent", "failed", "skipped"]
+
+
+class InvalidEmail(PermanentError):
+    """The email cannot be queued as given (bad address, header injection, missing key)."""
+
+
+def is_email_address(text: str) -> bool:
+    """True for a bare address (``user@example.org``) that can go in a To header."""
+    try:
+        address = Address(addr_spec=text)
+    except (ValueError, IndexError):
+        return False
+    return bool(address.domain and address.username)
+
+
+def validate_email_fields(*, recipient: str, subject: str, text: str, key: str) -> None:
+    problems: list[str] = []
+    if not is_email_address(recipient):
+        problems.append(f"recipient {recipient!r} is not an email address")
+    if "\r" in subject or "\n" in subject:
+        problems.append("the subject contains a line break")
+    if len(subject) > MAX_SUBJECT_LENGTH:
+        problems.append(f"the subject is longer than {MAX_SUBJECT_LENGTH} characters")
+    if not text.strip():
+        problems.append("the text body is empty")
+    if not key.strip() or len(key) > MAX_KEY_LENGTH:
+        problems.append(f"the idempotency key must have 1 to {MAX_KEY_LENGTH} characters")
+    if problems:
+        raise InvalidEmail("cannot queue email: " + "; ".join(problems))
+
+
+def add_email(
+    *,
+    session: Session,
+    recipient: str,
+    subject: str,
+    text: str,
+    html: str | None,
+    idempotency_key: str,
+    now: datetime,
+) -> tuple[OutboxEmail, bool]:
+    """Write the email unless its key exists; return the row and whether it is new.
+
+    The caller sends the ``send_email`` message after commit; the sweep covers a lost one
+    after :data:`REDISPATCH_AFTER`.
+    """
+    validate_email_fields(recipient=recipient, subject=subject, text=text, key=idempotency_key)
+    existing = _by_key(session, idempotency_key)
+    if existing is not None:
+        return existing, False
+    created = insert_if_absent(
+        session,
+        OutboxEmail,
+        conflict_columns=("idempotency_key",),
+        idempotency_key=idempotency_key,
+        recipient=recipient,
+        subject=subject,
+        body_text=text,
+        body_html=html,
+        status=EmailStatus.QUEUED,
+        attempts=0,
+        dispatch_after=now + REDISPATCH_AFTER,
+        created_at=now,
+        updated_at=now,
+    )
+    row = _by_key(session, idempotency_key)
+    assert row is not None  # inserted now or by the transaction that won the race
+    if created:
+        EMAIL_METRICS.get().enqueued.inc()
+    return row, created
+
+
+def _by_key(session: Session, key: str) -> OutboxEmail | None:
+    return session.exec(select(OutboxEmail).where(OutboxEmail.idempotency_key == key)).first()
+
+
+def claim(*, session: Session, email_id: int, now: datetime, stale_before: datetime) -> str | None:
+    """Take the row for sending; return the claim token, or None if it is not ours to send.
+
+    Claimable: ``queued`` rows, and ``sending`` rows claimed before ``stale_before`` (their
+    sender died). One conditional UPDATE, so exactly one concurrent claimer wins.
+    """
+    token = str(uuid.uuid4())
+    statement = (
+        update(OutboxEmail)
+        .where(
+            col(OutboxEmail.id) == email_id,
+            or_(
+                col(OutboxEmail.status) == EmailStatus.QUEUED,
+                and_(
+                    col(OutboxEmail.status) == EmailStatus.SENDING,
+                    col(OutboxEmail.claimed_at) < stale_before,
+                ),
+            ),
+        )
+        .values(
+            status=EmailStatus.SENDING,
+            claimed_at=now,
+            claim_token=token,
+            attempts=OutboxEmail.attempts + 1,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return token if session.execute(statement).rowcount == 1 else None  # type: ignore[attr-defined]
+
+
+def _finish(session: Session, email_id: int, token: str, **values: object) -> bool:
+    statement = (
+        update(OutboxEmail)
+        .where(col(OutboxEmail.id) == email_id, col(OutboxEmail.claim_token) == token)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(session.execute(statement).rowcount == 1)  # type: ignore[attr-defined]
+
+
+def message_id_for(key: str, sender: str) -> str:
+    """A stable Message-ID per idempotency key, so a re-send is recognisable as the same email."""
+    digest = hashlib.sha256(key.encode()).hexdigest()[:40]
+    domain = parseaddr(sender)[1].rpartition("@")[2] or "localhost"
+    return f"<{digest}@{domain}>"
+
+
+def build_message(row: OutboxEmail, *, sender: str) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = row.recipient
+    message["Subject"] = row.subject
+    message["Date"] = format_datetime(row.created_at)
+    message["Message-ID"] = message_id_for(row.idempotency_key, sender)
+    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies to us
+    message.set_content(row.body_text)
+    if row.body_html:
+        message.add_alternative(row.body_html, subtype="html")
+    return message
+
+
+def deliver_email(
+    email_id: int,
+    *,
+    session: Session,
+    mailer: Mailer,
+    clock: Callable[[], datetime],
+    sender: str,
+    sending_timeout_s: float,
+    max_attempts: int,
+) -> Outcome:
+    """Claim, send and record one email. Commits the claim before the SMTP conversation.
+
+    Returns ``sent``, ``failed`` (5xx reply or attempts exhausted: recorded on the row, not
+    retried) or ``skipped`` (sent, failed or held by another sender). Raises
+    :class:`SmtpTransientError` after putting the row back in the queue, so the message is
+    retried with backoff.
+    """
+    metrics = EMAIL_METRICS.get()
+    now = clock()
+    token = claim(
+        session=session,
+        email_id=email_id,
+        now=now,
+        stale_before=now - timedelta(seconds=sending_timeout_s),
+    )
+    session.commit()
+    if token is None:
+        metrics.claims_skipped.inc()
+        log.info("email_not_claimed", email_id=email_id)
+        return "skipped"
+    row = session.get(OutboxEmail, email_id, populate_existing=True)
+    if row is None:  # pragma: no cover - claimed rows are never deleted
+        return "skipped"
+    if row.attempts > max_attempts:
+        # Earlier attempts ended without an SMTP answer (the worker died or crashed).
+        reply = f"gave up after {max_attempts} attempts; last error: {row.last_error}"
+        return _record_failure(
+            session, row, token, reply=reply, clock=clock, reason="attempts_exhausted"
+        )
+    started = time.perf_counter()
+    try:
+        mailer.send(build_message(row, sender=sender))
+    except SmtpPermanentError as exc:
+        metrics.send_errors.labels("permanent").inc()
+        return _record_failure(session, row, token, reply=exc.reply, clock=clock, reason="rejected")
+    except SmtpTransientError as exc:
+        metrics.send_errors.labels("transient").inc()
+        if row.attempts >= max_attempts:
+            reply = f"gave up after {row.attempts} attempts; last error: {exc.reply}"
+            return _record_failure(
+                session, row, token, reply=reply, clock=clock, reason="attempts_exhausted"
+            )
+        later = clock()
+        _finish(
+            session,
+            email_id,
+            token,
+            status=EmailStatus.QUEUED,
+            last_error=exc.reply[:MAX_ERROR_LENGTH],
+            claim_token=None,
+            dispatch_after=later + REDISPATCH_AFTER,
+            updated_at=later,
+        )
+        session.commit()
+        log.warning("email_send_deferred", email_id=email_id, attempt=row.attempts, error=exc.reply)
+        raise
+    finally:
+        metrics.send_duration.observe(time.perf_counter() - started)
+    done = clock()
+    if not _finish(
+        session, email_id, token, status=EmailStatus.SENT, sent_at=done, updated_at=done
+    ):
+        log.warning("email_claim_lost", email_id=email_id)
+    session.commit()
+    metrics.sent.inc()
+    log.info("email_sent", email_id=email_id, attempt=row.attempts)
+    return "sent"
+
+
+def _record_failure(
+    session: Session,
+    row: OutboxEmail,
+    token: str,
+    *,
+    reply: str,
+    clock: Callable[[], datetime],
+    reason: str,
+) -> Outcome:
+    now = clock()
+    assert row.id is not None
+    _finish(
+        session,
+        row.id,
+        token,
+        status=EmailStatus.FAILED,
+        last_error=reply[:MAX_ERROR_LENGTH],
+        updated_at=now,
+    )
+    session.commit()
+    EMAIL_METRICS.get().failed.labels(reason).inc()
+    log.error("email_failed", email_id=row.id, reason=reason, error=reply, attempt=row.attempts)
+    return "failed"
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    recovered: int
+    dispatched: int
+
+
+def sweep_outbox(
+    *,
+    session: Session,
+    now: datetime,
+    sending_timeout_s: float,
+    dispatch: Callable[[list[int]], None],
+    page_size: int = 500,
+    max_rows: int = 100_000,
+) -> SweepResult:
+    """Recover stalled sends and hand every waiting email to ``dispatch``, page by page.
+
+    Each page is a list of at most ``page_size`` ids: it is stamped (``dispatch_after`` moves
+    ahead, so the page leaves the query's range), committed, then given to ``dispatch``.
+    Memory stays bounded by one page whatever the outbox holds; ``max_rows`` bounds one run.
+    """
+    stale_before = now - timedelta(seconds=sending_timeout_s)
+    recovered = session.execute(
+        update(OutboxEmail)
+        .where(
+            col(OutboxEmail.status) == EmailStatus.SENDING,
+            col(OutboxEmail.claimed_at) < stale_before,
+        )
+        .values(
+            status=EmailStatus.QUEUED,
+            claim_token=None,
+            dispatch_after=now,
+            last_error="the sender stopped before finishing; queued again",
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
+    session.commit()
+    if recovered:
+        EMAIL_METRICS.get().recovered.inc(recovered)
+        log.warning("email_sends_recovered", count=recovered)
+    dispatched = 0
+    while dispatched < max_rows:
+        ids = list(
+            session.exec(
+                select(OutboxEmail.id)
+                .where(
+                    col(OutboxEmail.status) == EmailStatus.QUEUED,
+                    col(OutboxEmail.dispatch_after) <= now,
+                )
+                .order_by(col(OutboxEmail.dispatch_after))
+                .limit(min(page_size, max_rows - dispatched))
+                .with_for_update(skip_locked=True)
+            ).all()
+        )
+        if not ids:
+            break
+        page = [i for i in ids if i is not None]
+        session.execute(
+            update(OutboxEmail)
+            .where(col(OutboxEmail.id).in_(page))
+            .values(dispatch_after=now + REDISPATCH_AFTER)
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+        dispatch(page)  # after the commit, so every id sent is visibly stamped
+        dispatched += len(page)
+        EMAIL_METRICS.get().dispatched.inc(len(page))
+    return SweepResult(recovered=recovered, dispatched=dispatched)

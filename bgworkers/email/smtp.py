@@ -1,0 +1,232 @@
+"""Mailers: the small interface the outbox sends through, with SMTP and console versions.
+
+Exceptions (what the outbox does with them)::
+
+    SmtpTransientError (TransientError)   connection errors, timeouts, 4xx replies,
+                                          server/configuration refusals (banner, HELO, AUTH)
+    SmtpPermanentError (PermanentError)   a 5xx reply to this email (MAIL, RCPT, DATA)
+
+Why a 5xx at connect, HELO or AUTH is transient: it says the server or our configuration is
+wrong, not this email; failing every queued email for it would lose them. The outbox still
+gives up on an email after ``email_max_attempts`` attempts.
+
+:class:`SmtpMailer` keeps one connection per worker thread and reuses it (checked with a
+NOOP first), because opening a connection, TLS and login per email costs more than the
+email itself. The mailer is a shared resource of the process: :func:`get_mailer` builds it
+once from the settings; :func:`use_mailer` replaces it (tests point it at their server).
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+import threading
+from email.message import EmailMessage
+from typing import Protocol
+
+from bgworkers.errors import PermanentError, TransientError
+from bgworkers.logs import get_logger
+from bgworkers.middleware.resources import close_at_worker_shutdown
+from bgworkers.settings import Settings
+
+log = get_logger(__name__)
+
+
+class SmtpTransientError(TransientError):
+    """Worth retrying later; ``code`` is the SMTP reply code, None for connection errors."""
+
+    def __init__(self, reply: str, *, code: int | None = None) -> None:
+        super().__init__(reply)
+        self.code = code
+        self.reply = reply
+
+
+class SmtpPermanentError(PermanentError):
+    """The server refused this email for good (5xx); ``reply`` is what it said."""
+
+    def __init__(self, reply: str, *, code: int) -> None:
+        super().__init__(reply)
+        self.code = code
+        self.reply = reply
+
+
+class Mailer(Protocol):
+    def send(self, message: EmailMessage) -> None:
+        """Deliver ``message`` to the addresses in its headers or raise one of the errors above."""
+
+    def close(self) -> None:
+        """Release connections (at worker shutdown)."""
+
+
+def _reply(code: int, text: bytes | str) -> str:
+    decoded = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+    return f"{code} {decoded}".strip()
+
+
+def classify(exc: Exception) -> SmtpTransientError | SmtpPermanentError:
+    """Map an :mod:`smtplib` or socket error to a transient or permanent error."""
+    code: int
+    text: bytes | str
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        code, text = next(iter(exc.recipients.values()))
+    elif isinstance(
+        exc, smtplib.SMTPConnectError | smtplib.SMTPHeloError | smtplib.SMTPAuthenticationError
+    ):
+        return SmtpTransientError(_reply(exc.smtp_code, exc.smtp_error), code=exc.smtp_code)
+    elif isinstance(exc, smtplib.SMTPResponseException):
+        code, text = exc.smtp_code, exc.smtp_error
+    else:
+        return SmtpTransientError(f"{type(exc).__name__}: {exc}")
+    reply = _reply(code, text)
+    if 500 <= code <= 599:
+        return SmtpPermanentError(reply, code=code)
+    return SmtpTransientError(reply, code=code)
+
+
+class SmtpMailer:
+    """Sends over SMTP; ``security`` is ``none``, ``starttls`` or ``ssl``; timeout in seconds."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        security: str = "none",
+        username: str | None = None,
+        password: str | None = None,
+        timeout_s: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.security = security
+        self.username = username
+        self._password = password
+        self.timeout_s = timeout_s
+        self._ssl_context = ssl_context
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._open: set[smtplib.SMTP] = set()
+
+    def send(self, message: EmailMessage) -> None:
+        try:
+            connection = self._connection()
+            connection.send_message(message)
+        except (smtplib.SMTPException, OSError) as exc:
+            self._discard()
+            raise classify(exc) from exc
+
+    def close(self) -> None:
+        with self._lock:
+            connections, self._open = self._open, set()
+        for connection in connections:
+            _quit(connection)
+
+    def _connection(self) -> smtplib.SMTP:
+        connection: smtplib.SMTP | None = getattr(self._local, "connection", None)
+        if connection is not None:
+            try:
+                if connection.noop()[0] == 250:
+                    return connection
+            except (smtplib.SMTPException, OSError):
+                pass  # the server closed an idle connection: open a new one below
+            self._discard()
+        connection = self._connect()
+        self._local.connection = connection
+        with self._lock:
+            self._open.add(connection)
+        return connection
+
+    def _connect(self) -> smtplib.SMTP:
+        context = self._ssl_context or ssl.create_default_context()
+        connection: smtplib.SMTP
+        if self.security == "ssl":
+            connection = smtplib.SMTP_SSL(
+                self.host, self.port, timeout=self.timeout_s, context=context
+            )
+        else:
+            connection = smtplib.SMTP(self.host, self.port, timeout=self.timeout_s)
+        try:
+            connection.ehlo()
+            if self.security == "starttls":
+                connection.starttls(context=context)
+                connection.ehlo()
+            if self.username:
+                connection.login(self.username, self._password or "")
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def _discard(self) -> None:
+        connection: smtplib.SMTP | None = getattr(self._local, "connection", None)
+        self._local.connection = None
+        if connection is not None:
+            with self._lock:
+                self._open.discard(connection)
+            _quit(connection)
+
+
+def _quit(connection: smtplib.SMTP) -> None:
+    try:
+        connection.quit()
+    except (smtplib.SMTPException, OSError):
+        connection.close()
+
+
+class ConsoleMailer:
+    """Writes each email to the log instead of sending it (development, demos)."""
+
+    def send(self, message: EmailMessage) -> None:
+        body = message.get_body(("plain",))
+        log.info(
+            "email_logged",
+            to=message["To"],
+            subject=message["Subject"],
+            message_id=message["Message-ID"],
+            text=body.get_content() if body is not None else "",
+        )
+
+    def close(self) -> None:
+        return None
+
+
+def build_mailer(settings: Settings) -> Mailer:
+    """The mailer chosen by ``BGW_EMAIL_BACKEND``."""
+    if settings.email_backend == "console":
+        return ConsoleMailer()
+    password = settings.smtp_password
+    return SmtpMailer(
+        host=settings.smtp_host,
+        port=settings.smtp_port,
+        security=settings.smtp_security,
+        username=settings.smtp_username,
+        password=password.get_secret_value() if password is not None else None,
+        timeout_s=settings.smtp_timeout_s,
+    )
+
+
+_mailer_lock = threading.Lock()
+_mailer: Mailer | None = None
+
+
+def get_mailer(settings: Settings) -> Mailer:
+    """This process's mailer, built on first use."""
+    global _mailer
+    with _mailer_lock:
+        if _mailer is None:
+            _mailer = build_mailer(settings)
+        return _mailer
+
+
+def use_mailer(mailer: Mailer | None) -> None:
+    """Replace this process's mailer (None: build it from the settings on next use)."""
+    global _mailer
+    with _mailer_lock:
+        previous, _mailer = _mailer, mailer
+    if previous is not None and previous is not mailer:
+        previous.close()
+
+
+# Closes the SMTP connections of the process's mailer when the worker stops.
+close_at_worker_shutdown("smtp_mailer", lambda: use_mailer(None))

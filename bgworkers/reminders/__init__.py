@@ -1,0 +1,5 @@
+"""Reminders domain: users' reminders (AI tasks) and their daily summary (queue ``reminders``).
+
+Entry points for the application are in :mod:`bgworkers.reminders.api`; the firing and the
+summary run as actors (:mod:`bgworkers.reminders.actors`) around plain functions.
+"""

@@ -1,0 +1,206 @@
+"""Firing due reminders: find them (indexed), fan them out, fire each exactly once.
+
+Why each occurrence fires once: :func:`fire_reminder` moves ``next_due_at`` from the
+occurrence it read to the next one with a single conditional UPDATE (``WHERE status =
+'scheduled' AND next_due_at = <occurrence>``), in the same transaction that writes the email.
+A second delivery of the message, or an overlapping run, matches no row and does nothing;
+the email's idempotency key (reminder id + occurrence) backs this up. A cancelled reminder
+never matches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Literal
+
+from sqlalchemy import or_, update
+from sqlmodel import Session, col, select
+
+from bgworkers.email.api import enqueue_email
+from bgworkers.email.outbox import is_email_address
+from bgworkers.logs import get_logger
+from bgworkers.reminders.formatting import render_reminder
+from bgworkers.reminders.metrics import REMINDER_METRICS
+from bgworkers.reminders.models import Reminder, ReminderStatus
+from bgworkers.reminders.recurrence import RecurrenceError, next_occurrence, parse_rule
+from bgworkers.reminders.validation import load_zone
+from bgworkers.users.models import User
+
+log = get_logger(__name__)
+
+#: A due reminder whose message has not fired it within this time is dispatched again.
+REDISPATCH_AFTER = timedelta(minutes=5)
+
+Outcome = Literal["fired", "skipped", "failed"]
+
+
+def dispatch_due_reminders(
+    *,
+    session: Session,
+    now: datetime,
+    dispatch: Callable[[list[int]], None],
+    page_size: int = 500,
+    max_rows: int = 50_000,
+) -> int:
+    """Hand every due reminder to ``dispatch``, one committed page of ids at a time.
+
+    Reads the ``(status, next_due_at)`` index. A dispatched reminder is stamped so the
+    next minute's check leaves it alone unless it is still unfired after
+    :data:`REDISPATCH_AFTER`. Returns the number of ids dispatched.
+    """
+    dispatched = 0
+    while dispatched < max_rows:
+        ids = [
+            i
+            for i in session.exec(
+                select(Reminder.id)
+                .where(
+                    col(Reminder.status) == ReminderStatus.SCHEDULED,
+                    col(Reminder.next_due_at) <= now,
+                    or_(
+                        col(Reminder.dispatched_at).is_(None),
+                        col(Reminder.dispatched_at) < now - REDISPATCH_AFTER,
+                    ),
+                )
+                .order_by(col(Reminder.next_due_at))
+                .limit(min(page_size, max_rows - dispatched))
+                .with_for_update(skip_locked=True)
+            ).all()
+            if i is not None
+        ]
+        if not ids:
+            break
+        session.execute(
+            update(Reminder)
+            .where(col(Reminder.id).in_(ids))
+            .values(dispatched_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+        dispatch(ids)  # after the commit, so every id sent is visibly stamped
+        dispatched += len(ids)
+        REMINDER_METRICS.get().dispatched.inc(len(ids))
+    return dispatched
+
+
+def occurrence_key(reminder_id: int, occurrence: datetime) -> str:
+    """The outbox idempotency key of one occurrence of a reminder."""
+    return f"reminder:{reminder_id}:{occurrence:%Y%m%dT%H%M%SZ}"
+
+
+def fire_reminder(
+    reminder_id: int,
+    *,
+    session: Session,
+    now: datetime,
+    dispatch_email: Callable[[int], None],
+) -> Outcome:
+    """Fire the reminder's due occurrence: write its email, advance or close it."""
+    metrics = REMINDER_METRICS.get()
+    row = session.get(Reminder, reminder_id)
+    reason = _skip_reason(row, now)
+    if reason is not None or row is None or row.next_due_at is None:
+        metrics.skipped.labels(reason or "missing").inc()
+        log.info("reminder_not_fired", reminder_id=reminder_id, reason=reason)
+        return "skipped"
+    occurrence = row.next_due_at
+    user = session.get(User, row.user_id)
+    zone = load_zone(row.timezone)
+    try:
+        rule = parse_rule(row.recurrence) if row.recurrence else None
+    except RecurrenceError as exc:
+        return _mark_failed(session, row, occurrence, now, f"bad recurrence: {exc}")
+    if user is None or zone is None:
+        problem = "the user no longer exists" if user is None else "unknown time zone"
+        return _mark_failed(session, row, occurrence, now, problem)
+    if not is_email_address(user.email):
+        return _mark_failed(session, row, occurrence, now, "the user's email address is invalid")
+    following = (
+        next_occurrence(rule, first=row.due_at, tz=zone, after=max(now, occurrence))
+        if rule is not None
+        else None
+    )
+    if not _advance(session, row, occurrence, now, following=following):
+        metrics.skipped.labels("raced").inc()
+        return "skipped"
+    rendered = render_reminder(
+        text=row.text,
+        due_at=occurrence,
+        tz=zone,
+        now=now,
+        rule=rule,
+        next_due_at=following,
+        display_name=user.display_name,
+    )
+    email = enqueue_email(
+        session=session,
+        recipient=user.email,
+        subject=rendered.subject,
+        text=rendered.text,
+        html=rendered.html,
+        idempotency_key=occurrence_key(reminder_id, occurrence),
+        now=now,
+        dispatch=dispatch_email,
+    )
+    metrics.fired.labels("true" if rule else "false").inc()
+    metrics.delay.observe(max((now - occurrence).total_seconds(), 0))
+    log.info("reminder_fired", reminder_id=reminder_id, email_id=email.id, next_due_at=following)
+    return "fired"
+
+
+def _skip_reason(row: Reminder | None, now: datetime) -> str | None:
+    if row is None:
+        return "missing"
+    if row.status != ReminderStatus.SCHEDULED:
+        return str(row.status)
+    if row.next_due_at is None or row.next_due_at > now:
+        return "not_due"
+    return None
+
+
+def _advance(
+    session: Session,
+    row: Reminder,
+    occurrence: datetime,
+    now: datetime,
+    *,
+    following: datetime | None,
+    status: ReminderStatus | None = None,
+    error: str | None = None,
+) -> bool:
+    """Move the reminder past ``occurrence``; False if someone else already did."""
+    if status is None:
+        status = ReminderStatus.SCHEDULED if following is not None else ReminderStatus.FIRED
+    values: dict[str, object] = {
+        "status": status,
+        "next_due_at": following,
+        "dispatched_at": None,
+        "updated_at": now,
+        "last_error": error,
+    }
+    if error is None:
+        values.update(last_fired_at=now, fire_count=Reminder.fire_count + 1)
+    result = session.execute(
+        update(Reminder)
+        .where(
+            col(Reminder.id) == row.id,
+            col(Reminder.status) == ReminderStatus.SCHEDULED,
+            col(Reminder.next_due_at) == occurrence,
+        )
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def _mark_failed(
+    session: Session, row: Reminder, occurrence: datetime, now: datetime, problem: str
+) -> Outcome:
+    if not _advance(
+        session, row, occurrence, now, following=None, status=ReminderStatus.FAILED, error=problem
+    ):
+        return "skipped"
+    REMINDER_METRICS.get().failed.inc()
+    log.error("reminder_failed", reminder_id=row.id, error=problem)
+    return "failed"

@@ -1,0 +1,116 @@
+"""A real SMTP server (aiosmtpd) for the email tests, with scripted refusals."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from typing import Any
+
+import dramatiq
+import pytest
+from aiosmtpd.controller import Controller
+
+import bgworkers
+from bgworkers.email.smtp import SmtpMailer, use_mailer
+
+
+@dataclass
+class ScriptedHandler:
+    """Accepts mail, except for the replies queued in ``rcpt_replies``/``data_replies``."""
+
+    received: list[EmailMessage] = field(default_factory=list)
+    envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
+    rcpt_replies: deque[str] = field(default_factory=deque)
+    data_replies: deque[str] = field(default_factory=deque)
+    connections: int = 0
+    arrived: threading.Condition = field(default_factory=threading.Condition)
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        self.connections += 1
+        session.host_name = hostname
+        return responses
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        if self.rcpt_replies:
+            return self.rcpt_replies.popleft()
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.data_replies:
+            return self.data_replies.popleft()
+        # The wire format ends lines with CRLF; compare bodies as Python text.
+        message = message_from_bytes(
+            envelope.content.replace(b"\r\n", b"\n"), policy=policy.default
+        )
+        assert isinstance(message, EmailMessage)
+        with self.arrived:
+            self.received.append(message)
+            self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+            self.arrived.notify_all()
+        return "250 2.0.0 Message accepted for delivery"
+
+    def wait_for(self, count: int, timeout: float = 20.0) -> list[EmailMessage]:
+        with self.arrived:
+            self.arrived.wait_for(lambda: len(self.received) >= count, timeout=timeout)
+            return list(self.received)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class SmtpServer:
+    handler: ScriptedHandler
+    port: int
+
+    def mailer(self) -> SmtpMailer:
+        return SmtpMailer(host="127.0.0.1", port=self.port, timeout_s=5)
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    handler = ScriptedHandler()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield SmtpServer(handler=handler, port=port)
+    controller.stop()
+
+
+@pytest.fixture
+def app_mailer(smtp_server: SmtpServer) -> Iterator[SmtpMailer]:
+    """The process's mailer (used by the actors) pointed at the test server."""
+    mailer = smtp_server.mailer()
+    use_mailer(mailer)
+    yield mailer
+    use_mailer(None)
+
+
+@pytest.fixture
+def fresh_broker_connection() -> None:
+    """Drop this thread's RabbitMQ connection before ``app_broker`` purges the queues.
+
+    ``app_broker`` closes the broker after each test but keeps the closed connection as
+    this thread's, so the next test's purge would fail on it.
+    """
+    del bgworkers.broker.connection
+
+
+@pytest.fixture
+def rabbit_worker(fresh_broker_connection: None, app_worker: dramatiq.Worker) -> dramatiq.Worker:
+    """``app_worker`` (real RabbitMQ, every queue), usable in several tests in a row."""
+    return app_worker

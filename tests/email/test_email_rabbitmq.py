@@ -1,0 +1,135 @@
+"""The email actors through the real RabbitMQ and a worker, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from bgworkers.db import session_scope, utcnow
+from bgworkers.email.actors import process_email_queue, send_email
+from bgworkers.email.api import enqueue_email
+from bgworkers.email.models import EmailStatus, OutboxEmail
+from bgworkers.email.outbox import add_email
+
+pytestmark = pytest.mark.integration
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
+
+
+def status_of(engine: Engine, email_id: int) -> OutboxEmail:
+    with Session(engine) as session:
+        row = session.get(OutboxEmail, email_id)
+        assert row is not None
+        return row
+
+
+def queue_email(key: str = "welcome") -> int:
+    with session_scope() as session:
+        row = enqueue_email(
+            session=session,
+            recipient="ada@example.org",
+            subject="Welcome",
+            text="Hello Ada\n",
+            html="<p>Hello Ada</p>",
+            idempotency_key=key,
+        )
+        session.flush()
+        assert row.id is not None
+        return row.id
+
+
+def test_enqueued_email_is_delivered(db_engine, rabbit_worker, app_broker, app_mailer, smtp_server):  # type: ignore[no-untyped-def]
+    email_id = queue_email()
+    [message] = smtp_server.handler.wait_for(1)
+    assert message["Subject"] == "Welcome"
+    assert message.get_body(("html",)).get_content() == "<p>Hello Ada</p>\n"
+    wait_until(lambda: status_of(db_engine, email_id).status == EmailStatus.SENT)
+
+
+def test_duplicated_messages_deliver_once(
+    db_engine, rabbit_worker, app_broker, app_mailer, smtp_server, registry
+):  # type: ignore[no-untyped-def]
+    email_id = queue_email()
+    assert queue_email() == email_id  # the same key again: same row, no new message
+    for _ in range(3):  # RabbitMQ redelivering the message
+        send_email.send(email_id)
+    app_broker.join("email", timeout=30_000)
+    wait_until(lambda: status_of(db_engine, email_id).status == EmailStatus.SENT)
+    wait_until(
+        lambda: (registry.get_sample_value("bgworkers_email_claims_skipped_total") or 0) == 3
+    )
+    assert len(smtp_server.handler.received) == 1
+    assert status_of(db_engine, email_id).attempts == 1
+
+
+def test_busy_server_leads_to_retries_then_delivery(
+    db_engine, rabbit_worker, app_broker, app_mailer, smtp_server, registry
+):  # type: ignore[no-untyped-def]
+    smtp_server.handler.data_replies.extend(
+        ["421 4.3.2 Service not available", "450 4.2.1 Mailbox busy"]
+    )
+    email_id = queue_email()
+    wait_until(lambda: status_of(db_engine, email_id).status == EmailStatus.SENT, timeout=60)
+    row = status_of(db_engine, email_id)
+    assert row.attempts == 3
+    assert row.last_error == "450 4.2.1 Mailbox busy"  # the last deferral stays for the record
+    assert len(smtp_server.handler.received) == 1
+    labels = {"queue": "email", "actor": "send_email"}
+    assert registry.get_sample_value("bgworkers_messages_retried_total", labels) == 2
+
+
+def test_rejected_email_fails_with_the_reply_and_is_not_retried(
+    db_engine, rabbit_worker, app_broker, app_mailer, smtp_server, registry
+):  # type: ignore[no-untyped-def]
+    smtp_server.handler.rcpt_replies.append("550 5.1.1 <ada@example.org>: Recipient unknown")
+    email_id = queue_email()
+    wait_until(lambda: status_of(db_engine, email_id).status == EmailStatus.FAILED)
+    app_broker.join("email", timeout=30_000)
+    row = status_of(db_engine, email_id)
+    assert row.last_error == "550 5.1.1 <ada@example.org>: Recipient unknown"
+    assert row.attempts == 1
+    labels = {"queue": "email", "actor": "send_email"}
+    wait_until(lambda: registry.get_sample_value("bgworkers_messages_processed_total", labels) == 1)
+    assert registry.get_sample_value("bgworkers_messages_retried_total", labels) is None
+    assert smtp_server.handler.received == []
+
+
+def test_sweep_sends_emails_whose_message_was_lost(
+    db_engine, rabbit_worker, app_broker, app_mailer, smtp_server
+):  # type: ignore[no-untyped-def]
+    written = utcnow() - timedelta(minutes=11)
+    ids = []
+    with session_scope() as session:  # written without a message, as if the publish was lost
+        for n in range(3):
+            row, _ = add_email(
+                session=session,
+                recipient=f"user{n}@example.org",
+                subject="Lost",
+                text="x",
+                html=None,
+                idempotency_key=f"lost-{n}",
+                now=written,
+            )
+            ids.append(row.id)
+    process_email_queue.send()
+    process_email_queue.send()  # overlapping runs
+    assert len(smtp_server.handler.wait_for(3)) == 3
+    for email_id in ids:
+        wait_until(lambda email_id=email_id: status_of(db_engine, email_id).status == "sent")
+    app_broker.join("email", timeout=30_000)
+    assert sorted(m["To"] for m in smtp_server.handler.received) == [
+        "user0@example.org",
+        "user1@example.org",
+        "user2@example.org",
+    ]

@@ -1,0 +1,112 @@
+import smtplib
+import socket
+from email.message import EmailMessage
+
+import pytest
+from structlog.testing import capture_logs
+
+from bgworkers.email.smtp import (
+    ConsoleMailer,
+    SmtpMailer,
+    SmtpPermanentError,
+    SmtpTransientError,
+    build_mailer,
+    classify,
+)
+from bgworkers.errors import PermanentError, TransientError
+from bgworkers.settings import load_settings
+
+
+def message(to: str = "ada@example.org") -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = "assistant@example.com"
+    msg["To"] = to
+    msg["Subject"] = "Hello"
+    msg.set_content("Body\n")
+    return msg
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "code"),
+    [
+        (smtplib.SMTPDataError(550, b"5.7.1 rejected"), SmtpPermanentError, 550),
+        (smtplib.SMTPDataError(452, b"4.3.1 full"), SmtpTransientError, 452),
+        (smtplib.SMTPSenderRefused(553, b"bad sender", "x@y"), SmtpPermanentError, 553),
+        (
+            smtplib.SMTPRecipientsRefused({"a@b.c": (550, b"5.1.1 no such user")}),
+            SmtpPermanentError,
+            550,
+        ),
+        (smtplib.SMTPRecipientsRefused({"a@b.c": (450, b"greylisted")}), SmtpTransientError, 450),
+        (smtplib.SMTPConnectError(554, b"go away"), SmtpTransientError, 554),
+        (smtplib.SMTPAuthenticationError(535, b"bad credentials"), SmtpTransientError, 535),
+        (smtplib.SMTPServerDisconnected("gone"), SmtpTransientError, None),
+        (ConnectionRefusedError(111, "refused"), SmtpTransientError, None),
+        (TimeoutError("timed out"), SmtpTransientError, None),
+    ],
+)
+def test_classify(error: Exception, kind: type, code: int | None) -> None:
+    result = classify(error)
+    assert isinstance(result, kind)
+    assert result.code == code
+    assert isinstance(result, TransientError if kind is SmtpTransientError else PermanentError)
+
+
+def test_classify_keeps_the_reply() -> None:
+    result = classify(smtplib.SMTPDataError(550, b"5.7.1 Message rejected as spam"))
+    assert result.reply == "550 5.7.1 Message rejected as spam"
+
+
+def test_sends_and_reuses_the_connection(smtp_server) -> None:
+    mailer = smtp_server.mailer()
+    mailer.send(message("one@example.org"))
+    mailer.send(message("two@example.org"))
+    received = smtp_server.handler.wait_for(2)
+    assert [m["To"] for m in received] == ["one@example.org", "two@example.org"]
+    assert smtp_server.handler.connections == 1
+    mailer.close()
+    mailer.send(message("three@example.org"))  # reconnects after close
+    assert smtp_server.handler.connections == 2
+    mailer.close()
+
+
+def test_rejections_are_classified(smtp_server) -> None:
+    mailer = smtp_server.mailer()
+    smtp_server.handler.rcpt_replies.append("550 5.1.1 No such user here")
+    with pytest.raises(SmtpPermanentError) as permanent:
+        mailer.send(message())
+    assert permanent.value.reply == "550 5.1.1 No such user here"
+    smtp_server.handler.data_replies.append("421 4.3.2 Service shutting down")
+    with pytest.raises(SmtpTransientError) as transient:
+        mailer.send(message())
+    assert transient.value.code == 421
+    mailer.send(message())  # and then it works
+    assert len(smtp_server.handler.wait_for(1)) == 1
+    mailer.close()
+
+
+def test_unreachable_server_is_transient() -> None:
+    with socket.socket() as probe:  # a port that nothing listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mailer = SmtpMailer(host="127.0.0.1", port=port, timeout_s=2)
+    with pytest.raises(SmtpTransientError, match="ConnectionRefusedError"):
+        mailer.send(message())
+
+
+def test_console_mailer_logs_instead_of_sending() -> None:
+    with capture_logs() as logs:
+        ConsoleMailer().send(message())
+    [entry] = logs
+    assert entry["event"] == "email_logged"
+    assert entry["to"] == "ada@example.org"
+    assert entry["text"] == "Body\n"
+
+
+def test_backend_is_chosen_by_configuration() -> None:
+    assert isinstance(build_mailer(load_settings(email_backend="console")), ConsoleMailer)
+    smtp = build_mailer(
+        load_settings(smtp_host="mail.example.org", smtp_port=587, smtp_security="starttls")
+    )
+    assert isinstance(smtp, SmtpMailer)
+    assert (smtp.host, smtp.port, smtp.security) == ("mail.example.org", 587, "starttls")

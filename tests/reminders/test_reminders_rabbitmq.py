@@ -1,0 +1,120 @@
+"""Firing and daily summaries through the real RabbitMQ and a worker, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from bgworkers.db import session_scope, utcnow
+from bgworkers.email.models import OutboxEmail
+from bgworkers.reminders.actors import check_due_reminders, fire_reminder, send_daily_email_summary
+from bgworkers.reminders.api import cancel_reminder, create_reminder
+from bgworkers.reminders.models import DailySummary, Reminder, ReminderStatus
+
+pytestmark = pytest.mark.integration
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
+
+
+def settle(app_broker) -> None:  # type: ignore[no-untyped-def]
+    for queue in ("reminders", "email"):
+        app_broker.join(queue, timeout=30_000)
+
+
+def due_reminder(user_id: int, *, text: str, recurrence: str | None = None) -> int:
+    """A reminder created an hour ago that came due a minute ago."""
+    now = utcnow()
+    with session_scope() as session:
+        row = create_reminder(
+            session=session,
+            user_id=user_id,
+            text=text,
+            due_at=now - timedelta(minutes=1),
+            recurrence=recurrence,
+            now=now - timedelta(hours=1),
+        )
+        session.flush()
+        assert row.id is not None
+        return row.id
+
+
+def test_due_reminders_fire_once_and_arrive(
+    db_engine: Engine, make_user, rabbit_worker, app_broker, mailer, registry
+):  # type: ignore[no-untyped-def]
+    user_id = make_user(timezone="Asia/Tokyo")
+    once = due_reminder(user_id, text="Pick up the parcel")
+    daily = due_reminder(user_id, text="Take the pills", recurrence="daily")
+    cancelled = due_reminder(user_id, text="Never mind")
+    with session_scope() as session:
+        cancel_reminder(session=session, reminder_id=cancelled)
+    check_due_reminders.send()
+    check_due_reminders.send()  # overlapping checks
+    fire_reminder.send(once)  # and a duplicated message
+    wait_until(lambda: len(mailer.sent) >= 2)
+    settle(app_broker)
+    subjects = sorted(m["Subject"] for m in mailer.sent)
+    assert subjects == ["Reminder: Pick up the parcel", "Reminder: Take the pills"]
+    assert all(m["To"].endswith("@example.org") for m in mailer.sent)
+    with Session(db_engine) as session:
+        assert session.get(Reminder, once).status == ReminderStatus.FIRED  # type: ignore[union-attr]
+        recurring = session.get(Reminder, daily)
+        assert recurring is not None and recurring.next_due_at is not None
+        assert recurring.status == ReminderStatus.SCHEDULED
+        assert recurring.next_due_at - recurring.due_at == timedelta(days=1)
+        assert session.get(Reminder, cancelled).status == "cancelled"  # type: ignore[union-attr]
+        assert len(session.exec(select(OutboxEmail)).all()) == 2
+    assert registry.get_sample_value("bgworkers_email_sent_total") == 2
+    check_due_reminders.send()  # nothing is due any more
+    settle(app_broker)
+    assert len(mailer.sent) == 2
+
+
+def zone_at(hour: int) -> str:
+    """A fixed-offset zone where the local time is now between ``hour``:00 and the next hour."""
+    offset = (hour - utcnow().hour) % 24
+    offset = offset - 24 if offset > 14 else offset
+    # POSIX-style names: Etc/GMT-3 is UTC+3.
+    return "Etc/GMT" if offset == 0 else f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"
+
+
+def test_daily_summaries_go_out_once_per_user(
+    db_engine: Engine, make_user, rabbit_worker, app_broker, mailer
+):  # type: ignore[no-untyped-def]
+    zone = zone_at(9)
+    due = [make_user(timezone=zone) for _ in range(3)]
+    make_user(timezone=zone, daily_summary_enabled=False)
+    make_user(timezone=zone_at(21))  # evening there: no summary
+    with session_scope() as session:
+        create_reminder(
+            session=session,
+            user_id=due[0],
+            text="Call the bank",
+            due_at=utcnow() + timedelta(minutes=30),
+        )
+    send_daily_email_summary.send()
+    send_daily_email_summary.send()  # overlapping runs
+    wait_until(lambda: len(mailer.sent) >= 3)
+    settle(app_broker)
+    send_daily_email_summary.send()  # a later run the same morning
+    settle(app_broker)
+    assert len(mailer.sent) == 3
+    assert {m["To"] for m in mailer.sent} == {f"user{n}@example.org" for n in (1, 2, 3)}
+    first = next(m for m in mailer.sent if m["To"] == "user1@example.org")
+    assert "Call the bank" in first.get_body(("plain",)).get_content()
+    assert first["Subject"].startswith("Your day: ")
+    with Session(db_engine) as session:
+        records = session.exec(select(DailySummary)).all()
+    assert sorted(r.user_id for r in records) == due
+    assert {r.local_date for r in records} == {utcnow().astimezone(ZoneInfo(zone)).date()}
