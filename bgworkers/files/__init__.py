@@ -1,0 +1,1 @@
+"""Files domain: temporary-file cleanup and per-user backups (queue ``files``)."""

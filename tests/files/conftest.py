@@ -1,0 +1,216 @@
+"""Fixtures of the files tests: generic rows for every user table, settings from the env."""
+
+from __future__ import annotations
+
+import enum
+import re
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dt_time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import pytest
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    DateTime,
+    Enum,
+    Table,
+    TypeDecorator,
+    UniqueConstraint,
+    select,
+)
+from sqlalchemy.engine import Connection, Engine
+
+import bgworkers
+from bgworkers.files.backup import user_tables
+from bgworkers.settings import Settings, get_settings
+
+
+def _base_type(column: Column[Any]) -> Any:
+    type_ = column.type
+    while isinstance(type_, TypeDecorator):
+        type_ = type_.impl_instance
+    return type_
+
+
+def fake_value(column: Column[Any], n: int) -> Any:
+    """A value of the column's type, distinct for each ``n`` (unique constraints hold)."""
+    type_ = _base_type(column)
+    if isinstance(type_, Enum):
+        return type_.enum_class(type_.enums[0]) if type_.enum_class else type_.enums[0]
+    try:
+        python_type = column.type.python_type
+    except NotImplementedError:
+        python_type = object
+    if python_type is object:  # a decorator that does not say: its underlying type does
+        python_type = type_.python_type
+    if isinstance(python_type, type) and issubclass(python_type, enum.Enum):
+        return next(iter(python_type))
+    if python_type is str:
+        length = getattr(type_, "length", None) or 64
+        return f"{n}-{column.name}-é"[:length]
+    if python_type is bool:
+        return n % 2 == 0
+    if python_type is int:
+        return 1000 + n
+    if python_type is float:
+        return n + 0.25
+    if python_type is Decimal:
+        return Decimal(f"{n}.25")
+    if python_type is datetime:
+        moment = datetime(2026, 1, 1, 8, 30, tzinfo=UTC) + timedelta(minutes=n, microseconds=n)
+        aware = getattr(type_, "timezone", False) or isinstance(column.type, TypeDecorator)
+        return moment if isinstance(type_, DateTime) and aware else moment.replace(tzinfo=None)
+    if python_type is date:
+        return date(2026, 1, 1) + timedelta(days=n)
+    if python_type is dt_time:
+        return dt_time(8, n % 60)
+    if python_type is bytes:
+        return bytes([0, 255, n % 256])
+    if python_type is timedelta:
+        return timedelta(seconds=n)
+    if python_type is uuid.UUID:
+        return uuid.uuid4()
+    if python_type is dict:
+        return {"n": n, "label": "é"}
+    if python_type is list:
+        return [n, "x"]
+    raise AssertionError(f"no fake value for {column} ({python_type}); extend fake_value")
+
+
+_IN_LIST = re.compile(r"\b(\w+)\s+IN\s*\(([^)]*)\)", re.IGNORECASE)
+
+
+def allowed_values(table: Table) -> dict[str, Any]:
+    """For ``CHECK (col IN ('a', 'b'))`` constraints, a value the check accepts."""
+    allowed: dict[str, Any] = {}
+    for constraint in table.constraints:
+        if isinstance(constraint, CheckConstraint):
+            for column, values in _IN_LIST.findall(str(constraint.sqltext)):
+                first = values.split(",")[0].strip()
+                allowed[column] = first.strip("'") if first.startswith("'") else int(first)
+    return allowed
+
+
+def rows_allowed_per_user(table: Table, wanted: int) -> int:
+    """1 if a unique key is made only of columns fixed for one user (``user_id``, parents)."""
+    fixed = {c.name for c in table.columns if c.name == "user_id" or c.foreign_keys}
+    keys = [{c.name for c in index.columns} for index in table.indexes if index.unique]
+    keys += [
+        {c.name for c in constraint.columns}
+        for constraint in table.constraints
+        if isinstance(constraint, UniqueConstraint)
+    ]
+    keys += [{c.name} for c in table.columns if c.unique]
+    keys.append({c.name for c in table.primary_key.columns})
+    return 1 if any(key and key <= fixed for key in keys) else wanted
+
+
+def _generated_key(table: Table, column: Column[Any]) -> bool:
+    return (
+        column.primary_key
+        and len(table.primary_key.columns) == 1
+        and _base_type(column).python_type is int
+        and column.autoincrement in ("auto", True)
+    )
+
+
+def fill_user(conn: Connection, *, rows_per_table: int, seed: int) -> int:
+    """Insert a user and ``rows_per_table`` rows in every table with ``user_id``; return its id.
+
+    Rows are built from the columns' types, so a table another domain adds is covered with no
+    change here. Foreign keys to other tables point at this user's rows of those tables.
+    """
+    counter = seed * 10_000
+    user_id: int | None = None
+    made: dict[str, list[dict[str, Any]]] = {}
+    for table in user_tables():
+        made[table.name] = []
+        count = 1 if table.name == "users" else rows_allowed_per_user(table, rows_per_table)
+        allowed = allowed_values(table)
+        for _ in range(count):
+            counter += 1
+            row: dict[str, Any] = {}
+            for column in table.columns:
+                if _generated_key(table, column):
+                    continue
+                foreign = next(iter(column.foreign_keys), None)
+                if column.name == "user_id":
+                    row[column.name] = user_id
+                elif column.name in allowed:
+                    row[column.name] = allowed[column.name]
+                elif foreign is not None:
+                    parents = made.get(foreign.column.table.name)
+                    assert parents or column.nullable, f"no parent row for {column}"
+                    row[column.name] = parents[0][foreign.column.name] if parents else None
+                else:
+                    row[column.name] = fake_value(column, counter)
+            key = conn.execute(table.insert(), row).inserted_primary_key
+            for column, value in zip(table.primary_key.columns, key or (), strict=False):
+                row[column.name] = value
+            if table.name == "users":
+                user_id = row["id"]
+            made[table.name].append(row)
+    assert user_id is not None
+    return user_id
+
+
+def database_rows(conn: Connection, user_id: int) -> dict[str, list[dict[str, Any]]]:
+    """Every row the database holds for the user, per table, in primary-key order."""
+    result = {}
+    for table in user_tables():
+        key = table.c.id if table.name == "users" else table.c.user_id
+        statement = select(table).where(key == user_id).order_by(*table.primary_key.columns)
+        result[table.name] = [dict(row) for row in conn.execute(statement).mappings()]
+    return result
+
+
+def delete_user(conn: Connection, user_id: int) -> None:
+    for table in reversed(user_tables()):
+        key = table.c.id if table.name == "users" else table.c.user_id
+        conn.execute(table.delete().where(key == user_id))
+
+
+@pytest.fixture
+def two_users(db_engine: Engine) -> tuple[int, int]:
+    with db_engine.begin() as conn:
+        first = fill_user(conn, rows_per_table=2, seed=1)
+        second = fill_user(conn, rows_per_table=1, seed=2)
+    return first, second
+
+
+@pytest.fixture
+def env_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """Settings read from the environment with temp and backup dirs in ``tmp_path``.
+
+    The actors read ``get_settings()``, as in production; the environment is how an operator
+    configures them, so the test configures them the same way.
+    """
+    monkeypatch.setenv("BGW_TEMP_DIR", str(tmp_path / "temp"))
+    monkeypatch.setenv("BGW_BACKUP_DIR", str(tmp_path / "backups"))
+    monkeypatch.setenv("BGW_BACKUP_FANOUT_BATCH_SIZE", "2")
+    get_settings.cache_clear()
+    yield get_settings()
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def fresh_broker_connection(rabbitmq_url: str) -> None:
+    """Drop this thread's RabbitMQ connection before ``app_broker`` purges its queues.
+
+    ``app_broker`` closes the broker after each test but leaves the closed connection in the
+    main thread's state, so a second test in the same run fails at purge; deleting the
+    property (dramatiq's own way to reset it) makes the next use reconnect.
+    """
+    del bgworkers.broker.connection
+
+
+@pytest.fixture
+def files_worker(fresh_broker_connection: None, app_worker: dramatiq.Worker) -> dramatiq.Worker:
+    return app_worker
