@@ -1,0 +1,94 @@
+"""Actors of the sync domain (queue ``sync``): a periodic fan-out and a per-user sync each.
+
+The periodic actors only list the users with an active connection and send one message per
+user once their transaction has committed; the per-user actors do the work, so one user's
+slow or failing account never holds up the others, and a permanent error dead-letters only
+that user's message. Each per-user run is idempotent: it resumes from the committed
+progress on the connection row, and a duplicate delivery finds nothing new to do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import dramatiq
+
+from bgworkers import queues
+from bgworkers.db import session_scope, utcnow
+from bgworkers.settings import get_settings
+from bgworkers.sync.google_calendar import sync_calendar
+from bgworkers.sync.http import RetryPolicy, get_client
+from bgworkers.sync.metrics import SYNC_METRICS
+from bgworkers.sync.models import CalendarConnection, NotionConnection
+from bgworkers.sync.notion import sync_notion
+from bgworkers.sync.ratelimit import process_limiter
+from bgworkers.sync.store import fan_out
+from bgworkers.tasks import task
+
+# Per-user runs: up to 10 minutes each, 6 attempts. Fan-outs: 4 attempts, then dead-lettered
+# (sending a user's message twice is harmless: the per-user sync resumes from its cursor).
+
+
+def _sender(actor: dramatiq.Actor[Any, Any], provider: str) -> Callable[[list[int]], None]:
+    def send_batch(user_ids: list[int]) -> None:
+        for user_id in user_ids:
+            actor.send(user_id)
+        SYNC_METRICS.get().users_enqueued.labels(provider).inc(len(user_ids))
+
+    return send_batch
+
+
+@task(queue=queues.SYNC, max_retries=5, min_backoff_ms=10_000, time_limit_ms=600_000)
+def sync_user_calendar(user_id: int) -> None:
+    """Pull one user's Google Calendar changes."""
+    settings = get_settings()
+    with session_scope() as session:
+        sync_calendar(
+            session=session,
+            user_id=user_id,
+            client=get_client(settings),
+            settings=settings,
+            now=utcnow(),
+            policy=RetryPolicy.from_settings(settings),
+        )
+
+
+@task(queue=queues.SYNC, max_retries=5, min_backoff_ms=10_000, time_limit_ms=600_000)
+def sync_user_notion_pages(user_id: int) -> None:
+    """Pull one user's Notion pages."""
+    settings = get_settings()
+    with session_scope() as session:
+        sync_notion(
+            session=session,
+            user_id=user_id,
+            client=get_client(settings),
+            settings=settings,
+            limiter=process_limiter("notion", settings.notion_requests_per_second),
+            now=utcnow(),
+            policy=RetryPolicy.from_settings(settings),
+        )
+
+
+@task(queue=queues.SYNC, periodic=True, max_retries=3, time_limit_ms=120_000)
+def sync_calendar_events() -> None:
+    """Hourly: one ``sync_user_calendar`` message per user with an active calendar."""
+    with session_scope() as session:
+        fan_out(
+            session,
+            CalendarConnection,
+            batch_size=get_settings().sync_fanout_batch_size,
+            send_batch=_sender(sync_user_calendar, "google_calendar"),
+        )
+
+
+@task(queue=queues.SYNC, periodic=True, max_retries=3, time_limit_ms=120_000)
+def sync_notion_pages() -> None:
+    """Every two hours: one ``sync_user_notion_pages`` message per user with Notion."""
+    with session_scope() as session:
+        fan_out(
+            session,
+            NotionConnection,
+            batch_size=get_settings().sync_fanout_batch_size,
+            send_batch=_sender(sync_user_notion_pages, "notion"),
+        )

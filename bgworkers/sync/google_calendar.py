@@ -1,0 +1,418 @@
+"""Google Calendar sync: ``events.list`` with sync tokens, pages and one token refresh per run.
+
+The protocol, as Google documents it: a full listing (no ``syncToken``) pages through every
+live event with ``pageToken`` and ends with a ``nextSyncToken``; later listings send that
+token and receive only what changed, deletions included as ``status: "cancelled"``. When the
+token has expired Google answers ``410 Gone`` and the client must list everything again.
+
+Our progress (sync token, next page token) is committed with each page, so a run that stops
+half-way resumes where it stopped. A full listing reports no deletions, so it stamps every
+event it sees with the connection's new ``generation`` and, once complete, deletes the
+user's events of older generations.
+
+Only the connection's own user is affected by its errors: a refused token marks the
+connection ``reauth_required`` and raises a permanent error for this message alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, Final
+from urllib.parse import quote
+
+import httpx
+from sqlalchemy import delete
+from sqlmodel import Session, col, select
+
+from bgworkers.errors import PermanentError, PermanentHTTPError, TransientError
+from bgworkers.logs import get_logger
+from bgworkers.settings import Settings
+from bgworkers.sync.http import (
+    AuthenticationFailed,
+    ReauthorizationRequired,
+    ResourceGone,
+    RetryPolicy,
+    UnexpectedResponse,
+    json_object,
+    send,
+)
+from bgworkers.sync.metrics import SYNC_METRICS, observe_run
+from bgworkers.sync.models import STATUS_ACTIVE, CalendarConnection, CalendarEvent
+from bgworkers.sync.store import mark_failed
+
+log = get_logger(__name__)
+
+PROVIDER: Final = "google_calendar"
+#: Events per page; Google's default and the size the benchmark mimics (its maximum is 2500).
+PAGE_SIZE: Final = 250
+_TITLE_MAX = 1024
+
+
+class MalformedEvent(ValueError):
+    """An event without a usable start; skipped (and counted), never fatal to the sync."""
+
+
+@dataclass
+class CalendarSyncResult:
+    user_id: int
+    outcome: str = "completed"  # completed, skipped or superseded
+    pages: int = 0
+    upserted: int = 0
+    removed: int = 0
+    malformed: int = 0
+    full_sync: bool = False
+
+
+def sync_calendar(
+    *,
+    session: Session,
+    user_id: int,
+    client: httpx.Client,
+    settings: Settings,
+    now: datetime,
+    policy: RetryPolicy,
+) -> CalendarSyncResult:
+    """Bring the user's stored events up to date with Google; commit after every page.
+
+    Raises :class:`~bgworkers.errors.TransientError` for what a later retry may fix (the
+    pages committed so far stay) and :class:`~bgworkers.errors.PermanentError` for what it
+    cannot (recorded on the connection first).
+    """
+    with observe_run(PROVIDER, user_id) as figures:
+        result = _sync_calendar(
+            session=session,
+            user_id=user_id,
+            client=client,
+            settings=settings,
+            now=now,
+            policy=policy,
+        )
+        figures.update({k: v for k, v in vars(result).items() if k != "user_id"})
+    return result
+
+
+def _sync_calendar(
+    *,
+    session: Session,
+    user_id: int,
+    client: httpx.Client,
+    settings: Settings,
+    now: datetime,
+    policy: RetryPolicy,
+) -> CalendarSyncResult:
+    result = CalendarSyncResult(user_id=user_id)
+    connection = session.exec(
+        select(CalendarConnection).where(CalendarConnection.user_id == user_id)
+    ).first()
+    if connection is None or connection.status != STATUS_ACTIVE:
+        result.outcome = "skipped"
+        return result
+    api = _CalendarApi(client=client, settings=settings, policy=policy, now=now)
+    try:
+        _sync_pages(session, connection, api, now=now, result=result)
+    except (PermanentError, TransientError) as exc:
+        session.rollback()  # only the page in flight; earlier pages are committed
+        if isinstance(exc, PermanentError):
+            mark_failed(
+                session,
+                CalendarConnection,
+                user_id,
+                error=str(exc),
+                now=now,
+                reauth=isinstance(exc, ReauthorizationRequired),
+            )
+        raise
+    return result
+
+
+def _sync_pages(
+    session: Session,
+    connection: CalendarConnection,
+    api: _CalendarApi,
+    *,
+    now: datetime,
+    result: CalendarSyncResult,
+) -> None:
+    gone_seen = False
+    while True:
+        sync_token, page_token = connection.sync_token, connection.page_token
+        full = sync_token is None
+        try:
+            body = api.list_events(
+                session, connection, sync_token=sync_token, page_token=page_token
+            )
+        except ResourceGone:
+            if gone_seen or (full and page_token is None):
+                raise
+            gone_seen = True
+            _restart_full(session, connection, now=now, result=result)
+            continue
+        session.refresh(connection, with_for_update=True)
+        if (connection.sync_token, connection.page_token) != (sync_token, page_token):
+            # Another delivery of this user's message moved the progress meanwhile: let it finish.
+            session.rollback()
+            result.outcome = "superseded"
+            return
+        if full and page_token is None:
+            connection.generation += 1
+            SYNC_METRICS.get().full_resyncs.labels(PROVIDER, "initial").inc()
+        result.full_sync = result.full_sync or full
+        _apply_items(session, connection, body.get("items") or [], now=now, result=result)
+        next_page = body.get("nextPageToken")
+        if next_page:
+            connection.page_token = str(next_page)
+        else:
+            _finish_listing(session, connection, body, full=full, now=now, result=result)
+        connection.updated_at = now
+        session.add(connection)
+        session.commit()
+        result.pages += 1
+        SYNC_METRICS.get().pages.labels(PROVIDER).inc()
+        if not next_page:
+            return
+
+
+def _restart_full(
+    session: Session, connection: CalendarConnection, *, now: datetime, result: CalendarSyncResult
+) -> None:
+    log.info("calendar_sync_token_expired", user_id=connection.user_id)
+    SYNC_METRICS.get().full_resyncs.labels(PROVIDER, "gone").inc()
+    connection.sync_token = None
+    connection.page_token = None
+    connection.updated_at = now
+    session.add(connection)
+    session.commit()
+
+
+def _finish_listing(
+    session: Session,
+    connection: CalendarConnection,
+    body: Mapping[str, Any],
+    *,
+    full: bool,
+    now: datetime,
+    result: CalendarSyncResult,
+) -> None:
+    token = body.get("nextSyncToken")
+    if not token:
+        raise UnexpectedResponse("calendar events.list: last page without nextSyncToken")
+    if full:
+        stale = session.exec(
+            delete(CalendarEvent).where(
+                col(CalendarEvent.user_id) == connection.user_id,
+                col(CalendarEvent.calendar_id) == connection.calendar_id,
+                col(CalendarEvent.sync_generation) < connection.generation,
+            )
+        )
+        removed = int(stale.rowcount or 0)
+        result.removed += removed
+        SYNC_METRICS.get().items.labels(PROVIDER, "removed").inc(removed)
+    connection.sync_token = str(token)
+    connection.page_token = None
+    connection.last_synced_at = now
+
+
+def _apply_items(
+    session: Session,
+    connection: CalendarConnection,
+    items: Iterable[Mapping[str, Any]],
+    *,
+    now: datetime,
+    result: CalendarSyncResult,
+) -> None:
+    """Upsert live events and delete cancelled ones, with one SELECT for the whole page."""
+    metrics = SYNC_METRICS.get()
+    latest: dict[str, Mapping[str, Any]] = {}
+    for item in items:
+        if isinstance(item, Mapping) and item.get("id"):
+            latest[str(item["id"])] = item  # a later copy in the same page wins
+    if not latest:
+        return
+    existing = {
+        event.external_id: event
+        for event in session.exec(
+            select(CalendarEvent).where(
+                col(CalendarEvent.user_id) == connection.user_id,
+                col(CalendarEvent.calendar_id) == connection.calendar_id,
+                col(CalendarEvent.external_id).in_(list(latest)),
+            )
+        )
+    }
+    cancelled: list[str] = []
+    for external_id, item in latest.items():
+        if item.get("status") == "cancelled":
+            if external_id in existing:
+                cancelled.append(external_id)
+            continue
+        try:
+            fields = parse_event(item)
+        except MalformedEvent as exc:
+            result.malformed += 1
+            metrics.items.labels(PROVIDER, "malformed").inc()
+            log.warning(
+                "calendar_event_malformed", user_id=connection.user_id, error=str(exc)[:200]
+            )
+            continue
+        event = existing.get(external_id) or CalendarEvent(
+            user_id=connection.user_id,
+            calendar_id=connection.calendar_id,
+            external_id=external_id,
+            starts_at=fields["starts_at"],
+        )
+        for name, value in fields.items():
+            setattr(event, name, value)
+        event.sync_generation = connection.generation
+        event.updated_at = now
+        session.add(event)
+        result.upserted += 1
+    if cancelled:
+        session.exec(
+            delete(CalendarEvent).where(
+                col(CalendarEvent.user_id) == connection.user_id,
+                col(CalendarEvent.calendar_id) == connection.calendar_id,
+                col(CalendarEvent.external_id).in_(cancelled),
+            )
+        )
+    result.removed += len(cancelled)
+    metrics.items.labels(PROVIDER, "upserted").inc(len(latest) - len(cancelled))
+    metrics.items.labels(PROVIDER, "removed").inc(len(cancelled))
+
+
+def parse_event(item: Mapping[str, Any]) -> dict[str, Any]:
+    """The columns of a live Google event; raises :class:`MalformedEvent` without a start."""
+    start, all_day = _parse_when(item.get("start"))
+    if start is None:
+        raise MalformedEvent(f"event {str(item.get('id'))[:64]!r} has no usable start")
+    end, _ = _parse_when(item.get("end"))
+    status = item.get("status") or "confirmed"
+    return {
+        "title": str(item.get("summary") or "")[:_TITLE_MAX],
+        "starts_at": start,
+        "ends_at": end,
+        "all_day": all_day,
+        "status": str(status)[:16],
+        "remote_updated_at": _parse_instant(item.get("updated")),
+    }
+
+
+def _parse_when(value: Any) -> tuple[datetime | None, bool]:
+    """Google's ``{"dateTime": ...}`` or ``{"date": "YYYY-MM-DD"}`` (an all-day event)."""
+    if not isinstance(value, Mapping):
+        return None, False
+    if value.get("dateTime"):
+        return _parse_instant(value["dateTime"]), False
+    if value.get("date"):
+        try:
+            day = date.fromisoformat(str(value["date"]))
+        except ValueError:
+            return None, True
+        return datetime.combine(day, time(0), tzinfo=UTC), True
+    return None, False
+
+
+def _parse_instant(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:  # RFC 3339 requires an offset; a naive one is taken as UTC
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+@dataclass
+class _CalendarApi:
+    """Requests of one run; refreshes the access token at most once per run."""
+
+    client: httpx.Client
+    settings: Settings
+    policy: RetryPolicy
+    now: datetime
+    refreshed: bool = False
+
+    def list_events(
+        self,
+        session: Session,
+        connection: CalendarConnection,
+        *,
+        sync_token: str | None,
+        page_token: str | None,
+    ) -> dict[str, Any]:
+        params: dict[str, str | int] = {"maxResults": PAGE_SIZE, "singleEvents": "true"}
+        if sync_token:
+            params["syncToken"] = sync_token
+        if page_token:
+            params["pageToken"] = page_token
+        base = str(self.settings.google_api_base_url).rstrip("/")
+        url = f"{base}/calendars/{quote(connection.calendar_id, safe='')}/events"
+        while True:
+            token = connection.access_token
+
+            def build(token: str = token) -> httpx.Request:
+                headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+                return self.client.build_request("GET", url, params=params, headers=headers)
+
+            try:
+                response = send(
+                    self.client,
+                    build,
+                    operation="calendar events.list",
+                    provider=PROVIDER,
+                    policy=self.policy,
+                )
+            except AuthenticationFailed as exc:
+                if self.refreshed:
+                    raise ReauthorizationRequired(
+                        f"{exc}, again after a token refresh",
+                        status_code=exc.status_code,
+                    ) from None
+                self._refresh(session, connection)
+                continue
+            return json_object(response, operation="calendar events.list")
+
+    def _refresh(self, session: Session, connection: CalendarConnection) -> None:
+        """Trade the refresh token for a new access token and commit it at once."""
+        self.refreshed = True
+        metrics = SYNC_METRICS.get()
+        form = {
+            "grant_type": "refresh_token",
+            "refresh_token": connection.refresh_token,
+            "client_id": self.settings.google_client_id,
+            "client_secret": self.settings.google_client_secret.get_secret_value(),
+        }
+        url = str(self.settings.google_token_url)
+
+        def build() -> httpx.Request:
+            return self.client.build_request("POST", url, data=form)
+
+        try:
+            response = send(
+                self.client,
+                build,
+                operation="oauth token refresh",
+                provider=PROVIDER,
+                policy=self.policy,
+            )
+        except PermanentHTTPError as exc:
+            metrics.token_refreshes.labels(PROVIDER, "failed").inc()
+            # 400 invalid_grant (revoked or expired refresh token) and 401 invalid_client
+            raise ReauthorizationRequired(str(exc), status_code=exc.status_code) from None
+        body = json_object(response, operation="oauth token refresh")
+        access_token = body.get("access_token")
+        if not access_token:
+            metrics.token_refreshes.labels(PROVIDER, "failed").inc()
+            raise UnexpectedResponse("oauth token refresh: answer without access_token")
+        expires_in = body.get("expires_in")
+        connection.access_token = str(access_token)
+        if isinstance(expires_in, int | float):
+            connection.access_token_expires_at = self.now + timedelta(seconds=expires_in)
+        if body.get("refresh_token"):  # Google may rotate it
+            connection.refresh_token = str(body["refresh_token"])
+        session.add(connection)
+        session.commit()
+        metrics.token_refreshes.labels(PROVIDER, "refreshed").inc()
+        log.info("calendar_access_token_refreshed", user_id=connection.user_id)

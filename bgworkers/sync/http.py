@@ -1,0 +1,302 @@
+"""The HTTP layer of the sync domain: one client per process, error classification, retries.
+
+Errors raised here (all from :mod:`bgworkers.errors`)::
+
+    TransientHTTPError          transport error, 408, 429, 5xx (and Google's 403 rate limits)
+    PermanentHTTPError          any other answer outside 2xx
+     +-- AuthenticationFailed   401: the access token was refused
+     |    +-- ReauthorizationRequired  still refused after a refresh: the user must reconnect
+     +-- ResourceGone           410: Google's "sync token no longer valid"
+    UnexpectedResponse (PermanentError)  a 2xx answer without the documented shape
+
+Retries happen at two levels, and the split is deliberate. A short wait (a ``Retry-After``
+of a few seconds, or a 5xx/transport blip with no ``Retry-After``) is retried here, inside
+the message, with tenacity: the worker thread sleeps a little and the sync goes on with its
+in-memory state. A long ``Retry-After`` is not slept through: it would hold a worker thread
+idle and eat into the actor's time limit. Then, and when the in-request attempts run out,
+:class:`TransientHTTPError` carries ``retry_after_s`` up to the retry policy, which re-queues
+the message with that delay; the sync resumes from the last committed page.
+
+Secrets: nothing here puts a URL (Google sends sync and page tokens in the query string), a
+header or a body into an exception message or a log line; errors name an operation instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+)
+
+from bgworkers.errors import PermanentError, PermanentHTTPError, TransientHTTPError
+from bgworkers.logs import get_logger, redact_text
+from bgworkers.middleware.resources import close_at_worker_shutdown
+from bgworkers.settings import Settings
+from bgworkers.sync.metrics import SYNC_METRICS
+
+log = get_logger(__name__)
+
+#: Google answers 403 (not 429) with these reasons when a quota is exceeded; retrying helps.
+GOOGLE_RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
+
+
+class AuthenticationFailed(PermanentHTTPError):
+    """401: the provider refused the access token (Google: refresh it and try once more)."""
+
+
+class ReauthorizationRequired(AuthenticationFailed):
+    """The credentials are refused even after a refresh, or the refresh token is revoked."""
+
+
+class ResourceGone(PermanentHTTPError):
+    """410 Gone: for Google Calendar, the sync token expired and a full sync is required."""
+
+
+class UnexpectedResponse(PermanentError):
+    """A 2xx answer that does not have the documented shape; a retry would get the same."""
+
+
+# --- the per-process client -----------------------------------------------------------------
+
+_lock = threading.Lock()
+_client: httpx.Client | None = None
+
+
+def build_client(
+    settings: Settings, *, transport: httpx.BaseTransport | None = None
+) -> httpx.Client:
+    """An httpx client with explicit timeouts (seconds) and a bounded connection pool.
+
+    Tests pass a ``transport`` (``httpx.MockTransport`` with a fake API); production passes none.
+    """
+    # httpx logs every request at INFO with its full URL, and Google's sync and page tokens
+    # travel in the query string: keep that line out of the logs.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    timeout = httpx.Timeout(settings.http_timeout_s, connect=min(settings.http_timeout_s, 5.0))
+    return httpx.Client(
+        timeout=timeout,
+        limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+        headers={"User-Agent": "bgworkers-sync"},
+        transport=transport,
+        follow_redirects=False,
+    )
+
+
+def get_client(settings: Settings) -> httpx.Client:
+    """This process's client, created on first use (never at import, never per message)."""
+    global _client
+    with _lock:
+        if _client is None:
+            _client = build_client(settings)
+        return _client
+
+
+def use_client(client: httpx.Client | None) -> None:
+    """Replace this process's client (tests point it at a fake API); None forgets it."""
+    global _client
+    with _lock:
+        _client = client
+
+
+def close_client() -> None:
+    """Close this process's client, if any; called at worker shutdown."""
+    global _client
+    with _lock:
+        client, _client = _client, None
+    if client is not None:
+        client.close()
+
+
+close_at_worker_shutdown("sync_http_client", close_client)
+
+
+def _forget_client_after_fork() -> None:
+    # The parent's pooled sockets must not be shared with a forked worker process.
+    global _client
+    _client = None
+
+
+os.register_at_fork(after_in_child=_forget_client_after_fork)
+
+
+# --- classification -------------------------------------------------------------------------
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date), or None."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)
+
+
+def error_reason(response: httpx.Response) -> str:
+    """A short, secret-free reason from an error body (Google's ``reason``, Notion's ``code``)."""
+    try:
+        body: Any = response.json()
+    except ValueError:
+        return ""
+    if not isinstance(body, dict):
+        return ""
+    error = body.get("error")
+    if isinstance(error, dict):  # Google: {"error": {"errors": [{"reason": ...}], ...}}
+        errors = error.get("errors")
+        if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+            return str(errors[0].get("reason", ""))[:64]
+        return str(error.get("status", ""))[:64]
+    if isinstance(error, str):  # OAuth token endpoint: {"error": "invalid_grant"}
+        return error[:64]
+    return str(body.get("code", ""))[:64]  # Notion: {"object": "error", "code": ...}
+
+
+def raise_for_status(response: httpx.Response, *, operation: str) -> None:
+    """Raise the error that says what a non-2xx answer means for a retry; return on 2xx."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    reason = error_reason(response)
+    message = f"{operation}: HTTP {status}" + (f" ({reason})" if reason else "")
+    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    if status in (408, 429) or status >= 500:
+        raise TransientHTTPError(message, status_code=status, retry_after_s=retry_after)
+    if status == 403 and reason in GOOGLE_RATE_LIMIT_REASONS:
+        raise TransientHTTPError(message, status_code=status, retry_after_s=retry_after)
+    if status == 401:
+        raise AuthenticationFailed(message, status_code=status)
+    if status == 410:
+        raise ResourceGone(message, status_code=status)
+    raise PermanentHTTPError(message, status_code=status)
+
+
+# --- in-request retries ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How one request is retried inside a message; times in seconds.
+
+    ``max_inline_wait_s`` is the longest wait slept in the worker thread; a ``Retry-After``
+    longer than that goes back to the broker at once. ``sleep`` is injected by tests.
+    """
+
+    max_attempts: int = 3
+    max_inline_wait_s: float = 5.0
+    base_backoff_s: float = 0.5
+    sleep: Callable[[float], None] = field(default=time.sleep)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        return cls(
+            max_attempts=settings.sync_http_max_attempts,
+            max_inline_wait_s=settings.sync_http_max_inline_wait_s,
+        )
+
+    def wait_for(self, attempt_number: int, error: BaseException | None) -> float:
+        if isinstance(error, TransientHTTPError) and error.retry_after_s is not None:
+            return float(error.retry_after_s)
+        return min(self.base_backoff_s * 2.0 ** (attempt_number - 1), self.max_inline_wait_s)
+
+    def retries_inline(self, error: BaseException) -> bool:
+        if not isinstance(error, TransientHTTPError):
+            return False
+        return error.retry_after_s is None or error.retry_after_s <= self.max_inline_wait_s
+
+
+def send(
+    client: httpx.Client,
+    build: Callable[[], httpx.Request],
+    *,
+    operation: str,
+    provider: str,
+    policy: RetryPolicy,
+    before_attempt: Callable[[], None] | None = None,
+) -> httpx.Response:
+    """Send the request ``build()`` makes, retrying transient failures per ``policy``.
+
+    ``before_attempt`` runs before every attempt (a rate limiter). Returns a 2xx response;
+    raises the classified error otherwise (see the module docstring).
+    """
+    metrics = SYNC_METRICS.get()
+
+    def wait(state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        return policy.wait_for(state.attempt_number, error)
+
+    def before_sleep(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        status = getattr(error, "status_code", None)
+        metrics.http_retries.labels(provider, "inline").inc()
+        log.warning(
+            "sync_http_retry",
+            provider=provider,
+            operation=operation,
+            status_code=status,
+            attempt=state.attempt_number,
+            wait_s=round(state.upcoming_sleep, 3),
+        )
+
+    retrying = Retrying(
+        stop=stop_after_attempt(policy.max_attempts),
+        wait=wait,
+        retry=retry_if_exception(policy.retries_inline),
+        sleep=policy.sleep,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    for attempt in retrying:
+        with attempt:
+            if before_attempt is not None:
+                before_attempt()
+            response = _send_once(client, build(), operation=operation, provider=provider)
+            raise_for_status(response, operation=operation)
+            return response
+    raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+
+def _send_once(
+    client: httpx.Client, request: httpx.Request, *, operation: str, provider: str
+) -> httpx.Response:
+    metrics = SYNC_METRICS.get()
+    try:
+        response = client.send(request)
+        response.read()
+    except httpx.TransportError as exc:
+        metrics.http_requests.labels(provider, "transport_error").inc()
+        detail = redact_text(str(exc))[:200]
+        raise TransientHTTPError(f"{operation}: {type(exc).__name__}: {detail}") from None
+    metrics.http_requests.labels(provider, f"{response.status_code // 100}xx").inc()
+    return response
+
+
+def json_object(response: httpx.Response, *, operation: str) -> dict[str, Any]:
+    """The response body as a JSON object, or :class:`UnexpectedResponse`."""
+    try:
+        body = response.json()
+    except ValueError:
+        raise UnexpectedResponse(f"{operation}: body is not JSON") from None
+    if not isinstance(body, dict):
+        raise UnexpectedResponse(f"{operation}: body is not a JSON object")
+    return body

@@ -1,0 +1,135 @@
+"""Prometheus metrics of the sync domain; labels are bounded (provider, outcome, action)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from bgworkers.metrics import LazyMetrics
+
+
+@dataclass(frozen=True)
+class SyncMetrics:
+    runs: Counter
+    items: Counter
+    pages: Counter
+    full_resyncs: Counter
+    token_refreshes: Counter
+    http_requests: Counter
+    http_retries: Counter
+    rate_limit_wait: Counter
+    users_enqueued: Counter
+    duration: Histogram
+
+    @classmethod
+    def build(cls, registry: CollectorRegistry) -> SyncMetrics:
+        return cls(
+            runs=Counter(
+                "bgworkers_sync_runs_total",
+                "Per-user sync runs by provider and outcome "
+                "(completed, superseded, skipped, transient_error, permanent_error).",
+                ["provider", "outcome"],
+                registry=registry,
+            ),
+            items=Counter(
+                "bgworkers_sync_items_total",
+                "Synced items by provider and action (upserted, removed, malformed).",
+                ["provider", "action"],
+                registry=registry,
+            ),
+            pages=Counter(
+                "bgworkers_sync_pages_total",
+                "Result pages fetched and committed.",
+                ["provider"],
+                registry=registry,
+            ),
+            full_resyncs=Counter(
+                "bgworkers_sync_full_resyncs_total",
+                "Full listings started, by reason (initial, gone, stale_cursor).",
+                ["provider", "reason"],
+                registry=registry,
+            ),
+            token_refreshes=Counter(
+                "bgworkers_sync_token_refreshes_total",
+                "OAuth access-token refreshes by outcome (refreshed, failed).",
+                ["provider", "outcome"],
+                registry=registry,
+            ),
+            http_requests=Counter(
+                "bgworkers_sync_http_requests_total",
+                "HTTP attempts by provider and status class (2xx, 4xx, 5xx, transport_error).",
+                ["provider", "status_class"],
+                registry=registry,
+            ),
+            http_retries=Counter(
+                "bgworkers_sync_http_retries_total",
+                "HTTP attempts retried inside the message.",
+                ["provider", "kind"],
+                registry=registry,
+            ),
+            rate_limit_wait=Counter(
+                "bgworkers_sync_rate_limit_wait_seconds_total",
+                "Seconds spent waiting for the client-side rate limiter.",
+                ["provider"],
+                registry=registry,
+            ),
+            users_enqueued=Counter(
+                "bgworkers_sync_users_enqueued_total",
+                "Per-user sync messages sent by the periodic fan-out.",
+                ["provider"],
+                registry=registry,
+            ),
+            duration=Histogram(
+                "bgworkers_sync_duration_seconds",
+                "Duration of one per-user sync run, in seconds.",
+                ["provider"],
+                buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+                registry=registry,
+            ),
+        )
+
+
+SYNC_METRICS: LazyMetrics[SyncMetrics] = LazyMetrics(SyncMetrics.build)
+
+
+@contextmanager
+def observe_run(provider: str, user_id: int) -> Iterator[dict[str, Any]]:
+    """Count, time and log one per-user run: one ``sync_run_finished`` line per run.
+
+    The caller fills the yielded dict with the run's figures and ``outcome``; an exception
+    sets the outcome to ``transient_error`` or ``permanent_error`` and is re-raised.
+    """
+    from bgworkers.errors import PermanentError
+    from bgworkers.logs import get_logger
+
+    figures: dict[str, Any] = {"outcome": "completed"}
+    started = time.perf_counter()
+    try:
+        yield figures
+    except BaseException as exc:
+        figures["outcome"] = (
+            "permanent_error" if isinstance(exc, PermanentError) else "transient_error"
+        )
+        figures["error_type"] = type(exc).__name__
+        figures["error"] = str(exc)[:300]
+        raise
+    finally:
+        elapsed = time.perf_counter() - started
+        metrics = SYNC_METRICS.get()
+        metrics.runs.labels(provider, figures["outcome"]).inc()
+        metrics.duration.labels(provider).observe(elapsed)
+        level = (
+            "info" if figures["outcome"] in ("completed", "skipped", "superseded") else "warning"
+        )
+        getattr(get_logger(__name__), level)(
+            "sync_run_finished",
+            provider=provider,
+            user_id=user_id,
+            duration_s=round(elapsed, 6),
+            **figures,
+        )

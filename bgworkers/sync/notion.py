@@ -1,0 +1,294 @@
+"""Notion sync: ``POST /v1/search`` for pages, paged with ``start_cursor``/``has_more``.
+
+Each run lists every page the user shared with the integration (Notion's search has no
+"changed since" filter) and upserts title, URL, last-edited time and archived state. The
+cursor of the listing is committed with each page of results, so a run that stops half-way
+resumes there. Requests go through a process-wide rate limiter (Notion allows about three
+requests per second per integration) and carry the ``Notion-Version`` header from settings.
+
+Notion tokens do not expire and cannot be refreshed: a 401 means the user revoked access,
+so the connection is marked ``reauth_required`` and the error is permanent for that user.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import httpx
+from sqlmodel import Session, col, select
+
+from bgworkers.errors import PermanentError, PermanentHTTPError, TransientError
+from bgworkers.logs import get_logger
+from bgworkers.settings import Settings
+from bgworkers.sync.http import (
+    AuthenticationFailed,
+    ReauthorizationRequired,
+    RetryPolicy,
+    json_object,
+    send,
+)
+from bgworkers.sync.metrics import SYNC_METRICS, observe_run
+from bgworkers.sync.models import STATUS_ACTIVE, NotionConnection, NotionPage
+from bgworkers.sync.ratelimit import RateLimiter
+from bgworkers.sync.store import mark_failed
+
+log = get_logger(__name__)
+
+PROVIDER: Final = "notion"
+#: Results per request; Notion's maximum.
+PAGE_SIZE: Final = 100
+
+
+class MalformedPage(ValueError):
+    """A search result without an id or a parsable ``last_edited_time``; skipped and counted."""
+
+
+@dataclass
+class NotionSyncResult:
+    user_id: int
+    outcome: str = "completed"  # completed, skipped or superseded
+    pages: int = 0
+    upserted: int = 0
+    malformed: int = 0
+
+
+def sync_notion(
+    *,
+    session: Session,
+    user_id: int,
+    client: httpx.Client,
+    settings: Settings,
+    limiter: RateLimiter,
+    now: datetime,
+    policy: RetryPolicy,
+) -> NotionSyncResult:
+    """Upsert the user's Notion pages; commit after every page of results.
+
+    Errors as in :func:`bgworkers.sync.google_calendar.sync_calendar`.
+    """
+    with observe_run(PROVIDER, user_id) as figures:
+        result = _sync_notion(
+            session=session,
+            user_id=user_id,
+            client=client,
+            settings=settings,
+            limiter=limiter,
+            now=now,
+            policy=policy,
+        )
+        figures.update({k: v for k, v in vars(result).items() if k != "user_id"})
+    return result
+
+
+def _sync_notion(
+    *,
+    session: Session,
+    user_id: int,
+    client: httpx.Client,
+    settings: Settings,
+    limiter: RateLimiter,
+    now: datetime,
+    policy: RetryPolicy,
+) -> NotionSyncResult:
+    result = NotionSyncResult(user_id=user_id)
+    connection = session.exec(
+        select(NotionConnection).where(NotionConnection.user_id == user_id)
+    ).first()
+    if connection is None or connection.status != STATUS_ACTIVE:
+        result.outcome = "skipped"
+        return result
+    try:
+        _sync_pages(session, connection, client, settings, limiter, policy, now=now, result=result)
+    except (PermanentError, TransientError) as exc:
+        session.rollback()
+        if isinstance(exc, PermanentError):
+            mark_failed(
+                session,
+                NotionConnection,
+                user_id,
+                error=str(exc),
+                now=now,
+                reauth=isinstance(exc, AuthenticationFailed),
+            )
+        raise
+    return result
+
+
+def _sync_pages(
+    session: Session,
+    connection: NotionConnection,
+    client: httpx.Client,
+    settings: Settings,
+    limiter: RateLimiter,
+    policy: RetryPolicy,
+    *,
+    now: datetime,
+    result: NotionSyncResult,
+) -> None:
+    metrics = SYNC_METRICS.get()
+    restarted = False
+    while True:
+        cursor = connection.cursor
+        try:
+            body = _search(client, settings, limiter, policy, connection.access_token, cursor)
+        except PermanentHTTPError as exc:
+            # A stored cursor from an earlier run may have expired (400): list from the start.
+            if exc.status_code != 400 or cursor is None or restarted or result.pages:
+                raise
+            restarted = True
+            log.info("notion_cursor_rejected", user_id=connection.user_id)
+            metrics.full_resyncs.labels(PROVIDER, "stale_cursor").inc()
+            connection.cursor = None
+            session.add(connection)
+            session.commit()
+            continue
+        session.refresh(connection, with_for_update=True)
+        if connection.cursor != cursor:
+            session.rollback()  # another delivery of this user's message moved on meanwhile
+            result.outcome = "superseded"
+            return
+        results = body.get("results")
+        _apply_results(
+            session,
+            connection,
+            results if isinstance(results, list) else [],
+            now=now,
+            result=result,
+        )
+        next_cursor = body.get("next_cursor")
+        has_more = bool(body.get("has_more")) and bool(next_cursor)
+        connection.cursor = str(next_cursor) if has_more else None
+        if not has_more:
+            connection.last_synced_at = now
+        connection.updated_at = now
+        session.add(connection)
+        session.commit()
+        result.pages += 1
+        metrics.pages.labels(PROVIDER).inc()
+        if not has_more:
+            return
+
+
+def _search(
+    client: httpx.Client,
+    settings: Settings,
+    limiter: RateLimiter,
+    policy: RetryPolicy,
+    token: str,
+    cursor: str | None,
+) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "filter": {"property": "object", "value": "page"},
+        "sort": {"direction": "descending", "timestamp": "last_edited_time"},
+        "page_size": PAGE_SIZE,
+    }
+    if cursor:
+        payload["start_cursor"] = cursor
+    url = str(settings.notion_api_base_url).rstrip("/") + "/v1/search"
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Notion-Version": settings.notion_version,
+        "Content-Type": "application/json",
+    }
+    metrics = SYNC_METRICS.get()
+
+    def wait_for_slot() -> None:
+        metrics.rate_limit_wait.labels(PROVIDER).inc(limiter.acquire())
+
+    def build() -> httpx.Request:
+        return client.build_request("POST", url, json=payload, headers=headers)
+
+    try:
+        response = send(
+            client,
+            build,
+            operation="notion search",
+            provider=PROVIDER,
+            policy=policy,
+            before_attempt=wait_for_slot,
+        )
+    except AuthenticationFailed as exc:
+        raise ReauthorizationRequired(str(exc), status_code=exc.status_code) from None
+    return json_object(response, operation="notion search")
+
+
+def _apply_results(
+    session: Session,
+    connection: NotionConnection,
+    results: Iterable[Any],
+    *,
+    now: datetime,
+    result: NotionSyncResult,
+) -> None:
+    metrics = SYNC_METRICS.get()
+    parsed: dict[str, dict[str, Any]] = {}
+    for item in results:
+        if not isinstance(item, Mapping) or item.get("object") != "page":
+            continue  # the filter asks for pages; anything else is ignored
+        try:
+            fields = parse_page(item)
+        except MalformedPage as exc:
+            result.malformed += 1
+            metrics.items.labels(PROVIDER, "malformed").inc()
+            log.warning("notion_page_malformed", user_id=connection.user_id, error=str(exc)[:200])
+            continue
+        parsed[fields["notion_id"]] = fields
+    if not parsed:
+        return
+    existing = {
+        page.notion_id: page
+        for page in session.exec(
+            select(NotionPage).where(
+                col(NotionPage.user_id) == connection.user_id,
+                col(NotionPage.notion_id).in_(list(parsed)),
+            )
+        )
+    }
+    for notion_id, fields in parsed.items():
+        page = existing.get(notion_id) or NotionPage(
+            user_id=connection.user_id,
+            notion_id=notion_id,
+            last_edited_time=fields["last_edited_time"],
+        )
+        for name, value in fields.items():
+            setattr(page, name, value)
+        page.updated_at = now
+        session.add(page)
+    result.upserted += len(parsed)
+    metrics.items.labels(PROVIDER, "upserted").inc(len(parsed))
+
+
+def parse_page(item: Mapping[str, Any]) -> dict[str, Any]:
+    """The columns of a Notion page object (title from its ``title``-typed property)."""
+    notion_id = item.get("id")
+    if not notion_id or not isinstance(notion_id, str):
+        raise MalformedPage("page without an id")
+    try:
+        edited = datetime.fromisoformat(str(item.get("last_edited_time")))
+    except ValueError:
+        raise MalformedPage(f"page {notion_id[:64]!r} has no valid last_edited_time") from None
+    if edited.tzinfo is None:
+        edited = edited.replace(tzinfo=UTC)
+    return {
+        "notion_id": notion_id[:64],
+        "title": _title(item.get("properties"))[:2000],
+        "url": str(item.get("url") or "")[:2048],
+        "last_edited_time": edited.astimezone(UTC),
+        "archived": bool(item.get("archived") or item.get("in_trash")),
+    }
+
+
+def _title(properties: Any) -> str:
+    """Plain text of the page's title property, whatever it is named (``title``, ``Name``)."""
+    if not isinstance(properties, Mapping):
+        return ""
+    for prop in properties.values():
+        if isinstance(prop, Mapping) and prop.get("type") == "title":
+            parts = prop.get("title") or []
+            return "".join(
+                str(part.get("plain_text", "")) for part in parts if isinstance(part, Mapping)
+            )
+    return ""

@@ -1,0 +1,92 @@
+"""Fixtures of the sync tests: fake APIs, settings aimed at them, users with connections."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from bgworkers.settings import Settings, load_settings
+from bgworkers.sync.http import RetryPolicy, build_client
+from bgworkers.sync.models import CalendarConnection, NotionConnection
+from bgworkers.users.models import User
+from tests.sync.fakes import FakeClock, FakeGoogleCalendar, FakeNotion
+
+# Tokens given to the code under test; the log tests check none of them is ever printed.
+ACCESS = "access-initial"
+REFRESH = "refresh-initial"
+NOTION_TOKEN = "secret_notion-initial"
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return load_settings(
+        google_client_id="client-id",
+        google_client_secret="client-secret",
+        google_api_base_url="https://www.googleapis.com/calendar/v3",
+        google_token_url="https://oauth2.googleapis.com/token",
+        notion_api_base_url="https://api.notion.com",
+        notion_version="2022-06-28",
+        sync_http_max_attempts=3,
+        sync_http_max_inline_wait_s=5,
+    )
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def policy(settings: Settings, clock: FakeClock) -> RetryPolicy:
+    return RetryPolicy(
+        max_attempts=settings.sync_http_max_attempts,
+        max_inline_wait_s=settings.sync_http_max_inline_wait_s,
+        sleep=clock.sleep,
+    )
+
+
+@pytest.fixture
+def google() -> FakeGoogleCalendar:
+    return FakeGoogleCalendar()
+
+
+@pytest.fixture
+def google_client(google: FakeGoogleCalendar, settings: Settings) -> Iterator[httpx.Client]:
+    with build_client(settings, transport=httpx.MockTransport(google)) as client:
+        yield client
+
+
+def add_user(engine: Engine, email: str) -> int:
+    with Session(engine) as session:
+        user = User(email=email)
+        session.add(user)
+        session.commit()
+        assert user.id is not None
+        return user.id
+
+
+def connect_calendar(
+    engine: Engine, user_id: int, *, calendar_id: str = "primary", access: str = ACCESS
+) -> None:
+    with Session(engine) as session:
+        session.add(
+            CalendarConnection(
+                user_id=user_id, calendar_id=calendar_id, access_token=access, refresh_token=REFRESH
+            )
+        )
+        session.commit()
+
+
+def connect_notion(engine: Engine, user_id: int, *, token: str = NOTION_TOKEN) -> None:
+    with Session(engine) as session:
+        session.add(NotionConnection(user_id=user_id, access_token=token))
+        session.commit()
+
+
+@pytest.fixture
+def notion(clock: FakeClock) -> FakeNotion:
+    return FakeNotion(token=NOTION_TOKEN, clock=clock)
