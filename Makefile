@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup broker migrate run test lint format bench clean
+.PHONY: setup broker test-tools migrate run test lint format bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ setup: $(STAMP)  ## create .venv and install bgworkers with its pinned dependenc
 broker:  ## make sure RabbitMQ answers at BGW_BROKER_URL (starts a local one if needed)
 	bash deploy/ensure-rabbitmq.sh
 
+test-tools:  ## Prometheus and promtool for the monitoring tests (Debian package)
+	bash deploy/ensure-prometheus.sh
+
 migrate: setup  ## create or upgrade the database schema
 	$(BIN)/bgworkers migrate
 
@@ -28,7 +31,7 @@ lint: setup  ## ruff (lint and format check) and mypy
 	$(BIN)/ruff format --check bgworkers tests bench
 	$(BIN)/mypy
 
-test: setup broker lint  ## lint, then the whole test suite (integration tests included)
+test: setup broker test-tools lint  ## lint, then the whole test suite (integration tests included)
 	$(BIN)/pytest
 
 format: setup

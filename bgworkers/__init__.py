@@ -17,7 +17,14 @@ from bgworkers.metrics.multiproc import prepare_multiprocess_dir
 from bgworkers.settings import get_settings
 
 #: Every module that declares actors, one per domain; a new domain adds its line here.
-ACTOR_MODULES: tuple[str, ...] = ("bgworkers.maintenance.actors",)
+ACTOR_MODULES: tuple[str, ...] = (
+    "bgworkers.maintenance.actors",
+    "bgworkers.reminders.actors",
+    "bgworkers.email.actors",
+    "bgworkers.scheduling.actors",
+    "bgworkers.files.actors",
+    "bgworkers.sync.actors",
+)
 
 try:
     _settings = get_settings()
@@ -37,5 +44,12 @@ install(broker)
 
 for _module in ACTOR_MODULES:
     importlib.import_module(_module)
+
+if sys.argv and sys.argv[0].endswith("periodiq"):
+    # The scheduler has no process hook of its own: serve its /metrics, /healthz and /readyz
+    # from here (a listening socket on BGW_SCHEDULER_METRICS_PORT; nothing is contacted).
+    from bgworkers.metrics.server import start_scheduler_endpoint
+
+    start_scheduler_endpoint(_settings)
 
 __all__ = ["ACTOR_MODULES", "broker"]

@@ -20,12 +20,13 @@ from dramatiq.middleware import (
     ShutdownNotifications,
     TimeLimit,
 )
-from periodiq import PeriodiqMiddleware
 
 from bgworkers.middleware.connectivity import BrokerConnectivityCheck
 from bgworkers.middleware.message_logging import MessageLogging
 from bgworkers.middleware.metrics import MessageMetrics
+from bgworkers.middleware.resources import CloseResources
 from bgworkers.middleware.retry_policy import RetryPolicy
+from bgworkers.scheduling.middleware import ScheduleGuard
 from bgworkers.settings import Settings
 
 
@@ -39,7 +40,8 @@ def middleware_stack(settings: Settings) -> list[Middleware]:
         Callbacks(),
         Pipelines(),
         CurrentMessage(),
-        PeriodiqMiddleware(skip_delay=30),
+        ScheduleGuard(),  # in place of periodiq's middleware: see bgworkers.scheduling
+        CloseResources(),
         RetryPolicy(
             max_retries=settings.retry_max_retries,
             min_backoff_ms=settings.retry_min_backoff_ms,

@@ -41,6 +41,12 @@ def _schedule(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _health(settings: Settings, args: argparse.Namespace) -> int:
+    from bgworkers.monitoring.report import print_health
+
+    return print_health(settings, sys.stdout)
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bgworkers", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -54,6 +60,9 @@ def make_parser() -> argparse.ArgumentParser:
     sub.add_parser("schedule", help="list periodic jobs, next and last runs").set_defaults(
         handler=_schedule
     )
+    sub.add_parser(
+        "health", help="RabbitMQ, database, scheduler heartbeat and queue depths"
+    ).set_defaults(handler=_health)
     return parser
 
 

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import DateTime, TypeDecorator, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, Engine, make_url
-from sqlmodel import Session, create_engine
+from sqlmodel import Session, SQLModel, create_engine
 
 from bgworkers.settings import Settings, get_settings
 
@@ -118,16 +119,17 @@ def session_scope(engine: Engine | None = None) -> Iterator[Session]:
 
 
 def after_commit(session: Session, callback: Callable[[], None]) -> None:
-    """Run ``callback`` once the session's transaction has committed (never on rollback).
+    """Run ``callback`` once the session's current transaction commits (never on rollback).
 
     Use it to send follow-up messages, so a worker never receives a message about a row
-    that is not yet visible, or that a rollback made disappear.
+    that is not yet visible, or that a rollback made disappear. Works for every transaction
+    of a session, not only its first.
     """
-    pending: list[Callable[[], None]] = session.info.setdefault("bgw_after_commit", [])
-    if not pending:
-        event.listen(session, "after_commit", _run_after_commit, once=True)
-        event.listen(session, "after_rollback", _drop_after_commit, once=True)
-    pending.append(callback)
+    if not session.info.get("bgw_after_commit_listening"):
+        event.listen(session, "after_commit", _run_after_commit)
+        event.listen(session, "after_rollback", _drop_after_commit)
+        session.info["bgw_after_commit_listening"] = True
+    session.info.setdefault("bgw_after_commit", []).append(callback)
 
 
 def _run_after_commit(session: Session) -> None:
@@ -137,3 +139,29 @@ def _run_after_commit(session: Session) -> None:
 
 def _drop_after_commit(session: Session) -> None:
     session.info.pop("bgw_after_commit", None)
+
+
+def insert_if_absent(
+    session: Session,
+    model: type[SQLModel],
+    *,
+    conflict_columns: tuple[str, ...] | None = None,
+    **values: Any,
+) -> bool:
+    """``INSERT ... ON CONFLICT DO NOTHING`` (SQLite and PostgreSQL); True if inserted.
+
+    Why not a savepoint around a plain INSERT: with the standard library's SQLite driver a
+    savepoint opened before any write runs outside the transaction and commits on release,
+    so a later rollback would not undo it. ``conflict_columns`` defaults to the primary key.
+    """
+    table = model.__table__  # type: ignore[attr-defined]
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    columns = list(conflict_columns) if conflict_columns else None
+    statement = (
+        insert(table)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=columns)
+        .returning(*table.primary_key.columns)
+    )
+    # A returned key means "inserted": psycopg reports rowcount -1 for this statement.
+    return session.execute(statement).first() is not None

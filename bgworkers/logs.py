@@ -117,6 +117,8 @@ def configure_logging(
     # pika logs every reconnect attempt with a traceback; our own lines say what matters.
     logging.getLogger("pika").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # httpx logs each request's full URL at INFO; some APIs put tokens in query strings.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,

@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9191, ge=1, le=65535)
     metrics_dir: Path = Path("var/metrics")
+    scheduler_metrics_port: int = Field(default=9192, ge=1, le=65535)
+    #: RabbitMQ's management API (``http://127.0.0.1:15672``); without it queue depths come from
+    #: AMQP and have no unacknowledged count.
+    rabbitmq_management_url: str | None = None
+    queue_depth_interval_s: float = Field(default=15.0, ge=1)
     timezone: str = "UTC"
 
     # Retry policy defaults; an actor may override each one.
@@ -59,12 +64,22 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_timeout_s: float = Field(default=30.0, gt=0)
     email_from: str = "assistant@localhost"
+    email_backend: Literal["smtp", "console"] = "smtp"
+    email_sending_timeout_s: float = Field(default=600.0, gt=0)
+    email_max_attempts: int = Field(default=10, ge=1, le=100)
 
     # --- files ----------------------------------------------------------------------------
     temp_dir: Path = Path("var/tmp")
     temp_max_age_hours: float = Field(default=24.0, gt=0)
     backup_dir: Path = Path("var/backups")
     backup_keep: int = Field(default=4, ge=1)
+    temp_cleanup_dry_run: bool = False
+    backup_fanout_batch_size: int = Field(default=500, ge=1, le=10_000)
+
+    # --- maintenance ----------------------------------------------------------------------
+    session_cleanup_batch_size: int = Field(default=1_000, ge=1, le=100_000)
+    sqlite_vacuum_min_free_ratio: float = Field(default=0.1, ge=0, le=1)
+    sqlite_vacuum_min_free_bytes: int = Field(default=1_048_576, ge=0)
 
     # --- sync -----------------------------------------------------------------------------
     google_api_base_url: AnyUrl = AnyUrl("https://www.googleapis.com/calendar/v3")
@@ -75,6 +90,22 @@ class Settings(BaseSettings):
     notion_version: str = "2022-06-28"
     notion_requests_per_second: float = Field(default=3.0, gt=0)
     http_timeout_s: float = Field(default=10.0, gt=0)
+    sync_http_max_attempts: int = Field(default=3, ge=1, le=10)
+    sync_http_max_inline_wait_s: float = Field(default=5.0, ge=0, le=60)
+    sync_fanout_batch_size: int = Field(default=500, ge=1, le=10_000)
+
+    # --- scheduling -----------------------------------------------------------------------
+    #: Per-job cron override or "off", as JSON: {"sync_notion_pages": "0 */4 * * *"}.
+    schedule_overrides: dict[str, str] = Field(default_factory=dict)
+    #: Test only: the scheduler acts as if the time were now + this many (whole) seconds.
+    scheduler_clock_offset_s: float = 0.0
+
+    @field_validator("schedule_overrides")
+    @classmethod
+    def _known_schedule_overrides(cls, value: dict[str, str]) -> dict[str, str]:
+        from bgworkers.scheduling.overrides import check_overrides
+
+        return check_overrides(value)
 
     @field_validator("timezone")
     @classmethod

@@ -14,8 +14,20 @@ port="${hostport##*:}"
 
 answers() { timeout 2 bash -c "exec 3<>/dev/tcp/$host/$port" 2>/dev/null; }
 
+# Management API (queue depths with unacknowledged counts) and RabbitMQ's own Prometheus
+# endpoint: enabled when we can (root, local node); a no-op when already on.
+enable_plugins() {
+  if [ "$(id -u)" -eq 0 ] && command -v rabbitmq-plugins >/dev/null 2>&1 \
+     && ! timeout 2 bash -c "exec 3<>/dev/tcp/$host/15692" 2>/dev/null; then
+    timeout 120 rabbitmq-plugins enable rabbitmq_management rabbitmq_prometheus >/dev/null 2>&1 \
+      && echo "RabbitMQ management and prometheus plugins enabled" \
+      || echo "could not enable RabbitMQ plugins (queue depths fall back to AMQP)" >&2
+  fi
+}
+
 if answers; then
   echo "RabbitMQ answers at $host:$port"
+  case "$host" in 127.*|localhost) enable_plugins ;; esac
   exit 0
 fi
 
@@ -44,6 +56,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 echo "Starting a local RabbitMQ..."
+rabbitmq-plugins enable --offline rabbitmq_management rabbitmq_prometheus >/dev/null 2>&1 || true
 rabbitmq-server -detached
 # The node must register before await_startup can talk to it: ping first, then wait.
 for _ in $(seq 1 240); do

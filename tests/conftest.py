@@ -138,6 +138,9 @@ def app_broker(rabbitmq_url: str) -> Iterator[dramatiq.Broker]:
     for queue in broker.get_declared_queues():
         broker.flush(queue)
     broker.close()
+    # close() leaves this thread's closed connection cached; drop it so the next test's
+    # first call opens a fresh one.
+    del broker.connection
 
 
 @pytest.fixture

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
+import socket
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -44,3 +46,19 @@ def captured_json_logs() -> Iterator[list[dict[str, Any]]]:
         settings = get_settings()
         configure_logging(log_format=settings.log_format, level=settings.log_level)
         lines.extend(json.loads(line) for line in stream.getvalue().splitlines())
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (for servers the test starts)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], bool], *, timeout_s: float = 20.0, what: str = "") -> None:
+    """Poll ``condition`` until it holds; fail the test after ``timeout_s`` seconds."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or 'the condition'}")
+        time.sleep(0.1)

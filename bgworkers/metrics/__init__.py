@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 if TYPE_CHECKING:  # importing prometheus_client here would fix its mode too early
     from prometheus_client import CollectorRegistry
@@ -45,9 +45,17 @@ def use_registry(registry: CollectorRegistry) -> None:
 class LazyMetrics(Generic[T]):
     """A metric set built on the current registry at first use, rebuilt when it changes."""
 
+    #: Every metric set declared, so docs and exposition checks can build them all.
+    declared: ClassVar[list[LazyMetrics[Any]]] = []
+
     def __init__(self, factory: Callable[[CollectorRegistry], T]) -> None:
         self._factory = factory
         self._built: tuple[CollectorRegistry, T] | None = None
+        LazyMetrics.declared.append(self)
+
+    def build(self, registry: CollectorRegistry) -> T:
+        """A fresh instance on ``registry`` (docs and exposition checks)."""
+        return self._factory(registry)
 
     def get(self) -> T:
         built = self._built

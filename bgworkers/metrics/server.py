@@ -1,4 +1,4 @@
-"""The HTTP endpoint Prometheus scrapes: ``/metrics`` and ``/healthz``.
+"""The HTTP endpoint Prometheus scrapes: ``/metrics``, ``/healthz`` and ``/readyz``.
 
 Under ``dramatiq bgworkers`` it runs in one extra process that dramatiq's CLI forks for the
 :class:`~bgworkers.middleware.metrics.MessageMetrics` middleware (see
@@ -15,6 +15,7 @@ A port already in use (for example a second worker group on the same host) is lo
 from __future__ import annotations
 
 import errno
+import json
 import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +25,10 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from bgworkers.logs import get_logger
+from bgworkers.monitoring.health import Readiness, readiness_for
+from bgworkers.monitoring.job_health import JobHealthCollector
+from bgworkers.monitoring.queue_depth import collector_from_settings
+from bgworkers.settings import Settings
 
 log = get_logger(__name__)
 
@@ -31,8 +36,14 @@ log = get_logger(__name__)
 class MetricsServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        registry: CollectorRegistry,
+        readiness: Readiness | None = None,
+    ) -> None:
         self.registry = registry
+        self.readiness = readiness
         super().__init__(address, _Handler)
 
 
@@ -45,6 +56,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(200, generate_latest(self.server.registry), CONTENT_TYPE_LATEST)
         elif path == "/healthz":
             self._reply(200, b"ok\n", "text/plain; charset=utf-8")
+        elif path == "/readyz":
+            results = self.server.readiness.results() if self.server.readiness else []
+            ready = all(result.ok for result in results)
+            body = json.dumps(
+                {
+                    "ready": ready,
+                    "checks": {r.name: {"ok": r.ok, "detail": r.detail} for r in results},
+                }
+            )
+            self._reply(200 if ready else 503, body.encode() + b"\n", "application/json")
         else:
             self._reply(404, b"not found\n", "text/plain; charset=utf-8")
 
@@ -59,9 +80,11 @@ class _Handler(BaseHTTPRequestHandler):
         """Scrapes every 15 s would drown the log; errors still reach stderr via log_error."""
 
 
-def start_metrics_server(registry: CollectorRegistry, host: str, port: int) -> MetricsServer:
+def start_metrics_server(
+    registry: CollectorRegistry, host: str, port: int, readiness: Readiness | None = None
+) -> MetricsServer:
     """Serve ``registry`` on a background thread; ``port=0`` picks a free port."""
-    server = MetricsServer((host, port), registry)
+    server = MetricsServer((host, port), registry, readiness)
     threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
     return server
 
@@ -82,20 +105,53 @@ def serve_cli_metrics() -> int:
     settings = get_settings()
     directory = Path(os.environ[ENV_VAR])
     remove_dead_runs(settings.metrics_dir.resolve(), keep=directory)
-    try:
-        server = MetricsServer(
-            (settings.metrics_host, settings.metrics_port), multiprocess_registry(directory)
+    registry = multiprocess_registry(directory)
+    registry.register(
+        collector_from_settings(
+            settings.broker_url.get_secret_value(),
+            settings.rabbitmq_management_url,
+            settings.queue_depth_interval_s,
         )
+    )
+    registry.register(JobHealthCollector(settings, interval_s=settings.queue_depth_interval_s))
+    server = _bind(
+        settings.metrics_host, settings.metrics_port, registry, settings, "BGW_METRICS_PORT"
+    )
+    if server is not None:
+        server.serve_forever()
+    return 0
+
+
+def _bind(
+    host: str, port: int, registry: CollectorRegistry, settings: Settings, variable: str
+) -> MetricsServer | None:
+    try:
+        server = MetricsServer((host, port), registry, readiness_for(settings))
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             raise
         log.error(
             "metrics_port_in_use",
-            host=settings.metrics_host,
-            port=settings.metrics_port,
-            hint="another process serves this port; set BGW_METRICS_PORT per worker group",
+            host=host,
+            port=port,
+            hint=f"another process serves this port; set {variable} per process group",
         )
-        return 0
-    log.info("metrics_serving", host=settings.metrics_host, port=settings.metrics_port)
-    server.serve_forever()
-    return 0
+        return None
+    log.info("metrics_serving", host=host, port=port)
+    return server
+
+
+def start_scheduler_endpoint(settings: Settings) -> MetricsServer | None:
+    """The scheduler's own ``/metrics``, ``/healthz`` and ``/readyz`` (a background thread)."""
+    from prometheus_client import REGISTRY
+
+    server = _bind(
+        settings.metrics_host,
+        settings.scheduler_metrics_port,
+        REGISTRY,
+        settings,
+        "BGW_SCHEDULER_METRICS_PORT",
+    )
+    if server is not None:
+        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    return server

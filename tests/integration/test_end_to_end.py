@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,23 +20,10 @@ from sqlmodel import Session
 from bgworkers import queues
 from bgworkers.db import make_engine
 from bgworkers.maintenance.models import SchedulerHeartbeat
+from tests.platform_helpers import free_port, wait_for
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], bool], *, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.25)
 
 
 class Processes:
@@ -91,8 +78,12 @@ def app(tmp_path: Path, rabbitmq_url: str) -> Iterator[Processes]:
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
+    """Every sample of the endpoint; empty while it does not answer yet."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return {}
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(text)
@@ -160,10 +151,11 @@ def test_worker_and_scheduler_processes_as_an_operator_runs_them(
     scheduler_lines = (tmp_path / "scheduler.out").read_text().splitlines()
     records = [json.loads(line) for line in worker_lines + scheduler_lines if line.strip()]
     events = [record["event"] for record in records]
-    assert events.count("message_processed") == total_beats
     assert any("Scheduling" in event for event in events)  # the scheduler logged in JSON too
     processed = [r for r in records if r["event"] == "message_processed"]
-    assert all(r["actor"] == "heartbeat" and r["outcome"] == "succeeded" for r in processed)
+    beats = [r for r in processed if r["actor"] == "heartbeat"]
+    assert len(beats) == total_beats
+    assert all(r["outcome"] == "succeeded" for r in processed)
 
 
 def test_unreachable_broker_and_taken_metrics_port_are_said_plainly(app: Processes) -> None:

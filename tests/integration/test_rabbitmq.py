@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import dramatiq
 import pika
@@ -23,18 +23,10 @@ from bgworkers.errors import PermanentError
 from bgworkers.maintenance.models import SchedulerHeartbeat
 from bgworkers.settings import get_settings
 from bgworkers.tasks import task
-from tests.platform_helpers import captured_json_logs
+from tests.platform_helpers import captured_json_logs, wait_for
 
 pytestmark = pytest.mark.integration
 QUEUE = queues.MAINTENANCE
-
-
-def wait_for(condition: Callable[[], bool], *, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 @pytest.fixture

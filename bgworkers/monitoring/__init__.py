@@ -1,0 +1,1 @@
+"""Monitoring: queue depths from RabbitMQ, readiness checks, the scheduler's endpoint."""

@@ -1,0 +1,178 @@
+"""Queue depths read from RabbitMQ, exported as Prometheus gauges.
+
+Why a cache: a scrape must stay cheap, and asking RabbitMQ about 15 queues on every scrape of
+every Prometheus replica adds load for nothing. Readings are refreshed at most every
+``BGW_QUEUE_DEPTH_INTERVAL_S`` seconds and served from memory in between.
+
+Two sources: RabbitMQ's management API (one HTTP request for all queues; gives unacknowledged
+counts) when ``BGW_RABBITMQ_MANAGEMENT_URL`` is set, else AMQP passive declares (ready
+counts only). Delayed and retried messages wait in ``<queue>.DQ`` and are held unacknowledged
+by a worker until due, so "delayed" counts both the ready and unacknowledged messages of the
+``.DQ`` queue when the management API is available.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from urllib.parse import quote, unquote, urlparse
+
+import httpx
+import pika
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from bgworkers import queues
+from bgworkers.logs import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    queue: str
+    ready: int
+    delayed: int
+    dead_letters: int
+    unacked: int | None  # None when the source cannot tell
+
+
+def read_depths_amqp(broker_url: str, names: Iterable[str] = queues.ALL) -> list[QueueDepth]:
+    """Passive declares over one connection; a queue not declared yet reads as empty."""
+    params = pika.URLParameters(broker_url)
+    params.socket_timeout = 5
+    connection = pika.BlockingConnection(params)
+    try:
+        depths = []
+        for name in names:
+            counts = []
+            for suffix in ("", ".DQ", ".XQ"):
+                channel = connection.channel()
+                try:
+                    result = channel.queue_declare(name + suffix, passive=True)
+                    counts.append(int(result.method.message_count))
+                    channel.close()
+                except pika.exceptions.ChannelClosedByBroker:
+                    counts.append(0)  # 404: the queue does not exist yet
+            depths.append(QueueDepth(name, counts[0], counts[1], counts[2], None))
+        return depths
+    finally:
+        connection.close()
+
+
+def read_depths_management(
+    api_url: str, broker_url: str, names: Iterable[str] = queues.ALL, *, client: httpx.Client
+) -> list[QueueDepth]:
+    """One GET of ``/api/queues/<vhost>``; credentials are the broker URL's."""
+    broker = urlparse(broker_url.split(";", 1)[0])
+    vhost = unquote(broker.path[1:]) if len(broker.path) > 1 else "/"
+    response = client.get(
+        f"{api_url.rstrip('/')}/api/queues/{quote(vhost, safe='')}",
+        params={"columns": "name,messages_ready,messages_unacknowledged"},
+        auth=(unquote(broker.username or "guest"), unquote(broker.password or "guest")),
+    )
+    response.raise_for_status()
+    by_name = {q["name"]: q for q in response.json()}
+
+    def counts(name: str) -> tuple[int, int]:
+        row = by_name.get(name, {})
+        return int(row.get("messages_ready", 0)), int(row.get("messages_unacknowledged", 0))
+
+    depths = []
+    for name in names:
+        ready, unacked = counts(name)
+        dq_ready, dq_unacked = counts(f"{name}.DQ")
+        xq_ready, _ = counts(f"{name}.XQ")
+        depths.append(QueueDepth(name, ready, dq_ready + dq_unacked, xq_ready, unacked))
+    return depths
+
+
+class QueueDepthCollector(Collector):
+    """Serves the latest reading; a background thread refreshes it every ``interval_s``."""
+
+    def __init__(
+        self, read: Callable[[], list[QueueDepth]], *, interval_s: float, start: bool = True
+    ) -> None:
+        self._read = read
+        self._interval_s = interval_s
+        self._depths: list[QueueDepth] = []
+        self._last_success = 0.0
+        self._errors = 0
+        self._lock = threading.Lock()
+        if start:
+            threading.Thread(target=self._loop, name="queue-depth", daemon=True).start()
+
+    def refresh(self) -> None:
+        try:
+            depths = self._read()
+        except Exception as exc:  # noqa: BLE001 - any failure is a failed reading, logged
+            with self._lock:
+                self._errors += 1
+            log.warning("queue_depth_read_failed", error=f"{type(exc).__name__}: {exc}")
+            return
+        with self._lock:
+            self._depths = depths
+            self._last_success = time.time()
+
+    def _loop(self) -> None:
+        while True:
+            self.refresh()
+            time.sleep(self._interval_s)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        with self._lock:
+            depths, last_success, errors = list(self._depths), self._last_success, self._errors
+        families = {
+            "ready": GaugeMetricFamily(
+                "bgworkers_queue_ready_messages", "Messages waiting in the queue.", labels=["queue"]
+            ),
+            "delayed": GaugeMetricFamily(
+                "bgworkers_queue_delayed_messages",
+                "Delayed or retrying messages (<queue>.DQ).",
+                labels=["queue"],
+            ),
+            "dead_letters": GaugeMetricFamily(
+                "bgworkers_queue_dead_letter_messages",
+                "Dead-lettered messages kept in <queue>.XQ.",
+                labels=["queue"],
+            ),
+            "unacked": GaugeMetricFamily(
+                "bgworkers_queue_unacked_messages",
+                "Messages delivered to workers and not yet acknowledged.",
+                labels=["queue"],
+            ),
+        }
+        for depth in depths:
+            for field, family in families.items():
+                value = getattr(depth, field)
+                if value is not None:
+                    family.add_metric([depth.queue], value)
+        yield from families.values()
+        yield GaugeMetricFamily(
+            "bgworkers_queue_depth_last_success_timestamp_seconds",
+            "Unix time of the last successful queue-depth reading (0: never).",
+            value=last_success,
+        )
+        yield GaugeMetricFamily(
+            "bgworkers_queue_depth_read_errors",
+            "Failed queue-depth readings since the process started.",
+            value=errors,
+        )
+
+
+def collector_from_settings(
+    broker_url: str, management_url: str | None, interval_s: float, *, start: bool = True
+) -> QueueDepthCollector:
+    if management_url:
+        client = httpx.Client(timeout=5.0)
+
+        def read() -> list[QueueDepth]:
+            return read_depths_management(management_url, broker_url, client=client)
+    else:
+
+        def read() -> list[QueueDepth]:
+            return read_depths_amqp(broker_url)
+
+    return QueueDepthCollector(read, interval_s=interval_s, start=start)

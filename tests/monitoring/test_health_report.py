@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+
+import pytest
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from bgworkers.db import utcnow
+from bgworkers.maintenance.heartbeat import record_heartbeat
+from bgworkers.monitoring.report import print_health
+from bgworkers.settings import load_settings
+
+pytestmark = pytest.mark.integration
+
+
+def test_health_report_for_a_person(
+    rabbitmq_url: str, sqlite_engine: Engine, app_broker: object
+) -> None:
+    settings = load_settings(broker_url=rabbitmq_url)
+    now = utcnow()
+    out = io.StringIO()
+    assert print_health(settings, out, now=now) == 1  # no heartbeat yet
+    assert "no heartbeat recorded yet" in out.getvalue()
+
+    with Session(sqlite_engine) as session:
+        record_heartbeat(session=session, now=now, scheduled_at=now - timedelta(seconds=30))
+        session.commit()
+    out = io.StringIO()
+    assert print_health(settings, out, now=now) == 0, out.getvalue()
+    assert "last heartbeat tick 30 s ago" in out.getvalue()
+    assert out.getvalue().rstrip().endswith("healthy")
+
+    out = io.StringIO()
+    assert print_health(settings, out, now=now + timedelta(minutes=10)) == 1
+    assert "STALE" in out.getvalue()

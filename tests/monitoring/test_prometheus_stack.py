@@ -1,0 +1,411 @@
+"""The monitoring layer against a real Prometheus scraping real worker and scheduler processes.
+
+Every PromQL expression of the dashboards and alert rules is evaluated through Prometheus's
+HTTP API while a workload runs, and must return data: a renamed metric or label, or a panel
+reading a series nobody exports, fails here. Alert expressions are evaluated with their
+comparisons turned into ``bool`` comparisons, so they return their operands' series whether or
+not the alert would fire. Also: ``promtool check config``, ``check rules``, ``test rules`` and
+``check metrics`` on the real exposition.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import zoneinfo
+from collections.abc import Iterator
+from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bgworkers.monitoring import dashboards
+from tests.conftest import IN_CI
+from tests.platform_helpers import free_port, wait_for
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
+BIN = Path(sys.executable).parent
+COMPARISON = re.compile(r"(==|!=|>=|<=|>|<)(?!=)(?!\s*bool\b)\s*")
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} not installed (Debian package 'prometheus')"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def alert_expressions() -> dict[str, str]:
+    rules = yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())
+    return {r["alert"]: r["expr"] for g in rules["groups"] for r in g["rules"]}
+
+
+def as_bool(expr: str) -> str:
+    """``a > 3`` becomes ``a > bool 3``: the operands' series, whatever their values.
+
+    Label matchers (inside braces) are left alone.
+    """
+    parts = re.split(r"(\{[^}]*\})", expr)
+    return "".join(
+        part if part.startswith("{") else COMPARISON.sub(lambda m: f"{m.group(1)} bool ", part)
+        for part in parts
+    )
+
+
+def test_as_bool_rewrites_comparisons_only() -> None:
+    assert as_bool('up{job="x"} == 0') == 'up{job="x"} == bool 0'
+    assert as_bool("a > 1 and b >= 2") == "a > bool 1 and b >= bool 2"
+    assert as_bool("x > bool 1") == "x > bool 1"
+    assert as_bool('a{q!="dq"} > 0') == 'a{q!="dq"} > bool 0'
+
+
+def test_promtool_checks_config_and_rule_tests() -> None:
+    promtool = tool("promtool")
+    for args in (
+        ["check", "config", "prometheus.yml"],
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts_test.yml"],
+    ):
+        result = subprocess.run(
+            [promtool, *args], cwd=PROMETHEUS_DIR, capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_committed_dashboards_match_their_definitions(tmp_path: Path) -> None:
+    for path in dashboards.write(tmp_path):
+        committed = ROOT / "deploy" / "grafana" / "dashboards" / path.name
+        assert committed.read_text() == path.read_text(), f"regenerate {path.name}"
+
+
+class Stack:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=self.workdir,
+            stdout=(self.workdir / f"{name}.out").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        self.processes.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in reversed(self.processes):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.processes:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture
+def stack(tmp_path: Path, rabbitmq_url: str) -> Iterator[Stack]:
+    running = Stack(tmp_path)
+    yield running
+    running.stop()
+
+
+def grouping_labels(expr: str) -> set[str]:
+    """Labels an expression's result must carry: those of its ``by (...)`` clauses."""
+    labels = {
+        label.strip()
+        for group in re.findall(r"\bby\s*\(([^)]*)\)", expr)
+        for label in group.split(",")
+    }
+    return labels - {"le", ""}  # histogram_quantile consumes "le"
+
+
+def test_grouping_labels() -> None:
+    expr = "histogram_quantile(0.9, sum by (actor, le) (rate(x[5m]))) / sum by (queue) (y)"
+    assert grouping_labels(expr) == {"actor", "queue"}
+
+
+def lacks_data(port: int, expr: str) -> str | None:
+    """Why ``expr`` shows nothing useful, or None when it returns labelled series."""
+    result = query(port, expr)
+    if not result:
+        return "no data"
+    for series in result:
+        metric = series["metric"]  # type: ignore[index]
+        empty = sorted(label for label in grouping_labels(expr) if not metric.get(label))
+        if empty:
+            return f"series without {empty}: {metric}"
+    return None
+
+
+def query(port: int, expr: str) -> list[object]:
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body = json.load(response)
+    except urllib.error.HTTPError as error:
+        raise RuntimeError(f"Prometheus rejected {expr!r}: {error.read().decode()}") from None
+    assert body["status"] == "success", body
+    return list(body["data"]["result"])
+
+
+@pytest.fixture
+def outside_world() -> Iterator[dict[str, str]]:
+    """A real SMTP server (refusing one recipient) and local Google Calendar and Notion fakes."""
+    from aiosmtpd.controller import Controller
+
+    from tests.email.conftest import ScriptedHandler
+    from tests.sync.fakes import FakeGoogleCalendar, FakeNotion, serve_http
+
+    smtp = ScriptedHandler()
+    smtp.rcpt_replies.append("550 5.1.1 no such mailbox")
+    smtp_port = free_port()
+    controller = Controller(smtp, hostname="127.0.0.1", port=smtp_port)
+    controller.start()
+    google, notion = FakeGoogleCalendar(), FakeNotion()
+    for n in range(30):
+        google.put_event(f"ev{n}", summary=f"Event {n}")
+    notion.put_page("Roadmap", edited=datetime.now(UTC) - timedelta(hours=1))
+    with ExitStack() as stack:
+        google_url = stack.enter_context(serve_http(google))
+        notion_url = stack.enter_context(serve_http(notion))
+        yield {
+            "BGW_SMTP_HOST": "127.0.0.1",
+            "BGW_SMTP_PORT": str(smtp_port),
+            "BGW_GOOGLE_API_BASE_URL": f"{google_url}/calendar/v3",
+            "BGW_GOOGLE_TOKEN_URL": f"{google_url}/token",
+            "BGW_GOOGLE_CLIENT_ID": google.client_id,
+            "BGW_GOOGLE_CLIENT_SECRET": google.client_secret,
+            "BGW_NOTION_API_BASE_URL": notion_url,
+            "notion_token": notion.token,
+        }
+    controller.stop()
+
+
+def test_every_dashboard_and_alert_expression_returns_data(
+    stack: Stack, tmp_path: Path, rabbitmq_url: str, outside_world: dict[str, str]
+) -> None:
+    prometheus, promtool = tool("prometheus"), tool("promtool")
+    worker_port, scheduler_port, prom_port = free_port(), free_port(), free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "BGW_BROKER_URL": rabbitmq_url,
+        "BGW_DATABASE_URL": f"sqlite:///{tmp_path}/app.db",
+        "BGW_METRICS_DIR": str(tmp_path / "metrics"),
+        "BGW_METRICS_PORT": str(worker_port),
+        "BGW_SCHEDULER_METRICS_PORT": str(scheduler_port),
+        "BGW_RABBITMQ_MANAGEMENT_URL": "http://127.0.0.1:15672",
+        "BGW_QUEUE_DEPTH_INTERVAL_S": "1",
+        "BGW_TEMP_DIR": str(tmp_path / "tmp"),
+        "BGW_BACKUP_DIR": str(tmp_path / "backups"),
+        "TZ": "UTC",
+        # Hourly instead of daily: some of its ticks always fall in the catch-up window (6 h)
+        # of the simulated outage, whatever the time of day the test runs.
+        "BGW_SCHEDULE_OVERRIDES": '{"cleanup_old_sessions": "0 * * * *"}',
+        **{k: v for k, v in outside_world.items() if k.startswith("BGW_")},
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    subprocess.run([str(BIN / "bgworkers"), "migrate"], env=env, cwd=tmp_path, check=True)
+    pretend_the_scheduler_was_down(env["BGW_DATABASE_URL"], days=2)
+    reminder_due_at = seed_domain_data(
+        env["BGW_DATABASE_URL"], tmp_path / "tmp", notion_token=outside_world["notion_token"]
+    )
+    import bgworkers
+
+    for queue in bgworkers.broker.get_declared_queues():
+        bgworkers.broker.flush(queue)
+    stack.start(
+        "worker",
+        [str(BIN / "dramatiq"), "bgworkers", "tests.monitoring.workload", "-p", "2", "-t", "2"],
+        env,
+    )
+    stack.start("scheduler", [str(BIN / "periodiq"), "bgworkers"], env)
+
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    config["rule_files"] = [str(PROMETHEUS_DIR / "alerts.yml")]
+    targets = {"bgworkers-workers": worker_port, "bgworkers-scheduler": scheduler_port}
+    for job in config["scrape_configs"]:
+        if job["job_name"] in targets:
+            job["static_configs"] = [{"targets": [f"127.0.0.1:{targets[job['job_name']]}"]}]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    stack.start(
+        "prometheus",
+        [
+            prometheus,
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+        ],
+        env,
+    )
+
+    run_workload(rabbitmq_url)
+    run_domain_jobs(env["BGW_DATABASE_URL"], reminder_due_at)
+
+    def exposition() -> bytes:
+        try:
+            url = f"http://127.0.0.1:{worker_port}/metrics"
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return bytes(response.read())
+        except OSError:
+            return b""
+
+    wait_for(
+        lambda: b'bgworkers_messages_retried_total{actor="monitoring_flaky"' in exposition(),
+        timeout_s=60,
+        what="the workers to process the workload",
+    )
+    check = subprocess.run([promtool, "check", "metrics"], input=exposition(), capture_output=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    expressions = {f"dashboard: {e}": e for e in dashboards.expressions()}
+    expressions |= {f"alert {name}": as_bool(e) for name, e in alert_expressions().items()}
+    missing: list[str] = []
+
+    def all_return_data() -> bool:
+        missing[:] = [
+            f"{label}: {why}"
+            for label, expr in expressions.items()
+            if (why := lacks_data(prom_port, expr)) is not None
+        ]
+        return not missing
+
+    try:
+        wait_for(all_return_data, timeout_s=120, what="every expression to return data")
+    except AssertionError:
+        pytest.fail("expressions without data:\n" + "\n".join(missing))
+
+
+def pretend_the_scheduler_was_down(database_url: str, *, days: int) -> None:
+    """The catch-up job's bookmark says it last looked ``days`` ago: a real outage's state."""
+    from sqlmodel import Session
+
+    from bgworkers.db import make_engine, utcnow
+    from bgworkers.scheduling.catch_up import CATCH_UP_JOB
+    from bgworkers.scheduling.models import ScheduledJobState
+
+    engine = make_engine(database_url)
+    with Session(engine) as session:
+        since = utcnow().replace(second=0, microsecond=0) - timedelta(days=days)
+        session.add(ScheduledJobState(job=CATCH_UP_JOB, checked_until=since))
+        session.commit()
+    engine.dispose()
+
+
+def zone_at_morning(now: datetime) -> str:
+    """An IANA zone where it is between 08:00 and 11:59 now (the daily summary's window)."""
+    for name in sorted(zoneinfo.available_timezones()):
+        if name.startswith(("Etc/", "posix/", "right/")):
+            continue
+        if 8 <= now.astimezone(zoneinfo.ZoneInfo(name)).hour < 12:
+            return name
+    raise AssertionError("no zone is at morning now")
+
+
+def seed_domain_data(database_url: str, temp_dir: Path, *, notion_token: str) -> datetime:
+    """One user with a calendar, Notion, an expired session, a reminder and old temp files."""
+    from sqlmodel import Session
+
+    from bgworkers.db import make_engine, utcnow
+    from bgworkers.reminders.api import create_reminder
+    from bgworkers.sync.models import CalendarConnection, NotionConnection
+    from bgworkers.users.models import User, UserSession
+
+    now = utcnow()
+    engine = make_engine(database_url)
+    with Session(engine) as session:
+        user = User(email="ada@example.org", display_name="Ada", timezone=zone_at_morning(now))
+        session.add(user)
+        session.flush()
+        assert user.id is not None
+        session.add(
+            CalendarConnection(
+                user_id=user.id, access_token="access-initial", refresh_token="refresh-initial"
+            )
+        )
+        session.add(NotionConnection(user_id=user.id, access_token=notion_token))
+        session.add(UserSession(id="expired", user_id=user.id, expires_at=now - timedelta(days=1)))
+        due_at = now + timedelta(seconds=5)
+        create_reminder(
+            session=session, user_id=user.id, text="Water the plants", due_at=due_at, now=now
+        )
+        session.commit()
+    engine.dispose()
+    temp_dir.mkdir(parents=True, exist_ok=True)
+    for n in range(3):
+        old = temp_dir / f"upload-{n}.tmp"
+        old.write_bytes(b"x" * 1024)
+        os.utime(old, (time.time() - 3 * 86400, time.time() - 3 * 86400))
+    return due_at
+
+
+def run_domain_jobs(database_url: str, reminder_due_at: datetime) -> None:
+    """Each domain's periodic job, sent by hand as an operator would, and two emails."""
+    from sqlmodel import Session
+
+    from bgworkers.db import make_engine
+    from bgworkers.email.api import enqueue_email
+    from bgworkers.files.actors import backup_user_data, cleanup_temp_files
+    from bgworkers.maintenance.actors import cleanup_old_sessions, optimize_database
+    from bgworkers.reminders.actors import check_due_reminders, send_daily_email_summary
+    from bgworkers.sync.actors import sync_calendar_events, sync_notion_pages
+
+    engine = make_engine(database_url)
+    with Session(engine) as session:
+        for n, recipient in enumerate(("refused@example.org", "grace@example.org")):
+            enqueue_email(
+                session=session,
+                recipient=recipient,
+                subject=f"Hello {n}",
+                text="Hello",
+                idempotency_key=f"monitoring-{n}",
+            )
+        session.commit()
+    engine.dispose()
+    for job in (
+        send_daily_email_summary,
+        cleanup_temp_files,
+        backup_user_data,
+        cleanup_old_sessions,
+        optimize_database,
+        sync_calendar_events,
+        sync_notion_pages,
+    ):
+        job.send()
+    time.sleep(max((reminder_due_at - datetime.now(UTC)).total_seconds() + 1, 0))
+    check_due_reminders.send()
+
+
+def run_workload(rabbitmq_url: str) -> None:
+    """Real traffic: successes, a retry, dead letters, a duplicate tick."""
+    from bgworkers.maintenance.actors import heartbeat
+    from tests.monitoring import workload
+
+    for i in range(5):
+        heartbeat.send()
+        workload.monitoring_flaky.send(f"k{i}")
+    heartbeat.send("not an argument")  # InvalidArguments: dead-lettered at once
+    # The same scheduled tick delivered twice (as two schedulers would): one run, one skip.
+    tick = (datetime.now(UTC) - timedelta(minutes=3)).replace(second=0, microsecond=0)
+    for _ in range(2):
+        heartbeat.send_with_options(scheduled_at=tick.isoformat())

@@ -1,0 +1,89 @@
+"""The data layer's own guarantees, on SQLite and the real PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from bgworkers.db import after_commit, insert_if_absent, session_scope
+from bgworkers.users.models import User
+
+
+def test_after_commit_runs_after_each_commit_and_never_after_rollback(db_engine: Engine) -> None:
+    ran: list[str] = []
+    with Session(db_engine) as session:
+        session.add(User(email="a@example.org"))
+        after_commit(session, lambda: ran.append("first"))
+        assert ran == []  # not before the commit
+        session.commit()
+        assert ran == ["first"]
+
+        session.add(User(email="b@example.org"))
+        after_commit(session, lambda: ran.append("second"))
+        session.commit()
+        assert ran == ["first", "second"]
+
+        session.add(User(email="c@example.org"))
+        after_commit(session, lambda: ran.append("rolled back"))
+        session.rollback()
+        session.commit()
+    assert ran == ["first", "second"]
+
+
+def test_session_scope_rolls_back_on_error(db_engine: Engine) -> None:
+    with pytest.raises(RuntimeError), session_scope() as session:
+        session.add(User(email="lost@example.org"))
+        session.flush()
+        raise RuntimeError("boom")
+    with Session(db_engine) as session:
+        assert session.query(User).count() == 0
+
+
+def test_insert_if_absent_says_whether_it_inserted(db_engine: Engine) -> None:
+    with Session(db_engine) as session:
+        assert insert_if_absent(
+            session,
+            User,
+            email="x@example.org",
+            display_name="X",
+            timezone="UTC",
+            daily_summary_enabled=True,
+            created_at=datetime.now(UTC),
+            conflict_columns=("email",),
+        )
+        assert not insert_if_absent(
+            session,
+            User,
+            email="x@example.org",
+            display_name="Y",
+            timezone="UTC",
+            daily_summary_enabled=True,
+            created_at=datetime.now(UTC),
+            conflict_columns=("email",),
+        )
+        session.commit()
+        users = session.query(User).all()
+    assert [u.display_name for u in users] == ["X"]
+
+
+def test_datetimes_come_back_aware_in_utc(db_engine: Engine) -> None:
+    paris_summer = timezone(timedelta(hours=2))
+    with Session(db_engine) as session:
+        session.add(
+            User(email="t@example.org", created_at=datetime(2026, 7, 1, 10, 0, tzinfo=paris_summer))
+        )
+        session.commit()
+    with Session(db_engine) as session:
+        user = session.query(User).one()
+    assert user.created_at == datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
+    assert user.created_at.utcoffset() == timedelta(0)
+
+
+def test_naive_datetimes_are_refused(sqlite_engine: Engine) -> None:
+    with Session(sqlite_engine) as session:
+        session.add(User(email="n@example.org", created_at=datetime(2026, 1, 1)))
+        with pytest.raises(Exception, match="naive datetime"):
+            session.commit()
