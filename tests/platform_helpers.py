@@ -25,8 +25,8 @@ def stub_broker() -> StubBroker:
 
 
 @contextmanager
-def running_worker(broker: dramatiq.Broker) -> Iterator[dramatiq.Worker]:
-    worker = dramatiq.Worker(broker, worker_timeout=50, worker_threads=2)
+def running_worker(broker: dramatiq.Broker, *, threads: int = 2) -> Iterator[dramatiq.Worker]:
+    worker = dramatiq.Worker(broker, worker_timeout=50, worker_threads=threads)
     worker.start()
     try:
         yield worker

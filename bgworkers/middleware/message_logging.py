@@ -27,9 +27,12 @@ def outcome_of(message: Any, exception: BaseException | None) -> str:
     return "dead_lettered" if message.failed else "retried"
 
 
+#: Set on the message proxy (one per delivery), never in a dict keyed by message id: a retry
+#: keeps the id and may start on another thread before this attempt's after-hooks have run.
+STARTED_ATTR = "bgw_logging_started"
+
+
 class MessageLogging(Middleware):
-    def __init__(self) -> None:
-        self._started: dict[str, float] = {}
 
     def before_process_message(self, broker: Any, message: Any) -> None:
         clear_context()
@@ -39,7 +42,7 @@ class MessageLogging(Middleware):
             queue=q_name(message.queue_name),
             retries=message.options.get("retries", 0),
         )
-        self._started[message.message_id] = time.perf_counter()
+        setattr(message, STARTED_ATTR, time.perf_counter())
 
     def after_process_message(
         self, broker: Any, message: Any, *, result: Any = None, exception: Any = None
@@ -62,7 +65,7 @@ class MessageLogging(Middleware):
         clear_context()
 
     def _duration(self, message: Any) -> dict[str, float]:
-        started = self._started.pop(message.message_id, None)
+        started: float | None = message.__dict__.pop(STARTED_ATTR, None)
         if started is None:
             return {}
         return {"duration_s": round(time.perf_counter() - started, 6)}

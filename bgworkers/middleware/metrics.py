@@ -23,10 +23,13 @@ from bgworkers.metrics.messages import MESSAGE_METRICS, MessageMetricSet
 from bgworkers.metrics.multiproc import ENV_VAR
 from bgworkers.middleware.message_logging import outcome_of
 
+#: Set on the message proxy (one per delivery): when this attempt started and its labels.
+#: Not a dict keyed by message id: a retry keeps its id and may start on another thread
+#: before this attempt's after-hooks have run.
+STARTED_ATTR = "bgw_metrics_started"
+
 
 class MessageMetrics(Middleware):
-    def __init__(self) -> None:
-        self._started: dict[str, tuple[float, tuple[str, str]]] = {}
 
     @property
     def _metrics(self) -> MessageMetricSet:
@@ -54,13 +57,13 @@ class MessageMetrics(Middleware):
 
     def before_process_message(self, broker: Any, message: Any) -> None:
         labels = (q_name(message.queue_name), message.actor_name)
-        self._started[message.message_id] = (time.perf_counter(), labels)
+        setattr(message, STARTED_ATTR, (time.perf_counter(), labels))
         self._metrics.in_progress.labels(*labels).inc()
 
     def after_process_message(
         self, broker: Any, message: Any, *, result: Any = None, exception: Any = None
     ) -> None:
-        started = self._started.pop(message.message_id, None)
+        started = _pop_started(message)
         if started is None:
             return
         start, labels = started
@@ -78,9 +81,14 @@ class MessageMetrics(Middleware):
 
     def after_skip_message(self, broker: Any, message: Any) -> None:
         labels = (q_name(message.queue_name), message.actor_name)
-        started = self._started.pop(message.message_id, None)
+        started = _pop_started(message)
         if started is not None:
             self._metrics.in_progress.labels(*started[1]).dec()
         self._metrics.skipped.labels(*labels).inc()
         if message.failed:
             self._metrics.dead_lettered.labels(*labels).inc()
+
+
+def _pop_started(message: Any) -> tuple[float, tuple[str, str]] | None:
+    started: tuple[float, tuple[str, str]] | None = message.__dict__.pop(STARTED_ATTR, None)
+    return started

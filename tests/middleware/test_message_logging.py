@@ -3,7 +3,7 @@ from __future__ import annotations
 import logging
 
 from bgworkers import queues
-from bgworkers.logs import get_logger, redact_text
+from bgworkers.logs import bind_context, get_logger, redact_text
 from bgworkers.tasks import task
 from tests.platform_helpers import captured_json_logs, running_worker, stub_broker
 
@@ -30,19 +30,32 @@ def test_every_line_of_a_run_carries_the_message_context_and_one_canonical_line(
     assert canonical["outcome"] == "succeeded"
     assert canonical["message_id"] == message.message_id
     assert canonical["duration_s"] >= 0
-    # Context does not leak into lines logged after the run.
-    get_logger("bgworkers.test").info("after_run")
 
 
-def test_context_is_cleared_between_messages() -> None:
+def test_context_bound_by_one_message_does_not_leak_into_the_next() -> None:
+    """One worker thread runs both messages: what the first bound must be gone for the second."""
     broker = stub_broker()
-    actor = task(queue=queues.EMAIL, broker=broker)(lambda: None)
-    with captured_json_logs() as logs, running_worker(broker):
-        actor.send()
+
+    def first_job() -> None:
+        bind_context(customer="first-only")
+        get_logger("bgworkers.test").info("in_first")
+
+    def second_job() -> None:
+        get_logger("bgworkers.test").info("in_second")
+
+    first = task(queue=queues.EMAIL, broker=broker)(first_job)
+    second = task(queue=queues.EMAIL, broker=broker)(second_job)
+    with captured_json_logs() as logs, running_worker(broker, threads=1):
+        first.send()
         broker.join(queues.EMAIL)
-        get_logger("bgworkers.test").info("outside_any_message")
-    [outside] = [line for line in logs if line["event"] == "outside_any_message"]
-    assert "message_id" not in outside
+        second.send()
+        broker.join(queues.EMAIL)
+    by_event = {(line["event"], line.get("actor")): line for line in logs}
+    assert by_event[("in_first", "first_job")]["customer"] == "first-only"
+    assert by_event[("message_processed", "first_job")]["customer"] == "first-only"
+    second_lines = [line for line in logs if line.get("actor") == "second_job"]
+    assert {"in_second", "message_processed"} <= {line["event"] for line in second_lines}
+    assert all("customer" not in line for line in second_lines)
 
 
 def test_secrets_never_reach_the_output() -> None:

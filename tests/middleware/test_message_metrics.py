@@ -46,3 +46,26 @@ def test_counts_work_in_a_plain_in_process_worker_without_process_boot(registry)
     assert registry.get_sample_value("bgworkers_messages_processed_total", labels) == 5
     assert registry.get_sample_value("bgworkers_messages_failed_total", labels) is None
     assert registry.get_sample_value("bgworkers_messages_in_progress", labels) == 0
+
+
+def test_two_attempts_of_one_message_overlapping_are_each_counted(registry) -> None:
+    """A zero-delay retry (or a redelivery) can start before the first attempt's after-hooks."""
+    from dramatiq import Message
+    from dramatiq.broker import MessageProxy
+
+    from bgworkers.middleware.metrics import MessageMetrics
+
+    broker = build_stub_broker(get_settings())
+    actor = task(queue=queues.FILES, broker=broker)(lambda: None)
+    message = Message(
+        queue_name="files", actor_name=actor.actor_name, args=(), kwargs={}, options={}
+    )
+    first, retry = MessageProxy(message), MessageProxy(message)  # same message id
+    metrics = MessageMetrics()
+    metrics.before_process_message(broker, first)
+    metrics.before_process_message(broker, retry)
+    metrics.after_process_message(broker, first, exception=RuntimeError("boom"))
+    metrics.after_process_message(broker, retry)
+    labels = {"queue": "files", "actor": "<lambda>"}
+    assert registry.get_sample_value("bgworkers_messages_processed_total", labels) == 2
+    assert registry.get_sample_value("bgworkers_messages_in_progress", labels) == 0
