@@ -23,7 +23,7 @@ import dramatiq
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from bgworkers import queues
-from bgworkers.errors import InvalidArguments
+from bgworkers.errors import InvalidArguments, PermanentError
 from bgworkers.settings import get_settings
 
 P = ParamSpec("P")
@@ -92,7 +92,9 @@ def task(
             "min_backoff": min_backoff_ms or settings.retry_min_backoff_ms,
             "max_backoff": max_backoff_ms or settings.retry_max_backoff_ms,
             "time_limit": time_limit_ms or settings.time_limit_ms,
-            "throws": (InvalidArguments, *permanent_errors),
+            # Listed here (not only known to the retry policy) so that dramatiq's worker logs
+            # them as expected failures, without a traceback that repeats the arguments.
+            "throws": (PermanentError, *permanent_errors),
             **options,
         }
         if periodic:

@@ -86,16 +86,21 @@ class RetryPolicy(Middleware):
         actor = broker.get_actor(message.actor_name)
         retries_so_far = message.options.get("retries", 0)
         throws = self._option(message, actor, "throws", ())
-        permanent = throws if isinstance(throws, tuple) else (throws,)
+        permanent = tuple(throws) if isinstance(throws, list | tuple) else (throws,)
+        retry_when = actor.options.get("retry_when")
         decision = decide_retry(
             exception,
             retries_so_far=retries_so_far,
-            max_retries=self._option(message, actor, "max_retries", self.max_retries),
+            # As in dramatiq: retry_when, when set, replaces the max_retries limit.
+            max_retries=(
+                retries_so_far + 1
+                if retry_when is not None
+                else self._option(message, actor, "max_retries", self.max_retries)
+            ),
             min_backoff_ms=self._option(message, actor, "min_backoff", self.min_backoff_ms),
             max_backoff_ms=self._option(message, actor, "max_backoff", self.max_backoff_ms),
             permanent=permanent,
         )
-        retry_when = actor.options.get("retry_when")
         if decision.retry and retry_when is not None and not retry_when(retries_so_far, exception):
             decision = RetryDecision(retry=False, reason="retry_when_declined")
         setattr(message, REASON_ATTR, decision.reason)

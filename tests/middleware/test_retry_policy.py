@@ -139,3 +139,41 @@ def test_invalid_arguments_are_dead_lettered_without_running_the_function(regist
     errors = sorted(line["error"] for line in logs if line.get("outcome") == "dead_lettered")
     assert errors[0].startswith("wants_an_int: too many positional arguments")
     assert errors[1].startswith("wants_an_int: user_id: Input should be a valid integer")
+
+
+def test_retry_when_replaces_max_retries_as_in_dramatiq(registry) -> None:
+    broker = stub_broker()
+    attempts: list[int] = []
+
+    def decides_itself() -> None:
+        attempts.append(1)
+        raise RuntimeError("again")
+
+    actor = _declare(broker, decides_itself, max_retries=0, retry_when=lambda n, exc: n < 2)
+    with running_worker(broker):
+        actor.send()
+        broker.join(queues.MAINTENANCE, fail_fast=False)
+    assert len(attempts) == 3  # retry_when said yes after attempts 1 and 2
+    assert len(broker.dead_letters) == 1
+
+
+def test_throws_given_as_a_list_still_dead_letters_at_once() -> None:
+    broker = stub_broker()
+    attempts: list[int] = []
+
+    def lookup() -> None:
+        attempts.append(1)
+        raise KeyError("missing")
+
+    permanent = [KeyError]  # a list, where a tuple is expected
+    actor = task(
+        queue=queues.MAINTENANCE,
+        broker=broker,
+        min_backoff_ms=10,
+        permanent_errors=permanent,  # type: ignore[arg-type]
+    )(lookup)
+    with running_worker(broker):
+        actor.send()
+        broker.join(queues.MAINTENANCE, fail_fast=False)
+    assert attempts == [1]
+    assert len(broker.dead_letters) == 1
