@@ -22,7 +22,8 @@ COLLECTOR_METRICS = (
     "bgworkers_queue_dead_letter_messages",
     "bgworkers_queue_unacked_messages",
     "bgworkers_queue_depth_last_success_timestamp_seconds",
-    "bgworkers_queue_depth_read_errors",
+    "bgworkers_queue_depth_read_errors_total",
+    "bgworkers_scheduler_last_tick_timestamp_seconds",
     "bgworkers_job_last_success_timestamp_seconds",
     "bgworkers_job_expected_interval_seconds",
 )

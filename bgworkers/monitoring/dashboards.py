@@ -122,7 +122,13 @@ SCHEDULER = Dashboard(
     (
         Panel(
             "Scheduler heartbeat age",
-            (("time() - max(bgworkers_scheduler_heartbeat_timestamp_seconds)", "age"),),
+            (
+                ("time() - max(bgworkers_scheduler_last_tick_timestamp_seconds)", "last tick sent"),
+                (
+                    "time() - max(bgworkers_scheduler_heartbeat_timestamp_seconds)",
+                    "last beat processed",
+                ),
+            ),
             "s",
         ),
         Panel("Scheduler target up", (('up{job="bgworkers-scheduler"}', "{{instance}}"),)),

@@ -2,14 +2,13 @@
 
 ``/healthz`` answers 200 while the process serves requests (alive). ``/readyz`` answers 200
 only when RabbitMQ accepts an AMQP connection and the database answers ``SELECT 1``, else 503;
-the body says which check failed and why. Results are cached for a few seconds so that
-frequent probes do not hammer either service.
+the body says which check failed and why. The checks run in the background every few
+seconds, so frequent probes neither hammer the services nor hang when one of them does.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,6 +17,7 @@ from sqlalchemy import text
 from bgworkers.db import get_engine
 from bgworkers.logs import redact_text
 from bgworkers.middleware.connectivity import probe_broker
+from bgworkers.monitoring.reading import BackgroundReading
 from bgworkers.settings import Settings
 
 
@@ -43,21 +43,32 @@ def check_database(settings: Settings) -> CheckResult:
 
 
 class Readiness:
-    """Runs the checks, at most once per ``cache_s`` seconds."""
+    """The checks, run by a background thread every ``cache_s`` seconds.
 
-    def __init__(self, checks: list[Callable[[], CheckResult]], *, cache_s: float = 5.0) -> None:
+    A probe gets the latest results at once, however slow RabbitMQ or the database are; only
+    the very first probe waits for the first run.
+    """
+
+    def __init__(
+        self, checks: list[Callable[[], CheckResult]], *, cache_s: float = 5.0, start: bool = True
+    ) -> None:
         self._checks = checks
-        self._cache_s = cache_s
-        self._lock = threading.Lock()
-        self._at = 0.0
-        self._results: list[CheckResult] = []
+        self._first = threading.Lock()
+        self._reading: BackgroundReading[list[CheckResult]] = BackgroundReading(
+            "readiness", self._run, initial=[], interval_s=cache_s, start=start
+        )
+
+    def _run(self) -> list[CheckResult]:
+        return [check() for check in self._checks]
 
     def results(self) -> list[CheckResult]:
-        with self._lock:
-            if time.monotonic() - self._at > self._cache_s or not self._results:
-                self._results = [check() for check in self._checks]
-                self._at = time.monotonic()
-            return list(self._results)
+        results, last_read, _ = self._reading.snapshot()
+        if not last_read:
+            with self._first:
+                if not self._reading.snapshot()[1]:
+                    self._reading.refresh()
+            results = self._reading.snapshot()[0]
+        return list(results)
 
 
 def readiness_for(settings: Settings) -> Readiness:

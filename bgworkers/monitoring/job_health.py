@@ -4,15 +4,16 @@ Why from the database, not a process gauge: a weekly job's "last success" must s
 restarts, or a backup that silently stopped would look fine after every deploy. The expected
 interval is derived from the job's effective cron line (overrides and time zone included), so
 one alert rule covers every job: "no success for 1.5 x its longest gap between ticks".
-Readings are cached for ``interval_s`` seconds; a scrape never waits on the database.
+Readings are refreshed by a background thread every ``interval_s`` seconds; a scrape never
+waits on the database.
 """
 
 from __future__ import annotations
 
 import itertools
-import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from prometheus_client.core import GaugeMetricFamily
@@ -21,11 +22,11 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from bgworkers.db import get_engine
-from bgworkers.logs import get_logger
+from bgworkers.maintenance.heartbeat import SOURCE as HEARTBEAT_SOURCE
+from bgworkers.maintenance.models import SchedulerHeartbeat
+from bgworkers.monitoring.reading import BackgroundReading
 from bgworkers.schedule import SCHEDULE
 from bgworkers.settings import Settings
-
-log = get_logger(__name__)
 
 
 def expected_intervals(settings: Settings, *, now: datetime | None = None) -> dict[str, float]:
@@ -55,50 +56,76 @@ def last_successes(session: Session) -> dict[str, datetime]:
     return {job: finished for job, finished in rows if finished is not None}
 
 
+@dataclass(frozen=True)
+class JobHealth:
+    last_successes: dict[str, datetime]
+    scheduler_tick: datetime | None
+
+
+def read_job_health(session: Session) -> JobHealth:
+    heartbeat = session.get(SchedulerHeartbeat, HEARTBEAT_SOURCE)
+    return JobHealth(last_successes(session), heartbeat.scheduled_at if heartbeat else None)
+
+
 class JobHealthCollector(Collector):
+    """Per-job health and the scheduler's last tick, read from the database in the background.
+
+    A job with no success yet reports the time this collector started: the overdue alert then
+    fires for a job that never succeeds, not only for one that stopped succeeding.
+    """
+
     def __init__(
         self,
         settings: Settings,
         *,
-        read: Callable[[], dict[str, datetime]] | None = None,
+        read: Callable[[], JobHealth] | None = None,
         interval_s: float = 15.0,
+        start: bool = True,
     ) -> None:
-        self._intervals = expected_intervals(settings)
-        self._read = read or self._read_database
         self._settings = settings
-        self._interval_s = interval_s
-        self._lock = threading.Lock()
-        self._at = 0.0
-        self._successes: dict[str, datetime] = {}
+        self._intervals = expected_intervals(settings)
+        self._started_at = time.time()
+        self._reading: BackgroundReading[JobHealth] = BackgroundReading(
+            "job-health",
+            read or self._read_database,
+            initial=JobHealth({}, None),
+            interval_s=interval_s,
+            start=start,
+        )
 
-    def _read_database(self) -> dict[str, datetime]:
+    def refresh(self) -> None:
+        self._reading.refresh()
+
+    def _read_database(self) -> JobHealth:
         with Session(get_engine(self._settings)) as session:
-            return last_successes(session)
-
-    def _current(self) -> dict[str, datetime]:
-        with self._lock:
-            if time.monotonic() - self._at >= self._interval_s:
-                self._at = time.monotonic()
-                try:
-                    self._successes = self._read()
-                except Exception as exc:  # noqa: BLE001 - keep serving the last reading
-                    log.warning("job_health_read_failed", error=f"{type(exc).__name__}: {exc}")
-            return dict(self._successes)
+            return read_job_health(session)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        health, last_read, _ = self._reading.snapshot()
         last = GaugeMetricFamily(
             "bgworkers_job_last_success_timestamp_seconds",
-            "Unix time the periodic job last finished successfully (from the database).",
+            "Unix time the periodic job last finished successfully (from the database); "
+            "for a job without a success yet, when this metrics process started.",
             labels=["periodic_job"],
         )
-        for job, finished in sorted(self._current().items()):
-            last.add_metric([job], finished.timestamp())
         interval = GaugeMetricFamily(
             "bgworkers_job_expected_interval_seconds",
             "Longest gap between two ticks of the job's schedule, in seconds.",
             labels=["periodic_job"],
         )
-        for job, seconds in sorted(self._intervals.items()):
-            interval.add_metric([job], seconds)
+        if last_read:  # nothing until the database has answered once
+            for job, seconds in sorted(self._intervals.items()):
+                succeeded = health.last_successes.get(job)
+                stamp = succeeded.timestamp() if succeeded else self._started_at
+                last.add_metric([job], stamp)
+                interval.add_metric([job], seconds)
         yield last
         yield interval
+        tick = GaugeMetricFamily(
+            "bgworkers_scheduler_last_tick_timestamp_seconds",
+            "Unix time of the newest scheduler tick a worker recorded (heartbeat, from the "
+            "database): the scheduler's liveness, surviving worker restarts.",
+        )
+        if health.scheduler_tick is not None:
+            tick.add_metric([], health.scheduler_tick.timestamp())
+        yield tick

@@ -5,27 +5,27 @@ every Prometheus replica adds load for nothing. Readings are refreshed at most e
 ``BGW_QUEUE_DEPTH_INTERVAL_S`` seconds and served from memory in between.
 
 Two sources: RabbitMQ's management API (one HTTP request for all queues; gives unacknowledged
-counts) when ``BGW_RABBITMQ_MANAGEMENT_URL`` is set, else AMQP passive declares (ready
-counts only). Delayed and retried messages wait in ``<queue>.DQ`` and are held unacknowledged
-by a worker until due, so "delayed" counts both the ready and unacknowledged messages of the
-``.DQ`` queue when the management API is available.
+counts), at ``BGW_RABBITMQ_MANAGEMENT_URL`` or by default on the broker's host, port 15672;
+when it does not answer, AMQP passive declares (ready counts only). Delayed and retried
+messages wait in ``<queue>.DQ`` and are held unacknowledged by a worker until due, so
+"delayed" counts both the ready and unacknowledged messages of the ``.DQ`` queue when the
+management API is available; over AMQP it sees only those no worker has taken yet.
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlparse
 
 import httpx
 import pika
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from bgworkers import queues
 from bgworkers.logs import get_logger
+from bgworkers.monitoring.reading import BackgroundReading
 
 log = get_logger(__name__)
 
@@ -95,35 +95,15 @@ class QueueDepthCollector(Collector):
     def __init__(
         self, read: Callable[[], list[QueueDepth]], *, interval_s: float, start: bool = True
     ) -> None:
-        self._read = read
-        self._interval_s = interval_s
-        self._depths: list[QueueDepth] = []
-        self._last_success = 0.0
-        self._errors = 0
-        self._lock = threading.Lock()
-        if start:
-            threading.Thread(target=self._loop, name="queue-depth", daemon=True).start()
+        self._reading: BackgroundReading[list[QueueDepth]] = BackgroundReading(
+            "queue-depth", read, initial=[], interval_s=interval_s, start=start
+        )
 
     def refresh(self) -> None:
-        try:
-            depths = self._read()
-        except Exception as exc:  # noqa: BLE001 - any failure is a failed reading, logged
-            with self._lock:
-                self._errors += 1
-            log.warning("queue_depth_read_failed", error=f"{type(exc).__name__}: {exc}")
-            return
-        with self._lock:
-            self._depths = depths
-            self._last_success = time.time()
+        self._reading.refresh()
 
-    def _loop(self) -> None:
-        while True:
-            self.refresh()
-            time.sleep(self._interval_s)
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        with self._lock:
-            depths, last_success, errors = list(self._depths), self._last_success, self._errors
+    def collect(self) -> Iterator[Metric]:
+        depths, last_success, errors = self._reading.snapshot()
         families = {
             "ready": GaugeMetricFamily(
                 "bgworkers_queue_ready_messages", "Messages waiting in the queue.", labels=["queue"]
@@ -155,24 +135,54 @@ class QueueDepthCollector(Collector):
             "Unix time of the last successful queue-depth reading (0: never).",
             value=last_success,
         )
-        yield GaugeMetricFamily(
+        yield CounterMetricFamily(
             "bgworkers_queue_depth_read_errors",
-            "Failed queue-depth readings since the process started.",
+            "Failed queue-depth readings since the metrics process started.",
             value=errors,
         )
 
 
+def management_url_for(broker_url: str, setting: str | None) -> str | None:
+    """The management API to ask: the setting, else the broker's host on port 15672.
+
+    ``off`` means AMQP only.
+    """
+    if setting is not None:
+        return None if setting.strip().lower() == "off" else setting
+    host = urlparse(broker_url.split(";", 1)[0]).hostname or "127.0.0.1"
+    return f"http://{host}:15672"
+
+
+def reader_from_settings(
+    broker_url: str, management_setting: str | None
+) -> Callable[[], list[QueueDepth]]:
+    """Management API first (it sees messages held by workers); AMQP when it does not answer."""
+    api_url = management_url_for(broker_url, management_setting)
+    client = httpx.Client(timeout=5.0)
+    fallback_logged = False
+
+    def read() -> list[QueueDepth]:
+        nonlocal fallback_logged
+        if api_url is not None:
+            try:
+                return read_depths_management(api_url, broker_url, client=client)
+            except (httpx.HTTPError, ValueError, KeyError) as exc:
+                if not fallback_logged:
+                    log.warning(
+                        "queue_depth_management_unavailable",
+                        url=api_url,
+                        error=f"{type(exc).__name__}: {exc}",
+                        fallback="AMQP: no unacknowledged counts, delayed excludes held messages",
+                    )
+                    fallback_logged = True
+        return read_depths_amqp(broker_url)
+
+    return read
+
+
 def collector_from_settings(
-    broker_url: str, management_url: str | None, interval_s: float, *, start: bool = True
+    broker_url: str, management_setting: str | None, interval_s: float, *, start: bool = True
 ) -> QueueDepthCollector:
-    if management_url:
-        client = httpx.Client(timeout=5.0)
-
-        def read() -> list[QueueDepth]:
-            return read_depths_management(management_url, broker_url, client=client)
-    else:
-
-        def read() -> list[QueueDepth]:
-            return read_depths_amqp(broker_url)
-
-    return QueueDepthCollector(read, interval_s=interval_s, start=start)
+    return QueueDepthCollector(
+        reader_from_settings(broker_url, management_setting), interval_s=interval_s, start=start
+    )

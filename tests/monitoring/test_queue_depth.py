@@ -86,5 +86,5 @@ def test_collector_serves_the_last_reading_and_counts_failures() -> None:
         registry.get_sample_value("bgworkers_queue_dead_letter_messages", {"queue": "email"}) == 2
     )
     assert registry.get_sample_value("bgworkers_queue_unacked_messages", {"queue": "email"}) is None
-    assert registry.get_sample_value("bgworkers_queue_depth_read_errors") == 1
+    assert registry.get_sample_value("bgworkers_queue_depth_read_errors_total") == 1
     assert registry.get_sample_value("bgworkers_queue_depth_last_success_timestamp_seconds") > 0

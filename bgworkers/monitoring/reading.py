@@ -1,0 +1,61 @@
+"""A value refreshed by a background thread, so scrapes and probes never wait on a service.
+
+Why: ``/metrics`` and ``/readyz`` answer within a probe's timeout (often 1 s) even when
+RabbitMQ or the database hangs; they serve the latest reading, and its age and error count
+say how fresh it is.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from bgworkers.logs import get_logger
+
+T = TypeVar("T")
+log = get_logger(__name__)
+
+
+class BackgroundReading(Generic[T]):
+    """Calls ``read`` every ``interval_s`` seconds on its own thread; keeps the last result."""
+
+    def __init__(
+        self, name: str, read: Callable[[], T], *, initial: T, interval_s: float, start: bool = True
+    ) -> None:
+        self.name = name
+        self._read = read
+        self._interval_s = interval_s
+        self._value = initial
+        self._last_success = 0.0  # Unix time; 0: never
+        self._errors = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        if start:
+            threading.Thread(target=self._loop, name=name, daemon=True).start()
+
+    def refresh(self) -> None:
+        try:
+            value = self._read()
+        except Exception as exc:  # noqa: BLE001 - any failure is a failed reading, logged
+            with self._lock:
+                self._errors += 1
+            log.warning("reading_failed", reading=self.name, error=f"{type(exc).__name__}: {exc}")
+            return
+        with self._lock:
+            self._value = value
+            self._last_success = time.time()
+
+    def snapshot(self) -> tuple[T, float, int]:
+        """(last value, Unix time of the last successful read or 0, failed reads so far)."""
+        with self._lock:
+            return self._value, self._last_success, self._errors
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.refresh()
+            self._stop.wait(self._interval_s)
