@@ -44,6 +44,15 @@ class Child:
         return self.process is not None and self.process.poll() is None
 
 
+#: Exit codes that a restart cannot fix: 2, a bad setting (bgworkers' configuration error) or
+#: a module that does not import (dramatiq's code for it).
+PERMANENT_EXIT_CODES = frozenset({2})
+#: dramatiq's own graceful stop (finish running messages), in milliseconds; kept below the
+#: supervisor's kill deadline so messages get the whole of it.
+WORKER_SHUTDOWN_TIMEOUT_MS = 50_000
+STOP_TIMEOUT_S = 60.0
+
+
 def default_children(*, processes: int, threads: int) -> list[Child]:
     python = sys.executable
     return [
@@ -58,6 +67,8 @@ def default_children(*, processes: int, threads: int) -> list[Child]:
                 str(processes),
                 "--threads",
                 str(threads),
+                "--worker-shutdown-timeout",
+                str(WORKER_SHUTDOWN_TIMEOUT_MS),
             ],
         ),
         # periodiq has no ``__main__``: run its console script from this environment.
@@ -65,9 +76,14 @@ def default_children(*, processes: int, threads: int) -> list[Child]:
     ]
 
 
-def supervise(children: list[Child], *, stop_timeout_s: float = 30.0) -> int:
-    """Run ``children`` until a stop signal; return the exit code for the shell."""
+def supervise(children: list[Child], *, stop_timeout_s: float = STOP_TIMEOUT_S) -> int:
+    """Run ``children`` until a stop signal; return the exit code for the shell.
+
+    0 after a clean stop; the child's code when it exited with a permanent error (it is not
+    restarted, and the others are stopped); 1 when a child had to be killed.
+    """
     stopping = False
+    failed_code = 0
 
     def request_stop(signum: int, _: object) -> None:
         nonlocal stopping
@@ -75,8 +91,7 @@ def supervise(children: list[Child], *, stop_timeout_s: float = 30.0) -> int:
             log.info("stop_requested", signal=signal.Signals(signum).name)
         stopping = True
 
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     for child in children:
         child.start()
     while not stopping:
@@ -86,6 +101,16 @@ def supervise(children: list[Child], *, stop_timeout_s: float = 30.0) -> int:
                 continue
             if child.next_start == 0.0:
                 code = child.process.returncode if child.process else None
+                if code in PERMANENT_EXIT_CODES:
+                    log.error(
+                        "process_failed_permanently",
+                        process=child.name,
+                        code=code,
+                        hint="a restart cannot fix this: read the lines above (configuration?)",
+                    )
+                    failed_code = code or 1
+                    stopping = True
+                    break
                 # Restart quickly after a long healthy run, slower after repeated crashes.
                 if now - child.started_at > 60:
                     child.restarts = 0
@@ -97,10 +122,15 @@ def supervise(children: list[Child], *, stop_timeout_s: float = 30.0) -> int:
                 child.next_start = 0.0
                 child.start()
         time.sleep(0.2)
-    return stop_all(children, timeout_s=stop_timeout_s)
+    code = stop_all(children, timeout_s=stop_timeout_s) or failed_code
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+    return code
 
 
 def stop_all(children: list[Child], *, timeout_s: float) -> int:
+    """SIGTERM each child, wait up to ``timeout_s`` in all, then SIGKILL; 1 if any was killed."""
+    killed = False
     for child in children:
         if child.running() and child.process is not None:
             # To the child only: dramatiq forwards it to its own workers, and a second
@@ -116,5 +146,6 @@ def stop_all(children: list[Child], *, timeout_s: float) -> int:
             log.error("process_killed", process=child.name, after_s=timeout_s)
             os.killpg(child.process.pid, signal.SIGKILL)
             child.process.wait()
+            killed = True
         log.info("process_stopped", process=child.name, code=child.process.returncode)
-    return 0
+    return 1 if killed else 0
