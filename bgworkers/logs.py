@@ -23,9 +23,13 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 
 REDACTED = "***"
 
-# Keys whose values are secrets whatever they hold.
+# Keys whose values are secrets whatever they hold: the word on its own or as a part of a
+# snake/kebab-case name (smtp_password, access_token, x-api-key), not inside another word
+# (passed, bypass) nor a plural count (tokens_synced).
 _SECRET_KEY = re.compile(
-    r"pass(word|wd)?|secret|token|authorization|api[_-]?key|credential|cookie", re.IGNORECASE
+    r"(?:^|[_-])(?:pass(?:word|wd)?|secret|token|authorization|api[_-]?key|credentials?|cookie"
+    r"|signature)(?:$|[_-])",
+    re.IGNORECASE,
 )
 _VALUE_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # scheme://user:password@host  ->  scheme://user:***@host
@@ -35,6 +39,11 @@ _VALUE_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     ),
     # Authorization: Bearer xyz / Basic xyz, in headers dumped as text or dict reprs
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"), rf"\1 {REDACTED}"),
+    # query parameters that carry credentials: ?key=..., &sig=..., &access_token=...
+    (
+        re.compile(r"(?i)(?P<k>[?&](?:key|sig|signature|code)=)[^&\s'\"]+"),
+        rf"\g<k>{REDACTED}",
+    ),
     # key=value or 'key': 'value' pairs whose key names a secret
     (
         re.compile(

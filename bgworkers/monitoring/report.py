@@ -8,6 +8,7 @@ from typing import TextIO
 from sqlmodel import Session
 
 from bgworkers.db import get_engine, utcnow
+from bgworkers.logs import redact_text
 from bgworkers.maintenance.heartbeat import SOURCE
 from bgworkers.maintenance.models import SchedulerHeartbeat
 from bgworkers.monitoring.health import check_broker, check_database
@@ -44,7 +45,13 @@ def print_health(settings: Settings, out: TextIO, *, now: datetime | None = None
             state = "STALE" if stale else "ok"
             out.write(f"scheduler    {state:<8} last heartbeat tick {age:.0f} s ago\n")
     if checks[0].ok:
-        depths: list[QueueDepth] = read_depths_amqp(settings.broker_url.get_secret_value())
+        # AMQP, not the management API: its counts are exact now, the API's lag a few seconds.
+        try:
+            depths: list[QueueDepth] = read_depths_amqp(settings.broker_url.get_secret_value())
+        except Exception as exc:  # noqa: BLE001 - a report line, not a crash, whatever failed
+            out.write(f"queues       FAILING  {redact_text(f'{type(exc).__name__}: {exc}')}\n")
+            depths = []
+            healthy = False
         out.write("\nqueue        ready  delayed  dead letters\n")
         for depth in depths:
             row = f"{depth.queue:<12} {depth.ready:>5}  {depth.delayed:>7}"

@@ -88,6 +88,16 @@ def test_secrets_never_reach_the_output() -> None:
     assert logs[0]["headers"]["Accept"] == "json"
 
 
+def test_secret_keys_are_whole_words_not_substrings() -> None:
+    from bgworkers.logs import redact_value
+
+    for secret in ("smtp_password", "access_token", "x-api-key", "Authorization", "cookie"):
+        assert redact_value(secret, "value") == "***", secret
+    for harmless in ("passed", "bypass", "tokens_synced", "keyboard"):
+        assert redact_value(harmless, "value") == "value", harmless
+    assert redact_text("GET /v1/x?key=AIzaSy123&alt=json") == "GET /v1/x?key=***&alt=json"
+
+
 def test_redact_text_keeps_what_is_not_secret() -> None:
     assert redact_text("GET https://example.org/a?b=1 200") == "GET https://example.org/a?b=1 200"
     assert redact_text("postgresql+psycopg://bg:pw@db/x") == "postgresql+psycopg://bg:***@db/x"
