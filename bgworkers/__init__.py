@@ -21,9 +21,9 @@ ACTOR_MODULES: tuple[str, ...] = (
     "bgworkers.maintenance.actors",
     "bgworkers.reminders.actors",
     "bgworkers.email.actors",
-    "bgworkers.scheduling.actors",
     "bgworkers.files.actors",
     "bgworkers.sync.actors",
+    "bgworkers.scheduling.actors",
 )
 
 try:

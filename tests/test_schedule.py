@@ -54,3 +54,19 @@ def test_table_lines_are_valid_and_unique() -> None:
         "sync_calendar_events",
         "sync_notion_pages",
     }
+
+
+def test_catch_up_is_the_last_periodic_actor_sent_in_a_tick() -> None:
+    """periodiq sends a tick's due actors in ``broker.actors`` order (declaration order).
+
+    The catch-up job must come last: once its tick is sent, every other job of that tick was
+    sent before it, so a scheduler that dies part-way through a tick leaves a gap that the
+    next catch-up sees.
+    """
+    declared_periodic_actors()
+    periodic = [
+        name
+        for name, actor in bgworkers.broker.actors.items()
+        if "periodic" in actor.options and actor.fn.__module__ in bgworkers.ACTOR_MODULES
+    ]
+    assert periodic[-1] == "catch_up_missed_ticks", periodic

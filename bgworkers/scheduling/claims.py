@@ -93,17 +93,28 @@ def finish_run(
     now: datetime,
     duration_s: float,
     error: str | None = None,
+    claimed_at: datetime | None = None,
 ) -> None:
-    """Record an attempt's outcome (``succeeded``, ``retrying``, ``failed``); free the lock."""
+    """Record an attempt's outcome (``succeeded``, ``retrying``, ``failed``); free the lock.
+
+    ``claimed_at`` is the ``now`` this attempt claimed with. A retry keeps the message id and
+    may claim again before this attempt's outcome is recorded (the retry policy re-enqueues it
+    first); when the lock shows a later claim by the same message, that retry owns the run
+    and its lock, and this attempt records nothing.
+    """
+    # Row locks in claim_run's order (run, then state): no deadlock between the two.
     run = session.get(ScheduledRun, (job, tick), with_for_update=True, populate_existing=True)
+    state = session.get(ScheduledJobState, job, with_for_update=True, populate_existing=True)
+    mine = state is not None and state.running_message_id == message_id
+    if mine and claimed_at is not None and state is not None and state.running_since != claimed_at:
+        return
     if run is not None and run.message_id == message_id:
         run.status = status
         run.finished_at = now
         run.duration_s = duration_s
         run.error = error[:500] if error else None
         session.add(run)
-    state = session.get(ScheduledJobState, job, with_for_update=True, populate_existing=True)
-    if state is not None and state.running_message_id == message_id:
+    if mine and state is not None:
         state.running_message_id = state.running_tick = state.running_since = None
         session.add(state)
 

@@ -176,8 +176,9 @@ class ZonedCron:
         )
         if len(self._days) > 64:
             self._days.clear()
-        self._days[day] = (tuple(ticks), frozenset(ticks))
-        return self._days[day]
+        found = (tuple(ticks), frozenset(ticks))
+        self._days[day] = found  # another thread may clear the cache at once: return ours
+        return found
 
     def ticks_on_local_date(self, day: date) -> list[datetime]:
         """The ticks whose wall-clock time falls on the local date ``day``, as UTC instants."""

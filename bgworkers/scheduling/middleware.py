@@ -8,7 +8,14 @@ instead each scheduled message claims its ``(job, tick)`` (:mod:`~.claims`) befo
 * the tick already belongs to another message (two schedulers, a restart inside the minute, a
   catch-up racing the real tick) or already succeeded: skipped, ``reason="duplicate"``;
 * the job's previous run is still going: this tick is skipped, ``reason="overlap"``;
-* a retry of a claimed tick runs again (same message id, same tick) under the retry policy.
+* a retry of a claimed tick runs again (same message id, same tick) under the retry policy;
+  if a later tick of the job is running by then, the retry waits for it (re-sent after
+  ``BUSY_RETRY_AFTER_S``, counted in ``bgw_busy_retries``, not in the retry budget), and
+  gives up (``failed``, dead-lettered) once that wait exceeds the running tick's stale-lock age.
+
+An attempt's claim lives on its message proxy (one per delivery), never in a dict keyed by
+message id: a retry keeps the id and may be claimed on another thread before this attempt's
+after-hook has run (the retry policy's after-hook, later in the stack, runs first).
 
 On the scheduler side, ``before_enqueue`` stamps the tick into the message (``bgw_tick``),
 computed with the scheduler's clock, so every delivery and retry names the same tick.
@@ -17,7 +24,9 @@ Messages sent by hand (no ``scheduled_at``) run as usual, unclaimed.
 
 from __future__ import annotations
 
+import math
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,7 +34,6 @@ from dramatiq.errors import ActorNotFound
 from dramatiq.middleware import Middleware, SkipMessage
 
 from bgworkers.db import session_scope, utcnow
-from bgworkers.errors import TransientError
 from bgworkers.logs import get_logger
 from bgworkers.middleware.message_logging import outcome_of
 from bgworkers.scheduling.claims import Claim, claim_run, finish_run
@@ -40,6 +48,10 @@ TICK_OPTION = "bgw_tick"
 _LOCK_MARGIN = timedelta(seconds=60)
 #: How long a retry waits when the job's next tick is running, in seconds.
 BUSY_RETRY_AFTER_S = 30.0
+#: Message option counting those waits; separate from ``retries``, the retry policy's budget.
+BUSY_RETRIES_OPTION = "bgw_busy_retries"
+#: Attribute of the message proxy holding the attempt in progress (:class:`_Attempt`).
+_ATTEMPT_ATTR = "bgw_schedule_attempt"
 _STATUS = {"succeeded": "succeeded", "retried": "retrying", "dead_lettered": "failed"}
 
 
@@ -61,10 +73,23 @@ def message_tick(message: Any, period: CronPeriod) -> datetime | None:
     return period.tick_at(datetime.fromisoformat(scheduled)) if scheduled else None
 
 
-class ScheduleGuard(Middleware):
-    def __init__(self) -> None:
-        self._runs: dict[str, tuple[str, datetime, float]] = {}
+def max_busy_retries(stale_after: timedelta) -> int:
+    """How many times a retry waits for a later tick's run: long enough for that run to end
+    or for its lock to go stale (``stale_after``), then the retry gives up."""
+    return math.ceil(stale_after.total_seconds() / BUSY_RETRY_AFTER_S)
 
+
+@dataclass(frozen=True)
+class _Attempt:
+    """A claimed run in progress; kept on the message proxy, which is one per delivery."""
+
+    job: str
+    tick: datetime
+    claimed_at: datetime
+    started: float  # time.perf_counter(), seconds
+
+
+class ScheduleGuard(Middleware):
     @property
     def actor_options(self) -> set[str]:
         return {"periodic"}
@@ -84,6 +109,8 @@ class ScheduleGuard(Middleware):
             return
         actor = broker.get_actor(message.actor_name)
         time_limit_ms = message.options.get("time_limit", actor.options.get("time_limit", 600_000))
+        stale_after = timedelta(milliseconds=time_limit_ms) + _LOCK_MARGIN
+        now = utcnow()
         with session_scope() as session:
             claim = claim_run(
                 session=session,
@@ -91,17 +118,15 @@ class ScheduleGuard(Middleware):
                 tick=tick,
                 message_id=message.message_id,
                 cron=period.cron,
-                now=utcnow(),
-                stale_after=timedelta(milliseconds=time_limit_ms) + _LOCK_MARGIN,
+                now=now,
+                stale_after=stale_after,
             )
         if claim is Claim.CLAIMED:
-            self._runs[message.message_id] = (period.name, tick, time.perf_counter())
+            setattr(message, _ATTEMPT_ATTR, _Attempt(period.name, tick, now, time.perf_counter()))
             log.info("scheduled_run_started", job=period.name, tick=tick.isoformat())
             return
         if claim is Claim.BUSY:
-            raise TransientError(
-                f"{period.name}: a later tick is running", retry_after_s=BUSY_RETRY_AFTER_S
-            )
+            self._wait_for_later_tick(broker, message, period, tick, stale_after)
         SCHEDULE_METRICS.get().skipped.labels(period.name, claim.value).inc()
         # A duplicate is routine with two schedulers; an overlap means a job outgrew its period.
         level = "info" if claim is Claim.DUPLICATE else "warning"
@@ -110,14 +135,47 @@ class ScheduleGuard(Middleware):
         )
         raise SkipMessage()
 
+    def _wait_for_later_tick(
+        self, broker: Any, message: Any, period: CronPeriod, tick: datetime, stale_after: timedelta
+    ) -> None:
+        """A retry found a later tick running: send it again later, outside the retry budget.
+
+        The retry policy would count the wait as a failed attempt, and dead-letter the retry
+        for being busy rather than for its own error. After :func:`max_busy_retries` waits the
+        tick is recorded ``failed`` and the message dead-lettered.
+        """
+        waits = message.options.get(BUSY_RETRIES_OPTION, 0)
+        if waits < max_busy_retries(stale_after):
+            message.options[BUSY_RETRIES_OPTION] = waits + 1
+            broker.enqueue(message, delay=int(BUSY_RETRY_AFTER_S * 1000))
+            log.info("scheduled_retry_waiting", job=period.name, tick=tick.isoformat(), wait=waits)
+            raise SkipMessage()  # acked: the copy just enqueued carries on
+        with session_scope() as session:
+            finish_run(
+                session=session,
+                job=period.name,
+                tick=tick,
+                message_id=message.message_id,
+                status="failed",
+                now=utcnow(),
+                duration_s=0.0,
+                error=f"a later tick of {period.name} kept running",
+            )
+        metrics = SCHEDULE_METRICS.get()
+        metrics.runs.labels(period.name, "dead_lettered").inc()
+        metrics.failures.labels(period.name).inc()
+        log.error("scheduled_run_gave_up", job=period.name, tick=tick.isoformat(), reason="busy")
+        message.fail()
+        raise SkipMessage()
+
     def after_process_message(
         self, broker: Any, message: Any, *, result: Any = None, exception: Any = None
     ) -> None:
-        entry = self._runs.pop(message.message_id, None)
-        if entry is None:
+        attempt: _Attempt | None = getattr(message, _ATTEMPT_ATTR, None)
+        if attempt is None:
             return
-        job, tick, started = entry
-        duration_s = time.perf_counter() - started
+        job, tick = attempt.job, attempt.tick
+        duration_s = time.perf_counter() - attempt.started
         outcome = outcome_of(message, exception)
         now = utcnow()
         error = f"{type(exception).__name__}: {exception}" if exception is not None else None
@@ -131,6 +189,7 @@ class ScheduleGuard(Middleware):
                 now=now,
                 duration_s=duration_s,
                 error=error,
+                claimed_at=attempt.claimed_at,
             )
         metrics = SCHEDULE_METRICS.get()
         metrics.runs.labels(job, outcome).inc()
@@ -150,15 +209,16 @@ class ScheduleGuard(Middleware):
         )
 
     def after_skip_message(self, broker: Any, message: Any) -> None:
-        entry = self._runs.pop(message.message_id, None)
-        if entry is not None:  # claimed, then skipped by a later middleware: free the lock
+        attempt: _Attempt | None = getattr(message, _ATTEMPT_ATTR, None)
+        if attempt is not None:  # claimed, then skipped by a later middleware: free the lock
             with session_scope() as session:
                 finish_run(
                     session=session,
-                    job=entry[0],
-                    tick=entry[1],
+                    job=attempt.job,
+                    tick=attempt.tick,
                     message_id=message.message_id,
                     status="failed" if message.failed else "retrying",
                     now=utcnow(),
-                    duration_s=time.perf_counter() - entry[2],
+                    duration_s=time.perf_counter() - attempt.started,
+                    claimed_at=attempt.claimed_at,
                 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy.engine import Engine
 
 from bgworkers.db import session_scope
@@ -99,3 +100,56 @@ def test_ticks_older_than_the_window_are_not_resent(db_engine: Engine, registry)
         )
         == 1
     )
+
+
+def test_the_boundary_tick_is_rescanned_for_jobs_with_a_window(db_engine: Engine, registry) -> None:
+    """The scheduler sent the 02:00 catch-up tick and died before the rest of that tick."""
+    run_catch_up(at("2026-11-25 02:00"))
+    sent = run_catch_up(at("2026-11-25 02:05"))
+    assert sent == [("daily", at("2026-11-25 02:00")), ("ten", at("2026-11-25 02:00"))]
+    # "five" has no window: its 02:00 tick is neither re-sent nor counted as missed.
+    assert (
+        registry.get_sample_value("bgworkers_schedule_missed_ticks_total", {"periodic_job": "five"})
+        is None
+    )
+
+
+def test_a_publish_that_fails_part_way_is_completed_by_the_retry(
+    db_engine: Engine, registry
+) -> None:
+    run_catch_up(at("2026-11-25 01:31"))
+    sent: list[tuple[str, datetime]] = []
+    failures = [RuntimeError("broker gone")]
+
+    def flaky_send(period: CronPeriod, tick: datetime) -> None:
+        if len(sent) == 1 and failures:
+            raise failures.pop()
+        sent.append((period.name, tick))
+
+    def attempt() -> None:
+        with session_scope() as session:
+            catch_up(session=session, periods=PERIODS, now=at("2026-11-25 02:20"), send=flaky_send)
+
+    with pytest.raises(RuntimeError):
+        attempt()
+    assert sent == [("daily", at("2026-11-25 02:00"))]
+    attempt()  # the retry of the same catch-up tick
+    # The first tick is sent again (unclaimed yet: its claim makes the copy harmless).
+    assert sent[1:] == [
+        ("daily", at("2026-11-25 02:00")),
+        ("ten", at("2026-11-25 02:00")),
+        ("ten", at("2026-11-25 02:10")),
+    ]
+    five_ticks = 9  # 01:35 ... 02:15: counted once, by the attempt that completed
+    assert (
+        registry.get_sample_value("bgworkers_schedule_missed_ticks_total", {"periodic_job": "five"})
+        == five_ticks
+    )
+    assert (
+        registry.get_sample_value("bgworkers_schedule_missed_ticks_total", {"periodic_job": "ten"})
+        == 2
+    )  # 01:40 and 01:50, beyond its 25-minute window
+    with session_scope() as session:
+        state = session.get(ScheduledJobState, "five")
+        assert state is not None and state.missed_ticks == five_ticks
+    assert run_catch_up(at("2026-11-25 02:20")) == []  # done: a third delivery finds nothing

@@ -199,3 +199,20 @@ def test_clock_offset_moves_the_scheduler_in_whole_seconds() -> None:
     real = pendulum.datetime(2026, 1, 1, 10, 0, 30)
     assert period.tick_at(real) == datetime(2026, 1, 1, 11, 0, tzinfo=UTC)
     assert period.next_valid_date(real) == pendulum.datetime(2026, 1, 1, 10, 1, 0)
+
+
+class _ClearedOnWrite(dict):  # type: ignore[type-arg]
+    """A day cache that another thread clears right after every write."""
+
+    def __setitem__(self, key: object, value: object) -> None:
+        super().__setitem__(key, value)
+        self.clear()
+
+
+def test_day_cache_cleared_by_another_thread_still_answers() -> None:
+    zoned = ZonedCron(CronExpression.parse("0 2 * * *"), ZoneInfo("Europe/Paris"))
+    zoned._days = _ClearedOnWrite()
+    start = datetime(2026, 11, 24, 12, tzinfo=UTC)
+    assert zoned.ticks_between(start, start + timedelta(days=1)) == [
+        datetime(2026, 11, 25, 1, tzinfo=UTC)
+    ]
