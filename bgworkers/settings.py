@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AnyUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic import AnyUrl, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bgworkers.errors import ConfigurationError
 
 ENV_PREFIX = "BGW_"
+#: Seconds; the time limit of the ``send_email`` actor (one claimed SMTP attempt).
+SEND_EMAIL_TIME_LIMIT_S = 120
 
 
 class Settings(BaseSettings):
@@ -67,6 +69,25 @@ class Settings(BaseSettings):
     email_backend: Literal["smtp", "console"] = "smtp"
     email_sending_timeout_s: float = Field(default=600.0, gt=0)
     email_max_attempts: int = Field(default=10, ge=1, le=100)
+
+    @field_validator("email_sending_timeout_s")
+    @classmethod
+    def _sending_timeout_outlasts_a_send(cls, value: float, info: ValidationInfo) -> float:
+        # A row is recovered from ``sending`` after this timeout; a sender may still be
+        # talking to SMTP until its time limit plus one SMTP timeout: a duplicate email.
+        # (A field validator, not a model one, so the error names the variable.)
+        smtp_timeout_s = info.data.get("smtp_timeout_s")
+        if smtp_timeout_s is None:
+            return value  # smtp_timeout_s is invalid itself and reported on its own
+        floor = SEND_EMAIL_TIME_LIMIT_S + smtp_timeout_s
+        if value <= floor:
+            raise ValueError(
+                f"BGW_EMAIL_SENDING_TIMEOUT_S ({value:g} s) must be more than send_email's "
+                f"time limit ({SEND_EMAIL_TIME_LIMIT_S} s) plus BGW_SMTP_TIMEOUT_S "
+                f"({smtp_timeout_s:g} s), i.e. more than {floor:g} s; otherwise an email "
+                "still being sent is sent again"
+            )
+        return value
 
     # --- files ----------------------------------------------------------------------------
     temp_dir: Path = Path("var/tmp")

@@ -6,13 +6,18 @@ from bgworkers import queues
 from bgworkers.db import session_scope, utcnow
 from bgworkers.email.outbox import deliver_email, sweep_outbox
 from bgworkers.email.smtp import get_mailer
-from bgworkers.settings import get_settings
+from bgworkers.settings import SEND_EMAIL_TIME_LIMIT_S, get_settings
 from bgworkers.tasks import task
 
 
 # Backoff 2 s doubling to 5 min over 8 retries (about 14 minutes in all), under RabbitMQ's
 # consumer timeout; after that the sweep keeps re-dispatching until email_max_attempts.
-@task(queue=queues.EMAIL, max_retries=8, min_backoff_ms=2_000, time_limit_ms=120_000)
+@task(
+    queue=queues.EMAIL,
+    max_retries=8,
+    min_backoff_ms=2_000,
+    time_limit_ms=SEND_EMAIL_TIME_LIMIT_S * 1000,
+)
 def send_email(email_id: int) -> None:
     """Deliver one outbox email; a duplicate message finds it claimed and does nothing."""
     settings = get_settings()

@@ -3,12 +3,15 @@
 Exceptions (what the outbox does with them)::
 
     SmtpTransientError (TransientError)   connection errors, timeouts, 4xx replies,
-                                          server/configuration refusals (banner, HELO, AUTH)
-    SmtpPermanentError (PermanentError)   a 5xx reply to this email (MAIL, RCPT, DATA)
+                                          server/configuration refusals (banner, HELO, AUTH,
+                                          any refusal of MAIL FROM, 530/535 and
+                                          5.7.0/5.7.8/5.7.9/5.7.11 authentication replies)
+    SmtpPermanentError (PermanentError)   another 5xx reply to this email (RCPT, DATA)
 
-Why a 5xx at connect, HELO or AUTH is transient: it says the server or our configuration is
-wrong, not this email; failing every queued email for it would lose them. The outbox still
-gives up on an email after ``email_max_attempts`` attempts.
+Why a 5xx at connect, HELO, AUTH or MAIL FROM is transient: the sender is ours, so its
+refusal (``530 5.7.0 Must issue STARTTLS``, ``530 Authentication required``) says the server or
+our configuration is wrong, not this email; failing every queued email for it would lose
+them. The outbox still gives up on an email after ``email_max_attempts`` attempts.
 
 :class:`SmtpMailer` keeps one connection per worker thread and reuses it (checked with a
 NOOP first), because opening a connection, TLS and login per email costs more than the
@@ -63,6 +66,11 @@ def _reply(code: int, text: bytes | str) -> str:
     return f"{code} {decoded}".strip()
 
 
+#: Replies that mean "authenticate (or encrypt) first": our configuration, not the email.
+_AUTH_CODES = frozenset({530, 535})
+_AUTH_STATUSES = ("5.7.0", "5.7.8", "5.7.9", "5.7.11")
+
+
 def classify(exc: Exception) -> SmtpTransientError | SmtpPermanentError:
     """Map an :mod:`smtplib` or socket error to a transient or permanent error."""
     code: int
@@ -70,7 +78,11 @@ def classify(exc: Exception) -> SmtpTransientError | SmtpPermanentError:
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         code, text = next(iter(exc.recipients.values()))
     elif isinstance(
-        exc, smtplib.SMTPConnectError | smtplib.SMTPHeloError | smtplib.SMTPAuthenticationError
+        exc,
+        smtplib.SMTPConnectError
+        | smtplib.SMTPHeloError
+        | smtplib.SMTPAuthenticationError
+        | smtplib.SMTPSenderRefused,
     ):
         return SmtpTransientError(_reply(exc.smtp_code, exc.smtp_error), code=exc.smtp_code)
     elif isinstance(exc, smtplib.SMTPResponseException):
@@ -78,9 +90,15 @@ def classify(exc: Exception) -> SmtpTransientError | SmtpPermanentError:
     else:
         return SmtpTransientError(f"{type(exc).__name__}: {exc}")
     reply = _reply(code, text)
-    if 500 <= code <= 599:
+    if 500 <= code <= 599 and not _is_auth_refusal(code, reply):
         return SmtpPermanentError(reply, code=code)
     return SmtpTransientError(reply, code=code)
+
+
+def _is_auth_refusal(code: int, reply: str) -> bool:
+    words = reply.split()
+    status = words[1] if len(words) > 1 else ""
+    return code in _AUTH_CODES or status in _AUTH_STATUSES
 
 
 class SmtpMailer:

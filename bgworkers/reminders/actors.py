@@ -1,5 +1,7 @@
-"""Actors of the reminders domain (queue ``reminders``): firing and daily summaries.
+"""Actors of the reminders domain: firing (queue ``reminders``) and daily summaries (``email``).
 
+Why the summaries run on the ``email`` queue: at 08:00 a burst of per-user summaries would
+otherwise sit in front of due reminders; a summary is email work and may wait a little.
 The two periodic actors only fan out (one message per reminder or user, sent after the
 commit that stamped them), so one failing reminder or user is retried alone. A failing fan-out is
 retried up to 3 times (it is idempotent: stamped rows are not handed out twice).
@@ -42,7 +44,7 @@ def check_due_reminders() -> None:
         firing.dispatch_due_reminders(session=session, now=utcnow(), dispatch=_send_fire_messages)
 
 
-@task(queue=queues.REMINDERS, max_retries=5, min_backoff_ms=5_000, time_limit_ms=60_000)
+@task(queue=queues.EMAIL, max_retries=5, min_backoff_ms=5_000, time_limit_ms=60_000)
 def send_user_daily_summary(user_id: int, local_date: date) -> None:
     """Write one user's summary for that local date (ISO string in the message)."""
     with session_scope() as session:
@@ -56,7 +58,7 @@ def _send_summary_messages(page: list[tuple[int, str]]) -> None:
         send_user_daily_summary.send_with_options(args=(user_id, local_date))
 
 
-@task(queue=queues.REMINDERS, periodic=True, max_retries=3, time_limit_ms=600_000)
+@task(queue=queues.EMAIL, periodic=True, max_retries=3, time_limit_ms=600_000)
 def send_daily_email_summary() -> None:
     """Every quarter hour: send a per-user message for each user due a summary."""
     with session_scope() as session:

@@ -12,9 +12,11 @@ from datetime import datetime
 from enum import Enum
 from typing import Final
 
-from sqlmodel import Session
+from sqlalchemy import update
+from sqlmodel import Session, col
 
 from bgworkers.db import utcnow
+from bgworkers.email.models import EmailStatus, OutboxEmail
 from bgworkers.errors import PermanentError
 from bgworkers.reminders.models import Reminder, ReminderStatus
 from bgworkers.reminders.validation import (
@@ -116,8 +118,10 @@ def update_reminder(
     """Change a reminder; only the given fields change. ``user_id`` checks ownership.
 
     Changing the time, zone or recurrence re-validates everything and schedules the
-    reminder again from the new first occurrence (also a fired or failed one). A cancelled
-    reminder cannot be changed.
+    reminder again from the new first occurrence (also a fired or failed one). Without a new
+    ``due_at`` the old time is kept; if it has passed, a repeating reminder moves to its
+    rule's next occurrence after ``now``, while a one-off needs a new ``due_at`` (the error
+    says so). A cancelled reminder cannot be changed.
     """
     row = _owned(session, reminder_id, user_id)
     if row.status == ReminderStatus.CANCELLED:
@@ -136,6 +140,7 @@ def update_reminder(
             recurrence=row.recurrence if isinstance(recurrence, _Unchanged) else recurrence,
             now=now,
             channel=row.channel,
+            catch_up=due_at is None,
         )
         _apply(row, valid)
     row.updated_at = now
@@ -151,12 +156,29 @@ def cancel_reminder(
     user_id: int | None = None,
     now: datetime | None = None,
 ) -> Reminder:
-    """Cancel a reminder for good; cancelling twice is fine. A due message then skips it."""
+    """Cancel a reminder for good; cancelling twice is fine. A due message then skips it.
+
+    Emails of occurrences that already fired but are still ``queued`` in the outbox (an
+    SMTP outage, a backlog) are marked ``failed`` ("reminder cancelled") so they are not
+    sent; an email already being sent or sent is left alone.
+    """
     row = _owned(session, reminder_id, user_id)
+    now = now or utcnow()
     if row.status != ReminderStatus.CANCELLED:
         row.status = ReminderStatus.CANCELLED
         row.next_due_at = None
-        row.updated_at = now or utcnow()
+        row.updated_at = now
         session.add(row)
         session.flush()
+    session.execute(
+        update(OutboxEmail)
+        .where(
+            col(OutboxEmail.idempotency_key).startswith(
+                f"reminder:{reminder_id}:", autoescape=True
+            ),
+            col(OutboxEmail.status) == EmailStatus.QUEUED,
+        )
+        .values(status=EmailStatus.FAILED, last_error="reminder cancelled", updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
     return row

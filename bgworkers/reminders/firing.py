@@ -116,11 +116,14 @@ def fire_reminder(
         return _mark_failed(session, row, occurrence, now, problem)
     if not is_email_address(user.email):
         return _mark_failed(session, row, occurrence, now, "the user's email address is invalid")
-    following = (
-        next_occurrence(rule, first=row.due_at, tz=zone, after=max(now, occurrence))
-        if rule is not None
-        else None
-    )
+    try:
+        following = (
+            next_occurrence(rule, first=row.due_at, tz=zone, after=max(now, occurrence))
+            if rule is not None
+            else None
+        )
+    except RecurrenceError as exc:  # e.g. a cron rule written by hand that never fires
+        return _mark_failed(session, row, occurrence, now, f"bad recurrence: {exc}")
     if not _advance(session, row, occurrence, now, following=following):
         metrics.skipped.labels("raced").inc()
         return "skipped"

@@ -26,7 +26,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 Kind = Literal["daily", "weekly", "monthly", "yearly", "cron"]
 
@@ -155,12 +155,30 @@ def _next_cron(expression: str, *, tz: ZoneInfo, after: datetime) -> datetime:
     # never makes it skip or repeat a match the way it does on aware datetimes.
     cursor = after.astimezone(tz).replace(tzinfo=None)
     matches = croniter(expression, cursor)
-    for _ in range(_MAX_CRON_STEPS):
-        local: datetime = matches.get_next(datetime)
-        occurrence = to_utc(local, tz)
-        if occurrence > after:
-            return occurrence
-    raise RecurrenceError(f"The cron expression {expression!r} never fires.")
+    try:
+        for _ in range(_MAX_CRON_STEPS):
+            local: datetime = matches.get_next(datetime)
+            occurrence = to_utc(local, tz)
+            if occurrence > after:
+                return occurrence
+    except CroniterBadDateError:
+        pass  # croniter found no matching date at all (e.g. February 30)
+    raise RecurrenceError(
+        f"The cron expression {expression!r} never fires (no date matches it, "
+        "e.g. February 30); choose another day or month."
+    )
+
+
+def first_occurrence(rule: Rule, *, due_at: datetime, tz: ZoneInfo) -> datetime:
+    """The reminder's first occurrence: the first match of ``rule`` at or after ``due_at``.
+
+    Why: ``weekly:mon`` entered for a Tuesday, or ``cron:0 9 * * *`` entered for 08:59, must
+    first fire on the rule's schedule, not at ``due_at``. Only ``weekly`` with weekdays and
+    ``cron`` rules can miss ``due_at``; the others are anchored on it and return it unchanged.
+    """
+    if rule.kind == "cron" or (rule.kind == "weekly" and rule.weekdays):
+        return next_occurrence(rule, first=due_at, tz=tz, after=due_at - timedelta(microseconds=1))
+    return due_at
 
 
 def occurrences_between(
@@ -180,8 +198,14 @@ def occurrences_between(
 
 
 def shortest_gap(rule: Rule, *, first: datetime, tz: ZoneInfo, samples: int = 60) -> timedelta:
-    """The shortest time between consecutive occurrences among the next ``samples``."""
+    """The shortest time between consecutive occurrences among the next ``samples``.
+
+    Measured between occurrences of the rule only: ``first`` is moved to the rule's first
+    match at or after it (:func:`first_occurrence`), so a ``due_at`` off the schedule does not
+    count as an occurrence.
+    """
     gap = timedelta.max
+    first = first_occurrence(rule, due_at=first, tz=tz)
     previous = first
     for _ in range(samples):
         current = next_occurrence(rule, first=first, tz=tz, after=previous)
@@ -214,6 +238,7 @@ __all__ = [
     "RecurrenceError",
     "Rule",
     "describe",
+    "first_occurrence",
     "local_time_exists",
     "next_occurrence",
     "occurrences_between",

@@ -16,7 +16,9 @@ from bgworkers.reminders.recurrence import (
     MIN_INTERVAL,
     RecurrenceError,
     Rule,
+    first_occurrence,
     local_time_exists,
+    next_occurrence,
     parse_rule,
     shortest_gap,
     to_utc,
@@ -64,8 +66,16 @@ def validate_reminder(
     recurrence: str | None,
     now: datetime,
     channel: str = "email",
+    catch_up: bool = False,
 ) -> ValidReminder:
-    """Check and normalise a reminder; raise :class:`ReminderValidationError` listing problems."""
+    """Check and normalise a reminder; raise :class:`ReminderValidationError` listing problems.
+
+    The returned ``due_at`` is the first occurrence: for ``weekly:<days>`` and ``cron:`` rules
+    the first match of the rule at or after the given time (see
+    :func:`~bgworkers.reminders.recurrence.first_occurrence`). ``catch_up`` is for a change
+    that keeps the reminder's old time: a past time of a repeating reminder then moves to the
+    rule's next occurrence after ``now`` instead of being rejected.
+    """
     problems = _text_problems(text)
     clean_text = text.strip()
     if channel not in CHANNELS:
@@ -78,17 +88,28 @@ def validate_reminder(
         )
         raise ReminderValidationError(problems)
     due_utc = _due_in_utc(due_at, zone, timezone, problems)
-    rule = _rule(recurrence, due_utc, zone, problems)
-    if due_utc is not None and due_utc <= now:
+    rule, first = _rule(recurrence, due_utc, zone, problems)
+    if rule is not None and first is not None and catch_up and first <= now:
+        try:
+            first = next_occurrence(rule, first=first, tz=zone, after=now)
+        except RecurrenceError as exc:
+            problems.append(str(exc))
+    elif due_utc is not None and due_utc <= now:
         local = due_utc.astimezone(zone)
-        problems.append(
-            f"The time {local:%d %b %Y %H:%M} ({timezone}) is in the past; "
-            "choose a time in the future."
+        advice = (
+            "give the reminder a new time to schedule it again."
+            if catch_up
+            else "choose a time in the future."
         )
+        problems.append(f"The time {local:%d %b %Y %H:%M} ({timezone}) is in the past; {advice}")
     if problems or due_utc is None:
         raise ReminderValidationError(problems)
     return ValidReminder(
-        text=clean_text, timezone=timezone, due_at=due_utc, rule=rule, channel=channel
+        text=clean_text,
+        timezone=timezone,
+        due_at=due_utc if first is None else first,
+        rule=rule,
+        channel=channel,
     )
 
 
@@ -128,14 +149,18 @@ def _due_in_utc(
 
 def _rule(
     recurrence: str | None, due_utc: datetime | None, zone: ZoneInfo, problems: list[str]
-) -> Rule | None:
+) -> tuple[Rule | None, datetime | None]:
+    """The parsed rule and the reminder's first occurrence under it (None without a rule)."""
     if recurrence is None or not recurrence.strip():
-        return None
+        return None, None
     try:
         rule = parse_rule(recurrence)
-        if due_utc is not None and shortest_gap(rule, first=due_utc, tz=zone) < MIN_INTERVAL:
+        if due_utc is None:
+            return rule, None
+        first = first_occurrence(rule, due_at=due_utc, tz=zone)
+        if shortest_gap(rule, first=first, tz=zone) < MIN_INTERVAL:
             problems.append("A reminder cannot repeat more often than once an hour.")
     except RecurrenceError as exc:
         problems.append(str(exc))
-        return None
-    return rule
+        return None, None
+    return rule, first

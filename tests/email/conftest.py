@@ -21,10 +21,12 @@ from bgworkers.email.smtp import SmtpMailer, use_mailer
 
 @dataclass
 class ScriptedHandler:
-    """Accepts mail, except for the replies queued in ``rcpt_replies``/``data_replies``."""
+    """Accepts mail, except for the replies queued in ``mail_replies``/``rcpt_replies``/
+    ``data_replies``."""
 
     received: list[EmailMessage] = field(default_factory=list)
     envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
+    mail_replies: deque[str] = field(default_factory=deque)
     rcpt_replies: deque[str] = field(default_factory=deque)
     data_replies: deque[str] = field(default_factory=deque)
     connections: int = 0
@@ -36,6 +38,15 @@ class ScriptedHandler:
         self.connections += 1
         session.host_name = hostname
         return responses
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if self.mail_replies:
+            return self.mail_replies.popleft()
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: Any

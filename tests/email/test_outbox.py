@@ -175,6 +175,33 @@ def test_transient_reply_requeues_then_succeeds(db_engine: Engine, smtp_server, 
     )
 
 
+def test_sender_refusal_requeues_then_succeeds(db_engine: Engine, smtp_server) -> None:
+    """A 530 to MAIL FROM (STARTTLS or login missing) is our configuration: keep the email."""
+    email_id = queue(db_engine)
+    smtp_server.handler.mail_replies.append("530 5.7.0 Must issue a STARTTLS command first")
+    mailer = smtp_server.mailer()
+    with pytest.raises(SmtpTransientError):
+        deliver(db_engine, email_id, mailer)
+    row = row_of(db_engine, email_id)
+    assert (row.status, row.last_error) == (
+        EmailStatus.QUEUED,
+        "530 5.7.0 Must issue a STARTTLS command first",
+    )
+    assert deliver(db_engine, email_id, mailer) == "sent"
+    assert len(smtp_server.handler.wait_for(1)) == 1
+    mailer.close()
+
+
+def test_sender_refusals_are_bounded_by_max_attempts(db_engine: Engine, smtp_server) -> None:
+    email_id = queue(db_engine)
+    smtp_server.handler.mail_replies.extend(["530 Authentication required"] * 2)
+    with pytest.raises(SmtpTransientError):
+        deliver(db_engine, email_id, smtp_server.mailer(), max_attempts=2)
+    assert deliver(db_engine, email_id, smtp_server.mailer(), max_attempts=2) == "failed"
+    row = row_of(db_engine, email_id)
+    assert row.last_error == "gave up after 2 attempts; last error: 530 Authentication required"
+
+
 def test_permanent_reply_fails_with_the_reply(db_engine: Engine, smtp_server, registry) -> None:
     email_id = queue(db_engine)
     smtp_server.handler.rcpt_replies.append("550 5.1.1 <ada@example.org>: user unknown")

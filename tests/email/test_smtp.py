@@ -31,7 +31,21 @@ def message(to: str = "ada@example.org") -> EmailMessage:
     [
         (smtplib.SMTPDataError(550, b"5.7.1 rejected"), SmtpPermanentError, 550),
         (smtplib.SMTPDataError(452, b"4.3.1 full"), SmtpTransientError, 452),
-        (smtplib.SMTPSenderRefused(553, b"bad sender", "x@y"), SmtpPermanentError, 553),
+        # A refused sender is our configuration (the sender is ours), not this email.
+        (smtplib.SMTPSenderRefused(553, b"bad sender", "x@y"), SmtpTransientError, 553),
+        (
+            smtplib.SMTPSenderRefused(530, b"5.7.0 Must issue a STARTTLS command first", "x@y"),
+            SmtpTransientError,
+            530,
+        ),
+        (
+            smtplib.SMTPRecipientsRefused({"a@b.c": (530, b"Auth required")}),
+            SmtpTransientError,
+            530,
+        ),
+        (smtplib.SMTPDataError(535, b"5.7.8 Authentication failed"), SmtpTransientError, 535),
+        (smtplib.SMTPDataError(554, b"5.7.0 Authentication required"), SmtpTransientError, 554),
+        (smtplib.SMTPDataError(554, b"5.7.1 Relay access denied"), SmtpPermanentError, 554),
         (
             smtplib.SMTPRecipientsRefused({"a@b.c": (550, b"5.1.1 no such user")}),
             SmtpPermanentError,
@@ -81,6 +95,20 @@ def test_rejections_are_classified(smtp_server) -> None:
         mailer.send(message())
     assert transient.value.code == 421
     mailer.send(message())  # and then it works
+    assert len(smtp_server.handler.wait_for(1)) == 1
+    mailer.close()
+
+
+def test_sender_refused_for_authentication_is_transient(smtp_server) -> None:
+    mailer = smtp_server.mailer()
+    smtp_server.handler.mail_replies.extend(
+        ["530 5.7.0 Must issue a STARTTLS command first", "530 Authentication required"]
+    )
+    for reply in ("530 5.7.0 Must issue a STARTTLS command first", "530 Authentication required"):
+        with pytest.raises(SmtpTransientError) as transient:
+            mailer.send(message())
+        assert transient.value.reply == reply
+    mailer.send(message())  # once the server accepts the sender
     assert len(smtp_server.handler.wait_for(1)) == 1
     mailer.close()
 

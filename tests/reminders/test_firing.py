@@ -2,8 +2,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import delete
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from bgworkers.email.models import OutboxEmail
 from bgworkers.reminders.api import (
@@ -136,7 +137,47 @@ def test_stale_message_after_a_concurrent_fire_does_nothing(
     assert len(first) == 1 and second == []
 
 
-def test_reminder_of_a_deleted_user_fails(db_engine: Engine, make_user: Callable[..., int]) -> None:
+def delete_user_behind_the_foreign_key(engine: Engine, user_id: int) -> None:
+    """Remove a user row that reminders still reference (as a manual cleanup or restore can)."""
+    with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")  # outside a transaction
+        else:
+            connection.exec_driver_sql("SET session_replication_role = replica")
+        connection.execute(delete(User).where(col(User.id) == user_id))
+        connection.commit()
+        if engine.dialect.name == "sqlite":
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+        else:
+            connection.exec_driver_sql("SET session_replication_role = DEFAULT")
+        connection.commit()
+
+
+def test_reminder_of_a_deleted_user_fails(
+    db_engine: Engine, make_user: Callable[..., int], registry
+) -> None:
+    user_id = make_user()
+    reminder_id = new_reminder(db_engine, user_id, recurrence="daily")
+    delete_user_behind_the_foreign_key(db_engine, user_id)
+    with Session(db_engine) as session:
+        assert session.get(User, user_id) is None
+    assert fire(db_engine, reminder_id, DUE, []) == "failed"
+    with Session(db_engine) as session:
+        row = session.get(Reminder, reminder_id)
+        assert row is not None
+        assert (row.status, row.last_error) == (
+            ReminderStatus.FAILED,
+            "the user no longer exists",
+        )
+        assert row.next_due_at is None
+        assert session.exec(select(OutboxEmail)).all() == []
+    assert registry.get_sample_value("bgworkers_reminders_failed_total") == 1
+    assert fire(db_engine, reminder_id, DUE + timedelta(days=1), []) == "skipped"
+
+
+def test_reminder_with_a_bad_recurrence_fails(
+    db_engine: Engine, make_user: Callable[..., int]
+) -> None:
     reminder_id = new_reminder(db_engine, make_user())
     with Session(db_engine) as session:
         row = session.get(Reminder, reminder_id)
@@ -150,6 +191,24 @@ def test_reminder_of_a_deleted_user_fails(db_engine: Engine, make_user: Callable
         assert row is not None
         assert row.status == ReminderStatus.FAILED
         assert row.last_error is not None and "bad recurrence" in row.last_error
+
+
+def test_reminder_with_a_cron_rule_that_never_fires_fails(
+    db_engine: Engine, make_user: Callable[..., int]
+) -> None:
+    reminder_id = new_reminder(db_engine, make_user())
+    with Session(db_engine) as session:
+        row = session.get(Reminder, reminder_id)
+        assert row is not None
+        row.recurrence = "cron:0 9 30 2 *"  # written past the validation by hand
+        session.add(row)
+        session.commit()
+    assert fire(db_engine, reminder_id, DUE, []) == "failed"
+    with Session(db_engine) as session:
+        row = session.get(Reminder, reminder_id)
+        assert row is not None
+        assert row.status == ReminderStatus.FAILED
+        assert row.last_error is not None and "never fires" in row.last_error
 
 
 def test_due_check_pages_and_does_not_redispatch(

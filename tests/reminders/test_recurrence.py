@@ -7,9 +7,11 @@ from bgworkers.reminders.recurrence import (
     RecurrenceError,
     Rule,
     describe,
+    first_occurrence,
     next_occurrence,
     occurrences_between,
     parse_rule,
+    shortest_gap,
     to_utc,
 )
 
@@ -140,6 +142,34 @@ def test_cron_in_the_skipped_hour_fires_shifted_and_once_in_the_repeated_hour() 
 def test_cron_on_the_31st_skips_short_months() -> None:
     got = series("cron:0 10 31 * *", datetime(2027, 1, 31, 10, 0), PARIS, 2)
     assert [d.date().isoformat() for d in got] == ["2027-03-31", "2027-05-31"]
+
+
+@pytest.mark.parametrize("expression", ["0 9 31 2 *", "0 9 30 2 *"])
+def test_cron_that_never_fires_is_a_readable_error(expression: str) -> None:
+    rule = parse_rule(f"cron:{expression}")  # each field is valid on its own
+    first = to_utc(datetime(2026, 12, 1, 9, 0), PARIS)
+    with pytest.raises(RecurrenceError, match="never fires"):
+        next_occurrence(rule, first=first, tz=PARIS, after=first)
+    with pytest.raises(RecurrenceError, match="never fires"):
+        shortest_gap(rule, first=first, tz=PARIS)
+
+
+def test_first_occurrence_is_the_first_rule_match_at_or_after_due_at() -> None:
+    tuesday = to_utc(datetime(2026, 11, 3, 9, 0), PARIS)  # 3 Nov 2026 is a Tuesday
+    monday = to_utc(datetime(2026, 11, 9, 9, 0), PARIS)
+    assert first_occurrence(parse_rule("weekly:mon"), due_at=tuesday, tz=PARIS) == monday
+    assert first_occurrence(parse_rule("cron:0 9 * * 1"), due_at=tuesday, tz=PARIS) == monday
+    at_8_59 = to_utc(datetime(2026, 11, 3, 8, 59), PARIS)
+    assert first_occurrence(parse_rule("cron:0 9 * * *"), due_at=at_8_59, tz=PARIS) == tuesday
+    # On the schedule already, or anchored on due_at: unchanged.
+    assert first_occurrence(parse_rule("weekly:tue"), due_at=tuesday, tz=PARIS) == tuesday
+    for rule in ("daily", "weekly", "monthly", "yearly"):
+        assert first_occurrence(parse_rule(rule), due_at=at_8_59, tz=PARIS) == at_8_59
+
+
+def test_shortest_gap_measures_between_rule_occurrences_only() -> None:
+    at_8_59 = to_utc(datetime(2026, 11, 3, 8, 59), PARIS)
+    assert shortest_gap(parse_rule("cron:0 9 * * *"), first=at_8_59, tz=PARIS) == timedelta(days=1)
 
 
 def test_missed_occurrences_are_not_replayed() -> None:

@@ -5,7 +5,14 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from bgworkers import queues
 from bgworkers.email.models import OutboxEmail
+from bgworkers.reminders.actors import (
+    check_due_reminders,
+    fire_reminder,
+    send_daily_email_summary,
+    send_user_daily_summary,
+)
 from bgworkers.reminders.api import cancel_reminder, create_reminder
 from bgworkers.reminders.models import DailySummary
 from bgworkers.reminders.summary import (
@@ -201,3 +208,10 @@ def test_summary_lists_calendar_events(db_engine: Engine, make_user: Callable[..
     assert "  - All day  Conference\n" in text
     assert "  - 09:00-09:15  Standup\n" in text
     assert "  - 23:30  Late party (tentative)\n" in text
+
+
+def test_summaries_do_not_share_the_reminders_queue() -> None:
+    """An 08:00 burst of summaries must not delay due reminders."""
+    assert fire_reminder.queue_name == check_due_reminders.queue_name == queues.REMINDERS
+    assert send_user_daily_summary.queue_name == queues.EMAIL
+    assert send_daily_email_summary.queue_name == queues.EMAIL

@@ -113,3 +113,33 @@ def test_collects_every_problem() -> None:
 
 def test_rejects_unknown_channel() -> None:
     assert problems_of(channel="sms") == ["Reminders can only be delivered by email, not by 'sms'."]
+
+
+@pytest.mark.parametrize("expression", ["0 9 31 2 *", "0 9 30 2 *"])
+def test_rejects_a_cron_rule_that_never_fires(expression: str) -> None:
+    [problem] = problems_of(recurrence=f"cron:{expression}")
+    assert f"The cron expression {expression!r} never fires" in problem
+
+
+def test_due_time_just_before_a_daily_cron_is_not_too_frequent() -> None:
+    """08:59 with ``cron:0 9 * * *``: the first occurrence is 09:00, then every day."""
+    valid = validate_reminder(
+        text="x",
+        due_at=datetime(2026, 11, 26, 8, 59),
+        timezone="Europe/Paris",
+        recurrence="cron:0 9 * * *",
+        now=NOW,
+    )
+    assert valid.due_at == datetime(2026, 11, 26, 8, 0, tzinfo=UTC)  # 09:00 in Paris
+
+
+@pytest.mark.parametrize("recurrence", ["weekly:mon", "cron:0 10 * * 1"])
+def test_due_time_off_the_weekly_schedule_first_fires_on_the_schedule(recurrence: str) -> None:
+    valid = validate_reminder(
+        text="x",
+        due_at=datetime(2026, 12, 1, 10, 0),  # a Tuesday
+        timezone="Europe/Paris",
+        recurrence=recurrence,
+        now=NOW,
+    )
+    assert valid.due_at == datetime(2026, 12, 7, 9, 0, tzinfo=UTC)  # Monday 10:00 in Paris
