@@ -2,8 +2,16 @@
 
 What is backed up is discovered, not listed: the user's row of ``users`` plus every row of
 every table in ``SQLModel.metadata`` that has a ``user_id`` column, so a domain that adds a
-table is covered without touching this module. All tables are read in one transaction
-(``REPEATABLE READ`` on PostgreSQL), so the archive is one consistent snapshot.
+table is covered without touching this module. A table without ``user_id`` whose rows belong
+to a user through an email address is declared (:data:`EMAIL_OWNED_TABLES`, or the table's
+``info["backup_owner_email_column"]``): its rows whose column equals ``users.email``, case
+aside, are the user's (the email outbox is kept by ``recipient``). All tables are read in one
+transaction (``REPEATABLE READ`` on PostgreSQL), so the archive is one consistent snapshot.
+
+Credentials are left out: ``user_sessions`` is never archived (login session ids are live
+credentials and useless after a restore), and the columns a table lists in
+``info["secret_columns"]`` (OAuth tokens) are written as null. A restore therefore brings
+such connections back with status ``reauth_required``: the user connects again.
 
 Archive ``<backup_dir>/user-<id>/user-<id>-<run_id>.tar.gz`` (``run_id`` is a UTC stamp
 ``YYYYMMDDTHHMMSSZ``), a gzip'd tar holding:
@@ -16,8 +24,7 @@ Archive ``<backup_dir>/user-<id>/user-<id>-<run_id>.tar.gz`` (``run_id`` is a UT
 Why it cannot look complete when it is not: the archive is written to a dot-prefixed temp
 file in the same directory, flushed and fsync'ed, renamed to its final name (atomic within a
 filesystem) and the directory is fsync'ed; only names of the final form count as archives.
-Files are created 0600 and directories 0700 (owner only): the rows include credentials
-other domains keep per user (session ids, OAuth tokens).
+Files are created 0600 and directories 0700 (owner only): the rows are personal data.
 
 Retention keeps the newest ``keep`` archives per user; temp files a crash left behind are
 deleted once a day old.
@@ -46,7 +53,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, MetaData, Table, TypeDecorator, select, text
+from sqlalchemy import Column, ColumnElement, MetaData, Table, TypeDecorator, func, select, text
 from sqlalchemy.engine import Engine, RowMapping
 from sqlmodel import Session, SQLModel
 
@@ -55,6 +62,7 @@ from bgworkers.db import after_commit, session_scope
 from bgworkers.errors import PermanentError
 from bgworkers.files.metrics import BACKUP_METRICS
 from bgworkers.logs import get_logger
+from bgworkers.sync.models import SECRET_COLUMNS_INFO_KEY, STATUS_REAUTH_REQUIRED
 from bgworkers.users.models import User
 
 log = get_logger(__name__)
@@ -68,6 +76,12 @@ TEMP_PREFIX = ".partial-"
 #: A temp file this old is a crash's leftover, not a write in progress.
 STALE_TEMP_AGE = timedelta(days=1)
 _READ_BATCH = 1000
+#: Tables without ``user_id`` owned through an email address: table -> column compared,
+#: case-insensitively, with ``users.email``. A table may instead say so in its own ``info``.
+EMAIL_OWNED_TABLES: Mapping[str, str] = {"email_outbox": "recipient"}
+OWNER_EMAIL_INFO_KEY = "backup_owner_email_column"
+#: Never archived: login session ids are live credentials, and worthless in a restore.
+EXCLUDED_TABLES: frozenset[str] = frozenset({"user_sessions"})
 _SPOOL_BYTES = 8 * 1024 * 1024
 
 
@@ -107,15 +121,43 @@ class BackupContents:
 # --- what to back up ---------------------------------------------------------------------
 
 
+def owner_email_column(table: Table) -> str | None:
+    """The column holding the owner's email, for a table declared as owned that way."""
+    if "user_id" in table.columns:
+        return None
+    name = table.info.get(OWNER_EMAIL_INFO_KEY) or EMAIL_OWNED_TABLES.get(table.name)
+    if name is not None and name not in table.columns:
+        raise BackupError(f"table {table.name} declares owner column {name!r} it does not have")
+    return str(name) if name is not None else None
+
+
+def secret_columns(table: Table) -> frozenset[str]:
+    """Columns written as null in archives (the table's ``info["secret_columns"]``)."""
+    return frozenset(table.info.get(SECRET_COLUMNS_INFO_KEY, ()))
+
+
 def user_tables(metadata: MetaData | None = None) -> list[Table]:
-    """``users`` first, then every table with a ``user_id`` column, in dependency order."""
+    """``users`` first, then, in dependency order, every table with a ``user_id`` column or
+    declared as owned by email, except :data:`EXCLUDED_TABLES`."""
     metadata = metadata or SQLModel.metadata
     users = metadata.tables[USERS_TABLE]
     return [users] + [
         table
         for table in metadata.sorted_tables
-        if table is not users and "user_id" in table.columns
+        if table is not users
+        and table.name not in EXCLUDED_TABLES
+        and ("user_id" in table.columns or owner_email_column(table) is not None)
     ]
+
+
+def owner_clause(table: Table, user_id: int, email: str) -> ColumnElement[bool]:
+    """The WHERE clause selecting the rows of ``table`` that belong to the user."""
+    if table.name == USERS_TABLE:
+        return table.c.id == user_id
+    email_column = owner_email_column(table)
+    if email_column is not None:
+        return func.lower(table.c[email_column]) == func.lower(email)
+    return table.c.user_id == user_id
 
 
 def run_id_for(moment: datetime) -> str:
@@ -204,8 +246,8 @@ def decode_value(column: Column[Any], value: Any) -> Any:
     return value
 
 
-def _row_line(row: RowMapping) -> bytes:
-    encoded = {name: encode_value(value) for name, value in row.items()}
+def _row_line(row: RowMapping, secret: frozenset[str] = frozenset()) -> bytes:
+    encoded = {name: None if name in secret else encode_value(value) for name, value in row.items()}
     line = json.dumps(encoded, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return line.encode("utf-8") + b"\n"
 
@@ -244,11 +286,10 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: Any, size: int, mtime: flo
     tar.addfile(info, data)
 
 
-def _table_rows(session: Session, table: Table, user_id: int) -> Iterator[RowMapping]:
-    key = table.c.id if table.name == USERS_TABLE else table.c.user_id
+def _table_rows(session: Session, table: Table, user_id: int, email: str) -> Iterator[RowMapping]:
     statement = (
         select(table)
-        .where(key == user_id)
+        .where(owner_clause(table, user_id, email))
         .order_by(*table.primary_key.columns)
         .execution_options(yield_per=_READ_BATCH)
     )
@@ -260,12 +301,15 @@ def _write_archive(
 ) -> dict[str, int]:
     mtime = now.timestamp()
     tables: dict[str, Any] = {}
+    users = SQLModel.metadata.tables[USERS_TABLE]
+    email = session.execute(select(users.c.email).where(users.c.id == user_id)).scalar_one()
     with tarfile.open(fileobj=out, mode="w:gz", compresslevel=6) as tar:
         for table in user_tables():
             digest, count = hashlib.sha256(), 0
+            secret = secret_columns(table)
             with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
-                for row in _table_rows(session, table, user_id):
-                    line = _row_line(row)
+                for row in _table_rows(session, table, user_id, email):
+                    line = _row_line(row, secret)
                     digest.update(line)
                     spool.write(line)
                     count += 1
@@ -277,6 +321,7 @@ def _write_archive(
                 "file": member,
                 "rows": count,
                 "columns": [column.name for column in table.columns],
+                "secret_columns_omitted": sorted(secret),
                 "sha256": digest.hexdigest(),
             }
         manifest = {
@@ -309,6 +354,7 @@ def _publish(
         if before_publish is not None:
             before_publish(temp)
         os.replace(temp, final)
+    # BaseException: even a time limit or shutdown must not leave the temp file behind.
     except BaseException:
         with suppress(FileNotFoundError):
             temp.unlink()
@@ -564,6 +610,8 @@ def read_archive(path: Path, *, metadata: MetaData | None = None) -> BackupConte
         except (OSError, tarfile.TarError, EOFError, KeyError, TypeError) as exc:
             raise InvalidBackup(f"{path.name}: damaged archive: {exc!r}") from None
     user_id = manifest["user_id"]
+    users_rows = raw.get(USERS_TABLE) or [{}]
+    email = str(users_rows[0].get("email") or "").lower()
     decoded: dict[str, list[dict[str, Any]]] = {}
     for name, rows in raw.items():
         if name not in metadata.tables:
@@ -573,14 +621,51 @@ def read_archive(path: Path, *, metadata: MetaData | None = None) -> BackupConte
         unknown = set(columns) - set(table.columns.keys())
         if unknown:
             raise InvalidBackup(f"{path.name}: {name} columns {sorted(unknown)} no longer exist")
-        owner = "id" if name == USERS_TABLE else "user_id"
         for row in rows:
-            if set(row) != set(columns) or row.get(owner) != user_id:
+            if set(row) != set(columns) or not _owned(table, row, user_id, email):
                 raise InvalidBackup(f"{path.name}: a row of {name} does not fit the manifest")
         decoded[name] = [
             {key: decode_value(table.c[key], value) for key, value in row.items()} for row in rows
         ]
     return BackupContents(manifest=manifest, rows=decoded)
+
+
+def _owned(table: Table, row: Mapping[str, Any], user_id: int, email: str) -> bool:
+    if table.name == USERS_TABLE:
+        return bool(row.get("id") == user_id)
+    email_column = owner_email_column(table)
+    if email_column is not None:
+        return str(row.get(email_column) or "").lower() == email
+    return bool(row.get("user_id") == user_id)
+
+
+def _restorable(table: Table, row: dict[str, Any]) -> dict[str, Any]:
+    """A row as it goes back in: omitted secrets become empty, the connection needs reauth."""
+    secret = secret_columns(table)
+    if not secret:
+        return row
+    for name in secret:
+        if row.get(name) is None and not table.c[name].nullable:
+            row[name] = ""
+    if "status" in table.columns:
+        row["status"] = STATUS_REAUTH_REQUIRED
+    return row
+
+
+def _not_present(
+    session: Session, table: Table, rows: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Rows of an email-owned table that are not in the database already: they outlive the
+    user's row (no foreign key), so a restore after a deletion finds them still there."""
+    if owner_email_column(table) is None or len(table.primary_key.columns) != 1:
+        return rows
+    key = next(iter(table.primary_key.columns))
+    wanted = [row[key.name] for row in rows]
+    present: set[Any] = set()
+    for start in range(0, len(wanted), _READ_BATCH):
+        chunk = wanted[start : start + _READ_BATCH]
+        present.update(session.scalars(select(key).where(key.in_(chunk))))
+    return [row for row in rows if row[key.name] not in present]
 
 
 def restore_archive(
@@ -590,7 +675,9 @@ def restore_archive(
 
     For a user who is gone (deleted by mistake, or a fresh database): refuses with
     :class:`RestoreConflict` if the user's row still exists. Tables are filled in dependency
-    order; on PostgreSQL, id sequences are moved past the restored ids.
+    order; on PostgreSQL, id sequences are moved past the restored ids. Rows of email-owned
+    tables still present are left as they are (and not counted). Secret columns come back
+    empty and their tables' ``status`` as ``reauth_required``: archives hold no credentials.
     """
     metadata = metadata or SQLModel.metadata
     contents = read_archive(path, metadata=metadata)
@@ -601,6 +688,8 @@ def restore_archive(
     restored: dict[str, int] = {}
     for table in metadata.sorted_tables:
         rows = contents.rows.get(table.name)
+        if rows:
+            rows = _not_present(session, table, [_restorable(table, row) for row in rows])
         if rows:
             session.execute(table.insert(), rows)
         if rows is not None:

@@ -187,13 +187,19 @@ class _Cleaner:
 
 
 def _open_root(root: Path) -> int:
+    """Open the root itself without following a symlink: a temp dir configured as a link
+    would otherwise clean whatever tree the link points at."""
     try:
-        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = os.open(root, _DIR_FLAGS)
     except FileNotFoundError:
         raise TempDirUnavailable(f"temp directory {root} does not exist") from None
-    except NotADirectoryError:
-        raise TempDirUnavailable(f"temp directory {root} is not a directory") from None
     except OSError as exc:
+        if os.path.islink(root):
+            raise TempDirUnavailable(
+                f"temp directory {root} is a symlink; configure the real directory"
+            ) from None
+        if isinstance(exc, NotADirectoryError):
+            raise TempDirUnavailable(f"temp directory {root} is not a directory") from None
         raise TempDirUnavailable(f"temp directory {root} cannot be opened: {exc}") from None
     return fd
 

@@ -2,9 +2,12 @@
 
 Why batches: one ``DELETE ... WHERE expires_at <= now`` over months of sessions would hold
 its locks (and, on SQLite, the single writer lock) for as long as it runs and build one huge
-transaction. Each batch selects at most ``batch_size`` expired ids and deletes them in its
-own short transaction; on PostgreSQL rows locked by another run are skipped
-(``FOR UPDATE SKIP LOCKED``), so two overlapping runs do not wait on each other.
+transaction. Each batch is one ``DELETE`` in its own short transaction whose ``WHERE``
+repeats ``expires_at <= now`` and picks at most ``batch_size`` ids by subquery: the ids are
+never sent as parameters (no limit on the batch size from the driver), and a session
+extended by the application at the same moment is not deleted. On PostgreSQL the subquery
+skips rows locked by another run (``FOR UPDATE SKIP LOCKED``), so two overlapping runs do
+not wait on each other.
 """
 
 from __future__ import annotations
@@ -46,23 +49,25 @@ def delete_expired_sessions(
     deleted = batches = 0
     while True:
         with session_scope(engine) as session:
-            ids = list(
-                session.scalars(
-                    select(col(UserSession.id))
-                    .where(col(UserSession.expires_at) <= now)
-                    .order_by(col(UserSession.expires_at))
-                    .limit(batch_size)
-                    .with_for_update(skip_locked=True)
-                )
+            expired = col(UserSession.expires_at) <= now
+            batch = (
+                select(col(UserSession.id))
+                .where(expired)
+                .order_by(col(UserSession.expires_at))
+                .limit(batch_size)
             )
-            if ids:
-                session.execute(delete(UserSession).where(col(UserSession.id).in_(ids)))
-        if ids:
+            if session.get_bind().dialect.name == "postgresql":
+                batch = batch.with_for_update(skip_locked=True)
+            outcome = session.execute(
+                delete(UserSession).where(expired, col(UserSession.id).in_(batch.scalar_subquery()))
+            )
+            count = int(getattr(outcome, "rowcount", 0) or 0)
+        if count:
             batches += 1
-            deleted += len(ids)
+            deleted += count
             metrics.session_batches.inc()
-            metrics.sessions_deleted.inc(len(ids))
-        if len(ids) < batch_size:
+            metrics.sessions_deleted.inc(count)
+        if count < batch_size:
             break
     log.info("expired_sessions_deleted", deleted=deleted, batches=batches)
     return SessionCleanupReport(deleted=deleted, batches=batches)

@@ -135,7 +135,7 @@ def _sync_pages(
     now: datetime,
     result: CalendarSyncResult,
 ) -> None:
-    gone_seen = False
+    gone_seen = page_token_dropped = False
     while True:
         sync_token, page_token = connection.sync_token, connection.page_token
         full = sync_token is None
@@ -148,6 +148,14 @@ def _sync_pages(
                 raise
             gone_seen = True
             _restart_full(session, connection, now=now, result=result)
+            continue
+        except PermanentHTTPError as exc:
+            # A page token stored by an earlier run may no longer be accepted (400); resuming
+            # with it would fail every hour, so drop it and list again from the sync token.
+            if exc.status_code != 400 or page_token is None or page_token_dropped or result.pages:
+                raise
+            page_token_dropped = True
+            _drop_page_token(session, connection, now=now)
             continue
         session.refresh(connection, with_for_update=True)
         if (connection.sync_token, connection.page_token) != (sync_token, page_token):
@@ -180,6 +188,16 @@ def _restart_full(
     log.info("calendar_sync_token_expired", user_id=connection.user_id)
     SYNC_METRICS.get().full_resyncs.labels(PROVIDER, "gone").inc()
     connection.sync_token = None
+    connection.page_token = None
+    connection.updated_at = now
+    session.add(connection)
+    session.commit()
+
+
+def _drop_page_token(session: Session, connection: CalendarConnection, *, now: datetime) -> None:
+    log.info("calendar_page_token_rejected", user_id=connection.user_id)
+    if connection.sync_token is None:
+        SYNC_METRICS.get().full_resyncs.labels(PROVIDER, "stale_page_token").inc()
     connection.page_token = None
     connection.updated_at = now
     session.add(connection)

@@ -32,13 +32,13 @@ class SyncMetrics:
             runs=Counter(
                 "bgworkers_sync_runs_total",
                 "Per-user sync runs by provider and outcome "
-                "(completed, superseded, skipped, transient_error, permanent_error).",
+                "(completed, superseded, skipped, transient_error, permanent_error, error).",
                 ["provider", "outcome"],
                 registry=registry,
             ),
             items=Counter(
                 "bgworkers_sync_items_total",
-                "Synced items by provider and action (upserted, removed, malformed).",
+                "Synced items by provider and action (upserted, removed, archived, malformed).",
                 ["provider", "action"],
                 registry=registry,
             ),
@@ -102,19 +102,24 @@ def observe_run(provider: str, user_id: int) -> Iterator[dict[str, Any]]:
     """Count, time and log one per-user run: one ``sync_run_finished`` line per run.
 
     The caller fills the yielded dict with the run's figures and ``outcome``; an exception
-    sets the outcome to ``transient_error`` or ``permanent_error`` and is re-raised.
+    sets the outcome to ``transient_error`` or ``permanent_error`` (our classified errors) or
+    ``error`` (anything else: a bug, a time limit, a shutdown) and is re-raised.
     """
-    from bgworkers.errors import PermanentError
+    from bgworkers.errors import PermanentError, TransientError
     from bgworkers.logs import get_logger
 
     figures: dict[str, Any] = {"outcome": "completed"}
     started = time.perf_counter()
     try:
         yield figures
+    # BaseException: a time limit or shutdown must still be counted and logged, then re-raised.
     except BaseException as exc:
-        figures["outcome"] = (
-            "permanent_error" if isinstance(exc, PermanentError) else "transient_error"
-        )
+        if isinstance(exc, PermanentError):
+            figures["outcome"] = "permanent_error"
+        elif isinstance(exc, TransientError):
+            figures["outcome"] = "transient_error"
+        else:
+            figures["outcome"] = "error"
         figures["error_type"] = type(exc).__name__
         figures["error"] = str(exc)[:300]
         raise

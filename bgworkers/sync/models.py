@@ -85,7 +85,12 @@ class CalendarEvent(SQLModel, table=True):
 
 
 class NotionConnection(SQLModel, table=True):
-    """A user's Notion integration token and the cursor of the listing in progress."""
+    """A user's Notion integration token and the cursor of the listing in progress.
+
+    ``generation`` grows at the start of every listing; pages not seen by a complete listing
+    (an older generation) are marked archived at its end, because Notion's search leaves out
+    pages that were trashed or unshared instead of reporting them.
+    """
 
     __tablename__ = "notion_connections"
     __table_args__ = ({"info": {SECRET_COLUMNS_INFO_KEY: ("access_token",)}},)
@@ -94,6 +99,7 @@ class NotionConnection(SQLModel, table=True):
     user_id: int = Field(foreign_key="users.id", ondelete="CASCADE", unique=True, index=True)
     access_token: str = Field(default="", max_length=4096, repr=False)
     cursor: str | None = Field(default=None, max_length=1024, repr=False)
+    generation: int = Field(default=0)
     status: str = Field(default=STATUS_ACTIVE, max_length=32, index=True)
     last_error: str | None = Field(default=None, max_length=500)
     last_error_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
@@ -114,4 +120,5 @@ class NotionPage(SQLModel, table=True):
     url: str = Field(default="", max_length=2048)
     last_edited_time: datetime = Field(sa_type=UtcDateTime)
     archived: bool = Field(default=False)
+    sync_generation: int = Field(default=0)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)

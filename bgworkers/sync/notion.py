@@ -2,6 +2,9 @@
 
 Each run lists every page the user shared with the integration (Notion's search has no
 "changed since" filter) and upserts title, URL, last-edited time and archived state. The
+search leaves out trashed (archived) and unshared pages rather than reporting them, so every
+listing stamps the pages it sees with the connection's new ``generation``, and a complete
+listing marks the user's pages of older generations archived. The
 cursor of the listing is committed with each page of results, so a run that stops half-way
 resumes there. Requests go through a process-wide rate limiter (Notion allows about three
 requests per second per integration) and carry the ``Notion-Version`` header from settings.
@@ -18,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 import httpx
+from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from bgworkers.errors import PermanentError, PermanentHTTPError, TransientError
@@ -52,6 +56,7 @@ class NotionSyncResult:
     outcome: str = "completed"  # completed, skipped or superseded
     pages: int = 0
     upserted: int = 0
+    archived: int = 0  # pages no longer listed, marked archived
     malformed: int = 0
 
 
@@ -150,6 +155,8 @@ def _sync_pages(
             session.rollback()  # another delivery of this user's message moved on meanwhile
             result.outcome = "superseded"
             return
+        if cursor is None:
+            connection.generation += 1  # a new listing: pages it does not see are gone
         results = body.get("results")
         _apply_results(
             session,
@@ -162,6 +169,7 @@ def _sync_pages(
         has_more = bool(body.get("has_more")) and bool(next_cursor)
         connection.cursor = str(next_cursor) if has_more else None
         if not has_more:
+            _archive_unseen(session, connection, now=now, result=result)
             connection.last_synced_at = now
         connection.updated_at = now
         session.add(connection)
@@ -170,6 +178,24 @@ def _sync_pages(
         metrics.pages.labels(PROVIDER).inc()
         if not has_more:
             return
+
+
+def _archive_unseen(
+    session: Session, connection: NotionConnection, *, now: datetime, result: NotionSyncResult
+) -> None:
+    """Mark archived the user's pages a complete listing did not return (trashed, unshared)."""
+    statement = (
+        update(NotionPage)
+        .where(
+            col(NotionPage.user_id) == connection.user_id,
+            col(NotionPage.sync_generation) < connection.generation,
+            col(NotionPage.archived).is_(False),
+        )
+        .values(archived=True, updated_at=now)
+    )
+    archived = int(getattr(session.execute(statement), "rowcount", 0) or 0)
+    result.archived += archived
+    SYNC_METRICS.get().items.labels(PROVIDER, "archived").inc(archived)
 
 
 def _search(
@@ -225,9 +251,12 @@ def _apply_results(
 ) -> None:
     metrics = SYNC_METRICS.get()
     parsed: dict[str, dict[str, Any]] = {}
+    listed: set[str] = set()  # ids seen, malformed ones included: still there, not archived
     for item in results:
         if not isinstance(item, Mapping) or item.get("object") != "page":
             continue  # the filter asks for pages; anything else is ignored
+        if isinstance(item.get("id"), str):
+            listed.add(str(item["id"])[:64])
         try:
             fields = parse_page(item)
         except MalformedPage as exc:
@@ -236,17 +265,21 @@ def _apply_results(
             log.warning("notion_page_malformed", user_id=connection.user_id, error=str(exc)[:200])
             continue
         parsed[fields["notion_id"]] = fields
-    if not parsed:
+    if not listed:
         return
     existing = {
         page.notion_id: page
         for page in session.exec(
             select(NotionPage).where(
                 col(NotionPage.user_id) == connection.user_id,
-                col(NotionPage.notion_id).in_(list(parsed)),
+                col(NotionPage.notion_id).in_(list(listed)),
             )
         )
     }
+    for notion_id in listed - set(parsed):
+        if notion_id in existing:
+            existing[notion_id].sync_generation = connection.generation
+            session.add(existing[notion_id])
     for notion_id, fields in parsed.items():
         page = existing.get(notion_id) or NotionPage(
             user_id=connection.user_id,
@@ -255,6 +288,7 @@ def _apply_results(
         )
         for name, value in fields.items():
             setattr(page, name, value)
+        page.sync_generation = connection.generation
         page.updated_at = now
         session.add(page)
     result.upserted += len(parsed)

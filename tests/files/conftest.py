@@ -22,13 +22,21 @@ from sqlalchemy import (
     Table,
     TypeDecorator,
     UniqueConstraint,
+    func,
     select,
 )
 from sqlalchemy.engine import Connection, Engine
+from sqlmodel import SQLModel
 
 import bgworkers
-from bgworkers.files.backup import user_tables
+from bgworkers.files.backup import (
+    EXCLUDED_TABLES,
+    owner_email_column,
+    secret_columns,
+    user_tables,
+)
 from bgworkers.settings import Settings, get_settings
+from bgworkers.sync.models import STATUS_REAUTH_REQUIRED
 
 
 def _base_type(column: Column[Any]) -> Any:
@@ -120,16 +128,29 @@ def _generated_key(table: Table, column: Column[Any]) -> bool:
     )
 
 
+def owned_tables() -> list[Table]:
+    """Every table holding a user's rows: the archived ones and those left out on purpose."""
+    archived = user_tables()
+    left_out = [
+        t
+        for t in SQLModel.metadata.sorted_tables
+        if t.name in EXCLUDED_TABLES and t not in archived
+    ]
+    return archived + left_out
+
+
 def fill_user(conn: Connection, *, rows_per_table: int, seed: int) -> int:
-    """Insert a user and ``rows_per_table`` rows in every table with ``user_id``; return its id.
+    """Insert a user and ``rows_per_table`` rows in every table it owns; return its id.
 
     Rows are built from the columns' types, so a table another domain adds is covered with no
-    change here. Foreign keys to other tables point at this user's rows of those tables.
+    change here. Foreign keys to other tables point at this user's rows of those tables; a
+    table owned by email gets the user's address in another case (ownership ignores case).
     """
     counter = seed * 10_000
     user_id: int | None = None
     made: dict[str, list[dict[str, Any]]] = {}
-    for table in user_tables():
+    for table in owned_tables():
+        email_column = owner_email_column(table)
         made[table.name] = []
         count = 1 if table.name == "users" else rows_allowed_per_user(table, rows_per_table)
         allowed = allowed_values(table)
@@ -142,6 +163,9 @@ def fill_user(conn: Connection, *, rows_per_table: int, seed: int) -> int:
                 foreign = next(iter(column.foreign_keys), None)
                 if column.name == "user_id":
                     row[column.name] = user_id
+                elif column.name == email_column:
+                    email = made["users"][0]["email"]
+                    row[column.name] = "".join(c.upper() if c.isascii() else c for c in email)
                 elif column.name in allowed:
                     row[column.name] = allowed[column.name]
                 elif foreign is not None:
@@ -162,18 +186,52 @@ def fill_user(conn: Connection, *, rows_per_table: int, seed: int) -> int:
 
 def database_rows(conn: Connection, user_id: int) -> dict[str, list[dict[str, Any]]]:
     """Every row the database holds for the user, per table, in primary-key order."""
+    users = SQLModel.metadata.tables["users"]
+    email = conn.execute(select(users.c.email).where(users.c.id == user_id)).scalar()
     result = {}
-    for table in user_tables():
-        key = table.c.id if table.name == "users" else table.c.user_id
-        statement = select(table).where(key == user_id).order_by(*table.primary_key.columns)
+    for table in owned_tables():
+        email_column = owner_email_column(table)
+        if table.name == "users":
+            owned = table.c.id == user_id
+        elif email_column is not None:
+            owned = func.lower(table.c[email_column]) == str(email).lower()
+        else:
+            owned = table.c.user_id == user_id
+        statement = select(table).where(owned).order_by(*table.primary_key.columns)
         result[table.name] = [dict(row) for row in conn.execute(statement).mappings()]
     return result
 
 
 def delete_user(conn: Connection, user_id: int) -> None:
-    for table in reversed(user_tables()):
-        key = table.c.id if table.name == "users" else table.c.user_id
-        conn.execute(table.delete().where(key == user_id))
+    """Delete the user's rows of every table with ``user_id``, then the user.
+
+    Rows owned by email have no foreign key and stay, as they do when the application deletes
+    a user.
+    """
+    for table in reversed(owned_tables()):
+        if table.name == "users":
+            conn.execute(table.delete().where(table.c.id == user_id))
+        elif "user_id" in table.columns:
+            conn.execute(table.delete().where(table.c.user_id == user_id))
+
+
+def archived_rows(
+    rows: dict[str, list[dict[str, Any]]], *, restored: bool = False
+) -> dict[str, list[dict[str, Any]]]:
+    """What an archive (or a restore) holds of ``database_rows``: no sessions, no OAuth tokens."""
+    expected = {}
+    for table in user_tables():
+        secret = secret_columns(table)
+        expected[table.name] = [
+            {
+                name: ("" if restored else None)
+                if name in secret
+                else (STATUS_REAUTH_REQUIRED if restored and secret and name == "status" else value)
+                for name, value in row.items()
+            }
+            for row in rows[table.name]
+        ]
+    return expected
 
 
 @pytest.fixture

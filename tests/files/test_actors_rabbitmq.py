@@ -17,7 +17,7 @@ from bgworkers.db import utcnow
 from bgworkers.files.actors import backup_user_data, cleanup_temp_files
 from bgworkers.files.backup import list_archives, read_archive
 from bgworkers.settings import Settings
-from tests.files.conftest import database_rows, fill_user
+from tests.files.conftest import archived_rows, database_rows, fill_user
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +55,7 @@ def test_weekly_backup_fans_out_and_writes_every_users_archive(
     with db_engine.connect() as conn:
         for user_id in users:
             [archive] = list_archives(env_settings.backup_dir, user_id)
-            assert read_archive(archive).rows == database_rows(conn, user_id)
+            assert read_archive(archive).rows == archived_rows(database_rows(conn, user_id))
     assert app_broker.get_queue_message_counts(queues.FILES) == (0, 0, 0)
 
 

@@ -51,11 +51,12 @@ from bgworkers.files.backup import (
     read_archive,
     restore_archive,
     run_id_for,
+    secret_columns,
     user_tables,
     verify_archive,
 )
 from bgworkers.users.models import User
-from tests.files.conftest import database_rows, delete_user, fill_user
+from tests.files.conftest import archived_rows, database_rows, delete_user, fill_user
 
 NOW = datetime(2026, 11, 29, 1, 0, tzinfo=UTC)
 RUN = run_id_for(NOW)
@@ -74,13 +75,12 @@ def back_up(engine: Engine, user_id: int, backup_dir: Path, **kwargs):  # type: 
 
 
 def test_user_tables_are_discovered_from_the_metadata() -> None:
-    expected = {"users"} | {
-        t.name for t in SQLModel.metadata.tables.values() if "user_id" in t.columns
-    }
+    with_user_id = {t.name for t in SQLModel.metadata.tables.values() if "user_id" in t.columns}
+    expected = ({"users"} | with_user_id | {"email_outbox"}) - {"user_sessions"}
     names = [t.name for t in user_tables()]
     assert names[0] == "users"
     assert set(names) == expected
-    assert "user_sessions" in names
+    assert "calendar_connections" in names and "reminders" in names
 
 
 def test_round_trip_of_every_user_table(
@@ -89,7 +89,9 @@ def test_round_trip_of_every_user_table(
     user_id, other_id = two_users
     with db_engine.connect() as conn:
         before = database_rows(conn, user_id)
-    assert all(len(before[t.name]) >= 1 for t in user_tables())  # every table has data
+    assert all(len(rows) >= 1 for rows in before.values())  # every table has data
+    assert len(before["email_outbox"]) == 2  # the user's outbox history, by recipient
+    archived = archived_rows(before, restored=False)
 
     result = back_up(db_engine, user_id, tmp_path)
 
@@ -97,19 +99,27 @@ def test_round_trip_of_every_user_table(
     contents = read_archive(result.path)
     assert contents.manifest["format"] == FORMAT
     assert set(contents.manifest["tables"]) == {t.name for t in user_tables()}
-    assert contents.rows == before  # every table, every column, every value
-    assert dict(result.rows) == {name: len(rows) for name, rows in before.items()}
+    assert contents.rows == archived  # every table, every column, every value but secrets
+    assert dict(result.rows) == {name: len(rows) for name, rows in archived.items()}
     assert registry.get_sample_value("bgworkers_files_backups_total", {"outcome": "written"}) == 1
 
+    outbox = SQLModel.metadata.tables["email_outbox"]
+    outbox_ids = [row["id"] for row in before["email_outbox"]]
     with db_engine.begin() as conn:
         delete_user(conn, user_id)
         assert database_rows(conn, user_id)["users"] == []
+        # The outbox has no foreign key: its rows outlive the user; one is purged meanwhile.
+        left = conn.execute(select(outbox.c.id).where(outbox.c.id.in_(outbox_ids))).all()
+        assert len(left) == 2
+        conn.execute(outbox.delete().where(outbox.c.id == outbox_ids[0]))
     with Session(db_engine) as session:
         restored = restore_archive(result.path, session=session)
         session.commit()
-    assert restored == {name: len(rows) for name, rows in before.items()}
+    # Outbox rows that outlived the user are kept as they are; the deleted one comes back.
+    assert restored == {**{n: len(rows) for n, rows in archived.items()}, "email_outbox": 1}
     with db_engine.begin() as conn:
-        assert database_rows(conn, user_id) == before
+        after = database_rows(conn, user_id)
+        assert after == {**archived_rows(before, restored=True), "user_sessions": []}
         # The other user's data was neither archived nor disturbed.
         assert database_rows(conn, other_id)["users"][0]["id"] == other_id
         # Ids keep being handed out past the restored ones (PostgreSQL sequences moved).
@@ -341,3 +351,33 @@ def test_values_of_every_column_type_survive_the_archive_format() -> None:
         assert decode_value(table.c[name], None) is None
     with pytest.raises(BackupError, match="cannot archive"):
         encode_value(object())
+
+
+def test_archives_hold_no_tokens_and_no_session_ids(sqlite_engine: Engine, tmp_path: Path) -> None:
+    with sqlite_engine.begin() as conn:
+        user_id = fill_user(conn, rows_per_table=1, seed=1)
+        rows = database_rows(conn, user_id)
+    secrets = [
+        row[name]
+        for table in user_tables()
+        for name in secret_columns(table)
+        for row in rows[table.name]
+    ]
+    secrets += [row["id"] for row in rows["user_sessions"]]
+    assert len(secrets) >= 4  # two calendar tokens, one Notion token, a session id
+    assert all(isinstance(secret, str) and len(secret) > 3 for secret in secrets)
+
+    path = back_up(sqlite_engine, user_id, tmp_path).path
+
+    with tarfile.open(path, "r:gz") as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
+    assert "tables/user_sessions.jsonl" not in members
+    everything = b"".join(members.values()).decode("utf-8")
+    for secret in secrets:
+        assert secret not in everything
+        assert json.dumps(secret)[1:-1] not in everything  # nor in its JSON-escaped form
+    manifest = json.loads(members["manifest.json"])
+    assert manifest["tables"]["calendar_connections"]["secret_columns_omitted"] == [
+        "access_token",
+        "refresh_token",
+    ]

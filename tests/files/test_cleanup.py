@@ -245,3 +245,13 @@ def test_root_that_is_a_file_is_a_permanent_error(tmp_path: Path) -> None:
 def test_naive_now_is_refused(root: Path) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         clean_temp_dir(root=root, max_age=MAX_AGE, now=datetime(2026, 1, 1))
+
+
+def test_root_that_is_a_symlink_is_refused_and_its_target_untouched(
+    tmp_path: Path, outside: Path
+) -> None:
+    link = make_link(tmp_path / "tmp-link", outside, OLD)
+    with pytest.raises(TempDirUnavailable, match="is a symlink"):
+        run(link)
+    assert (outside / "precious.txt").read_bytes() == b"keep me"
+    assert (outside / "sub" / "also.txt").exists()

@@ -91,3 +91,39 @@ def test_periodic_actor_deletes_with_the_process_engine(db_engine: Engine, regis
     assert cleanup_old_sessions.queue_name == queues.MAINTENANCE
     assert "periodic" in cleanup_old_sessions.options
     assert cleanup_old_sessions.options["time_limit"] < 30 * 60_000
+
+
+def test_a_session_extended_while_the_batch_runs_is_kept(db_engine: Engine) -> None:
+    add_sessions(db_engine, expired=3, live=0)
+    extended: list[str] = []
+
+    def extend_before_delete(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        # The application renews "old-1" just before the batch's DELETE reaches the database.
+        if statement.lstrip().upper().startswith("DELETE") and not extended:
+            extended.append("old-1")
+            with db_engine.connect() as other:
+                if db_engine.dialect.name == "postgresql":
+                    other.exec_driver_sql("SET lock_timeout = '5s'")
+                other.execute(
+                    UserSession.__table__.update()  # type: ignore[attr-defined]
+                    .where(UserSession.__table__.c.id == "old-1")  # type: ignore[attr-defined]
+                    .values(expires_at=NOW + timedelta(days=30))
+                )
+                other.commit()
+
+    event.listen(db_engine, "before_cursor_execute", extend_before_delete)
+    try:
+        report = delete_expired_sessions(now=NOW, batch_size=10, engine=db_engine)
+    finally:
+        event.remove(db_engine, "before_cursor_execute", extend_before_delete)
+
+    assert extended == ["old-1"]
+    assert report.deleted == 2
+    assert remaining(db_engine) == ["old-1"]
+
+
+def test_batch_sizes_beyond_the_driver_parameter_limit(sqlite_engine: Engine) -> None:
+    add_sessions(sqlite_engine, expired=5, live=1)
+    report = delete_expired_sessions(now=NOW, batch_size=100_000, engine=sqlite_engine)
+    assert (report.deleted, report.batches) == (5, 1)
+    assert remaining(sqlite_engine) == ["live-0"]

@@ -318,6 +318,17 @@ class FakeNotion:
         }
         return page_id
 
+    def archive_page(self, page_id: str) -> None:
+        """Move a page to the trash: Notion sets both flags and its search stops listing it."""
+        self.pages[page_id]["archived"] = self.pages[page_id]["in_trash"] = True
+
+    def restore_page(self, page_id: str) -> None:
+        self.pages[page_id]["archived"] = self.pages[page_id]["in_trash"] = False
+
+    def unshare_page(self, page_id: str) -> None:
+        """The user removed the integration's access: the page is no longer searchable."""
+        del self.pages[page_id]
+
     def inject(self, status: int, *, after: int = 0, times: int = 1, **kw: Any) -> None:
         headers = kw.get("headers", {})
         body = notion_error(status, kw.get("code", "internal_server_error"), "fake")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import dramatiq
 import httpx
@@ -98,6 +99,9 @@ def test_sync_through_rabbitmq_fans_out_and_isolates_a_failing_user(
     actors.sync_calendar_events.send()
     actors.sync_notion_pages.send()
     app_broker.join("sync", timeout=60_000)
+    # join() sees only ready messages: a per-user message may still be running, so wait for
+    # the state the run must reach before asserting it.
+    wait_until(lambda: settled(sqlite_engine, ok, broken), timeout_s=60)
 
     with Session(sqlite_engine) as session:
         events = session.exec(select(CalendarEvent)).all()
@@ -110,6 +114,26 @@ def test_sync_through_rabbitmq_fans_out_and_isolates_a_failing_user(
         assert notion_rows[broken].status == STATUS_REAUTH_REQUIRED
     # Each failing user's message was dead-lettered once, not retried.
     assert len([c for c in google.event_calls() if "gone" in c.url.path]) == 1
+
+
+def settled(engine: Engine, ok: int, broken: int) -> bool:
+    with Session(engine) as session:
+        calendar = {c.user_id: c for c in session.exec(select(CalendarConnection))}
+        notion_rows = {c.user_id: c for c in session.exec(select(NotionConnection))}
+        return (
+            bool(calendar[ok].sync_token)
+            and calendar[broken].last_error is not None
+            and notion_rows[ok].last_synced_at is not None
+            and notion_rows[broken].status == STATUS_REAUTH_REQUIRED
+        )
+
+
+def wait_until(condition: Callable[[], bool], *, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"state not reached within {timeout_s} s")
+        time.sleep(0.05)
 
 
 def google_time():  # type: ignore[no-untyped-def]

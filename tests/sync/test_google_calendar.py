@@ -371,3 +371,32 @@ def test_tokens_used_are_the_stored_ones(
     run(db_engine, user, google_client, settings, policy)
     assert google.event_calls()[0].headers["Authorization"] == f"Bearer {ACCESS}"
     assert google.token_calls() == []
+
+
+@pytest.mark.parametrize("incremental", [False, True])
+def test_a_stored_page_token_google_rejects_restarts_the_listing(
+    db_engine: Engine, user: int, google, google_client, settings, policy, incremental: bool
+) -> None:
+    if incremental:
+        google.put_event("seed", start=START)
+        run(db_engine, user, google_client, settings, policy)
+    fill(google, 300)  # two pages
+    google.inject("events", 503, after=1, times=3)
+    with pytest.raises(TransientHTTPError):
+        run(db_engine, user, google_client, settings, policy)
+    stale = connection(db_engine, user)
+    assert stale.page_token is not None
+    google.page_tokens.clear()  # Google no longer knows the stored page token
+    before = len(google.event_calls())
+
+    result = run(db_engine, user, google_client, settings, policy)
+
+    calls = google.event_calls()[before:]
+    assert calls[0].url.params["pageToken"] == stale.page_token
+    assert "pageToken" not in calls[1].url.params
+    assert calls[1].url.params.get("syncToken") == stale.sync_token
+    assert result.outcome == "completed"
+    assert len(stored(db_engine, user)) == 300 + incremental
+    done = connection(db_engine, user)
+    assert done.page_token is None and done.sync_token is not None
+    assert done.status == STATUS_ACTIVE and done.last_error is None

@@ -228,3 +228,22 @@ def test_tokens_never_appear_in_logs_or_errors(
     assert "sync_run_finished" in logged and "sync_http_retry" in logged
     leaked = [secret for secret in secrets if secret in logged or secret in conn.last_error]
     assert leaked == []
+
+
+@pytest.mark.parametrize(
+    ("error", "outcome"),
+    [
+        (TransientHTTPError("busy", status_code=503), "transient_error"),
+        (PermanentHTTPError("gone", status_code=404), "permanent_error"),
+        (KeyError("a bug"), "error"),
+    ],
+)
+def test_run_outcome_names_unexpected_exceptions_error(
+    error: Exception, outcome: str, registry
+) -> None:
+    from bgworkers.sync.metrics import observe_run
+
+    with pytest.raises(type(error)), observe_run("notion", 7):
+        raise error
+    labels = {"provider": "notion", "outcome": outcome}
+    assert registry.get_sample_value("bgworkers_sync_runs_total", labels) == 1

@@ -79,9 +79,8 @@ def fill(notion: FakeNotion, count: int) -> list[str]:
 def test_pages_through_search_and_upserts_pages(
     db_engine: Engine, user: int, notion, notion_client, settings, limiter, policy, registry
 ) -> None:
-    ids = fill(notion, 250)
-    archived = notion.put_page("Old plan", edited=EDITED, archived=False)
-    notion.pages[archived]["archived"] = True  # archived but still returned by search
+    ids = fill(notion, 251)
+    trashed = notion.put_page("Old plan", edited=EDITED, archived=True)  # search leaves it out
 
     result = run(db_engine, user, notion_client, settings, limiter, policy)
 
@@ -96,7 +95,7 @@ def test_pages_through_search_and_upserts_pages(
     first = stored[ids[0]]
     assert first.title == "Page 0" and first.url.startswith("https://www.notion.so/Page-0-")
     assert first.last_edited_time == EDITED and not first.archived
-    assert stored[archived].archived
+    assert trashed not in stored
     conn = connection(db_engine, user)
     assert conn.cursor is None and conn.last_synced_at == NOW
     assert registry.get_sample_value("bgworkers_sync_pages_total", {"provider": "notion"}) == 3
@@ -202,3 +201,51 @@ def test_other_4xx_is_permanent_and_not_retried(
         run(db_engine, user, notion_client, settings, limiter, policy)
     assert len(notion.calls) == 1 and clock.sleeps == []
     assert connection(db_engine, user).last_error == "notion search: HTTP 400 (validation_error)"
+
+
+def test_pages_archived_or_unshared_after_a_sync_are_marked_archived(
+    db_engine: Engine, user: int, notion, notion_client, settings, limiter, policy, registry
+) -> None:
+    ids = fill(notion, 150)  # two pages of results
+    run(db_engine, user, notion_client, settings, limiter, policy)
+    assert not any(page.archived for page in pages(db_engine, user).values())
+
+    notion.archive_page(ids[3])
+    notion.unshare_page(ids[120])
+    result = run(db_engine, user, notion_client, settings, limiter, policy)
+
+    stored = pages(db_engine, user)
+    assert len(stored) == 150
+    assert {i for i, page in stored.items() if page.archived} == {ids[3], ids[120]}
+    assert result.archived == 2
+    assert (
+        registry.get_sample_value(
+            "bgworkers_sync_items_total", {"provider": "notion", "action": "archived"}
+        )
+        == 2
+    )
+
+    notion.restore_page(ids[3])
+    again = run(db_engine, user, notion_client, settings, limiter, policy)
+    stored = pages(db_engine, user)
+    assert {i for i, page in stored.items() if page.archived} == {ids[120]}
+    assert again.archived == 0
+
+
+def test_an_interrupted_listing_archives_nothing_until_it_completes(
+    db_engine: Engine, user: int, notion, notion_client, settings, limiter, policy
+) -> None:
+    ids = fill(notion, 250)  # three pages of results
+    run(db_engine, user, notion_client, settings, limiter, policy)
+    notion.archive_page(ids[0])
+    notion.inject(503, after=1, times=10)  # the second page keeps failing
+
+    with pytest.raises(TransientHTTPError):
+        run(db_engine, user, notion_client, settings, limiter, policy)
+    assert not any(page.archived for page in pages(db_engine, user).values())
+
+    notion.injected.clear()
+    resumed = run(db_engine, user, notion_client, settings, limiter, policy)
+    assert resumed.pages == 2  # resumed from the committed cursor, not from the start
+    stored = pages(db_engine, user)
+    assert {i for i, page in stored.items() if page.archived} == {ids[0]}
