@@ -33,7 +33,6 @@ STARTED_ATTR = "bgw_logging_started"
 
 
 class MessageLogging(Middleware):
-
     def before_process_message(self, broker: Any, message: Any) -> None:
         clear_context()
         bind_context(

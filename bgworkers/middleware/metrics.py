@@ -30,7 +30,6 @@ STARTED_ATTR = "bgw_metrics_started"
 
 
 class MessageMetrics(Middleware):
-
     @property
     def _metrics(self) -> MessageMetricSet:
         return MESSAGE_METRICS.get()
