@@ -1,5 +1,5 @@
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy.engine import Engine
@@ -10,32 +10,14 @@ from bgworkers.email.outbox import deliver_email
 from bgworkers.reminders.api import (
     ReminderValidationError,
     cancel_reminder,
-    create_reminder,
     update_reminder,
 )
 from bgworkers.reminders.firing import fire_reminder
 from bgworkers.reminders.models import Reminder, ReminderStatus
 
-from .conftest import RecordingMailer
+from .conftest import DUE, RecordingMailer, new_reminder
 
-CREATED = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
-DUE = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)  # 10:00 in Paris
 DAY = timedelta(days=1)
-
-
-def new_reminder(engine: Engine, user_id: int, recurrence: str | None = None) -> int:
-    with Session(engine) as session:
-        row = create_reminder(
-            session=session,
-            user_id=user_id,
-            text="Water the plants",
-            due_at=datetime(2026, 11, 25, 10, 0),
-            recurrence=recurrence,
-            now=CREATED,
-        )
-        session.commit()
-        assert row.id is not None
-        return row.id
 
 
 def fire(engine: Engine, reminder_id: int, now: datetime) -> str:

@@ -19,23 +19,7 @@ from bgworkers.reminders.firing import dispatch_due_reminders, fire_reminder, oc
 from bgworkers.reminders.models import Reminder, ReminderStatus
 from bgworkers.users.models import User
 
-CREATED = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
-DUE = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)  # 10:00 in Paris
-
-
-def new_reminder(engine: Engine, user_id: int, recurrence: str | None = None) -> int:
-    with Session(engine) as session:
-        row = create_reminder(
-            session=session,
-            user_id=user_id,
-            text="Water the plants",
-            due_at=datetime(2026, 11, 25, 10, 0),
-            recurrence=recurrence,
-            now=CREATED,
-        )
-        session.commit()
-        assert row.id is not None
-        return row.id
+from .conftest import CREATED, DUE, new_reminder
 
 
 def fire(engine: Engine, reminder_id: int, now: datetime, sent: list[int]) -> str:
