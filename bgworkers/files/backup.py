@@ -5,8 +5,10 @@ every table in ``SQLModel.metadata`` that has a ``user_id`` column, so a domain 
 table is covered without touching this module. A table without ``user_id`` whose rows belong
 to a user through an email address is declared (:data:`EMAIL_OWNED_TABLES`, or the table's
 ``info["backup_owner_email_column"]``): its rows whose column equals ``users.email``, case
-aside, are the user's (the email outbox is kept by ``recipient``). All tables are read in one
-transaction (``REPEATABLE READ`` on PostgreSQL), so the archive is one consistent snapshot.
+aside, are the user's (the email outbox is kept by ``recipient``). On PostgreSQL all tables are
+read in one ``REPEATABLE READ`` transaction, so the archive is one consistent snapshot. On
+SQLite each read sees the latest committed data (the driver only opens a transaction at the
+first write), so a write landing between two tables' reads may show in one and not the other.
 
 Credentials are left out: ``user_sessions`` is never archived (login session ids are live
 credentials and useless after a restore), and the columns a table lists in

@@ -60,8 +60,9 @@ def optimize_engine(
 
     ``table_names`` defaults to every table in ``SQLModel.metadata`` (PostgreSQL only).
     SQLite vacuums when free pages are at least ``min_free_ratio`` of the file and
-    ``min_free_bytes`` bytes, or always with ``force_vacuum``. ``statement_timeout_ms``
-    bounds each PostgreSQL VACUUM so it ends before the actor's time limit.
+    ``min_free_bytes`` bytes, or always with ``force_vacuum``. ``statement_timeout_ms`` is the
+    budget of all PostgreSQL VACUUMs of the run together (each gets what is left), so the run
+    ends before the actor's time limit; tables it does not reach wait for the next run.
     """
     started = clock()
     backend = engine.dialect.name
@@ -69,7 +70,7 @@ def optimize_engine(
         conn = connection.execution_options(isolation_level="AUTOCOMMIT")
         if backend == "postgresql":
             names = sorted(SQLModel.metadata.tables) if table_names is None else list(table_names)
-            before, after, tables = _postgresql(conn, names, statement_timeout_ms)
+            before, after, tables = _postgresql(conn, names, statement_timeout_ms, clock)
             vacuumed = bool(tables)
         elif backend == "sqlite":
             before, after, vacuumed = _sqlite(conn, min_free_ratio, min_free_bytes, force_vacuum)
@@ -82,7 +83,10 @@ def optimize_engine(
 
 
 def _postgresql(
-    conn: Connection, names: Sequence[str], statement_timeout_ms: int | None
+    conn: Connection,
+    names: Sequence[str],
+    budget_ms: int | None,
+    clock: Callable[[], float],
 ) -> tuple[int, int, tuple[str, ...]]:
     quote = conn.dialect.identifier_preparer.quote
     existing = tuple(
@@ -92,15 +96,24 @@ def _postgresql(
         is not None
     )
     before = _postgresql_size(conn, existing)
-    if statement_timeout_ms is not None:
-        conn.execute(text(f"SET statement_timeout = {int(statement_timeout_ms)}"))
+    deadline = None if budget_ms is None else clock() + budget_ms / 1000
+    vacuumed: list[str] = []
     try:
         for name in existing:
+            if deadline is not None:
+                left_ms = int((deadline - clock()) * 1000)
+                if left_ms <= 0:
+                    log.warning(
+                        "optimize_budget_used", skipped_tables=len(existing) - len(vacuumed)
+                    )
+                    break
+                conn.execute(text(f"SET statement_timeout = {left_ms}"))
             conn.execute(text(f"VACUUM (ANALYZE) {quote(name)}"))
+            vacuumed.append(name)
     finally:
-        if statement_timeout_ms is not None:
+        if deadline is not None:
             conn.execute(text("RESET statement_timeout"))
-    return before, _postgresql_size(conn, existing), existing
+    return before, _postgresql_size(conn, existing), tuple(vacuumed)
 
 
 def _postgresql_size(conn: Connection, names: Sequence[str]) -> int:

@@ -131,3 +131,15 @@ def test_periodic_actor_optimizes_the_process_database(db_engine: Engine, regist
     assert optimize_database.queue_name == queues.MAINTENANCE
     assert "periodic" in optimize_database.options
     assert optimize_database.options["time_limit"] < 30 * 60_000
+
+
+def test_postgresql_vacuum_budget_is_for_the_whole_run(postgres_engine: Engine) -> None:
+    """Each clock reading is 0.6 s later: the 1 s budget covers one table, not three."""
+    readings = iter(x * 0.6 for x in range(100))
+    report = optimize_engine(
+        engine=postgres_engine,
+        table_names=["users", "user_sessions", "scheduler_heartbeat"],
+        statement_timeout_ms=1_000,
+        clock=lambda: next(readings),
+    )
+    assert report.tables == ("users",)
