@@ -19,14 +19,16 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
-    from bgworkers.broker_check import broker_answers
+    from bgworkers.logs import redact_text
+    from bgworkers.middleware.connectivity import probe_broker
     from bgworkers.runner import default_children, supervise
 
-    url = settings.broker_url.get_secret_value()
-    if not broker_answers(url):
+    error = probe_broker(settings.broker_url.get_secret_value(), timeout_s=3.0)
+    if error is not None:
         print(
-            "bgworkers: RabbitMQ does not answer at BGW_BROKER_URL. Start one (make run does it "
-            "on Debian: deploy/ensure-rabbitmq.sh) or point BGW_BROKER_URL at a running broker.",
+            f"bgworkers: RabbitMQ does not answer at BGW_BROKER_URL ({redact_text(error)}). "
+            "Start one (make run does it on Debian: deploy/ensure-rabbitmq.sh) or point "
+            "BGW_BROKER_URL at a running broker.",
             file=sys.stderr,
         )
         return 1

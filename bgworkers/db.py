@@ -11,8 +11,6 @@ migrations in :mod:`bgworkers.migrations` (``bgworkers migrate``), never by ``cr
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -24,10 +22,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, Engine, make_url
 from sqlmodel import Session, SQLModel, create_engine
 
+from bgworkers.process_resources import ProcessResource
 from bgworkers.settings import Settings, get_settings
 
-_lock = threading.Lock()
-_engine: Engine | None = None
+# In a forked child the parent's pooled connections are dropped without being closed (they
+# belong to the parent); the process's exit closes its own.
+_ENGINE: ProcessResource[Engine] = ProcessResource(
+    "database_engine", after_fork=lambda engine: engine.dispose(close=False)
+)
 
 
 def utcnow() -> datetime:
@@ -88,31 +90,17 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
 
 def get_engine(settings: Settings | None = None) -> Engine:
     """This process's engine, created on first use from the settings."""
-    global _engine
-    with _lock:
-        if _engine is None:
-            settings = settings or get_settings()
-            _engine = make_engine(
-                settings.database_url.get_secret_value(), echo=settings.database_echo
-            )
-        return _engine
+
+    def build() -> Engine:
+        chosen = settings or get_settings()
+        return make_engine(chosen.database_url.get_secret_value(), echo=chosen.database_echo)
+
+    return _ENGINE.get(build)
 
 
 def use_engine(engine: Engine | None) -> None:
     """Replace this process's engine (tests point it at a temporary database)."""
-    global _engine
-    with _lock:
-        _engine = engine
-
-
-def _forget_engine_after_fork() -> None:
-    global _engine
-    if _engine is not None:
-        _engine.dispose(close=False)  # leave the parent's connections alone
-    _engine = None
-
-
-os.register_at_fork(after_in_child=_forget_engine_after_fork)
+    _ENGINE.replace(engine)
 
 
 @contextmanager

@@ -29,7 +29,7 @@ from typing import Protocol
 
 from bgworkers.errors import PermanentError, TransientError
 from bgworkers.logs import get_logger
-from bgworkers.middleware.resources import close_at_worker_shutdown
+from bgworkers.process_resources import ProcessResource
 from bgworkers.settings import Settings
 
 log = get_logger(__name__)
@@ -224,27 +224,16 @@ def build_mailer(settings: Settings) -> Mailer:
     )
 
 
-_mailer_lock = threading.Lock()
-_mailer: Mailer | None = None
+_MAILER: ProcessResource[Mailer] = ProcessResource("smtp_mailer", close=lambda m: m.close())
 
 
 def get_mailer(settings: Settings) -> Mailer:
     """This process's mailer, built on first use."""
-    global _mailer
-    with _mailer_lock:
-        if _mailer is None:
-            _mailer = build_mailer(settings)
-        return _mailer
+    return _MAILER.get(lambda: build_mailer(settings))
 
 
 def use_mailer(mailer: Mailer | None) -> None:
     """Replace this process's mailer (None: build it from the settings on next use)."""
-    global _mailer
-    with _mailer_lock:
-        previous, _mailer = _mailer, mailer
+    previous = _MAILER.replace(mailer)
     if previous is not None and previous is not mailer:
         previous.close()
-
-
-# Closes the SMTP connections of the process's mailer when the worker stops.
-close_at_worker_shutdown("smtp_mailer", lambda: use_mailer(None))

@@ -28,7 +28,7 @@ def probe_broker(url: str, *, timeout_s: float = 5.0) -> str | None:
     try:
         connection = pika.BlockingConnection(params)
     except Exception as exc:  # noqa: BLE001 - any failure to connect is what we report
-        return f"{type(exc).__name__}: {exc!r}"
+        return repr(exc)
     connection.close()
     return None
 

@@ -23,9 +23,6 @@ header or a body into an exception message or a log line; errors name an operati
 
 from __future__ import annotations
 
-import logging
-import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,7 +40,7 @@ from tenacity import (
 
 from bgworkers.errors import PermanentError, PermanentHTTPError, TransientHTTPError
 from bgworkers.logs import get_logger, redact_text
-from bgworkers.middleware.resources import close_at_worker_shutdown
+from bgworkers.process_resources import ProcessResource
 from bgworkers.settings import Settings
 from bgworkers.sync.metrics import SYNC_METRICS
 
@@ -71,8 +68,9 @@ class UnexpectedResponse(PermanentError):
 
 # --- the per-process client -----------------------------------------------------------------
 
-_lock = threading.Lock()
-_client: httpx.Client | None = None
+_CLIENT: ProcessResource[httpx.Client] = ProcessResource(
+    "sync_http_client", close=lambda client: client.close()
+)
 
 
 def build_client(
@@ -82,9 +80,6 @@ def build_client(
 
     Tests pass a ``transport`` (``httpx.MockTransport`` with a fake API); production passes none.
     """
-    # httpx logs every request at INFO with its full URL, and Google's sync and page tokens
-    # travel in the query string: keep that line out of the logs.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     timeout = httpx.Timeout(settings.http_timeout_s, connect=min(settings.http_timeout_s, 5.0))
     return httpx.Client(
         timeout=timeout,
@@ -97,39 +92,17 @@ def build_client(
 
 def get_client(settings: Settings) -> httpx.Client:
     """This process's client, created on first use (never at import, never per message)."""
-    global _client
-    with _lock:
-        if _client is None:
-            _client = build_client(settings)
-        return _client
+    return _CLIENT.get(lambda: build_client(settings))
 
 
 def use_client(client: httpx.Client | None) -> None:
     """Replace this process's client (tests point it at a fake API); None forgets it."""
-    global _client
-    with _lock:
-        _client = client
+    _CLIENT.replace(client)
 
 
 def close_client() -> None:
-    """Close this process's client, if any; called at worker shutdown."""
-    global _client
-    with _lock:
-        client, _client = _client, None
-    if client is not None:
-        client.close()
-
-
-close_at_worker_shutdown("sync_http_client", close_client)
-
-
-def _forget_client_after_fork() -> None:
-    # The parent's pooled sockets must not be shared with a forked worker process.
-    global _client
-    _client = None
-
-
-os.register_at_fork(after_in_child=_forget_client_after_fork)
+    """Close this process's client, if any; also done at worker shutdown."""
+    _CLIENT.close()
 
 
 # --- classification -------------------------------------------------------------------------
