@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from aiosmtpd.controller import Controller
 
 import bgworkers
 from bgworkers.email.smtp import SmtpMailer, use_mailer
+from tests.platform_helpers import free_port
 
 
 @dataclass
@@ -74,13 +74,6 @@ class ScriptedHandler:
         with self.arrived:
             self.arrived.wait_for(lambda: len(self.received) >= count, timeout=timeout)
             return list(self.received)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass

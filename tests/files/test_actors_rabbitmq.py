@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,16 +16,9 @@ from bgworkers.files.actors import backup_user_data, cleanup_temp_files
 from bgworkers.files.backup import list_archives, read_archive
 from bgworkers.settings import Settings
 from tests.files.conftest import archived_rows, database_rows, fill_user
+from tests.platform_helpers import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def wait_for(condition: Callable[[], bool], *, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def settle(broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:

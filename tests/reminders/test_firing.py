@@ -159,14 +159,19 @@ def test_reminder_of_a_deleted_user_fails(
     assert fire(db_engine, reminder_id, DUE + timedelta(days=1), []) == "skipped"
 
 
-def test_reminder_with_a_bad_recurrence_fails(
-    db_engine: Engine, make_user: Callable[..., int]
+@pytest.mark.parametrize(
+    ("recurrence", "reason"),
+    [("every blue moon", "bad recurrence"), ("cron:0 9 30 2 *", "never fires")],
+    ids=["bad_rule", "cron_that_never_fires"],
+)
+def test_reminder_with_an_unusable_recurrence_fails(
+    db_engine: Engine, make_user: Callable[..., int], recurrence: str, reason: str
 ) -> None:
     reminder_id = new_reminder(db_engine, make_user())
     with Session(db_engine) as session:
         row = session.get(Reminder, reminder_id)
         assert row is not None
-        row.recurrence = "every blue moon"  # written past the validation by hand
+        row.recurrence = recurrence  # written past the validation by hand
         session.add(row)
         session.commit()
     assert fire(db_engine, reminder_id, DUE, []) == "failed"
@@ -174,25 +179,7 @@ def test_reminder_with_a_bad_recurrence_fails(
         row = session.get(Reminder, reminder_id)
         assert row is not None
         assert row.status == ReminderStatus.FAILED
-        assert row.last_error is not None and "bad recurrence" in row.last_error
-
-
-def test_reminder_with_a_cron_rule_that_never_fires_fails(
-    db_engine: Engine, make_user: Callable[..., int]
-) -> None:
-    reminder_id = new_reminder(db_engine, make_user())
-    with Session(db_engine) as session:
-        row = session.get(Reminder, reminder_id)
-        assert row is not None
-        row.recurrence = "cron:0 9 30 2 *"  # written past the validation by hand
-        session.add(row)
-        session.commit()
-    assert fire(db_engine, reminder_id, DUE, []) == "failed"
-    with Session(db_engine) as session:
-        row = session.get(Reminder, reminder_id)
-        assert row is not None
-        assert row.status == ReminderStatus.FAILED
-        assert row.last_error is not None and "never fires" in row.last_error
+        assert row.last_error is not None and reason in row.last_error
 
 
 def test_due_check_pages_and_does_not_redispatch(

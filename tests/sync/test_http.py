@@ -95,17 +95,23 @@ def test_client_has_explicit_timeouts(settings: Settings) -> None:
         assert client.timeout.connect is not None and client.timeout.connect <= 5.0
 
 
-def test_calendar_and_notion_sync_over_a_real_local_http_server(
-    db_engine: Engine, settings: Settings, policy: RetryPolicy, clock: FakeClock
-) -> None:
+def connected_user(db_engine: Engine, *, events: int) -> tuple[FakeGoogleCalendar, FakeNotion, int]:
+    """A user with an expired Google token and a Notion token, and both fake APIs filled."""
     google = FakeGoogleCalendar()
-    for n in range(260):
+    for n in range(events):
         google.put_event(f"ev{n:04d}", summary=f"Event {n}")
     notion = FakeNotion(token=NOTION_TOKEN)
     notion.put_page("Roadmap", edited=NOW)
     user_id = add_user(db_engine, "ada@example.com")
     connect_calendar(db_engine, user_id, access="access-expired")
     connect_notion(db_engine, user_id)
+    return google, notion, user_id
+
+
+def test_calendar_and_notion_sync_over_a_real_local_http_server(
+    db_engine: Engine, settings: Settings, policy: RetryPolicy, clock: FakeClock
+) -> None:
+    google, notion, user_id = connected_user(db_engine, events=260)
     with serve_http(google) as google_url, serve_http(notion) as notion_url:
         real = settings.model_copy(
             update={
@@ -147,21 +153,15 @@ def test_tokens_never_appear_in_logs_or_errors(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    google = FakeGoogleCalendar()
-    for n in range(300):
-        google.put_event(f"ev{n:04d}", summary=f"Event {n}")
-    notion = FakeNotion(token=NOTION_TOKEN)
-    notion.put_page("Roadmap", edited=NOW)
-    user_id = add_user(db_engine, "ada@example.com")
-    connect_calendar(db_engine, user_id, access="access-expired")
-    connect_notion(db_engine, user_id)
+    google, notion, user_id = connected_user(db_engine, events=300)
     errors: list[str] = []
     with build_client(settings, transport=httpx.MockTransport(google)) as client:
         google.inject("events", 429, after=1, headers={"Retry-After": "1"})
         google.inject("events", 503, after=1, times=2)
         with Session(db_engine) as session:
-            try:
-                sync_calendar(
+
+            def sync_once() -> object:
+                return sync_calendar(
                     session=session,
                     user_id=user_id,
                     client=client,
@@ -169,35 +169,17 @@ def test_tokens_never_appear_in_logs_or_errors(
                     now=NOW,
                     policy=policy,
                 )
+
+            try:
+                sync_once()
             except TransientHTTPError as exc:
                 errors.append(str(exc))
-            sync_calendar(  # resumes with the page token
-                session=session,
-                user_id=user_id,
-                client=client,
-                settings=settings,
-                now=NOW,
-                policy=policy,
-            )
+            sync_once()  # resumes with the page token
             google.expire_sync_tokens()
-            sync_calendar(  # 410, then a full listing
-                session=session,
-                user_id=user_id,
-                client=client,
-                settings=settings,
-                now=NOW,
-                policy=policy,
-            )
+            sync_once()  # 410, then a full listing
             google.accept_access = False
             with pytest.raises(PermanentHTTPError) as refused:
-                sync_calendar(
-                    session=session,
-                    user_id=user_id,
-                    client=client,
-                    settings=settings,
-                    now=NOW,
-                    policy=policy,
-                )
+                sync_once()
             errors.append(str(refused.value))
             conn = session.exec(select(CalendarConnection)).one()
     with build_client(settings, transport=httpx.MockTransport(notion)) as client:
