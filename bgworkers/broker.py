@@ -26,6 +26,7 @@ from bgworkers.middleware.message_logging import MessageLogging
 from bgworkers.middleware.metrics import MessageMetrics
 from bgworkers.middleware.resources import CloseResources
 from bgworkers.middleware.retry_policy import RetryPolicy
+from bgworkers.outbox.middleware import OutboxRelay
 from bgworkers.scheduling.middleware import ScheduleGuard
 from bgworkers.settings import Settings
 
@@ -41,6 +42,7 @@ def middleware_stack(settings: Settings) -> list[Middleware]:
         Pipelines(),
         CurrentMessage(),
         ScheduleGuard(),  # in place of periodiq's middleware: see bgworkers.scheduling
+        OutboxRelay(),  # before CloseResources: its thread stops before the engine closes
         CloseResources(),
         RetryPolicy(
             max_retries=settings.retry_max_retries,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from bgworkers.email import models as email_models  # noqa: F401
 from bgworkers.maintenance import models as maintenance_models
+from bgworkers.outbox import models as outbox_models  # noqa: F401
 from bgworkers.reminders import models as reminders_models  # noqa: F401
 from bgworkers.scheduling import models as scheduling_models  # noqa: F401
 from bgworkers.sync import models as sync_models  # noqa: F401

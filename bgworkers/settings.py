@@ -115,6 +115,13 @@ class Settings(BaseSettings):
     sync_http_max_inline_wait_s: float = Field(default=5.0, ge=0, le=60)
     sync_fanout_batch_size: int = Field(default=500, ge=1, le=10_000)
 
+    # --- outbox ---------------------------------------------------------------------------
+    outbox_relay_enabled: bool = True
+    outbox_batch_size: int = Field(default=2_000, ge=1, le=10_000)
+    outbox_poll_interval_s: float = Field(default=0.5, gt=0, le=60)
+    outbox_lease_s: float = Field(default=15.0, ge=1, le=600)
+    outbox_retention_hours: float = Field(default=72.0, gt=0)
+
     # --- scheduling -----------------------------------------------------------------------
     #: Per-job cron override or "off", as JSON: {"sync_notion_pages": "0 */4 * * *"}.
     schedule_overrides: dict[str, str] = Field(default_factory=dict)

@@ -41,13 +41,16 @@ def _arguments_model(fn: Callable[..., Any]) -> type[BaseModel]:
     return create_model(f"{fn.__name__}_arguments", __config__=ConfigDict(extra="forbid"), **fields)
 
 
-def checked_arguments(fn: Callable[P, R]) -> Callable[P, R]:
-    """Wrap ``fn`` so that bad arguments raise :class:`InvalidArguments` before it runs."""
+def argument_checker(fn: Callable[..., Any]) -> Callable[..., dict[str, Any]]:
+    """A function that checks ``fn``'s arguments and returns them by name, validated.
+
+    Raises :class:`InvalidArguments` with a one-line reason. Used when a message runs and,
+    by the outbox, when it is enqueued, so a bad call fails in the caller.
+    """
     signature = inspect.signature(fn)
     model = _arguments_model(fn)
 
-    @functools.wraps(fn)
-    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+    def check(*args: Any, **kwargs: Any) -> dict[str, Any]:
         try:
             bound = signature.bind(*args, **kwargs)
         except TypeError as exc:
@@ -59,9 +62,37 @@ def checked_arguments(fn: Callable[P, R]) -> Callable[P, R]:
                 f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors()
             )
             raise InvalidArguments(f"{fn.__name__}: {problems}") from None
-        return fn(**{name: getattr(values, name) for name in model.model_fields})  # type: ignore[call-arg]
+        return {name: getattr(values, name) for name in model.model_fields}
 
+    return check
+
+
+def checked_arguments(fn: Callable[P, R]) -> Callable[P, R]:
+    """Wrap ``fn`` so that bad arguments raise :class:`InvalidArguments` before it runs.
+
+    The wrapper's ``check_arguments`` attribute is the check alone (see
+    :func:`check_actor_arguments`).
+    """
+    check = argument_checker(fn)
+
+    @functools.wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        return fn(**check(*args, **kwargs))  # type: ignore[call-arg]
+
+    run.check_arguments = check  # type: ignore[attr-defined]
     return run
+
+
+def check_actor_arguments(
+    actor: dramatiq.Actor[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    """Raise :class:`InvalidArguments` if the ``@task`` actor would refuse these arguments.
+
+    Actors not declared with ``@task`` have no check; any arguments pass.
+    """
+    check = getattr(actor.fn, "check_arguments", None)
+    if check is not None:
+        check(*args, **kwargs)
 
 
 def task(

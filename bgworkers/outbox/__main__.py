@@ -1,0 +1,40 @@
+"""``python -m bgworkers.outbox``: a relay on its own, until SIGTERM or SIGINT.
+
+For deployments that turn the in-worker relay off (``BGW_OUTBOX_RELAY_ENABLED=false``) and
+run the relay as its own service; it takes the same lease, so it may also run beside them.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+
+from bgworkers.db import get_engine
+from bgworkers.outbox.middleware import publisher_for, relay_config
+from bgworkers.outbox.relay import Relay
+from bgworkers.settings import get_settings
+
+
+def main() -> int:
+    import bgworkers  # the broker (for declaring queues) and the actors, as workers have them
+
+    settings = get_settings()
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    relay = Relay(
+        engine=get_engine,
+        publisher=publisher_for(bgworkers.broker, settings),
+        config=relay_config(settings),
+    )
+    relay.run(stop)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,72 @@
+"""Run the outbox relay inside the worker group: one thread per worker process.
+
+Every process starts one; the database lease lets only one of them publish at a time (see
+:mod:`bgworkers.outbox.relay`), and another takes over within the lease time if that
+process dies. The thread starts after the worker has booted and stops before it shuts
+down; it is off when ``BGW_OUTBOX_RELAY_ENABLED=false`` (a separate
+``python -m bgworkers.outbox`` relay then).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.common import current_millis
+from dramatiq.middleware import Middleware
+
+from bgworkers.db import get_engine
+from bgworkers.outbox.publishers import BrokerPublisher, Publisher, RabbitmqConfirmPublisher
+from bgworkers.outbox.relay import Relay, RelayConfig
+from bgworkers.settings import Settings, get_settings
+
+
+def relay_config(settings: Settings) -> RelayConfig:
+    from datetime import timedelta
+
+    return RelayConfig(
+        batch_size=settings.outbox_batch_size,
+        poll_interval_s=settings.outbox_poll_interval_s,
+        lease_s=settings.outbox_lease_s,
+        retention=timedelta(hours=settings.outbox_retention_hours),
+    )
+
+
+def publisher_for(broker: dramatiq.Broker, settings: Settings) -> Publisher:
+    """A confirming RabbitMQ publisher on the broker's URL; the generic one otherwise."""
+    if isinstance(broker, RabbitmqBroker):
+        return RabbitmqConfirmPublisher(
+            settings.broker_url.get_secret_value(),
+            declare=lambda queue: broker.declare_queue(queue, ensure=True),
+        )
+    return BrokerPublisher(broker, clock_ms=current_millis)
+
+
+class OutboxRelay(Middleware):
+    def __init__(self, *, settings: Settings | None = None) -> None:
+        self._settings = settings
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
+        settings = self._settings or get_settings()
+        if not settings.outbox_relay_enabled or self._thread is not None:
+            return
+        relay = Relay(
+            engine=get_engine,
+            publisher=publisher_for(broker, settings),
+            config=relay_config(settings),
+        )
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=relay.run, args=(self._stop,), name="outbox-relay", daemon=True
+        )
+        self._thread.start()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._stop.set()
+            thread.join(timeout=10)

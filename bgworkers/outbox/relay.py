@@ -1,0 +1,254 @@
+"""The relay: publish outbox rows in batches, mark them published only once delivered.
+
+One batch is: select up to ``batch_size`` unpublished rows in id order (``FOR UPDATE SKIP
+LOCKED`` on PostgreSQL, so two relays never take the same row), publish them in one AMQP
+transaction, then mark them published and commit. A failure leaves the rows unpublished
+(their ``attempts`` and ``last_error`` say why) and the relay tries again after a short
+backoff, so a broker outage only delays messages. A relay that dies after the broker took
+a batch and before its commit publishes that batch again when it restarts: consumers are
+idempotent (docs/outbox.md lists what each relies on).
+
+Which process relays: every worker process runs a relay thread, but only the holder of the
+database lease (one row, renewed while it works) publishes; the others wait and take over
+when the lease expires. That keeps publishing in order per queue and costs the database one
+lease UPDATE every few seconds. On SQLite the lease is the only guard: run one group.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session
+
+from bgworkers.db import insert_if_absent, utcnow
+from bgworkers.logs import get_logger
+from bgworkers.outbox.api import RELAY_WAKEUP
+from bgworkers.outbox.metrics import OUTBOX_METRICS
+from bgworkers.outbox.models import OutboxMessage, OutboxRelayLease
+from bgworkers.outbox.publishers import Outgoing, Publisher, PublishError
+
+log = get_logger(__name__)
+
+LEASE_NAME = "relay"
+_TABLE = OutboxMessage.__table__  # type: ignore[attr-defined]
+MAX_BACKOFF_S = 5.0
+PRUNE_EVERY = timedelta(minutes=1)
+PRUNE_CHUNK = 5_000
+
+
+@dataclass
+class RelayConfig:
+    """Units: seconds unless named otherwise."""
+
+    batch_size: int = 2_000
+    poll_interval_s: float = 0.5
+    lease_s: float = 15.0
+    use_lease: bool = True
+    retention: timedelta = timedelta(hours=72)
+    holder: str = field(
+        default_factory=lambda: f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"[:200]
+    )
+
+
+class Relay:
+    """Moves outbox rows to the broker; :meth:`run` loops until ``stop`` is set."""
+
+    def __init__(
+        self,
+        *,
+        engine: Callable[[], Engine],
+        publisher: Publisher,
+        config: RelayConfig | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        wakeup: threading.Event = RELAY_WAKEUP,
+    ) -> None:
+        self._engine = engine
+        self._publisher = publisher
+        self.config = config or RelayConfig()
+        self._clock = clock
+        self._wakeup = wakeup
+        self._lease_until: datetime | None = None
+        self._next_prune = clock()
+
+    # --- one batch -----------------------------------------------------------------------
+
+    def publish_batch(self) -> int:
+        """Publish one batch; return how many rows were published (0: nothing due)."""
+        now = self._clock()
+        with Session(self._engine()) as session:
+            rows = session.execute(
+                select(_TABLE.c.id, _TABLE.c.queue, _TABLE.c.message_id, _TABLE.c.body)
+                .add_columns(_TABLE.c.available_at)
+                .where(_TABLE.c.published_at.is_(None))
+                .order_by(_TABLE.c.id)
+                .limit(self.config.batch_size)
+                .with_for_update(skip_locked=True)
+            ).all()
+            if not rows:
+                return 0
+            batch = [
+                Outgoing(
+                    queue=queue,
+                    message_id=message_id,
+                    body=body.encode("utf-8"),
+                    eta_ms=_eta_ms(available_at, now),
+                )
+                for _, queue, message_id, body, available_at in rows
+            ]
+            ids = [row[0] for row in rows]
+            try:
+                self._publisher.publish(batch)
+            except PublishError as exc:
+                session.rollback()
+                self._record_failure(ids, str(exc))
+                raise
+            session.execute(
+                update(_TABLE)
+                .where(_TABLE.c.id.in_(ids))
+                .values(published_at=self._clock(), attempts=_TABLE.c.attempts + 1)
+            )
+            session.commit()
+        published = OUTBOX_METRICS.get().published
+        for item in batch:
+            published.labels(item.queue).inc()
+        return len(ids)
+
+    def _record_failure(self, ids: list[int], error: str) -> None:
+        OUTBOX_METRICS.get().publish_failures.inc()
+        try:
+            with Session(self._engine()) as session:
+                session.execute(
+                    update(_TABLE)
+                    .where(_TABLE.c.id.in_(ids))
+                    .values(attempts=_TABLE.c.attempts + 1, last_error=error[:500])
+                )
+                session.commit()
+        except SQLAlchemyError as exc:
+            log.warning("outbox_failure_not_recorded", error=f"{type(exc).__name__}: {exc}")
+
+    # --- lease ---------------------------------------------------------------------------
+
+    def hold_lease(self) -> bool:
+        """Take or renew the lease; True while this relay may publish."""
+        if not self.config.use_lease:
+            return True
+        now = self._clock()
+        if self._lease_until is not None and now < self._lease_until - timedelta(
+            seconds=self.config.lease_s * 2 / 3
+        ):
+            return True  # renewed less than a third of the lease ago
+        until = now + timedelta(seconds=self.config.lease_s)
+        holder = self.config.holder
+        with Session(self._engine()) as session:
+            taken = insert_if_absent(
+                session, OutboxRelayLease, name=LEASE_NAME, holder=holder, expires_at=until
+            ) or bool(
+                session.execute(
+                    update(OutboxRelayLease)
+                    .where(
+                        OutboxRelayLease.name == LEASE_NAME,  # type: ignore[arg-type]
+                        (OutboxRelayLease.holder == holder)  # type: ignore[arg-type]
+                        | (OutboxRelayLease.expires_at < now),
+                    )
+                    .values(holder=holder, expires_at=until)
+                ).rowcount  # type: ignore[attr-defined]
+            )
+            session.commit()
+        if taken and self._lease_until is None:
+            log.info("outbox_relay_leader", holder=holder)
+        self._lease_until = until if taken else None
+        return taken
+
+    def release_lease(self) -> None:
+        if not self.config.use_lease or self._lease_until is None:
+            return
+        self._lease_until = None
+        with Session(self._engine()) as session:
+            session.execute(
+                update(OutboxRelayLease)
+                .where(OutboxRelayLease.holder == self.config.holder)  # type: ignore[arg-type]
+                .values(expires_at=self._clock())
+            )
+            session.commit()
+
+    # --- pruning -------------------------------------------------------------------------
+
+    def prune(self) -> int:
+        """Delete rows published longer than the retention ago, in chunks; return how many."""
+        cutoff = self._clock() - self.config.retention
+        total = 0
+        while True:
+            with Session(self._engine()) as session:
+                ids = list(
+                    session.scalars(
+                        select(_TABLE.c.id)
+                        .where(_TABLE.c.published_at.is_not(None), _TABLE.c.published_at < cutoff)
+                        .limit(PRUNE_CHUNK)
+                    )
+                )
+                if ids:
+                    session.execute(delete(_TABLE).where(_TABLE.c.id.in_(ids)))
+                    session.commit()
+            total += len(ids)
+            if len(ids) < PRUNE_CHUNK:
+                break
+        if total:
+            OUTBOX_METRICS.get().pruned.inc(total)
+            log.info("outbox_pruned", rows=total)
+        return total
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Publish until ``stop`` is set; never raises (errors are logged and retried)."""
+        backoff = 0.0
+        while not stop.is_set():
+            try:
+                if not self.hold_lease():
+                    stop.wait(self.config.lease_s / 3)
+                    continue
+                self._wakeup.clear()  # a commit from now on wakes the wait below
+                published = self.publish_batch()
+                if self._clock() >= self._next_prune:
+                    self._next_prune = self._clock() + PRUNE_EVERY
+                    self.prune()
+                backoff = 0.0
+            except (PublishError, SQLAlchemyError) as exc:
+                backoff = min(max(backoff * 2, 0.25), MAX_BACKOFF_S)
+                log.warning(
+                    "outbox_relay_failed",
+                    error=f"{type(exc).__name__}: {exc}"[:500],
+                    retry_in_s=backoff,
+                )
+                stop.wait(backoff)
+                continue
+            except Exception:  # a dead relay thread would stop all delivery: log, go on
+                log.exception("outbox_relay_crashed")
+                backoff = MAX_BACKOFF_S
+                stop.wait(backoff)
+                continue
+            if published < self.config.batch_size:
+                self._wakeup.wait(self.config.poll_interval_s)
+        self._publisher.close()
+        try:
+            self.release_lease()
+        except SQLAlchemyError as exc:
+            log.warning("outbox_lease_not_released", error=f"{type(exc).__name__}: {exc}")
+
+
+def _eta_ms(available_at: datetime, now: datetime) -> int | None:
+    if available_at.tzinfo is None:  # SQLite through a Core select keeps the column type
+        from datetime import UTC
+
+        available_at = available_at.replace(tzinfo=UTC)
+    if available_at <= now:
+        return None
+    return int(available_at.timestamp() * 1000)
