@@ -42,7 +42,7 @@ def middleware_stack(settings: Settings) -> list[Middleware]:
         Pipelines(),
         CurrentMessage(),
         ScheduleGuard(),  # in place of periodiq's middleware: see bgworkers.scheduling
-        OutboxRelay(),  # before CloseResources: its thread stops before the engine closes
+        OutboxRelay(settings),  # before CloseResources: its thread stops before the engine closes
         CloseResources(),
         RetryPolicy(
             max_retries=settings.retry_max_retries,

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+
+from sqlmodel import Session
+
 from bgworkers import queues
 from bgworkers.db import session_scope, utcnow
 from bgworkers.email.outbox import deliver_email, sweep_outbox
 from bgworkers.email.smtp import get_mailer
+from bgworkers.outbox import enqueue_many
 from bgworkers.settings import SEND_EMAIL_TIME_LIMIT_S, get_settings
 from bgworkers.tasks import task
 
@@ -33,10 +38,9 @@ def send_email(email_id: int) -> None:
         )
 
 
-def dispatch_emails(email_ids: list[int]) -> None:
-    """Send one ``send_email`` message per id (call it after the commit that wrote them)."""
-    for email_id in email_ids:
-        send_email.send(email_id)
+def dispatch_emails(session: Session, email_ids: list[int]) -> None:
+    """Record one ``send_email`` message per id in ``session``'s transaction (the outbox)."""
+    enqueue_many(session, send_email, ((email_id,) for email_id in email_ids))
 
 
 # Idempotent sweep: a failure is retried up to 3 times, then dead-lettered (and alerted).
@@ -49,5 +53,5 @@ def process_email_queue() -> None:
             session=session,
             now=utcnow(),
             sending_timeout_s=settings.email_sending_timeout_s,
-            dispatch=dispatch_emails,
+            dispatch=functools.partial(dispatch_emails, session),
         )

@@ -1,9 +1,10 @@
 """What the rest of the application calls to send an email.
 
-``enqueue_email`` writes the email in the caller's transaction: if the caller rolls back,
-no email goes out; once it commits, a ``send_email`` message follows so the email leaves
-within seconds. Calling it again with the same ``idempotency_key`` returns the first email
-and sends nothing more, so callers may retry freely.
+``enqueue_email`` writes the email, and its ``send_email`` message (through the message
+outbox), in the caller's transaction: if the caller rolls back, no email goes out; once it
+commits, the relay publishes the message within a second, RabbitMQ up or not at that
+instant. Calling it again with the same ``idempotency_key`` returns the first email and
+sends nothing more, so callers may retry freely.
 """
 
 from __future__ import annotations
@@ -13,16 +14,13 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from bgworkers.db import after_commit, utcnow
-from bgworkers.email.actors import dispatch_emails
+from bgworkers.db import utcnow
+from bgworkers.email.actors import send_email
 from bgworkers.email.models import EmailStatus, OutboxEmail
 from bgworkers.email.outbox import InvalidEmail, add_email
+from bgworkers.outbox import enqueue
 
 __all__ = ["InvalidEmail", "enqueue_email"]
-
-
-def _send_now(email_id: int) -> None:
-    dispatch_emails([email_id])
 
 
 def enqueue_email(
@@ -34,11 +32,12 @@ def enqueue_email(
     idempotency_key: str,
     html: str | None = None,
     now: datetime | None = None,
-    dispatch: Callable[[int], None] = _send_now,
+    dispatch: Callable[[int], None] | None = None,
 ) -> OutboxEmail:
     """Queue an email (raises :class:`InvalidEmail` for bad fields); see the module doc.
 
-    ``dispatch`` is called with the email's id after the commit, only for a new row.
+    Only for a new row, its ``send_email`` message is written to the outbox, or, when
+    ``dispatch`` is given, ``dispatch`` is called with the email's id, in the transaction.
     """
     row, created = add_email(
         session=session,
@@ -53,5 +52,9 @@ def enqueue_email(
         session.flush()
         email_id = row.id
         assert email_id is not None
-        after_commit(session, lambda: dispatch(email_id))
+        if dispatch is None:
+            # The key: a second message for one email would find it claimed anyway.
+            enqueue(session, send_email, email_id, dedupe_key=f"send_email:{idempotency_key}")
+        else:
+            dispatch(email_id)
     return row

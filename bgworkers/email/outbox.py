@@ -93,7 +93,8 @@ def add_email(
 ) -> tuple[OutboxEmail, bool]:
     """Write the email unless its key exists; return the row and whether it is new.
 
-    The caller sends the ``send_email`` message after commit; the sweep covers a lost one
+    The caller records the ``send_email`` message in the same transaction (the message
+    outbox, see :func:`bgworkers.email.api.enqueue_email`); the sweep covers a failed one
     after :data:`REDISPATCH_AFTER`.
     """
     validate_email_fields(recipient=recipient, subject=subject, text=text, key=idempotency_key)
@@ -310,7 +311,8 @@ def sweep_outbox(
     """Recover stalled sends and hand every waiting email to ``dispatch``, page by page.
 
     Each page is a list of at most ``page_size`` ids: it is stamped (``dispatch_after`` moves
-    ahead, so the page leaves the query's range), committed, then given to ``dispatch``.
+    ahead, so the page leaves the query's range) and given to ``dispatch``, which records the
+    messages in the same transaction, then committed.
     Memory stays bounded by one page whatever the outbox holds; ``max_rows`` bounds one run.
     """
     stale_before = now - timedelta(seconds=sending_timeout_s)
@@ -356,8 +358,8 @@ def sweep_outbox(
             .values(dispatch_after=now + REDISPATCH_AFTER)
             .execution_options(synchronize_session=False)
         )
+        dispatch(page)  # in the transaction that stamps them: the outbox publishes on commit
         session.commit()
-        dispatch(page)  # after the commit, so every id sent is visibly stamped
         dispatched += len(page)
         EMAIL_METRICS.get().dispatched.inc(len(page))
     return SweepResult(recovered=recovered, dispatched=dispatched)

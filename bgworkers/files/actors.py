@@ -10,11 +10,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from dramatiq.middleware import CurrentMessage
+from sqlmodel import Session
 
 from bgworkers import queues
 from bgworkers.db import session_scope, utcnow
 from bgworkers.files.backup import backup_user, enqueue_user_backups, run_id_for
 from bgworkers.files.cleanup import TempDirUnavailable, clean_temp_dir
+from bgworkers.outbox import enqueue_many
 from bgworkers.settings import get_settings
 from bgworkers.tasks import task
 
@@ -39,7 +41,7 @@ def cleanup_temp_files(dry_run: bool | None = None) -> None:
 
 @task(queue=queues.FILES, periodic=True, max_retries=3, time_limit_ms=10 * 60_000)
 def backup_user_data() -> None:
-    """Weekly fan-out: one ``backup_one_user`` message per user, sent after each page commits.
+    """Weekly fan-out: one ``backup_one_user`` message per user, written with each page.
 
     The run id comes from this message's enqueue time, so a redelivery of the same message
     sends the same run id and the per-user actor finds its archive already written.
@@ -50,8 +52,18 @@ def backup_user_data() -> None:
     )
     enqueue_user_backups(
         run_id=run_id_for(started),
-        enqueue=lambda user_id, run_id: backup_one_user.send(user_id, run_id),
+        enqueue=record_backup_messages,
         batch_size=get_settings().backup_fanout_batch_size,
+    )
+
+
+def record_backup_messages(session: Session, user_ids: list[int], run_id: str) -> None:
+    """One ``backup_one_user`` message per user in the outbox, once per (run, user)."""
+    enqueue_many(
+        session,
+        backup_one_user,
+        ((user_id, run_id) for user_id in user_ids),
+        dedupe_key=lambda args: f"backup_one_user:{args[1]}:{args[0]}",
     )
 
 

@@ -60,7 +60,7 @@ from sqlalchemy.engine import Engine, RowMapping
 from sqlmodel import Session, SQLModel
 
 import bgworkers.models  # noqa: F401 - registers every domain's tables on SQLModel.metadata
-from bgworkers.db import after_commit, session_scope
+from bgworkers.db import session_scope
 from bgworkers.errors import PermanentError
 from bgworkers.files.metrics import BACKUP_METRICS
 from bgworkers.logs import get_logger
@@ -468,13 +468,14 @@ def enqueue_user_backups(
     *,
     engine: Engine | None = None,
     run_id: str,
-    enqueue: Callable[[int, str], object],
+    enqueue: Callable[[Session, list[int], str], object],
     batch_size: int = 500,
 ) -> int:
-    """Send one backup message per user, ``batch_size`` users per read, after each commit.
+    """One backup message per user, ``batch_size`` users per read and transaction.
 
     Users are read by increasing id (keyset paging), each page in its own short transaction;
-    a page's messages go out only once it has committed. Returns the number of users.
+    ``enqueue(session, ids, run_id)`` records the page's messages in it (the outbox), so
+    they go out once it has committed. Returns the number of users.
     """
     if not RUN_ID.match(run_id):
         raise BackupError(f"run id {run_id!r} is not of the form YYYYMMDDTHHMMSSZ")
@@ -485,7 +486,7 @@ def enqueue_user_backups(
             statement = select(users.c.id).where(users.c.id > last_id).order_by(users.c.id)
             ids: list[int] = list(session.scalars(statement.limit(batch_size)))
             if ids:
-                after_commit(session, partial(_send_batch, enqueue, ids, run_id))
+                _send_batch(enqueue, session, ids, run_id)
         total += len(ids)
         if len(ids) < batch_size:
             break
@@ -494,9 +495,13 @@ def enqueue_user_backups(
     return total
 
 
-def _send_batch(enqueue: Callable[[int, str], object], ids: list[int], run_id: str) -> None:
-    for user_id in ids:
-        enqueue(user_id, run_id)
+def _send_batch(
+    enqueue: Callable[[Session, list[int], str], object],
+    session: Session,
+    ids: list[int],
+    run_id: str,
+) -> None:
+    enqueue(session, ids, run_id)  # in the page's transaction: the outbox
     BACKUP_METRICS.get().enqueued.inc(len(ids))
 
 

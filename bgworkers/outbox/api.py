@@ -95,13 +95,13 @@ def enqueue_many(
     actor_or_name: ActorRef,
     arguments: Iterable[tuple[Any, ...]],
     *,
-    dedupe_key: Callable[[tuple[Any, ...]], str] | None = None,
+    dedupe_key: Callable[[tuple[Any, ...]], str | None] | None = None,
     delay_ms: int | None = None,
 ) -> int:
     """One message per argument tuple, inserted :data:`INSERT_CHUNK` rows per statement.
 
-    For fan-outs: ``dedupe_key(args)`` names each message (a repeated key is skipped).
-    Returns how many rows were written.
+    For fan-outs: ``dedupe_key(args)`` names each message (a repeated key is skipped; None:
+    no key). Returns how many rows were written.
     """
     actor = resolve_actor(actor_or_name)
     metrics = OUTBOX_METRICS.get().enqueued.labels(actor.queue_name)

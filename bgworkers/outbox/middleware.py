@@ -20,7 +20,7 @@ from dramatiq.middleware import Middleware
 from bgworkers.db import get_engine
 from bgworkers.outbox.publishers import BrokerPublisher, Publisher, RabbitmqConfirmPublisher
 from bgworkers.outbox.relay import Relay, RelayConfig
-from bgworkers.settings import Settings, get_settings
+from bgworkers.settings import Settings
 
 
 def relay_config(settings: Settings) -> RelayConfig:
@@ -45,14 +45,17 @@ def publisher_for(broker: dramatiq.Broker, settings: Settings) -> Publisher:
 
 
 class OutboxRelay(Middleware):
-    def __init__(self, *, settings: Settings | None = None) -> None:
+    """Starts the relay thread when a worker boots; ``enabled`` is read at that moment."""
+
+    def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self.enabled = settings.outbox_relay_enabled
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
-        settings = self._settings or get_settings()
-        if not settings.outbox_relay_enabled or self._thread is not None:
+        settings = self._settings
+        if not self.enabled or self._thread is not None:
             return
         relay = Relay(
             engine=get_engine,

@@ -77,8 +77,8 @@ def dispatch_due_reminders(
             .values(dispatched_at=now)
             .execution_options(synchronize_session=False)
         )
+        dispatch(ids)  # in the stamping transaction: the outbox publishes them on commit
         session.commit()
-        dispatch(ids)  # after the commit, so every id sent is visibly stamped
         dispatched += len(ids)
         REMINDER_METRICS.get().dispatched.inc(len(ids))
     return dispatched
@@ -94,7 +94,7 @@ def fire_reminder(
     *,
     session: Session,
     now: datetime,
-    dispatch_email: Callable[[int], None],
+    dispatch_email: Callable[[int], None] | None = None,
 ) -> Outcome:
     """Fire the reminder's due occurrence: write its email, advance or close it."""
     metrics = REMINDER_METRICS.get()

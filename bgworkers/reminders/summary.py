@@ -114,7 +114,7 @@ def send_daily_summary(
     *,
     session: Session,
     now: datetime,
-    dispatch_email: Callable[[int], None],
+    dispatch_email: Callable[[int], None] | None = None,
 ) -> Outcome:
     """Write one user's summary for ``local_date`` to the outbox, unless done or stale."""
     user = session.get(User, user_id)

@@ -1,7 +1,7 @@
 """Actors of the sync domain (queue ``sync``): a periodic fan-out and a per-user sync each.
 
-The periodic actors only list the users with an active connection and send one message per
-user once their transaction has committed; the per-user actors do the work, so one user's
+The periodic actors only list the users with an active connection and record one message
+per user in their transaction (the message outbox); the per-user actors do the work, so one user's
 slow or failing account never holds up the others, and a permanent error dead-letters only
 that user's message. Each per-user run is idempotent: it resumes from the committed
 progress on the connection row, and a duplicate delivery finds nothing new to do.
@@ -13,9 +13,12 @@ from collections.abc import Callable
 from typing import Any
 
 import dramatiq
+from sqlmodel import Session
 
 from bgworkers import queues
 from bgworkers.db import session_scope, utcnow
+from bgworkers.outbox import enqueue_many
+from bgworkers.outbox.keys import per_run_key
 from bgworkers.settings import get_settings
 from bgworkers.sync.google_calendar import sync_calendar
 from bgworkers.sync.http import RetryPolicy, get_client
@@ -30,10 +33,11 @@ from bgworkers.tasks import task
 # (sending a user's message twice is harmless: the per-user sync resumes from its cursor).
 
 
-def _sender(actor: dramatiq.Actor[Any, Any], provider: str) -> Callable[[list[int]], None]:
+def _sender(
+    session: Session, actor: dramatiq.Actor[Any, Any], provider: str
+) -> Callable[[list[int]], None]:
     def send_batch(user_ids: list[int]) -> None:
-        for user_id in user_ids:
-            actor.send(user_id)
+        enqueue_many(session, actor, ((u,) for u in user_ids), dedupe_key=per_run_key)
         SYNC_METRICS.get().users_enqueued.labels(provider).inc(len(user_ids))
 
     return send_batch
@@ -78,7 +82,7 @@ def sync_calendar_events() -> None:
             session,
             CalendarConnection,
             batch_size=get_settings().sync_fanout_batch_size,
-            send_batch=_sender(sync_user_calendar, "google_calendar"),
+            send_batch=_sender(session, sync_user_calendar, "google_calendar"),
         )
 
 
@@ -90,5 +94,5 @@ def sync_notion_pages() -> None:
             session,
             NotionConnection,
             batch_size=get_settings().sync_fanout_batch_size,
-            send_batch=_sender(sync_user_notion_pages, "notion"),
+            send_batch=_sender(session, sync_user_notion_pages, "notion"),
         )

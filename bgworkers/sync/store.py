@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
 from sqlmodel import Session, col, select
 
-from bgworkers.db import after_commit
 from bgworkers.sync.models import (
     STATUS_ACTIVE,
     STATUS_REAUTH_REQUIRED,
@@ -70,12 +68,13 @@ def fan_out(
     batch_size: int,
     send_batch: Callable[[list[int]], None],
 ) -> int:
-    """Arrange one per-user message per active connection, sent batch by batch after commit.
+    """Hand the users with an active connection to ``send_batch``, batch by batch.
 
-    Returns how many users were scheduled. Nothing is sent if the transaction rolls back.
+    ``send_batch`` records their messages in the session's transaction (the outbox), so
+    nothing is sent if it rolls back. Returns how many users were scheduled.
     """
     total = 0
     for ids in active_user_batches(session, model, batch_size=batch_size):
-        after_commit(session, functools.partial(send_batch, ids))
+        send_batch(ids)
         total += len(ids)
     return total

@@ -1,3 +1,4 @@
+import json
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -17,6 +18,7 @@ from bgworkers.email.outbox import (
     sweep_outbox,
 )
 from bgworkers.email.smtp import SmtpTransientError
+from bgworkers.outbox.models import OutboxMessage
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 SENDER = "Assistant <assistant@example.com>"
@@ -97,8 +99,7 @@ def test_same_key_is_queued_once(db_engine: Engine) -> None:
     assert dispatched == []
 
 
-def test_enqueue_dispatches_only_after_commit(db_engine: Engine) -> None:
-    dispatched: list[int] = []
+def test_enqueue_writes_its_message_in_the_callers_transaction(db_engine: Engine) -> None:
     with Session(db_engine) as session:
         enqueue_email(
             session=session,
@@ -106,12 +107,25 @@ def test_enqueue_dispatches_only_after_commit(db_engine: Engine) -> None:
             subject="s",
             text="t",
             idempotency_key="rolled-back",
-            dispatch=dispatched.append,
         )
         session.rollback()
-    assert dispatched == []
     with Session(db_engine) as session:
         assert session.exec(select(OutboxEmail)).all() == []
+        assert session.exec(select(OutboxMessage)).all() == []  # no message either
+    with Session(db_engine) as session:
+        row = enqueue_email(
+            session=session,
+            recipient="ada@example.org",
+            subject="s",
+            text="t",
+            idempotency_key="committed",
+        )
+        email_id = row.id
+        session.commit()
+    with Session(db_engine) as session:
+        [message] = session.exec(select(OutboxMessage)).all()
+    assert (message.actor, message.queue) == ("send_email", "email")
+    assert json.loads(message.body)["args"] == [email_id]
 
 
 def test_concurrent_insert_of_the_same_key_returns_the_winner(db_engine: Engine) -> None:

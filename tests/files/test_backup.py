@@ -55,6 +55,8 @@ from bgworkers.files.backup import (
     user_tables,
     verify_archive,
 )
+from bgworkers.files.actors import record_backup_messages
+from bgworkers.outbox.models import OutboxMessage
 from bgworkers.users.models import User
 from tests.files.conftest import archived_rows, database_rows, delete_user, fill_user
 
@@ -283,7 +285,7 @@ def test_bad_run_id_is_refused(sqlite_engine: Engine, tmp_path: Path) -> None:
         back_up(sqlite_engine, 1, tmp_path, run_id="../../etc")
 
 
-def test_fanout_sends_each_page_after_its_commit(db_engine: Engine, registry) -> None:
+def test_fanout_records_each_page_in_its_transaction(db_engine: Engine, registry) -> None:
     with Session(db_engine) as session:
         users = [User(email=f"u{n}@example.com") for n in range(5)]
         session.add_all(users)
@@ -291,21 +293,25 @@ def test_fanout_sends_each_page_after_its_commit(db_engine: Engine, registry) ->
         ids = [user.id for user in users]
     commits: list[int] = []
     event.listen(db_engine, "commit", lambda conn: commits.append(1))
-    sent: list[tuple[int, str, int]] = []
+    seen: list[tuple[list[int], str, int]] = []
 
-    total = enqueue_user_backups(
-        engine=db_engine,
-        run_id=RUN,
-        enqueue=lambda user_id, run_id: sent.append((user_id, run_id, len(commits))),
-        batch_size=2,
-    )
+    def record(session: Session, page: list[int], run_id: str) -> None:
+        seen.append((page, run_id, len(commits)))
+        record_backup_messages(session, page, run_id)
+
+    total = enqueue_user_backups(engine=db_engine, run_id=RUN, enqueue=record, batch_size=2)
 
     assert total == 5
-    assert [user for user, _, _ in sent] == sorted(ids)
-    assert {run for _, run, _ in sent} == {RUN}
-    # Pages of 2, 2 and 1: each page's messages went out after that page's commit.
-    assert [commits_seen for _, _, commits_seen in sent] == [1, 1, 2, 2, 3]
+    # Pages of 2, 2 and 1, each recorded before its own transaction committed.
+    assert seen == [(sorted(ids)[:2], RUN, 0), (sorted(ids)[2:4], RUN, 1), ([max(ids)], RUN, 2)]
+    assert len(commits) == 3
     assert registry.get_sample_value("bgworkers_files_backup_users_enqueued_total") == 5
+    # A redelivered fan-out message (same run id) records no second message per user.
+    enqueue_user_backups(engine=db_engine, run_id=RUN, enqueue=record, batch_size=2)
+    with Session(db_engine) as session:
+        rows = session.exec(select(OutboxMessage)).all()
+    assert sorted(json.loads(row.body)["args"][0] for row in rows) == sorted(ids)
+    assert {row.actor for row in rows} == {"backup_one_user"}
     with Session(db_engine) as session:
         assert len(session.exec(select(User)).all()) == 5  # reading users changed nothing
 

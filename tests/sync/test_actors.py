@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 
@@ -12,6 +13,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from bgworkers.db import session_scope
+from bgworkers.outbox.models import OutboxMessage
 from bgworkers.settings import get_settings
 from bgworkers.sync import actors
 from bgworkers.sync.http import build_client, use_client
@@ -42,15 +44,28 @@ def test_fan_out_sends_active_users_in_batches_after_commit(db_engine: Engine) -
 
     with session_scope(db_engine) as session:
         count = fan_out(session, CalendarConnection, batch_size=2, send_batch=sent.append)
-        assert sent == []  # nothing leaves before the transaction commits
 
     assert count == 4
     assert sent == [[users[0], users[1]], [users[3], users[4]]]
 
+
+def test_fan_out_records_one_message_per_user_in_the_transaction(db_engine: Engine) -> None:
+    users = [add_user(db_engine, f"u{n}@example.com") for n in range(3)]
+    for user_id in users:
+        connect_calendar(db_engine, user_id)
+
     with pytest.raises(RuntimeError), session_scope(db_engine) as session:
-        fan_out(session, CalendarConnection, batch_size=2, send_batch=sent.append)
+        send_batch = actors._sender(session, actors.sync_user_calendar, "google_calendar")
+        assert fan_out(session, CalendarConnection, batch_size=2, send_batch=send_batch) == 3
         raise RuntimeError("rolled back")
-    assert len(sent) == 2  # a rolled-back fan-out sends nothing
+    with Session(db_engine) as session:
+        assert session.exec(select(OutboxMessage)).all() == []  # a rolled-back fan-out: none
+
+    actors.sync_calendar_events.fn()
+    with Session(db_engine) as session:
+        rows = session.exec(select(OutboxMessage)).all()
+    assert sorted(json.loads(row.body)["args"][0] for row in rows) == sorted(users)
+    assert {row.actor for row in rows} == {"sync_user_calendar"}
 
 
 def test_periodic_actors_are_scheduled_on_the_sync_queue() -> None:

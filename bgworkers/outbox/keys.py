@@ -1,0 +1,28 @@
+"""Dedupe keys for fan-outs: one message per target per run of the fan-out message.
+
+A periodic fan-out that is redelivered or retried (same dramatiq message id) writes the
+same keys again, so its targets get no second message; the next scheduled run has a new
+message id and fans out afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from dramatiq.middleware import CurrentMessage
+
+from bgworkers.outbox.api import MAX_DEDUPE_KEY_LENGTH
+
+
+def per_run_key(args: tuple[Any, ...]) -> str | None:
+    """``run:<fan-out message id>:<args>``; None outside a message (no deduplication)."""
+    message = CurrentMessage.get_current_message()
+    if message is None:
+        return None
+    key = f"run:{message.message_id}:{json.dumps(list(args), separators=(',', ':'))}"
+    if len(key) > MAX_DEDUPE_KEY_LENGTH:
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        key = f"run:{message.message_id}:{digest}"
+    return key
