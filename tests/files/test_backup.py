@@ -37,6 +37,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, select
 
 from bgworkers.db import UtcDateTime
+from bgworkers.files.actors import record_backup_messages
 from bgworkers.files.backup import (
     FORMAT,
     TEMP_PREFIX,
@@ -55,7 +56,6 @@ from bgworkers.files.backup import (
     user_tables,
     verify_archive,
 )
-from bgworkers.files.actors import record_backup_messages
 from bgworkers.outbox.models import OutboxMessage
 from bgworkers.users.models import User
 from tests.files.conftest import archived_rows, database_rows, delete_user, fill_user
