@@ -195,7 +195,7 @@ class RabbitmqConfirmPublisher:
                 self._tag += 1
                 self._unconfirmed.add(self._tag)
             self._run_until(lambda: not self._unconfirmed, self._timeout_s)
-        except (pika.exceptions.AMQPError, OSError, dramatiq.errors.ConnectionError) as exc:
+        except (pika.exceptions.AMQPError, OSError, dramatiq.errors.BrokerConnectionError) as exc:
             self.close()
             raise PublishError(f"publish failed: {type(exc).__name__}: {exc}") from exc
         self._last_used = time.monotonic()
@@ -239,7 +239,7 @@ class BrokerPublisher:
             delay = None if item.eta_ms is None else max(item.eta_ms - self._clock_ms(), 0)
             try:
                 self._broker.enqueue(message, delay=delay)
-            except dramatiq.errors.ConnectionError as exc:
+            except dramatiq.errors.BrokerConnectionError as exc:
                 raise PublishError(f"publish failed: {exc}") from exc
 
     def close(self) -> None:

@@ -88,7 +88,10 @@ def test_enqueue_many_writes_in_chunks_and_skips_repeated_keys(db_engine: Engine
         )
         session.commit()
         again = enqueue_many(
-            session, outbox_probe, ((f"k{i}",) for i in range(2_400, 2_600)), dedupe_key=lambda a: a[0]
+            session,
+            outbox_probe,
+            ((f"k{i}",) for i in range(2_400, 2_600)),
+            dedupe_key=lambda a: a[0],
         )
         session.commit()
     assert (written, again) == (2_500, 100)

@@ -30,9 +30,7 @@ def unpublished(engine: Engine) -> int:
     with Session(engine) as session:
         table = OutboxMessage.__table__  # type: ignore[attr-defined]
         return int(
-            session.execute(
-                select(func.count()).where(table.c.published_at.is_(None))
-            ).scalar_one()
+            session.execute(select(func.count()).where(table.c.published_at.is_(None))).scalar_one()
         )
 
 
@@ -52,7 +50,7 @@ def test_commit_delivers_once_rollback_and_duplicates_deliver_nothing(
     wait_for(lambda: probe.EFFECTS["last"] == 1, timeout_s=30, what="the last message")
     app_broker.join(queues.MAINTENANCE, timeout=10_000)
     app_worker.join()
-    assert probe.DELIVERIES == Counter({"committed": 1, "dedupe": 1, "last": 1})
+    assert Counter({"committed": 1, "dedupe": 1, "last": 1}) == probe.DELIVERIES
     assert probe.ORDER == ["committed", "dedupe", "last"]
     assert unpublished(db_engine) == 0
 
@@ -152,5 +150,7 @@ def test_two_relays_on_postgresql_never_publish_a_row_twice(
     assert len(delivered) == total and len(set(delivered)) == total
     with Session(postgres_engine) as session:
         table = OutboxMessage.__table__  # type: ignore[attr-defined]
-        attempts = session.execute(select(table.c.attempts, func.count()).group_by(table.c.attempts))
+        attempts = session.execute(
+            select(table.c.attempts, func.count()).group_by(table.c.attempts)
+        )
         assert dict(attempts.all()) == {1: total}  # each row published in exactly one batch
