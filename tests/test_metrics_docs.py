@@ -26,6 +26,8 @@ COLLECTOR_METRICS = (
     "bgworkers_scheduler_last_tick_timestamp_seconds",
     "bgworkers_job_last_success_timestamp_seconds",
     "bgworkers_job_expected_interval_seconds",
+    "bgworkers_outbox_backlog_messages",
+    "bgworkers_outbox_backlog_oldest_age_seconds",
 )
 
 

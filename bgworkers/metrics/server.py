@@ -28,6 +28,7 @@ from bgworkers.logs import get_logger
 from bgworkers.monitoring.health import Readiness, readiness_for
 from bgworkers.monitoring.job_health import JobHealthCollector
 from bgworkers.monitoring.queue_depth import collector_from_settings
+from bgworkers.outbox.metrics import backlog_collector
 from bgworkers.settings import Settings
 
 log = get_logger(__name__)
@@ -114,6 +115,7 @@ def serve_cli_metrics() -> int:
         )
     )
     registry.register(JobHealthCollector(settings, interval_s=settings.queue_depth_interval_s))
+    registry.register(backlog_collector(settings))
     server = _bind(
         settings.metrics_host, settings.metrics_port, registry, settings, "BGW_METRICS_PORT"
     )

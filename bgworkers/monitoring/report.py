@@ -17,6 +17,8 @@ from bgworkers.settings import Settings
 
 #: A heartbeat older than this (seconds) means the scheduler or the workers are not running.
 STALE_HEARTBEAT_S = 300
+#: An unpublished outbox message due longer ago than this (seconds): the relay is not working.
+STALE_OUTBOX_S = 300
 
 
 def heartbeat_age_s(settings: Settings, *, now: datetime) -> float | None:
@@ -25,6 +27,23 @@ def heartbeat_age_s(settings: Settings, *, now: datetime) -> float | None:
     if row is None or row.scheduled_at is None:
         return None
     return (now - row.scheduled_at).total_seconds()
+
+
+def _print_outbox(settings: Settings, out: TextIO, *, now: datetime) -> bool:
+    from bgworkers.outbox.metrics import read_backlog_now
+
+    try:
+        backlog = read_backlog_now(settings, now=now)
+    except Exception as exc:  # noqa: BLE001 - a report line, not a crash (e.g. not migrated)
+        out.write(f"outbox       FAILING  {redact_text(f'{type(exc).__name__}: {exc}')[:200]}\n")
+        return False
+    stale = backlog.oldest_age_s > STALE_OUTBOX_S
+    state = "BACKLOG" if stale else "ok"
+    out.write(
+        f"outbox       {state:<8} {backlog.count} unpublished, "
+        f"oldest due {backlog.oldest_age_s:.0f} s ago\n"
+    )
+    return not stale
 
 
 def print_health(settings: Settings, out: TextIO, *, now: datetime | None = None) -> int:
@@ -44,6 +63,8 @@ def print_health(settings: Settings, out: TextIO, *, now: datetime | None = None
             healthy &= not stale
             state = "STALE" if stale else "ok"
             out.write(f"scheduler    {state:<8} last heartbeat tick {age:.0f} s ago\n")
+    if checks[1].ok:
+        healthy &= _print_outbox(settings, out, now=now or utcnow())
     if checks[0].ok:
         # AMQP, not the management API: its counts are exact now, the API's lag a few seconds.
         try:

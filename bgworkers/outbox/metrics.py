@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from bgworkers.metrics import LazyMetrics
+from bgworkers.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,20 @@ def read_backlog(session: Session, *, now: datetime) -> Backlog:
         oldest = oldest.replace(tzinfo=UTC)
     age = max((now - oldest).total_seconds(), 0.0) if oldest is not None else 0.0
     return Backlog(count=int(count), oldest_age_s=age)
+
+
+def read_backlog_now(settings: Settings, *, now: datetime | None = None) -> Backlog:
+    from bgworkers.db import get_engine, utcnow
+
+    with Session(get_engine(settings)) as session:
+        return read_backlog(session, now=now or utcnow())
+
+
+def backlog_collector(settings: Settings) -> OutboxBacklogCollector:
+    """The collector the worker group's metrics process serves."""
+    return OutboxBacklogCollector(
+        lambda: read_backlog_now(settings), interval_s=settings.queue_depth_interval_s
+    )
 
 
 class OutboxBacklogCollector(Collector):

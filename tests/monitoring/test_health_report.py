@@ -32,6 +32,28 @@ def test_health_report_for_a_person(
     assert "last heartbeat tick 30 s ago" in out.getvalue()
     assert out.getvalue().rstrip().endswith("healthy")
 
+    assert "outbox       ok       0 unpublished" in out.getvalue()
+
     out = io.StringIO()
     assert print_health(settings, out, now=now + timedelta(minutes=10)) == 1
     assert "STALE" in out.getvalue()
+
+
+def test_health_report_shows_the_outbox_backlog(
+    rabbitmq_url: str, sqlite_engine: Engine, app_broker: object
+) -> None:
+    from bgworkers.maintenance.actors import optimize_database
+    from bgworkers.outbox import enqueue
+
+    settings = load_settings(broker_url=rabbitmq_url)
+    now = utcnow()
+    with Session(sqlite_engine) as session:
+        record_heartbeat(session=session, now=now, scheduled_at=now)
+        enqueue(session, optimize_database)  # no relay runs: it stays unpublished
+        session.commit()
+    out = io.StringIO()
+    print_health(settings, out, now=now + timedelta(seconds=5))
+    assert "outbox       ok       1 unpublished, oldest due 5 s ago" in out.getvalue()
+    out = io.StringIO()
+    assert print_health(settings, out, now=now + timedelta(seconds=400)) == 1
+    assert "outbox       BACKLOG  1 unpublished, oldest due 400 s ago" in out.getvalue()
