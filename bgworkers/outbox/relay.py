@@ -156,7 +156,7 @@ class Relay:
                     .where(
                         OutboxRelayLease.name == LEASE_NAME,  # type: ignore[arg-type]
                         (OutboxRelayLease.holder == holder)  # type: ignore[arg-type]
-                        | (OutboxRelayLease.expires_at < now),
+                        | (OutboxRelayLease.expires_at <= now),
                     )
                     .values(holder=holder, expires_at=until)
                 ).rowcount  # type: ignore[attr-defined]
