@@ -7,6 +7,7 @@ run the relay as its own service; it takes the same lease, so it may also run be
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from types import FrameType
 
@@ -17,9 +18,15 @@ from bgworkers.settings import get_settings
 
 
 def main() -> int:
-    import bgworkers  # the broker (for declaring queues) and the actors, as workers have them
+    from bgworkers.boot import boot_process
+    from bgworkers.errors import ConfigurationError
 
-    settings = get_settings()
+    try:
+        settings = boot_process(get_settings())
+    except ConfigurationError as error:
+        print(f"bgworkers: {error}", file=sys.stderr)
+        return 2
+    import bgworkers  # the broker (for declaring queues) and the actors, as workers have them
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
