@@ -219,10 +219,10 @@ def main() -> None:
             )
             started = time.perf_counter()
             published = 0
-            while batch_count := relay.publish_batch():
+            while batch_count := relay.drain():
                 published += batch_count
             relay_s = time.perf_counter() - started
-            publisher.close()
+            relay.close()
             depth = queue_depth(url, queue)
             assert published == count and depth == count, (published, depth)
             print(f"relay: {relay_s:.2f} s, queue depth {depth}, peak RSS {peak_rss_mib():.0f} MiB")

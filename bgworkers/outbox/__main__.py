@@ -27,6 +27,7 @@ def main() -> int:
         print(f"bgworkers: {error}", file=sys.stderr)
         return 2
     import bgworkers  # the broker (for declaring queues) and the actors, as workers have them
+
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -1,12 +1,13 @@
 """The relay: publish outbox rows in batches, mark them published only once delivered.
 
 One batch is: select up to ``batch_size`` unpublished rows in id order (``FOR UPDATE SKIP
-LOCKED`` on PostgreSQL, so two relays never take the same row), publish them in one AMQP
-transaction, then mark them published and commit. A failure leaves the rows unpublished
-(their ``attempts`` and ``last_error`` say why) and the relay tries again after a short
-backoff, so a broker outage only delays messages. A relay that dies after the broker took
-a batch and before its commit publishes that batch again when it restarts: consumers are
-idempotent (docs/outbox.md lists what each relies on).
+LOCKED`` on PostgreSQL, so two relays never take the same row), publish them with pipelined
+publisher confirms, then mark them published and commit. :meth:`Relay.drain` overlaps the
+database work of the neighbouring batches with each publish. A failure leaves the rows
+unpublished (their ``attempts`` and ``last_error`` say why) and the relay tries again after
+a short backoff, so a broker outage only delays messages. A relay that dies after the
+broker took a batch and before its commit publishes that batch (at most two) again when it
+restarts: consumers are idempotent (docs/outbox.md lists what each relies on).
 
 Which process relays: every worker process runs a relay thread, but only the holder of the
 database lease (one row, renewed while it works) publishes; the others wait and take over
@@ -16,10 +17,14 @@ lease UPDATE every few seconds. On SQLite the lease is the only guard: run one g
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
+import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -77,49 +82,117 @@ class Relay:
         self._wakeup = wakeup
         self._lease_until: datetime | None = None
         self._next_prune = clock()
+        self._pool: ThreadPoolExecutor | None = None
 
-    # --- one batch -----------------------------------------------------------------------
+    # --- batches -------------------------------------------------------------------------
 
-    def publish_batch(self) -> int:
-        """Publish one batch; return how many rows were published (0: nothing due)."""
+    def _claim(self, *, after: int = 0) -> _Claim | None:
+        """Read (and on PostgreSQL lock) the next due rows with ``id > after``."""
         now = self._clock()
-        with Session(self._engine()) as session:
+        session = Session(self._engine())
+        try:
             rows = session.execute(
                 select(_TABLE.c.id, _TABLE.c.queue, _TABLE.c.message_id, _TABLE.c.body)
                 .add_columns(_TABLE.c.available_at)
-                .where(_TABLE.c.published_at.is_(None))
+                .where(_TABLE.c.published_at.is_(None), _TABLE.c.id > after)
                 .order_by(_TABLE.c.id)
                 .limit(self.config.batch_size)
                 .with_for_update(skip_locked=True)
             ).all()
-            if not rows:
-                return 0
-            batch = [
-                Outgoing(
-                    queue=queue,
-                    message_id=message_id,
-                    body=body.encode("utf-8"),
-                    eta_ms=_eta_ms(available_at, now),
-                )
-                for _, queue, message_id, body, available_at in rows
-            ]
-            ids = [row[0] for row in rows]
-            try:
-                self._publisher.publish(batch)
-            except PublishError as exc:
-                session.rollback()
-                self._record_failure(ids, str(exc))
-                raise
+        except BaseException:
+            session.close()
+            raise
+        if not rows:
+            session.close()
+            return None
+        batch = [
+            Outgoing(
+                queue=queue,
+                message_id=message_id,
+                body=body.encode("utf-8"),
+                eta_ms=_eta_ms(available_at, now),
+            )
+            for _, queue, message_id, body, available_at in rows
+        ]
+        return _Claim(session=session, ids=[row[0] for row in rows], batch=batch)
+
+    def _mark(self, claim: _Claim) -> int:
+        """Mark a confirmed batch published and commit (releasing its row locks)."""
+        with claim.session as session:
             session.execute(
                 update(_TABLE)
-                .where(_TABLE.c.id.in_(ids))
+                .where(_TABLE.c.id.in_(claim.ids))
                 .values(published_at=self._clock(), attempts=_TABLE.c.attempts + 1)
             )
             session.commit()
         published = OUTBOX_METRICS.get().published
-        for item in batch:
-            published.labels(item.queue).inc()
-        return len(ids)
+        for queue, count in Counter(item.queue for item in claim.batch).items():
+            published.labels(queue).inc(count)
+        return len(claim.ids)
+
+    def _publish(self, claim: _Claim) -> None:
+        try:
+            self._publisher.publish(claim.batch)
+        except PublishError as exc:
+            claim.session.close()  # rolls back: the rows stay due
+            self._record_failure(claim.ids, str(exc))
+            raise
+
+    def publish_batch(self) -> int:
+        """Publish one batch; return how many rows were published (0: nothing due)."""
+        claim = self._claim()
+        if claim is None:
+            return 0
+        self._publish(claim)
+        return self._mark(claim)
+
+    def drain(self, *, max_batches: int = 50) -> int:
+        """Publish due rows batch after batch, overlapping the database with the broker.
+
+        While a batch is published, a database thread reads the next one and marks the
+        previous one, so the database's round trips cost no publishing time. A relay killed
+        here therefore re-publishes up to two batches (the one in flight and the one being
+        marked). Returns how many rows were published.
+        """
+        pool = self._database_thread()
+        # Stop in time to renew the lease: a long drain must not outlive it.
+        deadline = time.monotonic() + self.config.lease_s / 3
+        claim = self._claim()
+        marking: Future[int] | None = None
+        total = 0
+        try:
+            for _ in range(max_batches):
+                if claim is None or time.monotonic() > deadline:
+                    break
+                following = pool.submit(self._claim, after=claim.ids[-1])
+                try:
+                    self._publish(claim)
+                except BaseException:
+                    _discard(following)
+                    raise
+                if marking is not None:
+                    total += marking.result()
+                marking = pool.submit(self._mark, claim)
+                claim = None  # the database thread owns it now
+                claim = following.result()
+        finally:
+            if claim is not None:
+                claim.session.close()
+            if marking is not None:
+                total += marking.result()
+        return total
+
+    def _database_thread(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-db")
+        return self._pool
+
+    def close(self) -> None:
+        """Close the publisher and stop the database thread."""
+        self._publisher.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def _record_failure(self, ids: list[int], error: str) -> None:
         OUTBOX_METRICS.get().publish_failures.inc()
@@ -216,7 +289,7 @@ class Relay:
                     stop.wait(self.config.lease_s / 3)
                     continue
                 self._wakeup.clear()  # a commit from now on wakes the wait below
-                published = self.publish_batch()
+                published = self.drain()
                 if self._clock() >= self._next_prune:
                     self._next_prune = self._clock() + PRUNE_EVERY
                     self.prune()
@@ -235,13 +308,30 @@ class Relay:
                 backoff = MAX_BACKOFF_S
                 stop.wait(backoff)
                 continue
-            if published < self.config.batch_size:
+            if published == 0:
                 self._wakeup.wait(self.config.poll_interval_s)
-        self._publisher.close()
+        self.close()
         try:
             self.release_lease()
         except SQLAlchemyError as exc:
             log.warning("outbox_lease_not_released", error=f"{type(exc).__name__}: {exc}")
+
+
+@dataclass
+class _Claim:
+    """A batch read in its own transaction, which holds the rows' locks until marked."""
+
+    session: Session
+    ids: list[int]
+    batch: list[Outgoing]
+
+
+def _discard(claim: Future[_Claim | None]) -> None:
+    """Release a batch read ahead that will not be published now."""
+    with contextlib.suppress(Exception):  # its own error, if any, is moot: nothing was sent
+        found = claim.result()
+        if found is not None:
+            found.session.close()
 
 
 def _eta_ms(available_at: datetime, now: datetime) -> int | None:

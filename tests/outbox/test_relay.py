@@ -174,3 +174,32 @@ def test_backlog_collector_reports_what_it_read() -> None:
     collector.refresh()
     assert registry.get_sample_value("bgworkers_outbox_backlog_messages") == 7
     assert registry.get_sample_value("bgworkers_outbox_backlog_oldest_age_seconds") == 42.5
+
+
+class FailingAfter(MemoryPublisher):
+    """Takes ``good`` batches, then refuses every further one."""
+
+    def __init__(self, good: int) -> None:
+        super().__init__()
+        self.good = good
+
+    def publish(self, batch: Sequence[Outgoing]) -> None:
+        self.down = len(self.batches) >= self.good
+        super().publish(batch)
+
+
+def test_drain_pipelines_batches_in_order_and_stops_at_a_failure(db_engine: Engine) -> None:
+    add(db_engine, 7)
+    publisher, clock = FailingAfter(good=2), Clock()
+    one = relay(db_engine, publisher, clock, batch_size=2, use_lease=False)
+    with pytest.raises(PublishError):
+        one.drain()
+    rows = stored(db_engine)
+    assert [r.published_at is not None for r in rows] == [True] * 4 + [False] * 3
+    assert [r.last_error for r in rows[4:]] == ["broker down", "broker down", None]
+    publisher.good = 10
+    assert one.drain() == 3
+    one.close()
+    keys = [json.loads(item.body)["args"][0] for b in publisher.batches for item in b]
+    assert keys == [f"k{i}" for i in range(7)]  # in id order, each once
+    assert all(r.published_at is not None for r in stored(db_engine))
