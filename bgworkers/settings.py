@@ -117,7 +117,7 @@ class Settings(BaseSettings):
 
     # --- outbox ---------------------------------------------------------------------------
     outbox_relay_enabled: bool = True
-    outbox_batch_size: int = Field(default=2_000, ge=1, le=10_000)
+    outbox_batch_size: int = Field(default=5_000, ge=1, le=10_000)
     outbox_poll_interval_s: float = Field(default=0.5, gt=0, le=60)
     outbox_lease_s: float = Field(default=15.0, ge=1, le=600)
     outbox_retention_hours: float = Field(default=72.0, gt=0)

@@ -3,9 +3,9 @@
 Why pipelined confirms: pika's blocking channel waits for each confirm in turn (about
 1,000-2,000 messages/s here, what ``actor.send`` does). Writing a whole batch and then
 waiting for RabbitMQ's (cumulative) confirms gives the same guarantee per message, routed
-and written to its durable queue, at 13,000-21,000 messages/s on this machine; an AMQP
-transaction per batch (``tx.commit``) gave 5,000-7,000 (RabbitMQ's transactions are slow
-whatever the batch size). ``bench/fanout.py`` measures all three. pika's callback
+and written to its durable queue, at 11,500-24,600 messages/s on the development machine;
+an AMQP transaction per batch (``tx.commit``) gave 0.5-0.7 times that in the same runs.
+``bench/fanout.py`` measures all three (docs/outbox.md has the figures). pika's callback
 connection (``SelectConnection``) is the public way to pipeline; its I/O loop runs only
 while a batch is in flight.
 

@@ -53,7 +53,7 @@ PRUNE_CHUNK = 5_000
 class RelayConfig:
     """Units: seconds unless named otherwise."""
 
-    batch_size: int = 2_000
+    batch_size: int = 5_000
     poll_interval_s: float = 0.5
     lease_s: float = 15.0
     use_lease: bool = True
