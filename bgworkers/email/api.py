@@ -19,6 +19,7 @@ from bgworkers.email.actors import send_email
 from bgworkers.email.models import EmailStatus, OutboxEmail
 from bgworkers.email.outbox import InvalidEmail, add_email
 from bgworkers.outbox import enqueue
+from bgworkers.outbox.keys import bounded_key
 
 __all__ = ["InvalidEmail", "enqueue_email"]
 
@@ -54,7 +55,8 @@ def enqueue_email(
         assert email_id is not None
         if dispatch is None:
             # The key: a second message for one email would find it claimed anyway.
-            enqueue(session, send_email, email_id, dedupe_key=f"send_email:{idempotency_key}")
+            key = bounded_key(f"send_email:{idempotency_key}")
+            enqueue(session, send_email, email_id, dedupe_key=key)
         else:
             dispatch(email_id)
     return row

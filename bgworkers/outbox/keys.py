@@ -16,13 +16,16 @@ from dramatiq.middleware import CurrentMessage
 from bgworkers.outbox.api import MAX_DEDUPE_KEY_LENGTH
 
 
+def bounded_key(key: str) -> str:
+    """``key`` itself if it fits the dedupe column, else a stable digest of it."""
+    if len(key) <= MAX_DEDUPE_KEY_LENGTH:
+        return key
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
 def per_run_key(args: tuple[Any, ...]) -> str | None:
     """``run:<fan-out message id>:<args>``; None outside a message (no deduplication)."""
     message = CurrentMessage.get_current_message()
     if message is None:
         return None
-    key = f"run:{message.message_id}:{json.dumps(list(args), separators=(',', ':'))}"
-    if len(key) > MAX_DEDUPE_KEY_LENGTH:
-        digest = hashlib.sha256(key.encode()).hexdigest()
-        key = f"run:{message.message_id}:{digest}"
-    return key
+    return bounded_key(f"run:{message.message_id}:{json.dumps(list(args), separators=(',', ':'))}")
