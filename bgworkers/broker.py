@@ -22,6 +22,7 @@ from dramatiq.middleware import (
     TimeLimit,
 )
 
+from bgworkers.boot import WorkerProcessBoot
 from bgworkers.middleware.connectivity import BrokerConnectivityCheck
 from bgworkers.middleware.message_logging import MessageLogging
 from bgworkers.middleware.metrics import MessageMetrics
@@ -57,6 +58,8 @@ def build_broker(settings: Settings) -> RabbitmqBroker:
     # confirm_delivery: without it a publish that RabbitMQ drops is lost silently.
     broker = RabbitmqBroker(url=url, confirm_delivery=True, middleware=middleware_stack(settings))
     broker.add_middleware(BrokerConnectivityCheck(url=url))
+    # Only the RabbitMQ broker, which dramatiq's CLI boots: logging of a worker process.
+    broker.add_middleware(WorkerProcessBoot())
     return broker
 
 
