@@ -3,8 +3,8 @@
 Order matters: dramatiq runs ``before_*`` hooks in list order and ``after_*`` hooks in
 reverse. Logging comes first so every later hook logs with the message's context; the retry
 policy is the last middleware with message hooks, so its decision (retry or dead-letter) is
-made before the logging and metrics middleware report the outcome. The connectivity check,
-added after it on the RabbitMQ broker, has worker hooks only.
+made before the logging and metrics middleware report the outcome. The connectivity check
+and the worker-process boot, added after it on the RabbitMQ broker, have no message hooks.
 """
 
 from __future__ import annotations
