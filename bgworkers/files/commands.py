@@ -71,7 +71,8 @@ def _existing(path: Path) -> Path:
 
 
 def _row_summary(rows: dict[str, int]) -> str:
-    return f"{sum(rows.values())} rows in {len(rows)} tables"
+    count, tables = sum(rows.values()), len(rows)
+    return f"{count} row{'' if count == 1 else 's'} in {tables} table{'' if tables == 1 else 's'}"
 
 
 def list_command(*, backup_dir: Path, user_id: int, out: TextIO) -> int:

@@ -116,7 +116,7 @@ def test_verify_accepts_a_good_archive_and_names_what_is_wrong(
 ) -> None:
     done = setup.run("verify", str(setup.archive))
     assert done.code == 0, done.err
-    assert f"valid, user {setup.user_id}, run {RUN}" in done.out
+    assert f"valid, user {setup.user_id}, run {RUN}, 3 rows in " in done.out
     damaged = tmp_path / setup.archive.name
     shutil.copy(setup.archive, damaged)
     data = bytearray(damaged.read_bytes())
@@ -136,7 +136,8 @@ def test_restore_into_a_fresh_database_then_refuses_a_second_time(
     url, engine = migrated_database(tmp_path / "fresh.db")
     done = setup.run("restore", str(setup.user_id), "latest", database_url=url)
     assert done.code == 0, done.err
-    assert f"restored user {setup.user_id} from {setup.archive.name}: " in done.out
+    # The user, the reminder and the calendar connection; every other table is empty.
+    assert f"restored user {setup.user_id} from {setup.archive.name}: 3 rows in " in done.out
     with Session(engine) as session:
         user = session.get(User, setup.user_id)
         assert user is not None and user.email == "ada@example.com"
