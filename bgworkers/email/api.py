@@ -1,10 +1,12 @@
-"""What the rest of the application calls to send an email.
+"""What the rest of the application (and the other domains) call to send an email.
 
 ``enqueue_email`` writes the email, and its ``send_email`` message (through the message
 outbox), in the caller's transaction: if the caller rolls back, no email goes out; once it
 commits, the relay publishes the message within a second, RabbitMQ up or not at that
 instant. Calling it again with the same ``idempotency_key`` returns the first email and
-sends nothing more, so callers may retry freely.
+sends nothing more, so callers may retry freely. ``cancel_queued_emails`` withdraws the
+emails of a caller's keys that have not left yet; ``is_email_address`` says whether an address
+can be sent to at all.
 """
 
 from __future__ import annotations
@@ -12,16 +14,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlmodel import Session
+from sqlalchemy import update
+from sqlmodel import Session, col
 
 from bgworkers.db import utcnow
 from bgworkers.email.actors import send_email
 from bgworkers.email.models import EmailStatus, OutboxEmail
-from bgworkers.email.outbox import InvalidEmail, add_email
+from bgworkers.email.outbox import InvalidEmail, add_email, is_email_address
 from bgworkers.outbox import enqueue
 from bgworkers.outbox.keys import bounded_key
 
-__all__ = ["InvalidEmail", "enqueue_email"]
+__all__ = [
+    "InvalidEmail",
+    "cancel_queued_emails",
+    "enqueue_email",
+    "is_email_address",
+]
 
 
 def enqueue_email(
@@ -60,3 +68,24 @@ def enqueue_email(
         else:
             dispatch(email_id)
     return row
+
+
+def cancel_queued_emails(
+    *, session: Session, key_prefix: str, reason: str, now: datetime | None = None
+) -> int:
+    """Mark ``failed`` (with ``reason``) every email still ``queued`` whose idempotency key
+    starts with ``key_prefix``, so it is never sent; returns how many.
+
+    An email already being sent, or sent, is left alone. Works in the caller's transaction.
+    """
+    result = session.execute(
+        update(OutboxEmail)
+        .where(
+            col(OutboxEmail.idempotency_key).startswith(key_prefix, autoescape=True),
+            col(OutboxEmail.status) == EmailStatus.QUEUED,
+        )
+        .values(status=EmailStatus.FAILED, last_error=reason, updated_at=now or utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    count: int = result.rowcount  # type: ignore[attr-defined]
+    return count

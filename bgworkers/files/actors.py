@@ -14,7 +14,8 @@ from sqlmodel import Session
 
 from bgworkers import queues
 from bgworkers.db import session_scope, utcnow
-from bgworkers.files.backup import backup_user, enqueue_user_backups, run_id_for
+from bgworkers.files.archive import run_id_for
+from bgworkers.files.backup import backup_user, enqueue_user_backups
 from bgworkers.files.cleanup import TempDirUnavailable, clean_temp_dir
 from bgworkers.outbox import enqueue_many
 from bgworkers.settings import get_settings

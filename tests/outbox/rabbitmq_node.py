@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import IN_CI
+from tests.platform_helpers import IN_CI
 
 
 class RabbitmqNode:
