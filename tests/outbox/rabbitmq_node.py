@@ -3,11 +3,13 @@
 The shared node on 5672 is never touched: this one listens on ``port`` (127.0.0.1 only),
 uses ``port + 20000`` for Erlang distribution, has no plugins, and keeps its data under the
 given directory. ``stop_app``/``start_app`` make the broker unreachable and back without
-losing its queues; ``shutdown`` ends the node.
+losing its queues; ``shutdown`` ends the node. Give it a directory outside pytest's base
+temp: pytest sessions of the same user delete old base temps while the node may still run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -51,6 +53,7 @@ class RabbitmqNode:
         )
 
     def start(self) -> None:
+        self.shutdown(timeout_s=20)  # a node of this name left by an interrupted run
         self.directory.mkdir(parents=True, exist_ok=True)
         (self.directory / "enabled_plugins").write_text("[].\n")
         (self.directory / "rabbitmq.conf").write_text(
@@ -75,7 +78,7 @@ class RabbitmqNode:
             if time.monotonic() > deadline:
                 raise AssertionError(f"RabbitMQ node {self.name} did not start")
             time.sleep(0.5)
-        self.ctl("await_startup")
+        self.ctl("await_startup", timeout_s=60)
         self.wait_for_port()
 
     def wait_for_port(self, timeout_s: float = 60) -> None:
@@ -96,13 +99,14 @@ class RabbitmqNode:
         self.ctl("start_app")
         self.wait_for_port()
 
-    def shutdown(self) -> None:
-        subprocess.run(
-            ["rabbitmqctl", "-n", self.name, "shutdown"],
-            capture_output=True,
-            timeout=120,
-            env=self._env(),
-        )
+    def shutdown(self, *, timeout_s: float = 60) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            subprocess.run(
+                ["rabbitmqctl", "-n", self.name, "shutdown"],
+                capture_output=True,
+                timeout=timeout_s,
+                env=self._env(),
+            )
 
 
 def require_rabbitmq_server() -> None:

@@ -6,6 +6,8 @@ one.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -34,14 +36,18 @@ NODE_PORT = 5701  # this test's own node, in the outbox tests' port block (5700-
 
 
 @pytest.fixture
-def node(tmp_path: Path) -> Iterator[RabbitmqNode]:
+def node() -> Iterator[RabbitmqNode]:
     require_rabbitmq_server()
-    own = RabbitmqNode(tmp_path / "rabbitmq", name="bgwoutbox1@localhost", port=NODE_PORT)
+    # Not under pytest's base temp: other pytest sessions of the same user on this host
+    # delete old base temps, and with them a running node's data directory.
+    directory = Path(tempfile.mkdtemp(prefix="bgwoutbox-node-"))
+    own = RabbitmqNode(directory / "rabbitmq", name="bgwoutbox1@localhost", port=NODE_PORT)
     try:
         own.start()
         yield own
     finally:
         own.shutdown()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def counts(engine: Engine) -> tuple[int, int]:
