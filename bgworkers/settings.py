@@ -9,12 +9,13 @@ A bad value fails at start with pydantic's message, which names the variable (se
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AnyUrl, Field, SecretStr, ValidationError, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from bgworkers.errors import ConfigurationError
 
@@ -151,6 +152,17 @@ def load_settings(**overrides: object) -> Settings:
             f"{ENV_PREFIX}{str(err['loc'][0]).upper()}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigurationError(f"invalid configuration: {problems}") from None
+    except SettingsError as exc:
+        # A value that is not even parseable (``BGW_SCHEDULE_OVERRIDES='not json'``): pydantic
+        # reports it before validation, naming the field only inside its message.
+        raise ConfigurationError(f"invalid configuration: {_unparseable(exc)}") from None
+
+
+def _unparseable(exc: SettingsError) -> str:
+    match = re.search(r'field "([a-z_]+)"', str(exc))
+    if match is None:
+        return str(exc)
+    return f"{ENV_PREFIX}{match.group(1).upper()}: not valid JSON (expected a JSON object)"
 
 
 @functools.cache

@@ -16,6 +16,7 @@ from bgworkers.db import session_scope, utcnow
 from bgworkers.email.actors import dispatch_emails
 from bgworkers.reminders import firing
 from bgworkers.reminders.summary import dispatch_daily_summaries, send_daily_summary
+from bgworkers.scheduling.middleware import scheduled_now
 from bgworkers.tasks import task
 
 
@@ -60,6 +61,11 @@ def _send_summary_messages(page: list[tuple[int, str]]) -> None:
 
 @task(queue=queues.EMAIL, periodic=True, max_retries=3, time_limit_ms=600_000)
 def send_daily_email_summary() -> None:
-    """Every quarter hour: send a per-user message for each user due a summary."""
+    """Every quarter hour: send a per-user message for each user due a summary.
+
+    "Due" is judged at the message's tick (08:00 is 08:00 even if this worker's clock is a
+    second behind the scheduler's), as docs/scheduling.md promises.
+    """
+    now = scheduled_now(fallback=utcnow())
     with session_scope() as session:
-        dispatch_daily_summaries(session=session, now=utcnow(), dispatch=_send_summary_messages)
+        dispatch_daily_summaries(session=session, now=now, dispatch=_send_summary_messages)

@@ -73,6 +73,22 @@ def message_tick(message: Any, period: CronPeriod) -> datetime | None:
     return period.tick_at(datetime.fromisoformat(scheduled)) if scheduled else None
 
 
+def scheduled_now(*, fallback: datetime) -> datetime:
+    """The tick of the scheduled message being processed, or ``fallback`` for any other.
+
+    Why: a job that decides by the time ("is it 08:00 for this user?") must judge by the tick
+    the scheduler sent, not by the worker's own clock, which may be a second behind (the 08:00
+    run would then see 07:59:59) or minutes late (a backlog, a retry, a caught-up tick).
+    The tick is the one :meth:`ScheduleGuard.before_enqueue` stamped into the message
+    (``bgw_tick``); needs dramatiq's ``CurrentMessage`` middleware (in bgworkers' stack).
+    """
+    from dramatiq.middleware import CurrentMessage
+
+    message = CurrentMessage.get_current_message()
+    stamped = message.options.get(TICK_OPTION) if message is not None else None
+    return datetime.fromisoformat(stamped) if stamped else fallback
+
+
 def max_busy_retries(stale_after: timedelta) -> int:
     """How many times a retry waits for a later tick's run: long enough for that run to end
     or for its lock to go stale (``stale_after``), then the retry gives up."""
