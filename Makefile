@@ -45,7 +45,7 @@ format: setup
 	$(BIN)/ruff check --fix bgworkers tests bench
 
 bench: setup broker  ## benchmarks: print timing and memory figures
-	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done
+	for script in bench/[!_]*.py; do $(BIN)/python $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
