@@ -13,8 +13,11 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     from bgworkers import migrations
     from bgworkers.db import get_engine
 
-    migrations.upgrade(get_engine(settings))
-    print("database schema is up to date")
+    applied = migrations.upgrade(get_engine(settings))
+    if applied:
+        print(f"database schema migrated: applied {len(applied)} revision(s): {', '.join(applied)}")
+    else:
+        print("database schema is up to date (nothing to apply)")
     return 0
 
 
@@ -50,7 +53,12 @@ def _health(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bgworkers", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="bgworkers",
+        description="The admin command of bgworkers: migrations, the all-in-one runner, "
+        "the schedule and a health report. Workers and scheduler in production: "
+        "`dramatiq bgworkers` and `periodiq bgworkers`.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="create or upgrade the database schema").set_defaults(
         handler=_migrate

@@ -6,6 +6,11 @@ database, and asserts what a person reads: the reasons, the exit code, no traceb
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -21,6 +26,7 @@ from bgworkers.db import make_engine, utcnow
 from bgworkers.maintenance.heartbeat import record_heartbeat
 from bgworkers.settings import get_settings
 from tests.cli_helpers import run_command
+from tests.platform_helpers import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -58,3 +64,24 @@ def test_health_says_why_it_is_not_healthy(one_dead_letter: None, tmp_path: Path
     verdict = result.stdout.split("NOT healthy", 1)[1].splitlines()
     assert verdict[0] == " (1 failing check):", result.stdout
     assert verdict[1].startswith("  - queue email: 1 dead-lettered message(s) in email.XQ")
+
+
+def test_dramatiq_watch_reloads_are_available(rabbitmq_url: str, tmp_path: Path) -> None:
+    """``dramatiq bgworkers --watch DIR`` needs dramatiq's ``watch`` extra (a dev dependency)."""
+    dramatiq_cli = str(Path(sys.executable).parent / "dramatiq")
+    process = subprocess.Popen(
+        [dramatiq_cli, "bgworkers", "--processes", "1", "--threads", "1", "--watch", str(tmp_path)],
+        env={**os.environ, "BGW_DATA_DIR": str(tmp_path), "BGW_METRICS_PORT": str(free_port())},
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        time.sleep(4)
+        alive = process.poll() is None
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    assert alive, output
+    assert "extra 'watch'" not in output
