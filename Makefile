@@ -3,6 +3,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Files of `make run`, `make test` and `make bench` stay in this checkout (an installed
+# bgworkers defaults to ~/.local/share/bgworkers; see docs/configuration.md).
+export BGW_DATA_DIR ?= $(CURDIR)/var
 
 .PHONY: setup broker test-tools migrate run test lint format bench clean
 
