@@ -101,6 +101,10 @@ def _is_auth_refusal(code: int, reply: str) -> bool:
     return code in _AUTH_CODES or status in _AUTH_STATUSES
 
 
+#: Seconds a QUIT may take at shutdown before the connection is simply closed.
+QUIT_TIMEOUT_S = 2.0
+
+
 class SmtpMailer:
     """Sends over SMTP; ``security`` is ``none``, ``starttls`` or ``ssl``; timeout in seconds."""
 
@@ -125,19 +129,37 @@ class SmtpMailer:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._open: set[smtplib.SMTP] = set()
+        self._busy: set[smtplib.SMTP] = set()
 
     def send(self, message: EmailMessage) -> None:
         try:
             connection = self._connection()
-            connection.send_message(message)
+            with self._lock:
+                self._busy.add(connection)
+            try:
+                connection.send_message(message)
+            finally:
+                with self._lock:
+                    self._busy.discard(connection)
         except (smtplib.SMTPException, OSError) as exc:
             self._discard()
             raise classify(exc) from exc
 
     def close(self) -> None:
+        """Say QUIT on idle connections, each bounded by :data:`QUIT_TIMEOUT_S`.
+
+        Why not the busy ones: a QUIT on a connection a worker thread is still sending on
+        waits behind that send (up to ``timeout_s`` per reply), which made a worker's
+        shutdown outlast ``--worker-shutdown-timeout`` by the length of the send. They are
+        left to their thread, and to the process's exit; the outbox's claim tells a later
+        sweep whether that email still has to go.
+        """
         with self._lock:
-            connections, self._open = self._open, set()
-        for connection in connections:
+            idle = self._open - self._busy
+            self._open = self._open & self._busy
+        for connection in idle:
+            if connection.sock is not None:
+                connection.sock.settimeout(QUIT_TIMEOUT_S)
             _quit(connection)
 
     def _connection(self) -> smtplib.SMTP:
