@@ -24,6 +24,7 @@ from dramatiq.middleware import (
 from bgworkers.middleware.connectivity import BrokerConnectivityCheck
 from bgworkers.middleware.message_logging import MessageLogging
 from bgworkers.middleware.metrics import MessageMetrics
+from bgworkers.middleware.parent_death import StopWithParent
 from bgworkers.middleware.resources import CloseResources
 from bgworkers.middleware.retry_policy import RetryPolicy
 from bgworkers.scheduling.middleware import ScheduleGuard
@@ -56,6 +57,7 @@ def build_broker(settings: Settings) -> RabbitmqBroker:
     # confirm_delivery: without it a publish that RabbitMQ drops is lost silently.
     broker = RabbitmqBroker(url=url, confirm_delivery=True, middleware=middleware_stack(settings))
     broker.add_middleware(BrokerConnectivityCheck(url=url))
+    broker.add_middleware(StopWithParent())  # worker processes only: not in the stub stack
     return broker
 
 
