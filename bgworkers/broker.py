@@ -27,6 +27,7 @@ from bgworkers.middleware.metrics import MessageMetrics
 from bgworkers.middleware.parent_death import StopWithParent
 from bgworkers.middleware.resources import CloseResources
 from bgworkers.middleware.retry_policy import RetryPolicy
+from bgworkers.middleware.schema_gate import SchemaGate
 from bgworkers.scheduling.middleware import ScheduleGuard
 from bgworkers.settings import Settings
 
@@ -57,7 +58,9 @@ def build_broker(settings: Settings) -> RabbitmqBroker:
     # confirm_delivery: without it a publish that RabbitMQ drops is lost silently.
     broker = RabbitmqBroker(url=url, confirm_delivery=True, middleware=middleware_stack(settings))
     broker.add_middleware(BrokerConnectivityCheck(url=url))
-    broker.add_middleware(StopWithParent())  # worker processes only: not in the stub stack
+    # Worker processes only (process_boot), not in the stub stack:
+    broker.add_middleware(StopWithParent())
+    broker.add_middleware(SchemaGate())
     return broker
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from bgworkers.settings import Settings
+if TYPE_CHECKING:  # imported inside the commands, within the error boundary
+    from bgworkers.settings import Settings
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -22,26 +24,23 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
-    from bgworkers.logs import redact_text
-    from bgworkers.middleware.connectivity import probe_broker
+    from bgworkers.cli_errors import say
+    from bgworkers.diagnosis import probe_broker_problem
     from bgworkers.runner import default_children, supervise
 
-    error = probe_broker(settings.broker_url.get_secret_value(), timeout_s=3.0)
-    if error is not None:
-        print(
-            f"bgworkers: RabbitMQ does not answer at BGW_BROKER_URL ({redact_text(error)}). "
-            "Start one (make run does it on Debian: deploy/ensure-rabbitmq.sh) or point "
-            "BGW_BROKER_URL at a running broker.",
-            file=sys.stderr,
-        )
-        return 1
+    problem = probe_broker_problem(settings.broker_url.get_secret_value(), timeout_s=3.0)
+    if problem is not None:
+        return say(problem)
     _migrate(settings, args)
     return supervise(default_children(processes=args.processes, threads=args.threads))
 
 
 def _schedule(settings: Settings, args: argparse.Namespace) -> int:
+    from bgworkers.db import get_engine
+    from bgworkers.diagnosis import check_schema
     from bgworkers.scheduling.report import print_schedule
 
+    check_schema(get_engine(settings))
     print_schedule(settings, sys.stdout)
     return 0
 
@@ -77,6 +76,13 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The console script: the command, inside the error boundary (:mod:`.cli_errors`)."""
+    from bgworkers.cli_errors import run_guarded
+
+    return run_guarded(lambda: _main(argv))
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = make_parser().parse_args(argv)
     import bgworkers  # noqa: F401 - settings, logging and broker, as the workers have them
     from bgworkers.settings import get_settings

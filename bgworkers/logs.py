@@ -96,12 +96,26 @@ def _shared_processors() -> list[Processor]:
     ]
 
 
+def resolve_log_format(log_format: str | None, stream: TextIO) -> str:
+    """``json`` or ``console``: an explicit choice wins; ``auto`` (or None) picks the readable
+    console format when ``stream`` is a terminal, JSON otherwise (files, pipes, journald)."""
+    if log_format in ("json", "console"):
+        return log_format
+    try:
+        return "console" if stream.isatty() else "json"
+    except (AttributeError, ValueError):  # a closed or file-less stream: machines read it
+        return "json"
+
+
 def configure_logging(
-    *, log_format: str = "json", level: str = "INFO", stream: TextIO | None = None
+    *, log_format: str | None = "auto", level: str = "INFO", stream: TextIO | None = None
 ) -> None:
     """Route structlog and the standard library's loggers to one handler on ``stream``."""
+    from bgworkers.log_noise import LibraryNoiseFilter
+
+    stream = stream or sys.__stdout__ or sys.stdout
     renderer: Processor
-    if log_format == "console":
+    if resolve_log_format(log_format, stream) == "console":
         renderer = structlog.dev.ConsoleRenderer(colors=False)
     else:
         renderer = structlog.processors.JSONRenderer()
@@ -114,8 +128,9 @@ def configure_logging(
             renderer,
         ],
     )
-    handler = logging.StreamHandler(stream or sys.__stdout__)
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
+    handler.addFilter(LibraryNoiseFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         if getattr(old, "_bgworkers", False) or not _is_test_capture(old):

@@ -64,7 +64,8 @@ class Settings(BaseSettings):
     #: Default: ``sqlite:///<data_dir>/bgworkers.db``.
     database_url: SecretStr = SecretStr("sqlite:///bgworkers.db")
     database_echo: bool = False
-    log_format: Literal["json", "console"] = "json"
+    #: ``auto``: readable console lines on a terminal, JSON lines otherwise.
+    log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9191, ge=1, le=65535)

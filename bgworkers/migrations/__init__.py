@@ -42,6 +42,11 @@ def head_revisions() -> set[str]:
     return set(_scripts().get_heads())
 
 
+def known_revisions() -> set[str]:
+    """Every revision this version of bgworkers ships."""
+    return {rev.revision for rev in _scripts().walk_revisions()}
+
+
 def current_revisions(engine: Engine) -> set[str]:
     """The heads recorded in the database's ``alembic_version`` (empty: never migrated).
 

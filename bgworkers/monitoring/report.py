@@ -34,7 +34,7 @@ def print_health(settings: Settings, out: TextIO, *, now: datetime | None = None
     healthy" is never the whole answer.
     """
     problems: list[str] = []
-    checks = [check_broker(settings), check_database(settings)]
+    checks = [check_broker(settings), check_database(settings, schema=True)]
     for check in checks:
         out.write(f"{check.name:<12} {'ok' if check.ok else 'FAILING':<8} {check.detail}\n")
         if not check.ok:
