@@ -11,6 +11,10 @@ what to do. URLs are shown without their password.
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine, make_url
@@ -90,7 +94,16 @@ def broker_problem(exc: BaseException, url: str) -> Problem:
 
 
 def probe_broker_problem(url: str, *, timeout_s: float = 5.0) -> Problem | None:
-    """Open and close one AMQP connection; None if it worked, else what is wrong."""
+    """Open and close one AMQP connection; None if it worked, else what is wrong.
+
+    pika's own error lines about this connection are held back: the answer says it all.
+    """
+
+    with _quiet_pika():
+        return _probe(url, timeout_s)
+
+
+def _probe(url: str, timeout_s: float) -> Problem | None:
     import pika
 
     try:
@@ -103,6 +116,30 @@ def probe_broker_problem(url: str, *, timeout_s: float = 5.0) -> Problem | None:
         return broker_problem(exc, url)
     connection.close()
     return None
+
+
+_quiet_lock = threading.Lock()
+_quiet_depth = 0
+_saved_level = logging.NOTSET
+
+
+@contextmanager
+def _quiet_pika() -> Iterator[None]:
+    """Raise pika's log level while probing (nested and thread-safe; restored after)."""
+    global _quiet_depth, _saved_level
+    logger = logging.getLogger("pika")
+    with _quiet_lock:
+        if _quiet_depth == 0:
+            _saved_level = logger.level
+            logger.setLevel(logging.CRITICAL)
+        _quiet_depth += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet_depth -= 1
+            if _quiet_depth == 0:
+                logger.setLevel(_saved_level)
 
 
 def _database_place(url: str) -> str:

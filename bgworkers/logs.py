@@ -22,6 +22,7 @@ and container runtimes expect the application's log stream on stdout.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from collections.abc import Mapping, MutableMapping
@@ -136,6 +137,17 @@ _CHAIN: list[Processor] = [
 ]
 
 
+class _PipeTolerantHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that goes quiet once its reader has gone (``bgworkers health | head``)
+    instead of printing "--- Logging error ---" with a traceback for every later line."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if isinstance(sys.exc_info()[1], BrokenPipeError):
+            self.setStream(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the handler
+            return
+        super().handleError(record)
+
+
 def resolve_log_format(log_format: str | None, stream: TextIO) -> str:
     """``json`` or ``console``: an explicit choice wins; ``auto`` (or None) picks the readable
     console format when ``stream`` is a terminal, JSON otherwise (files, pipes, journald)."""
@@ -172,7 +184,7 @@ def configure_logging(
             renderer,
         ],
     )
-    handler = logging.StreamHandler(stream)
+    handler = _PipeTolerantHandler(stream)
     handler.setFormatter(formatter)
     handler.addFilter(LibraryNoiseFilter())
     root = logging.getLogger()
