@@ -60,7 +60,7 @@ def run_guarded(body: Callable[[], int]) -> int:
 def problem_of(exc: BaseException) -> Problem | None:
     """The known condition behind ``exc`` (database or RabbitMQ), if any."""
     import pika.exceptions
-    from dramatiq.errors import ConnectionError as DramatiqConnectionError
+    from dramatiq.errors import BrokerConnectionError as DramatiqConnectionError
     from sqlalchemy.exc import DBAPIError
 
     from bgworkers.settings import get_settings

@@ -41,7 +41,7 @@ def send_with_backoff(
 ) -> int:
     """Call ``send`` until it succeeds; return how many attempts failed first."""
     import pika.exceptions
-    from dramatiq.errors import ConnectionError as DramatiqConnectionError
+    from dramatiq.errors import BrokerConnectionError as DramatiqConnectionError
 
     failures = 0
     delay = FIRST_DELAY_S
