@@ -1,7 +1,8 @@
 """``bgworkers run``: the worker and the scheduler under one supervisor, for a single machine.
 
-Why a supervisor: dramatiq's CLI exits when a worker process dies, and periodiq exits when
-RabbitMQ is unreachable at a tick. In production a process manager (see ``deploy/``)
+Why a supervisor: dramatiq's CLI exits when a worker process dies, and periodiq, like any
+process, may crash (it waits out a RabbitMQ outage, see
+:mod:`bgworkers.scheduling.resilient_sending`). In production a process manager (see ``deploy/``)
 restarts them; on a developer's machine this command does the same: it starts
 ``dramatiq bgworkers`` and ``periodiq bgworkers``, restarts whichever exits unexpectedly
 (with a growing delay, capped), and on Ctrl-C or SIGTERM stops both gracefully, then
