@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # bgworkers defaults to ~/.local/share/bgworkers; see docs/configuration.md).
 export BGW_DATA_DIR ?= $(CURDIR)/var
 
-.PHONY: setup broker test-tools migrate run test lint format bench clean
+.PHONY: setup broker test-tools migrate run test unit lint format bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' \
@@ -42,7 +42,10 @@ lint: setup  ## ruff (lint and format check) and mypy
 	$(BIN)/mypy
 
 test: setup broker test-tools lint  ## lint, then the whole test suite (integration tests included)
-	$(BIN)/pytest
+	$(BIN)/pytest --cov --cov-report=term
+
+unit: setup  ## the tests that need no RabbitMQ, PostgreSQL or Prometheus (seconds, anywhere)
+	CI= $(BIN)/pytest -m "not integration" -p no:cacheprovider
 
 format: setup
 	$(BIN)/ruff format bgworkers tests bench

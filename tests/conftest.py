@@ -59,6 +59,20 @@ def require_service(url: str, default_port: int, name: str) -> None:
     pytest.skip(message)
 
 
+#: Fixtures that reach a real service: a test using one (directly or through another fixture)
+#: is an integration test, so ``make unit`` (``-m "not integration"``) needs no service.
+SERVICE_FIXTURES = frozenset({"rabbitmq_url", "app_broker", "app_worker", "postgres_engine"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        on_postgres = callspec is not None and callspec.params.get("db_engine") == "postgresql"
+        if fixtures & SERVICE_FIXTURES or on_postgres:
+            item.add_marker(pytest.mark.integration)
+
+
 _skipped: list[str] = []
 
 

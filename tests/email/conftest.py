@@ -80,9 +80,13 @@ class ScriptedHandler:
 class SmtpServer:
     handler: ScriptedHandler
     port: int
+    mailers: list[SmtpMailer] = field(default_factory=list)
 
     def mailer(self) -> SmtpMailer:
-        return SmtpMailer(host="127.0.0.1", port=self.port, timeout_s=5)
+        """A mailer for this server, closed when the test ends."""
+        mailer = SmtpMailer(host="127.0.0.1", port=self.port, timeout_s=5)
+        self.mailers.append(mailer)
+        return mailer
 
 
 @pytest.fixture
@@ -91,7 +95,10 @@ def smtp_server() -> Iterator[SmtpServer]:
     port = free_port()
     controller = Controller(handler, hostname="127.0.0.1", port=port)
     controller.start()
-    yield SmtpServer(handler=handler, port=port)
+    server = SmtpServer(handler=handler, port=port)
+    yield server
+    for mailer in server.mailers:
+        mailer.close()
     controller.stop()
 
 

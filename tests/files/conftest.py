@@ -29,7 +29,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import SQLModel
 
 import bgworkers
-from bgworkers.files.backup import (
+from bgworkers.files.ownership import (
     EXCLUDED_TABLES,
     owner_email_column,
     secret_columns,

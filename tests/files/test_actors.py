@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 
 from bgworkers import queues
 from bgworkers.files.actors import backup_one_user, backup_user_data, cleanup_temp_files
-from bgworkers.files.backup import list_archives
+from bgworkers.files.archive import list_archives
 from bgworkers.settings import Settings
 from tests.files.conftest import fill_user
 

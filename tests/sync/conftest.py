@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from bgworkers.settings import Settings, load_settings
-from bgworkers.sync.http import RetryPolicy, build_client
+from bgworkers.sync.http import RequestRetryPolicy, build_client
 from bgworkers.sync.models import CalendarConnection, NotionConnection
 from bgworkers.users.models import User
 from tests.sync.fakes import FakeClock, FakeGoogleCalendar, FakeNotion
@@ -41,8 +41,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def policy(settings: Settings, clock: FakeClock) -> RetryPolicy:
-    return RetryPolicy(
+def policy(settings: Settings, clock: FakeClock) -> RequestRetryPolicy:
+    return RequestRetryPolicy(
         max_attempts=settings.sync_http_max_attempts,
         max_inline_wait_s=settings.sync_http_max_inline_wait_s,
         sleep=clock.sleep,
