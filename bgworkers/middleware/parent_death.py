@@ -17,4 +17,8 @@ from bgworkers.process_group import set_parent_death_signal
 
 class StopWithParent(Middleware):
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
+        from bgworkers.boot import operator_command
+
+        if operator_command() != "dramatiq":
+            return  # emitted in-process (tests, an application): not a worker process
         set_parent_death_signal(signal.SIGTERM)

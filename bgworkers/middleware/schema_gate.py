@@ -20,6 +20,10 @@ from bgworkers.diagnosis import EXIT_UNAVAILABLE, Problem, database_problem, sch
 
 class SchemaGate(Middleware):
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
+        from bgworkers.boot import operator_command
+
+        if operator_command() != "dramatiq":
+            return  # emitted in-process (tests, an application): not a worker process
         from bgworkers.db import get_engine
         from bgworkers.settings import get_settings
 
