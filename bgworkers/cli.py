@@ -1,4 +1,5 @@
-"""``bgworkers``: the admin command (migrations, the all-in-one runner, schedule, health)."""
+"""``bgworkers``: the admin command (migrations, the all-in-one runner, schedule, health, and
+the operations console: dead letters, send, jobs, queues, the web console)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from bgworkers.console.commands import add_commands as add_console_commands
 from bgworkers.settings import Settings
 
 
@@ -65,6 +67,7 @@ def make_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "health", help="RabbitMQ, database, scheduler heartbeat and queue depths"
     ).set_defaults(handler=_health)
+    add_console_commands(sub)  # dead, send, jobs, queues, console: bgworkers.console.commands
     return parser
 
 
