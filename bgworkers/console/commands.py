@@ -254,6 +254,12 @@ def queues(settings: Settings, args: argparse.Namespace) -> int:
     return OK
 
 
+def serve_console(settings: Settings, args: argparse.Namespace) -> int:
+    from bgworkers.console.web.server import serve
+
+    return serve(settings, host=args.host, port=args.port, no_auth=args.no_auth)
+
+
 # --- parser ---------------------------------------------------------------------------------
 def _json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -319,3 +325,13 @@ def add_commands(sub: Any) -> None:
     queue = sub.add_parser("queues", help="ready, delayed, dead, unacked and consumers per queue")
     _json_flag(queue)
     queue.set_defaults(handler=guarded(queues))
+
+    web = sub.add_parser("console", help="the web console (see docs/console.md)")
+    web.add_argument("--host", default=None, help="bind address (BGW_CONSOLE_HOST, 127.0.0.1)")
+    web.add_argument("--port", type=int, default=None, help="port (BGW_CONSOLE_PORT, 9195)")
+    web.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="no login (only with a loopback bind address: 127.0.0.1, ::1, localhost)",
+    )
+    web.set_defaults(handler=serve_console)

@@ -12,6 +12,8 @@ never holds a secret or a megabyte blob.
 from __future__ import annotations
 
 import json
+import os
+import re
 import traceback as tb
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -91,10 +93,23 @@ def error_summary(exception: BaseException | None, reason: str) -> tuple[str, st
         return reason, ""
     error = redact_text(cap(f"{type(exception).__name__}: {exception}", ERROR_MAX_CHARS))
     lines = tb.format_exception(type(exception), exception, exception.__traceback__, limit=30)
-    trace = "".join(lines)
+    trace = _FRAME_FILE.sub(_short_path, "".join(lines))
     if len(trace) > TRACEBACK_MAX_CHARS:  # keep the end: the innermost frames and the error
         trace = "…" + trace[-(TRACEBACK_MAX_CHARS - 1) :]
     return error, redact_text(trace)
+
+
+_FRAME_FILE = re.compile(r'File "([^"]+)"')
+
+
+def _short_path(match: re.Match[str]) -> str:
+    """A frame's file as the reader knows it: the package path, not this host's layout."""
+    path = match.group(1)
+    _, found, inside = path.rpartition("site-packages/")
+    if found:
+        return f'File "{inside}"'
+    cwd = os.getcwd().rstrip("/") + "/"
+    return f'File "{path.removeprefix(cwd)}"'
 
 
 def record_dead_letter(session: Session, failure: Failure) -> DeadLetter:

@@ -211,6 +211,11 @@ class Console:
             )  # fmt: skip
         return message
 
+    def record_login(self, *, ok: bool, client: str) -> None:
+        with self.session() as session:
+            action = "login" if ok else "login_failed"
+            audit.record(session, who=self.who, action=action, target=client, now=self.clock())
+
     def audit_log(self, limit: int = 200) -> list[Any]:
         with self.session() as session:
             return audit.recent(session, limit=limit)
