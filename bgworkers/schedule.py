@@ -76,7 +76,7 @@ SCHEDULE: tuple[ScheduledJob, ...] = (
     ),
     ScheduledJob(
         "prune_dead_letters",
-        "17 * * * *",
+        "0 * * * *",
         "drop dead-letter index rows whose message left the XQ (7-day TTL)",
     ),
     ScheduledJob(
