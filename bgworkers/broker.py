@@ -2,8 +2,9 @@
 
 Order matters: dramatiq runs ``before_*`` hooks in list order and ``after_*`` hooks in
 reverse. Logging comes first so every later hook logs with the message's context; the retry
-policy comes last so its decision (retry or dead-letter) is made before the logging and
-metrics middleware report the outcome.
+policy is the last middleware with message hooks, so its decision (retry or dead-letter) is
+made before the logging and metrics middleware report the outcome. The connectivity check
+and the worker-process boot, added after it on the RabbitMQ broker, have no message hooks.
 """
 
 from __future__ import annotations

@@ -192,6 +192,7 @@ def test_a_paused_job_is_skipped_by_the_guard_but_a_manual_run_runs(
 
 def test_the_catch_up_job_leaves_paused_jobs_out(sqlite_engine: Engine) -> None:
     from bgworkers.db import utcnow
+    from bgworkers.schedule import SCHEDULE
     from bgworkers.scheduling.actors import catch_up_missed_ticks
     from bgworkers.scheduling.catch_up import CATCH_UP_JOB
     from bgworkers.scheduling.claims import job_state
@@ -201,6 +202,9 @@ def test_the_catch_up_job_leaves_paused_jobs_out(sqlite_engine: Engine) -> None:
     with session_scope() as session:
         job_state(session, CATCH_UP_JOB).checked_until = now - timedelta(minutes=10)
         pause_job(session, job="check_due_reminders", reason="outage", who="cli:t", now=now)
+        for entry in SCHEDULE:  # paused too: no job would be re-sent (no broker needed)
+            if entry.catch_up_window:
+                pause_job(session, job=entry.actor_name, reason="test", who="cli:t", now=now)
     catch_up_missed_ticks.fn()  # the scheduler was "down" for ten minutes
     with session_scope() as session:
         missed = {

@@ -32,9 +32,8 @@ from bgworkers.db import session_scope, utcnow
 from bgworkers.maintenance.heartbeat import record_heartbeat
 from bgworkers.scheduling.models import ScheduledRun
 from bgworkers.settings import get_settings
-from tests.conftest import IN_CI
 from tests.console import fake_jobs
-from tests.platform_helpers import free_port, wait_for
+from tests.platform_helpers import IN_CI, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 CHROMIUM = Path("/usr/bin/chromium")
