@@ -213,3 +213,19 @@ def test_the_catch_up_job_leaves_paused_jobs_out(sqlite_engine: Engine) -> None:
         }
     assert missed["heartbeat"] >= 9  # every-minute job, no window: counted as missed...
     assert missed["check_due_reminders"] == 0  # ...but not the paused one
+
+
+def test_bgworkers_schedule_shows_a_pause(sqlite_engine: Engine) -> None:
+    import io
+
+    from bgworkers.scheduling.report import print_schedule
+    from bgworkers.settings import get_settings
+
+    with session_scope() as session:
+        pause_job(session, job="heartbeat", reason="db upgrade", who="cli:ops", now=T0)
+    out = io.StringIO()
+    print_schedule(get_settings(), out, now=T0)
+    lines = {line.split()[0]: line for line in out.getvalue().splitlines()}
+    assert lines["job"].split()[-1] == "paused"
+    assert lines["heartbeat"].endswith("since 2026-11-25 09:00 UTC: db upgrade")
+    assert lines["check_due_reminders"].endswith("-")
