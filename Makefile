@@ -23,8 +23,9 @@ setup: $(STAMP)  ## create .venv and install bgworkers with its pinned dependenc
 broker:  ## make sure RabbitMQ answers at BGW_BROKER_URL (starts a local one if needed)
 	bash deploy/ensure-rabbitmq.sh
 
-test-tools:  ## Prometheus and promtool for the monitoring tests (Debian package)
+test-tools:  ## Prometheus, promtool and chromium for the monitoring and console tests (Debian)
 	bash deploy/ensure-prometheus.sh
+	bash deploy/ensure-chromium.sh
 
 migrate: setup  ## create or upgrade the database schema
 	$(BIN)/bgworkers migrate

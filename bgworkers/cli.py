@@ -1,5 +1,5 @@
 """``bgworkers``: the admin command (migrations, the all-in-one runner, schedule, health,
-backups)."""
+backups, and the operations console: dead letters, send, jobs, queues, the web console)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from bgworkers.console.commands import add_commands as add_console_commands
 from bgworkers.settings import Settings
 
 
@@ -107,6 +108,7 @@ def make_parser() -> argparse.ArgumentParser:
         "health", help="RabbitMQ, database, scheduler heartbeat and queue depths"
     ).set_defaults(handler=_health)
     _add_backup_parser(sub)
+    add_console_commands(sub)  # dead, send, jobs, queues, console: bgworkers.console.commands
     return parser
 
 

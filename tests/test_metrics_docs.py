@@ -26,6 +26,7 @@ COLLECTOR_METRICS = (
     "bgworkers_scheduler_last_tick_timestamp_seconds",
     "bgworkers_job_last_success_timestamp_seconds",
     "bgworkers_job_expected_interval_seconds",
+    "bgworkers_job_paused",
 )
 
 
