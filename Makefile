@@ -26,8 +26,9 @@ setup: $(STAMP)  ## create .venv and install bgworkers with its pinned dependenc
 broker:  ## make sure RabbitMQ answers at BGW_BROKER_URL (starts a local one if needed)
 	bash deploy/ensure-rabbitmq.sh
 
-test-tools:  ## Prometheus/promtool and docker-compose for the tests (Debian packages)
+test-tools:  ## Prometheus/promtool, chromium and docker-compose for the tests (Debian packages)
 	bash deploy/ensure-prometheus.sh
+	bash deploy/ensure-chromium.sh
 	bash deploy/ensure-docker-compose.sh
 
 migrate: setup  ## create or upgrade the database schema

@@ -23,6 +23,7 @@ from dramatiq.middleware import (
 )
 
 from bgworkers.boot import WorkerProcessBoot
+from bgworkers.console.middleware import DeadLetterIndex
 from bgworkers.middleware.connectivity import BrokerConnectivityCheck
 from bgworkers.middleware.message_logging import MessageLogging
 from bgworkers.middleware.metrics import MessageMetrics
@@ -46,6 +47,7 @@ def middleware_stack(settings: Settings) -> list[Middleware]:
         CurrentMessage(),
         ScheduleGuard(),  # in place of periodiq's middleware: see bgworkers.scheduling
         CloseResources(),
+        DeadLetterIndex(),  # just before the retry policy: its after-hooks see the decision
         RetryPolicy(
             max_retries=settings.retry_max_retries,
             min_backoff_ms=settings.retry_min_backoff_ms,

@@ -1,5 +1,5 @@
 """``bgworkers``: the admin command (migrations, the all-in-one runner, schedule, health,
-backups)."""
+backups, and the operations console: dead letters, send, jobs, queues, the web console)."""
 
 from __future__ import annotations
 
@@ -113,7 +113,10 @@ def make_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "health", help="RabbitMQ, database, scheduler heartbeat and queue depths"
     ).set_defaults(handler=_health)
+    from bgworkers.console.commands import add_commands as add_console_commands
+
     _add_backup_parser(sub)
+    add_console_commands(sub)  # dead, send, jobs, queues, console: bgworkers.console.commands
     return parser
 
 

@@ -30,8 +30,8 @@ from bgworkers import migrations
 from bgworkers.db import make_engine, use_engine
 from bgworkers.metrics import use_registry
 from bgworkers.settings import get_settings
+from tests.platform_helpers import IN_CI
 
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 # The broker the app itself uses (BGW_BROKER_URL): integration tests drive bgworkers' own broker.
 RABBITMQ_URL = get_settings().broker_url.get_secret_value()
 POSTGRES_URL = os.environ.get(

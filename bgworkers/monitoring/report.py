@@ -13,6 +13,7 @@ from bgworkers.maintenance.heartbeat import SOURCE
 from bgworkers.maintenance.models import SchedulerHeartbeat
 from bgworkers.monitoring.health import check_broker, check_database
 from bgworkers.monitoring.queue_depth import QueueDepth, read_depths_amqp
+from bgworkers.scheduling.pauses import paused_jobs
 from bgworkers.settings import Settings
 
 #: A heartbeat older than this (seconds) means the scheduler or the workers are not running.
@@ -41,6 +42,11 @@ def print_health(settings: Settings, out: TextIO, *, now: datetime | None = None
             problems.append(f"{check.name}: {check.detail}")
     if checks[1].ok:
         problems += _scheduler_line(settings, out, now=now or utcnow())
+        with Session(get_engine(settings)) as session:
+            paused = paused_jobs(session)
+        if paused:  # deliberate, so not unhealthy; but an operator must see it
+            listed = ", ".join(f"{job} ({pause.reason})" for job, pause in paused.items())
+            out.write(f"paused       {len(paused):<8} {listed}\n")
     if checks[0].ok:
         problems += _queue_lines(settings, out)
     if not problems:

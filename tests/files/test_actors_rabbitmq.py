@@ -16,7 +16,7 @@ from bgworkers.files.actors import backup_user_data, cleanup_temp_files
 from bgworkers.files.archive import list_archives
 from bgworkers.files.restore import read_archive
 from bgworkers.settings import Settings
-from tests.files.conftest import archived_rows, database_rows, fill_user
+from tests.files.helpers import archived_rows, database_rows, fill_user
 from tests.platform_helpers import wait_for
 
 pytestmark = pytest.mark.integration

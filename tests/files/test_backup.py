@@ -51,7 +51,7 @@ from bgworkers.files.backup import backup_user, enqueue_user_backups
 from bgworkers.files.ownership import secret_columns, user_tables
 from bgworkers.files.restore import RestoreConflict, read_archive, restore_archive, verify_archive
 from bgworkers.users.models import User
-from tests.files.conftest import archived_rows, database_rows, delete_user, fill_user
+from tests.files.helpers import archived_rows, database_rows, delete_user, fill_user
 
 NOW = datetime(2026, 11, 29, 1, 0, tzinfo=UTC)
 RUN = run_id_for(NOW)

@@ -19,8 +19,8 @@ from bgworkers.sync.models import (
     CalendarConnection,
     CalendarEvent,
 )
-from tests.sync.conftest import ACCESS, add_user, connect_calendar
 from tests.sync.fakes import FakeClock, FakeGoogleCalendar
+from tests.sync.helpers import ACCESS, add_user, connect_calendar
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 START = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)

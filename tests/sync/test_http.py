@@ -25,8 +25,8 @@ from bgworkers.sync.http import (
 from bgworkers.sync.models import CalendarConnection, CalendarEvent
 from bgworkers.sync.notion import sync_notion
 from bgworkers.sync.ratelimit import RateLimiter
-from tests.sync.conftest import NOTION_TOKEN, REFRESH, add_user, connect_calendar, connect_notion
 from tests.sync.fakes import FakeClock, FakeGoogleCalendar, FakeNotion, serve_http
+from tests.sync.helpers import NOTION_TOKEN, REFRESH, add_user, connect_calendar, connect_notion
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 
