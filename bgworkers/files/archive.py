@@ -30,6 +30,7 @@ import re
 import tarfile
 import tempfile
 import uuid
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
 from datetime import UTC, date, datetime, timedelta
@@ -64,7 +65,7 @@ class InvalidBackup(BackupError):
 
 
 #: What reading a damaged archive may raise, turned into :class:`InvalidBackup` by callers.
-DAMAGED = (OSError, tarfile.TarError, EOFError, KeyError, TypeError)
+DAMAGED = (OSError, tarfile.TarError, EOFError, KeyError, TypeError, zlib.error)
 
 # --- names -------------------------------------------------------------------------------
 
@@ -287,7 +288,7 @@ def publish(
 def open_archive(path: Path) -> tarfile.TarFile:
     try:
         return tarfile.open(path, mode="r:gz")
-    except (OSError, tarfile.TarError, EOFError) as exc:
+    except (OSError, tarfile.TarError, EOFError, zlib.error) as exc:
         raise InvalidBackup(f"{path.name}: not a readable archive: {exc}") from None
 
 
