@@ -72,8 +72,12 @@ log = get_logger(__name__)
 FORMAT = "bgworkers-user-backup/1"
 USERS_TABLE = "users"
 MANIFEST = "manifest.json"
-RUN_ID = re.compile(r"^\d{8}T\d{6}Z$")
-ARCHIVE_NAME = re.compile(r"^user-(?P<user_id>\d+)-(?P<run_id>\d{8}T\d{6}Z)\.tar\.gz$")
+# Strict ASCII (``re.ASCII``: no full-width digits) and ``fullmatch`` (``$`` would accept a
+# trailing newline): run ids become file names, and one retention does not see is never pruned.
+RUN_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z", re.ASCII)
+ARCHIVE_NAME = re.compile(
+    r"user-(?P<user_id>[0-9]+)-(?P<run_id>[0-9]{8}T[0-9]{6}Z)\.tar\.gz", re.ASCII
+)
 TEMP_PREFIX = ".partial-"
 #: A temp file this old is a crash's leftover, not a write in progress.
 STALE_TEMP_AGE = timedelta(days=1)
@@ -186,7 +190,7 @@ def list_archives(backup_dir: Path, user_id: int) -> list[Path]:
         return []
     found = []
     for name in names:
-        match = ARCHIVE_NAME.match(name)
+        match = ARCHIVE_NAME.fullmatch(name)
         if match and int(match["user_id"]) == user_id:
             found.append((match["run_id"], directory / name))
     return [path for _, path in sorted(found)]
@@ -382,8 +386,8 @@ def backup_user(
     prunes. ``before_publish`` is called with the fsync'ed temp file just before the rename
     (tests use it to stop a backup at its last moment). ``clock`` gives seconds.
     """
-    if not RUN_ID.match(run_id):
-        raise BackupError(f"run id {run_id!r} is not of the form YYYYMMDDTHHMMSSZ")
+    if not RUN_ID.fullmatch(run_id):
+        raise BackupError(f"run id {run_id[:40]!r} is not of the form YYYYMMDDTHHMMSSZ")
     started = clock()
     metrics = BACKUP_METRICS.get()
     directory = user_dir(backup_dir, user_id)
@@ -476,8 +480,8 @@ def enqueue_user_backups(
     Users are read by increasing id (keyset paging), each page in its own short transaction;
     a page's messages go out only once it has committed. Returns the number of users.
     """
-    if not RUN_ID.match(run_id):
-        raise BackupError(f"run id {run_id!r} is not of the form YYYYMMDDTHHMMSSZ")
+    if not RUN_ID.fullmatch(run_id):
+        raise BackupError(f"run id {run_id[:40]!r} is not of the form YYYYMMDDTHHMMSSZ")
     users = SQLModel.metadata.tables[USERS_TABLE]
     total, last_id = 0, 0
     while True:
@@ -531,7 +535,7 @@ def _load_manifest(tar: tarfile.TarFile, path: Path) -> dict[str, Any]:
         raise InvalidBackup(f"{path.name}: manifest is not JSON: {exc}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise InvalidBackup(f"{path.name}: not a {FORMAT} archive")
-    match = ARCHIVE_NAME.match(path.name)
+    match = ARCHIVE_NAME.fullmatch(path.name)
     if match and (
         int(match["user_id"]) != manifest.get("user_id")
         or match["run_id"] != manifest.get("run_id")
