@@ -1,10 +1,12 @@
 """bgworkers: the background tasks of the personal-assistant backend.
 
-Importing this package is what ``dramatiq bgworkers`` and ``periodiq bgworkers`` do, so it
-wires everything they need and nothing more: it reads the settings, prepares the metrics
-directory, configures logging, builds the RabbitMQ broker with bgworkers' middleware, makes it
-dramatiq's global broker and imports every domain's actors. It opens no connection: RabbitMQ
-and the database are first contacted when a worker starts or a message is sent.
+Importing this package is what ``dramatiq bgworkers`` and ``periodiq bgworkers`` do, and what an
+application does to enqueue work. So it only declares: it reads the settings, builds the
+RabbitMQ broker with bgworkers' middleware, makes it dramatiq's global broker and imports every
+domain's actors. It opens no connection, changes no logging, starts no thread or server, and a
+bad ``BGW_*`` value raises :class:`~bgworkers.errors.ConfigurationError`, which the application
+can catch. What a worker or scheduler process needs beyond that (logging, metrics and health
+endpoints) is set up by that process's boot hook: see :mod:`bgworkers.boot`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from __future__ import annotations
 import importlib
 import sys
 
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+from bgworkers.boot import operator_command
 from bgworkers.errors import ConfigurationError
 from bgworkers.metrics.multiproc import prepare_multiprocess_dir
 from bgworkers.settings import get_settings
@@ -26,30 +31,45 @@ ACTOR_MODULES: tuple[str, ...] = (
     "bgworkers.scheduling.actors",
 )
 
+_configuration_error: ConfigurationError | None = None
+
+
+def _wire() -> RabbitmqBroker:
+    """Build and install the broker, then declare every actor on it."""
+    settings = get_settings()
+    prepare_multiprocess_dir(settings.metrics_dir)  # before anything imports prometheus_client
+    from bgworkers.broker import build_broker, install
+
+    built = build_broker(settings)
+    install(built)
+    for module in ACTOR_MODULES:
+        importlib.import_module(module)
+    return built
+
+
 try:
-    _settings = get_settings()
+    broker: RabbitmqBroker = _wire()
 except ConfigurationError as _error:
-    # Under dramatiq's CLI a traceback from a worker process is easy to miss: say it plainly.
-    print(f"bgworkers: {_error}", file=sys.__stderr__, flush=True)
-    raise SystemExit(2) from None
+    if operator_command() is not None:
+        # Under dramatiq's or periodiq's CLI a traceback from a child process is easy to miss
+        # and says nothing new: one plain line, and the configuration exit code.
+        print(f"bgworkers: {_error}", file=sys.__stderr__, flush=True)
+        raise SystemExit(2) from None
+    # An application: importing still works, so it can import bgworkers.errors and catch the
+    # ConfigurationError that every use of the settings (an api module, ``broker``) raises.
+    _configuration_error = _error
 
-prepare_multiprocess_dir(_settings.metrics_dir)  # before anything imports prometheus_client
 
-from bgworkers.broker import build_broker, install  # noqa: E402
-from bgworkers.logs import configure_logging  # noqa: E402
+def __getattr__(name: str) -> object:
+    if name == "broker" and _configuration_error is not None:
+        raise _configuration_error
+    raise AttributeError(f"module 'bgworkers' has no attribute {name!r}")
 
-configure_logging(log_format=_settings.log_format, level=_settings.log_level)
-broker = build_broker(_settings)
-install(broker)
 
-for _module in ACTOR_MODULES:
-    importlib.import_module(_module)
+if operator_command() == "periodiq":
+    # periodiq has no process hook of its own (see bgworkers.boot).
+    from bgworkers.boot import boot_scheduler
 
-if sys.argv and sys.argv[0].endswith("periodiq"):
-    # The scheduler has no process hook of its own: serve its /metrics, /healthz and /readyz
-    # from here (a listening socket on BGW_SCHEDULER_METRICS_PORT; nothing is contacted).
-    from bgworkers.metrics.server import start_scheduler_endpoint
-
-    start_scheduler_endpoint(_settings)
+    boot_scheduler()
 
 __all__ = ["ACTOR_MODULES", "broker"]

@@ -21,6 +21,7 @@ from dramatiq.middleware import (
     TimeLimit,
 )
 
+from bgworkers.boot import WorkerProcessBoot
 from bgworkers.middleware.connectivity import BrokerConnectivityCheck
 from bgworkers.middleware.message_logging import MessageLogging
 from bgworkers.middleware.metrics import MessageMetrics
@@ -56,6 +57,8 @@ def build_broker(settings: Settings) -> RabbitmqBroker:
     # confirm_delivery: without it a publish that RabbitMQ drops is lost silently.
     broker = RabbitmqBroker(url=url, confirm_delivery=True, middleware=middleware_stack(settings))
     broker.add_middleware(BrokerConnectivityCheck(url=url))
+    # Only the RabbitMQ broker, which dramatiq's CLI boots: logging of a worker process.
+    broker.add_middleware(WorkerProcessBoot())
     return broker
 
 

@@ -70,11 +70,18 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    import bgworkers  # noqa: F401 - settings, logging and broker, as the workers have them
-    from bgworkers.settings import get_settings
+    from bgworkers.errors import ConfigurationError
 
+    try:
+        import bgworkers  # noqa: F401 - settings and broker, as the workers have them
+        from bgworkers.boot import boot_process
+
+        settings = boot_process()
+    except ConfigurationError as error:
+        print(f"bgworkers: {error}", file=sys.stderr)
+        return 2
     handler = args.handler
-    code: int = handler(get_settings(), args)
+    code: int = handler(settings, args)
     return code
 
 

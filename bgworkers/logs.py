@@ -1,9 +1,18 @@
-"""Logging set-up: JSON lines (or a readable console format) with secrets scrubbed.
+"""Logging: bgworkers' loggers, and the JSON (or console) set-up of bgworkers' own processes.
 
-Why here and once: every process (``dramatiq`` worker, ``periodiq`` scheduler, admin command)
-imports :mod:`bgworkers`, which calls :func:`configure_logging`. Library loggers (dramatiq,
-pika, periodiq) go through the same formatter, so every line on stdout has one shape and
-carries the message context bound by the logging middleware.
+Two situations, on purpose:
+
+- **Imported by an application** (to enqueue work), bgworkers is a library: it changes no
+  handler, level or structlog setting of the application. Its loggers are structlog loggers
+  wrapped around standard-library loggers named ``bgworkers.*`` with a processor chain of their
+  own (not structlog's global configuration, which belongs to the application), so its events
+  reach the application's handlers as one ``event key=value ...`` line, secrets scrubbed.
+- **In the processes bgworkers starts** (``dramatiq bgworkers`` workers and their metrics fork,
+  ``periodiq bgworkers``, the ``bgworkers`` command), :func:`configure_logging` is called once
+  from the process's boot hook (see :mod:`bgworkers.boot`): one handler on the root logger
+  renders every line as JSON (or console text), library loggers (dramatiq, pika, periodiq)
+  included, so every line on stdout has one shape and carries the message context bound by the
+  logging middleware.
 
 Lines go to the process's original stdout (``sys.__stdout__``): dramatiq's CLI points
 ``sys.stdout`` of its worker processes at a pipe that it copies to stderr, while operators
@@ -53,10 +62,45 @@ def _shared_processors() -> list[Processor]:
     ]
 
 
+class _ProcessState:
+    """Whether this process renders through bgworkers' handler (set by configure_logging)."""
+
+    configured = False
+
+
+_KEY_VALUE = structlog.processors.KeyValueRenderer(key_order=["event"], drop_missing=True)
+
+
+def _hand_to_stdlib(logger: WrappedLogger, method: str, event_dict: EventDict) -> Any:
+    """Last step of bgworkers' chain: a structured record for our handler, else one text line.
+
+    In bgworkers' own processes the event dict goes to the root handler's ProcessorFormatter,
+    which renders it (JSON or console). In an application's process no bgworkers handler
+    exists: the application's formatter gets a plain, already scrubbed ``event=... k=v`` text.
+    """
+    if _ProcessState.configured:
+        return structlog.stdlib.ProcessorFormatter.wrap_for_formatter(logger, method, event_dict)
+    for key in ("timestamp", "level", "logger"):
+        event_dict.pop(key, None)
+    return _KEY_VALUE(logger, method, redact_secrets(logger, method, event_dict))
+
+
+_CHAIN: list[Processor] = [
+    structlog.stdlib.filter_by_level,
+    *_shared_processors(),
+    structlog.stdlib.PositionalArgumentsFormatter(),
+    _hand_to_stdlib,
+]
+
+
 def configure_logging(
     *, log_format: str = "json", level: str = "INFO", stream: TextIO | None = None
 ) -> None:
-    """Route structlog and the standard library's loggers to one handler on ``stream``."""
+    """Route every logger of this process to one handler on ``stream`` (bgworkers' processes).
+
+    Only the processes bgworkers starts call this (see :mod:`bgworkers.boot`); an application
+    that imports bgworkers keeps its own logging.
+    """
     renderer: Processor
     if log_format == "console":
         renderer = structlog.dev.ConsoleRenderer(colors=False)
@@ -85,17 +129,16 @@ def configure_logging(
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # httpx logs each request's full URL at INFO; some APIs put tokens in query strings.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    structlog.configure(
-        processors=[
-            structlog.stdlib.filter_by_level,
-            *_shared_processors(),
-            structlog.stdlib.PositionalArgumentsFormatter(),
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
-    )
+    _ProcessState.configured = True
+
+
+def reset_logging() -> None:
+    """Undo :func:`configure_logging` (tests): remove bgworkers' handler, render as a library."""
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if getattr(old, "_bgworkers", False):
+            root.removeHandler(old)
+    _ProcessState.configured = False
 
 
 def _is_test_capture(handler: logging.Handler) -> bool:
@@ -104,8 +147,17 @@ def _is_test_capture(handler: logging.Handler) -> bool:
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
-    """A structlog logger; call it with an event name and key/value data."""
-    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
+    """A structlog logger; call it with an event name and key/value data.
+
+    Wrapped around ``logging.getLogger(name)`` with bgworkers' own processor chain, so it works
+    the same whatever the application did (or did not do) with ``structlog.configure``.
+    """
+    logger: structlog.stdlib.BoundLogger = structlog.wrap_logger(
+        logging.getLogger(name),
+        processors=_CHAIN,
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
     return logger
 
 

@@ -91,7 +91,10 @@ def job(actor_name: str) -> ScheduledJob:
 
 def periodic_option(actor_name: str) -> Any:
     """The value of an actor's ``periodic`` option, read by periodiq's scheduler."""
+    from bgworkers.scheduling.overrides import check_overrides
     from bgworkers.scheduling.periodic import CronPeriod
     from bgworkers.settings import get_settings
 
-    return CronPeriod.from_settings(job(actor_name), get_settings())
+    settings = get_settings()
+    check_overrides(settings.schedule_overrides)  # ConfigurationError naming the variable
+    return CronPeriod.from_settings(job(actor_name), settings)

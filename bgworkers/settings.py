@@ -116,17 +116,11 @@ class Settings(BaseSettings):
     sync_fanout_batch_size: int = Field(default=500, ge=1, le=10_000)
 
     # --- scheduling -----------------------------------------------------------------------
-    #: Per-job cron override or "off", as JSON: {"sync_notion_pages": "0 */4 * * *"}.
+    #: Per-job cron override or "off", as JSON: {"sync_notion_pages": "0 */4 * * *"}. Checked
+    #: against the schedule table by :func:`bgworkers.scheduling.overrides.check_overrides`.
     schedule_overrides: dict[str, str] = Field(default_factory=dict)
     #: Test only: the scheduler acts as if the time were now + this many (whole) seconds.
     scheduler_clock_offset_s: float = 0.0
-
-    @field_validator("schedule_overrides")
-    @classmethod
-    def _known_schedule_overrides(cls, value: dict[str, str]) -> dict[str, str]:
-        from bgworkers.scheduling.overrides import check_overrides
-
-        return check_overrides(value)
 
     @field_validator("timezone")
     @classmethod

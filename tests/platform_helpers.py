@@ -14,7 +14,7 @@ import dramatiq
 from dramatiq.brokers.stub import StubBroker
 
 from bgworkers.broker import build_stub_broker
-from bgworkers.logs import configure_logging
+from bgworkers.logs import configure_logging, reset_logging
 from bgworkers.settings import get_settings
 
 
@@ -43,8 +43,7 @@ def captured_json_logs() -> Iterator[list[dict[str, Any]]]:
     try:
         yield lines
     finally:
-        settings = get_settings()
-        configure_logging(log_format=settings.log_format, level=settings.log_level)
+        reset_logging()
         lines.extend(json.loads(line) for line in stream.getvalue().splitlines())
 
 

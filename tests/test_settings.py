@@ -37,15 +37,20 @@ def test_environment_is_read_with_the_prefix(monkeypatch: pytest.MonkeyPatch) ->
     assert settings.log_format == "console"
 
 
-def test_a_bad_setting_stops_the_worker_import_with_a_plain_message() -> None:
+@pytest.mark.parametrize(
+    "command", [["dramatiq", "bgworkers", "-p", "1", "-t", "1"], ["periodiq", "bgworkers"]]
+)
+def test_a_bad_setting_stops_the_operator_commands_with_a_plain_message(command: list[str]) -> None:
     import os
     import subprocess
     import sys
+    from pathlib import Path
 
     env = {**os.environ, "BGW_LOG_LEVEL": "LOUD"}
+    program = str(Path(sys.executable).parent / command[0])
     result = subprocess.run(
-        [sys.executable, "-c", "import bgworkers"], env=env, capture_output=True, text=True
+        [program, *command[1:]], env=env, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 2
-    assert "BGW_LOG_LEVEL" in result.stderr
+    assert "bgworkers: invalid configuration: BGW_LOG_LEVEL" in result.stderr
     assert "Traceback" not in result.stderr

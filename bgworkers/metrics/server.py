@@ -99,10 +99,10 @@ def multiprocess_registry(directory: Path) -> CollectorRegistry:
 
 def serve_cli_metrics() -> int:
     """Fork function run by dramatiq's CLI: serve the sum of all worker processes' metrics."""
+    from bgworkers.boot import boot_process
     from bgworkers.metrics.multiproc import ENV_VAR, remove_dead_runs
-    from bgworkers.settings import get_settings
 
-    settings = get_settings()
+    settings = boot_process()  # a fork process gets no process_boot hook from dramatiq
     directory = Path(os.environ[ENV_VAR])
     remove_dead_runs(settings.metrics_dir.resolve(), keep=directory)
     registry = multiprocess_registry(directory)

@@ -1,17 +1,24 @@
 """Checks ``BGW_SCHEDULE_OVERRIDES``: per-job cron overrides, or ``off`` to disable a job.
 
 Why checked at start: a typo in a job name or a cron field would otherwise leave a job running
-on its old schedule (or not at all) without a word.
+on its old schedule (or not at all) without a word. ``import bgworkers`` calls
+:func:`check_overrides` right after reading the settings, so every process refuses a bad value
+before it declares an actor. The check lives here, not in :mod:`bgworkers.settings`, so that
+the settings depend on nothing of the schedule (which itself reads the settings).
 """
 
 from __future__ import annotations
 
+from bgworkers.errors import ConfigurationError
 from bgworkers.scheduling.cron import CronError, CronExpression
 from bgworkers.scheduling.periodic import OFF
 
 
 def check_overrides(overrides: dict[str, str]) -> dict[str, str]:
-    """Return ``overrides`` unchanged if every key is a scheduled job and every value valid."""
+    """Return ``overrides`` unchanged if every key is a scheduled job and every value valid.
+
+    Raises :class:`ConfigurationError` naming ``BGW_SCHEDULE_OVERRIDES`` and each problem.
+    """
     from bgworkers.schedule import SCHEDULE
 
     known = {entry.actor_name for entry in SCHEDULE}
@@ -27,5 +34,7 @@ def check_overrides(overrides: dict[str, str]) -> dict[str, str]:
         except CronError as exc:
             problems.append(f"{name}: {exc}")
     if problems:
-        raise ValueError("; ".join(problems))
+        raise ConfigurationError(
+            f"invalid configuration: BGW_SCHEDULE_OVERRIDES: {'; '.join(problems)}"
+        )
     return overrides

@@ -3,7 +3,6 @@ import socket
 from email.message import EmailMessage
 
 import pytest
-from structlog.testing import capture_logs
 
 from bgworkers.email.smtp import (
     ConsoleMailer,
@@ -15,6 +14,7 @@ from bgworkers.email.smtp import (
 )
 from bgworkers.errors import PermanentError, TransientError
 from bgworkers.settings import load_settings
+from tests.platform_helpers import captured_json_logs
 
 
 def message(to: str = "ada@example.org") -> EmailMessage:
@@ -123,10 +123,9 @@ def test_unreachable_server_is_transient() -> None:
 
 
 def test_console_mailer_logs_instead_of_sending() -> None:
-    with capture_logs() as logs:
+    with captured_json_logs() as logs:
         ConsoleMailer().send(message())
-    [entry] = logs
-    assert entry["event"] == "email_logged"
+    [entry] = [line for line in logs if line["event"] == "email_logged"]
     assert entry["to"] == "ada@example.org"
     assert entry["text"] == "Body\n"
 

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from bgworkers.db import session_scope
 from bgworkers.errors import ConfigurationError
 from bgworkers.scheduling.claims import claim_run, finish_run
+from bgworkers.scheduling.overrides import check_overrides
 from bgworkers.scheduling.report import print_schedule
 from bgworkers.settings import load_settings
 
@@ -66,9 +67,9 @@ def test_report_lists_every_job_with_cron_zone_next_and_last_run(db_engine: Engi
 
 def test_overrides_are_checked_at_start() -> None:
     with pytest.raises(ConfigurationError, match=r"BGW_SCHEDULE_OVERRIDES.*'nope' is not in"):
-        load_settings(schedule_overrides={"nope": "off"})
+        check_overrides(load_settings(schedule_overrides={"nope": "off"}).schedule_overrides)
     with pytest.raises(ConfigurationError, match=r"BGW_SCHEDULE_OVERRIDES.*heartbeat.*outside"):
-        load_settings(schedule_overrides={"heartbeat": "99 * * * *"})
+        check_overrides({"heartbeat": "99 * * * *"})
 
 
 def test_overrides_are_read_as_json_from_the_environment(monkeypatch) -> None:
