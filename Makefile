@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup broker test-tools migrate run test lint format bench clean
+.PHONY: setup broker test-tools migrate run test unit lint format bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' \
@@ -23,8 +23,9 @@ setup: $(STAMP)  ## create .venv and install bgworkers with its pinned dependenc
 broker:  ## make sure RabbitMQ answers at BGW_BROKER_URL (starts a local one if needed)
 	bash deploy/ensure-rabbitmq.sh
 
-test-tools:  ## Prometheus and promtool for the monitoring tests (Debian package)
+test-tools:  ## Prometheus, promtool and chromium for the monitoring and console tests (Debian)
 	bash deploy/ensure-prometheus.sh
+	bash deploy/ensure-chromium.sh
 
 migrate: setup  ## create or upgrade the database schema
 	$(BIN)/bgworkers migrate
@@ -38,7 +39,10 @@ lint: setup  ## ruff (lint and format check) and mypy
 	$(BIN)/mypy
 
 test: setup broker test-tools lint  ## lint, then the whole test suite (integration tests included)
-	$(BIN)/pytest
+	$(BIN)/pytest --cov --cov-report=term
+
+unit: setup  ## the tests that need no RabbitMQ, PostgreSQL or Prometheus (seconds, anywhere)
+	CI= $(BIN)/pytest -m "not integration" -p no:cacheprovider
 
 format: setup
 	$(BIN)/ruff format bgworkers tests bench

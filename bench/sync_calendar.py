@@ -31,7 +31,7 @@ from bgworkers import migrations
 from bgworkers.db import make_engine
 from bgworkers.settings import load_settings
 from bgworkers.sync.google_calendar import sync_calendar
-from bgworkers.sync.http import RetryPolicy, build_client
+from bgworkers.sync.http import RequestRetryPolicy, build_client
 from bgworkers.sync.models import CalendarConnection, CalendarEvent
 from bgworkers.users.models import User
 
@@ -136,7 +136,7 @@ def _bench(engine: Engine, args: argparse.Namespace) -> None:
     settings = load_settings()
     fake = PagedCalendar(args.events)
     client = build_client(settings, transport=httpx.MockTransport(fake))
-    policy = RetryPolicy()
+    policy = RequestRetryPolicy()
     with Session(engine) as session:
         user = User(email=f"bench-{time.time_ns()}@example.com")
         session.add(user)

@@ -2,8 +2,9 @@
 
 Order matters: dramatiq runs ``before_*`` hooks in list order and ``after_*`` hooks in
 reverse. Logging comes first so every later hook logs with the message's context; the retry
-policy comes last so its decision (retry or dead-letter) is made before the logging and
-metrics middleware report the outcome.
+policy is the last middleware with message hooks, so its decision (retry or dead-letter) is
+made before the logging and metrics middleware report the outcome. The connectivity check
+and the worker-process boot, added after it on the RabbitMQ broker, have no message hooks.
 
 :class:`ScreeningRabbitmqBroker` is dramatiq's RabbitMQ broker with two guards that must sit
 below the middleware: its consumer checks every delivery with
@@ -38,6 +39,7 @@ from dramatiq.middleware import (
 )
 
 from bgworkers.boot import WorkerProcessBoot
+from bgworkers.console.middleware import DeadLetterIndex
 from bgworkers.envelope import InvalidEnvelope, decode_envelope
 from bgworkers.errors import MessageTooLarge
 from bgworkers.logs import get_logger
@@ -68,6 +70,7 @@ def middleware_stack(settings: Settings) -> list[Middleware]:
         CurrentMessage(),
         ScheduleGuard(),  # in place of periodiq's middleware: see bgworkers.scheduling
         CloseResources(),
+        DeadLetterIndex(),  # just before the retry policy: its after-hooks see the decision
         RetryPolicy(
             max_retries=settings.retry_max_retries,
             min_backoff_ms=settings.retry_min_backoff_ms,

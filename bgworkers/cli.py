@@ -1,4 +1,5 @@
-"""``bgworkers``: the admin command (migrations, the all-in-one runner, schedule, health)."""
+"""``bgworkers``: the admin command (migrations, the all-in-one runner, schedule, health,
+backups, and the operations console: dead letters, send, jobs, queues, the web console)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from bgworkers.console.commands import add_commands as add_console_commands
 from bgworkers.settings import Settings
 
 
@@ -49,6 +51,46 @@ def _health(settings: Settings, args: argparse.Namespace) -> int:
     return print_health(settings, sys.stdout)
 
 
+def _backup(settings: Settings, args: argparse.Namespace) -> int:
+    from bgworkers.files.commands import backup_command
+
+    return backup_command(
+        settings,
+        args.backup_command,
+        user_id=getattr(args, "user_id", None),
+        archive=getattr(args, "archive", None),
+        out=sys.stdout,
+        err=sys.stderr,
+    )
+
+
+def _user_id(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text!r}")
+    return int(text)
+
+
+def _add_backup_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    backup = sub.add_parser("backup", help="list, verify or restore per-user archives")
+    backup.set_defaults(handler=_backup)
+    commands = backup.add_subparsers(
+        dest="backup_command", required=True, metavar="{list,verify,restore}"
+    )
+    listing = commands.add_parser("list", help="a user's archives in BGW_BACKUP_DIR, oldest first")
+    listing.add_argument("user_id", type=_user_id, metavar="USER_ID")
+    verify = commands.add_parser("verify", help="check an archive's members and checksums")
+    verify.add_argument("archive", metavar="ARCHIVE", help="path of the archive")
+    restore = commands.add_parser(
+        "restore", help="put a deleted user's archive back into the database"
+    )
+    restore.add_argument("user_id", type=_user_id, metavar="USER_ID")
+    restore.add_argument(
+        "archive",
+        metavar="ARCHIVE",
+        help="path of the archive, a run id (20261129T010000Z) or 'latest' in BGW_BACKUP_DIR",
+    )
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bgworkers", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -65,6 +107,8 @@ def make_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "health", help="RabbitMQ, database, scheduler heartbeat and queue depths"
     ).set_defaults(handler=_health)
+    _add_backup_parser(sub)
+    add_console_commands(sub)  # dead, send, jobs, queues, console: bgworkers.console.commands
     return parser
 
 

@@ -117,6 +117,20 @@ class Settings(BaseSettings):
     sync_http_max_inline_wait_s: float = Field(default=5.0, ge=0, le=60)
     sync_fanout_batch_size: int = Field(default=500, ge=1, le=10_000)
 
+    # --- console --------------------------------------------------------------------------
+    # The web console (``bgworkers console``); see docs/console.md. It refuses to start without
+    # a token or a user and password, unless run with --no-auth on a loopback address.
+    console_host: str = "127.0.0.1"
+    console_port: int = Field(default=9195, ge=1, le=65535)
+    console_token: SecretStr | None = None
+    console_user: str | None = None
+    console_password: SecretStr | None = None
+    #: Signs the session cookie; a random key per start when unset (a restart logs everyone out).
+    console_session_secret: SecretStr | None = None
+    console_session_max_age_s: int = Field(default=8 * 3600, ge=60, le=30 * 86400)
+    #: Send the session cookie over HTTPS only (set it when a TLS proxy is in front).
+    console_cookie_secure: bool = False
+
     # --- scheduling -----------------------------------------------------------------------
     #: Per-job cron override or "off", as JSON: {"sync_notion_pages": "0 */4 * * *"}. Checked
     #: against the schedule table by :func:`bgworkers.scheduling.overrides.check_overrides`.

@@ -74,13 +74,16 @@ def _arguments_model(fn: Callable[..., Any]) -> type[BaseModel]:
     return create_model(f"{fn.__name__}_arguments", __config__=ConfigDict(extra="forbid"), **fields)
 
 
-def checked_arguments(fn: Callable[P, R]) -> Callable[P, R]:
-    """Wrap ``fn`` so that bad arguments raise :class:`InvalidArguments` before it runs."""
+def argument_checker(fn: Callable[..., Any]) -> Callable[..., dict[str, Any]]:
+    """The check ``@task`` runs before ``fn``: returns the validated keyword arguments.
+
+    Raises :class:`InvalidArguments`, naming each bad argument. ``bgworkers send`` runs the
+    same check before it enqueues anything.
+    """
     signature = inspect.signature(fn)
     model = _arguments_model(fn)
 
-    @functools.wraps(fn)
-    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+    def check(*args: Any, **kwargs: Any) -> dict[str, Any]:
         try:
             bound = signature.bind(*args, **kwargs)
         except TypeError as exc:
@@ -92,7 +95,18 @@ def checked_arguments(fn: Callable[P, R]) -> Callable[P, R]:
                 f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors()
             )
             raise InvalidArguments(f"{fn.__name__}: {problems}") from None
-        return fn(**{name: getattr(values, name) for name in model.model_fields})  # type: ignore[call-arg]
+        return {name: getattr(values, name) for name in model.model_fields}
+
+    return check
+
+
+def checked_arguments(fn: Callable[P, R]) -> Callable[P, R]:
+    """Wrap ``fn`` so that bad arguments raise :class:`InvalidArguments` before it runs."""
+    check = argument_checker(fn)
+
+    @functools.wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        return fn(**check(*args, **kwargs))  # type: ignore[call-arg]
 
     return run
 

@@ -24,8 +24,8 @@ from bgworkers import migrations
 from bgworkers.db import make_engine, use_engine
 from bgworkers.metrics import use_registry
 from bgworkers.settings import get_settings
+from tests.platform_helpers import IN_CI
 
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 # The broker the app itself uses (BGW_BROKER_URL): integration tests drive bgworkers' own broker.
 RABBITMQ_URL = get_settings().broker_url.get_secret_value()
 POSTGRES_URL = os.environ.get(
@@ -51,6 +51,20 @@ def require_service(url: str, default_port: int, name: str) -> None:
     if IN_CI:
         pytest.fail(f"{message}; integration tests must run in CI")
     pytest.skip(message)
+
+
+#: Fixtures that reach a real service: a test using one (directly or through another fixture)
+#: is an integration test, so ``make unit`` (``-m "not integration"``) needs no service.
+SERVICE_FIXTURES = frozenset({"rabbitmq_url", "app_broker", "app_worker", "postgres_engine"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        on_postgres = callspec is not None and callspec.params.get("db_engine") == "postgresql"
+        if fixtures & SERVICE_FIXTURES or on_postgres:
+            item.add_marker(pytest.mark.integration)
 
 
 _skipped: list[str] = []

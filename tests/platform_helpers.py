@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +17,9 @@ from dramatiq.brokers.stub import StubBroker
 from bgworkers.broker import build_stub_broker
 from bgworkers.logs import configure_logging, reset_logging
 from bgworkers.settings import get_settings
+
+#: Under CI every integration test must run: a missing service fails instead of skipping.
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
 def stub_broker() -> StubBroker:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from bgworkers.db import after_commit, insert_if_absent, session_scope
 from bgworkers.users.models import User
@@ -39,7 +39,7 @@ def test_session_scope_rolls_back_on_error(db_engine: Engine) -> None:
         session.flush()
         raise RuntimeError("boom")
     with Session(db_engine) as session:
-        assert session.query(User).count() == 0
+        assert session.exec(select(User)).all() == []
 
 
 def test_insert_if_absent_says_whether_it_inserted(db_engine: Engine) -> None:
@@ -65,7 +65,7 @@ def test_insert_if_absent_says_whether_it_inserted(db_engine: Engine) -> None:
             conflict_columns=("email",),
         )
         session.commit()
-        users = session.query(User).all()
+        users = session.exec(select(User)).all()
     assert [u.display_name for u in users] == ["X"]
 
 
@@ -77,7 +77,7 @@ def test_datetimes_come_back_aware_in_utc(db_engine: Engine) -> None:
         )
         session.commit()
     with Session(db_engine) as session:
-        user = session.query(User).one()
+        user = session.exec(select(User)).one()
     assert user.created_at == datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
     assert user.created_at.utcoffset() == timedelta(0)
 

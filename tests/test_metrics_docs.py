@@ -13,7 +13,7 @@ import bgworkers
 import bgworkers.monitoring.job_health
 import bgworkers.monitoring.queue_depth  # noqa: F401
 from bgworkers.metrics import LazyMetrics
-from tests.conftest import IN_CI
+from tests.platform_helpers import IN_CI
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
 COLLECTOR_METRICS = (
@@ -26,6 +26,7 @@ COLLECTOR_METRICS = (
     "bgworkers_scheduler_last_tick_timestamp_seconds",
     "bgworkers_job_last_success_timestamp_seconds",
     "bgworkers_job_expected_interval_seconds",
+    "bgworkers_job_paused",
 )
 
 

@@ -13,7 +13,8 @@ from dramatiq.middleware import CurrentMessage
 
 from bgworkers import queues
 from bgworkers.db import session_scope, utcnow
-from bgworkers.files.backup import backup_user, enqueue_user_backups, run_id_for
+from bgworkers.files.archive import run_id_for
+from bgworkers.files.backup import backup_user, enqueue_user_backups
 from bgworkers.files.cleanup import TempDirUnavailable, clean_temp_dir
 from bgworkers.settings import get_settings
 from bgworkers.tasks import task

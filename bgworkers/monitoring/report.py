@@ -13,6 +13,7 @@ from bgworkers.maintenance.heartbeat import SOURCE
 from bgworkers.maintenance.models import SchedulerHeartbeat
 from bgworkers.monitoring.health import check_broker, check_database
 from bgworkers.monitoring.queue_depth import QueueDepth, read_depths_amqp
+from bgworkers.scheduling.pauses import paused_jobs
 from bgworkers.settings import Settings
 
 #: A heartbeat older than this (seconds) means the scheduler or the workers are not running.
@@ -44,6 +45,11 @@ def print_health(settings: Settings, out: TextIO, *, now: datetime | None = None
             healthy &= not stale
             state = "STALE" if stale else "ok"
             out.write(f"scheduler    {state:<8} last heartbeat tick {age:.0f} s ago\n")
+        with Session(get_engine(settings)) as session:
+            paused = paused_jobs(session)
+        if paused:  # deliberate, so not unhealthy; but an operator must see it
+            listed = ", ".join(f"{job} ({pause.reason})" for job, pause in paused.items())
+            out.write(f"paused       {len(paused):<8} {listed}\n")
     if checks[0].ok:
         # AMQP, not the management API: its counts are exact now, the API's lag a few seconds.
         try:

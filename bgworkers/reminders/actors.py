@@ -13,14 +13,10 @@ from datetime import date
 
 from bgworkers import queues
 from bgworkers.db import session_scope, utcnow
-from bgworkers.email.actors import dispatch_emails
+from bgworkers.email.api import send_queued_email
 from bgworkers.reminders import firing
 from bgworkers.reminders.summary import dispatch_daily_summaries, send_daily_summary
 from bgworkers.tasks import task
-
-
-def _send_email_now(email_id: int) -> None:
-    dispatch_emails([email_id])
 
 
 @task(queue=queues.REMINDERS, max_retries=5, min_backoff_ms=5_000, time_limit_ms=60_000)
@@ -28,7 +24,7 @@ def fire_reminder(reminder_id: int) -> None:
     """Fire one due reminder; a duplicate or late message finds nothing to do."""
     with session_scope() as session:
         firing.fire_reminder(
-            reminder_id, session=session, now=utcnow(), dispatch_email=_send_email_now
+            reminder_id, session=session, now=utcnow(), dispatch_email=send_queued_email
         )
 
 
@@ -49,7 +45,7 @@ def send_user_daily_summary(user_id: int, local_date: date) -> None:
     """Write one user's summary for that local date (ISO string in the message)."""
     with session_scope() as session:
         send_daily_summary(
-            user_id, local_date, session=session, now=utcnow(), dispatch_email=_send_email_now
+            user_id, local_date, session=session, now=utcnow(), dispatch_email=send_queued_email
         )
 
 

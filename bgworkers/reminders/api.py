@@ -12,12 +12,12 @@ from datetime import datetime
 from enum import Enum
 from typing import Final
 
-from sqlalchemy import update
-from sqlmodel import Session, col
+from sqlmodel import Session
 
 from bgworkers.db import utcnow
-from bgworkers.email.models import EmailStatus, OutboxEmail
+from bgworkers.email.api import cancel_queued_emails
 from bgworkers.errors import PermanentError
+from bgworkers.reminders.firing import occurrence_key_prefix
 from bgworkers.reminders.models import Reminder, ReminderStatus
 from bgworkers.reminders.validation import (
     ReminderValidationError,
@@ -170,15 +170,10 @@ def cancel_reminder(
         row.updated_at = now
         session.add(row)
         session.flush()
-    session.execute(
-        update(OutboxEmail)
-        .where(
-            col(OutboxEmail.idempotency_key).startswith(
-                f"reminder:{reminder_id}:", autoescape=True
-            ),
-            col(OutboxEmail.status) == EmailStatus.QUEUED,
-        )
-        .values(status=EmailStatus.FAILED, last_error="reminder cancelled", updated_at=now)
-        .execution_options(synchronize_session=False)
+    cancel_queued_emails(
+        session=session,
+        key_prefix=occurrence_key_prefix(reminder_id),
+        reason="reminder cancelled",
+        now=now,
     )
     return row

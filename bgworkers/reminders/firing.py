@@ -17,8 +17,7 @@ from typing import Literal
 from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
 
-from bgworkers.email.api import enqueue_email
-from bgworkers.email.outbox import is_email_address
+from bgworkers.email.api import enqueue_email, is_email_address
 from bgworkers.logs import get_logger
 from bgworkers.reminders.formatting import render_reminder
 from bgworkers.reminders.metrics import REMINDER_METRICS
@@ -84,9 +83,14 @@ def dispatch_due_reminders(
     return dispatched
 
 
+def occurrence_key_prefix(reminder_id: int) -> str:
+    """What the outbox idempotency keys of all occurrences of a reminder start with."""
+    return f"reminder:{reminder_id}:"
+
+
 def occurrence_key(reminder_id: int, occurrence: datetime) -> str:
     """The outbox idempotency key of one occurrence of a reminder."""
-    return f"reminder:{reminder_id}:{occurrence:%Y%m%dT%H%M%SZ}"
+    return f"{occurrence_key_prefix(reminder_id)}{occurrence:%Y%m%dT%H%M%SZ}"
 
 
 def fire_reminder(

@@ -25,14 +25,14 @@ from sqlalchemy import and_, exists, or_, update
 from sqlmodel import Session, col, select
 
 from bgworkers.db import insert_if_absent
-from bgworkers.email.api import enqueue_email
-from bgworkers.email.outbox import is_email_address
+from bgworkers.email.api import enqueue_email, is_email_address
 from bgworkers.logs import get_logger
 from bgworkers.reminders.formatting import SummaryItem, render_summary
 from bgworkers.reminders.metrics import REMINDER_METRICS
 from bgworkers.reminders.models import DailySummary, Reminder, ReminderStatus
 from bgworkers.reminders.recurrence import RecurrenceError, occurrences_between, parse_rule, to_utc
 from bgworkers.reminders.validation import load_zone
+from bgworkers.sync.api import calendar_events_starting
 from bgworkers.users.models import User
 
 log = get_logger(__name__)
@@ -233,23 +233,14 @@ def load_calendar_events(
     All-day events are stored at midnight UTC of their dates with an exclusive end; only
     their dates count.
     """
-    try:
-        from bgworkers.sync.models import CalendarEvent
-    except ImportError:
-        # The calendar table belongs to the sync domain; until it exists there are no events
-        # and the summary lists reminders only.
-        return []
     start = to_utc(datetime.combine(local_date, time()), tz)
     end = to_utc(datetime.combine(local_date + timedelta(days=1), time()), tz)
-    rows = session.exec(
-        select(CalendarEvent)
-        .where(
-            CalendarEvent.user_id == user_id,
-            col(CalendarEvent.starts_at) < end + timedelta(days=1),
-            col(CalendarEvent.starts_at) >= start - timedelta(days=31),
-        )
-        .order_by(col(CalendarEvent.starts_at))
-    ).all()
+    rows = calendar_events_starting(
+        session,
+        user_id=user_id,
+        since=start - timedelta(days=31),
+        before=end + timedelta(days=1),
+    )
     items: list[SummaryItem] = []
     for event in rows:
         note = "" if event.status == "confirmed" else event.status

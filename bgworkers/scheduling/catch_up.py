@@ -56,6 +56,21 @@ class CatchUpResult:
     missed: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Gap:
+    """Ticks in ``[start, end)`` went unsent; ``previous`` is the last catch-up run's tick
+    (``start`` is later than it when the gap is longer than :data:`MAX_GAP`)."""
+
+    start: datetime
+    end: datetime
+    previous: datetime
+
+
+#: A tick to re-send, or a period's ticks too old for its window.
+Resend = tuple[CronPeriod, datetime]
+Missed = tuple[CronPeriod, list[datetime]]
+
+
 def catch_up(
     *,
     session: Session,
@@ -73,75 +88,123 @@ def catch_up(
     ticks already re-sent go again unless claimed meanwhile (the claim makes the copy harmless).
     """
     result = CatchUpResult()
-    mark = job_state(session, CATCH_UP_JOB)
-    previous = mark.checked_until
-    if previous is not None and previous >= now:
-        return result  # an older catch-up tick delivered late: a newer one already looked
-    if previous is None or now - previous <= _MINUTE:
-        mark.checked_until = now
-        session.add(mark)
+    gap = find_gap(session, now)
+    if gap is None:
         return result
-    start = max(previous, now - MAX_GAP)
-    result.gap = (start, now)
-    to_send: list[tuple[CronPeriod, datetime]] = []
-    missed: list[tuple[CronPeriod, list[datetime]]] = []
-    for period in periods:
-        if period.name == CATCH_UP_JOB:
-            continue
-        window = period.job.catch_up_window
-        # The boundary tick too, for jobs that catch up: the scheduler may have died inside
-        # that tick after sending the catch-up job, but not before the jobs sent after it.
-        lower = start - _MINUTE if window > timedelta(0) and start == previous else start
-        ticks = period.ticks_between(lower, now)
-        if not ticks:
-            continue
-        claimed = set(
-            session.exec(
-                select(ScheduledRun.tick).where(
-                    ScheduledRun.job == period.name,
-                    col(ScheduledRun.tick) > lower,
-                    col(ScheduledRun.tick) < now,
-                )
-            )
-        )
-        late = [t for t in ticks if t not in claimed]
-        to_send += [(period, t) for t in late if now - t <= window]
-        too_old = [t for t in late if now - t > window]
-        if too_old:
-            missed.append((period, too_old))
+    result.gap = (gap.start, gap.end)
+    to_send, missed = sort_unclaimed_ticks(session, periods, gap)
     session.commit()
     result.resent = [(p.name, t) for p, t in to_send]
     log.warning(
         "scheduler_gap_found",
-        gap_start=start.isoformat(),
-        gap_end=now.isoformat(),
+        gap_start=gap.start.isoformat(),
+        gap_end=gap.end.isoformat(),
         resent=len(to_send),
         missed=sum(len(ticks) for _, ticks in missed),
     )
+    resend_ticks(to_send, send)
+    result.missed = record_missed(session, missed, now=now)
+    return result
+
+
+def find_gap(session: Session, now: datetime) -> Gap | None:
+    """The gap since the previous catch-up run, or None when there is none to look at.
+
+    None when a newer run already looked (an older tick delivered late: nothing changes),
+    and on the first run or a run a minute after the previous one, which just records ``now``
+    as ``checked_until``. A gap is only looked at over its last :data:`MAX_GAP`.
+    """
+    mark = job_state(session, CATCH_UP_JOB)
+    previous = mark.checked_until
+    if previous is not None and previous >= now:
+        return None
+    if previous is None or now - previous <= _MINUTE:
+        mark.checked_until = now
+        session.add(mark)
+        return None
+    return Gap(start=max(previous, now - MAX_GAP), end=now, previous=previous)
+
+
+def sort_unclaimed_ticks(
+    session: Session, periods: Iterable[CronPeriod], gap: Gap
+) -> tuple[list[Resend], list[Missed]]:
+    """Every job's unclaimed ticks in the gap: those within the job's window, to re-send, and
+    per job those older than it, to record as missed. The catch-up job itself is left out."""
+    to_send: list[Resend] = []
+    missed: list[Missed] = []
+    for period in periods:
+        if period.name == CATCH_UP_JOB:
+            continue
+        window = period.job.catch_up_window
+        late = unclaimed_ticks(session, period, gap)
+        to_send += [(period, t) for t in late if gap.end - t <= window]
+        too_old = [t for t in late if gap.end - t > window]
+        if too_old:
+            missed.append((period, too_old))
+    return to_send, missed
+
+
+def unclaimed_ticks(session: Session, period: CronPeriod, gap: Gap) -> list[datetime]:
+    """The job's ticks in the gap that no worker has claimed, oldest first.
+
+    For a job with a window the boundary tick counts too: the scheduler may have died inside
+    that tick after sending the catch-up job, but not before the jobs sent after it.
+    """
+    window = period.job.catch_up_window
+    catches_up = window > timedelta(0) and gap.start == gap.previous
+    lower = gap.start - _MINUTE if catches_up else gap.start
+    ticks = period.ticks_between(lower, gap.end)
+    if not ticks:
+        return []
+    claimed = set(
+        session.exec(
+            select(ScheduledRun.tick).where(
+                ScheduledRun.job == period.name,
+                col(ScheduledRun.tick) > lower,
+                col(ScheduledRun.tick) < gap.end,
+            )
+        )
+    )
+    return [t for t in ticks if t not in claimed]
+
+
+def resend_ticks(to_send: list[Resend], send: Callable[[CronPeriod, datetime], None]) -> None:
+    """Send each tick again, stamped with its own tick; a failure propagates (and the retry of
+    the catch-up message redoes the whole gap, see :func:`catch_up`)."""
     metrics = SCHEDULE_METRICS.get()
     for period, tick in to_send:
         send(period, tick)
         metrics.caught_up.labels(period.name).inc()
         log.info("scheduled_tick_caught_up", job=period.name, tick=tick.isoformat())
+
+
+def record_missed(session: Session, missed: list[Missed], *, now: datetime) -> dict[str, int]:
+    """Advance ``checked_until`` to ``now`` and record the ticks too old to re-send; returns
+    the count recorded per job (counted in metrics once the transaction commits).
+
+    Records nothing if a newer catch-up covered this gap meanwhile (it counted the misses),
+    and only ticks after what another catch-up checked meanwhile: each miss counted once.
+    """
     mark = job_state(session, CATCH_UP_JOB)
     checked = mark.checked_until
     if checked is not None and checked >= now:
-        return result  # a newer catch-up covered this gap meanwhile, and counted its misses
+        return {}
     mark.checked_until = now
     session.add(mark)
+    recorded: dict[str, int] = {}
     for period, too_old in missed:
-        # Only ticks after what another catch-up checked meanwhile: each miss counted once.
         ticks = [t for t in too_old if checked is None or t > checked]
         if ticks:
             _record_missed(session, period, ticks, period.job.catch_up_window)
-            result.missed[period.name] = len(ticks)
+            recorded[period.name] = len(ticks)
+    metrics = SCHEDULE_METRICS.get()
 
     def count_missed() -> None:
-        for name, count in result.missed.items():
+        for name, count in recorded.items():
             metrics.missed.labels(name).inc(count)
 
     after_commit(session, count_missed)
-    return result
+    return recorded
 
 
 def _record_missed(

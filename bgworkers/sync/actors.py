@@ -18,16 +18,42 @@ from bgworkers import queues
 from bgworkers.db import session_scope, utcnow
 from bgworkers.settings import get_settings
 from bgworkers.sync.google_calendar import sync_calendar
-from bgworkers.sync.http import RetryPolicy, get_client
+from bgworkers.sync.http import RequestRetryPolicy, get_client
 from bgworkers.sync.metrics import SYNC_METRICS
 from bgworkers.sync.models import CalendarConnection, NotionConnection
 from bgworkers.sync.notion import sync_notion
 from bgworkers.sync.ratelimit import process_limiter
-from bgworkers.sync.store import fan_out
+from bgworkers.sync.store import Connection, fan_out
 from bgworkers.tasks import task
 
 # Per-user runs: up to 10 minutes each, 6 attempts. Fan-outs: 4 attempts, then dead-lettered
 # (sending a user's message twice is harmless: the per-user sync resumes from its cursor).
+
+
+def _sync_user(sync: Callable[..., object], user_id: int, **extra: Any) -> None:
+    """Run one provider's per-user sync with this process's client and fresh settings."""
+    settings = get_settings()
+    with session_scope() as session:
+        sync(
+            session=session,
+            user_id=user_id,
+            client=get_client(settings),
+            settings=settings,
+            now=utcnow(),
+            policy=RequestRetryPolicy.from_settings(settings),
+            **extra,
+        )
+
+
+def _fan_out(model: Connection, actor: dramatiq.Actor[Any, Any], provider: str) -> None:
+    """Send ``actor`` once per user with an active ``model`` connection, after the commit."""
+    with session_scope() as session:
+        fan_out(
+            session,
+            model,
+            batch_size=get_settings().sync_fanout_batch_size,
+            send_batch=_sender(actor, provider),
+        )
 
 
 def _sender(actor: dramatiq.Actor[Any, Any], provider: str) -> Callable[[list[int]], None]:
@@ -42,53 +68,23 @@ def _sender(actor: dramatiq.Actor[Any, Any], provider: str) -> Callable[[list[in
 @task(queue=queues.SYNC, max_retries=5, min_backoff_ms=10_000, time_limit_ms=600_000)
 def sync_user_calendar(user_id: int) -> None:
     """Pull one user's Google Calendar changes."""
-    settings = get_settings()
-    with session_scope() as session:
-        sync_calendar(
-            session=session,
-            user_id=user_id,
-            client=get_client(settings),
-            settings=settings,
-            now=utcnow(),
-            policy=RetryPolicy.from_settings(settings),
-        )
+    _sync_user(sync_calendar, user_id)
 
 
 @task(queue=queues.SYNC, max_retries=5, min_backoff_ms=10_000, time_limit_ms=600_000)
 def sync_user_notion_pages(user_id: int) -> None:
     """Pull one user's Notion pages."""
-    settings = get_settings()
-    with session_scope() as session:
-        sync_notion(
-            session=session,
-            user_id=user_id,
-            client=get_client(settings),
-            settings=settings,
-            limiter=process_limiter("notion", settings.notion_requests_per_second),
-            now=utcnow(),
-            policy=RetryPolicy.from_settings(settings),
-        )
+    rate = get_settings().notion_requests_per_second
+    _sync_user(sync_notion, user_id, limiter=process_limiter("notion", rate))
 
 
 @task(queue=queues.SYNC, periodic=True, max_retries=3, time_limit_ms=120_000)
 def sync_calendar_events() -> None:
     """Hourly: one ``sync_user_calendar`` message per user with an active calendar."""
-    with session_scope() as session:
-        fan_out(
-            session,
-            CalendarConnection,
-            batch_size=get_settings().sync_fanout_batch_size,
-            send_batch=_sender(sync_user_calendar, "google_calendar"),
-        )
+    _fan_out(CalendarConnection, sync_user_calendar, "google_calendar")
 
 
 @task(queue=queues.SYNC, periodic=True, max_retries=3, time_limit_ms=120_000)
 def sync_notion_pages() -> None:
     """Every two hours: one ``sync_user_notion_pages`` message per user with Notion."""
-    with session_scope() as session:
-        fan_out(
-            session,
-            NotionConnection,
-            batch_size=get_settings().sync_fanout_batch_size,
-            send_batch=_sender(sync_user_notion_pages, "notion"),
-        )
+    _fan_out(NotionConnection, sync_user_notion_pages, "notion")

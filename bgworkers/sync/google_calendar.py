@@ -26,21 +26,21 @@ import httpx
 from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
-from bgworkers.errors import PermanentError, PermanentHTTPError, TransientError
+from bgworkers.errors import PermanentHTTPError
 from bgworkers.logs import get_logger
 from bgworkers.settings import Settings
+from bgworkers.sync.connection_sync import run_connection_sync
 from bgworkers.sync.http import (
     AuthenticationFailed,
     ReauthorizationRequired,
+    RequestRetryPolicy,
     ResourceGone,
-    RetryPolicy,
     UnexpectedResponse,
     json_object,
     send,
 )
-from bgworkers.sync.metrics import SYNC_METRICS, observe_run
-from bgworkers.sync.models import STATUS_ACTIVE, CalendarConnection, CalendarEvent
-from bgworkers.sync.store import mark_failed
+from bgworkers.sync.metrics import SYNC_METRICS
+from bgworkers.sync.models import CalendarConnection, CalendarEvent
 
 log = get_logger(__name__)
 
@@ -72,7 +72,7 @@ def sync_calendar(
     client: httpx.Client,
     settings: Settings,
     now: datetime,
-    policy: RetryPolicy,
+    policy: RequestRetryPolicy,
 ) -> CalendarSyncResult:
     """Bring the user's stored events up to date with Google; commit after every page.
 
@@ -80,51 +80,21 @@ def sync_calendar(
     pages committed so far stay) and :class:`~bgworkers.errors.PermanentError` for what it
     cannot (recorded on the connection first).
     """
-    with observe_run(PROVIDER, user_id) as figures:
-        result = _sync_calendar(
-            session=session,
-            user_id=user_id,
-            client=client,
-            settings=settings,
-            now=now,
-            policy=policy,
-        )
-        figures.update({k: v for k, v in vars(result).items() if k != "user_id"})
-    return result
-
-
-def _sync_calendar(
-    *,
-    session: Session,
-    user_id: int,
-    client: httpx.Client,
-    settings: Settings,
-    now: datetime,
-    policy: RetryPolicy,
-) -> CalendarSyncResult:
     result = CalendarSyncResult(user_id=user_id)
-    connection = session.exec(
-        select(CalendarConnection).where(CalendarConnection.user_id == user_id)
-    ).first()
-    if connection is None or connection.status != STATUS_ACTIVE:
-        result.outcome = "skipped"
-        return result
-    api = _CalendarApi(client=client, settings=settings, policy=policy, now=now)
-    try:
+
+    def sync_pages(connection: CalendarConnection) -> None:
+        api = _CalendarApi(client=client, settings=settings, policy=policy, now=now)
         _sync_pages(session, connection, api, now=now, result=result)
-    except (PermanentError, TransientError) as exc:
-        session.rollback()  # only the page in flight; earlier pages are committed
-        if isinstance(exc, PermanentError):
-            mark_failed(
-                session,
-                CalendarConnection,
-                user_id,
-                error=str(exc),
-                now=now,
-                reauth=isinstance(exc, ReauthorizationRequired),
-            )
-        raise
-    return result
+
+    return run_connection_sync(
+        session=session,
+        model=CalendarConnection,
+        provider=PROVIDER,
+        result=result,
+        now=now,
+        reauth_error=ReauthorizationRequired,
+        sync_pages=sync_pages,
+    )
 
 
 def _sync_pages(
@@ -348,7 +318,7 @@ class _CalendarApi:
 
     client: httpx.Client
     settings: Settings
-    policy: RetryPolicy
+    policy: RequestRetryPolicy
     now: datetime
     refreshed: bool = False
 

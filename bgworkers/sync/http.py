@@ -206,7 +206,7 @@ def raise_for_status(response: httpx.Response, *, operation: str) -> None:
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
+class RequestRetryPolicy:
     """How one request is retried inside a message; times in seconds.
 
     ``max_inline_wait_s`` is the longest wait slept in the worker thread; a ``Retry-After``
@@ -219,7 +219,7 @@ class RetryPolicy:
     sleep: Callable[[float], None] = field(default=time.sleep)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RetryPolicy:
+    def from_settings(cls, settings: Settings) -> RequestRetryPolicy:
         return cls(
             max_attempts=settings.sync_http_max_attempts,
             max_inline_wait_s=settings.sync_http_max_inline_wait_s,
@@ -242,7 +242,7 @@ def send(
     *,
     operation: str,
     provider: str,
-    policy: RetryPolicy,
+    policy: RequestRetryPolicy,
     before_attempt: Callable[[], None] | None = None,
 ) -> httpx.Response:
     """Send the request ``build()`` makes, retrying transient failures per ``policy``.

@@ -4,7 +4,7 @@ Progress lives on the connection row and is committed with each page of results,
 that stops half-way (crash, time limit, an API error) resumes from the last committed page
 token or cursor instead of starting over. Every table carries ``user_id`` (the per-user backup
 finds a user's data that way); the connection tables mark their credential columns in the
-table's ``info`` so an exporter can leave them out.
+table's ``info`` (:mod:`bgworkers.table_info`) so an exporter can leave them out.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from sqlalchemy import Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from bgworkers.db import UtcDateTime, utcnow
+from bgworkers.table_info import RESTORED_VALUES, SECRET_COLUMNS
 
 #: A connection the periodic fan-out syncs.
 STATUS_ACTIVE: Final = "active"
@@ -23,7 +24,8 @@ STATUS_ACTIVE: Final = "active"
 #: The application sets the status back to ``active`` when it stores new tokens.
 STATUS_REAUTH_REQUIRED: Final = "reauth_required"
 
-SECRET_COLUMNS_INFO_KEY: Final = "secret_columns"
+#: A restored connection has no credentials (archives leave them out): it needs reconnecting.
+_RESTORED_AS_REAUTH = {RESTORED_VALUES: {"status": STATUS_REAUTH_REQUIRED}}
 
 
 class CalendarConnection(SQLModel, table=True):
@@ -36,7 +38,9 @@ class CalendarConnection(SQLModel, table=True):
     """
 
     __tablename__ = "calendar_connections"
-    __table_args__ = ({"info": {SECRET_COLUMNS_INFO_KEY: ("access_token", "refresh_token")}},)
+    __table_args__ = (
+        {"info": {SECRET_COLUMNS: ("access_token", "refresh_token"), **_RESTORED_AS_REAUTH}},
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     user_id: int = Field(foreign_key="users.id", ondelete="CASCADE", unique=True, index=True)
@@ -93,7 +97,7 @@ class NotionConnection(SQLModel, table=True):
     """
 
     __tablename__ = "notion_connections"
-    __table_args__ = ({"info": {SECRET_COLUMNS_INFO_KEY: ("access_token",)}},)
+    __table_args__ = ({"info": {SECRET_COLUMNS: ("access_token",), **_RESTORED_AS_REAUTH}},)
 
     id: int | None = Field(default=None, primary_key=True)
     user_id: int = Field(foreign_key="users.id", ondelete="CASCADE", unique=True, index=True)

@@ -24,20 +24,20 @@ import httpx
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from bgworkers.errors import PermanentError, PermanentHTTPError, TransientError
+from bgworkers.errors import PermanentHTTPError
 from bgworkers.logs import get_logger
 from bgworkers.settings import Settings
+from bgworkers.sync.connection_sync import run_connection_sync
 from bgworkers.sync.http import (
     AuthenticationFailed,
     ReauthorizationRequired,
-    RetryPolicy,
+    RequestRetryPolicy,
     json_object,
     send,
 )
-from bgworkers.sync.metrics import SYNC_METRICS, observe_run
-from bgworkers.sync.models import STATUS_ACTIVE, NotionConnection, NotionPage
+from bgworkers.sync.metrics import SYNC_METRICS
+from bgworkers.sync.models import NotionConnection, NotionPage
 from bgworkers.sync.ratelimit import RateLimiter
-from bgworkers.sync.store import mark_failed
 
 log = get_logger(__name__)
 
@@ -68,58 +68,26 @@ def sync_notion(
     settings: Settings,
     limiter: RateLimiter,
     now: datetime,
-    policy: RetryPolicy,
+    policy: RequestRetryPolicy,
 ) -> NotionSyncResult:
     """Upsert the user's Notion pages; commit after every page of results.
 
     Errors as in :func:`bgworkers.sync.google_calendar.sync_calendar`.
     """
-    with observe_run(PROVIDER, user_id) as figures:
-        result = _sync_notion(
-            session=session,
-            user_id=user_id,
-            client=client,
-            settings=settings,
-            limiter=limiter,
-            now=now,
-            policy=policy,
-        )
-        figures.update({k: v for k, v in vars(result).items() if k != "user_id"})
-    return result
-
-
-def _sync_notion(
-    *,
-    session: Session,
-    user_id: int,
-    client: httpx.Client,
-    settings: Settings,
-    limiter: RateLimiter,
-    now: datetime,
-    policy: RetryPolicy,
-) -> NotionSyncResult:
     result = NotionSyncResult(user_id=user_id)
-    connection = session.exec(
-        select(NotionConnection).where(NotionConnection.user_id == user_id)
-    ).first()
-    if connection is None or connection.status != STATUS_ACTIVE:
-        result.outcome = "skipped"
-        return result
-    try:
+
+    def sync_pages(connection: NotionConnection) -> None:
         _sync_pages(session, connection, client, settings, limiter, policy, now=now, result=result)
-    except (PermanentError, TransientError) as exc:
-        session.rollback()
-        if isinstance(exc, PermanentError):
-            mark_failed(
-                session,
-                NotionConnection,
-                user_id,
-                error=str(exc),
-                now=now,
-                reauth=isinstance(exc, AuthenticationFailed),
-            )
-        raise
-    return result
+
+    return run_connection_sync(
+        session=session,
+        model=NotionConnection,
+        provider=PROVIDER,
+        result=result,
+        now=now,
+        reauth_error=AuthenticationFailed,
+        sync_pages=sync_pages,
+    )
 
 
 def _sync_pages(
@@ -128,7 +96,7 @@ def _sync_pages(
     client: httpx.Client,
     settings: Settings,
     limiter: RateLimiter,
-    policy: RetryPolicy,
+    policy: RequestRetryPolicy,
     *,
     now: datetime,
     result: NotionSyncResult,
@@ -202,7 +170,7 @@ def _search(
     client: httpx.Client,
     settings: Settings,
     limiter: RateLimiter,
-    policy: RetryPolicy,
+    policy: RequestRetryPolicy,
     token: str,
     cursor: str | None,
 ) -> dict[str, Any]:

@@ -15,8 +15,8 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from bgworkers.email.smtp import SmtpMailer, SmtpTransientError
-
-from .conftest import ScriptedHandler, free_port  # type: ignore[import-not-found]
+from tests.email.helpers import ScriptedHandler
+from tests.platform_helpers import free_port
 
 # The implicit-TLS server is encrypted, though aiosmtpd does not see it and warns.
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")

@@ -10,9 +10,9 @@ from sqlalchemy.engine import Engine
 
 from bgworkers import queues
 from bgworkers.files.actors import backup_one_user, backup_user_data, cleanup_temp_files
-from bgworkers.files.backup import list_archives
+from bgworkers.files.archive import list_archives
 from bgworkers.settings import Settings
-from tests.files.conftest import fill_user
+from tests.files.helpers import fill_user
 
 # RabbitMQ's consumer_timeout: a message held longer gets its channel closed.
 CONSUMER_TIMEOUT_MS = 30 * 60_000

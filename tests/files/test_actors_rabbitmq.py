@@ -13,9 +13,10 @@ from sqlalchemy.engine import Engine
 from bgworkers import queues
 from bgworkers.db import utcnow
 from bgworkers.files.actors import backup_user_data, cleanup_temp_files
-from bgworkers.files.backup import list_archives, read_archive
+from bgworkers.files.archive import list_archives
+from bgworkers.files.restore import read_archive
 from bgworkers.settings import Settings
-from tests.files.conftest import archived_rows, database_rows, fill_user
+from tests.files.helpers import archived_rows, database_rows, fill_user
 from tests.platform_helpers import wait_for
 
 pytestmark = pytest.mark.integration

@@ -37,28 +37,23 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, select
 
 from bgworkers.db import UtcDateTime
-from bgworkers.files.backup import (
+from bgworkers.files.archive import (
     FORMAT,
     TEMP_PREFIX,
     BackupError,
     InvalidBackup,
-    RestoreConflict,
     archive_name,
-    backup_user,
     decode_value,
     encode_value,
-    enqueue_user_backups,
     list_archives,
-    read_archive,
-    restore_archive,
     run_id_for,
-    secret_columns,
     user_dir,
-    user_tables,
-    verify_archive,
 )
+from bgworkers.files.backup import backup_user, enqueue_user_backups
+from bgworkers.files.ownership import secret_columns, user_tables
+from bgworkers.files.restore import RestoreConflict, read_archive, restore_archive, verify_archive
 from bgworkers.users.models import User
-from tests.files.conftest import archived_rows, database_rows, delete_user, fill_user
+from tests.files.helpers import archived_rows, database_rows, delete_user, fill_user
 
 NOW = datetime(2026, 11, 29, 1, 0, tzinfo=UTC)
 RUN = run_id_for(NOW)

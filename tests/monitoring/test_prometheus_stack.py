@@ -31,8 +31,7 @@ import pytest
 import yaml
 
 from bgworkers.monitoring import dashboards
-from tests.conftest import IN_CI
-from tests.platform_helpers import free_port, wait_for
+from tests.platform_helpers import IN_CI, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -172,7 +171,7 @@ def outside_world() -> Iterator[dict[str, str]]:
     """A real SMTP server (refusing one recipient) and local Google Calendar and Notion fakes."""
     from aiosmtpd.controller import Controller
 
-    from tests.email.conftest import ScriptedHandler
+    from tests.email.helpers import ScriptedHandler
     from tests.sync.fakes import FakeGoogleCalendar, FakeNotion, serve_http
 
     smtp = ScriptedHandler()

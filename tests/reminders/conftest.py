@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
-from email.message import EmailMessage
 
 import dramatiq
 import pytest
@@ -14,8 +11,8 @@ from sqlmodel import Session
 
 import bgworkers
 from bgworkers.email.smtp import use_mailer
-from bgworkers.reminders.api import create_reminder
 from bgworkers.users.models import User
+from tests.reminders.helpers import RecordingMailer
 
 
 @pytest.fixture
@@ -55,44 +52,9 @@ def rabbit_worker(fresh_broker_connection: None, app_worker: dramatiq.Worker) ->
     return app_worker
 
 
-class RecordingMailer:
-    """A mailer that keeps what it is given (the SMTP path is tested in tests/email)."""
-
-    def __init__(self) -> None:
-        self.sent: list[EmailMessage] = []
-        self._lock = threading.Lock()
-
-    def send(self, message: EmailMessage) -> None:
-        with self._lock:
-            self.sent.append(message)
-
-    def close(self) -> None:
-        return None
-
-
 @pytest.fixture
 def mailer() -> Iterator[RecordingMailer]:
     recording = RecordingMailer()
     use_mailer(recording)
     yield recording
     use_mailer(None)
-
-
-#: Reminders below are created at 08:00 UTC, due at 10:00 in Paris (09:00 UTC).
-CREATED = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
-DUE = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)  # 10:00 in Paris
-
-
-def new_reminder(engine: Engine, user_id: int, recurrence: str | None = None) -> int:
-    with Session(engine) as session:
-        row = create_reminder(
-            session=session,
-            user_id=user_id,
-            text="Water the plants",
-            due_at=datetime(2026, 11, 25, 10, 0),
-            recurrence=recurrence,
-            now=CREATED,
-        )
-        session.commit()
-        assert row.id is not None
-        return row.id

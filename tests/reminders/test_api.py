@@ -14,8 +14,7 @@ from bgworkers.reminders.api import (
 )
 from bgworkers.reminders.firing import fire_reminder
 from bgworkers.reminders.models import Reminder, ReminderStatus
-
-from .conftest import DUE, RecordingMailer, new_reminder
+from tests.reminders.helpers import DUE, RecordingMailer, new_reminder
 
 DAY = timedelta(days=1)
 

@@ -18,8 +18,7 @@ from bgworkers.reminders.api import (
 from bgworkers.reminders.firing import dispatch_due_reminders, fire_reminder, occurrence_key
 from bgworkers.reminders.models import Reminder, ReminderStatus
 from bgworkers.users.models import User
-
-from .conftest import CREATED, DUE, new_reminder
+from tests.reminders.helpers import CREATED, DUE, new_reminder
 
 
 def fire(engine: Engine, reminder_id: int, now: datetime, sent: list[int]) -> str:

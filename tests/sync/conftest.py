@@ -6,19 +6,13 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from sqlalchemy.engine import Engine
-from sqlmodel import Session
 
 from bgworkers.settings import Settings, load_settings
-from bgworkers.sync.http import RetryPolicy, build_client
-from bgworkers.sync.models import CalendarConnection, NotionConnection
-from bgworkers.users.models import User
+from bgworkers.sync.http import RequestRetryPolicy, build_client
 from tests.sync.fakes import FakeClock, FakeGoogleCalendar, FakeNotion
-
-# Tokens given to the code under test; the log tests check none of them is ever printed.
-ACCESS = "access-initial"
-REFRESH = "refresh-initial"
-NOTION_TOKEN = "secret_notion-initial"
+from tests.sync.helpers import (
+    NOTION_TOKEN,
+)
 
 
 @pytest.fixture
@@ -41,8 +35,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def policy(settings: Settings, clock: FakeClock) -> RetryPolicy:
-    return RetryPolicy(
+def policy(settings: Settings, clock: FakeClock) -> RequestRetryPolicy:
+    return RequestRetryPolicy(
         max_attempts=settings.sync_http_max_attempts,
         max_inline_wait_s=settings.sync_http_max_inline_wait_s,
         sleep=clock.sleep,
@@ -58,33 +52,6 @@ def google() -> FakeGoogleCalendar:
 def google_client(google: FakeGoogleCalendar, settings: Settings) -> Iterator[httpx.Client]:
     with build_client(settings, transport=httpx.MockTransport(google)) as client:
         yield client
-
-
-def add_user(engine: Engine, email: str) -> int:
-    with Session(engine) as session:
-        user = User(email=email)
-        session.add(user)
-        session.commit()
-        assert user.id is not None
-        return user.id
-
-
-def connect_calendar(
-    engine: Engine, user_id: int, *, calendar_id: str = "primary", access: str = ACCESS
-) -> None:
-    with Session(engine) as session:
-        session.add(
-            CalendarConnection(
-                user_id=user_id, calendar_id=calendar_id, access_token=access, refresh_token=REFRESH
-            )
-        )
-        session.commit()
-
-
-def connect_notion(engine: Engine, user_id: int, *, token: str = NOTION_TOKEN) -> None:
-    with Session(engine) as session:
-        session.add(NotionConnection(user_id=user_id, access_token=token))
-        session.commit()
 
 
 @pytest.fixture

@@ -23,8 +23,8 @@ from bgworkers.sync.models import (
     NotionPage,
 )
 from bgworkers.sync.store import fan_out
-from tests.sync.conftest import add_user, connect_calendar, connect_notion
 from tests.sync.fakes import FakeGoogleCalendar, FakeNotion
+from tests.sync.helpers import add_user, connect_calendar, connect_notion
 
 
 def test_fan_out_sends_active_users_in_batches_after_commit(db_engine: Engine) -> None:

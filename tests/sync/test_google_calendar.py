@@ -12,22 +12,26 @@ from sqlmodel import Session, select
 from bgworkers.errors import PermanentHTTPError, TransientHTTPError
 from bgworkers.settings import Settings
 from bgworkers.sync.google_calendar import sync_calendar
-from bgworkers.sync.http import ReauthorizationRequired, RetryPolicy, UnexpectedResponse
+from bgworkers.sync.http import ReauthorizationRequired, RequestRetryPolicy, UnexpectedResponse
 from bgworkers.sync.models import (
     STATUS_ACTIVE,
     STATUS_REAUTH_REQUIRED,
     CalendarConnection,
     CalendarEvent,
 )
-from tests.sync.conftest import ACCESS, add_user, connect_calendar
 from tests.sync.fakes import FakeClock, FakeGoogleCalendar
+from tests.sync.helpers import ACCESS, add_user, connect_calendar
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 START = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
 
 
 def run(
-    engine: Engine, user_id: int, client: httpx.Client, settings: Settings, policy: RetryPolicy
+    engine: Engine,
+    user_id: int,
+    client: httpx.Client,
+    settings: Settings,
+    policy: RequestRetryPolicy,
 ):  # type: ignore[no-untyped-def]
     with Session(engine) as session:
         return sync_calendar(

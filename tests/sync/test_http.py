@@ -15,8 +15,8 @@ from bgworkers.settings import Settings
 from bgworkers.sync.google_calendar import sync_calendar
 from bgworkers.sync.http import (
     AuthenticationFailed,
+    RequestRetryPolicy,
     ResourceGone,
-    RetryPolicy,
     build_client,
     parse_retry_after,
     raise_for_status,
@@ -25,8 +25,8 @@ from bgworkers.sync.http import (
 from bgworkers.sync.models import CalendarConnection, CalendarEvent
 from bgworkers.sync.notion import sync_notion
 from bgworkers.sync.ratelimit import RateLimiter
-from tests.sync.conftest import NOTION_TOKEN, REFRESH, add_user, connect_calendar, connect_notion
 from tests.sync.fakes import FakeClock, FakeGoogleCalendar, FakeNotion, serve_http
+from tests.sync.helpers import NOTION_TOKEN, REFRESH, add_user, connect_calendar, connect_notion
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 
@@ -75,7 +75,7 @@ def test_transport_errors_are_transient_and_retried(settings: Settings) -> None:
         attempts.append(1)
         raise httpx.ConnectError("connection refused", request=request)
 
-    policy = RetryPolicy(max_attempts=3, sleep=clock.sleep)
+    policy = RequestRetryPolicy(max_attempts=3, sleep=clock.sleep)
     client = build_client(settings, transport=httpx.MockTransport(refuse))
     with client, pytest.raises(TransientHTTPError, match="ConnectError") as caught:
         send(
@@ -109,7 +109,7 @@ def connected_user(db_engine: Engine, *, events: int) -> tuple[FakeGoogleCalenda
 
 
 def test_calendar_and_notion_sync_over_a_real_local_http_server(
-    db_engine: Engine, settings: Settings, policy: RetryPolicy, clock: FakeClock
+    db_engine: Engine, settings: Settings, policy: RequestRetryPolicy, clock: FakeClock
 ) -> None:
     google, notion, user_id = connected_user(db_engine, events=260)
     with serve_http(google) as google_url, serve_http(notion) as notion_url:
@@ -148,7 +148,7 @@ def test_calendar_and_notion_sync_over_a_real_local_http_server(
 def test_tokens_never_appear_in_logs_or_errors(
     db_engine: Engine,
     settings: Settings,
-    policy: RetryPolicy,
+    policy: RequestRetryPolicy,
     clock: FakeClock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -17,8 +17,8 @@ from bgworkers.sync.http import ReauthorizationRequired, build_client
 from bgworkers.sync.models import STATUS_REAUTH_REQUIRED, NotionConnection, NotionPage
 from bgworkers.sync.notion import sync_notion
 from bgworkers.sync.ratelimit import RateLimiter
-from tests.sync.conftest import add_user, connect_notion
 from tests.sync.fakes import FakeClock, FakeNotion
+from tests.sync.helpers import add_user, connect_notion
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 EDITED = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)

@@ -1,0 +1,74 @@
+"""One per-user sync run, whatever the provider: the skeleton both providers share.
+
+A run finds the user's connection, skips it unless it is active, lets the provider page
+through its API (committing progress after every page), and on a classified error rolls
+back the page in flight, records a permanent error on the connection (taking it out of the
+fan-out when the provider refused its credentials) and re-raises for the retry policy. The
+run is counted, timed and logged once (:func:`~bgworkers.sync.metrics.observe_run`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Protocol, TypeVar
+
+from sqlmodel import Session, select
+
+from bgworkers.errors import PermanentError, TransientError
+from bgworkers.sync.metrics import observe_run
+from bgworkers.sync.models import STATUS_ACTIVE, CalendarConnection, NotionConnection
+from bgworkers.sync.store import mark_failed
+
+
+class RunResult(Protocol):
+    """What a provider's result carries besides its own counts (all reported as figures)."""
+
+    user_id: int
+    outcome: str
+
+
+ResultT = TypeVar("ResultT", bound=RunResult)
+ConnectionT = TypeVar("ConnectionT", CalendarConnection, NotionConnection)
+
+
+def run_connection_sync(
+    *,
+    session: Session,
+    model: type[ConnectionT],
+    provider: str,
+    result: ResultT,
+    now: datetime,
+    reauth_error: type[PermanentError],
+    sync_pages: Callable[[ConnectionT], None],
+) -> ResultT:
+    """Run ``sync_pages(connection)`` for ``result.user_id``'s active connection of ``model``.
+
+    ``sync_pages`` fills ``result`` and commits after every page; a
+    :class:`~bgworkers.errors.TransientError` leaves the committed pages for the retry, a
+    :class:`~bgworkers.errors.PermanentError` is recorded on the connection first (with
+    ``reauth_error``, the connection is marked ``reauth_required``). ``now`` is the run's
+    time, stamped on a recorded error.
+    """
+    user_id = result.user_id
+    with observe_run(provider, user_id) as figures:
+        connection = session.exec(select(model).where(model.user_id == user_id)).first()
+        if connection is None or connection.status != STATUS_ACTIVE:
+            result.outcome = "skipped"
+        else:
+            try:
+                sync_pages(connection)
+            except (PermanentError, TransientError) as exc:
+                session.rollback()  # only the page in flight; earlier pages are committed
+                if isinstance(exc, PermanentError):
+                    mark_failed(
+                        session,
+                        model,
+                        user_id,
+                        error=str(exc),
+                        now=now,
+                        reauth=isinstance(exc, reauth_error),
+                    )
+                raise
+        figures.update({k: v for k, v in vars(result).items() if k != "user_id"})
+    return result
