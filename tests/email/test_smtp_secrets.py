@@ -13,7 +13,7 @@ from aiosmtpd.smtp import AuthResult
 
 from bgworkers.email.smtp import SmtpMailer, SmtpTransientError
 from bgworkers.logs import get_logger
-from tests.email.conftest import ScriptedHandler
+from tests.email.helpers import ScriptedHandler
 from tests.platform_helpers import captured_json_logs, free_port
 
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")

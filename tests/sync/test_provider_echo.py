@@ -23,7 +23,8 @@ from bgworkers.sync.models import CalendarConnection, NotionConnection
 from bgworkers.sync.notion import sync_notion
 from bgworkers.sync.ratelimit import RateLimiter
 from tests.platform_helpers import captured_json_logs
-from tests.sync.conftest import (
+from tests.sync.fakes import FakeNotion
+from tests.sync.helpers import (
     ACCESS,
     NOTION_TOKEN,
     REFRESH,
@@ -31,7 +32,6 @@ from tests.sync.conftest import (
     connect_calendar,
     connect_notion,
 )
-from tests.sync.fakes import FakeNotion
 
 pytestmark = pytest.mark.usefixtures("clock")
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
