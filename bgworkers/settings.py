@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     # a worker that keeps a delayed message unacknowledged longer than that.
     retry_max_backoff_ms: int = Field(default=300_000, ge=10, le=1_200_000)
     time_limit_ms: int = Field(default=300_000, ge=1_000)
+    #: Bytes; larger messages are refused at enqueue and dead-lettered at consume.
+    message_max_bytes: int = Field(default=1_048_576, ge=1_024, le=16_777_216)
 
     # --- email ----------------------------------------------------------------------------
     smtp_host: str = "127.0.0.1"
