@@ -3,6 +3,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Files of `make run`, `make test` and `make bench` stay in this checkout (an installed
+# bgworkers defaults to ~/.local/share/bgworkers; see docs/configuration.md).
+export BGW_DATA_DIR ?= $(CURDIR)/var
 
 .PHONY: setup broker test-tools migrate run test unit lint format bench clean
 
@@ -23,8 +26,10 @@ setup: $(STAMP)  ## create .venv and install bgworkers with its pinned dependenc
 broker:  ## make sure RabbitMQ answers at BGW_BROKER_URL (starts a local one if needed)
 	bash deploy/ensure-rabbitmq.sh
 
-test-tools:  ## Prometheus and promtool for the monitoring tests (Debian package)
+test-tools:  ## Prometheus/promtool, chromium and docker-compose for the tests (Debian packages)
 	bash deploy/ensure-prometheus.sh
+	bash deploy/ensure-chromium.sh
+	bash deploy/ensure-docker-compose.sh
 
 migrate: setup  ## create or upgrade the database schema
 	$(BIN)/bgworkers migrate
@@ -48,7 +53,7 @@ format: setup
 	$(BIN)/ruff check --fix bgworkers tests bench
 
 bench: setup broker  ## benchmarks: print timing and memory figures
-	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done
+	for script in bench/[!_]*.py; do $(BIN)/python $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -11,7 +11,6 @@ Python allocations. Prints the figures; asserts nothing about speed.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import resource
 import shutil
@@ -21,8 +20,9 @@ import tracemalloc
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from _isolation import quiet_logs
+
 from bgworkers.files.cleanup import CleanupReport, clean_temp_dir
-from bgworkers.logs import configure_logging
 
 NOW = datetime.now(UTC)
 MAX_AGE = timedelta(hours=24)
@@ -70,8 +70,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=100_000)
     parser.add_argument("--dirs", type=int, default=100)
     args = parser.parse_args()
-    configure_logging(log_format="console", level="WARNING")
-    logging.getLogger().setLevel(logging.WARNING)
+    quiet_logs()
 
     report, elapsed, _ = run_once(args.files, args.dirs, traced=False)
     _, traced_elapsed, peak = run_once(args.files, args.dirs, traced=True)

@@ -1,7 +1,8 @@
 """Benchmark: deliver a 10,000-email outbox through the worker path to a local SMTP server.
 
-What it measures, on a fresh database and the RabbitMQ of ``BGW_BROKER_URL`` (its
-``email`` queue is purged first):
+What it measures, on a fresh database and the RabbitMQ of ``BGW_BROKER_URL``, through a
+queue of its own (``bench-email-...``, deleted at the end; the application's ``email`` queue
+is never touched):
 
 1. fill: ``add_email`` for N emails (committed every 1,000);
 2. sweep: ``sweep_outbox`` (the ``process_email_queue`` work) hands every row to a
@@ -30,13 +31,14 @@ from datetime import timedelta
 from typing import Any
 
 import dramatiq
+from _isolation import own_queue, quiet_logs
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 import bgworkers
 from bgworkers import migrations
 from bgworkers.db import make_engine, use_engine, utcnow
-from bgworkers.email.actors import dispatch_emails
+from bgworkers.email.actors import dispatch_emails, send_email
 from bgworkers.email.models import EmailStatus, OutboxEmail
 from bgworkers.email.outbox import REDISPATCH_AFTER, add_email, sweep_outbox
 from bgworkers.email.smtp import SmtpMailer, use_mailer
@@ -45,6 +47,8 @@ from bgworkers.email.smtp import SmtpMailer, use_mailer
 def run_smtp_server(port: int, received: Any, ready: Any) -> None:
     """Child process: an aiosmtpd server that counts accepted emails."""
     from aiosmtpd.controller import Controller
+
+    quiet_logs()  # aiosmtpd logs every SMTP command at INFO
 
     class Counting:
         async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
@@ -77,7 +81,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8, help="worker threads")
     parser.add_argument("--database-url", default=None, help="default: a temporary SQLite file")
     args = parser.parse_args()
+    quiet_logs()
+    broker = bgworkers.broker
+    with own_queue(broker, "email") as queue:
+        # send_email's messages go to the benchmark's queue, and its worker serves only that.
+        send_email.queue_name = queue
+        bench(args, broker, queue)
+    broker.close()
 
+
+def bench(args: argparse.Namespace, broker: dramatiq.Broker, queue: str) -> None:
     workdir = tempfile.TemporaryDirectory()
     engine = make_engine(args.database_url or f"sqlite:///{workdir.name}/bench.db")
     migrations.upgrade(engine)
@@ -93,10 +106,6 @@ def main() -> None:
     server.start()
     ready.wait(30)
     use_mailer(SmtpMailer(host="127.0.0.1", port=port, timeout_s=10))
-
-    broker = bgworkers.broker
-    broker.declare_queue("email")
-    broker.flush("email")
 
     written = utcnow() - REDISPATCH_AFTER - timedelta(seconds=1)
     started = time.perf_counter()
@@ -126,7 +135,7 @@ def main() -> None:
     _, sweep_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
 
-    worker = dramatiq.Worker(broker, queues={"email"}, worker_threads=args.threads)
+    worker = dramatiq.Worker(broker, queues={queue}, worker_threads=args.threads)
     started = time.perf_counter()
     worker.start()
     with Session(engine) as session:
@@ -137,7 +146,6 @@ def main() -> None:
     deliver_s = time.perf_counter() - started
     worker.stop()
     server.terminate()
-    broker.close()
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     print(f"database              {engine.dialect.name}")
@@ -151,6 +159,8 @@ def main() -> None:
     )
     print(f"sweep + deliver       {sweep_s + deliver_s:6.1f} s")
     print(f"process peak RSS      {peak_rss_mb:6.1f} MiB")
+    print(f"emails_per_s={args.emails / deliver_s:.0f}")
+    print(f"sweep_traced_peak_mib={sweep_peak / 2**20:.1f}")
     workdir.cleanup()
 
 

@@ -15,6 +15,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pendulum
+from _isolation import quiet_logs
 
 from bgworkers.schedule import SCHEDULE
 from bgworkers.scheduling.periodic import CronPeriod
@@ -25,6 +26,7 @@ def main() -> None:
     parser.add_argument("--zone", default="Europe/Paris")
     parser.add_argument("--calls", type=int, default=20_000)
     args = parser.parse_args()
+    quiet_logs()
     periods = [CronPeriod(entry, timezone=args.zone) for entry in SCHEDULE]
     start = pendulum.datetime(2026, 3, 28, 0, 0, tz="Asia/Kolkata")
     wakes = [start + timedelta(minutes=i, seconds=0.4) for i in range(args.calls)]

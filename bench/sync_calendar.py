@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from _isolation import quiet_logs
 from sqlalchemy import event, func, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
@@ -96,6 +97,7 @@ def main() -> None:
     parser.add_argument("--changed", type=int, default=1_000, help="events changed in round two")
     parser.add_argument("--database-url", default=None)
     args = parser.parse_args()
+    quiet_logs()
 
     directory = tempfile.mkdtemp(prefix="bench-sync-")
     url = args.database_url or f"sqlite:///{directory}/bench.db"

@@ -59,10 +59,14 @@ def boot_process(settings: Settings | None = None) -> Settings:
 
 
 def boot_scheduler(settings: Settings | None = None) -> None:
-    """The scheduler's logging and its ``/metrics``, ``/healthz`` and ``/readyz`` endpoint."""
+    """The scheduler's logging, its ``/metrics``, ``/healthz`` and ``/readyz`` endpoint, and
+    sends retried while RabbitMQ is away (:mod:`bgworkers.scheduling.resilient_sending`)."""
     from bgworkers.metrics.server import start_scheduler_endpoint
+    from bgworkers.scheduling import resilient_sending
 
-    start_scheduler_endpoint(boot_process(settings))
+    settings = boot_process(settings)
+    resilient_sending.install(settings.broker_url.get_secret_value())
+    start_scheduler_endpoint(settings)
 
 
 class WorkerProcessBoot(Middleware):

@@ -1,45 +1,47 @@
 """``bgworkers``: the admin command (migrations, the all-in-one runner, schedule, health,
-backups)."""
+backups, and the operations console: dead letters, send, jobs, queues, the web console)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from bgworkers.settings import Settings
+if TYPE_CHECKING:  # imported inside the commands, within the error boundary
+    from bgworkers.settings import Settings
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     from bgworkers import migrations
     from bgworkers.db import get_engine
 
-    migrations.upgrade(get_engine(settings))
-    print("database schema is up to date")
+    applied = migrations.upgrade(get_engine(settings))
+    if applied:
+        print(f"database schema migrated: applied {len(applied)} revision(s): {', '.join(applied)}")
+    else:
+        print("database schema is up to date (nothing to apply)")
     return 0
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
-    from bgworkers.logs import redact_text
-    from bgworkers.middleware.connectivity import probe_broker
+    from bgworkers.cli_errors import say
+    from bgworkers.diagnosis import probe_broker_problem
     from bgworkers.runner import default_children, supervise
 
-    error = probe_broker(settings.broker_url.get_secret_value(), timeout_s=3.0)
-    if error is not None:
-        print(
-            f"bgworkers: RabbitMQ does not answer at BGW_BROKER_URL ({redact_text(error)}). "
-            "Start one (make run does it on Debian: deploy/ensure-rabbitmq.sh) or point "
-            "BGW_BROKER_URL at a running broker.",
-            file=sys.stderr,
-        )
-        return 1
+    problem = probe_broker_problem(settings.broker_url.get_secret_value(), timeout_s=3.0)
+    if problem is not None:
+        return say(problem)
     _migrate(settings, args)
     return supervise(default_children(processes=args.processes, threads=args.threads))
 
 
 def _schedule(settings: Settings, args: argparse.Namespace) -> int:
+    from bgworkers.db import get_engine
+    from bgworkers.diagnosis import check_schema
     from bgworkers.scheduling.report import print_schedule
 
+    check_schema(get_engine(settings))
     print_schedule(settings, sys.stdout)
     return 0
 
@@ -91,7 +93,12 @@ def _add_backup_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bgworkers", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="bgworkers",
+        description="The admin command of bgworkers: migrations, the all-in-one runner, "
+        "the schedule and a health report. Workers and scheduler in production: "
+        "`dramatiq bgworkers` and `periodiq bgworkers`.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="create or upgrade the database schema").set_defaults(
         handler=_migrate
@@ -106,11 +113,21 @@ def make_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "health", help="RabbitMQ, database, scheduler heartbeat and queue depths"
     ).set_defaults(handler=_health)
+    from bgworkers.console.commands import add_commands as add_console_commands
+
     _add_backup_parser(sub)
+    add_console_commands(sub)  # dead, send, jobs, queues, console: bgworkers.console.commands
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The console script: the command, inside the error boundary (:mod:`.cli_errors`)."""
+    from bgworkers.cli_errors import run_guarded
+
+    return run_guarded(lambda: _main(argv))
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = make_parser().parse_args(argv)
     from bgworkers.errors import ConfigurationError
 

@@ -4,7 +4,7 @@ Why one engine per process: an engine owns a connection pool, and pools must not
 ``fork()`` (dramatiq forks its worker processes), so the engine is created on first use and
 forgotten in a forked child. Nothing connects at import time.
 
-SQLite (a file under ``var/``) is the zero-set-up default; PostgreSQL
+SQLite (``bgworkers.db`` in ``BGW_DATA_DIR``) is the zero-set-up default; PostgreSQL
 (``postgresql+psycopg://...``) is what production runs. The schema is owned by the
 migrations in :mod:`bgworkers.migrations` (``bgworkers migrate``), never by ``create_all``.
 """

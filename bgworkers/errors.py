@@ -6,6 +6,8 @@
      +-- ConfigurationError        bad settings: fail at start, never inside an actor
      +-- PermanentError            retrying cannot help: the message is dead-lettered at once
      |    +-- InvalidArguments     the message's arguments do not fit the actor's signature
+     |    +-- InvalidEnvelope      a delivery that is no valid message (bgworkers.envelope)
+     |    +-- MessageTooLarge      a message to send is over BGW_MESSAGE_MAX_BYTES
      |    +-- PermanentHTTPError   an HTTP 4xx other than 429 (401 after a refresh, 404, ...)
      +-- TransientError            may succeed later: retried with backoff
           +-- TransientHTTPError   transport errors, 429 and 5xx; carries ``Retry-After``
@@ -31,6 +33,21 @@ class PermanentError(BgworkersError):
 
 class InvalidArguments(PermanentError):
     """The message's arguments do not match the actor's parameters."""
+
+
+class MessageTooLarge(PermanentError):
+    """A message to send is larger than ``BGW_MESSAGE_MAX_BYTES``; nothing was sent.
+
+    Permanent: the same arguments make the same message. Messages carry ids, not data.
+    """
+
+    def __init__(self, *, actor_name: str, size_bytes: int, max_bytes: int) -> None:
+        super().__init__(
+            f"message for {actor_name} is {size_bytes} bytes, more than BGW_MESSAGE_MAX_BYTES "
+            f"({max_bytes}); send ids and let the actor read the data"
+        )
+        self.size_bytes = size_bytes
+        self.max_bytes = max_bytes
 
 
 class TransientError(BgworkersError):

@@ -22,71 +22,29 @@ and container runtimes expect the application's log stream on stdout.
 from __future__ import annotations
 
 import logging
-import re
+import os
 import sys
-from collections.abc import Mapping, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-REDACTED = "***"
-
-# Keys whose values are secrets whatever they hold: the word on its own or as a part of a
-# snake/kebab-case name (smtp_password, access_token, x-api-key), not inside another word
-# (passed, bypass) nor a plural count (tokens_synced).
-_SECRET_KEY = re.compile(
-    r"(?:^|[_-])(?:pass(?:word|wd)?|secret|token|authorization|api[_-]?key|credentials?|cookie"
-    r"|signature)(?:$|[_-])",
-    re.IGNORECASE,
-)
-_VALUE_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # scheme://user:password@host  ->  scheme://user:***@host
-    (
-        re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s'\"]*:)[^@\s'\"]+@"),
-        rf"\g<head>{REDACTED}@",
-    ),
-    # Authorization: Bearer xyz / Basic xyz, in headers dumped as text or dict reprs
-    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"), rf"\1 {REDACTED}"),
-    # query parameters that carry credentials: ?key=..., &sig=..., &access_token=...
-    (
-        re.compile(r"(?i)(?P<k>[?&](?:key|sig|signature|code)=)[^&\s'\"]+"),
-        rf"\g<k>{REDACTED}",
-    ),
-    # key=value or 'key': 'value' pairs whose key names a secret
-    (
-        re.compile(
-            r"(?i)(?P<k>[\"']?\b[\w-]*(?:password|passwd|secret|token|api[_-]?key)[\w-]*[\"']?"
-            r"\s*[:=]\s*)(?P<q>[\"']?)[^\"'\s,&}]+"
-        ),
-        rf"\g<k>\g<q>{REDACTED}",
-    ),
-)
-
-
-def redact_text(text: str) -> str:
-    """Scrub credentials out of free text (URLs, headers, ``key=value`` pairs)."""
-    for pattern, replacement in _VALUE_PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
-
-
-def redact_value(key: str, value: Any) -> Any:
-    if _SECRET_KEY.search(key) and value not in (None, ""):
-        return REDACTED
-    if isinstance(value, str):
-        return redact_text(value)
-    if isinstance(value, Mapping):
-        return {str(k): redact_value(str(k), v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [redact_value(key, v) for v in value]
-    return value
+# Redaction lives in its own module (bounded and linear); re-exported for existing callers.
+from bgworkers.redaction import MAX_TRACEBACK_CHARS
+from bgworkers.redaction import REDACTED as REDACTED
+from bgworkers.redaction import redact_text as redact_text
+from bgworkers.redaction import redact_value as redact_value
 
 
 def redact_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     """structlog processor: no password, token or credential reaches the output."""
     for key, value in list(event_dict.items()):
-        event_dict[key] = redact_value(key, value)
+        if key == "exception" and isinstance(value, str):
+            # A traceback: keep its end (the exception line), bounded like any other field.
+            event_dict[key] = redact_text(value, limit=MAX_TRACEBACK_CHARS, keep_end=True)
+        else:
+            event_dict[key] = redact_value(key, value)
     return event_dict
 
 
@@ -136,16 +94,41 @@ _CHAIN: list[Processor] = [
 ]
 
 
+class _PipeTolerantHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that goes quiet once its reader has gone (``bgworkers health | head``)
+    instead of printing "--- Logging error ---" with a traceback for every later line."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if isinstance(sys.exc_info()[1], BrokenPipeError):
+            self.setStream(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the handler
+            return
+        super().handleError(record)
+
+
+def resolve_log_format(log_format: str | None, stream: TextIO) -> str:
+    """``json`` or ``console``: an explicit choice wins; ``auto`` (or None) picks the readable
+    console format when ``stream`` is a terminal, JSON otherwise (files, pipes, journald)."""
+    if log_format in ("json", "console"):
+        return log_format
+    try:
+        return "console" if stream.isatty() else "json"
+    except (AttributeError, ValueError):  # a closed or file-less stream: machines read it
+        return "json"
+
+
 def configure_logging(
-    *, log_format: str = "json", level: str = "INFO", stream: TextIO | None = None
+    *, log_format: str | None = "auto", level: str = "INFO", stream: TextIO | None = None
 ) -> None:
     """Route every logger of this process to one handler on ``stream`` (bgworkers' processes).
 
     Only the processes bgworkers starts call this (see :mod:`bgworkers.boot`); an application
     that imports bgworkers keeps its own logging.
     """
+    from bgworkers.log_noise import LibraryNoiseFilter
+
+    stream = stream or sys.__stdout__ or sys.stdout
     renderer: Processor
-    if log_format == "console":
+    if resolve_log_format(log_format, stream) == "console":
         renderer = structlog.dev.ConsoleRenderer(colors=False)
     else:
         renderer = structlog.processors.JSONRenderer()
@@ -158,8 +141,9 @@ def configure_logging(
             renderer,
         ],
     )
-    handler = logging.StreamHandler(stream or sys.__stdout__)
+    handler = _PipeTolerantHandler(stream)
     handler.setFormatter(formatter)
+    handler.addFilter(LibraryNoiseFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         if getattr(old, "_bgworkers", False) or not _is_test_capture(old):

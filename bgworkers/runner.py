@@ -1,11 +1,15 @@
 """``bgworkers run``: the worker and the scheduler under one supervisor, for a single machine.
 
-Why a supervisor: dramatiq's CLI exits when a worker process dies, and periodiq exits when
-RabbitMQ is unreachable at a tick. In production a process manager (see ``deploy/``)
+Why a supervisor: dramatiq's CLI exits when a worker process dies, and periodiq, like any
+process, may crash (it waits out a RabbitMQ outage, see
+:mod:`bgworkers.scheduling.resilient_sending`). In production a process manager (see ``deploy/``)
 restarts them; on a developer's machine this command does the same: it starts
 ``dramatiq bgworkers`` and ``periodiq bgworkers``, restarts whichever exits unexpectedly
 (with a growing delay, capped), and on Ctrl-C or SIGTERM stops both gracefully, then
-forcefully after a timeout.
+forcefully after a timeout. Each child runs in a process group of its own that is reaped as a
+whole before a restart and at the end: when dramatiq's main process is killed, its worker
+processes are stopped too, never left running beside the new set (see
+:mod:`bgworkers.process_group`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bgworkers.logs import get_logger
+from bgworkers.process_group import reap_group, set_parent_death_signal
 
 log = get_logger(__name__)
 
@@ -35,13 +40,23 @@ class Child:
 
     def start(self) -> None:
         # Own process group: Ctrl-C in the terminal reaches the supervisor only, which then
-        # stops children in order instead of all of them dying at once.
-        self.process = subprocess.Popen(self.argv, start_new_session=True)
+        # stops children in order instead of all of them dying at once; and the group is what
+        # :meth:`reap` kills, grandchildren included. The parent-death signal stops the child
+        # if the supervisor itself is killed.
+        self.process = subprocess.Popen(
+            self.argv, start_new_session=True, preexec_fn=set_parent_death_signal
+        )
         self.started_at = time.monotonic()
         log.info("process_started", process=self.name, pid=self.process.pid)
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def reap(self) -> int:
+        """Stop whatever is left of this child's process group (its orphaned workers)."""
+        if self.process is None:
+            return 0
+        return reap_group(self.process.pid, name=self.name)
 
 
 #: Exit codes that a restart cannot fix: 2, a bad setting (bgworkers' configuration error) or
@@ -101,6 +116,9 @@ def supervise(children: list[Child], *, stop_timeout_s: float = STOP_TIMEOUT_S) 
                 continue
             if child.next_start == 0.0:
                 code = child.process.returncode if child.process else None
+                # dramatiq's worker processes outlive a killed main process: never run a
+                # second set beside them.
+                child.reap()
                 if code in PERMANENT_EXIT_CODES:
                     log.error(
                         "process_failed_permanently",
@@ -147,5 +165,6 @@ def stop_all(children: list[Child], *, timeout_s: float) -> int:
             os.killpg(child.process.pid, signal.SIGKILL)
             child.process.wait()
             killed = True
+        child.reap()
         log.info("process_stopped", process=child.name, code=child.process.returncode)
     return 1 if killed else 0

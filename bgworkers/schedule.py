@@ -75,6 +75,11 @@ SCHEDULE: tuple[ScheduledJob, ...] = (
         catch_up_window=timedelta(hours=6),
     ),
     ScheduledJob(
+        "prune_dead_letters",
+        "0 * * * *",
+        "drop dead-letter index rows whose message left the XQ (7-day TTL)",
+    ),
+    ScheduledJob(
         "catch_up_missed_ticks",
         "* * * * *",
         "re-send ticks missed while the scheduler was down, within each job's window",

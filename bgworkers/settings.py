@@ -9,18 +9,40 @@ A bad value fails at start with pydantic's message, which names the variable (se
 from __future__ import annotations
 
 import functools
+import os
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AnyUrl, Field, SecretStr, ValidationError, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    AnyUrl,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from bgworkers.errors import ConfigurationError
 
 ENV_PREFIX = "BGW_"
 #: Seconds; the time limit of the ``send_email`` actor (one claimed SMTP attempt).
 SEND_EMAIL_TIME_LIMIT_S = 120
+#: Directory settings that, when relative, live under ``BGW_DATA_DIR``.
+DATA_DIR_PATHS = ("metrics_dir", "temp_dir", "backup_dir")
+
+
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/bgworkers`` (``~/.local/share/bgworkers``): the same for every folder.
+
+    Why not the working directory: the same script run from another folder would otherwise
+    create a second, empty SQLite database and fail with "no such table".
+    """
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "bgworkers"
 
 
 class Settings(BaseSettings):
@@ -36,13 +58,18 @@ class Settings(BaseSettings):
 
     # --- platform -------------------------------------------------------------------------
     broker_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
-    database_url: SecretStr = SecretStr("sqlite:///var/bgworkers.db")
+    #: Where bgworkers keeps its files (SQLite database, metrics, temp files, backups); always
+    #: absolute once loaded. ``make run`` and the tests use the repository's ``var/``.
+    data_dir: Path = Field(default_factory=default_data_dir)
+    #: Default: ``sqlite:///<data_dir>/bgworkers.db``.
+    database_url: SecretStr = SecretStr("sqlite:///bgworkers.db")
     database_echo: bool = False
-    log_format: Literal["json", "console"] = "json"
+    #: ``auto``: readable console lines on a terminal, JSON lines otherwise.
+    log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9191, ge=1, le=65535)
-    metrics_dir: Path = Path("var/metrics")
+    metrics_dir: Path = Path("metrics")
     scheduler_metrics_port: int = Field(default=9192, ge=1, le=65535)
     #: RabbitMQ's management API (``http://127.0.0.1:15672``); without it queue depths come from
     #: AMQP and have no unacknowledged count.
@@ -57,6 +84,8 @@ class Settings(BaseSettings):
     # a worker that keeps a delayed message unacknowledged longer than that.
     retry_max_backoff_ms: int = Field(default=300_000, ge=10, le=1_200_000)
     time_limit_ms: int = Field(default=300_000, ge=1_000)
+    #: Bytes; larger messages are refused at enqueue and dead-lettered at consume.
+    message_max_bytes: int = Field(default=1_048_576, ge=1_024, le=16_777_216)
 
     # --- email ----------------------------------------------------------------------------
     smtp_host: str = "127.0.0.1"
@@ -69,6 +98,27 @@ class Settings(BaseSettings):
     email_backend: Literal["smtp", "console"] = "smtp"
     email_sending_timeout_s: float = Field(default=600.0, gt=0)
     email_max_attempts: int = Field(default=10, ge=1, le=100)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _place_files_in_the_data_dir(cls, data: Any) -> Any:
+        """Resolve the data directory once, and relative directories and the default
+        database against it, so no file location depends on the working directory."""
+        if not isinstance(data, dict):
+            return data
+        raw = data.get("data_dir")
+        data_dir = Path(raw).expanduser() if raw not in (None, "") else default_data_dir()
+        data_dir = data_dir if data_dir.is_absolute() else Path.cwd() / data_dir
+        data["data_dir"] = data_dir
+        if data.get("database_url") in (None, ""):
+            data["database_url"] = f"sqlite:///{data_dir / 'bgworkers.db'}"
+        for name in DATA_DIR_PATHS:
+            value = data.get(name)
+            if value in (None, ""):
+                value = cls.model_fields[name].default
+            path = Path(value).expanduser()
+            data[name] = path if path.is_absolute() else data_dir / path
+        return data
 
     @field_validator("email_sending_timeout_s")
     @classmethod
@@ -90,9 +140,9 @@ class Settings(BaseSettings):
         return value
 
     # --- files ----------------------------------------------------------------------------
-    temp_dir: Path = Path("var/tmp")
+    temp_dir: Path = Path("tmp")
     temp_max_age_hours: float = Field(default=24.0, gt=0)
-    backup_dir: Path = Path("var/backups")
+    backup_dir: Path = Path("backups")
     backup_keep: int = Field(default=4, ge=1)
     temp_cleanup_dry_run: bool = False
     backup_fanout_batch_size: int = Field(default=500, ge=1, le=10_000)
@@ -121,6 +171,19 @@ class Settings(BaseSettings):
     outbox_poll_interval_s: float = Field(default=0.5, gt=0, le=60)
     outbox_lease_s: float = Field(default=15.0, ge=1, le=600)
     outbox_retention_hours: float = Field(default=72.0, gt=0)
+    # --- console --------------------------------------------------------------------------
+    # The web console (``bgworkers console``); see docs/console.md. It refuses to start without
+    # a token or a user and password, unless run with --no-auth on a loopback address.
+    console_host: str = "127.0.0.1"
+    console_port: int = Field(default=9195, ge=1, le=65535)
+    console_token: SecretStr | None = None
+    console_user: str | None = None
+    console_password: SecretStr | None = None
+    #: Signs the session cookie; a random key per start when unset (a restart logs everyone out).
+    console_session_secret: SecretStr | None = None
+    console_session_max_age_s: int = Field(default=8 * 3600, ge=60, le=30 * 86400)
+    #: Send the session cookie over HTTPS only (set it when a TLS proxy is in front).
+    console_cookie_secure: bool = False
 
     # --- scheduling -----------------------------------------------------------------------
     #: Per-job cron override or "off", as JSON: {"sync_notion_pages": "0 */4 * * *"}. Checked
@@ -152,6 +215,17 @@ def load_settings(**overrides: object) -> Settings:
             f"{ENV_PREFIX}{str(err['loc'][0]).upper()}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigurationError(f"invalid configuration: {problems}") from None
+    except SettingsError as exc:
+        # A value that is not even parseable (``BGW_SCHEDULE_OVERRIDES='not json'``): pydantic
+        # reports it before validation, naming the field only inside its message.
+        raise ConfigurationError(f"invalid configuration: {_unparseable(exc)}") from None
+
+
+def _unparseable(exc: SettingsError) -> str:
+    match = re.search(r'field "([a-z_]+)"', str(exc))
+    if match is None:
+        return str(exc)
+    return f"{ENV_PREFIX}{match.group(1).upper()}: not valid JSON (expected a JSON object)"
 
 
 @functools.cache

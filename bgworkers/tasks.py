@@ -5,7 +5,9 @@ limit, every exception retried) are wrong for most of our jobs. ``@task`` sets e
 defaults from the settings, routes the actor to its domain's queue, makes permanent errors
 dead-letter at once, and checks a message's arguments against the function's signature
 before running it, so a malformed message fails with :class:`InvalidArguments` (never
-retried) instead of a ``TypeError`` deep inside the actor.
+retried) instead of a ``TypeError`` deep inside the actor. Arguments also carry bounds:
+``int`` within the database's ``INTEGER`` range, ``str`` at most :data:`MAX_STR_CHARS`
+characters, so ``2**70`` is refused, not retried as a database error.
 
 Periodic actors take their cron expression from :mod:`bgworkers.schedule`, the one schedule
 table; an actor never spells its own cron line.
@@ -15,12 +17,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import operator
+import types
 import typing
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 import dramatiq
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from bgworkers import queues
 from bgworkers.errors import InvalidArguments, PermanentError
@@ -30,22 +34,52 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+#: Every ``int`` argument is an id of a row (or a count) that lives in an ``INTEGER`` column,
+#: 32-bit in PostgreSQL: a larger value is refused as invalid, never sent to the database to
+#: fail there as a (retried) database error. An actor that needs more annotates its own bound.
+DB_INT_MIN = -(2**31)
+DB_INT_MAX = 2**31 - 1
+#: Characters of a ``str`` argument without a bound of its own: messages carry ids and short
+#: keys, never text bodies (those live in the database).
+MAX_STR_CHARS = 1_000
+
+BoundedInt = Annotated[int, Field(ge=DB_INT_MIN, le=DB_INT_MAX)]
+BoundedStr = Annotated[str, Field(max_length=MAX_STR_CHARS)]
+
+
+def _bounded(hint: Any) -> Any:
+    """``hint`` with every bare ``int`` and ``str`` in it (``list[int]``, ``int | None``)
+    replaced by its bounded form; ``Annotated`` hints keep the bounds they state."""
+    if hint is int:
+        return BoundedInt
+    if hint is str:
+        return BoundedStr
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is None or origin is Annotated or not args:
+        return hint
+    bounded = tuple(_bounded(arg) for arg in args)
+    if origin in (types.UnionType, typing.Union):
+        return functools.reduce(operator.or_, bounded)
+    return origin[bounded]
+
+
 def _arguments_model(fn: Callable[..., Any]) -> type[BaseModel]:
-    hints = typing.get_type_hints(fn)
+    hints = typing.get_type_hints(fn, include_extras=True)
     fields: dict[str, Any] = {}
     for name, param in inspect.signature(fn).parameters.items():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             raise TypeError(f"@task {fn.__name__}: *args/**kwargs cannot be checked; name them")
         default = ... if param.default is param.empty else param.default
-        fields[name] = (hints.get(name, Any), default)
+        fields[name] = (_bounded(hints.get(name, Any)), default)
     return create_model(f"{fn.__name__}_arguments", __config__=ConfigDict(extra="forbid"), **fields)
 
 
 def argument_checker(fn: Callable[..., Any]) -> Callable[..., dict[str, Any]]:
-    """A function that checks ``fn``'s arguments and returns them by name, validated.
+    """The check ``@task`` runs before ``fn``: returns the validated keyword arguments.
 
-    Raises :class:`InvalidArguments` with a one-line reason. Used when a message runs and,
-    by the outbox, when it is enqueued, so a bad call fails in the caller.
+    Raises :class:`InvalidArguments`, naming each bad argument. ``bgworkers send`` and the
+    outbox's ``enqueue`` run the same check before they enqueue anything, so a bad call fails
+    in the caller.
     """
     signature = inspect.signature(fn)
     model = _arguments_model(fn)

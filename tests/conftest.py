@@ -8,6 +8,12 @@ skip at all under CI fails the run (see ``pytest_sessionfinish``).
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+# The tests keep their files in the repository's var/ (as `make run` does), never in the
+# user's data directory; set before bgworkers reads its settings.
+os.environ.setdefault("BGW_DATA_DIR", str(Path(__file__).resolve().parents[1] / "var"))
+
 import socket
 import uuid
 from collections.abc import Iterator

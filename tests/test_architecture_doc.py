@@ -62,4 +62,9 @@ def test_the_middleware_table_is_in_the_brokers_order() -> None:
     assert documented == [type(m).__name__ for m in build_broker(settings).middleware]
     stub = [type(m).__name__ for m in build_stub_broker(settings).middleware]
     assert documented[: len(stub)] == stub
-    assert documented[len(stub) :] == ["BrokerConnectivityCheck", "WorkerProcessBoot"]
+    assert documented[len(stub) :] == [
+        "BrokerConnectivityCheck",
+        "WorkerProcessBoot",
+        "StopWithParent",
+        "SchemaGate",
+    ]

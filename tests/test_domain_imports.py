@@ -17,9 +17,19 @@ import bgworkers
 
 PACKAGE_ROOT = Path(bgworkers.__file__).parent
 DOMAINS = frozenset({"reminders", "email", "files", "sync", "maintenance"})
-#: Shared by the domains: ``users`` holds the users table every domain refers to.
+#: Shared by the domains: ``users`` holds the users table every domain refers to; ``console``
+#: (operations on dead letters, jobs and queues) works on every domain's messages alike.
 PLATFORM_PACKAGES = frozenset(
-    {"metrics", "middleware", "migrations", "monitoring", "outbox", "scheduling", "users"}
+    {
+        "console",
+        "metrics",
+        "middleware",
+        "migrations",
+        "monitoring",
+        "outbox",
+        "scheduling",
+        "users",
+    }
 )
 
 

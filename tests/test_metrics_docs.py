@@ -28,6 +28,7 @@ COLLECTOR_METRICS = (
     "bgworkers_job_expected_interval_seconds",
     "bgworkers_outbox_backlog_messages",
     "bgworkers_outbox_backlog_oldest_age_seconds",
+    "bgworkers_job_paused",
 )
 
 

@@ -21,15 +21,18 @@ once from the settings; :func:`use_mailer` replaces it (tests point it at their 
 
 from __future__ import annotations
 
+import base64
 import smtplib
 import ssl
 import threading
+from collections.abc import Iterable
 from email.message import EmailMessage
 from typing import Protocol
 
 from bgworkers.errors import PermanentError, TransientError
 from bgworkers.logs import get_logger
 from bgworkers.process_resources import ProcessResource
+from bgworkers.redaction import scrub_known
 from bgworkers.settings import Settings
 
 log = get_logger(__name__)
@@ -61,9 +64,15 @@ class Mailer(Protocol):
         """Release connections (at worker shutdown)."""
 
 
-def _reply(code: int, text: bytes | str) -> str:
+#: Characters kept of a server's reply (it goes into exceptions, logs and ``last_error``).
+MAX_REPLY_CHARS = 500
+
+
+def _reply(code: int, text: bytes | str, secrets: Iterable[str] = ()) -> str:
     decoded = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
-    return f"{code} {decoded}".strip()
+    return scrub_known(f"{code} {decoded}".strip()[: MAX_REPLY_CHARS * 4], secrets)[
+        :MAX_REPLY_CHARS
+    ]
 
 
 #: Replies that mean "authenticate (or encrypt) first": our configuration, not the email.
@@ -71,8 +80,14 @@ _AUTH_CODES = frozenset({530, 535})
 _AUTH_STATUSES = ("5.7.0", "5.7.8", "5.7.9", "5.7.11")
 
 
-def classify(exc: Exception) -> SmtpTransientError | SmtpPermanentError:
-    """Map an :mod:`smtplib` or socket error to a transient or permanent error."""
+def classify(
+    exc: Exception, *, secrets: Iterable[str] = ()
+) -> SmtpTransientError | SmtpPermanentError:
+    """Map an :mod:`smtplib` or socket error to a transient or permanent error.
+
+    ``secrets``: the credential values in use, scrubbed out of the reply (a server may echo
+    what it was sent, e.g. in a 535 refusal).
+    """
     code: int
     text: bytes | str
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
@@ -84,12 +99,14 @@ def classify(exc: Exception) -> SmtpTransientError | SmtpPermanentError:
         | smtplib.SMTPAuthenticationError
         | smtplib.SMTPSenderRefused,
     ):
-        return SmtpTransientError(_reply(exc.smtp_code, exc.smtp_error), code=exc.smtp_code)
+        reply = _reply(exc.smtp_code, exc.smtp_error, secrets)
+        return SmtpTransientError(reply, code=exc.smtp_code)
     elif isinstance(exc, smtplib.SMTPResponseException):
         code, text = exc.smtp_code, exc.smtp_error
     else:
-        return SmtpTransientError(f"{type(exc).__name__}: {exc}")
-    reply = _reply(code, text)
+        detail = scrub_known(str(exc), secrets)[:MAX_REPLY_CHARS]
+        return SmtpTransientError(f"{type(exc).__name__}: {detail}")
+    reply = _reply(code, text, secrets)
     if 500 <= code <= 599 and not _is_auth_refusal(code, reply):
         return SmtpPermanentError(reply, code=code)
     return SmtpTransientError(reply, code=code)
@@ -99,6 +116,10 @@ def _is_auth_refusal(code: int, reply: str) -> bool:
     words = reply.split()
     status = words[1] if len(words) > 1 else ""
     return code in _AUTH_CODES or status in _AUTH_STATUSES
+
+
+#: Seconds a QUIT may take at shutdown before the connection is simply closed.
+QUIT_TIMEOUT_S = 2.0
 
 
 class SmtpMailer:
@@ -125,19 +146,49 @@ class SmtpMailer:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._open: set[smtplib.SMTP] = set()
+        self._busy: set[smtplib.SMTP] = set()
 
     def send(self, message: EmailMessage) -> None:
         try:
             connection = self._connection()
-            connection.send_message(message)
+            with self._lock:
+                self._busy.add(connection)
+            try:
+                connection.send_message(message)
+            finally:
+                with self._lock:
+                    self._busy.discard(connection)
         except (smtplib.SMTPException, OSError) as exc:
             self._discard()
-            raise classify(exc) from exc
+            # from None: the original exception holds the server's unscrubbed reply.
+            raise classify(exc, secrets=self._secrets()) from None
+
+    def _secrets(self) -> list[str]:
+        """The password as sent: itself, and base64 for AUTH LOGIN and AUTH PLAIN."""
+        if not self._password:
+            return []
+        plain = f"\0{self.username or ''}\0{self._password}".encode()
+        return [
+            self._password,
+            base64.b64encode(self._password.encode()).decode(),
+            base64.b64encode(plain).decode(),
+        ]
 
     def close(self) -> None:
+        """Say QUIT on idle connections, each bounded by :data:`QUIT_TIMEOUT_S`.
+
+        Why not the busy ones: a QUIT on a connection a worker thread is still sending on
+        waits behind that send (up to ``timeout_s`` per reply), which made a worker's
+        shutdown outlast ``--worker-shutdown-timeout`` by the length of the send. They are
+        left to their thread, and to the process's exit; the outbox's claim tells a later
+        sweep whether that email still has to go.
+        """
         with self._lock:
-            connections, self._open = self._open, set()
-        for connection in connections:
+            idle = self._open - self._busy
+            self._open = self._open & self._busy
+        for connection in idle:
+            if connection.sock is not None:
+                connection.sock.settimeout(QUIT_TIMEOUT_S)
             _quit(connection)
 
     def _connection(self) -> smtplib.SMTP:

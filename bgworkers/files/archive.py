@@ -30,6 +30,7 @@ import re
 import tarfile
 import tempfile
 import uuid
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
 from datetime import UTC, date, datetime, timedelta
@@ -46,8 +47,12 @@ FORMAT = "bgworkers-user-backup/1"
 MANIFEST = "manifest.json"
 #: Every archive holds the user's row of this table; its ``id`` and ``email`` name the owner.
 USERS_TABLE = "users"
-RUN_ID = re.compile(r"^\d{8}T\d{6}Z$")
-ARCHIVE_NAME = re.compile(r"^user-(?P<user_id>\d+)-(?P<run_id>\d{8}T\d{6}Z)\.tar\.gz$")
+# Strict ASCII (``re.ASCII``: no full-width digits) and ``fullmatch`` (``$`` would accept a
+# trailing newline): run ids become file names, and one retention does not see is never pruned.
+RUN_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z", re.ASCII)
+ARCHIVE_NAME = re.compile(
+    r"user-(?P<user_id>[0-9]+)-(?P<run_id>[0-9]{8}T[0-9]{6}Z)\.tar\.gz", re.ASCII
+)
 TEMP_PREFIX = ".partial-"
 #: Table files larger than this are spooled to disk while the archive is written, in bytes.
 _SPOOL_BYTES = 8 * 1024 * 1024
@@ -64,7 +69,7 @@ class InvalidBackup(BackupError):
 
 
 #: What reading a damaged archive may raise, turned into :class:`InvalidBackup` by callers.
-DAMAGED = (OSError, tarfile.TarError, EOFError, KeyError, TypeError)
+DAMAGED = (OSError, tarfile.TarError, EOFError, KeyError, TypeError, zlib.error)
 
 # --- names -------------------------------------------------------------------------------
 
@@ -78,8 +83,8 @@ def run_id_for(moment: datetime) -> str:
 
 def check_run_id(run_id: str) -> None:
     """Raise :class:`BackupError` unless ``run_id`` has the form ``YYYYMMDDTHHMMSSZ``."""
-    if not RUN_ID.match(run_id):
-        raise BackupError(f"run id {run_id!r} is not of the form YYYYMMDDTHHMMSSZ")
+    if not RUN_ID.fullmatch(run_id):
+        raise BackupError(f"run id {run_id[:40]!r} is not of the form YYYYMMDDTHHMMSSZ")
 
 
 def archive_name(user_id: int, run_id: str) -> str:
@@ -99,7 +104,7 @@ def list_archives(backup_dir: Path, user_id: int) -> list[Path]:
         return []
     found = []
     for name in names:
-        match = ARCHIVE_NAME.match(name)
+        match = ARCHIVE_NAME.fullmatch(name)
         if match and int(match["user_id"]) == user_id:
             found.append((match["run_id"], directory / name))
     return [path for _, path in sorted(found)]
@@ -287,7 +292,7 @@ def publish(
 def open_archive(path: Path) -> tarfile.TarFile:
     try:
         return tarfile.open(path, mode="r:gz")
-    except (OSError, tarfile.TarError, EOFError) as exc:
+    except (OSError, tarfile.TarError, EOFError, zlib.error) as exc:
         raise InvalidBackup(f"{path.name}: not a readable archive: {exc}") from None
 
 
@@ -313,7 +318,7 @@ def load_manifest(tar: tarfile.TarFile, path: Path) -> dict[str, Any]:
         raise InvalidBackup(f"{path.name}: manifest is not JSON: {exc}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise InvalidBackup(f"{path.name}: not a {FORMAT} archive")
-    match = ARCHIVE_NAME.match(path.name)
+    match = ARCHIVE_NAME.fullmatch(path.name)
     if match and (
         int(match["user_id"]) != manifest.get("user_id")
         or match["run_id"] != manifest.get("run_id")

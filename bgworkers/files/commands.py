@@ -59,7 +59,7 @@ def resolve_archive(backup_dir: Path, user_id: int, archive: str) -> Path:
         if not found:
             raise ArchiveNotFound(f"user {user_id} has no archives in {backup_dir}")
         return found[-1]
-    if RUN_ID.match(archive):
+    if RUN_ID.fullmatch(archive):
         return user_dir(backup_dir, user_id) / archive_name(user_id, archive)
     return Path(archive)
 

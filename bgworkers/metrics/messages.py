@@ -1,19 +1,39 @@
 """Metrics of message processing, recorded by :class:`bgworkers.middleware.metrics.MessageMetrics`.
 
 Names follow Prometheus conventions; labels are the queue and actor only (bounded: a
-handful of each). ``queue`` is always the canonical queue name (``email``, never
+handful of each): :func:`bounded_labels` turns any name that is not one of the five queues or
+a declared actor into ``unknown``, so a hostile envelope cannot make a label. ``queue`` is
+always the canonical queue name (``email``, never
 ``email.DQ``), so a retried message is counted once, under the queue it belongs to.
 """
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass
 
+from dramatiq.common import q_name
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from bgworkers import queues
 from bgworkers.metrics import LazyMetrics
 
 LABELS = ("queue", "actor")
+#: The label of a queue or actor name that is not ours.
+UNKNOWN = "unknown"
+
+
+def bounded_labels(
+    queue_name: object, actor_name: object, actors: Container[str]
+) -> tuple[str, str]:
+    """``(queue, actor)`` labels: canonical queue name and actor, or ``unknown``."""
+    queue = q_name(queue_name) if isinstance(queue_name, str) else UNKNOWN
+    return (
+        queue if queue in queues.ALL else UNKNOWN,
+        actor_name if isinstance(actor_name, str) and actor_name in actors else UNKNOWN,
+    )
+
+
 # Seconds; from a quick heartbeat to a long backup.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
@@ -25,6 +45,7 @@ class MessageMetricSet:
     retried: Counter
     dead_lettered: Counter
     skipped: Counter
+    invalid: Counter
     in_progress: Gauge
     duration: Histogram
 
@@ -59,6 +80,13 @@ class MessageMetricSet:
                 "bgworkers_messages_skipped_total",
                 "Messages a middleware skipped without running the actor.",
                 LABELS,
+                registry=registry,
+            ),
+            invalid=Counter(
+                "bgworkers_messages_invalid_total",
+                "Deliveries refused before dispatch (not a valid message), by reason; each is "
+                "also counted in bgworkers_messages_dead_lettered_total.",
+                ("queue", "reason"),
                 registry=registry,
             ),
             in_progress=Gauge(

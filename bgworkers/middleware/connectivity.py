@@ -2,8 +2,10 @@
 
 Why: dramatiq's consumers retry a lost connection every few seconds, logging pika's
 traceback each time, and the worker still logs "ready". This middleware probes the broker
-once the worker has booted and, until it answers, logs one ``broker_unreachable`` line per
-interval naming the (password-free) URL, the error and what to check.
+once the worker has booted and, until it answers, logs one line per interval (60 s) naming the
+condition (``broker_unreachable``, ``broker_auth_refused``, ``broker_vhost_missing``), the
+password-free URL and the fix; the libraries' own repeated lines are rate-limited by
+:mod:`bgworkers.log_noise`.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def probe_broker(url: str, *, timeout_s: float = 5.0) -> str | None:
 class BrokerConnectivityCheck(Middleware):
     """Probe RabbitMQ after worker boot; log clearly while it is unreachable."""
 
-    def __init__(self, *, url: str, interval_s: float = 15.0) -> None:
+    def __init__(self, *, url: str, interval_s: float = 60.0) -> None:
         self.url = url
         self.interval_s = interval_s
         self._stop = threading.Event()
@@ -48,16 +50,19 @@ class BrokerConnectivityCheck(Middleware):
         self._stop.set()
 
     def _watch(self) -> None:
+        from bgworkers.diagnosis import probe_broker_problem
+
         while not self._stop.is_set():
-            error = probe_broker(self.url)
-            if error is None:
+            problem = probe_broker_problem(self.url)
+            if problem is None:
                 log.info("broker_reachable", broker_url=redact_text(self.url))
                 return
+            # One line per interval, named by the condition: broker_unreachable,
+            # broker_auth_refused, broker_vhost_missing or broker_access_refused.
             log.error(
-                "broker_unreachable",
+                problem.condition,
                 broker_url=redact_text(self.url),
-                error=error,
-                hint="Is RabbitMQ running and is BGW_BROKER_URL right? "
-                "The worker keeps retrying; messages wait in RabbitMQ meanwhile.",
+                hint=f"{problem.message}. The worker keeps retrying; messages wait in "
+                "RabbitMQ meanwhile.",
             )
             self._stop.wait(self.interval_s)

@@ -16,10 +16,9 @@ import os
 import time
 from typing import Any
 
-from dramatiq.common import q_name
 from dramatiq.middleware import Middleware
 
-from bgworkers.metrics.messages import MESSAGE_METRICS, MessageMetricSet
+from bgworkers.metrics.messages import MESSAGE_METRICS, MessageMetricSet, bounded_labels
 from bgworkers.metrics.multiproc import ENV_VAR
 from bgworkers.middleware.message_logging import outcome_of
 
@@ -55,7 +54,7 @@ class MessageMetrics(Middleware):
             multiprocess.mark_process_dead(os.getpid(), directory)  # type: ignore[no-untyped-call]
 
     def before_process_message(self, broker: Any, message: Any) -> None:
-        labels = (q_name(message.queue_name), message.actor_name)
+        labels = bounded_labels(message.queue_name, message.actor_name, broker.actors)
         setattr(message, STARTED_ATTR, (time.perf_counter(), labels))
         self._metrics.in_progress.labels(*labels).inc()
 
@@ -79,7 +78,7 @@ class MessageMetrics(Middleware):
             metrics.dead_lettered.labels(*labels).inc()
 
     def after_skip_message(self, broker: Any, message: Any) -> None:
-        labels = (q_name(message.queue_name), message.actor_name)
+        labels = bounded_labels(message.queue_name, message.actor_name, broker.actors)
         started = _pop_started(message)
         if started is not None:
             self._metrics.in_progress.labels(*started[1]).dec()

@@ -110,5 +110,13 @@ class RetryPolicy(Middleware):
         message.options["retries"] = retries_so_far + 1
         message.options["traceback"] = traceback.format_exc(limit=30)
         message.options["requeue_timestamp"] = int(time.time() * 1000)
+        try:
+            broker.enqueue(message, delay=decision.delay_ms)
+        except Exception as exc:  # noqa: BLE001 - whatever stops the retry, the message must not be acked
+            # Not re-sent (broker down, message grown over the size cap): dead-letter it rather
+            # than let the worker ack a message nobody will run.
+            setattr(message, REASON_ATTR, "retry_not_sent")
+            message.fail()
+            log.error("message_retry_not_sent", error=f"{type(exc).__name__}: {exc}"[:500])
+            return
         log.info("message_retry_scheduled", delay_ms=decision.delay_ms, attempt=retries_so_far + 1)
-        broker.enqueue(message, delay=decision.delay_ms)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
 from bgworkers.db import get_engine
@@ -21,9 +23,64 @@ def alembic_config(engine: Engine | None = None) -> Config:
     return config
 
 
-def upgrade(engine: Engine | None = None, revision: str = "heads") -> None:
-    """Bring the schema up to date; safe to run on every start (no-op when current)."""
+def upgrade(engine: Engine | None = None, revision: str = "heads") -> list[str]:
+    """Bring the schema up to date; safe to run on every start (no-op when current).
+
+    Returns the revisions applied, oldest first (empty when the schema was already current),
+    so ``bgworkers migrate`` can say what it did.
+    """
+    engine = engine or get_engine()
+    before = applied_revisions(engine)
     command.upgrade(alembic_config(engine), revision)
+    if revision != "heads":
+        return []
+    return [rev for rev in _ordered_revisions() if rev not in before]
+
+
+def head_revisions() -> set[str]:
+    """The revisions this version of bgworkers expects (one per domain branch head)."""
+    return set(_scripts().get_heads())
+
+
+def known_revisions() -> set[str]:
+    """Every revision this version of bgworkers ships."""
+    return {rev.revision for rev in _scripts().walk_revisions()}
+
+
+def current_revisions(engine: Engine) -> set[str]:
+    """The heads recorded in the database's ``alembic_version`` (empty: never migrated).
+
+    Raises SQLAlchemy's ``OperationalError`` when the database does not answer.
+    """
+    with engine.connect() as connection:
+        return set(MigrationContext.configure(connection).get_current_heads())
+
+
+def applied_revisions(engine: Engine) -> set[str]:
+    """Every revision at or below the database's current heads."""
+    current = current_revisions(engine)
+    if not current:
+        return set()
+    scripts = _scripts()
+    return {rev.revision for rev in scripts.iterate_revisions(tuple(current), "base")}
+
+
+def pending_revisions(engine: Engine) -> list[str]:
+    """Revisions of this version not yet applied to the database, oldest first."""
+    done = applied_revisions(engine)
+    return [rev for rev in _ordered_revisions() if rev not in done]
+
+
+def _scripts() -> ScriptDirectory:
+    config = Config()
+    config.set_main_option("script_location", "bgworkers:migrations")
+    return ScriptDirectory.from_config(config)
+
+
+def _ordered_revisions() -> list[str]:
+    # Revision ids start with their sequence number (0001_platform, 0002_...): sorted is
+    # the order a person reads, and a valid order since a branch only adds later numbers.
+    return sorted(rev.revision for rev in _scripts().walk_revisions())
 
 
 def downgrade(revision: str, engine: Engine | None = None) -> None:

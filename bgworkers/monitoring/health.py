@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from sqlalchemy import text
 
 from bgworkers.db import get_engine
+from bgworkers.diagnosis import database_problem, probe_broker_problem, schema_problem
 from bgworkers.logs import redact_text
-from bgworkers.middleware.connectivity import probe_broker
 from bgworkers.monitoring.reading import BackgroundReading
 from bgworkers.settings import Settings
 
@@ -29,16 +29,24 @@ class CheckResult:
 
 
 def check_broker(settings: Settings) -> CheckResult:
-    error = probe_broker(settings.broker_url.get_secret_value(), timeout_s=3.0)
-    return CheckResult("rabbitmq", error is None, redact_text(error) if error else "reachable")
+    problem = probe_broker_problem(settings.broker_url.get_secret_value(), timeout_s=3.0)
+    return CheckResult("rabbitmq", problem is None, problem.message if problem else "reachable")
 
 
-def check_database(settings: Settings) -> CheckResult:
+def check_database(settings: Settings, *, schema: bool = False) -> CheckResult:
+    """``SELECT 1``; with ``schema``, also that the schema is migrated (for a person)."""
+    url = settings.database_url.get_secret_value()
     try:
-        with get_engine(settings).connect() as connection:
+        engine = get_engine(settings)
+        with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
+        problem = schema_problem(engine) if schema else None
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready"; the text says why
-        return CheckResult("database", False, redact_text(f"{type(exc).__name__}: {exc}")[:300])
+        known = database_problem(exc, url)
+        detail = known.message if known else redact_text(f"{type(exc).__name__}: {exc}")[:300]
+        return CheckResult("database", False, detail)
+    if problem is not None:
+        return CheckResult("database", False, problem.message)
     return CheckResult("database", True, "reachable")
 
 

@@ -60,11 +60,18 @@ def last_successes(session: Session) -> dict[str, datetime]:
 class JobHealth:
     last_successes: dict[str, datetime]
     scheduler_tick: datetime | None
+    paused: frozenset[str] = frozenset()
 
 
 def read_job_health(session: Session) -> JobHealth:
+    from bgworkers.scheduling.pauses import paused_jobs
+
     heartbeat = session.get(SchedulerHeartbeat, HEARTBEAT_SOURCE)
-    return JobHealth(last_successes(session), heartbeat.scheduled_at if heartbeat else None)
+    return JobHealth(
+        last_successes(session),
+        heartbeat.scheduled_at if heartbeat else None,
+        frozenset(paused_jobs(session)),
+    )
 
 
 class JobHealthCollector(Collector):
@@ -119,8 +126,17 @@ class JobHealthCollector(Collector):
                 stamp = succeeded.timestamp() if succeeded else self._started_at
                 last.add_metric([job], stamp)
                 interval.add_metric([job], seconds)
+        paused = GaugeMetricFamily(
+            "bgworkers_job_paused",
+            "1 while the periodic job is paused by an operator (bgworkers jobs pause), else 0.",
+            labels=["periodic_job"],
+        )
+        if last_read:
+            for entry in SCHEDULE:
+                paused.add_metric([entry.actor_name], int(entry.actor_name in health.paused))
         yield last
         yield interval
+        yield paused
         tick = GaugeMetricFamily(
             "bgworkers_scheduler_last_tick_timestamp_seconds",
             "Unix time of the newest scheduler tick a worker recorded (heartbeat, from the "

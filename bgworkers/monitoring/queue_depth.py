@@ -37,6 +37,7 @@ class QueueDepth:
     delayed: int
     dead_letters: int
     unacked: int | None  # None when the source cannot tell
+    consumers: int | None = None  # consumers of the queue itself (workers listening)
 
 
 def read_depths_amqp(broker_url: str, names: Iterable[str] = queues.ALL) -> list[QueueDepth]:
@@ -48,15 +49,18 @@ def read_depths_amqp(broker_url: str, names: Iterable[str] = queues.ALL) -> list
         depths = []
         for name in names:
             counts = []
+            consumers = 0
             for suffix in ("", ".DQ", ".XQ"):
                 channel = connection.channel()
                 try:
                     result = channel.queue_declare(name + suffix, passive=True)
                     counts.append(int(result.method.message_count))
+                    if not suffix:
+                        consumers = int(result.method.consumer_count)
                     channel.close()
                 except pika.exceptions.ChannelClosedByBroker:
                     counts.append(0)  # 404: the queue does not exist yet
-            depths.append(QueueDepth(name, counts[0], counts[1], counts[2], None))
+            depths.append(QueueDepth(name, counts[0], counts[1], counts[2], None, consumers))
         return depths
     finally:
         connection.close()
@@ -70,7 +74,7 @@ def read_depths_management(
     vhost = unquote(broker.path[1:]) if len(broker.path) > 1 else "/"
     response = client.get(
         f"{api_url.rstrip('/')}/api/queues/{quote(vhost, safe='')}",
-        params={"columns": "name,messages_ready,messages_unacknowledged"},
+        params={"columns": "name,messages_ready,messages_unacknowledged,consumers"},
         auth=(unquote(broker.username or "guest"), unquote(broker.password or "guest")),
     )
     response.raise_for_status()
@@ -85,7 +89,8 @@ def read_depths_management(
         ready, unacked = counts(name)
         dq_ready, dq_unacked = counts(f"{name}.DQ")
         xq_ready, _ = counts(f"{name}.XQ")
-        depths.append(QueueDepth(name, ready, dq_ready + dq_unacked, xq_ready, unacked))
+        consumers = int(by_name.get(name, {}).get("consumers", 0))
+        depths.append(QueueDepth(name, ready, dq_ready + dq_unacked, xq_ready, unacked, consumers))
     return depths
 
 

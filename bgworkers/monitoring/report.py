@@ -13,6 +13,7 @@ from bgworkers.maintenance.heartbeat import SOURCE
 from bgworkers.maintenance.models import SchedulerHeartbeat
 from bgworkers.monitoring.health import check_broker, check_database
 from bgworkers.monitoring.queue_depth import QueueDepth, read_depths_amqp
+from bgworkers.scheduling.pauses import paused_jobs
 from bgworkers.settings import Settings
 
 #: A heartbeat older than this (seconds) means the scheduler or the workers are not running.
@@ -29,54 +30,95 @@ def heartbeat_age_s(settings: Settings, *, now: datetime) -> float | None:
     return (now - row.scheduled_at).total_seconds()
 
 
-def _print_outbox(settings: Settings, out: TextIO, *, now: datetime) -> bool:
+def _outbox_line(settings: Settings, out: TextIO, *, now: datetime) -> list[str]:
     from bgworkers.outbox.metrics import read_backlog_now
 
     try:
         backlog = read_backlog_now(settings, now=now)
     except Exception as exc:  # noqa: BLE001 - a report line, not a crash (e.g. not migrated)
-        out.write(f"outbox       FAILING  {redact_text(f'{type(exc).__name__}: {exc}')[:200]}\n")
-        return False
+        error = redact_text(f"{type(exc).__name__}: {exc}")[:200]
+        out.write(f"outbox       FAILING  {error}\n")
+        return [f"outbox: cannot read the outbox table ({error}); run `bgworkers migrate`?"]
     stale = backlog.oldest_age_s > STALE_OUTBOX_S
-    state = "BACKLOG" if stale else "ok"
     out.write(
-        f"outbox       {state:<8} {backlog.count} unpublished, "
+        f"outbox       {'BACKLOG' if stale else 'ok':<8} {backlog.count} unpublished, "
         f"oldest due {backlog.oldest_age_s:.0f} s ago\n"
     )
-    return not stale
+    if not stale:
+        return []
+    return [
+        f"outbox: the oldest unpublished message has been due {backlog.oldest_age_s:.0f} s "
+        f"(more than {STALE_OUTBOX_S} s); is a worker group running its relay, and RabbitMQ "
+        "up? The rows' last_error says why publishing fails (docs/outbox.md)"
+    ]
 
 
 def print_health(settings: Settings, out: TextIO, *, now: datetime | None = None) -> int:
-    """Print every check; return 0 when all are healthy, 1 otherwise (for scripts)."""
-    healthy = True
-    checks = [check_broker(settings), check_database(settings)]
+    """Print every check; return 0 when all are healthy, 1 otherwise (for scripts).
+
+    The verdict ends with one line per failing check, saying why and what to do, so "NOT
+    healthy" is never the whole answer.
+    """
+    problems: list[str] = []
+    checks = [check_broker(settings), check_database(settings, schema=True)]
     for check in checks:
-        healthy &= check.ok
         out.write(f"{check.name:<12} {'ok' if check.ok else 'FAILING':<8} {check.detail}\n")
+        if not check.ok:
+            problems.append(f"{check.name}: {check.detail}")
     if checks[1].ok:
-        age = heartbeat_age_s(settings, now=now or utcnow())
-        if age is None:
-            out.write("scheduler    UNKNOWN  no heartbeat recorded yet\n")
-            healthy = False
-        else:
-            stale = age > STALE_HEARTBEAT_S
-            healthy &= not stale
-            state = "STALE" if stale else "ok"
-            out.write(f"scheduler    {state:<8} last heartbeat tick {age:.0f} s ago\n")
-    if checks[1].ok:
-        healthy &= _print_outbox(settings, out, now=now or utcnow())
+        problems += _scheduler_line(settings, out, now=now or utcnow())
+        with Session(get_engine(settings)) as session:
+            paused = paused_jobs(session)
+        if paused:  # deliberate, so not unhealthy; but an operator must see it
+            listed = ", ".join(f"{job} ({pause.reason})" for job, pause in paused.items())
+            out.write(f"paused       {len(paused):<8} {listed}\n")
+        problems += _outbox_line(settings, out, now=now or utcnow())
     if checks[0].ok:
-        # AMQP, not the management API: its counts are exact now, the API's lag a few seconds.
-        try:
-            depths: list[QueueDepth] = read_depths_amqp(settings.broker_url.get_secret_value())
-        except Exception as exc:  # noqa: BLE001 - a report line, not a crash, whatever failed
-            out.write(f"queues       FAILING  {redact_text(f'{type(exc).__name__}: {exc}')}\n")
-            depths = []
-            healthy = False
-        out.write("\nqueue        ready  delayed  dead letters\n")
-        for depth in depths:
-            row = f"{depth.queue:<12} {depth.ready:>5}  {depth.delayed:>7}"
-            out.write(f"{row}  {depth.dead_letters:>12}\n")
-            healthy &= depth.dead_letters == 0
-    out.write(f"\n{'healthy' if healthy else 'NOT healthy'}\n")
-    return 0 if healthy else 1
+        problems += _queue_lines(settings, out)
+    if not problems:
+        out.write("\nhealthy\n")
+        return 0
+    out.write(f"\nNOT healthy ({len(problems)} failing check{'s' if len(problems) > 1 else ''}):\n")
+    for problem in problems:
+        out.write(f"  - {problem}\n")
+    return 1
+
+
+def _scheduler_line(settings: Settings, out: TextIO, *, now: datetime) -> list[str]:
+    age = heartbeat_age_s(settings, now=now)
+    if age is None:
+        out.write("scheduler    UNKNOWN  no heartbeat recorded yet\n")
+        return [
+            "scheduler: no heartbeat recorded yet; is `periodiq bgworkers` running, and a worker "
+            "on the maintenance queue? (a fresh install records one within a minute)"
+        ]
+    stale = age > STALE_HEARTBEAT_S
+    out.write(f"scheduler    {'STALE' if stale else 'ok':<8} last heartbeat tick {age:.0f} s ago\n")
+    if not stale:
+        return []
+    return [
+        f"scheduler: last heartbeat {age:.0f} s ago (more than {STALE_HEARTBEAT_S} s); check "
+        "that `periodiq bgworkers` and a worker on the maintenance queue are running"
+    ]
+
+
+def _queue_lines(settings: Settings, out: TextIO) -> list[str]:
+    # AMQP, not the management API: its counts are exact now, the API's lag a few seconds.
+    try:
+        depths: list[QueueDepth] = read_depths_amqp(settings.broker_url.get_secret_value())
+    except Exception as exc:  # noqa: BLE001 - a report line, not a crash, whatever failed
+        error = redact_text(f"{type(exc).__name__}: {exc}")
+        out.write(f"queues       FAILING  {error}\n")
+        return [f"queues: could not read the queue depths ({error})"]
+    out.write("\nqueue        ready  delayed  dead letters\n")
+    problems = []
+    for depth in depths:
+        row = f"{depth.queue:<12} {depth.ready:>5}  {depth.delayed:>7}"
+        out.write(f"{row}  {depth.dead_letters:>12}\n")
+        if depth.dead_letters:
+            problems.append(
+                f"queue {depth.queue}: {depth.dead_letters} dead-lettered message(s) in "
+                f"{depth.queue}.XQ; the worker log's message_processed lines with outcome "
+                "dead_lettered say why (docs/monitoring.md: requeue or purge them)"
+            )
+    return problems

@@ -18,6 +18,7 @@ from bgworkers.outbox import enqueue_many
 from bgworkers.outbox.keys import per_run_key
 from bgworkers.reminders import firing
 from bgworkers.reminders.summary import dispatch_daily_summaries, send_daily_summary
+from bgworkers.scheduling.middleware import scheduled_now
 from bgworkers.tasks import task
 
 
@@ -48,10 +49,15 @@ def send_user_daily_summary(user_id: int, local_date: date) -> None:
 
 @task(queue=queues.EMAIL, periodic=True, max_retries=3, time_limit_ms=600_000)
 def send_daily_email_summary() -> None:
-    """Every quarter hour: record a per-user message for each user due a summary (outbox)."""
+    """Every quarter hour: record a per-user message for each user due a summary (outbox).
+
+    "Due" is judged at the message's tick (08:00 is 08:00 even if this worker's clock is a
+    second behind the scheduler's), as docs/scheduling.md promises.
+    """
+    now = scheduled_now(fallback=utcnow())
     with session_scope() as session:
 
         def dispatch(page: list[tuple[int, str]]) -> None:
             enqueue_many(session, send_user_daily_summary, page, dedupe_key=per_run_key)
 
-        dispatch_daily_summaries(session=session, now=utcnow(), dispatch=dispatch)
+        dispatch_daily_summaries(session=session, now=now, dispatch=dispatch)

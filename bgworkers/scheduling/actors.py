@@ -14,6 +14,7 @@ from bgworkers.scheduling.catch_up import catch_up
 from bgworkers.scheduling.claims import prune_runs
 from bgworkers.scheduling.cron import floor_minute
 from bgworkers.scheduling.middleware import TICK_OPTION, message_tick, period_of
+from bgworkers.scheduling.pauses import paused_jobs
 from bgworkers.scheduling.periodic import CronPeriod
 from bgworkers.tasks import task
 
@@ -49,9 +50,10 @@ def catch_up_missed_ticks() -> None:
     now = tick or floor_minute(utcnow())
     periods = periodic_periods(broker)
     with session_scope() as session:
+        paused = paused_jobs(session)  # a paused job's ticks are neither re-sent nor missed
         catch_up(
             session=session,
-            periods=periods,
+            periods=[p for p in periods if p.name not in paused],
             now=now,
             send=lambda p, t: resend_tick(broker, p, t),
         )

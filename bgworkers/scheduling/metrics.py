@@ -40,8 +40,8 @@ class ScheduleMetrics:
             ),
             skipped=Counter(
                 "bgworkers_schedule_skipped_ticks_total",
-                "Scheduled messages not run: duplicate (tick already claimed) or overlap "
-                "(the previous run was still going).",
+                "Scheduled messages not run: duplicate (tick already claimed), overlap "
+                "(the previous run was still going) or paused (by an operator).",
                 ["periodic_job", "reason"],
                 registry=registry,
             ),

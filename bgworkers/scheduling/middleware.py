@@ -19,7 +19,9 @@ after-hook has run (the retry policy's after-hook, later in the stack, runs firs
 
 On the scheduler side, ``before_enqueue`` stamps the tick into the message (``bgw_tick``),
 computed with the scheduler's clock, so every delivery and retry names the same tick.
-Messages sent by hand (no ``scheduled_at``) run as usual, unclaimed.
+Messages sent by hand (no ``scheduled_at``) run as usual, unclaimed. A tick of a paused job
+(:mod:`~.pauses`) is skipped, ``reason="paused"``, unless it is a manual run
+(``bgw_manual``, sent by ``bgworkers jobs run`` with its own tick: the send time).
 """
 
 from __future__ import annotations
@@ -38,12 +40,15 @@ from bgworkers.logs import get_logger
 from bgworkers.middleware.message_logging import outcome_of
 from bgworkers.scheduling.claims import Claim, claim_run, finish_run
 from bgworkers.scheduling.metrics import SCHEDULE_METRICS
+from bgworkers.scheduling.pauses import is_paused
 from bgworkers.scheduling.periodic import CronPeriod
 
 log = get_logger("bgworkers.scheduling")
 
 #: Message option carrying the tick (ISO 8601, UTC) a scheduled message belongs to.
 TICK_OPTION = "bgw_tick"
+#: Message option of a run asked for by hand (``bgworkers jobs run``): runs even when paused.
+MANUAL_OPTION = "bgw_manual"
 #: Added to an actor's time limit: a lock older than that belongs to a dead worker.
 _LOCK_MARGIN = timedelta(seconds=60)
 #: How long a retry waits when the job's next tick is running, in seconds.
@@ -71,6 +76,27 @@ def message_tick(message: Any, period: CronPeriod) -> datetime | None:
         return datetime.fromisoformat(stamped)
     scheduled = message.options.get("scheduled_at")
     return period.tick_at(datetime.fromisoformat(scheduled)) if scheduled else None
+
+
+def scheduled_now(*, fallback: datetime) -> datetime:
+    """The tick of the scheduled message being processed, or ``fallback`` for any other.
+
+    Why: a job that decides by the time ("is it 08:00 for this user?") must judge by the tick
+    the scheduler sent, not by the worker's own clock, which may be a second behind (the 08:00
+    run would then see 07:59:59) or minutes late (a backlog, a retry, a caught-up tick).
+    The tick is the one :meth:`ScheduleGuard.before_enqueue` stamped into the message
+    (``bgw_tick``); needs dramatiq's ``CurrentMessage`` middleware (in bgworkers' stack).
+    """
+    from dramatiq.middleware import CurrentMessage
+
+    message = CurrentMessage.get_current_message()
+    stamped = message.options.get(TICK_OPTION) if message is not None else None
+    return datetime.fromisoformat(stamped) if stamped else fallback
+
+
+def job_is_paused(job: str) -> bool:
+    with session_scope() as session:
+        return is_paused(session, job)
 
 
 def max_busy_retries(stale_after: timedelta) -> int:
@@ -107,6 +133,12 @@ class ScheduleGuard(Middleware):
         tick = message_tick(message, period) if period is not None else None
         if period is None or tick is None:
             return
+        if not message.options.get(MANUAL_OPTION) and job_is_paused(period.name):
+            SCHEDULE_METRICS.get().skipped.labels(period.name, "paused").inc()
+            log.info(
+                "scheduled_tick_skipped", job=period.name, tick=tick.isoformat(), reason="paused"
+            )
+            raise SkipMessage()
         actor = broker.get_actor(message.actor_name)
         time_limit_ms = message.options.get("time_limit", actor.options.get("time_limit", 600_000))
         stale_after = timedelta(milliseconds=time_limit_ms) + _LOCK_MARGIN

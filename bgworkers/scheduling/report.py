@@ -1,7 +1,8 @@
 """``bgworkers schedule``: each job with its cron, zone, next run, last run and outcome.
 
 Read from the schedule table, the settings (zone, overrides) and the ``scheduled_runs`` /
-``scheduled_job_state`` tables, so it shows what the schedulers and workers actually did.
+``scheduled_job_state`` / ``scheduled_job_pauses`` tables, so it shows what the schedulers and
+workers actually did.
 """
 
 from __future__ import annotations
@@ -15,16 +16,20 @@ from sqlmodel import Session, col, select
 from bgworkers.db import get_engine, session_scope, utcnow
 from bgworkers.schedule import SCHEDULE
 from bgworkers.scheduling.models import ScheduledJobState, ScheduledRun
+from bgworkers.scheduling.pauses import JobPause, paused_jobs
 from bgworkers.scheduling.periodic import CronPeriod
 from bgworkers.settings import Settings
 
-_HEADERS = ("job", "cron", "zone", "next run", "last run", "outcome", "duration_s", "missed")
+_HEADERS = (
+    "job", "cron", "zone", "next run", "last run", "outcome", "duration_s", "missed", "paused",
+)  # fmt: skip
 
 
 def schedule_rows(session: Session, settings: Settings, *, now: datetime) -> list[tuple[str, ...]]:
     """One row of text cells per schedule-table entry, times in the configured zone."""
     zone = ZoneInfo(settings.timezone)
     rows: list[tuple[str, ...]] = []
+    paused = paused_jobs(session)
     for entry in SCHEDULE:
         period = CronPeriod.from_settings(entry, settings)
         following = period.next_tick(now)
@@ -45,6 +50,7 @@ def schedule_rows(session: Session, settings: Settings, *, now: datetime) -> lis
                 last.status if last else "-",
                 f"{last.duration_s:.3f}" if last and last.duration_s is not None else "-",
                 str(state.missed_ticks if state else 0),
+                _paused_cell(paused.get(entry.actor_name)),
             )
         )
     return rows
@@ -58,6 +64,10 @@ def print_schedule(settings: Settings, out: TextIO, *, now: datetime | None = No
     for row in (_HEADERS, *rows):
         cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
         out.write("  ".join(cells).rstrip() + "\n")
+
+
+def _paused_cell(pause: JobPause | None) -> str:
+    return "-" if pause is None else f"since {pause.paused_at:%Y-%m-%d %H:%M} UTC: {pause.reason}"
 
 
 def _cron_cell(period: CronPeriod) -> str:

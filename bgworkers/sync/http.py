@@ -23,12 +23,14 @@ header or a body into an exception message or a log line; errors name an operati
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import parse_qsl
 
 import httpx
 from tenacity import (
@@ -41,6 +43,7 @@ from tenacity import (
 from bgworkers.errors import PermanentError, PermanentHTTPError, TransientHTTPError
 from bgworkers.logs import get_logger, redact_text
 from bgworkers.process_resources import ProcessResource
+from bgworkers.redaction import scrub_known
 from bgworkers.settings import Settings
 from bgworkers.sync.metrics import SYNC_METRICS
 
@@ -145,12 +148,47 @@ def error_reason(response: httpx.Response) -> str:
     return str(body.get("code", ""))[:64]  # Notion: {"object": "error", "code": ...}
 
 
+#: What a provider's error code looks like (``rateLimitExceeded``, ``invalid_grant``).
+_REASON_SHAPE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+def credentials_of(request: httpx.Request) -> list[str]:
+    """The credential values ``request`` carried: its bearer token, and the values of a
+    form body (the OAuth refresh sends the refresh token and the client secret there)."""
+    values: list[str] = []
+    _scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if token:
+        values.append(token)
+    if request.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
+        values.extend(v for _, v in parse_qsl(request.content.decode("utf-8", "replace")))
+    return values
+
+
+def safe_reason(response: httpx.Response) -> str:
+    """:func:`error_reason`, with any credential the request carried scrubbed out, and
+    anything that does not look like an error code replaced by ``unrecognised``.
+
+    Providers echo what they were sent: a reason or code field holding the access token
+    would otherwise go into the exception, the log and ``calendar_connections.last_error``.
+    """
+    reason = error_reason(response)
+    if not reason:
+        return ""
+    try:
+        request = response.request
+    except RuntimeError:  # a hand-made response (tests): no request, nothing to scrub
+        pass
+    else:
+        reason = scrub_known(reason, credentials_of(request))
+    return reason if _REASON_SHAPE.fullmatch(reason) else "unrecognised"
+
+
 def raise_for_status(response: httpx.Response, *, operation: str) -> None:
     """Raise the error that says what a non-2xx answer means for a retry; return on 2xx."""
     status = response.status_code
     if 200 <= status < 300:
         return
-    reason = error_reason(response)
+    reason = safe_reason(response)
     message = f"{operation}: HTTP {status}" + (f" ({reason})" if reason else "")
     retry_after = parse_retry_after(response.headers.get("Retry-After"))
     if status in (408, 429) or status >= 500:
@@ -258,7 +296,7 @@ def _send_once(
         response.read()
     except httpx.TransportError as exc:
         metrics.http_requests.labels(provider, "transport_error").inc()
-        detail = redact_text(str(exc))[:200]
+        detail = redact_text(scrub_known(str(exc), credentials_of(request)))[:200]
         raise TransientHTTPError(f"{operation}: {type(exc).__name__}: {detail}") from None
     metrics.http_requests.labels(provider, f"{response.status_code // 100}xx").inc()
     return response

@@ -137,3 +137,45 @@ def test_backend_is_chosen_by_configuration() -> None:
     )
     assert isinstance(smtp, SmtpMailer)
     assert (smtp.host, smtp.port, smtp.security) == ("mail.example.org", 587, "starttls")
+
+
+def test_close_at_shutdown_does_not_wait_for_a_send_in_progress() -> None:
+    """A worker's shutdown closes the mailer while a thread may still be sending a long email:
+    close() must return without waiting behind that send (it bounded nothing before)."""
+    import asyncio
+    import threading
+    from typing import Any
+
+    from aiosmtpd.controller import Controller
+
+    from tests.platform_helpers import free_port
+
+    in_data, release = threading.Event(), threading.Event()
+
+    class SlowData:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            in_data.set()
+            while not release.is_set():
+                await asyncio.sleep(0.05)
+            return "250 OK"
+
+    port = free_port()
+    controller = Controller(SlowData(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        mailer = SmtpMailer(host="127.0.0.1", port=port, timeout_s=30)
+        release.set()
+        mailer.send(message())  # warms a connection on this thread, now idle
+        release.clear()
+        in_data.clear()
+        sender = threading.Thread(target=mailer.send, args=(message(),))
+        sender.start()
+        assert in_data.wait(10)
+        mailer.close()  # returns while the other thread's DATA is still unanswered
+        assert sender.is_alive()
+        release.set()
+        sender.join(10)
+        assert not sender.is_alive()
+    finally:
+        release.set()
+        controller.stop()

@@ -43,10 +43,12 @@ from bgworkers.files.archive import (
     TEMP_PREFIX,
     BackupError,
     InvalidBackup,
+    archive_name,
     decode_value,
     encode_value,
     list_archives,
     run_id_for,
+    user_dir,
 )
 from bgworkers.files.backup import backup_user, enqueue_user_backups
 from bgworkers.files.ownership import secret_columns, user_tables
@@ -275,9 +277,31 @@ def test_missing_user_writes_nothing(sqlite_engine: Engine, tmp_path: Path, regi
     )
 
 
-def test_bad_run_id_is_refused(sqlite_engine: Engine, tmp_path: Path) -> None:
-    with pytest.raises(BackupError, match="run id"):
-        back_up(sqlite_engine, 1, tmp_path, run_id="../../etc")
+@pytest.mark.parametrize(
+    "run_id",
+    [
+        "../../etc",
+        RUN + "\n",  # `$` alone would accept it; its archive would escape retention
+        "\uff12\uff10\uff12\uff16" + RUN[4:],  # full-width digits match \\d in a str regex
+        RUN + "x" * 10_000,
+    ],
+    ids=["path", "trailing-newline", "full-width-digits", "huge"],
+)
+def test_bad_run_id_is_refused(sqlite_engine: Engine, tmp_path: Path, run_id: str) -> None:
+    with pytest.raises(BackupError, match="run id") as caught:
+        back_up(sqlite_engine, 1, tmp_path, run_id=run_id)
+    assert len(str(caught.value)) < 200
+    assert not any(tmp_path.rglob("*.tar.gz"))
+
+
+def test_only_strict_ascii_archive_names_are_listed(tmp_path: Path) -> None:
+    directory = user_dir(tmp_path, 7)
+    directory.mkdir(parents=True)
+    good = directory / archive_name(7, RUN)
+    good.write_bytes(b"")
+    (directory / (archive_name(7, RUN) + "\n")).write_bytes(b"")
+    (directory / archive_name(7, "\uff12" + RUN[1:])).write_bytes(b"")
+    assert list_archives(tmp_path, 7) == [good]
 
 
 def test_fanout_records_each_page_in_its_transaction(db_engine: Engine, registry) -> None:

@@ -3,6 +3,7 @@ real SQLite databases, checked by exit code, stdout, one-line stderr and the row
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -22,6 +23,7 @@ from bgworkers.db import make_engine, session_scope
 from bgworkers.files.archive import list_archives
 from bgworkers.files.backup import backup_user
 from bgworkers.files.commands import EXIT_CONFLICT, EXIT_DATABASE, EXIT_INVALID, EXIT_USAGE
+from bgworkers.files.restore import InvalidBackup, verify_archive
 from bgworkers.reminders.models import Reminder
 from bgworkers.sync.models import STATUS_REAUTH_REQUIRED, CalendarConnection
 from bgworkers.users.models import User
@@ -128,6 +130,20 @@ def test_verify_accepts_a_good_archive_and_names_what_is_wrong(
     gone = setup.run("verify", str(tmp_path / "nothing.tar.gz"))
     assert gone.code == EXIT_INVALID
     assert "no archive at" in gone.error_line
+
+
+def test_a_flipped_byte_anywhere_is_a_clear_verdict(setup: Setup, tmp_path: Path) -> None:
+    # Where the damage falls decides which layer notices (gzip's inflater, its CRC, tar, the
+    # checksums): every one must end as InvalidBackup, never another exception.
+    original = setup.archive.read_bytes()
+    damaged = tmp_path / setup.archive.name
+    for position in range(0, len(original), max(1, len(original) // 97)):
+        data = bytearray(original)
+        data[position] ^= 0xFF
+        damaged.write_bytes(bytes(data))
+        # InvalidBackup is the verdict; a byte of the gzip header's mtime may go unnoticed.
+        with contextlib.suppress(InvalidBackup):
+            verify_archive(damaged)
 
 
 def test_restore_into_a_fresh_database_then_refuses_a_second_time(

@@ -148,4 +148,8 @@ def test_malformed_message_is_dead_lettered_and_logged(test_broker: RabbitmqBrok
         worker.stop()
     _method, _, body = test_broker.channel.basic_get(f"{QUEUE}.XQ", auto_ack=True)
     assert body == b"{not json"  # kept as it came, nothing lost
-    assert any("Failed to decode message" in line["event"] for line in logs)
+    [refused] = [line for line in logs if line.get("reason") == "not_json"]
+    assert refused["event"] == "message_processed"
+    assert refused["outcome"] == "dead_lettered"
+    assert refused["queue"] == QUEUE
+    assert refused["excerpt"] == "{not json"

@@ -36,6 +36,7 @@ def test_amqp_reading_counts_ready_messages(rabbitmq_url: str) -> None:
     assert depths["files"].delayed == 1
     assert depths["files"].dead_letters == 0
     assert depths["files"].unacked is None  # AMQP cannot tell
+    assert depths["files"].consumers == 0
     assert set(depths) == set(queues.ALL)
 
 
@@ -45,7 +46,7 @@ def test_management_reading_speaks_the_api_wire_format() -> None:
     def management_api(request: httpx.Request) -> httpx.Response:
         seen.append(request)
         rows = [
-            {"name": "email", "messages_ready": 12, "messages_unacknowledged": 3},
+            {"name": "email", "messages_ready": 12, "messages_unacknowledged": 3, "consumers": 2},
             {"name": "email.DQ", "messages_ready": 1, "messages_unacknowledged": 4},
             {"name": "email.XQ", "messages_ready": 2, "messages_unacknowledged": 0},
         ]
@@ -58,8 +59,8 @@ def test_management_reading_speaks_the_api_wire_format() -> None:
             "http://rabbit:15672/", "amqp://ops:pw@rabbit:5672/prod", client=client
         )
     }
-    assert depths["email"] == QueueDepth("email", 12, 5, 2, 3)
-    assert depths["sync"] == QueueDepth("sync", 0, 0, 0, 0)
+    assert depths["email"] == QueueDepth("email", 12, 5, 2, 3, consumers=2)
+    assert depths["sync"] == QueueDepth("sync", 0, 0, 0, 0, consumers=0)
     assert seen[0].url.path == "/api/queues/prod"
     assert seen[0].headers["authorization"].startswith("Basic ")
 

@@ -287,7 +287,7 @@ def test_a_failing_periodic_job_is_retried_and_dead_lettered(
     )
 
 
-def test_a_broker_outage_stops_the_scheduler_and_catch_up_covers_the_gap(
+def test_the_scheduler_waits_out_a_broker_outage_and_catch_up_covers_a_restart(
     sqlite_engine: Engine, app_broker, app_worker, rabbitmq_url: str, schedulers, tmp_path, registry
 ) -> None:
     parsed = urlparse(rabbitmq_url)
@@ -315,11 +315,21 @@ def test_a_broker_outage_stops_the_scheduler_and_catch_up_covers_the_gap(
             first,
         )
         relay.stop()  # RabbitMQ unreachable for the scheduler (only)
-        assert first.process is not None
-        assert first.process.wait(60) == 1  # at its 10:59 tick periodiq exits with code 1
-        # What the run command does: start it again, here once the broker is back, ten
-        # minutes later on the scheduler's clock.
+        wait_until(
+            lambda: "broker_unreachable" in first.log.read_text(errors="replace"),
+            60,
+            "the scheduler's line about the outage at its 10:59 tick",
+            first,  # and it keeps running: it retries instead of exiting
+        )
         relay.start()
+        wait_until(
+            lambda: any(r.tick == at("2026-11-25 10:59") for r in claimed(CATCH_UP_JOB)),
+            60,
+            "the 10:59 tick, sent once RabbitMQ was back",
+            first,
+        )
+        # Then the scheduler is down for ten minutes (on its clock) and another one starts.
+        first.kill()
         second = Scheduler(
             tmp_path,
             "second",
@@ -336,7 +346,8 @@ def test_a_broker_outage_stops_the_scheduler_and_catch_up_covers_the_gap(
 
     assert probe_runs("probe_daily") == [(at("2026-11-25 11:00"), 0)]
     missed = gap_ticks()
-    assert at("2026-11-25 10:59") in missed
+    assert at("2026-11-25 10:59") not in missed  # retried, not lost
+    assert at("2026-11-25 11:00") in missed
     assert registry.get_sample_value(
         "bgworkers_schedule_missed_ticks_total", {"periodic_job": "probe_every_minute"}
     ) == len(missed)

@@ -1,0 +1,14 @@
+"""The operations console: see, fix and replay work, from ``bgworkers ...`` and a web page.
+
+* :mod:`~bgworkers.console.dead_letters`: the dead-letter index (one row per dead-lettered
+  message, written by :class:`~bgworkers.console.middleware.DeadLetterIndex`), pruned with
+  the ``.XQ`` queues' 7-day TTL;
+* :mod:`~bgworkers.console.xq`: requeue and purge messages kept in ``<queue>.XQ``;
+* :mod:`~bgworkers.console.audit`: every action, who and when;
+* :mod:`~bgworkers.console.sending` and :mod:`~bgworkers.console.jobs`: enqueue by hand, run,
+  pause and resume periodic jobs (pauses themselves live in :mod:`bgworkers.scheduling.pauses`);
+* :mod:`~bgworkers.console.commands`: the ``bgworkers`` subcommands;
+* :mod:`~bgworkers.console.web`: the web console (``bgworkers console``).
+
+See ``docs/console.md``.
+"""

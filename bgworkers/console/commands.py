@@ -1,0 +1,337 @@
+"""The console's ``bgworkers`` subcommands: ``dead``, ``send``, ``jobs``, ``queues``, ``console``.
+
+Output is one line per item, readable on a terminal; ``--json`` prints one JSON object per
+line instead (JSON Lines), for scripts. Exit codes:
+
+* ``0``: done;
+* ``1``: something asked for was not found or not done (an unknown message id, a purge not
+  confirmed, a job already paused);
+* ``2``: bad input (unknown actor or job, bad arguments); nothing was changed;
+* ``3``: RabbitMQ or the database did not answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TextIO
+
+import pika.exceptions
+from sqlalchemy.exc import SQLAlchemyError
+
+from bgworkers.console.audit import cli_user
+from bgworkers.console.dead_letters import DeadLetterFilter, as_dict
+from bgworkers.console.operations import ActionResult, Console
+from bgworkers.console.sending import SendRefused, parse_arguments
+from bgworkers.logs import redact_text
+from bgworkers.settings import Settings
+
+OK, NOT_DONE, BAD_INPUT, UNAVAILABLE = 0, 1, 2, 3
+Handler = Callable[[Settings, argparse.Namespace], int]
+_AGE = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def make_console(settings: Settings, who: str | None = None) -> Console:
+    """The console with this process's broker and engine (the CLI's and the web's)."""
+    import bgworkers
+    from bgworkers.db import get_engine
+
+    return Console(
+        settings=settings,
+        broker=bgworkers.broker,
+        engine=get_engine(settings),
+        who=who or cli_user(),
+    )
+
+
+def parse_since(text: str, *, now: datetime | None = None) -> datetime:
+    """``30m``, ``2h``, ``7d`` (ago) or an ISO 8601 time (UTC when it names no zone)."""
+    match = _AGE.match(text.strip())
+    if match:
+        amount, unit = int(match.group(1)), match.group(2)
+        return (now or datetime.now(UTC)) - timedelta(**{_UNITS[unit]: amount})
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected an age (30m, 2h, 7d) or an ISO time (2026-12-01T10:00)"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _print(out: TextIO, args: argparse.Namespace, data: dict[str, Any], line: str) -> None:
+    out.write((json.dumps(data, default=str) if args.json else line) + "\n")
+
+
+def guarded(handler: Handler) -> Handler:
+    """One clear line instead of a traceback when a service is down or the input is bad."""
+
+    def run(settings: Settings, args: argparse.Namespace) -> int:
+        try:
+            return handler(settings, args)
+        except SendRefused as exc:
+            print(f"bgworkers {args.command}: {exc}", file=sys.stderr)
+            return BAD_INPUT
+        except (pika.exceptions.AMQPError, OSError) as exc:
+            error = redact_text(f"{type(exc).__name__}: {exc}")
+            print(f"bgworkers {args.command}: RabbitMQ did not answer ({error})", file=sys.stderr)
+            return UNAVAILABLE
+        except SQLAlchemyError as exc:
+            error = redact_text(f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+            print(
+                f"bgworkers {args.command}: the database did not answer ({error})", file=sys.stderr
+            )
+            return UNAVAILABLE
+
+    return run
+
+
+# --- dead -----------------------------------------------------------------------------------
+def dead_list(settings: Settings, args: argparse.Namespace) -> int:
+    status = None if args.status == "all" else args.status
+    where = DeadLetterFilter(args.queue, args.actor, args.since, status, args.limit)
+    for row in make_console(settings).dead_letters(where):
+        line = (
+            f"{row.message_id}  {row.last_failed_at:%Y-%m-%d %H:%M:%S}  {row.queue:<11} "
+            f"{row.actor:<26} {row.status:<9} retries={row.retries} {row.error[:80]}"
+        )
+        _print(sys.stdout, args, as_dict(row), line)
+    return OK
+
+
+def dead_show(settings: Settings, args: argparse.Namespace) -> int:
+    row = make_console(settings).dead_letter(args.id)
+    if row is None:
+        print(f"bgworkers dead show: no dead letter {args.id!r} in the index", file=sys.stderr)
+        return NOT_DONE
+    data = as_dict(row, full=True)
+    if args.json:
+        _print(sys.stdout, args, data, "")
+        return OK
+    for key in ("message_id", "queue", "actor", "status", "reason", "error", "retries"):
+        print(f"{key + ':':<16} {data[key]}")
+    for key in ("dead_count", "first_failed_at", "last_failed_at", "requeued_at"):
+        print(f"{key + ':':<16} {data[key]}")
+    print(f"{'arguments:':<16} {json.dumps(data['arguments'], ensure_ascii=False)}")
+    print("traceback:")
+    print(row.traceback.rstrip() or "  (none recorded)")
+    return OK
+
+
+def _targets(args: argparse.Namespace) -> str | None:
+    """An error line when the ids/--all/--queue combination is wrong, else None."""
+    if args.all and args.ids:
+        return "give message ids or --all --queue Q, not both"
+    if args.all and not args.queue:
+        return "--all needs --queue Q (one queue at a time)"
+    if not args.all and not args.ids:
+        return "give one or more message ids, or --all --queue Q"
+    return None
+
+
+def _report(args: argparse.Namespace, verb: str, result: ActionResult) -> int:
+    for message_id in result.done:
+        _print(
+            sys.stdout, args, {"message_id": message_id, "result": verb}, f"{message_id}  {verb}"
+        )
+    for message_id in result.not_found:
+        _print(
+            sys.stdout,
+            args,
+            {"message_id": message_id, "result": "not_found"},
+            f"{message_id}  not found (not a dead letter in the index, or no longer in the XQ)",
+        )
+    if result.truncated:
+        print("bgworkers dead: stopped after looking at 100000 messages", file=sys.stderr)
+    return NOT_DONE if result.not_found or result.truncated else OK
+
+
+def dead_requeue(settings: Settings, args: argparse.Namespace) -> int:
+    problem = _targets(args)
+    if problem:
+        print(f"bgworkers dead requeue: {problem}", file=sys.stderr)
+        return BAD_INPUT
+    console = make_console(settings)
+    result = console.requeue_all(args.queue) if args.all else console.requeue(args.ids)
+    return _report(args, "requeued", result)
+
+
+def dead_purge(settings: Settings, args: argparse.Namespace) -> int:
+    problem = _targets(args)
+    if problem:
+        print(f"bgworkers dead purge: {problem}", file=sys.stderr)
+        return BAD_INPUT
+    what = f"every dead letter of {args.queue}" if args.all else f"{len(args.ids)} dead letter(s)"
+    if not args.yes and not confirm(f"Delete {what} for good? [y/N] "):
+        print("bgworkers dead purge: not confirmed, nothing deleted (--yes skips the question)")
+        return NOT_DONE
+    console = make_console(settings)
+    result = console.purge_all(args.queue) if args.all else console.purge(args.ids)
+    return _report(args, "purged", result)
+
+
+def confirm(question: str, *, stdin: TextIO | None = None) -> bool:
+    stream = stdin or sys.stdin
+    if not stream.isatty():
+        return False  # no one to ask: a script must say --yes
+    sys.stdout.write(question)
+    sys.stdout.flush()
+    return stream.readline().strip().lower() in {"y", "yes"}
+
+
+# --- send, jobs, queues ---------------------------------------------------------------------
+def send_message(settings: Settings, args: argparse.Namespace) -> int:
+    kwargs = parse_arguments(args.arg)
+    message = make_console(settings).send(args.actor, kwargs)
+    data = {"message_id": message.message_id, "actor": args.actor, "queue": message.queue_name}
+    _print(
+        sys.stdout, args, data, f"{message.message_id}  sent to {args.actor} ({message.queue_name})"
+    )
+    return OK
+
+
+def jobs(settings: Settings, args: argparse.Namespace) -> int:
+    from bgworkers.console.jobs import broker_periods, job_views, print_jobs
+    from bgworkers.db import utcnow
+
+    action = getattr(args, "job_action", None)
+    if action == "pause":
+        return _changed(make_console(settings).pause(args.job, args.reason), args, "paused")
+    if action == "resume":
+        return _changed(make_console(settings).resume(args.job), args, "resumed")
+    if action == "run":
+        message = make_console(settings).run_job(args.job)
+        data = {"job": args.job, "message_id": message.message_id, "result": "sent"}
+        _print(sys.stdout, args, data, f"{args.job}  manual run sent ({message.message_id})")
+        return OK
+    console = make_console(settings)
+    with console.session() as session:
+        views = job_views(session, broker_periods(console.broker), now=utcnow())
+    if not args.json:
+        print_jobs(views, sys.stdout, zone=settings.tzinfo)
+    for view in views if args.json else ():
+        _print(sys.stdout, args, view.as_dict(), "")
+    return OK
+
+
+def _changed(changed: bool, args: argparse.Namespace, verb: str) -> int:
+    result = verb if changed else f"already {verb}"
+    _print(sys.stdout, args, {"job": args.job, "result": result}, f"{args.job}  {result}")
+    return OK if changed else NOT_DONE
+
+
+def queues(settings: Settings, args: argparse.Namespace) -> int:
+    from bgworkers.monitoring.queue_depth import reader_from_settings
+
+    read = reader_from_settings(
+        settings.broker_url.get_secret_value(), settings.rabbitmq_management_url
+    )
+    depths = read()
+    if not args.json:
+        header = ("queue", "ready", "delayed", "dead", "unacked", "consumers")
+        print("{:<12} {:>6} {:>8} {:>6} {:>8} {:>10}".format(*header))
+    for depth in depths:
+        unacked = "-" if depth.unacked is None else str(depth.unacked)
+        consumers = "-" if depth.consumers is None else str(depth.consumers)
+        line = (
+            f"{depth.queue:<12} {depth.ready:>6} {depth.delayed:>8} {depth.dead_letters:>6} "
+            f"{unacked:>8} {consumers:>10}"
+        )
+        data = {
+            "queue": depth.queue,
+            "ready": depth.ready,
+            "delayed": depth.delayed,
+            "dead": depth.dead_letters,
+            "unacked": depth.unacked,
+            "consumers": depth.consumers,
+        }
+        _print(sys.stdout, args, data, line)
+    return OK
+
+
+def serve_console(settings: Settings, args: argparse.Namespace) -> int:
+    from bgworkers.console.web.server import serve
+
+    return serve(settings, host=args.host, port=args.port, no_auth=args.no_auth)
+
+
+# --- parser ---------------------------------------------------------------------------------
+def _json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+
+
+def add_commands(sub: Any) -> None:
+    """Register the console's subcommands on ``bgworkers``' subparsers."""
+    dead = sub.add_parser("dead", help="dead letters: list, show, requeue, purge")
+    dead_sub = dead.add_subparsers(dest="dead_action", required=True)
+    listing = dead_sub.add_parser("list", help="dead letters, newest first")
+    listing.add_argument("--queue", help="only this queue")
+    listing.add_argument("--actor", help="only this actor")
+    listing.add_argument("--since", type=parse_since, help="age (30m, 2h, 7d) or ISO time")
+    listing.add_argument(
+        "--status",
+        default="dead",
+        choices=("dead", "requeued", "processed", "all"),
+        help="dead (default: still in the XQ), requeued, processed or all",
+    )
+    listing.add_argument("--limit", type=int, default=200, help="at most this many (200)")
+    _json_flag(listing)
+    listing.set_defaults(handler=guarded(dead_list))
+    show = dead_sub.add_parser("show", help="one dead letter with its traceback")
+    show.add_argument("id", help="message id")
+    _json_flag(show)
+    show.set_defaults(handler=guarded(dead_show))
+    for name, handler, text in (
+        ("requeue", dead_requeue, "send back to its queue, retries reset"),
+        ("purge", dead_purge, "delete from the XQ and the index"),
+    ):
+        action = dead_sub.add_parser(name, help=text)
+        action.add_argument("ids", nargs="*", metavar="ID", help="message ids")
+        action.add_argument("--all", action="store_true", help="every dead letter of --queue")
+        action.add_argument("--queue", help="the queue, with --all")
+        if name == "purge":
+            action.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+        _json_flag(action)
+        action.set_defaults(handler=guarded(handler))
+
+    send = sub.add_parser("send", help="enqueue a message by hand, checked like the worker does")
+    send.add_argument("actor", help="actor name, e.g. send_email")
+    send.add_argument(
+        "--arg", action="append", default=[], metavar="NAME=VALUE", help="JSON or plain text"
+    )
+    _json_flag(send)
+    send.set_defaults(handler=guarded(send_message))
+
+    job = sub.add_parser("jobs", help="periodic jobs; pause, resume or run one now")
+    _json_flag(job)
+    job.set_defaults(handler=guarded(jobs))
+    job_sub = job.add_subparsers(dest="job_action")
+    pause = job_sub.add_parser("pause", help="skip the job's ticks until resumed")
+    pause.add_argument("job")
+    pause.add_argument("--reason", required=True, help="why (shown everywhere the pause is)")
+    resume = job_sub.add_parser("resume", help="run the job on its schedule again")
+    resume.add_argument("job")
+    run = job_sub.add_parser("run", help="run the job now, outside its schedule")
+    run.add_argument("job")
+    for action in (pause, resume, run):
+        _json_flag(action)
+        action.set_defaults(handler=guarded(jobs))
+
+    queue = sub.add_parser("queues", help="ready, delayed, dead, unacked and consumers per queue")
+    _json_flag(queue)
+    queue.set_defaults(handler=guarded(queues))
+
+    web = sub.add_parser("console", help="the web console (see docs/console.md)")
+    web.add_argument("--host", default=None, help="bind address (BGW_CONSOLE_HOST, 127.0.0.1)")
+    web.add_argument("--port", type=int, default=None, help="port (BGW_CONSOLE_PORT, 9195)")
+    web.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="no login (only with a loopback bind address: 127.0.0.1, ::1, localhost)",
+    )
+    web.set_defaults(handler=serve_console)

@@ -1,0 +1,162 @@
+"""The periodic jobs as the console shows them: schedule, pause, last runs with durations."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TextIO
+from zoneinfo import ZoneInfo
+
+import dramatiq
+from sqlmodel import Session, col, select
+
+from bgworkers.scheduling.models import ScheduledJobState, ScheduledRun
+from bgworkers.scheduling.pauses import JobPause, paused_jobs
+from bgworkers.scheduling.periodic import CronPeriod
+
+
+@dataclass(frozen=True)
+class RunView:
+    tick: datetime
+    status: str
+    duration_s: float | None
+    manual: bool
+    error: str | None
+
+
+@dataclass(frozen=True)
+class JobView:
+    name: str
+    cron: str
+    purpose: str
+    enabled: bool
+    next_run: datetime | None
+    pause: JobPause | None
+    missed: int
+    runs: list[RunView]  # oldest first, the last ``runs`` of :func:`job_views`
+
+    @property
+    def last(self) -> RunView | None:
+        return self.runs[-1] if self.runs else None
+
+    def as_dict(self) -> dict[str, Any]:
+        last = self.last
+        return {
+            "job": self.name,
+            "cron": self.cron,
+            "enabled": self.enabled,
+            "next_run": self.next_run.isoformat() if self.next_run and self.enabled else None,
+            "paused": self.pause is not None,
+            "paused_reason": self.pause.reason if self.pause else None,
+            "paused_by": self.pause.paused_by if self.pause else None,
+            "last_run": last.tick.isoformat() if last else None,
+            "last_status": last.status if last else None,
+            "last_duration_s": last.duration_s if last else None,
+            "last_manual": last.manual if last else None,
+            "missed": self.missed,
+        }
+
+
+def job_views(
+    session: Session, periods: Iterable[CronPeriod], *, now: datetime, runs: int = 30
+) -> list[JobView]:
+    """One view per periodic job (``periods``: the broker's, see :func:`broker_periods`)."""
+    pauses = paused_jobs(session)
+    views = []
+    for period in periods:
+        rows = session.exec(
+            select(ScheduledRun)
+            .where(ScheduledRun.job == period.name)
+            .order_by(col(ScheduledRun.tick).desc())
+            .limit(runs)
+        ).all()
+        state = session.get(ScheduledJobState, period.name)
+        views.append(
+            JobView(
+                name=period.name,
+                cron=str(period),
+                purpose=period.job.purpose,
+                enabled=period.enabled,
+                next_run=period.next_tick(now),
+                pause=pauses.get(period.name),
+                missed=state.missed_ticks if state else 0,
+                runs=[_run_view(r) for r in reversed(rows)],
+            )
+        )
+    return views
+
+
+def broker_periods(broker: dramatiq.Broker) -> list[CronPeriod]:
+    """The ``periodic`` option of every periodic actor of ``broker``, in declaration order."""
+    from bgworkers.scheduling.middleware import period_of
+
+    periods = (period_of(broker, name) for name in broker.get_declared_actors())
+    return [p for p in periods if p is not None]
+
+
+def print_jobs(views: list[JobView], out: TextIO, *, zone: ZoneInfo) -> None:
+    """An aligned table, one line per job (``bgworkers jobs``)."""
+    header = ("job", "cron", "next run", "last run", "outcome", "duration_s", "paused")
+    lines = [header]
+    for view in views:
+        last = view.last
+        lines.append(
+            (
+                view.name,
+                view.cron,
+                _when(view.next_run, zone) if view.enabled else "disabled",
+                (_when(last.tick, zone) + (" (manual)" if last.manual else ""))
+                if last
+                else "never",
+                last.status if last else "-",
+                f"{last.duration_s:.3f}" if last and last.duration_s is not None else "-",
+                f"{view.pause.reason} (by {view.pause.paused_by})" if view.pause else "-",
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for line in lines:
+        out.write("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() + "\n")
+
+
+def _when(instant: datetime | None, zone: ZoneInfo) -> str:
+    return "-" if instant is None else instant.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def _run_view(run: ScheduledRun) -> RunView:
+    manual = bool(run.tick.second or run.tick.microsecond)  # see Console.run_job
+    return RunView(run.tick, run.status, run.duration_s, manual, run.error)
+
+
+def duration_chart(runs: list[RunView], *, width: int = 180, height: int = 36) -> str:
+    """A small inline SVG bar chart of run durations (seconds), oldest on the left.
+
+    Bars of failed runs are red, manual runs blue; a run without a duration (still running,
+    skipped) is a grey stub. Plain SVG markup from numbers only: safe to embed as is.
+    """
+    if not runs:
+        return ""
+    longest = max((r.duration_s or 0.0) for r in runs) or 1.0
+    step = width / max(len(runs), 1)
+    bars = []
+    for index, run in enumerate(runs):
+        value = run.duration_s or 0.0
+        bar = max(2.0, (height - 2) * value / longest)
+        colour = (
+            "#c0392b"
+            if run.status == "failed"
+            else "#2e6fd8"
+            if run.manual
+            else "#888"
+            if run.duration_s is None
+            else "#2e8b57"
+        )
+        title = f"{run.tick:%Y-%m-%d %H:%M:%S} {run.status} {value:.3f} s"
+        bars.append(
+            f'<rect x="{index * step:.1f}" y="{height - bar:.1f}" width="{max(step - 1, 1):.1f}" '
+            f'height="{bar:.1f}" fill="{colour}"><title>{title}</title></rect>'
+        )
+    return (
+        f'<svg class="chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'role="img" aria-label="durations of the last {len(runs)} runs">{"".join(bars)}</svg>'
+    )

@@ -1,0 +1,86 @@
+"""Writes the dead-letter index at the moment a worker dead-letters a message.
+
+Placed just before the retry policy in the stack: dramatiq runs ``after_*`` hooks in reverse
+order, so this one sees the policy's decision (``message.failed``, the reason it set) and the
+exception. A message failed by an earlier hook and skipped (the schedule guard giving up, an
+age limit) is indexed from ``after_skip_message``. Writing the row must never change what
+happens to the message: a database error is logged and the message still goes to the XQ,
+which stays the backstop.
+
+``before_enqueue`` stamps the time of a message's first failure into its options when the
+retry policy re-enqueues it, so the row can tell "first failed" from "last failed".
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from dramatiq.middleware import Middleware
+
+from bgworkers.console.dead_letters import (
+    FIRST_FAILURE_OPTION,
+    REQUEUES_OPTION,
+    Failure,
+    mark_processed,
+    record_dead_letter,
+)
+from bgworkers.db import session_scope, utcnow
+from bgworkers.logs import get_logger
+from bgworkers.middleware.retry_policy import REASON_ATTR
+
+log = get_logger(__name__)
+
+
+class DeadLetterIndex(Middleware):
+    """Indexes dead-lettered messages; marks requeued ones that then succeed."""
+
+    def before_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
+        options = message.options
+        if "requeue_timestamp" in options and FIRST_FAILURE_OPTION not in options:
+            options[FIRST_FAILURE_OPTION] = options["requeue_timestamp"]
+
+    def after_process_message(
+        self, broker: Any, message: Any, *, result: Any = None, exception: Any = None
+    ) -> None:
+        if message.failed:
+            reason = getattr(message, REASON_ATTR, None) or "failed"
+            self._record(message, reason, exception)
+        elif exception is None and message.options.get(REQUEUES_OPTION):
+            self._mark_processed(message)
+
+    def after_skip_message(self, broker: Any, message: Any) -> None:
+        if message.failed:
+            self._record(message, getattr(message, REASON_ATTR, None) or "skipped_failed", None)
+
+    def _record(self, message: Any, reason: str, exception: BaseException | None) -> None:
+        started = time.perf_counter()
+        failure = Failure(
+            message_id=str(message.message_id),
+            queue=str(message.queue_name),
+            actor=str(message.actor_name),
+            args=message.args if isinstance(message.args, list | tuple) else [],
+            kwargs=message.kwargs if isinstance(message.kwargs, dict) else {},
+            options=message.options if isinstance(message.options, dict) else {},
+            reason=reason,
+            exception=exception,
+            at=utcnow(),
+        )
+        try:
+            with session_scope() as session:
+                record_dead_letter(session, failure)
+        except Exception as exc:  # noqa: BLE001 - the index is a convenience; the XQ keeps the message
+            log.error("dead_letter_index_failed", error=f"{type(exc).__name__}: {str(exc)[:300]}")
+            return
+        log.info(
+            "dead_letter_indexed",
+            reason=reason,
+            index_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
+
+    def _mark_processed(self, message: Any) -> None:
+        try:
+            with session_scope() as session:
+                mark_processed(session, str(message.message_id))
+        except Exception as exc:  # noqa: BLE001 - a status line only; the work itself succeeded
+            log.error("dead_letter_index_failed", error=f"{type(exc).__name__}: {str(exc)[:300]}")

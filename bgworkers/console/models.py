@@ -1,0 +1,48 @@
+"""Tables of the console: the dead-letter index and the audit log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlmodel import Field, SQLModel
+
+from bgworkers.db import UtcDateTime
+
+
+class DeadLetter(SQLModel, table=True):
+    """One dead-lettered message; the message itself stays in ``<queue>.XQ``.
+
+    ``status``: ``dead`` (in the XQ), ``requeued`` (sent back to its queue by an operator) or
+    ``processed`` (a requeued copy then succeeded). ``arguments`` is redacted JSON, capped at
+    :data:`~bgworkers.console.dead_letters.ARGUMENTS_MAX_CHARS`; ``dead_count`` counts how many
+    times the message was dead-lettered (a requeued message may fail again).
+    """
+
+    __tablename__ = "console_dead_letters"
+
+    message_id: str = Field(primary_key=True, max_length=64)
+    queue: str = Field(max_length=100, index=True)
+    actor: str = Field(max_length=200, index=True)
+    arguments: str = Field(default="")
+    retries: int = Field(default=0)
+    reason: str = Field(default="", max_length=50)
+    error: str = Field(default="", max_length=1000)
+    traceback: str = Field(default="")
+    first_failed_at: datetime = Field(sa_type=UtcDateTime)
+    last_failed_at: datetime = Field(sa_type=UtcDateTime, index=True)
+    dead_count: int = Field(default=1)
+    status: str = Field(default="dead", max_length=20)
+    requeued_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
+class AuditEntry(SQLModel, table=True):
+    """One operator action: who did what to which target, and when."""
+
+    __tablename__ = "console_audit"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(sa_type=UtcDateTime, index=True)
+    who: str = Field(max_length=200)
+    action: str = Field(max_length=50)
+    target: str = Field(default="", max_length=300)
+    detail: str = Field(default="", max_length=1000)

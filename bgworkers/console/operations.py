@@ -1,0 +1,242 @@
+"""What an operator can do, shared by the CLI and the web console; each action is audited.
+
+:class:`Console` holds what the actions need (the settings, the broker to publish with, the
+database engine, who acts and a clock), so the CLI, the web pages and the tests build one
+with their own parts. Every change is recorded in the audit log in the same transaction as
+the change itself.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import dramatiq
+from sqlalchemy.engine import Engine
+
+from bgworkers.console import audit, xq
+from bgworkers.console.dead_letters import (
+    DeadLetterFilter,
+    get_dead_letter,
+    list_dead_letters,
+)
+from bgworkers.console.models import DeadLetter
+from bgworkers.console.sending import SendRefused, send
+from bgworkers.db import session_scope, utcnow
+from bgworkers.scheduling.middleware import MANUAL_OPTION, TICK_OPTION, period_of
+from bgworkers.scheduling.pauses import pause_job, resume_job
+from bgworkers.settings import Settings
+
+
+class UnknownJob(SendRefused):
+    """The name is not in the schedule table."""
+
+
+@dataclass
+class ActionResult:
+    """What a requeue or purge did: ids handled, ids not found, messages left in place."""
+
+    done: list[str] = field(default_factory=list)
+    not_found: list[str] = field(default_factory=list)
+    kept: int = 0
+    truncated: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "done": self.done,
+            "not_found": self.not_found,
+            "kept": self.kept,
+            "truncated": self.truncated,
+        }
+
+
+@dataclass
+class Console:
+    settings: Settings
+    broker: dramatiq.Broker
+    engine: Engine
+    who: str
+    clock: Callable[[], datetime] = utcnow
+
+    @property
+    def broker_url(self) -> str:
+        return self.settings.broker_url.get_secret_value()
+
+    def session(self) -> Any:
+        return session_scope(self.engine)
+
+    # --- dead letters ---------------------------------------------------------------------
+    def dead_letters(self, where: DeadLetterFilter) -> list[DeadLetter]:
+        with self.session() as session:
+            return list_dead_letters(session, where)
+
+    def dead_letter(self, message_id: str) -> DeadLetter | None:
+        with self.session() as session:
+            return get_dead_letter(session, message_id)
+
+    def requeue(self, message_ids: Iterable[str]) -> ActionResult:
+        """Send indexed dead letters back to their queue, retries reset."""
+        return self._by_queue(message_ids, self._requeue_queue)
+
+    def requeue_all(self, queue: str) -> ActionResult:
+        """Every dramatiq message in ``queue``'s XQ, indexed or not."""
+        return self._requeue_queue(queue, None)
+
+    def purge(self, message_ids: Iterable[str]) -> ActionResult:
+        return self._by_queue(message_ids, self._purge_queue)
+
+    def purge_all(self, queue: str) -> ActionResult:
+        return self._purge_queue(queue, None)
+
+    def _by_queue(
+        self,
+        message_ids: Iterable[str],
+        action: Callable[[str, list[str]], ActionResult],
+    ) -> ActionResult:
+        wanted = list(dict.fromkeys(message_ids))
+        by_queue: dict[str, list[str]] = defaultdict(list)
+        result = ActionResult()
+        with self.session() as session:
+            for message_id in wanted:
+                row = session.get(DeadLetter, message_id)
+                if row is None or row.status != "dead":
+                    result.not_found.append(message_id)
+                else:
+                    by_queue[row.queue].append(message_id)
+        for queue, ids in by_queue.items():
+            part = action(queue, ids)
+            result.done += part.done
+            result.not_found += part.not_found
+            result.kept += part.kept
+            result.truncated |= part.truncated
+        return result
+
+    def _requeue_queue(self, queue: str, ids: list[str] | None) -> ActionResult:
+        walk = xq.requeue(self.broker_url, queue, message_ids=ids, publish=self._publish)
+        with self.session() as session:
+            for message_id in walk.handled:
+                audit.record(
+                    session, who=self.who, action="requeue", target=message_id,
+                    detail=f"queue={queue}", now=self.clock(),
+                )  # fmt: skip
+        return self._result(walk, ids)
+
+    def _publish(self, message: dramatiq.Message[Any]) -> None:
+        """Mark the row requeued, then publish: the copy may run (and be marked processed,
+        or dead again) before the walk ends, so the row must say "requeued" first."""
+        self._set_status(message.message_id, "requeued", self.clock())
+        try:
+            self.broker.enqueue(message)
+        except BaseException:
+            self._set_status(message.message_id, "dead", None)  # it goes back to the XQ
+            raise
+
+    def _set_status(self, message_id: str, status: str, requeued_at: datetime | None) -> None:
+        with self.session() as session:
+            row = session.get(DeadLetter, message_id, with_for_update=True)
+            if row is not None:
+                row.status, row.requeued_at = status, requeued_at or row.requeued_at
+                session.add(row)
+
+    def _purge_queue(self, queue: str, ids: list[str] | None) -> ActionResult:
+        walk = xq.purge(self.broker_url, queue, message_ids=ids)
+        now = self.clock()
+        with self.session() as session:
+            gone = set(walk.handled) | set(ids or ())  # indexed ids no longer in the XQ too
+            for message_id in sorted(gone):
+                row = session.get(DeadLetter, message_id)
+                if row is not None:
+                    session.delete(row)
+            for message_id in walk.handled:
+                audit.record(
+                    session, who=self.who, action="purge", target=message_id,
+                    detail=f"queue={queue}", now=now,
+                )  # fmt: skip
+        return self._result(walk, ids)
+
+    @staticmethod
+    def _result(walk: xq.WalkResult, ids: list[str] | None) -> ActionResult:
+        missing = [] if ids is None else [i for i in ids if i not in set(walk.handled)]
+        return ActionResult(walk.handled, missing, walk.kept, walk.truncated)
+
+    # --- messages and jobs ----------------------------------------------------------------
+    def send(self, actor_name: str, kwargs: dict[str, Any]) -> dramatiq.Message[Any]:
+        message = send(self.broker, actor_name, kwargs)
+        with self.session() as session:
+            audit.record(
+                session, who=self.who, action="send", target=actor_name,
+                detail=f"message_id={message.message_id} arguments={sorted(kwargs)}",
+                now=self.clock(),
+            )  # fmt: skip
+        return message
+
+    def pause(self, job: str, reason: str) -> bool:
+        known_job(self.broker, job)
+        now = self.clock()
+        with self.session() as session:
+            changed = pause_job(session, job=job, reason=reason, who=self.who, now=now)
+            if changed:
+                audit.record(
+                    session, who=self.who, action="pause", target=job, detail=reason, now=now
+                )
+        return changed
+
+    def resume(self, job: str) -> bool:
+        known_job(self.broker, job)
+        with self.session() as session:
+            changed = resume_job(session, job=job)
+            if changed:
+                audit.record(session, who=self.who, action="resume", target=job, now=self.clock())
+        return changed
+
+    def run_job(self, job: str) -> dramatiq.Message[Any]:
+        """Run a periodic job now, outside its schedule (even when paused).
+
+        Its run is claimed under its own tick, the send time to the microsecond, which no
+        cron tick (whole minutes) can equal: it shows in ``jobs`` as a manual run, never
+        takes a scheduled tick's place, and still cannot overlap a running scheduled run.
+        """
+        known_job(self.broker, job)
+        actor = self.broker.get_actor(job)
+        tick = manual_tick(self.clock())
+        options: dict[str, Any] = {TICK_OPTION: tick.isoformat(), MANUAL_OPTION: True}
+        message = actor.send_with_options(**options)
+        with self.session() as session:
+            audit.record(
+                session, who=self.who, action="run_job", target=job,
+                detail=f"message_id={message.message_id}", now=self.clock(),
+            )  # fmt: skip
+        return message
+
+    def record_login(self, *, ok: bool, client: str) -> None:
+        with self.session() as session:
+            action = "login" if ok else "login_failed"
+            audit.record(session, who=self.who, action=action, target=client, now=self.clock())
+
+    def audit_log(self, limit: int = 200) -> list[Any]:
+        with self.session() as session:
+            return audit.recent(session, limit=limit)
+
+
+def known_job(broker: dramatiq.Broker, job: str) -> None:
+    """Raise :class:`UnknownJob` unless ``job`` is a periodic actor of ``broker``.
+
+    The schedule table's jobs are; so is a periodic actor an application declares itself.
+    """
+    if period_of(broker, job) is None:
+        names = sorted(n for n in broker.get_declared_actors() if period_of(broker, n))
+        raise UnknownJob(f"unknown job {job!r}; periodic jobs: {', '.join(names)}")
+
+
+def manual_tick(now: datetime) -> datetime:
+    """The tick of a manual run: ``now``, never a whole minute."""
+    if now.second == 0 and now.microsecond == 0:
+        now += timedelta(microseconds=1)
+    return now
+
+
+def is_manual_tick(tick: datetime) -> bool:
+    return bool(tick.second or tick.microsecond)

@@ -1,0 +1,89 @@
+"""The console's overview: queues, recent failures, scheduler heartbeat and job health.
+
+Each part is read on its own, so a RabbitMQ that does not answer still leaves the database's
+parts on the page (and says what failed, redacted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from bgworkers.console.dead_letters import DeadLetterFilter
+from bgworkers.console.jobs import JobView, broker_periods, job_views
+from bgworkers.console.models import DeadLetter
+from bgworkers.console.operations import Console
+from bgworkers.db import utcnow
+from bgworkers.logs import redact_text
+from bgworkers.monitoring.job_health import expected_intervals, last_successes
+from bgworkers.monitoring.queue_depth import QueueDepth, reader_from_settings
+from bgworkers.monitoring.report import STALE_HEARTBEAT_S, heartbeat_age_s
+
+#: A job is overdue when its last success is older than this many expected intervals plus
+#: the grace below, in seconds (the overdue alert's rule, docs/monitoring.md).
+OVERDUE_FACTOR = 1.5
+OVERDUE_GRACE_S = 600
+
+
+@dataclass(frozen=True)
+class JobHealthRow:
+    job: JobView
+    last_success: datetime | None
+    overdue: bool
+
+
+@dataclass
+class Overview:
+    queues: list[QueueDepth] = field(default_factory=list)
+    queues_error: str | None = None
+    recent: list[DeadLetter] = field(default_factory=list)
+    heartbeat_age_s: float | None = None
+    heartbeat_stale: bool = True
+    jobs: list[JobHealthRow] = field(default_factory=list)
+    database_error: str | None = None
+
+
+def read_overview(
+    console: Console,
+    *,
+    read_queues: Callable[[], list[QueueDepth]] | None = None,
+    now: datetime | None = None,
+) -> Overview:
+    """``read_queues``: the queue-depth reader (made once per process; one from the settings
+    when None)."""
+    now = now or utcnow()
+    view = Overview()
+    settings = console.settings
+    try:
+        read = read_queues or reader_from_settings(
+            settings.broker_url.get_secret_value(), settings.rabbitmq_management_url
+        )
+        view.queues = read()
+    except Exception as exc:  # noqa: BLE001 - shown on the page; the other parts still load
+        view.queues_error = redact_text(f"{type(exc).__name__}: {exc}")[:300]
+    try:
+        view.recent = console.dead_letters(DeadLetterFilter(limit=10))
+        view.heartbeat_age_s = heartbeat_age_s(settings, now=now)
+        view.heartbeat_stale = (
+            view.heartbeat_age_s is None or view.heartbeat_age_s > STALE_HEARTBEAT_S
+        )
+        intervals = expected_intervals(settings, now=now)
+        with console.session() as session:
+            views = job_views(session, broker_periods(console.broker), now=now, runs=1)
+            successes = last_successes(session)
+        for job in views:
+            last = successes.get(job.name)
+            interval = intervals.get(job.name)
+            overdue = (
+                interval is not None
+                and job.pause is None
+                and (
+                    last is None
+                    or (now - last).total_seconds() > OVERDUE_FACTOR * interval + OVERDUE_GRACE_S
+                )
+            )
+            view.jobs.append(JobHealthRow(job, last, overdue))
+    except Exception as exc:  # noqa: BLE001 - shown on the page instead of an error page
+        view.database_error = redact_text(f"{type(exc).__name__}: {exc}")[:300]
+    return view

@@ -1,0 +1,49 @@
+"""``bgworkers console``: serve the web console with uvicorn, on its own port.
+
+Refuses to start (exit code 2, one line) without credentials, unless ``--no-auth`` is given
+with a loopback bind address; see :mod:`~.security`.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+
+import uvicorn
+
+from bgworkers.console.web.app import WebConfig, create_app
+from bgworkers.console.web.security import Credentials, check_startup
+from bgworkers.errors import ConfigurationError
+from bgworkers.logs import get_logger
+from bgworkers.settings import Settings
+
+log = get_logger(__name__)
+
+
+def web_config(settings: Settings, *, no_auth: bool) -> WebConfig:
+    """The server's configuration: this process's broker and engine, the settings' secrets."""
+    from bgworkers.console.commands import make_console
+
+    secret = settings.console_session_secret
+    return WebConfig(
+        settings=settings,
+        credentials=Credentials.from_settings(settings),
+        no_auth=no_auth,
+        session_secret=secret.get_secret_value() if secret else secrets.token_urlsafe(32),
+        console_for=lambda who: make_console(settings, who),
+    )
+
+
+def serve(settings: Settings, *, host: str | None, port: int | None, no_auth: bool) -> int:
+    bind = host or settings.console_host
+    listen = port or settings.console_port
+    config = web_config(settings, no_auth=no_auth)
+    try:
+        check_startup(config.credentials, host=bind, no_auth=no_auth)
+    except ConfigurationError as exc:
+        print(f"bgworkers console: {exc}", file=sys.stderr)
+        return 2
+    log.info("console_starting", host=bind, port=listen, auth=not no_auth)
+    # log_config=None: uvicorn's lines go through bgworkers' logging, as JSON in production.
+    uvicorn.run(create_app(config), host=bind, port=listen, log_config=None, server_header=False)
+    return 0

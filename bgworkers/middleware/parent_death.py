@@ -1,0 +1,24 @@
+"""Worker processes stop when dramatiq's main process dies (see :mod:`bgworkers.process_group`).
+
+Why a middleware: dramatiq forks its worker processes itself; ``process_boot`` is the first
+hook that runs inside each of them. SIGTERM is dramatiq's own "stop gracefully" signal, so an
+orphaned worker finishes or returns its messages instead of consuming unsupervised.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import dramatiq
+from dramatiq.middleware import Middleware
+
+from bgworkers.process_group import set_parent_death_signal
+
+
+class StopWithParent(Middleware):
+    def after_process_boot(self, broker: dramatiq.Broker) -> None:
+        from bgworkers.boot import operator_command
+
+        if operator_command() != "dramatiq":
+            return  # emitted in-process (tests, an application): not a worker process
+        set_parent_death_signal(signal.SIGTERM)

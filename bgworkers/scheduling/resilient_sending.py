@@ -1,0 +1,87 @@
+"""The scheduler keeps running while RabbitMQ is away: sends are retried with backoff.
+
+Why: periodiq's ``Scheduler.send_actors`` lets a failed publish escape its loop; the process
+then exits with "Unhandled error" and an invitation to file an issue with periodiq, for what is
+an outage of our broker. Here each due actor's send is retried with a growing delay (1 s
+doubling to :data:`MAX_DELAY_S`), logging one line per condition (unreachable, credentials,
+vhost) and interval with the fix, until RabbitMQ takes it; the message keeps the tick it was
+due at (``scheduled_at``), and ticks that pass meanwhile are the catch-up job's (see
+docs/scheduling.md).
+
+How: :func:`install` replaces ``periodiq.Scheduler.send_actors`` (a public method of the
+class periodiq's CLI instantiates; periodiq is pinned exactly in pyproject.toml, so the
+replacement is checked against the one version it wraps).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bgworkers.diagnosis import broker_problem
+from bgworkers.logs import get_logger
+
+log = get_logger("bgworkers.scheduling")
+
+FIRST_DELAY_S = 1.0
+#: Seconds; the longest wait between two attempts.
+MAX_DELAY_S = 30.0
+#: Seconds between two log lines about the same condition.
+LOG_INTERVAL_S = 60.0
+
+
+def send_with_backoff(
+    send: Callable[[], Any],
+    *,
+    job: str,
+    broker_url: str,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> int:
+    """Call ``send`` until it succeeds; return how many attempts failed first."""
+    import pika.exceptions
+    from dramatiq.errors import BrokerConnectionError as DramatiqConnectionError
+
+    failures = 0
+    delay = FIRST_DELAY_S
+    logged: dict[str, float] = {}
+    while True:
+        try:
+            send()
+        except (DramatiqConnectionError, pika.exceptions.AMQPError, OSError) as exc:
+            failures += 1
+            problem = broker_problem(exc.__cause__ or exc, broker_url)
+            now = clock()
+            if now - logged.get(problem.condition, -LOG_INTERVAL_S) >= LOG_INTERVAL_S:
+                logged[problem.condition] = now
+                log.error(
+                    problem.condition,
+                    job=job,
+                    retry_in_s=delay,
+                    failed_attempts=failures,
+                    hint=f"{problem.message}; the scheduler keeps retrying",
+                )
+            sleep(delay)
+            delay = min(delay * 2, MAX_DELAY_S)
+            continue
+        if failures:
+            log.info("scheduler_send_recovered", job=job, failed_attempts=failures)
+        return failures
+
+
+def install(broker_url: str) -> None:
+    """Make periodiq's scheduler retry its sends instead of exiting (see the module doc)."""
+    import periodiq
+
+    def send_actors(self: Any, actors: list[Any], now: Any) -> None:
+        now_str = str(now)
+        for actor in actors:
+            periodiq.logger.info("Scheduling %s at %s.", actor, now_str)
+
+            def send(actor: Any = actor) -> None:
+                actor.send_with_options(scheduled_at=now_str)
+
+            send_with_backoff(send, job=actor.actor_name, broker_url=broker_url)
+
+    periodiq.Scheduler.send_actors = send_actors

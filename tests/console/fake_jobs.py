@@ -1,0 +1,38 @@
+"""A test actor with a fake dependency that fails until the test "fixes" it.
+
+``deliver_note`` hands a note to :data:`INBOX`; while the inbox is broken it raises a
+permanent error, so the message is dead-lettered at once (no retry delays to wait for).
+Imported by the test process, whose in-process worker runs it on bgworkers' own broker.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from bgworkers import queues
+from bgworkers.errors import PermanentError
+from bgworkers.tasks import task
+
+
+class FakeInbox:
+    """The dependency: refuses every note while ``broken``; records the delivered ones."""
+
+    def __init__(self) -> None:
+        self.broken = True
+        self.delivered: list[int] = []
+        self._lock = threading.Lock()
+
+    def deliver(self, note_id: int) -> None:
+        if self.broken:
+            raise PermanentError(f"inbox refused note {note_id}: mailbox locked")
+        with self._lock:
+            self.delivered.append(note_id)
+
+
+INBOX = FakeInbox()
+
+
+@task(queue=queues.MAINTENANCE, max_retries=0)
+def deliver_note(note_id: int, text: str = "", password: str = "") -> None:
+    """A note for the inbox; ``password`` only shows that secrets are redacted in the index."""
+    INBOX.deliver(note_id)

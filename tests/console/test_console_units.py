@@ -1,0 +1,233 @@
+"""The console's pure parts and its wiring on dramatiq's stub broker (no RabbitMQ needed)."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+
+import dramatiq
+import pytest
+from dramatiq import Message
+from sqlalchemy.engine import Engine
+from sqlmodel import select
+
+from bgworkers import queues
+from bgworkers.console import xq
+from bgworkers.console.dead_letters import (
+    ARGUMENTS_MAX_CHARS,
+    DEAD_MESSAGE_TTL_MS,
+    REQUEUES_OPTION,
+    Failure,
+    error_summary,
+    prune_dead_letters,
+    record_dead_letter,
+    summarise_arguments,
+)
+from bgworkers.console.jobs import RunView, duration_chart
+from bgworkers.console.models import DeadLetter
+from bgworkers.console.operations import is_manual_tick, manual_tick
+from bgworkers.console.sending import SendRefused, parse_arguments
+from bgworkers.console.web.security import Credentials, check_startup, csrf_ok, is_loopback
+from bgworkers.db import session_scope
+from bgworkers.errors import ConfigurationError, PermanentError
+from bgworkers.schedule import ScheduledJob
+from bgworkers.scheduling.middleware import MANUAL_OPTION, TICK_OPTION
+from bgworkers.scheduling.models import ScheduledRun
+from bgworkers.scheduling.pauses import pause_job, paused_jobs, resume_job
+from bgworkers.scheduling.periodic import CronPeriod
+from tests.platform_helpers import running_worker, stub_broker
+
+T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+
+
+def failure(message_id: str = "m1", *, at: datetime = T0, **options: object) -> Failure:
+    try:
+        raise PermanentError("smtp said no: token=abc123")
+    except PermanentError as exc:
+        error = exc
+    return Failure(
+        message_id=message_id,
+        queue="email",
+        actor="send_email",
+        args=[],
+        kwargs={"email_id": 5, "api_key": "k-123", "note": "x" * 1_000_000},
+        options={"retries": 3, **options},
+        reason="retries_exhausted",
+        exception=error,
+        at=at,
+    )
+
+
+def test_arguments_are_redacted_and_capped_whatever_their_size() -> None:
+    text = summarise_arguments([], {"api_key": "k-123", "url": "https://u:pw@h/", "n": 1})
+    assert json.loads(text)["kwargs"] == {"api_key": "***", "url": "https://u:***@h/", "n": 1}
+    huge = summarise_arguments(["y" * 5_000_000], {"deep": [[[[[[[[1]]]]]]]]})
+    # Cut somewhere (each logged/stored string is capped first, then the whole summary).
+    assert len(huge) <= ARGUMENTS_MAX_CHARS and re.search(r"…\(\d+ (chars|bytes)\)", huge)
+
+
+def test_error_summary_is_redacted_and_names_files_by_package_path() -> None:
+    error, trace = error_summary(failure().exception, "x")
+    assert error == "PermanentError: smtp said no: token=***"
+    assert "abc123" not in trace and 'File "tests/console/test_console_units.py"' in trace
+    assert error_summary(None, "skipped_failed") == ("skipped_failed", "")
+
+
+def test_a_row_per_message_updated_when_dead_again_and_pruned_after_the_ttl(
+    sqlite_engine: Engine,
+) -> None:
+    first_ms = int((T0 - timedelta(minutes=5)).timestamp() * 1000)
+    with session_scope() as session:
+        record_dead_letter(session, failure(bgw_first_failed_at=first_ms))
+    with session_scope() as session:
+        row = record_dead_letter(session, failure(at=T0 + timedelta(hours=1)))
+    assert (row.dead_count, row.status, row.retries) == (2, "dead", 3)
+    assert row.first_failed_at == T0 - timedelta(minutes=5)
+    assert row.last_failed_at == T0 + timedelta(hours=1)
+    assert "k-123" not in row.arguments and len(row.arguments) <= ARGUMENTS_MAX_CHARS
+    ttl = timedelta(milliseconds=DEAD_MESSAGE_TTL_MS)
+    with session_scope() as session:
+        record_dead_letter(session, failure("old", at=T0 - ttl))
+        assert prune_dead_letters(session, now=T0 + timedelta(hours=2)) == 1
+    with session_scope() as session:
+        assert [r.message_id for r in session.exec(select(DeadLetter))] == ["m1"]
+
+
+def test_a_requeued_copy_starts_afresh_with_its_id() -> None:
+    message = Message(
+        queue_name="email.DQ",
+        actor_name="send_email",
+        args=(),
+        kwargs={"email_id": 5},
+        options={"retries": 4, "traceback": "...", "eta": 1, "bgw_tick": "t"},
+        message_id="m1",
+    )
+    copy = xq.fresh_copy(message)
+    assert (copy.queue_name, copy.message_id, copy.kwargs) == ("email", "m1", {"email_id": 5})
+    assert copy.options == {"bgw_tick": "t", REQUEUES_OPTION: 1}
+    assert xq.fresh_copy(copy).options[REQUEUES_OPTION] == 2
+    assert xq.decode(message.encode()) == message
+    for body in (b"not json", b"[1]", b'{"queue_name": 1}', json.dumps({"a": 1}).encode()):
+        assert xq.decode(body) is None
+
+
+def test_send_arguments_are_json_or_text() -> None:
+    assert parse_arguments(["n=5", "flag=true", "name=hello", "code=007", 'q="5"']) == {
+        "n": 5,
+        "flag": True,
+        "name": "hello",
+        "code": "007",
+        "q": "5",
+    }
+    for bad in (["novalue"], ["=1"], ["a=1", "a=2"], ["bad-name=1"]):
+        with pytest.raises(SendRefused):
+            parse_arguments(bad)
+
+
+def test_credentials_and_start_up_rules() -> None:
+    both = Credentials(token="t0ken", user="ops", password="pw")
+    assert both.check(user="ops", password="pw", token="") == "web:ops"
+    assert both.check(user="", password="", token="t0ken") == "web:token"
+    assert both.check(user="ops", password="PW", token="") is None
+    assert both.check(user="ops", password="pw" + "x", token="wrong") is None
+    assert Credentials(user="ops").check(user="ops", password="", token="") is None
+    check_startup(both, host="0.0.0.0", no_auth=False)
+    with pytest.raises(ConfigurationError, match="needs credentials"):
+        check_startup(Credentials(user="ops"), host="127.0.0.1", no_auth=False)
+    check_startup(Credentials(), host="127.0.0.1", no_auth=True)
+    with pytest.raises(ConfigurationError, match="loopback"):
+        check_startup(Credentials(), host="0.0.0.0", no_auth=True)
+    assert is_loopback("::1") and is_loopback("localhost") and not is_loopback("10.0.0.1")
+    assert csrf_ok("abc", "abc") and not csrf_ok("abc", "abd") and not csrf_ok("", "")
+    assert not csrf_ok(None, "abc") and not csrf_ok("abc", None)
+
+
+def test_duration_chart_draws_one_bar_per_run_from_numbers_only() -> None:
+    runs = [RunView(T0 + timedelta(minutes=n), "succeeded", 0.1 * n, False, None) for n in range(5)]
+    runs.append(RunView(T0, "failed", None, True, "<script>"))
+    svg = duration_chart(runs)
+    assert svg.count("<rect") == 6 and "<script>" not in svg
+    assert duration_chart([]) == ""
+
+
+def test_manual_ticks_are_never_whole_minutes() -> None:
+    assert is_manual_tick(manual_tick(T0)) and not is_manual_tick(T0)
+    assert manual_tick(T0 + timedelta(seconds=3)) == T0 + timedelta(seconds=3)
+
+
+def test_a_paused_job_is_skipped_by_the_guard_but_a_manual_run_runs(
+    sqlite_engine: Engine, registry
+) -> None:
+    broker = stub_broker()
+    ran: list[str] = []
+    period = CronPeriod(ScheduledJob("pausable", "* * * * *", "test job"))
+
+    @dramatiq.actor(broker=broker, queue_name=queues.MAINTENANCE, periodic=period)
+    def pausable() -> None:
+        ran.append("run")
+
+    with session_scope() as session:
+        assert pause_job(session, job="pausable", reason="why", who="cli:t", now=T0)
+        assert not pause_job(session, job="pausable", reason="again", who="cli:t", now=T0)
+    with running_worker(broker):
+        pausable.send_with_options(scheduled_at=(T0 + timedelta(seconds=0.3)).isoformat())
+        broker.join(queues.MAINTENANCE, timeout=10_000)
+        assert ran == []
+        stamp = manual_tick(T0 + timedelta(seconds=7)).isoformat()
+        pausable.send_with_options(**{TICK_OPTION: stamp, MANUAL_OPTION: True})
+        broker.join(queues.MAINTENANCE, timeout=10_000)
+        assert ran == ["run"]
+        with session_scope() as session:
+            assert resume_job(session, job="pausable") and paused_jobs(session) == {}
+        pausable.send_with_options(scheduled_at=(T0 + timedelta(minutes=1)).isoformat())
+        broker.join(queues.MAINTENANCE, timeout=10_000)
+    assert ran == ["run", "run"]
+    skipped = registry.get_sample_value(
+        "bgworkers_schedule_skipped_ticks_total", {"periodic_job": "pausable", "reason": "paused"}
+    )
+    assert skipped == 1
+    with session_scope() as session:
+        ticks = sorted(r.tick for r in session.exec(select(ScheduledRun)))
+    assert ticks == [T0 + timedelta(seconds=7), T0 + timedelta(minutes=1)]  # not the paused one
+
+
+def test_the_catch_up_job_leaves_paused_jobs_out(sqlite_engine: Engine) -> None:
+    from bgworkers.db import utcnow
+    from bgworkers.schedule import SCHEDULE
+    from bgworkers.scheduling.actors import catch_up_missed_ticks
+    from bgworkers.scheduling.catch_up import CATCH_UP_JOB
+    from bgworkers.scheduling.claims import job_state
+    from bgworkers.scheduling.cron import floor_minute
+
+    now = floor_minute(utcnow())
+    with session_scope() as session:
+        job_state(session, CATCH_UP_JOB).checked_until = now - timedelta(minutes=10)
+        pause_job(session, job="check_due_reminders", reason="outage", who="cli:t", now=now)
+        for entry in SCHEDULE:  # paused too: no job would be re-sent (no broker needed)
+            if entry.catch_up_window:
+                pause_job(session, job=entry.actor_name, reason="test", who="cli:t", now=now)
+    catch_up_missed_ticks.fn()  # the scheduler was "down" for ten minutes
+    with session_scope() as session:
+        missed = {
+            job: job_state(session, job).missed_ticks
+            for job in ("heartbeat", "check_due_reminders")
+        }
+    assert missed["heartbeat"] >= 9  # every-minute job, no window: counted as missed...
+    assert missed["check_due_reminders"] == 0  # ...but not the paused one
+
+
+def test_bgworkers_schedule_shows_a_pause(sqlite_engine: Engine) -> None:
+    import io
+
+    from bgworkers.scheduling.report import print_schedule
+    from bgworkers.settings import get_settings
+
+    with session_scope() as session:
+        pause_job(session, job="heartbeat", reason="db upgrade", who="cli:ops", now=T0)
+    out = io.StringIO()
+    print_schedule(get_settings(), out, now=T0)
+    lines = {line.split()[0]: line for line in out.getvalue().splitlines()}
+    assert lines["job"].split()[-1] == "paused"
+    assert lines["heartbeat"].endswith("since 2026-11-25 09:00 UTC: db upgrade")
+    assert lines["check_due_reminders"].endswith("-")

@@ -1,0 +1,91 @@
+"""``make bench`` never touches the application's queues, and prints figures, not logs.
+
+The test's own vhost (``BGW_BROKER_URL``) plays the application's broker: its ``email`` and
+``maintenance`` queues and their dead letters are filled first, every benchmark script runs
+(small sizes) as ``make bench`` runs it, and every message must still be there afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pika
+import pytest
+from dramatiq.common import xq_name
+
+from bgworkers import queues
+from bgworkers.broker import build_broker
+from bgworkers.settings import get_settings
+
+pytestmark = pytest.mark.integration
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+#: Small sizes for each script; a new benchmark must be added here (checked below).
+BENCH_ARGS = {
+    "cleanup_temp_files.py": ["--files", "200", "--dirs", "4"],
+    "email_outbox.py": ["--emails", "40", "--threads", "2"],
+    "message_throughput.py": ["200"],
+    "scheduling_matcher.py": ["--calls", "50"],
+    "sync_calendar.py": ["--events", "500", "--changed", "50"],
+}
+APP_QUEUES = [q for name in (queues.EMAIL, queues.MAINTENANCE) for q in (name, xq_name(name))]
+PER_QUEUE = 3
+
+
+def depth(channel: pika.adapters.blocking_connection.BlockingChannel, queue: str) -> int:
+    count: int = channel.queue_declare(queue, passive=True).method.message_count
+    return count
+
+
+@pytest.fixture
+def filled_app_queues(rabbitmq_url: str) -> Iterator[pika.BlockingConnection]:
+    broker = build_broker(get_settings())
+    for name in (queues.EMAIL, queues.MAINTENANCE):
+        broker.declare_queue(name, ensure=True)  # with dramatiq's arguments, as the app has
+    broker.close()
+    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+    channel = connection.channel()
+    for queue in APP_QUEUES:
+        channel.queue_purge(queue)
+        for n in range(PER_QUEUE):
+            channel.basic_publish("", queue, f"application message {n}".encode())
+    yield connection
+    channel = connection.channel()
+    for queue in APP_QUEUES:
+        channel.queue_purge(queue)
+    connection.close()
+
+
+def test_every_benchmark_leaves_the_application_queues_alone(
+    filled_app_queues: pika.BlockingConnection, tmp_path: Path
+) -> None:
+    scripts = {p.name for p in BENCH.glob("[!_]*.py")}
+    assert scripts == set(BENCH_ARGS), "give each benchmark small arguments in BENCH_ARGS"
+    own_queues: list[str] = []
+    for script, args in sorted(BENCH_ARGS.items()):
+        result = subprocess.run(
+            [sys.executable, str(BENCH / script), *args],
+            env={**os.environ, "BGW_DATA_DIR": str(tmp_path)},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        lines = result.stdout.splitlines()
+        assert not [line for line in lines if line.startswith("{")], result.stdout  # no JSON logs
+        assert len(lines) < 60, result.stdout
+        own_queues += re.findall(r"^bench_queue=(\S+)", result.stdout, re.MULTILINE)
+    channel = filled_app_queues.channel()
+    assert {queue: depth(channel, queue) for queue in APP_QUEUES} == dict.fromkeys(
+        APP_QUEUES, PER_QUEUE
+    )
+    assert len(own_queues) == 2  # email_outbox and message_throughput used queues of their own
+    for queue in own_queues:
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as gone:
+            filled_app_queues.channel().queue_declare(queue, passive=True)
+        assert gone.value.reply_code == 404

@@ -1,0 +1,59 @@
+"""The library-noise filter: one line per kind and interval, tracebacks folded."""
+
+from __future__ import annotations
+
+import logging
+
+from bgworkers.log_noise import LibraryNoiseFilter
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def record(
+    name: str, msg: str, *args: object, exc: BaseException | None = None
+) -> logging.LogRecord:
+    exc_info = (type(exc), exc, None) if exc is not None else None
+    return logging.LogRecord(name, logging.ERROR, __file__, 1, msg, args, exc_info)
+
+
+def test_repeats_of_a_kind_are_held_back_then_counted() -> None:
+    clock = Clock()
+    noise = LibraryNoiseFilter(interval_s=60, clock=clock)
+    template = "Connection workflow failed: %r"
+    assert noise.filter(record("pika.adapters.blocking_connection", template, "port 1"))
+    for port in range(2, 12):
+        clock.now += 1
+        assert not noise.filter(record("pika.adapters.blocking_connection", template, port))
+    # Another kind (another template, or a consumer of another queue folded to the same name).
+    assert noise.filter(record("pika.adapters.blocking_connection", "Socket failed: %s", "x"))
+    consumer = "dramatiq.worker.ConsumerThread({})"
+    assert noise.filter(record(consumer.format("email"), "Restarting consumer in %s", 3))
+    assert not noise.filter(record(consumer.format("files"), "Restarting consumer in %s", 3))
+    clock.now += 60
+    later = record("pika.adapters.blocking_connection", template, "port 99")
+    assert noise.filter(later)
+    assert later.getMessage() == (
+        "Connection workflow failed: 'port 99' [10 similar line(s) in the last 60 s not shown]"
+    )
+
+
+def test_tracebacks_are_folded_and_other_loggers_pass_untouched() -> None:
+    noise = LibraryNoiseFilter(interval_s=60, clock=Clock())
+    failed = record(
+        "pika.adapters.blocking_connection",
+        "Error in _create_connection().",
+        exc=ConnectionRefusedError(111, "Connection refused"),
+    )
+    assert noise.filter(failed)
+    assert failed.exc_info is None
+    assert failed.getMessage() == (
+        "Error in _create_connection(). (ConnectionRefusedError: [Errno 111] Connection refused)"
+    )
+    ours = record("bgworkers.scheduling", "same %s", "line")
+    assert noise.filter(ours) and noise.filter(record("bgworkers.scheduling", "same %s", "line"))
