@@ -28,6 +28,7 @@ from typing import Any
 
 import dramatiq
 import pika
+from _isolation import quiet_logs
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -187,6 +188,7 @@ def publish_only(publisher: RabbitmqConfirmPublisher | TxPublisher, items: list[
 
 
 def main() -> None:
+    quiet_logs()
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
     each_count = int(sys.argv[2]) if len(sys.argv) > 2 else 10_000
     settings = get_settings()
