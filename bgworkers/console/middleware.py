@@ -16,6 +16,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from dramatiq import Broker, Message
+from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
 from bgworkers.console.dead_letters import (
@@ -35,13 +37,18 @@ log = get_logger(__name__)
 class DeadLetterIndex(Middleware):
     """Indexes dead-lettered messages; marks requeued ones that then succeed."""
 
-    def before_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
+    def before_enqueue(self, broker: Broker, message: Message[Any], delay: int) -> None:
         options = message.options
         if "requeue_timestamp" in options and FIRST_FAILURE_OPTION not in options:
             options[FIRST_FAILURE_OPTION] = options["requeue_timestamp"]
 
     def after_process_message(
-        self, broker: Any, message: Any, *, result: Any = None, exception: Any = None
+        self,
+        broker: Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
     ) -> None:
         if message.failed:
             reason = getattr(message, REASON_ATTR, None) or "failed"
@@ -49,11 +56,11 @@ class DeadLetterIndex(Middleware):
         elif exception is None and message.options.get(REQUEUES_OPTION):
             self._mark_processed(message)
 
-    def after_skip_message(self, broker: Any, message: Any) -> None:
+    def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
         if message.failed:
             self._record(message, getattr(message, REASON_ATTR, None) or "skipped_failed", None)
 
-    def _record(self, message: Any, reason: str, exception: BaseException | None) -> None:
+    def _record(self, message: MessageProxy, reason: str, exception: BaseException | None) -> None:
         started = time.perf_counter()
         failure = Failure(
             message_id=str(message.message_id),
@@ -78,7 +85,7 @@ class DeadLetterIndex(Middleware):
             index_ms=round((time.perf_counter() - started) * 1000, 3),
         )
 
-    def _mark_processed(self, message: Any) -> None:
+    def _mark_processed(self, message: MessageProxy) -> None:
         try:
             with session_scope() as session:
                 mark_processed(session, str(message.message_id))

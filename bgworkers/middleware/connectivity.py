@@ -11,9 +11,9 @@ password-free URL and the fix; the libraries' own repeated lines are rate-limite
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 import pika
+from dramatiq import Broker, Worker
 from dramatiq.middleware import Middleware
 
 from bgworkers.logs import get_logger, redact_text
@@ -43,10 +43,10 @@ class BrokerConnectivityCheck(Middleware):
         self.interval_s = interval_s
         self._stop = threading.Event()
 
-    def after_worker_boot(self, broker: Any, worker: Any) -> None:
+    def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
         threading.Thread(target=self._watch, name="broker-probe", daemon=True).start()
 
-    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
+    def before_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
         self._stop.set()
 
     def _watch(self) -> None:

@@ -11,20 +11,16 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from dramatiq import Broker
+from dramatiq.broker import MessageProxy
 from dramatiq.common import q_name
 from dramatiq.middleware import Middleware
 
 from bgworkers.logs import bind_context, clear_context, get_logger
+from bgworkers.middleware.outcome import outcome_of
 from bgworkers.middleware.retry_policy import REASON_ATTR
 
 log = get_logger("bgworkers.messages")
-
-
-def outcome_of(message: Any, exception: BaseException | None) -> str:
-    """``succeeded``, ``retried`` or ``dead_lettered``, as decided by the retry policy."""
-    if exception is None and not message.failed:
-        return "succeeded"
-    return "dead_lettered" if message.failed else "retried"
 
 
 #: Set on the message proxy (one per delivery), never in a dict keyed by message id: a retry
@@ -33,7 +29,9 @@ STARTED_ATTR = "bgw_logging_started"
 
 
 class MessageLogging(Middleware):
-    def before_process_message(self, broker: Any, message: Any) -> None:
+    """Binds the message context for a run and writes its one ``message_processed`` line."""
+
+    def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         clear_context()
         bind_context(
             message_id=message.message_id,
@@ -44,7 +42,12 @@ class MessageLogging(Middleware):
         setattr(message, STARTED_ATTR, time.perf_counter())
 
     def after_process_message(
-        self, broker: Any, message: Any, *, result: Any = None, exception: Any = None
+        self,
+        broker: Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
     ) -> None:
         outcome = outcome_of(message, exception)
         fields: dict[str, Any] = {"outcome": outcome, **self._duration(message)}
@@ -56,14 +59,14 @@ class MessageLogging(Middleware):
         getattr(log, level)("message_processed", **fields)
         clear_context()
 
-    def after_skip_message(self, broker: Any, message: Any) -> None:
+    def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
         outcome = "dead_lettered" if message.failed else "skipped"
         log.warning(
             "message_processed", outcome=outcome, reason="skipped", **self._duration(message)
         )
         clear_context()
 
-    def _duration(self, message: Any) -> dict[str, float]:
+    def _duration(self, message: MessageProxy) -> dict[str, float]:
         started: float | None = message.__dict__.pop(STARTED_ATTR, None)
         if started is None:
             return {}

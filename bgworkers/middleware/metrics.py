@@ -16,11 +16,13 @@ import os
 import time
 from typing import Any
 
+from dramatiq import Broker, Worker
+from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
 from bgworkers.metrics.messages import MESSAGE_METRICS, MessageMetricSet, bounded_labels
 from bgworkers.metrics.multiproc import ENV_VAR
-from bgworkers.middleware.message_logging import outcome_of
+from bgworkers.middleware.outcome import outcome_of
 
 #: Set on the message proxy (one per delivery): when this attempt started and its labels.
 #: Not a dict keyed by message id: a retry keeps its id and may start on another thread
@@ -29,6 +31,8 @@ STARTED_ATTR = "bgw_metrics_started"
 
 
 class MessageMetrics(Middleware):
+    """Counts every message by outcome and times its run, labelled by queue and actor only."""
+
     @property
     def _metrics(self) -> MessageMetricSet:
         return MESSAGE_METRICS.get()
@@ -42,10 +46,10 @@ class MessageMetrics(Middleware):
 
         return [serve_cli_metrics]
 
-    def before_worker_boot(self, broker: Any, worker: Any) -> None:
+    def before_worker_boot(self, broker: Broker, worker: Worker) -> None:
         self._metrics  # noqa: B018 - build the metric set now, not inside the first message
 
-    def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
+    def after_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
         directory = os.environ.get(ENV_VAR)
         if directory:
             from prometheus_client import multiprocess
@@ -53,13 +57,18 @@ class MessageMetrics(Middleware):
             # Drop this process's "live" gauge files so its in-progress count leaves the sum.
             multiprocess.mark_process_dead(os.getpid(), directory)  # type: ignore[no-untyped-call]
 
-    def before_process_message(self, broker: Any, message: Any) -> None:
+    def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         labels = bounded_labels(message.queue_name, message.actor_name, broker.actors)
         setattr(message, STARTED_ATTR, (time.perf_counter(), labels))
         self._metrics.in_progress.labels(*labels).inc()
 
     def after_process_message(
-        self, broker: Any, message: Any, *, result: Any = None, exception: Any = None
+        self,
+        broker: Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
     ) -> None:
         started = _pop_started(message)
         if started is None:
@@ -77,7 +86,7 @@ class MessageMetrics(Middleware):
         elif outcome == "dead_lettered":
             metrics.dead_lettered.labels(*labels).inc()
 
-    def after_skip_message(self, broker: Any, message: Any) -> None:
+    def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
         labels = bounded_labels(message.queue_name, message.actor_name, broker.actors)
         started = _pop_started(message)
         if started is not None:
@@ -87,6 +96,6 @@ class MessageMetrics(Middleware):
             self._metrics.dead_lettered.labels(*labels).inc()
 
 
-def _pop_started(message: Any) -> tuple[float, tuple[str, str]] | None:
+def _pop_started(message: MessageProxy) -> tuple[float, tuple[str, str]] | None:
     started: tuple[float, tuple[str, str]] | None = message.__dict__.pop(STARTED_ATTR, None)
     return started

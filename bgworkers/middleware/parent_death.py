@@ -16,6 +16,8 @@ from bgworkers.process_group import set_parent_death_signal
 
 
 class StopWithParent(Middleware):
+    """Asks the kernel to send SIGTERM to this worker process when its parent dies."""
+
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
         from bgworkers.boot import operator_command
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from dramatiq import Broker, Worker
 from dramatiq.middleware import Middleware
 
 from bgworkers.process_resources import close_all
 
 
 class CloseResources(Middleware):
-    def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
+    """Closes the process's engine, HTTP client and mailer when its worker stops."""
+
+    def after_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
         close_all()

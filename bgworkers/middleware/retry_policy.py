@@ -4,8 +4,12 @@ Why not dramatiq's ``Retries``: its defaults retry 20 times over up to 7 days (b
 RabbitMQ's 30-minute consumer timeout, which then closes the worker's channel), it ignores a
 server's ``Retry-After``, and it cannot tell a validation error from a network blip unless
 every actor lists ``throws``. This middleware replaces it and keeps its actor options
-(``max_retries``, ``min_backoff``, ``max_backoff``, ``throws``, ``retry_when``), so actors
-written for dramatiq keep working. Backoffs are in milliseconds.
+(``max_retries``, ``min_backoff``, ``max_backoff``, ``throws``, ``retry_when`` and
+``on_retry_exhausted``), so actors written for dramatiq keep working. Backoffs are in
+milliseconds. As in dramatiq, ``on_retry_exhausted`` names an actor that is sent
+``(message_data, {"retries": n, "max_retries": m})`` when a message is dead-lettered because
+its retries ran out (or ``retry_when`` declined), not for a permanent error; unlike dramatiq,
+only the actor may set it, never the message (see :mod:`bgworkers.envelope`).
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ from __future__ import annotations
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import dramatiq
+from dramatiq import Broker, Message
+from dramatiq.broker import MessageProxy
 from dramatiq.common import compute_backoff
 from dramatiq.middleware import Middleware
 
@@ -27,12 +33,17 @@ log = get_logger(__name__)
 #: Exceptions that are never worth a retry, whatever the actor says.
 ALWAYS_PERMANENT: tuple[type[BaseException], ...] = (PermanentError,)
 
+#: Decisions after which the actor's ``on_retry_exhausted`` callback is told.
+EXHAUSTED_REASONS = frozenset({"retries_exhausted", "retry_when_declined"})
+
 #: Attribute set on the message proxy so the logging and metrics middleware can report it.
 REASON_ATTR = "bgw_failure_reason"
 
 
 @dataclass(frozen=True)
 class RetryDecision:
+    """What :func:`decide_retry` chose, and why (the reason is logged and counted)."""
+
     retry: bool
     reason: str  # "permanent_error", "retries_exhausted" or "transient_error"
     delay_ms: int = 0
@@ -73,13 +84,45 @@ class RetryPolicy(Middleware):
 
     @property
     def actor_options(self) -> set[str]:
-        return {"max_retries", "min_backoff", "max_backoff", "throws", "retry_when"}
+        return {
+            "max_retries",
+            "min_backoff",
+            "max_backoff",
+            "throws",
+            "retry_when",
+            "on_retry_exhausted",
+        }
 
-    def _option(self, message: Any, actor: Any, name: str, default: Any) -> Any:
+    def _notify_exhausted(
+        self,
+        broker: Broker,
+        message: MessageProxy,
+        actor: dramatiq.Actor[..., Any],
+        retries_so_far: int,
+    ) -> None:
+        target = actor.options.get("on_retry_exhausted")
+        if not target:
+            return
+        max_retries = self._option(message, actor, "max_retries", self.max_retries)
+        try:
+            broker.get_actor(target).send(
+                message.asdict(), {"retries": retries_so_far, "max_retries": max_retries}
+            )
+        except Exception as exc:  # noqa: BLE001 - the message is dead-lettered either way
+            log.error("retry_exhausted_callback_failed", target=target, error=repr(exc)[:500])
+
+    def _option(
+        self, message: MessageProxy, actor: dramatiq.Actor[..., Any], name: str, default: Any
+    ) -> Any:
         return message.options.get(name, actor.options.get(name, default))
 
     def after_process_message(
-        self, broker: Any, message: Any, *, result: Any = None, exception: Any = None
+        self,
+        broker: Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
     ) -> None:
         if exception is None:
             return
@@ -106,12 +149,15 @@ class RetryPolicy(Middleware):
         setattr(message, REASON_ATTR, decision.reason)
         if not decision.retry:
             message.fail()  # nacked: RabbitMQ moves it to <queue>.XQ
+            if decision.reason in EXHAUSTED_REASONS:
+                self._notify_exhausted(broker, message, actor, retries_so_far)
             return
         message.options["retries"] = retries_so_far + 1
         message.options["traceback"] = traceback.format_exc(limit=30)
         message.options["requeue_timestamp"] = int(time.time() * 1000)
         try:
-            broker.enqueue(message, delay=decision.delay_ms)
+            # The proxy stands for its message (as dramatiq's own Retries re-enqueues it).
+            broker.enqueue(cast("Message[Any]", message), delay=decision.delay_ms)
         except Exception as exc:  # noqa: BLE001 - whatever stops the retry, the message must not be acked
             # Not re-sent (broker down, message grown over the size cap): dead-letter it rather
             # than let the worker ack a message nobody will run.

@@ -19,6 +19,8 @@ from bgworkers.diagnosis import EXIT_UNAVAILABLE, Problem, database_problem, sch
 
 
 class SchemaGate(Middleware):
+    """Stops a ``dramatiq bgworkers`` worker process at boot if the schema is not current."""
+
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
         from bgworkers.boot import operator_command
 

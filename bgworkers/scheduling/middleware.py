@@ -32,12 +32,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from dramatiq import Broker, Message
+from dramatiq.broker import MessageProxy
 from dramatiq.errors import ActorNotFound
 from dramatiq.middleware import Middleware, SkipMessage
 
 from bgworkers.db import session_scope, utcnow
 from bgworkers.logs import get_logger
-from bgworkers.middleware.message_logging import outcome_of
+from bgworkers.middleware.outcome import outcome_of
 from bgworkers.scheduling.claims import Claim, claim_run, finish_run
 from bgworkers.scheduling.metrics import SCHEDULE_METRICS
 from bgworkers.scheduling.pauses import is_paused
@@ -60,7 +62,7 @@ _ATTEMPT_ATTR = "bgw_schedule_attempt"
 _STATUS = {"succeeded": "succeeded", "retried": "retrying", "dead_lettered": "failed"}
 
 
-def period_of(broker: Any, actor_name: str) -> CronPeriod | None:
+def period_of(broker: Broker, actor_name: str) -> CronPeriod | None:
     try:
         actor = broker.get_actor(actor_name)
     except ActorNotFound:
@@ -69,7 +71,7 @@ def period_of(broker: Any, actor_name: str) -> CronPeriod | None:
     return period if isinstance(period, CronPeriod) else None
 
 
-def message_tick(message: Any, period: CronPeriod) -> datetime | None:
+def message_tick(message: Message[Any] | MessageProxy, period: CronPeriod) -> datetime | None:
     """The tick a message belongs to, or None for a message sent by hand."""
     stamped = message.options.get(TICK_OPTION)
     if stamped:
@@ -116,11 +118,17 @@ class _Attempt:
 
 
 class ScheduleGuard(Middleware):
+    """One run per (job, tick), no overlap, outcome recorded: the worker side of scheduling.
+
+    Stamps each scheduled message with its tick when periodiq sends it, claims the tick before
+    the run (a second delivery of the same tick is skipped), and records the outcome after.
+    """
+
     @property
     def actor_options(self) -> set[str]:
         return {"periodic"}
 
-    def before_enqueue(self, broker: Any, message: Any, delay: int) -> None:
+    def before_enqueue(self, broker: Broker, message: Message[Any], delay: int) -> None:
         if TICK_OPTION in message.options or "scheduled_at" not in message.options:
             return
         period = period_of(broker, message.actor_name)
@@ -128,7 +136,7 @@ class ScheduleGuard(Middleware):
         if tick is not None:
             message.options[TICK_OPTION] = tick.isoformat()
 
-    def before_process_message(self, broker: Any, message: Any) -> None:
+    def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         period = period_of(broker, message.actor_name)
         tick = message_tick(message, period) if period is not None else None
         if period is None or tick is None:
@@ -168,7 +176,12 @@ class ScheduleGuard(Middleware):
         raise SkipMessage()
 
     def _wait_for_later_tick(
-        self, broker: Any, message: Any, period: CronPeriod, tick: datetime, stale_after: timedelta
+        self,
+        broker: Broker,
+        message: Any,
+        period: CronPeriod,
+        tick: datetime,
+        stale_after: timedelta,
     ) -> None:
         """A retry found a later tick running: send it again later, outside the retry budget.
 
@@ -201,7 +214,12 @@ class ScheduleGuard(Middleware):
         raise SkipMessage()
 
     def after_process_message(
-        self, broker: Any, message: Any, *, result: Any = None, exception: Any = None
+        self,
+        broker: Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
     ) -> None:
         attempt: _Attempt | None = getattr(message, _ATTEMPT_ATTR, None)
         if attempt is None:
@@ -240,7 +258,7 @@ class ScheduleGuard(Middleware):
             error=error,
         )
 
-    def after_skip_message(self, broker: Any, message: Any) -> None:
+    def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
         attempt: _Attempt | None = getattr(message, _ATTEMPT_ATTR, None)
         if attempt is not None:  # claimed, then skipped by a later middleware: free the lock
             with session_scope() as session:

@@ -29,6 +29,7 @@ BENCH_ARGS = {
     "cleanup_temp_files.py": ["--files", "200", "--dirs", "4"],
     "email_outbox.py": ["--emails", "40", "--threads", "2"],
     "message_throughput.py": ["200"],
+    "redaction.py": ["--repeat", "1"],
     "scheduling_matcher.py": ["--calls", "50"],
     "sync_calendar.py": ["--events", "500", "--changed", "50"],
 }

@@ -177,3 +177,27 @@ def test_throws_given_as_a_list_still_dead_letters_at_once() -> None:
         broker.join(queues.MAINTENANCE, fail_fast=False)
     assert attempts == [1]
     assert len(broker.dead_letters) == 1
+
+
+def test_on_retry_exhausted_is_told_when_retries_run_out_but_not_for_permanent_errors() -> None:
+    broker = stub_broker()
+    told: list[tuple[str, int, int]] = []
+
+    def record_exhaustion(message_data: dict, retry_info: dict) -> None:  # type: ignore[type-arg]
+        told.append((message_data["actor_name"], retry_info["retries"], retry_info["max_retries"]))
+
+    def keeps_failing() -> None:
+        raise RuntimeError("down")
+
+    def refuses() -> None:
+        raise PermanentError("bad input")
+
+    _declare(broker, record_exhaustion)
+    failing = _declare(broker, keeps_failing, max_retries=1, on_retry_exhausted="record_exhaustion")
+    permanent = _declare(broker, refuses, on_retry_exhausted="record_exhaustion")
+    with running_worker(broker):
+        failing.send()
+        permanent.send()
+        broker.join(queues.MAINTENANCE, fail_fast=False)
+    assert told == [("keeps_failing", 1, 1)]
+    assert len(broker.dead_letters) == 2
