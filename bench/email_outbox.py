@@ -5,8 +5,9 @@ queue of its own (``bench-email-...``, deleted at the end; the application's ``e
 is never touched):
 
 1. fill: ``add_email`` for N emails (committed every 1,000);
-2. sweep: ``sweep_outbox`` (the ``process_email_queue`` work) hands every row to a
-   ``send_email`` message; its Python allocation peak is traced to show that memory is
+2. sweep: ``sweep_outbox`` (the ``process_email_queue`` work) records a ``send_email``
+   message for every row in the message outbox (the worker's relay publishes them); its
+   Python allocation peak is traced to show that memory is
    bounded by the page size, not by the outbox;
 3. deliver: an in-process dramatiq worker on the ``email`` queue claims, sends over SMTP
    (an aiosmtpd server in a separate process) and marks each email sent.
@@ -21,6 +22,7 @@ peak and the process's peak resident set size). Run::
 from __future__ import annotations
 
 import argparse
+import functools
 import multiprocessing
 import resource
 import socket
@@ -129,7 +131,10 @@ def bench(args: argparse.Namespace, broker: dramatiq.Broker, queue: str) -> None
     started = time.perf_counter()
     with Session(engine) as session:
         result = sweep_outbox(
-            session=session, now=utcnow(), sending_timeout_s=600, dispatch=dispatch_emails
+            session=session,
+            now=utcnow(),
+            sending_timeout_s=600,
+            dispatch=functools.partial(dispatch_emails, session),  # into the message outbox
         )
     sweep_s = time.perf_counter() - started
     _, sweep_peak = tracemalloc.get_traced_memory()

@@ -247,6 +247,7 @@ def main() -> None:
     finally:
         broker.close()
         delete_queues(url, queue)
+        print(f"bench_queue={queue} (deleted with its .DQ and .XQ)")
 
     size = settings.outbox_batch_size
     print(f"publish only, pipelined confirms, batches of {size}: {count / confirm_s:,.0f} msg/s")

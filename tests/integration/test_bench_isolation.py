@@ -28,6 +28,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 BENCH_ARGS = {
     "cleanup_temp_files.py": ["--files", "200", "--dirs", "4"],
     "email_outbox.py": ["--emails", "40", "--threads", "2"],
+    "fanout.py": ["2000", "200"],
     "message_throughput.py": ["200"],
     "redaction.py": ["--repeat", "1"],
     "scheduling_matcher.py": ["--calls", "50"],
@@ -85,7 +86,8 @@ def test_every_benchmark_leaves_the_application_queues_alone(
     assert {queue: depth(channel, queue) for queue in APP_QUEUES} == dict.fromkeys(
         APP_QUEUES, PER_QUEUE
     )
-    assert len(own_queues) == 2  # email_outbox and message_throughput used queues of their own
+    # email_outbox, fanout and message_throughput used queues of their own
+    assert len(own_queues) == 3
     for queue in own_queues:
         with pytest.raises(pika.exceptions.ChannelClosedByBroker) as gone:
             filled_app_queues.channel().queue_declare(queue, passive=True)
