@@ -104,6 +104,7 @@ def queue_depth(url: str, queue: str) -> int:
 
 
 def purge(url: str, queue: str) -> None:
+    """Empty the benchmark's own ``bench_fanout_<pid>`` queue between phases (never another)."""
     connection = pika.BlockingConnection(pika.URLParameters(url))
     connection.channel().queue_purge(queue)
     connection.close()

@@ -166,7 +166,7 @@ class _ScreeningConsumer(_RabbitmqConsumer):
             self._nack(method.delivery_tag)  # type: ignore[no-untyped-call]
             try:
                 record_refused(self.queue_name, body, exc, actors=self.broker.actors)
-            except Exception:
+            except Exception:  # a failed log or metric write must not stop consuming
                 log.exception("message_refusal_not_recorded", queue=q_name(self.queue_name))
             return None
         self.known_tags.add(method.delivery_tag)
