@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -82,6 +82,19 @@ def archived_bytes(engine: Engine, backup_dir: Path) -> bytes:
     return out.getvalue()
 
 
+def failed_sync(
+    engine: Engine, run: Callable[[Session], object]
+) -> tuple[BgworkersError, list[dict[str, Any]]]:
+    """Run one sync that must fail; return its error and the log lines it wrote."""
+    with (
+        captured_json_logs() as logs,
+        pytest.raises(BgworkersError) as caught,
+        Session(engine) as session,
+    ):
+        run(session)
+    return caught.value, logs
+
+
 def assert_nowhere(
     canary: str, error: BaseException, logs: list[dict[str, Any]], engine: Engine, tmp: Path
 ) -> None:
@@ -100,21 +113,19 @@ def test_google_reason_echoing_the_access_token(
     user_id = add_user(sqlite_engine, "ada@example.com")
     connect_calendar(sqlite_engine, user_id)
     google.inject("events", 400, reason=reason)
-    with (
-        captured_json_logs() as logs,
-        pytest.raises(BgworkersError) as caught,
-        Session(sqlite_engine) as session,
-    ):
-        sync_calendar(
+    error, logs = failed_sync(
+        sqlite_engine,
+        lambda session: sync_calendar(
             session=session,
             user_id=user_id,
             client=google_client,
             settings=settings,
             now=NOW,
             policy=policy,
-        )
-    assert "HTTP 400" in str(caught.value)
-    assert_nowhere(ACCESS, caught.value, logs, sqlite_engine, tmp_path)
+        ),
+    )
+    assert "HTTP 400" in str(error)
+    assert_nowhere(ACCESS, error, logs, sqlite_engine, tmp_path)
 
 
 @pytest.mark.parametrize("canary", [REFRESH, "client-secret"])
@@ -124,20 +135,18 @@ def test_oauth_error_echoing_the_refresh_token_or_client_secret(
     user_id = add_user(sqlite_engine, "bob@example.com")
     connect_calendar(sqlite_engine, user_id, access="access-expired")
     google.inject("token", 400, body={"error": canary})
-    with (
-        captured_json_logs() as logs,
-        pytest.raises(BgworkersError) as caught,
-        Session(sqlite_engine) as session,
-    ):
-        sync_calendar(
+    error, logs = failed_sync(
+        sqlite_engine,
+        lambda session: sync_calendar(
             session=session,
             user_id=user_id,
             client=google_client,
             settings=settings,
             now=NOW,
             policy=policy,
-        )
-    assert_nowhere(canary, caught.value, logs, sqlite_engine, tmp_path)
+        ),
+    )
+    assert_nowhere(canary, error, logs, sqlite_engine, tmp_path)
 
 
 def test_notion_code_echoing_the_integration_token(
@@ -153,12 +162,9 @@ def test_notion_code_echoing_the_integration_token(
     connect_notion(sqlite_engine, user_id)
     notion.inject(400, code=NOTION_TOKEN)
     limiter = RateLimiter(100, clock=clock.monotonic, sleep=clock.sleep)
-    with (
-        captured_json_logs() as logs,
-        pytest.raises(BgworkersError) as caught,
-        Session(sqlite_engine) as session,
-    ):
-        sync_notion(
+    error, logs = failed_sync(
+        sqlite_engine,
+        lambda session: sync_notion(
             session=session,
             user_id=user_id,
             client=notion_client,
@@ -166,6 +172,7 @@ def test_notion_code_echoing_the_integration_token(
             limiter=limiter,
             now=NOW,
             policy=policy,
-        )
-    assert "HTTP 400" in str(caught.value)
-    assert_nowhere(NOTION_TOKEN, caught.value, logs, sqlite_engine, tmp_path)
+        ),
+    )
+    assert "HTTP 400" in str(error)
+    assert_nowhere(NOTION_TOKEN, error, logs, sqlite_engine, tmp_path)
