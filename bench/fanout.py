@@ -40,6 +40,7 @@ from bgworkers.outbox import enqueue_many
 from bgworkers.outbox.publishers import (
     Outgoing,
     PublishError,
+    QueueDeclarations,
     RabbitmqConfirmPublisher,
     delayed_envelope,
 )
@@ -123,8 +124,7 @@ class TxPublisher:
         self._parameters = pika.URLParameters(url)
         self._parameters.socket_timeout = connect_timeout_s
         self._parameters.blocked_connection_timeout = 30
-        self._declare = declare
-        self._declared: set[str] = set()
+        self._queues = QueueDeclarations(declare)
         self._connection: pika.BlockingConnection | None = None
         self._channel: Any = None
         self._returned: list[str] = []
@@ -145,9 +145,7 @@ class TxPublisher:
 
     def publish(self, batch: Sequence[Outgoing]) -> None:
         try:
-            for queue in {item.queue for item in batch} - self._declared:
-                self._declare(queue)
-                self._declared.add(queue)
+            self._queues.ensure(batch)
             channel = self._open()
             self._returned.clear()
             for item in batch:
@@ -166,7 +164,7 @@ class TxPublisher:
             self.close()
             raise PublishError(f"publish failed: {type(exc).__name__}: {exc}") from exc
         if self._returned:
-            self._declared.clear()  # a queue was deleted: declare again next time
+            self._queues.forget()  # a queue was deleted: declare again next time
             raise PublishError(f"{len(self._returned)} message(s) unroutable (no such queue)")
 
     def close(self) -> None:

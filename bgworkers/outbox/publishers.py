@@ -65,6 +65,26 @@ def delayed_envelope(item: Outgoing) -> tuple[str, bytes]:
     return fields["queue_name"], json.dumps(fields, separators=(",", ":")).encode()
 
 
+class QueueDeclarations:
+    """Declares each queue a batch names before its first publish, once (until forgotten).
+
+    ``declare(queue)`` is the broker's ``declare_queue`` (the queue with its ``.DQ``/``.XQ``);
+    :meth:`forget` after an unroutable message, since a queue may have been deleted.
+    """
+
+    def __init__(self, declare: Callable[[str], None]) -> None:
+        self._declare = declare
+        self._declared: set[str] = set()
+
+    def ensure(self, batch: Sequence[Outgoing]) -> None:
+        for queue in {item.queue for item in batch} - self._declared:
+            self._declare(queue)
+            self._declared.add(queue)
+
+    def forget(self) -> None:
+        self._declared.clear()
+
+
 class RabbitmqConfirmPublisher:
     """Publishes each batch on one long-lived channel with pipelined publisher confirms.
 
@@ -93,8 +113,7 @@ class RabbitmqConfirmPublisher:
         # shorter than the heartbeat, rather than find the connection closed by RabbitMQ.
         heartbeat = self._parameters.heartbeat
         self._max_idle_s = min(20.0, heartbeat / 2) if heartbeat else 20.0
-        self._declare = declare
-        self._declared: set[str] = set()
+        self._queues = QueueDeclarations(declare)
         self._connection: pika.SelectConnection | None = None
         self._channel: Any = None
         self._error: str | None = None
@@ -183,9 +202,7 @@ class RabbitmqConfirmPublisher:
 
     def publish(self, batch: Sequence[Outgoing]) -> None:
         try:
-            for queue in {item.queue for item in batch} - self._declared:
-                self._declare(queue)
-                self._declared.add(queue)
+            self._queues.ensure(batch)
             channel = self._open()
             self._refused = 0
             self._unconfirmed.clear()
@@ -205,7 +222,7 @@ class RabbitmqConfirmPublisher:
             self.close()
             raise PublishError(error)
         if self._refused:
-            self._declared.clear()  # a queue was deleted, perhaps: declare again next time
+            self._queues.forget()  # a queue was deleted, perhaps: declare again next time
             raise PublishError(f"RabbitMQ refused or could not route {self._refused} message(s)")
 
     def close(self) -> None:
