@@ -46,6 +46,7 @@ from bgworkers.hook_dispatch import SelectiveHooks
 from bgworkers.logs import get_logger
 from bgworkers.metrics.messages import MESSAGE_METRICS, bounded_labels
 from bgworkers.middleware.connectivity import BrokerConnectivityCheck
+from bgworkers.middleware.exporter import GroupExporter
 from bgworkers.middleware.message_logging import MessageLogging
 from bgworkers.middleware.metrics import MessageMetrics
 from bgworkers.middleware.parent_death import StopWithParent
@@ -100,6 +101,8 @@ def build_broker(settings: Settings) -> ScreeningRabbitmqBroker:
     # Worker processes only (process_boot), not in the stub stack:
     broker.add_middleware(StopWithParent())
     broker.add_middleware(SchemaGate())
+    # The group's /metrics, served by one worker process (see bgworkers.middleware.exporter):
+    broker.add_middleware(GroupExporter())
     return broker
 
 

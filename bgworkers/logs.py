@@ -7,7 +7,7 @@ Two situations, on purpose:
   wrapped around standard-library loggers named ``bgworkers.*`` with a processor chain of their
   own (not structlog's global configuration, which belongs to the application), so its events
   reach the application's handlers as one ``event key=value ...`` line, secrets scrubbed.
-- **In the processes bgworkers starts** (``dramatiq bgworkers`` workers and their metrics fork,
+- **In the processes bgworkers starts** (``dramatiq bgworkers`` workers,
   ``periodiq bgworkers``, the ``bgworkers`` command), :func:`configure_logging` is called once
   from the process's boot hook (see :mod:`bgworkers.boot`): one handler on the root logger
   renders every line as JSON (or console text), library loggers (dramatiq, pika, periodiq)

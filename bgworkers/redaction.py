@@ -102,6 +102,11 @@ def redact_text(text: str, *, limit: int = MAX_FIELD_CHARS, keep_end: bool = Fal
     text = bound_text(text, limit, keep_end=keep_end)
     if _MAY_HOLD_SECRET.search(text) is None:
         return text
+    return _redact_patterns(text)
+
+
+def _redact_patterns(text: str) -> str:
+    """Every pattern, in order, over text already bounded."""
     text = _URL_CREDENTIALS.sub(rf"\g<head>{REDACTED}@", text)
     text = _AUTH_SCHEME.sub(rf"\1 {REDACTED}", text)
     text = _QUERY_SECRET.sub(rf"\g<k>{REDACTED}", text)

@@ -75,15 +75,6 @@ class MessageMetrics(Middleware):
             found = series[labels] = _LabelledSeries.of(metrics, labels)
         return found
 
-    @property
-    def forks(self) -> list[Any]:
-        """Under dramatiq's CLI (multiprocess mode) one extra process serves the sums."""
-        if not os.environ.get(ENV_VAR):
-            return []
-        from bgworkers.metrics.server import serve_cli_metrics
-
-        return [serve_cli_metrics]
-
     def before_worker_boot(self, broker: Broker, worker: Worker) -> None:
         self._metrics  # noqa: B018 - build the metric set now, not inside the first message
 
