@@ -29,6 +29,7 @@ COLLECTOR_METRICS = (
     "bgworkers_outbox_backlog_messages",
     "bgworkers_outbox_backlog_oldest_age_seconds",
     "bgworkers_job_paused",
+    "bgworkers_maintenance_database_size_bytes",
 )
 
 

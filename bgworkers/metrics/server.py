@@ -28,6 +28,7 @@ from bgworkers.logs import get_logger
 from bgworkers.monitoring.health import Readiness, readiness_for
 from bgworkers.monitoring.job_health import JobHealthCollector
 from bgworkers.monitoring.queue_depth import collector_from_settings
+from bgworkers.monitoring.recorded_gauges import recorded_gauge_collector
 from bgworkers.outbox.metrics import backlog_collector
 from bgworkers.settings import Settings
 
@@ -116,6 +117,7 @@ def serve_cli_metrics() -> int:
     )
     registry.register(JobHealthCollector(settings, interval_s=settings.queue_depth_interval_s))
     registry.register(backlog_collector(settings))
+    registry.register(recorded_gauge_collector(settings))
     server = _bind(
         settings.metrics_host, settings.metrics_port, registry, settings, "BGW_METRICS_PORT"
     )
