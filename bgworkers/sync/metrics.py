@@ -106,7 +106,7 @@ class SyncMetrics:
                 "bgworkers_sync_duration_seconds",
                 "Duration of one per-user sync run, in seconds.",
                 ["provider"],
-                buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+                buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900),  # time limit: 10 min
                 registry=registry,
             ),
         )
