@@ -27,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from bgworkers.logs import get_logger
 from bgworkers.monitoring.health import Readiness, readiness_for
 from bgworkers.monitoring.job_health import JobHealthCollector
+from bgworkers.monitoring.process_stats import WorkerGroupProcessCollector
 from bgworkers.monitoring.queue_depth import collector_from_settings
 from bgworkers.monitoring.recorded_gauges import recorded_gauge_collector
 from bgworkers.outbox.metrics import backlog_collector
@@ -118,6 +119,7 @@ def serve_cli_metrics() -> int:
     registry.register(JobHealthCollector(settings, interval_s=settings.queue_depth_interval_s))
     registry.register(backlog_collector(settings))
     registry.register(recorded_gauge_collector(settings))
+    registry.register(WorkerGroupProcessCollector())
     server = _bind(
         settings.metrics_host, settings.metrics_port, registry, settings, "BGW_METRICS_PORT"
     )
