@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     #: AMQP and have no unacknowledged count.
     rabbitmq_management_url: str | None = None
     queue_depth_interval_s: float = Field(default=15.0, ge=1)
+    #: Seconds one readiness check (RabbitMQ, database) may take before it counts as failed.
+    readiness_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    #: Seconds between two runs of the readiness checks behind ``/readyz``.
+    readiness_interval_s: float = Field(default=3.0, ge=0.5, le=300)
     timezone: str = "UTC"
 
     # Retry policy defaults; an actor may override each one.

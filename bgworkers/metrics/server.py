@@ -104,7 +104,9 @@ def start_group_exporter(settings: Settings, directory: Path) -> MetricsServer |
     """
     from bgworkers.metrics.multiproc import remove_dead_runs
     from bgworkers.monitoring.job_health import JobHealthCollector
+    from bgworkers.monitoring.process_stats import WorkerGroupProcessCollector
     from bgworkers.monitoring.queue_depth import collector_from_settings
+    from bgworkers.monitoring.recorded_gauges import recorded_gauge_collector
     from bgworkers.outbox.metrics import backlog_collector
 
     remove_dead_runs(settings.metrics_dir.resolve(), keep=directory)
@@ -118,6 +120,8 @@ def start_group_exporter(settings: Settings, directory: Path) -> MetricsServer |
     )
     registry.register(JobHealthCollector(settings, interval_s=settings.queue_depth_interval_s))
     registry.register(backlog_collector(settings))
+    registry.register(recorded_gauge_collector(settings))
+    registry.register(WorkerGroupProcessCollector())
     server = _bind(
         settings.metrics_host, settings.metrics_port, registry, settings, "BGW_METRICS_PORT"
     )

@@ -40,10 +40,16 @@ class QueueDepth:
     consumers: int | None = None  # consumers of the queue itself (workers listening)
 
 
-def read_depths_amqp(broker_url: str, names: Iterable[str] = queues.ALL) -> list[QueueDepth]:
-    """Passive declares over one connection; a queue not declared yet reads as empty."""
-    params = pika.URLParameters(broker_url)
-    params.socket_timeout = 5
+def read_depths_amqp(
+    broker_url: str, names: Iterable[str] = queues.ALL, *, timeout_s: float = 5.0
+) -> list[QueueDepth]:
+    """Passive declares over one connection; a queue not declared yet reads as empty.
+
+    ``timeout_s`` bounds the connection's set-up (socket and AMQP handshake)."""
+    params = pika.URLParameters(broker_url.split(";", 1)[0])
+    params.socket_timeout = timeout_s
+    params.stack_timeout = timeout_s
+    params.connection_attempts = 1
     connection = pika.BlockingConnection(params)
     try:
         depths = []
