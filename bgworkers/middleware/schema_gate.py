@@ -45,7 +45,11 @@ def check_schema_or_say_why() -> int:
 
     settings = get_settings()
     try:
-        problem = schema_problem(get_engine(settings))
+        engine = get_engine(settings)
+        try:
+            problem = schema_problem(engine)
+        finally:
+            engine.dispose()  # closed before the child exits, not dropped by the kernel
     except Exception as exc:  # noqa: BLE001 - whatever the database says, the worker stops
         url = settings.database_url.get_secret_value()
         problem = database_problem(exc, url) or Problem(
