@@ -19,7 +19,9 @@ waited for (consumers attached; for bgworkers the metrics endpoint answering), t
    counted, and the at most ``prefetch`` messages still in the workers when the queue shows
    empty are a few milliseconds out of seconds;
 3. memory: the whole group (main process, worker processes, forks) is sampled from
-   ``/proc/<pid>/smaps_rollup`` every 0.2 s from start to stop. Three sums are reported:
+   ``/proc/<pid>/smaps_rollup`` every 0.2 s while it serves (from ready to stop: a child that
+   lives a moment at boot, such as bgworkers' schema check, shares its pages with its worker,
+   and an RSS sum would count them twice). Three sums are reported:
    RSS (what ``ps`` shows; pages shared between processes count once per process),
    PSS (shared pages divided among their processes: the group's real share of RAM) and
    USS (private pages only). ``rss_ratio`` is of peak RSS sums, as the figures were first
@@ -308,8 +310,9 @@ class Bench:
                 command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
             )
         try:
+            self.wait_ready(channel, system, processes, group, env, log_path)
             with MemorySampler(group.pid) as memory:
-                self.wait_ready(channel, system, processes, group, env, log_path)
+                memory.sample()
                 latencies = self.latency(channel, system, latency_dir)
                 drain_s = self.drain(channel, system, group, processes * threads * 2)
                 memory.sample()
@@ -391,13 +394,14 @@ class Bench:
         try:
             for _ in range(self.messages):
                 publish(channel, system.queue, {})
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 180  # a loaded broker may hold publishers back
             while (
-                channel.queue_declare(system.queue, passive=True).method.message_count
-                < self.messages - prefetch
-            ):
+                count := channel.queue_declare(system.queue, passive=True).method.message_count
+            ) < self.messages - prefetch:
                 if time.monotonic() > deadline:
-                    raise SystemExit("the queued messages did not arrive")
+                    raise SystemExit(
+                        f"only {count} of the {self.messages} queued messages arrived in 180 s"
+                    )
                 time.sleep(0.05)
             time.sleep(0.3)
         finally:
