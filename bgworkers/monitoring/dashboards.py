@@ -270,8 +270,8 @@ OVERVIEW = Dashboard(
                     "{{instance}} {{role}}",
                 ),
             ),
-            "Resident memory of each worker group: the dramatiq main process, its worker "
-            "processes (summed) and the metrics process.",
+            "Resident memory of each worker group: the dramatiq main process and its worker "
+            "processes (summed).",
             unit="bytes",
         ),
         Panel(

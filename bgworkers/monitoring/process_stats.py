@@ -1,10 +1,11 @@
 """Memory and CPU of a worker group's processes, exported by the group's metrics process.
 
 Why here: the worker processes' metrics go through multiprocess files, which carry no
-process metrics; the metrics process is the dramatiq CLI's child, like the worker processes,
-so it can read its siblings and their parent from ``/proc`` (Linux) at each scrape, without
-any cost in the workers. ``role`` is ``main`` (the dramatiq CLI process), ``worker`` (the
-worker processes, summed) or ``metrics`` (this process).
+process metrics; the metrics process (the worker process that serves the group's endpoint)
+is the dramatiq CLI's child, so it can read its parent and siblings from ``/proc`` (Linux) at
+each scrape, without any cost in the other workers. ``role`` is ``main`` (the dramatiq CLI
+process) or ``worker`` (its child processes, summed: the worker processes, one of which
+serves the endpoint).
 """
 
 from __future__ import annotations
@@ -46,9 +47,9 @@ def read_process(pid: int, proc: Path = PROC) -> ProcessSample | None:
     return ProcessSample(pid, ppid, (utime + stime) / _TICKS_PER_S, rss_pages * _PAGE_BYTES)
 
 
-def group_samples(main_pid: int, own_pid: int, proc: Path = PROC) -> dict[str, list[ProcessSample]]:
-    """The main process, its other children (the worker processes) and this one, by role."""
-    roles: dict[str, list[ProcessSample]] = {"main": [], "worker": [], "metrics": []}
+def group_samples(main_pid: int, proc: Path = PROC) -> dict[str, list[ProcessSample]]:
+    """The main process and its children (the worker processes), by role."""
+    roles: dict[str, list[ProcessSample]] = {"main": [], "worker": []}
     main = read_process(main_pid, proc)
     if main is not None:
         roles["main"].append(main)
@@ -58,7 +59,7 @@ def group_samples(main_pid: int, own_pid: int, proc: Path = PROC) -> dict[str, l
         sample = read_process(int(entry.name), proc)
         if sample is None or sample.ppid != main_pid:
             continue
-        roles["metrics" if sample.pid == own_pid else "worker"].append(sample)
+        roles["worker"].append(sample)
     return roles
 
 
@@ -70,7 +71,7 @@ class WorkerGroupProcessCollector(Collector):
         self._proc = proc
 
     def collect(self) -> Iterator[Metric]:
-        roles = group_samples(self._main_pid, os.getpid(), self._proc)
+        roles = group_samples(self._main_pid, self._proc)
         memory = GaugeMetricFamily(
             "bgworkers_worker_group_resident_memory_bytes",
             "Resident memory of the worker group's processes, in bytes, by role.",
