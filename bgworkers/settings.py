@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     metrics_port: int = Field(default=9191, ge=1, le=65535)
     metrics_dir: Path = Path("metrics")
     scheduler_metrics_port: int = Field(default=9192, ge=1, le=65535)
+    relay_metrics_port: int = Field(default=9193, ge=1, le=65535)
     #: RabbitMQ's management API (``http://127.0.0.1:15672``); without it queue depths come from
     #: AMQP and have no unacknowledged count.
     rabbitmq_management_url: str | None = None
