@@ -24,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from bgworkers import queues
+from bgworkers.broker_nodes import open_blocking_connection
 from bgworkers.logs import get_logger
 from bgworkers.monitoring.reading import BackgroundReading
 
@@ -42,9 +43,7 @@ class QueueDepth:
 
 def read_depths_amqp(broker_url: str, names: Iterable[str] = queues.ALL) -> list[QueueDepth]:
     """Passive declares over one connection; a queue not declared yet reads as empty."""
-    params = pika.URLParameters(broker_url)
-    params.socket_timeout = 5
-    connection = pika.BlockingConnection(params)
+    connection = open_blocking_connection(broker_url, socket_timeout=5)  # any node of the list
     try:
         depths = []
         for name in names:
