@@ -67,4 +67,5 @@ def test_the_middleware_table_is_in_the_brokers_order() -> None:
         "WorkerProcessBoot",
         "StopWithParent",
         "SchemaGate",
+        "QueueArgumentsGate",
     ]
