@@ -66,3 +66,40 @@ def test_the_broker_gets_every_node_and_the_setting_is_checked() -> None:
     with pytest.raises(ConfigurationError) as caught:
         load_settings(broker_url="amqp://a/;redis://u:secret@b/")
     assert "BGW_BROKER_URL" in str(caught.value) and "secret" not in str(caught.value)
+
+
+def test_every_client_skips_a_dead_node_and_says_where_it_went(rabbitmq_url: str) -> None:
+    from bgworkers.cluster_broker import ClusterRabbitmqBroker
+    from bgworkers.diagnosis import probe_broker_problem
+    from bgworkers.monitoring.queue_depth import read_depths_amqp
+    from bgworkers.outbox.publishers import Outgoing, RabbitmqConfirmPublisher
+    from tests.platform_helpers import captured_json_logs, free_port
+
+    live = connection_parameters(rabbitmq_url)[0]
+    dead = f"amqp://guest:guest@127.0.0.1:{free_port()}/{live.virtual_host}"
+    urls = f"{dead};{rabbitmq_url}"
+    queue = "bgw_nodes_probe"
+    broker = ClusterRabbitmqBroker(url=broker_urls(urls), confirm_delivery=True, middleware=[])
+    publisher = RabbitmqConfirmPublisher(
+        urls, declare=lambda q: broker.declare_queue(q, ensure=True), connect_timeout_s=3
+    )
+    try:
+        with captured_json_logs() as logs:
+            broker.declare_queue(queue, ensure=True)
+            body = b'{"not": "read by anyone"}'
+            publisher.publish([Outgoing(queue=queue, message_id="m1", body=body)])
+            consumer = broker.consume(queue, prefetch=1, timeout=100)
+            consumer.close()
+        assert probe_broker_problem(urls, timeout_s=3) is None
+        assert read_depths_amqp(urls, [queue])[0].ready == 1
+    finally:
+        publisher.close()
+        broker.channel.queue_delete(queue)
+        broker.channel.queue_delete(f"{queue}.DQ")
+        broker.channel.queue_delete(f"{queue}.XQ")
+        broker.close()
+    connected = [line for line in logs if line["event"] == "broker_connected"]
+    node = f"{live.host}:{live.port}/" + ("" if live.virtual_host == "/" else live.virtual_host)
+    assert {line["purpose"] for line in connected} == {"publish", "outbox_relay", "consume"}
+    assert {line["node"] for line in connected} == {node}
+    assert all("guest" not in str(line) for line in connected)

@@ -199,6 +199,18 @@ def queues_with_messages(cluster: RabbitmqCluster) -> dict[str, int]:
     return {name: int(depth) for name, depth in rows if int(depth)}
 
 
+def unacked_held_by(cluster: RabbitmqCluster, address: str) -> int:
+    """Messages delivered to ``address``'s channels and not acknowledged yet (``<q>`` and
+    ``<q>.DQ``), over every node."""
+    channels: dict[str, int] = {}
+    for node in cluster.nodes:
+        out = node.output("list_channels", "name", "messages_unacknowledged", "--formatter", "json")
+        for row in json.loads(out):
+            if row["name"].startswith(f"{address}:"):
+                channels[row["name"]] = int(row["messages_unacknowledged"])
+    return sum(channels.values())
+
+
 class Producer(threading.Thread):
     """Sends the items, half directly (retrying until RabbitMQ confirms), half via the outbox."""
 
@@ -323,7 +335,8 @@ def test_node_losses_and_a_cut_host_lose_nothing_and_run_nothing_twice(
                 )
             ).scalar_one()
         cut_host = hosts[int(busiest.removeprefix("host"))]
-        cut = timeline.mark(f"cut the link of {busiest}")
+        held_at_cut = unacked_held_by(cluster, cut_host.address)
+        cut = timeline.mark(f"cut the link of {busiest} (holding {held_at_cut} unacked)")
         cut_host.cut()
         cut_process = processes[WORKER_HOSTS.index(cut_host.index)]
         alive = [p for p in processes if p is not cut_process]
@@ -377,12 +390,12 @@ def test_node_losses_and_a_cut_host_lose_nothing_and_run_nothing_twice(
         outbox_left = count(
             engine, "SELECT count(*) FROM outbox_messages WHERE published_at IS NULL"
         )
-        per_host = {
-            row[0]: row[1]
-            for row in engine.connect().execute(
-                text("SELECT host, count(*) FROM cluster_effects GROUP BY host ORDER BY host")
+        with engine.connect() as conn:
+            per_host = dict(
+                conn.execute(
+                    text("SELECT host, count(*) FROM cluster_effects GROUP BY host ORDER BY host")
+                ).all()
             )
-        }
         figures = {
             "sent": MESSAGES,
             "effects": distinct,
@@ -390,6 +403,7 @@ def test_node_losses_and_a_cut_host_lose_nothing_and_run_nothing_twice(
             "retried_via_dq": retried,
             "producer_send_retries": producer.send_retries,
             "per_host": per_host,
+            "unacked_on_cut_host_at_cut": held_at_cut,
             "redelivered_after_cut": redelivered_after_cut,
             "effects_on_cut_host_after_cut": late_on_cut_host,
             "first_redelivery_after_cut_s": round(first_redelivery / 1000, 1),
