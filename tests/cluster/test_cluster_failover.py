@@ -1,7 +1,7 @@
 """A RabbitMQ cluster loses nodes and a worker host loses its link: every effect happens once.
 
 Set-up: a three-node cluster of the test's own (:mod:`tests.cluster.rabbitmq_cluster`),
-quorum queues (``BGW_QUEUE_TYPE=quorum``), three worker hosts and one scheduler host, each a
+quorum queues (``BGW_QUEUE_TYPE=quorum``), three worker hosts and two scheduler hosts, each a
 network namespace (:mod:`tests.cluster.netns`) running the real ``dramatiq bgworkers`` /
 ``periodiq bgworkers`` with all three node URLs, and PostgreSQL reached from the hosts
 through a relay on the cluster address. While 10,000 ``record_effect`` messages flow (half
@@ -16,7 +16,8 @@ retried through ``.DQ``), the test
 
 Then every item has exactly one row in ``cluster_effects`` (the actor's idempotency counts
 the redeliveries it absorbed in ``cluster_duplicates``), nothing is dead-lettered, the queues
-are empty, the scheduler's heartbeat went on being processed after the nodes came back, and
+are empty, the scheduler's heartbeat went on being processed after the nodes came back (each
+tick once, though both schedulers send it), and
 the cut host's unacknowledged messages were run by the others. Counts and timings are
 printed (``pytest -s``, or ``make test-cluster``).
 """
@@ -66,7 +67,7 @@ ROUND_S = 0.7
 DATABASE = "bgw_cluster_failover"
 DB_RELAY_PORT = 9250
 WORKER_HOSTS = (1, 2, 3)
-SCHEDULER_HOST = 4
+SCHEDULER_HOSTS = (4, 5)  # two schedulers, as deploy/kubernetes runs them
 #: A short AMQP heartbeat, so RabbitMQ notices a silent host in ~10 s rather than minutes.
 URL_OPTIONS = "?heartbeat=5&connection_attempts=1&socket_timeout=3&blocked_connection_timeout=60"
 
@@ -288,7 +289,7 @@ def test_node_losses_and_a_cut_host_lose_nothing_and_run_nothing_twice(
     timeline = Timeline()
     relay = TcpRelay(("127.0.0.1", 5432), host=CLUSTER_ADDRESS, port=DB_RELAY_PORT)
     relay.start()
-    hosts = {i: netns.WorkerHost(i) for i in (*WORKER_HOSTS, SCHEDULER_HOST)}
+    hosts = {i: netns.WorkerHost(i) for i in (*WORKER_HOSTS, *SCHEDULER_HOSTS)}
     processes: list[Process] = []
     try:
         for host in hosts.values():
@@ -298,11 +299,10 @@ def test_node_losses_and_a_cut_host_lose_nothing_and_run_nothing_twice(
             argv = [str(BIN / "dramatiq"), "bgworkers", "tests.cluster.effects"]
             argv += ["-p", "1", "-t", "4", "--worker-shutdown-timeout", "5000"]
             processes.append(Process(hosts[i], argv, env, tmp_path / f"host{i}.log"))
-        scheduler_env = host_env(cluster, tmp_path, "scheduler")
-        scheduler_argv = [str(BIN / "periodiq"), "bgworkers", "tests.cluster.effects"]
-        processes.append(
-            Process(hosts[SCHEDULER_HOST], scheduler_argv, scheduler_env, tmp_path / "sched.log")
-        )
+        for i in SCHEDULER_HOSTS:
+            env = host_env(cluster, tmp_path, f"host{i}")
+            argv = [str(BIN / "periodiq"), "bgworkers", "tests.cluster.effects"]
+            processes.append(Process(hosts[i], argv, env, tmp_path / f"host{i}.log"))
         # Workers declare the queues (quorum) when their consumers start.
         wait(lambda: effects.QUEUE in cluster.queue_types(), 90, "the workers' queues", processes)
         assert set(cluster.queue_types().values()) == {"quorum"}
@@ -386,6 +386,15 @@ def test_node_losses_and_a_cut_host_lose_nothing_and_run_nothing_twice(
             t=cut,
         )
         beats = count(engine, "SELECT coalesce(sum(beats), 0) FROM scheduler_heartbeat")
+        heartbeat_ticks = count(
+            engine, "SELECT count(*) FROM scheduled_runs WHERE job = 'heartbeat'"
+        )
+        heartbeat_sends = sum(
+            (tmp_path / f"host{i}.log")
+            .read_text(errors="replace")
+            .count("Scheduling Actor(heartbeat)")
+            for i in SCHEDULER_HOSTS
+        )
         retried = count(engine, "SELECT count(*) FROM cluster_effects WHERE attempt > 0")
         outbox_left = count(
             engine, "SELECT count(*) FROM outbox_messages WHERE published_at IS NULL"
@@ -408,6 +417,8 @@ def test_node_losses_and_a_cut_host_lose_nothing_and_run_nothing_twice(
             "effects_on_cut_host_after_cut": late_on_cut_host,
             "first_redelivery_after_cut_s": round(first_redelivery / 1000, 1),
             "heartbeats": beats,
+            "heartbeat_ticks": heartbeat_ticks,
+            "heartbeat_messages_sent": heartbeat_sends,
             "longest_pause_after_leader_stop_s": round(
                 longest_pause_after(engine, leader_stopped, 30), 1
             ),
@@ -425,12 +436,13 @@ def test_node_losses_and_a_cut_host_lose_nothing_and_run_nothing_twice(
         assert not queues_with_messages(cluster)  # nothing dead-lettered (XQ), nothing left
         assert outbox_left == 0
         assert beats >= 2
+        assert beats == heartbeat_ticks  # two schedulers, each tick run once
     finally:
         for process in processes:
             process.stop()
         relay.stop()
         for i in hosts:
-            log = tmp_path / ("sched.log" if i == SCHEDULER_HOST else f"host{i}.log")
+            log = tmp_path / f"host{i}.log"
             if log.exists():
                 print(f"--- {log.name}: last lines")
                 print("\n".join(log.read_text(errors="replace").splitlines()[-5:]))
