@@ -2,15 +2,13 @@
 
 Why a module of its own: an application imports bgworkers to enqueue work and must keep its
 logging, get exceptions it can catch and find no thread or server started (see
-:mod:`bgworkers`). The processes that bgworkers *is* — the ``dramatiq bgworkers`` workers and
-their metrics fork, the ``periodiq bgworkers`` scheduler and the ``bgworkers`` command — need
-more: logging set up once, and the scheduler's HTTP endpoint. Each calls one function here at
-its start:
+:mod:`bgworkers`). The processes that bgworkers *is* — the ``dramatiq bgworkers`` workers (one
+of which also serves the group's metrics), the ``periodiq bgworkers`` scheduler and the
+``bgworkers`` command — need more: logging set up once, and the scheduler's HTTP endpoint.
+Each calls one function here at its start:
 
 - worker processes: dramatiq's ``process_boot`` hook (:class:`WorkerProcessBoot`, added to the
   RabbitMQ broker), emitted by dramatiq's CLI right after it imported the broker module;
-- the metrics fork: :func:`bgworkers.metrics.server.serve_cli_metrics` calls
-  :func:`boot_process`;
 - the scheduler: periodiq has no hook, so ``import bgworkers`` calls :func:`boot_scheduler`
   when the running program is periodiq's CLI (:func:`operator_command`);
 - the ``bgworkers`` command: :func:`bgworkers.cli.main` calls :func:`boot_process`.

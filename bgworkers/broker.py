@@ -44,9 +44,11 @@ from bgworkers.cluster_broker import ClusterRabbitmqBroker
 from bgworkers.console.middleware import DeadLetterIndex
 from bgworkers.envelope import InvalidEnvelope, decode_envelope
 from bgworkers.errors import MessageTooLarge
+from bgworkers.hook_dispatch import SelectiveHooks
 from bgworkers.logs import get_logger
 from bgworkers.metrics.messages import MESSAGE_METRICS, bounded_labels
 from bgworkers.middleware.connectivity import BrokerConnectivityCheck
+from bgworkers.middleware.exporter import GroupExporter
 from bgworkers.middleware.message_logging import MessageLogging
 from bgworkers.middleware.metrics import MessageMetrics
 from bgworkers.middleware.parent_death import StopWithParent
@@ -108,20 +110,28 @@ def build_broker(settings: Settings) -> ScreeningRabbitmqBroker:
     broker.add_middleware(StopWithParent())
     broker.add_middleware(SchemaGate())
     broker.add_middleware(QueueArgumentsGate())
+    # The group's /metrics, served by one worker process (see bgworkers.middleware.exporter):
+    broker.add_middleware(GroupExporter())
     return broker
+
+
+class StackStubBroker(SelectiveHooks, StubBroker):
+    """dramatiq's in-memory broker, dispatching hooks as the RabbitMQ broker does."""
 
 
 def build_stub_broker(settings: Settings) -> StubBroker:
     """The same stack on dramatiq's in-memory broker, for fast unit tests."""
-    return StubBroker(middleware=middleware_stack(settings))
+    return StackStubBroker(middleware=middleware_stack(settings))
 
 
 def install(broker: dramatiq.Broker) -> None:
     dramatiq.set_broker(broker)
 
 
-class ScreeningRabbitmqBroker(ClusterRabbitmqBroker):
+class ScreeningRabbitmqBroker(SelectiveHooks, ClusterRabbitmqBroker):
     """RabbitMQ broker whose consumers refuse invalid deliveries and that caps message size.
+
+    Its hooks skip the middleware that leave them empty (:mod:`bgworkers.hook_dispatch`).
 
     ``message_max_bytes``: the largest encoded message sent or accepted, in bytes.
     """

@@ -190,7 +190,8 @@ def _check_fields(
         names = sorted(missing) if missing else sorted(unknown)
         what = "missing" if missing else "unknown"
         raise InvalidEnvelope("bad_field", f"{what} field(s): {', '.join(names)[:200]}")
-    _check_nesting_and_text(fields)
+    if not _plainly_shallow(fields):
+        _check_nesting_and_text(fields)
     if peek_message_id(fields) is None:
         raise InvalidEnvelope(
             "bad_field", f"message_id must be 1-{MAX_MESSAGE_ID_CHARS} printable ASCII characters"
@@ -253,6 +254,29 @@ def _check_pipe_target(target: object, *, actors: Mapping[str, Actor[Any, Any]])
         _check_fields(target, queue_name=actor.queue_name, actors=actors)
     except InvalidEnvelope as exc:
         raise InvalidEnvelope("bad_option", f"pipe_target: {exc.detail}") from None
+
+
+def _plainly_shallow(fields: dict[str, Any]) -> bool:
+    """True when :func:`_check_nesting_and_text` cannot fail, judged in one flat pass.
+
+    Most envelopes hold a few ids: no value inside ``args``, ``kwargs`` or ``options`` is a
+    container (so nothing is deeper than 2 levels) and every string is ASCII (so none holds a
+    lone surrogate). Anything else takes the full walk.
+    """
+    for value in fields.values():
+        if isinstance(value, dict):
+            children: Any = [*value.keys(), *value.values()]
+        elif isinstance(value, list):
+            children = value
+        else:
+            children = (value,)
+        for item in children:
+            if isinstance(item, str):
+                if not item.isascii():
+                    return False
+            elif isinstance(item, dict | list):
+                return False
+    return True
 
 
 def _check_nesting_and_text(value: object) -> None:

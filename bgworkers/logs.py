@@ -7,7 +7,7 @@ Two situations, on purpose:
   wrapped around standard-library loggers named ``bgworkers.*`` with a processor chain of their
   own (not structlog's global configuration, which belongs to the application), so its events
   reach the application's handlers as one ``event key=value ...`` line, secrets scrubbed.
-- **In the processes bgworkers starts** (``dramatiq bgworkers`` workers and their metrics fork,
+- **In the processes bgworkers starts** (``dramatiq bgworkers`` workers,
   ``periodiq bgworkers``, the ``bgworkers`` command), :func:`configure_logging` is called once
   from the process's boot hook (see :mod:`bgworkers.boot`): one handler on the root logger
   renders every line as JSON (or console text), library loggers (dramatiq, pika, periodiq)
@@ -40,6 +40,8 @@ from bgworkers.redaction import redact_value as redact_value
 def redact_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     """structlog processor: no password, token or credential reaches the output."""
     for key, value in list(event_dict.items()):
+        if key == "timestamp":
+            continue  # set by TimeStamper just before, never by the caller: digits and ":"
         if key == "exception" and isinstance(value, str):
             # A traceback: keep its end (the exception line), bounded like any other field.
             event_dict[key] = redact_text(value, limit=MAX_TRACEBACK_CHARS, keep_end=True)
@@ -96,13 +98,70 @@ _CHAIN: list[Processor] = [
 
 class _PipeTolerantHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """A stream handler that goes quiet once its reader has gone (``bgworkers health | head``)
-    instead of printing "--- Logging error ---" with a traceback for every later line."""
+    instead of printing "--- Logging error ---" with a traceback for every later line.
+
+    It renders a line *before* taking the handler's lock, which it holds only to write: the
+    standard handler formats under the lock, so eight worker threads each logging their
+    ``message_processed`` line queued behind one another's JSON rendering and redaction. The
+    formatter keeps no state between records, so rendering needs no lock.
+    """
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        if not self.filter(record):
+            return False
+        try:
+            line = self.format(record) + self.terminator
+        except RecursionError:  # as logging.StreamHandler.emit
+            raise
+        except Exception:  # noqa: BLE001 - as logging's own handlers: report, never raise
+            self.handleError(record)
+            return True
+        with self.lock:  # type: ignore[union-attr]
+            try:
+                self.stream.write(line)
+                self.flush()
+            except RecursionError:
+                raise
+            except Exception:  # noqa: BLE001 - as logging's own handlers: report, never raise
+                self.handleError(record)
+        return True
 
     def handleError(self, record: logging.LogRecord) -> None:
         if isinstance(sys.exc_info()[1], BrokenPipeError):
             self.setStream(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the handler
             return
         super().handleError(record)
+
+
+class _LineFormatter(structlog.stdlib.ProcessorFormatter):
+    """structlog's ``ProcessorFormatter``, rendering bgworkers' own records without a copy.
+
+    For a record made by a structlog logger, ``ProcessorFormatter`` copies the record (a
+    second ``LogRecord``) and passes the rendered line through ``logging.Formatter`` once more,
+    which for the ``%(message)s`` format changes nothing. Here such a record's event dict goes
+    straight through ``own_processors`` (the same steps: exceptions, redaction, rendering),
+    once per line of every message; records of other libraries take structlog's path.
+    """
+
+    def __init__(self, *, own_processors: list[Processor], **kwargs: Any) -> None:
+        super().__init__(
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *own_processors,
+            ],
+            **kwargs,
+        )
+        self._own_processors = own_processors
+
+    def format(self, record: logging.LogRecord) -> str:
+        logger = getattr(record, "_logger", None)
+        method = getattr(record, "_name", None)
+        if logger is None or not isinstance(method, str) or not isinstance(record.msg, dict):
+            return super().format(record)
+        event_dict: Any = dict(record.msg)
+        for processor in self._own_processors:
+            event_dict = processor(logger, method, event_dict)
+        return str(event_dict)
 
 
 def resolve_log_format(log_format: str | None, stream: TextIO) -> str:
@@ -132,14 +191,9 @@ def configure_logging(
         renderer = structlog.dev.ConsoleRenderer(colors=False)
     else:
         renderer = structlog.processors.JSONRenderer()
-    formatter = structlog.stdlib.ProcessorFormatter(
+    formatter = _LineFormatter(
         foreign_pre_chain=_shared_processors(),
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info,
-            redact_secrets,
-            renderer,
-        ],
+        own_processors=[structlog.processors.format_exc_info, redact_secrets, renderer],
     )
     handler = _PipeTolerantHandler(stream)
     handler.setFormatter(formatter)

@@ -17,6 +17,7 @@ the text around it looks like.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
@@ -58,6 +59,10 @@ _QUERY_SECRET = re.compile(r"(?i)(?P<k>[?&](?:key|sig|signature|code)=)[^&\s'\"]
 # whose key is harmless must not swallow a secret pair right after it (x=password=...).
 _PAIR_KEY = re.compile(r"[\"']?(?<![\w-])(?P<key>[\w-]++)[\"']?\s*+[:=]\s*+")
 _PAIR_VALUE = re.compile(r"(?P<q>[\"']?)[^\"'\s,&}]++")
+# What every pattern above needs somewhere in the text: "://" and "key=value" or "key: value"
+# need ":" or "=", a scheme needs "bearer" or "basic". Text with none of them is returned as
+# is after one scan (most logged values: ids, names, outcomes), instead of four.
+_MAY_HOLD_SECRET = re.compile(r"[:=]|bearer|basic", re.IGNORECASE)
 
 
 def bound_text(text: str, limit: int = MAX_FIELD_CHARS, *, keep_end: bool = False) -> str:
@@ -95,14 +100,28 @@ def redact_text(text: str, *, limit: int = MAX_FIELD_CHARS, keep_end: bool = Fal
     cost is bounded whatever its length; every pattern is linear in what remains.
     """
     text = bound_text(text, limit, keep_end=keep_end)
+    if _MAY_HOLD_SECRET.search(text) is None:
+        return text
+    return _redact_patterns(text)
+
+
+def _redact_patterns(text: str) -> str:
+    """Every pattern, in order, over text already bounded."""
     text = _URL_CREDENTIALS.sub(rf"\g<head>{REDACTED}@", text)
     text = _AUTH_SCHEME.sub(rf"\1 {REDACTED}", text)
     text = _QUERY_SECRET.sub(rf"\g<k>{REDACTED}", text)
     return _redact_pairs(text)
 
 
+@functools.lru_cache(maxsize=1024)
+def _is_secret_key(key: str) -> bool:
+    return _SECRET_KEY.search(key) is not None
+
+
 def is_secret_key(key: str) -> bool:
-    return _SECRET_KEY.search(key[:200]) is not None
+    """Whether values under ``key`` are secrets. Cached: a log line's keys come from a small
+    set (the code's own field names), asked on every line."""
+    return _is_secret_key(key[:200])
 
 
 def redact_value(key: str, value: Any, *, _depth: int = 0) -> Any:

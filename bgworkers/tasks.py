@@ -82,15 +82,18 @@ def argument_checker(fn: Callable[..., Any]) -> Callable[..., dict[str, Any]]:
     in the caller.
     """
     signature = inspect.signature(fn)
-    model = _arguments_model(fn)
+    model = _arguments_model(fn)  # built once per actor; pydantic compiles its validator then
+    bind = _fast_binder(signature)
 
     def check(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        arguments = bind(args, kwargs)
+        if arguments is None:  # not a plain call: let inspect bind it, or say why not
+            try:
+                arguments = signature.bind(*args, **kwargs).arguments
+            except TypeError as exc:
+                raise InvalidArguments(f"{fn.__name__}: {exc}") from None
         try:
-            bound = signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise InvalidArguments(f"{fn.__name__}: {exc}") from None
-        try:
-            values = model.model_validate(bound.arguments)
+            values = model.model_validate(arguments)
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors()
@@ -99,6 +102,38 @@ def argument_checker(fn: Callable[..., Any]) -> Callable[..., dict[str, Any]]:
         return {name: getattr(values, name) for name in model.model_fields}
 
     return check
+
+
+def _fast_binder(
+    signature: inspect.Signature,
+) -> Callable[[tuple[Any, ...], dict[str, Any]], dict[str, Any] | None]:
+    """``Signature.bind`` for the calls messages make, at a fraction of its cost.
+
+    Returns the same ``arguments`` mapping for a call that binds cleanly (positional values
+    first, then keywords, every required parameter given, nothing unknown or twice), and None
+    for anything else, which then goes through ``Signature.bind`` for its exact error. Only
+    for signatures of plain parameters (``@task`` refuses ``*args``/``**kwargs``).
+    """
+    params = list(signature.parameters.values())
+    if any(p.kind is not p.POSITIONAL_OR_KEYWORD for p in params):
+        return lambda args, kwargs: None
+    names = tuple(p.name for p in params)
+    known = frozenset(names)
+    required = frozenset(p.name for p in params if p.default is p.empty)
+
+    def bind(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any] | None:
+        if len(args) > len(names):
+            return None
+        arguments = dict(zip(names, args, strict=False))
+        if kwargs:
+            if not known.issuperset(kwargs) or not arguments.keys().isdisjoint(kwargs):
+                return None
+            arguments.update(kwargs)
+        if not required.issubset(arguments):
+            return None
+        return arguments
+
+    return bind
 
 
 def checked_arguments(fn: Callable[P, R]) -> Callable[P, R]:

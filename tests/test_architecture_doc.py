@@ -68,4 +68,5 @@ def test_the_middleware_table_is_in_the_brokers_order() -> None:
         "StopWithParent",
         "SchemaGate",
         "QueueArgumentsGate",
+        "GroupExporter",
     ]

@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 from dramatiq.brokers.stub import StubBroker
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bgworkers import queues
 from bgworkers.envelope import InvalidEnvelope, decode_envelope
@@ -134,3 +136,29 @@ def test_the_refusal_names_the_message_id_and_actor_when_usable(actors: dict[str
 def test_a_valid_pipe_target_is_accepted(actors: dict[str, Any]) -> None:
     target = envelope(actor_name="on_files", queue_name=queues.FILES, args=[])
     assert decode(encoded(options(pipe_target=target)), actors).options["pipe_target"] == target
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=40,
+)
+
+
+@settings(deadline=None)  # a loaded machine must not fail it: no timing here
+@given(fields=st.dictionaries(st.sampled_from(["args", "kwargs", "options", "x"]), _JSON))
+def test_the_flat_shortcut_only_skips_envelopes_the_full_walk_accepts(
+    fields: dict[str, Any],
+) -> None:
+    from bgworkers.envelope import _check_nesting_and_text, _plainly_shallow
+
+    if _plainly_shallow(fields):
+        _check_nesting_and_text(fields)  # must not raise
+
+
+def test_a_lone_surrogate_in_a_flat_envelope_is_still_refused(actors: dict[str, Any]) -> None:
+    body = encoded(envelope(args=["\ud800"]))  # JSON spells it \ud800: ASCII on the wire
+    assert body.isascii()
+    with pytest.raises(InvalidEnvelope) as refused:
+        decode(body, actors)
+    assert "surrogate" in refused.value.detail

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bgworkers.redaction import (
     MAX_FIELD_CHARS,
@@ -78,3 +80,26 @@ def test_a_one_megabyte_log_field_becomes_a_bounded_line() -> None:
     [line] = [line for line in logs if line["event"] == "big"]
     assert len(line["arguments"]) < MAX_FIELD_CHARS + 50
     assert line["arguments"].endswith("…(1000000 bytes)")
+
+
+_TRICKY = st.lists(
+    st.sampled_from([*"ab:=@/?& 'x\"Bb", "password", "bearer ", "BASIC ", "://", "key="]),
+    max_size=20,
+).map("".join)
+
+
+@settings(deadline=None)  # a loaded machine must not fail it: no timing here
+@given(text=st.one_of(_TRICKY, st.text(max_size=60)))
+def test_the_one_scan_shortcut_never_skips_what_a_pattern_would_redact(text: str) -> None:
+    from bgworkers.redaction import _redact_patterns
+
+    assert redact_text(text) == _redact_patterns(bound_text(text))
+
+
+def test_secret_keys_are_still_recognised_when_asked_again() -> None:
+    from bgworkers.redaction import is_secret_key
+
+    for _ in range(3):  # cached after the first answer
+        assert is_secret_key("smtp_password")
+        assert not is_secret_key("user_id")
+    assert redact_value("access_token", "abc") == REDACTED

@@ -1,11 +1,11 @@
 """The HTTP endpoint Prometheus scrapes: ``/metrics``, ``/healthz`` and ``/readyz``.
 
-Under ``dramatiq bgworkers`` it runs in one extra process that dramatiq's CLI forks for the
-:class:`~bgworkers.middleware.metrics.MessageMetrics` middleware (see
-:func:`serve_cli_metrics`), reading every worker process's values from the shared
-multiprocess directory. Tests and single-process tools call :func:`start_metrics_server`
-with their own registry. Bound to ``BGW_METRICS_HOST:BGW_METRICS_PORT``, 127.0.0.1:9191
-by default: metrics are not for the whole network unless an operator says so.
+Under ``dramatiq bgworkers`` one worker process of the group serves it from a thread (see
+:class:`bgworkers.middleware.exporter.GroupExporter` and :func:`start_group_exporter`),
+reading every worker process's values from the group's shared multiprocess directory. Tests
+and single-process tools call :func:`start_metrics_server` with their own registry. Bound to
+``BGW_METRICS_HOST:BGW_METRICS_PORT``, 127.0.0.1:9191 by default: metrics are not for the
+whole network unless an operator says so.
 
 A port already in use (for example a second worker group on the same host) is logged as
 ``metrics_port_in_use`` and leaves the workers running; give each group its own
@@ -16,20 +16,18 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from bgworkers.logs import get_logger
-from bgworkers.monitoring.health import Readiness, readiness_for
-from bgworkers.monitoring.job_health import JobHealthCollector
-from bgworkers.monitoring.queue_depth import collector_from_settings
-from bgworkers.outbox.metrics import backlog_collector
 from bgworkers.settings import Settings
+
+if TYPE_CHECKING:  # the collectors (HTTP client, database) load only where they are served
+    from bgworkers.monitoring.health import Readiness
 
 log = get_logger(__name__)
 
@@ -98,13 +96,17 @@ def multiprocess_registry(directory: Path) -> CollectorRegistry:
     return registry
 
 
-def serve_cli_metrics() -> int:
-    """Fork function run by dramatiq's CLI: serve the sum of all worker processes' metrics."""
-    from bgworkers.boot import boot_process
-    from bgworkers.metrics.multiproc import ENV_VAR, remove_dead_runs
+def start_group_exporter(settings: Settings, directory: Path) -> MetricsServer | None:
+    """Serve the worker group's sums from ``directory`` on a background thread.
 
-    settings = boot_process()  # a fork process gets no process_boot hook from dramatiq
-    directory = Path(os.environ[ENV_VAR])
+    With the group's collectors: queue depths from RabbitMQ, per-job last successes and the
+    outbox backlog from the database, each read every ``BGW_QUEUE_DEPTH_INTERVAL_S``.
+    """
+    from bgworkers.metrics.multiproc import remove_dead_runs
+    from bgworkers.monitoring.job_health import JobHealthCollector
+    from bgworkers.monitoring.queue_depth import collector_from_settings
+    from bgworkers.outbox.metrics import backlog_collector
+
     remove_dead_runs(settings.metrics_dir.resolve(), keep=directory)
     registry = multiprocess_registry(directory)
     registry.register(
@@ -120,13 +122,15 @@ def serve_cli_metrics() -> int:
         settings.metrics_host, settings.metrics_port, registry, settings, "BGW_METRICS_PORT"
     )
     if server is not None:
-        server.serve_forever()
-    return 0
+        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    return server
 
 
 def _bind(
     host: str, port: int, registry: CollectorRegistry, settings: Settings, variable: str
 ) -> MetricsServer | None:
+    from bgworkers.monitoring.health import readiness_for
+
     try:
         server = MetricsServer((host, port), registry, readiness_for(settings))
     except OSError as exc:

@@ -32,6 +32,7 @@ BENCH_ARGS = {
     "message_throughput.py": ["200"],
     "redaction.py": ["--repeat", "1"],
     "scheduling_matcher.py": ["--calls", "50"],
+    "stack_overhead.py": ["--messages", "300", "--reps", "1", "--latency-messages", "50"],
     "sync_calendar.py": ["--events", "500", "--changed", "50"],
 }
 APP_QUEUES = [q for name in (queues.EMAIL, queues.MAINTENANCE) for q in (name, xq_name(name))]

@@ -69,3 +69,29 @@ def test_two_attempts_of_one_message_overlapping_are_each_counted(registry) -> N
     labels = {"queue": "files", "actor": "<lambda>"}
     assert registry.get_sample_value("bgworkers_messages_processed_total", labels) == 2
     assert registry.get_sample_value("bgworkers_messages_in_progress", labels) == 0
+
+
+def test_series_follow_a_new_registry_between_messages(registry) -> None:
+    """The middleware keeps its labelled series per metric set: a swapped registry counts."""
+    from prometheus_client import CollectorRegistry
+
+    from bgworkers.metrics import use_registry
+
+    broker = build_stub_broker(get_settings())
+
+    def counted() -> None:
+        return None
+
+    actor = task(queue=queues.FILES, broker=broker)(counted)
+    labels = {"queue": "files", "actor": "counted"}
+    with running_worker(broker):
+        actor.send()
+        broker.join(queues.FILES)
+        fresh = CollectorRegistry()
+        use_registry(fresh)
+        actor.send()
+        actor.send()
+        broker.join(queues.FILES)
+    assert registry.get_sample_value("bgworkers_messages_processed_total", labels) == 1
+    assert fresh.get_sample_value("bgworkers_messages_processed_total", labels) == 2
+    assert fresh.get_sample_value("bgworkers_messages_in_progress", labels) == 0

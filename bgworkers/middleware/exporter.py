@@ -1,0 +1,70 @@
+"""The worker group's ``/metrics``, ``/healthz`` and ``/readyz``, served by one worker process.
+
+Why not a process of its own: dramatiq's CLI starts a middleware's ``forks`` from its main
+process, which has not imported bgworkers, so that process imported the whole package again
+(every domain, its database and HTTP libraries) to serve a few kilobytes: about 80 MiB per
+worker group, more than a bare dramatiq worker group in all. Here the first worker process of
+the group to lock ``exporter.lock`` in the group's multiprocess directory serves the sums from
+a thread; the others find the lock taken and serve nothing. The lock goes with its process,
+and dramatiq's CLI stops the whole group when any worker process dies, so the group is never
+left running without its endpoint. A reload (``--watch``, SIGHUP) stops every worker first,
+so one of the new ones takes the lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from dramatiq import Broker, Worker
+from dramatiq.middleware import Middleware
+
+from bgworkers.metrics.multiproc import ENV_VAR, is_dramatiq_cli_child
+
+if TYPE_CHECKING:
+    from bgworkers.metrics.server import MetricsServer
+
+LOCK_NAME = "exporter.lock"
+
+
+def claim_exporter(directory: Path) -> IO[bytes] | None:
+    """The locked ``exporter.lock`` of ``directory`` if this caller is the group's exporter,
+    else None (another process holds it). Keep the handle open for as long as it serves."""
+    handle = open(directory / LOCK_NAME, "ab")  # noqa: SIM115 - held for the process's life
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+class GroupExporter(Middleware):
+    """Serves the group's metrics endpoint from the one worker process that claims it."""
+
+    def __init__(self) -> None:
+        self._claim: IO[bytes] | None = None
+        self._server: MetricsServer | None = None
+
+    def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
+        directory = os.environ.get(ENV_VAR)
+        if not directory or not is_dramatiq_cli_child() or self._claim is not None:
+            return  # not a worker of dramatiq's CLI: tests and tools serve their own registry
+        self._claim = claim_exporter(Path(directory))
+        if self._claim is None:
+            return
+        from bgworkers.metrics.server import start_group_exporter
+        from bgworkers.settings import get_settings
+
+        self._server = start_group_exporter(get_settings(), Path(directory))
+
+    def before_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        claim, self._claim = self._claim, None
+        if claim is not None:
+            claim.close()  # releases the lock
