@@ -140,3 +140,53 @@ def worker(
         timeout=seconds,
         stdin=subprocess.DEVNULL,
     )
+
+
+def test_move_queues_takes_what_is_left_in_the_old_vhost(
+    node: RabbitmqNode, tmp_path: Path
+) -> None:
+    for vhost in ("old_classic", "new_quorum"):
+        node.ctl("add_vhost", vhost)
+        node.ctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    old_url = f"amqp://guest:guest@127.0.0.1:{NODE_PORT}/old_classic"
+    new_url = f"amqp://guest:guest@127.0.0.1:{NODE_PORT}/new_quorum"
+    old = ClusterRabbitmqBroker(url=old_url, confirm_delivery=True, middleware=[])
+    sent = []
+    try:
+        for n, delay in ((1, None), (2, None), (3, 3_600_000)):
+            message = dramatiq.Message(
+                queue_name="email", actor_name="send_email", args=(n,), kwargs={}, options={}
+            )
+            sent.append(old.enqueue(message, delay=delay).message_id)
+        old.channel.basic_publish("", "email.XQ", b'{"a dead": "letter"}')
+        assert old.get_queue_message_counts("email") == (2, 1, 1)
+    finally:
+        old.close()
+
+    result = run_command(
+        "move-queues", "--from", old_url, tmp_path=tmp_path,
+        BGW_BROKER_URL=new_url, BGW_QUEUE_TYPE="quorum",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "email: 2 message(s) moved" in result.stdout
+    assert "email.DQ: 1 message(s) moved" in result.stdout
+    assert "email.XQ: 1 message(s) moved" in result.stdout
+    assert "moved 4 message(s) to the queues of BGW_BROKER_URL (quorum)" in result.stdout
+
+    new = ClusterRabbitmqBroker(url=new_url, queue_type="quorum", middleware=[])
+    again = ClusterRabbitmqBroker(url=old_url, middleware=[])
+    try:
+        assert new.get_queue_message_counts("email") == (2, 1, 1)
+        assert again.get_queue_message_counts("email") == (0, 0, 0)
+        _method, _, body = new.channel.basic_get("email.DQ", auto_ack=True)
+        moved = dramatiq.Message.decode(body)
+        assert moved.message_id == sent[2] and moved.options["eta"] > 0  # still delayed
+    finally:
+        new.close()
+        again.close()
+    out = subprocess.run(
+        ["rabbitmqctl", "-n", node.name, "list_queues", "-p", "new_quorum", "name", "type",
+         "--formatter", "json"],
+        check=True, capture_output=True, text=True, env=node._env(),
+    ).stdout  # fmt: skip
+    assert {row["type"] for row in json.loads(out)} == {"quorum"}
