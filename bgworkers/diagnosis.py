@@ -101,7 +101,7 @@ def probe_broker_problem(url: str, *, timeout_s: float = 5.0) -> Problem | None:
     pika's own error lines about this connection are held back: the answer says it all.
     """
 
-    with _quiet_pika():
+    with quiet_pika():
         return _probe(url, timeout_s)
 
 
@@ -117,6 +117,7 @@ def _probe(url: str, timeout_s: float) -> Problem | None:
             socket_timeout=timeout_s,
             connection_attempts=1,
             blocked_connection_timeout=timeout_s,
+            stack_timeout=timeout_s,  # the whole set-up: TCP, AMQP handshake, channel
         )
         connection = pika.BlockingConnection(parameters)
     except Exception as exc:  # noqa: BLE001 - any failure to connect is what we report
@@ -131,7 +132,7 @@ _saved_level = logging.NOTSET
 
 
 @contextmanager
-def _quiet_pika() -> Iterator[None]:
+def quiet_pika() -> Iterator[None]:
     """Raise pika's log level while probing (nested and thread-safe; restored after)."""
     global _quiet_depth, _saved_level
     logger = logging.getLogger("pika")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from bgworkers.console import models as console_models  # noqa: F401
 from bgworkers.email import models as email_models  # noqa: F401
 from bgworkers.maintenance import models as maintenance_models
+from bgworkers.monitoring import models as monitoring_models  # noqa: F401
 from bgworkers.outbox import models as outbox_models  # noqa: F401
 from bgworkers.reminders import models as reminders_models  # noqa: F401
 from bgworkers.scheduling import models as scheduling_models  # noqa: F401

@@ -81,10 +81,15 @@ class Settings(BaseSettings):
     metrics_port: int = Field(default=9191, ge=1, le=65535)
     metrics_dir: Path = Path("metrics")
     scheduler_metrics_port: int = Field(default=9192, ge=1, le=65535)
+    relay_metrics_port: int = Field(default=9193, ge=1, le=65535)
     #: RabbitMQ's management API (``http://127.0.0.1:15672``); without it queue depths come from
     #: AMQP and have no unacknowledged count.
     rabbitmq_management_url: str | None = None
     queue_depth_interval_s: float = Field(default=15.0, ge=1)
+    #: Seconds one readiness check (RabbitMQ, database) may take before it counts as failed.
+    readiness_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    #: Seconds between two runs of the readiness checks behind ``/readyz``.
+    readiness_interval_s: float = Field(default=3.0, ge=0.5, le=300)
     timezone: str = "UTC"
 
     # Retry policy defaults; an actor may override each one.

@@ -29,6 +29,10 @@ COLLECTOR_METRICS = (
     "bgworkers_outbox_backlog_messages",
     "bgworkers_outbox_backlog_oldest_age_seconds",
     "bgworkers_job_paused",
+    "bgworkers_maintenance_database_size_bytes",
+    "bgworkers_worker_group_resident_memory_bytes",
+    "bgworkers_worker_group_cpu_seconds_total",
+    "bgworkers_worker_group_processes",
 )
 
 

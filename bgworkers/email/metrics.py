@@ -10,6 +10,9 @@ from bgworkers.metrics import LazyMetrics
 
 # Seconds for one SMTP transaction, from a local relay to a slow remote server.
 SEND_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+#: Every value of each label, exported at 0 from start-up (:mod:`bgworkers.metrics.known_series`).
+FAILURE_REASONS = ("rejected", "attempts_exhausted")
+ERROR_KINDS = ("transient", "permanent")
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,13 @@ class EmailMetrics:
                 buckets=SEND_BUCKETS,
             ),
         )
+
+    def zero(self) -> None:
+        """Every known label set at 0, so ``increase()`` sees the first event."""
+        for reason in FAILURE_REASONS:
+            self.failed.labels(reason)
+        for kind in ERROR_KINDS:
+            self.send_errors.labels(kind)
 
 
 EMAIL_METRICS: LazyMetrics[EmailMetrics] = LazyMetrics(EmailMetrics.build)

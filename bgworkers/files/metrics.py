@@ -14,6 +14,10 @@ from bgworkers.metrics import LazyMetrics
 
 #: Seconds; temp cleanup and a user's backup both take seconds to minutes.
 _DURATION_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 1800)
+#: Every value of each label, exported at 0 from start-up (:mod:`bgworkers.metrics.known_series`).
+MODES = ("delete", "dry_run")
+TEMP_SKIP_REASONS = ("vanished", "changed", "special_file", "other_filesystem", "error")
+BACKUP_OUTCOMES = ("written", "already_present", "user_missing")
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,15 @@ class CleanupMetrics:
             ),
         )
 
+    def zero(self) -> None:
+        """Every known label set at 0, so ``increase()`` sees the first event."""
+        for mode in MODES:
+            self.files_removed.labels(mode)
+            self.freed_bytes.labels(mode)
+            self.dirs_removed.labels(mode)
+        for reason in TEMP_SKIP_REASONS:
+            self.skipped.labels(reason)
+
 
 @dataclass(frozen=True)
 class BackupMetrics:
@@ -99,6 +112,11 @@ class BackupMetrics:
                 registry=registry,
             ),
         )
+
+    def zero(self) -> None:
+        """Every known label set at 0, so ``increase()`` sees the first event."""
+        for outcome in BACKUP_OUTCOMES:
+            self.backups.labels(outcome)
 
 
 CLEANUP_METRICS: LazyMetrics[CleanupMetrics] = LazyMetrics(CleanupMetrics.build)

@@ -1,13 +1,15 @@
 """Metrics of the database maintenance jobs (``optimize_database``, ``cleanup_old_sessions``).
 
-Labels are bounded: ``backend`` is the SQL dialect name, ``phase`` is before or after.
+Labels are bounded: ``backend`` is the SQL dialect name. The database size
+(``bgworkers_maintenance_database_size_bytes``) is kept in the database, not here: see
+:mod:`bgworkers.monitoring.recorded_gauges`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from bgworkers.metrics import LazyMetrics
 
@@ -16,7 +18,6 @@ from bgworkers.metrics import LazyMetrics
 class MaintenanceMetrics:
     optimize_runs: Counter
     optimize_duration: Histogram
-    database_size: Gauge
     sessions_deleted: Counter
     session_batches: Counter
 
@@ -36,14 +37,6 @@ class MaintenanceMetrics:
                 buckets=(0.1, 1, 5, 15, 60, 300, 900, 1800),
                 registry=registry,
             ),
-            database_size=Gauge(
-                "bgworkers_maintenance_database_size_bytes",
-                "Size in bytes of bgworkers' tables (PostgreSQL) or database file (SQLite), "
-                "measured before and after the last optimize_database run.",
-                ["backend", "phase"],
-                registry=registry,
-                multiprocess_mode="mostrecent",
-            ),
             sessions_deleted=Counter(
                 "bgworkers_maintenance_sessions_deleted_total",
                 "Expired user sessions deleted.",
@@ -55,6 +48,12 @@ class MaintenanceMetrics:
                 registry=registry,
             ),
         )
+
+    def zero(self, backend: str) -> None:
+        """Every known label set of the configured database ``backend`` at 0."""
+        for vacuumed in ("true", "false"):
+            self.optimize_runs.labels(backend, vacuumed)
+        self.optimize_duration.labels(backend)
 
 
 MAINTENANCE_METRICS: LazyMetrics[MaintenanceMetrics] = LazyMetrics(MaintenanceMetrics.build)

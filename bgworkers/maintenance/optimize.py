@@ -28,6 +28,8 @@ from bgworkers.logs import get_logger
 from bgworkers.maintenance.metrics import MAINTENANCE_METRICS
 
 log = get_logger(__name__)
+#: The recorded gauge of the sizes (see :mod:`bgworkers.monitoring.recorded_gauges`).
+DATABASE_SIZE = "bgworkers_maintenance_database_size_bytes"
 
 
 class UnsupportedDatabase(PermanentError):
@@ -78,7 +80,7 @@ def optimize_engine(
         else:
             raise UnsupportedDatabase(f"no maintenance recipe for {backend}")
     report = OptimizeReport(backend, before, after, clock() - started, vacuumed, tables)
-    _record(report)
+    _record(report, engine)
     return report
 
 
@@ -152,16 +154,29 @@ def _sqlite(
     return page_size * page_count, after_size * after_count, force_vacuum or worthwhile
 
 
-def _record(report: OptimizeReport) -> None:
+def _record(report: OptimizeReport, engine: Engine) -> None:
+    """Counters in this process; the sizes in the database (``monitoring_gauges``), so the
+    worker group's metrics process exports them after any restart until next week's run."""
+    from sqlmodel import Session
+
+    from bgworkers.db import utcnow
+    from bgworkers.monitoring.recorded_gauges import record_gauge
+
     metrics = MAINTENANCE_METRICS.get()
     metrics.optimize_runs.labels(
         backend=report.backend, vacuumed=str(report.vacuumed).lower()
     ).inc()
     metrics.optimize_duration.labels(backend=report.backend).observe(report.duration_s)
-    metrics.database_size.labels(backend=report.backend, phase="before").set(
-        report.size_before_bytes
-    )
-    metrics.database_size.labels(backend=report.backend, phase="after").set(report.size_after_bytes)
+    now = utcnow()
+    with Session(engine) as session:
+        for phase, size in (
+            ("before", report.size_before_bytes),
+            ("after", report.size_after_bytes),
+        ):
+            record_gauge(
+                session, DATABASE_SIZE, {"backend": report.backend, "phase": phase}, size, now=now
+            )
+        session.commit()
     log.info(
         "database_optimized",
         backend=report.backend,

@@ -104,7 +104,9 @@ def start_group_exporter(settings: Settings, directory: Path) -> MetricsServer |
     """
     from bgworkers.metrics.multiproc import remove_dead_runs
     from bgworkers.monitoring.job_health import JobHealthCollector
+    from bgworkers.monitoring.process_stats import WorkerGroupProcessCollector
     from bgworkers.monitoring.queue_depth import collector_from_settings
+    from bgworkers.monitoring.recorded_gauges import recorded_gauge_collector
     from bgworkers.outbox.metrics import backlog_collector
 
     remove_dead_runs(settings.metrics_dir.resolve(), keep=directory)
@@ -118,6 +120,8 @@ def start_group_exporter(settings: Settings, directory: Path) -> MetricsServer |
     )
     registry.register(JobHealthCollector(settings, interval_s=settings.queue_depth_interval_s))
     registry.register(backlog_collector(settings))
+    registry.register(recorded_gauge_collector(settings))
+    registry.register(WorkerGroupProcessCollector())
     server = _bind(
         settings.metrics_host, settings.metrics_port, registry, settings, "BGW_METRICS_PORT"
     )
@@ -149,15 +153,24 @@ def _bind(
 
 def start_scheduler_endpoint(settings: Settings) -> MetricsServer | None:
     """The scheduler's own ``/metrics``, ``/healthz`` and ``/readyz`` (a background thread)."""
+    return _start_process_endpoint(
+        settings, settings.scheduler_metrics_port, "BGW_SCHEDULER_METRICS_PORT"
+    )
+
+
+def start_relay_endpoint(settings: Settings) -> MetricsServer | None:
+    """A relay run on its own (``python -m bgworkers.outbox``): its ``/metrics`` (published,
+    failed batches, pruned: at 0 from its start), ``/healthz`` and ``/readyz``."""
+    from bgworkers.outbox.metrics import OUTBOX_METRICS
+
+    OUTBOX_METRICS.get().zero()
+    return _start_process_endpoint(settings, settings.relay_metrics_port, "BGW_RELAY_METRICS_PORT")
+
+
+def _start_process_endpoint(settings: Settings, port: int, variable: str) -> MetricsServer | None:
     from prometheus_client import REGISTRY
 
-    server = _bind(
-        settings.metrics_host,
-        settings.scheduler_metrics_port,
-        REGISTRY,
-        settings,
-        "BGW_SCHEDULER_METRICS_PORT",
-    )
+    server = _bind(settings.metrics_host, port, REGISTRY, settings, variable)
     if server is not None:
         threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
     return server

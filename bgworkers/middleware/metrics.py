@@ -76,7 +76,13 @@ class MessageMetrics(Middleware):
         return found
 
     def before_worker_boot(self, broker: Broker, worker: Worker) -> None:
-        self._metrics  # noqa: B018 - build the metric set now, not inside the first message
+        """Every metric set built and every known label set at 0, before the first message
+        (once per process; see :mod:`bgworkers.metrics.known_series`)."""
+        from bgworkers.metrics.known_series import database_backend, initialise_worker_series
+        from bgworkers.settings import get_settings
+
+        url = get_settings().database_url.get_secret_value()
+        initialise_worker_series(broker.actors, database_backend=database_backend(url))
 
     def after_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
         directory = os.environ.get(ENV_VAR)

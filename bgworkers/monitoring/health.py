@@ -2,17 +2,32 @@
 
 ``/healthz`` answers 200 while the process serves requests (alive). ``/readyz`` answers 200
 only when RabbitMQ accepts an AMQP connection and the database answers ``SELECT 1``, else 503;
-the body says which check failed and why. The checks run in the background every few
-seconds, so frequent probes neither hammer the services nor hang when one of them does.
+the body says which check failed and why. The checks run in the background every
+``BGW_READINESS_INTERVAL_S`` seconds, so frequent probes neither hammer the services nor hang
+when one of them does.
+
+Why each check has a deadline of its own (``BGW_READINESS_TIMEOUT_S``): a service that stops
+answering without closing its connections (a network partition, a frozen host, a full
+firewall state table) never raises; a check that waits on it forever would leave the last
+"ok" in place, and a probe would say ready for as long as it hangs. So each check runs in a
+thread of its own and counts as failed when it has not answered by its deadline; while it
+still hangs no second one is started (at most one stuck thread per check). The database check
+also opens its own connection (no pooled connection that may be stuck) with a connect timeout
+and, on PostgreSQL, a ``statement_timeout``; the broker check bounds pika's whole connection
+set-up.
 """
 
 from __future__ import annotations
 
+import math
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import NullPool
 
 from bgworkers.db import get_engine
 from bgworkers.diagnosis import database_problem, probe_broker_problem, schema_problem
@@ -28,19 +43,45 @@ class CheckResult:
     detail: str
 
 
-def check_broker(settings: Settings) -> CheckResult:
-    problem = probe_broker_problem(settings.broker_url.get_secret_value(), timeout_s=3.0)
+def check_broker(settings: Settings, *, timeout_s: float | None = None) -> CheckResult:
+    timeout = settings.readiness_timeout_s if timeout_s is None else timeout_s
+    problem = probe_broker_problem(settings.broker_url.get_secret_value(), timeout_s=timeout)
     return CheckResult("rabbitmq", problem is None, problem.message if problem else "reachable")
 
 
-def check_database(settings: Settings, *, schema: bool = False) -> CheckResult:
+_probe_engines: dict[tuple[str, float], Engine] = {}
+_probe_lock = threading.Lock()
+
+
+def probe_engine(engine: Engine, timeout_s: float) -> Engine:
+    """An engine on ``engine``'s database for checks: no pool, bounded connect and statements."""
+    url = engine.url.render_as_string(hide_password=False)
+    with _probe_lock:
+        probe = _probe_engines.get((url, timeout_s))
+        if probe is None:
+            if engine.dialect.name == "sqlite":
+                args: dict[str, object] = {"timeout": timeout_s, "check_same_thread": False}
+            else:  # libpq's connect_timeout is whole seconds (at least 2)
+                args = {"connect_timeout": max(2, math.ceil(timeout_s))}
+            probe = create_engine(url, poolclass=NullPool, connect_args=args)
+            _probe_engines[(url, timeout_s)] = probe
+    return probe
+
+
+def check_database(
+    settings: Settings, *, schema: bool = False, timeout_s: float | None = None
+) -> CheckResult:
     """``SELECT 1``; with ``schema``, also that the schema is migrated (for a person)."""
+    timeout = settings.readiness_timeout_s if timeout_s is None else timeout_s
     url = settings.database_url.get_secret_value()
     try:
-        engine = get_engine(settings)
+        engine = probe_engine(get_engine(settings), timeout)
         with engine.connect() as connection:
+            if engine.dialect.name == "postgresql":  # a server that is slow, not gone
+                milliseconds = int(timeout * 1000)
+                connection.execute(text(f"SET LOCAL statement_timeout = {milliseconds}"))
             connection.execute(text("SELECT 1"))
-        problem = schema_problem(engine) if schema else None
+            problem = schema_problem(engine) if schema else None
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready"; the text says why
         known = database_problem(exc, url)
         detail = known.message if known else redact_text(f"{type(exc).__name__}: {exc}")[:300]
@@ -50,24 +91,82 @@ def check_database(settings: Settings, *, schema: bool = False) -> CheckResult:
     return CheckResult("database", True, "reachable")
 
 
+class DeadlineCheck:
+    """Runs a check on a thread of its own; a check that has not answered by its deadline is
+    a failure ("no answer within N s"), and is not started again while it still hangs."""
+
+    def __init__(self, name: str, check: Callable[[], CheckResult], *, timeout_s: float) -> None:
+        self.name = name
+        self.timeout_s = timeout_s
+        self._check = check
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._started = 0.0
+        self._result: CheckResult | None = None
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return  # the previous run still hangs: wait for it, do not pile up threads
+            self._result = None
+            self._started = time.monotonic()
+            self._thread = threading.Thread(
+                target=self._run, name=f"check-{self.name}", daemon=True
+            )
+            self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            result = self._check()
+        except Exception as exc:  # noqa: BLE001 - a check that raises has failed; say why
+            result = CheckResult(self.name, False, redact_text(f"{type(exc).__name__}: {exc}"))
+        with self._lock:
+            self._result = result
+
+    def wait(self) -> CheckResult:
+        """The result, waiting at most until the deadline of the run in progress."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(max(self._started + self.timeout_s - time.monotonic(), 0))
+        with self._lock:
+            if self._result is not None:
+                return self._result
+            waited = time.monotonic() - self._started
+        detail = f"no answer within {self.timeout_s:g} s"
+        if waited > self.timeout_s + 1:  # a run still hanging since an earlier interval
+            detail += f" (still waiting, for {waited:.0f} s)"
+        return CheckResult(self.name, False, detail)
+
+
+def run_checks(checks: Sequence[DeadlineCheck]) -> list[CheckResult]:
+    """All checks at once; each bounded by its deadline, so the whole by the longest one."""
+    for check in checks:
+        check.start()
+    return [check.wait() for check in checks]
+
+
 class Readiness:
     """The checks, run by a background thread every ``cache_s`` seconds.
 
     A probe gets the latest results at once, however slow RabbitMQ or the database are; only
-    the very first probe waits for the first run.
+    the very first probe waits for the first run (at most one deadline).
     """
 
     def __init__(
-        self, checks: list[Callable[[], CheckResult]], *, cache_s: float = 5.0, start: bool = True
+        self,
+        checks: Sequence[DeadlineCheck],
+        *,
+        cache_s: float = 5.0,
+        start: bool = True,
     ) -> None:
-        self._checks = checks
+        self._checks = list(checks)
         self._first = threading.Lock()
         self._reading: BackgroundReading[list[CheckResult]] = BackgroundReading(
             "readiness", self._run, initial=[], interval_s=cache_s, start=start
         )
 
     def _run(self) -> list[CheckResult]:
-        return [check() for check in self._checks]
+        return run_checks(self._checks)
 
     def results(self) -> list[CheckResult]:
         results, last_read, _ = self._reading.snapshot()
@@ -79,5 +178,16 @@ class Readiness:
         return list(results)
 
 
+def deadline_checks(settings: Settings, *, schema: bool = False) -> list[DeadlineCheck]:
+    """The broker and database checks, each bounded by ``BGW_READINESS_TIMEOUT_S``."""
+    timeout = settings.readiness_timeout_s
+    return [
+        DeadlineCheck("rabbitmq", lambda: check_broker(settings), timeout_s=timeout),
+        DeadlineCheck(
+            "database", lambda: check_database(settings, schema=schema), timeout_s=timeout
+        ),
+    ]
+
+
 def readiness_for(settings: Settings) -> Readiness:
-    return Readiness([lambda: check_broker(settings), lambda: check_database(settings)])
+    return Readiness(deadline_checks(settings), cache_s=settings.readiness_interval_s)

@@ -41,9 +41,15 @@ class QueueDepth:
     consumers: int | None = None  # consumers of the queue itself (workers listening)
 
 
-def read_depths_amqp(broker_url: str, names: Iterable[str] = queues.ALL) -> list[QueueDepth]:
-    """Passive declares over one connection; a queue not declared yet reads as empty."""
-    connection = open_blocking_connection(broker_url, socket_timeout=5)  # any node of the list
+def read_depths_amqp(
+    broker_url: str, names: Iterable[str] = queues.ALL, *, timeout_s: float = 5.0
+) -> list[QueueDepth]:
+    """Passive declares over one connection; a queue not declared yet reads as empty.
+
+    ``timeout_s`` bounds the connection's set-up (socket and AMQP handshake) on each node."""
+    connection = open_blocking_connection(  # any node of the list
+        broker_url, socket_timeout=timeout_s, stack_timeout=timeout_s, connection_attempts=1
+    )
     try:
         depths = []
         for name in names:

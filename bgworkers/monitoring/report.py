@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import io
+from collections.abc import Callable
 from datetime import datetime
 from typing import TextIO
 
 from sqlmodel import Session
 
 from bgworkers.db import get_engine, utcnow
+from bgworkers.diagnosis import quiet_pika
 from bgworkers.logs import redact_text
 from bgworkers.maintenance.heartbeat import SOURCE
 from bgworkers.maintenance.models import SchedulerHeartbeat
-from bgworkers.monitoring.health import check_broker, check_database
+from bgworkers.monitoring.health import CheckResult, DeadlineCheck, deadline_checks, run_checks
 from bgworkers.monitoring.queue_depth import QueueDepth, read_depths_amqp
 from bgworkers.scheduling.pauses import paused_jobs
 from bgworkers.settings import Settings
@@ -57,24 +60,25 @@ def print_health(settings: Settings, out: TextIO, *, now: datetime | None = None
     """Print every check; return 0 when all are healthy, 1 otherwise (for scripts).
 
     The verdict ends with one line per failing check, saying why and what to do, so "NOT
-    healthy" is never the whole answer.
+    healthy" is never the whole answer. Bounded in time: the RabbitMQ and database checks run
+    at once, each within ``BGW_READINESS_TIMEOUT_S``, and so does each section that reads from
+    them afterwards (a service that hangs gives a FAILING line, not a command that hangs).
     """
     problems: list[str] = []
-    checks = [check_broker(settings), check_database(settings, schema=True)]
+    timeout = settings.readiness_timeout_s
+    checks = run_checks(deadline_checks(settings, schema=True))
     for check in checks:
         out.write(f"{check.name:<12} {'ok' if check.ok else 'FAILING':<8} {check.detail}\n")
         if not check.ok:
             problems.append(f"{check.name}: {check.detail}")
     if checks[1].ok:
-        problems += _scheduler_line(settings, out, now=now or utcnow())
-        with Session(get_engine(settings)) as session:
-            paused = paused_jobs(session)
-        if paused:  # deliberate, so not unhealthy; but an operator must see it
-            listed = ", ".join(f"{job} ({pause.reason})" for job, pause in paused.items())
-            out.write(f"paused       {len(paused):<8} {listed}\n")
-        problems += _outbox_line(settings, out, now=now or utcnow())
+        problems += _bounded(
+            "database", lambda buffer: _database_lines(settings, buffer, now=now), out, timeout
+        )
     if checks[0].ok:
-        problems += _queue_lines(settings, out)
+        problems += _bounded(
+            "queues", lambda buffer: _queue_lines(settings, buffer), out, timeout * 2
+        )
     if not problems:
         out.write("\nhealthy\n")
         return 0
@@ -82,6 +86,35 @@ def print_health(settings: Settings, out: TextIO, *, now: datetime | None = None
     for problem in problems:
         out.write(f"  - {problem}\n")
     return 1
+
+
+def _bounded(
+    name: str, section: Callable[[TextIO], list[str]], out: TextIO, timeout_s: float
+) -> list[str]:
+    """Run a report section on a thread; print its lines, or one FAILING line at the deadline."""
+    buffer = io.StringIO()
+    check = DeadlineCheck(
+        name,
+        lambda: CheckResult(name, True, "\n".join(section(buffer))),
+        timeout_s=timeout_s,
+    )
+    check.start()
+    result = check.wait()
+    if not result.ok:
+        out.write(f"{name:<12} FAILING  {result.detail}\n")
+        return [f"{name}: {result.detail}"]
+    out.write(buffer.getvalue())
+    return [line for line in result.detail.split("\n") if line]
+
+
+def _database_lines(settings: Settings, out: TextIO, *, now: datetime | None) -> list[str]:
+    problems = _scheduler_line(settings, out, now=now or utcnow())
+    with Session(get_engine(settings)) as session:
+        paused = paused_jobs(session)
+    if paused:  # deliberate, so not unhealthy; but an operator must see it
+        listed = ", ".join(f"{job} ({pause.reason})" for job, pause in paused.items())
+        out.write(f"paused       {len(paused):<8} {listed}\n")
+    return problems + _outbox_line(settings, out, now=now or utcnow())
 
 
 def _scheduler_line(settings: Settings, out: TextIO, *, now: datetime) -> list[str]:
@@ -105,7 +138,10 @@ def _scheduler_line(settings: Settings, out: TextIO, *, now: datetime) -> list[s
 def _queue_lines(settings: Settings, out: TextIO) -> list[str]:
     # AMQP, not the management API: its counts are exact now, the API's lag a few seconds.
     try:
-        depths: list[QueueDepth] = read_depths_amqp(settings.broker_url.get_secret_value())
+        with quiet_pika():
+            depths: list[QueueDepth] = read_depths_amqp(
+                settings.broker_url.get_secret_value(), timeout_s=settings.readiness_timeout_s
+            )
     except Exception as exc:  # noqa: BLE001 - a report line, not a crash, whatever failed
         error = redact_text(f"{type(exc).__name__}: {exc}")
         out.write(f"queues       FAILING  {error}\n")

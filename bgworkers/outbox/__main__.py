@@ -27,6 +27,9 @@ def main() -> int:
         print(f"bgworkers: {error}", file=sys.stderr)
         return 2
     import bgworkers  # the broker (for declaring queues) and the actors, as workers have them
+    from bgworkers.metrics.server import start_relay_endpoint
+
+    start_relay_endpoint(settings)
 
     stop = threading.Event()
 

@@ -55,6 +55,14 @@ class OutboxMetrics:
             ),
         )
 
+    def zero(self) -> None:
+        """Every queue at 0, so ``increase()`` sees the first event."""
+        from bgworkers import queues
+
+        for queue in queues.ALL:
+            self.enqueued.labels(queue)
+            self.published.labels(queue)
+
 
 OUTBOX_METRICS: LazyMetrics[OutboxMetrics] = LazyMetrics(OutboxMetrics.build)
 

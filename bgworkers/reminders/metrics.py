@@ -10,6 +10,11 @@ from bgworkers.metrics import LazyMetrics
 
 # Seconds between an occurrence's due time and its firing: a healthy system stays under 60.
 DELAY_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 900, 3600)
+#: Every value of each label, exported at 0 from start-up (:mod:`bgworkers.metrics.known_series`).
+RECURRING = ("true", "false")
+#: missing and not_due, raced (another run advanced it first), and every final status.
+REMINDER_SKIP_REASONS = ("missing", "not_due", "raced", "fired", "cancelled", "failed")
+SUMMARY_SKIP_REASONS = ("missing", "opted_out", "bad_address", "stale", "already_sent")
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,15 @@ class ReminderMetrics:
                 registry=registry,
             ),
         )
+
+    def zero(self) -> None:
+        """Every known label set at 0, so ``increase()`` sees the first event."""
+        for recurring in RECURRING:
+            self.fired.labels(recurring)
+        for reason in REMINDER_SKIP_REASONS:
+            self.skipped.labels(reason)
+        for reason in SUMMARY_SKIP_REASONS:
+            self.summaries_skipped.labels(reason)
 
 
 REMINDER_METRICS: LazyMetrics[ReminderMetrics] = LazyMetrics(ReminderMetrics.build)

@@ -6,11 +6,16 @@ Prometheus sets ``job`` to the scrape target's name and renames a clashing label
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from bgworkers.metrics import LazyMetrics
+
+#: Every value of each label, exported at 0 from start-up (:mod:`bgworkers.metrics.known_series`).
+RUN_OUTCOMES = ("succeeded", "retried", "dead_lettered")
+SKIP_REASONS = ("duplicate", "overlap", "paused")
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,18 @@ class ScheduleMetrics:
                 multiprocess_mode="mostrecent",
             ),
         )
+
+    def zero(self, jobs: Iterable[str]) -> None:
+        """Every known label set of every periodic job at 0 (counters only: a timestamp gauge
+        at 0 would read as "56 years ago")."""
+        for job in jobs:
+            for outcome in RUN_OUTCOMES:
+                self.runs.labels(job, outcome)
+            for reason in SKIP_REASONS:
+                self.skipped.labels(job, reason)
+            self.failures.labels(job)
+            self.missed.labels(job)
+            self.caught_up.labels(job)
 
 
 SCHEDULE_METRICS: LazyMetrics[ScheduleMetrics] = LazyMetrics(ScheduleMetrics.build)

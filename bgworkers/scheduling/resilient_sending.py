@@ -38,8 +38,12 @@ def send_with_backoff(
     broker_url: str,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    on_failure: Callable[[], None] = lambda: None,
 ) -> int:
-    """Call ``send`` until it succeeds; return how many attempts failed first."""
+    """Call ``send`` until it succeeds; return how many attempts failed first.
+
+    ``on_failure`` is called after each failed attempt (a metric that moves during the outage,
+    not only once it is over)."""
     import pika.exceptions
     from dramatiq.errors import BrokerConnectionError as DramatiqConnectionError
 
@@ -51,6 +55,7 @@ def send_with_backoff(
             send()
         except (DramatiqConnectionError, pika.exceptions.AMQPError, OSError) as exc:
             failures += 1
+            on_failure()
             problem = broker_problem(exc.__cause__ or exc, broker_url)
             now = clock()
             if now - logged.get(problem.condition, -LOG_INTERVAL_S) >= LOG_INTERVAL_S:
@@ -71,10 +76,18 @@ def send_with_backoff(
 
 
 def install(broker_url: str) -> None:
-    """Make periodiq's scheduler retry its sends instead of exiting (see the module doc)."""
+    """Make periodiq's scheduler retry its sends instead of exiting (see the module doc), and
+    count them (:mod:`bgworkers.scheduling.scheduler_metrics`)."""
     import periodiq
 
+    from bgworkers.metrics.known_series import periodic_jobs
+    from bgworkers.scheduling.scheduler_metrics import SCHEDULER_METRICS
+
+    SCHEDULER_METRICS.get().zero(periodic_jobs())
+
     def send_actors(self: Any, actors: list[Any], now: Any) -> None:
+        metrics = SCHEDULER_METRICS.get()
+        metrics.wakeup.set(now.timestamp())
         now_str = str(now)
         for actor in actors:
             periodiq.logger.info("Scheduling %s at %s.", actor, now_str)
@@ -82,6 +95,16 @@ def install(broker_url: str) -> None:
             def send(actor: Any = actor) -> None:
                 actor.send_with_options(scheduled_at=now_str)
 
-            send_with_backoff(send, job=actor.actor_name, broker_url=broker_url)
+            send_with_backoff(
+                send,
+                job=actor.actor_name,
+                broker_url=broker_url,
+                on_failure=metrics.send_failures.labels(actor.actor_name).inc,
+            )
+            metrics.ticks_sent.labels(actor.actor_name).inc()
+            metrics.last_sent.labels(actor.actor_name).set(now.timestamp())
+        upcoming = [a.options["periodic"].next_valid_date(now) for a in self.actors]
+        if upcoming:
+            metrics.next_wakeup.set(min(upcoming).timestamp())
 
     periodiq.Scheduler.send_actors = send_actors

@@ -12,6 +12,24 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from bgworkers.metrics import LazyMetrics
 
+#: Every value of each label, per provider, exported at 0 from start-up
+#: (see :mod:`bgworkers.metrics.known_series`): only the pairs the code can produce.
+PROVIDERS = ("google_calendar", "notion")
+RUN_OUTCOMES = ("completed", "superseded", "skipped", "transient_error", "permanent_error", "error")
+ITEM_ACTIONS = {
+    "google_calendar": ("upserted", "removed", "malformed"),
+    "notion": ("upserted", "archived", "malformed"),
+}
+FULL_RESYNC_REASONS = {
+    "google_calendar": ("initial", "gone", "stale_page_token"),
+    "notion": ("stale_cursor",),
+}
+TOKEN_REFRESH_OUTCOMES = {"google_calendar": ("refreshed", "failed"), "notion": ()}
+STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "transport_error")
+HTTP_RETRY_KINDS = ("inline",)
+#: Providers whose requests wait for the client-side rate limiter.
+RATE_LIMITED = ("notion",)
+
 
 @dataclass(frozen=True)
 class SyncMetrics:
@@ -88,10 +106,31 @@ class SyncMetrics:
                 "bgworkers_sync_duration_seconds",
                 "Duration of one per-user sync run, in seconds.",
                 ["provider"],
-                buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+                buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900),  # time limit: 10 min
                 registry=registry,
             ),
         )
+
+    def zero(self) -> None:
+        """Every known label set at 0, so ``increase()`` sees the first event."""
+        for provider in PROVIDERS:
+            for outcome in RUN_OUTCOMES:
+                self.runs.labels(provider, outcome)
+            for action in ITEM_ACTIONS[provider]:
+                self.items.labels(provider, action)
+            for reason in FULL_RESYNC_REASONS[provider]:
+                self.full_resyncs.labels(provider, reason)
+            for outcome in TOKEN_REFRESH_OUTCOMES[provider]:
+                self.token_refreshes.labels(provider, outcome)
+            for status_class in STATUS_CLASSES:
+                self.http_requests.labels(provider, status_class)
+            for kind in HTTP_RETRY_KINDS:
+                self.http_retries.labels(provider, kind)
+            self.pages.labels(provider)
+            self.users_enqueued.labels(provider)
+            self.duration.labels(provider)
+        for provider in RATE_LIMITED:
+            self.rate_limit_wait.labels(provider)
 
 
 SYNC_METRICS: LazyMetrics[SyncMetrics] = LazyMetrics(SyncMetrics.build)

@@ -101,7 +101,7 @@ def test_rejected_email_fails_with_the_reply_and_is_not_retried(
     assert row.attempts == 1
     labels = {"queue": "email", "actor": "send_email"}
     wait_until(lambda: registry.get_sample_value("bgworkers_messages_processed_total", labels) == 1)
-    assert registry.get_sample_value("bgworkers_messages_retried_total", labels) is None
+    assert registry.get_sample_value("bgworkers_messages_retried_total", labels) == 0
     assert smtp_server.handler.received == []
 
 

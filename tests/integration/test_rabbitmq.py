@@ -129,7 +129,7 @@ def test_invalid_arguments_and_permanent_errors_skip_retries(
     for actor_name, count in (("needs_user", 2), ("refuses", 1)):
         labels = {"queue": QUEUE, "actor": actor_name}
         assert registry.get_sample_value("bgworkers_messages_dead_lettered_total", labels) == count
-        assert registry.get_sample_value("bgworkers_messages_retried_total", labels) is None
+        assert registry.get_sample_value("bgworkers_messages_retried_total", labels) == 0
 
 
 def test_malformed_message_is_dead_lettered_and_logged(test_broker: RabbitmqBroker) -> None:

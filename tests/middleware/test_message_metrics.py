@@ -28,7 +28,7 @@ def test_in_progress_never_goes_negative_when_an_earlier_middleware_skips(regist
     labels = {"queue": "files", "actor": "<lambda>"}
     assert registry.get_sample_value("bgworkers_messages_in_progress", labels) in (None, 0)
     assert registry.get_sample_value("bgworkers_messages_skipped_total", labels) == 3
-    assert registry.get_sample_value("bgworkers_messages_processed_total", labels) is None
+    assert registry.get_sample_value("bgworkers_messages_processed_total", labels) == 0
 
 
 def test_counts_work_in_a_plain_in_process_worker_without_process_boot(registry) -> None:
@@ -44,7 +44,7 @@ def test_counts_work_in_a_plain_in_process_worker_without_process_boot(registry)
         broker.join(queues.FILES)
     labels = {"queue": "files", "actor": "ok"}
     assert registry.get_sample_value("bgworkers_messages_processed_total", labels) == 5
-    assert registry.get_sample_value("bgworkers_messages_failed_total", labels) is None
+    assert registry.get_sample_value("bgworkers_messages_failed_total", labels) == 0
     assert registry.get_sample_value("bgworkers_messages_in_progress", labels) == 0
 
 

@@ -31,7 +31,8 @@ import pytest
 import yaml
 
 from bgworkers.monitoring import dashboards
-from tests.platform_helpers import IN_CI, free_port, wait_for
+from tests.monitoring.ports import METRICS_PORTS, port_from
+from tests.platform_helpers import IN_CI, wait_for
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,19 +128,28 @@ def stack(tmp_path: Path, rabbitmq_url: str) -> Iterator[Stack]:
     running.stop()
 
 
+#: An expression whose outermost operation is an aggregation (inside round/topk/clamp_min).
+OUTER_AGGREGATION = re.compile(
+    r"^(?:round\(|topk\(\d+,\s*|clamp_min\()*(sum|max|min|count|avg)\s*(?:by\s*\(([^)]*)\))?\s*\("
+)
+
+
 def grouping_labels(expr: str) -> set[str]:
-    """Labels an expression's result must carry: those of its ``by (...)`` clauses."""
-    labels = {
-        label.strip()
-        for group in re.findall(r"\bby\s*\(([^)]*)\)", expr)
-        for label in group.split(",")
-    }
+    """Labels an expression's result must carry: its outermost aggregation's ``by (...)``
+    (none for ``sum(...)``), else those of all its ``by (...)`` clauses."""
+    outer = OUTER_AGGREGATION.match(expr)
+    groups = [outer.group(2) or ""] if outer else re.findall(r"\bby\s*\(([^)]*)\)", expr)
+    labels = {label.strip() for group in groups for label in group.split(",")}
     return labels - {"le", ""}  # histogram_quantile consumes "le"
 
 
 def test_grouping_labels() -> None:
     expr = "histogram_quantile(0.9, sum by (actor, le) (rate(x[5m]))) / sum by (queue) (y)"
     assert grouping_labels(expr) == {"actor", "queue"}
+    assert grouping_labels("sum(max by (queue) (x))") == set()
+    assert grouping_labels("round(topk(10, sum by (periodic_job) (increase(x[1h]))))") == {
+        "periodic_job"
+    }
 
 
 def lacks_data(port: int, expr: str) -> str | None:
@@ -176,7 +186,7 @@ def outside_world() -> Iterator[dict[str, str]]:
 
     smtp = ScriptedHandler()
     smtp.rcpt_replies.append("550 5.1.1 no such mailbox")
-    smtp_port = free_port()
+    smtp_port = port_from(METRICS_PORTS)
     controller = Controller(smtp, hostname="127.0.0.1", port=smtp_port)
     controller.start()
     google, notion = FakeGoogleCalendar(), FakeNotion()
@@ -202,15 +212,18 @@ def outside_world() -> Iterator[dict[str, str]]:
 def test_every_dashboard_and_alert_expression_returns_data(
     stack: Stack, tmp_path: Path, rabbitmq_url: str, outside_world: dict[str, str]
 ) -> None:
+    """Two worker groups (two targets) and a scheduler, a workload, one group restarted in
+    the middle of it; then every expression has data, the counts equal what happened, every
+    rule evaluates without error, and the alerts due fire once."""
     prometheus, promtool = tool("prometheus"), tool("promtool")
-    worker_port, scheduler_port, prom_port = free_port(), free_port(), free_port()
+    group_ports = [port_from(METRICS_PORTS), port_from(METRICS_PORTS)]
+    scheduler_port, prom_port = port_from(METRICS_PORTS), port_from(METRICS_PORTS)
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
         "BGW_BROKER_URL": rabbitmq_url,
         "BGW_DATABASE_URL": f"sqlite:///{tmp_path}/app.db",
         "BGW_METRICS_DIR": str(tmp_path / "metrics"),
-        "BGW_METRICS_PORT": str(worker_port),
         "BGW_SCHEDULER_METRICS_PORT": str(scheduler_port),
         "BGW_RABBITMQ_MANAGEMENT_URL": "http://127.0.0.1:15672",
         "BGW_QUEUE_DEPTH_INTERVAL_S": "1",
@@ -232,20 +245,20 @@ def test_every_dashboard_and_alert_expression_returns_data(
 
     for queue in bgworkers.broker.get_declared_queues():
         bgworkers.broker.flush(queue)
-    stack.start(
-        "worker",
-        [str(BIN / "dramatiq"), "bgworkers", "tests.monitoring.workload", "-p", "2", "-t", "2"],
-        env,
-    )
-    stack.start("scheduler", [str(BIN / "periodiq"), "bgworkers"], env)
 
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
     config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
     config["rule_files"] = [str(PROMETHEUS_DIR / "alerts.yml")]
-    targets = {"bgworkers-workers": worker_port, "bgworkers-scheduler": scheduler_port}
+    config["alerting"]["alertmanagers"][0]["static_configs"] = [
+        {"targets": [f"127.0.0.1:{port_from(METRICS_PORTS)}"]}  # nobody: alerts stay local
+    ]
+    targets = {
+        "bgworkers-workers": [f"127.0.0.1:{port}" for port in group_ports],
+        "bgworkers-scheduler": [f"127.0.0.1:{scheduler_port}"],
+    }
     for job in config["scrape_configs"]:
         if job["job_name"] in targets:
-            job["static_configs"] = [{"targets": [f"127.0.0.1:{targets[job['job_name']]}"]}]
+            job["static_configs"] = [{"targets": targets[job["job_name"]]}]
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     stack.start(
         "prometheus",
@@ -258,24 +271,73 @@ def test_every_dashboard_and_alert_expression_returns_data(
         env,
     )
 
+    def start_group(number: int) -> subprocess.Popen[bytes]:
+        return stack.start(
+            f"worker{number}",
+            [str(BIN / "dramatiq"), "bgworkers", "tests.monitoring.workload", "-p", "1", "-t", "2"],
+            {**env, "BGW_METRICS_PORT": str(group_ports[number])},
+        )
+
+    groups = [start_group(0), start_group(1)]
+
+    def value(expr: str) -> float | None:
+        try:
+            result = query(prom_port, expr)
+        except (OSError, RuntimeError):  # Prometheus not listening, or not ready, yet
+            return None
+        return float(result[0]["value"][1]) if result else None  # type: ignore[index]
+
+    # The outage's missed ticks must be a step from 0 that Prometheus sees: both groups'
+    # counters are scraped at 0 before the scheduler (and so the catch-up job) starts.
+    jobs = len(bgworkers.schedule.SCHEDULE)
+    wait_for(
+        lambda: value("count(bgworkers_schedule_missed_ticks_total)") == 2 * jobs,
+        timeout_s=90,
+        what="both groups' counters scraped at 0",
+    )
+    stack.start("scheduler", [str(BIN / "periodiq"), "bgworkers"], env)
+
     run_workload(rabbitmq_url)
     run_domain_jobs(env["BGW_DATABASE_URL"], reminder_due_at)
-
-    def exposition() -> bytes:
-        try:
-            url = f"http://127.0.0.1:{worker_port}/metrics"
-            with urllib.request.urlopen(url, timeout=10) as response:
-                return bytes(response.read())
-        except OSError:
-            return b""
-
     wait_for(
-        lambda: b'bgworkers_messages_retried_total{actor="monitoring_flaky"' in exposition(),
+        lambda: value('sum(bgworkers_messages_retried_total{actor="monitoring_flaky"})') == 5,
         timeout_s=60,
         what="the workers to process the workload",
     )
-    check = subprocess.run([promtool, "check", "metrics"], input=exposition(), capture_output=True)
-    assert check.returncode == 0, check.stdout + check.stderr
+    for port in group_ports:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            check = subprocess.run(
+                [promtool, "check", "metrics"], input=response.read(), capture_output=True
+            )
+        assert check.returncode == 0, check.stdout + check.stderr
+
+    # The outage makes BgworkersMissedTicks fire (it has no 'for'), once per job.
+    wait_for(
+        lambda: bool(firing(prom_port, "BgworkersMissedTicks")),
+        timeout_s=60,
+        what="BgworkersMissedTicks to fire after the scheduler outage",
+    )
+
+    # Restart one group mid-run: its counters start again from 0 (a reset for Prometheus).
+    restarted_at = time.time()
+    groups[0].send_signal(signal.SIGTERM)
+    groups[0].wait(timeout=60)
+    groups[0] = start_group(0)
+    restarted = f'instance="127.0.0.1:{group_ports[0]}"'
+    wait_for(
+        lambda: (
+            value(f"count(bgworkers_messages_processed_total{{{restarted}}})") is not None
+            and value(f"up{{{restarted}}}") == 1
+        ),
+        timeout_s=90,
+        what="the restarted group to be scraped again",
+    )
+    run_workload(rabbitmq_url, rounds=3)
+    retries = 'round(sum(increase(bgworkers_messages_retried_total{actor="monitoring_flaky"}[1h])))'
+    wait_for(
+        lambda: value(retries) == 8, timeout_s=60, what="both rounds' retries, across the restart"
+    )
+    print(f"group 0 restarted {time.time() - restarted_at:.0f} s before the checks")
 
     expressions = {f"dashboard: {e}": e for e in dashboards.expressions()}
     expressions |= {f"alert {name}": as_bool(e) for name, e in alert_expressions().items()}
@@ -293,6 +355,137 @@ def test_every_dashboard_and_alert_expression_returns_data(
         wait_for(all_return_data, timeout_s=120, what="every expression to return data")
     except AssertionError:
         pytest.fail("expressions without data:\n" + "\n".join(missing))
+    crowded = {
+        expr: len(query(prom_port, expr))
+        for expr in dashboards.expressions()
+        if len(query(prom_port, expr)) > 20
+    }
+    assert crowded == {}, "panels with more than 20 series"
+
+    mismatches: list[str] = []
+
+    def counts_match() -> bool:
+        truth = ground_truth(env["BGW_DATABASE_URL"], tmp_path)
+        mismatches[:] = [
+            f"{name} ({title!r}): dashboard {got}, ground truth {truth[name]}"
+            for name, (title, index, labels) in COUNTED.items()
+            if abs((got := panel_value(prom_port, title, index, labels)) - truth[name])
+            > truth[name] / 1000  # exact below 1,000 (rounded); increase() extrapolates
+        ]
+        return not mismatches
+
+    try:
+        wait_for(counts_match, timeout_s=60, what="dashboard counts to equal ground truth")
+    except AssertionError:
+        pytest.fail("counts that differ from what happened:\n" + "\n".join(mismatches))
+    truth = ground_truth(env["BGW_DATABASE_URL"], tmp_path)
+    print("ground truth, equal on the dashboards:", truth)
+    assert truth["emails sent"] >= 1 and truth["missed ticks"] >= 1 and truth["reminders fired"]
+    assert truth["maintenance dead-lettered"] == 2  # one per workload round
+
+    rules = rule_health(prom_port)
+    assert rules and all(health == "ok" for health in rules.values()), rules
+    missed = firing(prom_port, "BgworkersMissedTicks")
+    assert len({labels["periodic_job"] for labels in missed}) == len(missed) > 0, missed
+    # BgworkersDeadLetters waits 5 minutes before firing: pending, once, for its one queue,
+    # though both groups export the queue's depth.
+    pending = firing(prom_port, "BgworkersDeadLetters", state="pending|firing")
+    assert [labels["queue"] for labels in pending] == ["maintenance"], pending
+
+
+def firing(port: int, alert: str, *, state: str = "firing") -> list[dict[str, str]]:
+    """Labels of each instance of ``alert`` in ``state`` (a regex), without Prometheus's own."""
+    result = query(port, f'ALERTS{{alertname="{alert}", alertstate=~"{state}"}}')
+    return [
+        {k: v for k, v in series["metric"].items() if k not in ("__name__", "alertstate")}  # type: ignore[index]
+        for series in result
+    ]
+
+
+def rule_health(port: int) -> dict[str, str]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/rules", timeout=10) as response:
+        groups = json.load(response)["data"]["groups"]
+    return {
+        rule["name"]: rule["health"] + (f": {rule['lastError']}" if rule.get("lastError") else "")
+        for group in groups
+        for rule in group["rules"]
+    }
+
+
+def panel_target(title: str, index: int = 0) -> str:
+    """The expression of a dashboard panel's target, as Grafana sends it with "All" chosen."""
+    for dashboard in dashboards.DASHBOARDS:
+        for panel in dashboard.panels:
+            if panel.title == title:
+                return dashboards.resolve(panel.targets[index][0])
+    raise KeyError(title)
+
+
+#: Count panels checked against what happened: (panel title, target, series labels).
+COUNTED = {
+    "emails sent": ("Emails sent (24 h)", 0, {}),
+    "emails sent in the hour": ("Emails sent and given up (1 h)", 0, {}),
+    "emails given up": ("Emails given up (24 h)", 0, {}),
+    "reminders fired": ("Reminders fired (24 h)", 0, {}),
+    "summaries sent": ("Daily summaries (24 h)", 0, {}),
+    "missed ticks": ("Missed ticks (24 h)", 0, {}),
+    "sessions deleted": ("Expired sessions deleted (24 h)", 0, {}),
+    "temp files removed": ("Temporary files removed (24 h)", 0, {"mode": "delete"}),
+    "backups written": ("Backups by outcome (7 d)", 0, {"outcome": "written"}),
+    "scheduled runs succeeded": ("Runs by outcome (1 h)", 0, {"outcome": "succeeded"}),
+    "dead letters waiting": ("Dead letters waiting", 0, {}),
+    "maintenance dead-lettered": (
+        "Dead-lettered and skipped (1 h), by queue",
+        0,
+        {"queue": "maintenance"},
+    ),
+}
+
+
+def panel_value(port: int, title: str, index: int, labels: dict[str, str]) -> float:
+    result = query(port, panel_target(title, index))
+    return sum(
+        float(series["value"][1])  # type: ignore[index]
+        for series in result
+        if all(series["metric"].get(k) == v for k, v in labels.items())  # type: ignore[index]
+    )
+
+
+def ground_truth(database_url: str, tmp_path: Path) -> dict[str, float]:
+    """What the count panels must read, from the database, the files and RabbitMQ."""
+    from sqlalchemy import text
+
+    from bgworkers.db import make_engine
+    from bgworkers.monitoring.queue_depth import read_depths_amqp
+    from bgworkers.settings import get_settings
+
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+
+        def one(sql: str) -> float:
+            return float(conn.execute(text(sql)).scalar_one())
+
+        truth = {
+            "emails sent": one("SELECT count(*) FROM email_outbox WHERE status = 'sent'"),
+            "emails given up": one("SELECT count(*) FROM email_outbox WHERE status = 'failed'"),
+            "reminders fired": one("SELECT count(*) FROM reminders WHERE status = 'fired'"),
+            "summaries sent": one("SELECT count(*) FROM daily_summaries"),
+            "missed ticks": one("SELECT coalesce(sum(missed_ticks), 0) FROM scheduled_job_state"),
+            "sessions deleted": 1 - one("SELECT count(*) FROM user_sessions"),
+            "scheduled runs succeeded": one(
+                "SELECT count(*) FROM scheduled_runs WHERE status = 'succeeded'"
+            ),
+        }
+    engine.dispose()
+    depths = read_depths_amqp(get_settings().broker_url.get_secret_value())
+    truth["emails sent in the hour"] = truth["emails sent"]
+    truth["dead letters waiting"] = sum(d.dead_letters for d in depths)
+    truth["maintenance dead-lettered"] = next(
+        d.dead_letters for d in depths if d.queue == "maintenance"
+    )
+    truth["temp files removed"] = 3 - len(list((tmp_path / "tmp").glob("upload-*.tmp")))
+    truth["backups written"] = len([p for p in (tmp_path / "backups").rglob("*") if p.is_file()])
+    return truth
 
 
 def pretend_the_scheduler_was_down(database_url: str, *, days: int) -> None:
@@ -395,16 +588,16 @@ def run_domain_jobs(database_url: str, reminder_due_at: datetime) -> None:
     check_due_reminders.send()
 
 
-def run_workload(rabbitmq_url: str) -> None:
-    """Real traffic: successes, a retry, dead letters, a duplicate tick."""
+def run_workload(rabbitmq_url: str, *, rounds: int = 5) -> None:
+    """Real traffic: successes, a retry each, a dead letter, a duplicate tick."""
     from bgworkers.maintenance.actors import heartbeat
     from tests.monitoring import workload
 
-    for i in range(5):
+    for i in range(rounds):
         heartbeat.send()
-        workload.monitoring_flaky.send(f"k{i}")
+        workload.monitoring_flaky.send(f"k{rounds}-{i}")
     heartbeat.send("not an argument")  # InvalidArguments: dead-lettered at once
     # The same scheduled tick delivered twice (as two schedulers would): one run, one skip.
-    tick = (datetime.now(UTC) - timedelta(minutes=3)).replace(second=0, microsecond=0)
+    tick = (datetime.now(UTC) - timedelta(minutes=rounds)).replace(second=0, microsecond=0)
     for _ in range(2):
         heartbeat.send_with_options(scheduled_at=tick.isoformat())

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import dramatiq
@@ -22,6 +23,7 @@ from sqlmodel import Session
 from bgworkers import queues
 from bgworkers.outbox import enqueue_many
 from bgworkers.outbox.models import OutboxMessage
+from tests.monitoring.ports import METRICS_PORTS, port_from
 from tests.outbox import probe
 from tests.outbox.probe import outbox_probe
 from tests.platform_helpers import wait_for
@@ -42,7 +44,9 @@ def published(engine: Engine) -> int:
         )
 
 
-def start_relay(tmp_path: Path, rabbitmq_url: str, name: str) -> subprocess.Popen[bytes]:
+def start_relay(
+    tmp_path: Path, rabbitmq_url: str, name: str, metrics_port: int
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
@@ -51,6 +55,7 @@ def start_relay(tmp_path: Path, rabbitmq_url: str, name: str) -> subprocess.Pope
         "BGW_METRICS_DIR": str(tmp_path / "metrics"),
         "BGW_OUTBOX_BATCH_SIZE": str(BATCH),
         "BGW_OUTBOX_LEASE_S": "2",  # the killed relay's lease expires quickly
+        "BGW_RELAY_METRICS_PORT": str(metrics_port),  # the relay's own /metrics
     }
     return subprocess.Popen(
         [sys.executable, "-m", "bgworkers.outbox"],
@@ -72,7 +77,8 @@ def test_killed_relay_loses_nothing_and_duplicates_only_its_batches_in_flight(
         enqueue_many(session, outbox_probe, ((f"k{i}",) for i in range(TOTAL)))
         session.commit()
 
-    first = start_relay(tmp_path, rabbitmq_url, "relay-1")
+    metrics_port = port_from(METRICS_PORTS)
+    first = start_relay(tmp_path, rabbitmq_url, "relay-1", metrics_port)
     try:
         deadline = time.monotonic() + 60
         while published(sqlite_engine) < TOTAL // 5:
@@ -91,9 +97,18 @@ def test_killed_relay_loses_nothing_and_duplicates_only_its_batches_in_flight(
     # At most the batch being published and the one being marked (see Relay.drain).
     assert 0 <= in_flight <= 2 * BATCH, (in_queue, marked)
 
-    second = start_relay(tmp_path, rabbitmq_url, "relay-2")
+    second = start_relay(tmp_path, rabbitmq_url, "relay-2", metrics_port)
     try:
         wait_for(lambda: published(sqlite_engine) == TOTAL, timeout_s=60, what="the restart")
+        # Its own /metrics: what it published, and every queue's series from its start.
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            exposition = response.read().decode()
+        assert (
+            f'bgworkers_outbox_published_total{{queue="maintenance"}} {float(TOTAL - marked)}'
+            in exposition
+        )
+        assert 'bgworkers_outbox_published_total{queue="email"} 0.0' in exposition
     finally:
         second.send_signal(signal.SIGTERM)
         assert second.wait(timeout=30) == 0

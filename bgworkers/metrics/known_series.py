@@ -1,0 +1,76 @@
+"""Every known label set of every counter, exported at 0 from a process's start.
+
+Why: Prometheus's ``increase()`` and ``rate()`` need two samples of a series. A counter that
+first appears at its first event (value 1, or 34 after a long outage) has no earlier sample,
+so ``increase(...[1h])`` reads 0 and an alert on it never fires; a panel summing increases
+misses the first events of every label set. A series that exists at 0 from start-up makes
+the first event a visible step.
+
+The label sets are known in advance: queue x actor from the declared actors, the periodic
+jobs from the schedule table, and each domain's fixed words (reasons, outcomes, modes), which
+each domain's ``metrics`` module lists next to its metrics. Gauges holding timestamps or
+sizes are left alone: 0 would be a false reading.
+
+Called in each worker process at boot (:class:`bgworkers.middleware.metrics.MessageMetrics`),
+where multiprocess value files are written, and in the scheduler
+(:func:`bgworkers.scheduling.scheduler_metrics.install`). It runs once per process, never per
+message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from bgworkers import queues
+
+
+def actor_labels(actors: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """``(queue, actor)`` of every declared actor on one of bgworkers' queues."""
+    from dramatiq.common import q_name
+
+    pairs = []
+    for name, actor in sorted(actors.items()):
+        queue = q_name(actor.queue_name)
+        if queue in queues.ALL:
+            pairs.append((queue, name))
+    return pairs
+
+
+def periodic_jobs() -> list[str]:
+    from bgworkers.schedule import SCHEDULE
+
+    return [job.actor_name for job in SCHEDULE]
+
+
+def initialise_worker_series(
+    actors: Mapping[str, Any], *, database_backend: str, jobs: Iterable[str] | None = None
+) -> None:
+    """Build every metric set a worker process records to, with every known label set at 0."""
+    from bgworkers.email.metrics import EMAIL_METRICS
+    from bgworkers.files.metrics import BACKUP_METRICS, CLEANUP_METRICS
+    from bgworkers.maintenance.heartbeat import HEARTBEAT_METRICS
+    from bgworkers.maintenance.metrics import MAINTENANCE_METRICS
+    from bgworkers.metrics.messages import MESSAGE_METRICS
+    from bgworkers.outbox.metrics import OUTBOX_METRICS
+    from bgworkers.reminders.metrics import REMINDER_METRICS
+    from bgworkers.scheduling.metrics import SCHEDULE_METRICS
+    from bgworkers.sync.metrics import SYNC_METRICS
+
+    MESSAGE_METRICS.get().zero(actor_labels(actors))
+    SCHEDULE_METRICS.get().zero(periodic_jobs() if jobs is None else jobs)
+    MAINTENANCE_METRICS.get().zero(database_backend)
+    HEARTBEAT_METRICS.get()  # unlabelled: built is enough
+    EMAIL_METRICS.get().zero()
+    REMINDER_METRICS.get().zero()
+    OUTBOX_METRICS.get().zero()
+    CLEANUP_METRICS.get().zero()
+    BACKUP_METRICS.get().zero()
+    SYNC_METRICS.get().zero()
+
+
+def database_backend(url: str) -> str:
+    """The SQL dialect name of ``url`` (``sqlite``, ``postgresql``), as the optimiser labels it."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).get_backend_name()
