@@ -127,11 +127,32 @@ class RabbitmqCluster:
         first = self.nodes[0]
         for node in self.nodes[1:]:
             node.ctl("stop_app")
-            node.ctl("join_cluster", first.name)
+            self._join(node, first)
             node.ctl("start_app")
             node.wait_for_port()
         running = json.loads(first.output("cluster_status", "--formatter", "json"))
         assert len(running["running_nodes"]) == len(self.nodes), running
+
+    @staticmethod
+    def _join(node: ClusterNode, first: ClusterNode) -> None:
+        """``join_cluster``, tried again for a while: a node that has just started may not
+        answer Erlang distribution yet (rabbitmqctl exits 69, "unavailable")."""
+        attempts = 10
+        for _ in range(attempts):
+            result = subprocess.run(
+                ["rabbitmqctl", "-n", node.name, "join_cluster", first.name],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                env=node._env(),
+            )
+            if result.returncode == 0:
+                return
+            time.sleep(2)
+        raise AssertionError(
+            f"{node.name} could not join {first.name} after {attempts} attempts: "
+            f"{(result.stdout + result.stderr).strip()[-800:]}"
+        )
 
     def node(self, name: str) -> ClusterNode:
         [node] = [n for n in self.nodes if n.name == name]

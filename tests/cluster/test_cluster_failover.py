@@ -86,7 +86,8 @@ class Timeline:
 def cluster_database(postgres_engine: Engine) -> Iterator[Engine]:
     """A database of its own (the workers run in other network namespaces: a schema set per
     connection, as ``postgres_engine`` does, would not reach them)."""
-    POSTGRES_URL = postgres_engine.url.render_as_string(hide_password=False)
+    # Without the fixture's search_path (its schema is in the other database).
+    POSTGRES_URL = postgres_engine.url.set(query={}).render_as_string(hide_password=False)
     admin = make_engine(POSTGRES_URL).execution_options(isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)'))
