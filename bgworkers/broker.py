@@ -23,7 +23,7 @@ from typing import Any
 import dramatiq
 import pika.exceptions
 from dramatiq.broker import Consumer
-from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer, _RabbitmqMessage
+from dramatiq.brokers.rabbitmq import _RabbitmqConsumer, _RabbitmqMessage
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import q_name
 from dramatiq.errors import ConnectionClosed
@@ -39,6 +39,8 @@ from dramatiq.middleware import (
 )
 
 from bgworkers.boot import WorkerProcessBoot
+from bgworkers.broker_nodes import broker_urls
+from bgworkers.cluster_broker import ClusterRabbitmqBroker
 from bgworkers.console.middleware import DeadLetterIndex
 from bgworkers.envelope import InvalidEnvelope, decode_envelope
 from bgworkers.errors import MessageTooLarge
@@ -50,6 +52,7 @@ from bgworkers.middleware.exporter import GroupExporter
 from bgworkers.middleware.message_logging import MessageLogging
 from bgworkers.middleware.metrics import MessageMetrics
 from bgworkers.middleware.parent_death import StopWithParent
+from bgworkers.middleware.queue_gate import QueueArgumentsGate
 from bgworkers.middleware.resources import CloseResources
 from bgworkers.middleware.retry_policy import RetryPolicy
 from bgworkers.middleware.schema_gate import SchemaGate
@@ -86,12 +89,17 @@ def middleware_stack(settings: Settings) -> list[Middleware]:
 
 
 def build_broker(settings: Settings) -> ScreeningRabbitmqBroker:
-    """A RabbitMQ broker with publisher confirms; connects lazily, on first use."""
+    """A RabbitMQ broker with publisher confirms; connects lazily, on first use.
+
+    Several ``;``-separated URLs are several nodes of one cluster, tried in order.
+    """
     url = settings.broker_url.get_secret_value()
     # confirm_delivery: without it a publish that RabbitMQ drops is lost silently.
     broker = ScreeningRabbitmqBroker(
-        url=url,
+        url=broker_urls(url),
         confirm_delivery=True,
+        queue_type=settings.queue_type,
+        delivery_limit=settings.queue_delivery_limit,
         middleware=middleware_stack(settings),
         message_max_bytes=settings.message_max_bytes,
     )
@@ -101,6 +109,7 @@ def build_broker(settings: Settings) -> ScreeningRabbitmqBroker:
     # Worker processes only (process_boot), not in the stub stack:
     broker.add_middleware(StopWithParent())
     broker.add_middleware(SchemaGate())
+    broker.add_middleware(QueueArgumentsGate())
     # The group's /metrics, served by one worker process (see bgworkers.middleware.exporter):
     broker.add_middleware(GroupExporter())
     return broker
@@ -119,7 +128,7 @@ def install(broker: dramatiq.Broker) -> None:
     dramatiq.set_broker(broker)
 
 
-class ScreeningRabbitmqBroker(SelectiveHooks, RabbitmqBroker):
+class ScreeningRabbitmqBroker(SelectiveHooks, ClusterRabbitmqBroker):
     """RabbitMQ broker whose consumers refuse invalid deliveries and that caps message size.
 
     Its hooks skip the middleware that leave them empty (:mod:`bgworkers.hook_dispatch`).

@@ -65,6 +65,22 @@ def _backup(settings: Settings, args: argparse.Namespace) -> int:
     )
 
 
+def _move_queues(settings: Settings, args: argparse.Namespace) -> int:
+    from bgworkers import broker
+    from bgworkers.broker_nodes import broker_urls
+    from bgworkers.queue_move import move_queues
+
+    broker_urls(args.from_url)  # a malformed URL: one line, before anything is touched
+    moved = move_queues(
+        args.from_url,
+        broker,
+        report=lambda m: print(f"{m.queue}: {m.messages} message(s) moved", flush=True),
+    )
+    total = sum(m.messages for m in moved)
+    print(f"moved {total} message(s) to the queues of BGW_BROKER_URL ({settings.queue_type})")
+    return 0
+
+
 def _user_id(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text!r}")
@@ -113,6 +129,15 @@ def make_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "health", help="RabbitMQ, database, scheduler heartbeat and queue depths"
     ).set_defaults(handler=_health)
+    move = sub.add_parser(
+        "move-queues",
+        help="move what is left in another vhost's queues to ours (changing the queue type)",
+    )
+    move.add_argument(
+        "--from", dest="from_url", required=True, metavar="URL",
+        help="the old vhost's broker URL (;-separated nodes allowed); see docs/scaling.md",
+    )  # fmt: skip
+    move.set_defaults(handler=_move_queues)
     from bgworkers.console.commands import add_commands as add_console_commands
 
     _add_backup_parser(sub)

@@ -51,7 +51,9 @@ def _broker_place(url: str) -> str:
         params = pika.URLParameters(url.split(";")[0])
     except Exception:  # noqa: BLE001 - a malformed URL: show it redacted rather than fail
         return redact_text(url)
-    return f"{params.host}:{params.port} (vhost {params.virtual_host!r})"
+    place = f"{params.host}:{params.port} (vhost {params.virtual_host!r})"
+    others = len([part for part in url.split(";") if part.strip()]) - 1
+    return f"{place} and {others} other node(s)" if others > 0 else place
 
 
 def broker_problem(exc: BaseException, url: str) -> Problem:
@@ -106,13 +108,18 @@ def probe_broker_problem(url: str, *, timeout_s: float = 5.0) -> Problem | None:
 def _probe(url: str, timeout_s: float) -> Problem | None:
     import pika
 
+    from bgworkers.broker_nodes import connection_parameters
+
     try:
-        params = pika.URLParameters(url.split(";")[0])
-        params.socket_timeout = timeout_s
-        params.connection_attempts = 1
-        params.blocked_connection_timeout = timeout_s
-        params.stack_timeout = timeout_s  # the whole set-up: TCP, AMQP handshake, channel
-        connection = pika.BlockingConnection(params)
+        # Every node of the list: the broker is reachable when one of them answers.
+        parameters = connection_parameters(
+            url,
+            socket_timeout=timeout_s,
+            connection_attempts=1,
+            blocked_connection_timeout=timeout_s,
+            stack_timeout=timeout_s,  # the whole set-up: TCP, AMQP handshake, channel
+        )
+        connection = pika.BlockingConnection(parameters)
     except Exception as exc:  # noqa: BLE001 - any failure to connect is what we report
         return broker_problem(exc, url)
     connection.close()

@@ -224,6 +224,8 @@ def check_options(
     options: dict[str, Any], *, queue_name: str, actors: Mapping[str, Actor[Any, Any]]
 ) -> None:
     """Each option our stack reads has the type and range it expects."""
+    if not options:
+        return  # most messages: nothing to check
     for name in ACTOR_ONLY_OPTIONS & options.keys():
         raise InvalidEnvelope("bad_option", f"{name} is an actor option; a message cannot set it")
     for name, (expected, is_valid) in OPTION_CHECKS.items():

@@ -27,6 +27,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from bgworkers.errors import ConfigurationError
+from bgworkers.queue_types import DEFAULT_DELIVERY_LIMIT, MIN_DELIVERY_LIMIT
 
 ENV_PREFIX = "BGW_"
 #: Seconds; the time limit of the ``send_email`` actor (one claimed SMTP attempt).
@@ -57,7 +58,16 @@ class Settings(BaseSettings):
     )
 
     # --- platform -------------------------------------------------------------------------
+    #: One URL, or several nodes of one cluster separated by ``;`` (tried in that order).
     broker_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    #: ``quorum``: replicated queues for a RabbitMQ cluster (docs/scaling.md). RabbitMQ cannot
+    #: change the type of an existing queue: switching needs the migration described there.
+    queue_type: Literal["classic", "quorum"] = "classic"
+    #: Quorum queues: redeliveries of one message (worker crash, lost connection) before it
+    #: is dead-lettered; retries do not count (see bgworkers.queue_types).
+    queue_delivery_limit: int = Field(
+        default=DEFAULT_DELIVERY_LIMIT, ge=MIN_DELIVERY_LIMIT, le=1000
+    )
     #: Where bgworkers keeps its files (SQLite database, metrics, temp files, backups); always
     #: absolute once loaded. ``make run`` and the tests use the repository's ``var/``.
     data_dir: Path = Field(default_factory=default_data_dir)
@@ -196,6 +206,17 @@ class Settings(BaseSettings):
     schedule_overrides: dict[str, str] = Field(default_factory=dict)
     #: Test only: the scheduler acts as if the time were now + this many (whole) seconds.
     scheduler_clock_offset_s: float = 0.0
+
+    @field_validator("broker_url")
+    @classmethod
+    def _amqp_urls(cls, value: SecretStr) -> SecretStr:
+        from bgworkers.broker_nodes import broker_urls
+
+        try:
+            broker_urls(value.get_secret_value())
+        except ConfigurationError as exc:
+            raise ValueError(str(exc).removeprefix("BGW_BROKER_URL: ")) from None
+        return value
 
     @field_validator("timezone")
     @classmethod

@@ -5,6 +5,7 @@
 set -euo pipefail
 
 url="${BGW_BROKER_URL:-amqp://guest:guest@127.0.0.1:5672/}"
+url="${url%%;*}"              # several nodes (;-separated): the first one
 hostport="${url#*://}"        # drop the scheme
 hostport="${hostport##*@}"    # drop user:password@
 hostport="${hostport%%/*}"    # drop /vhost

@@ -113,16 +113,10 @@ def postgres_engine() -> Iterator[Engine]:
     admin = make_engine(POSTGRES_URL)
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine = make_engine(POSTGRES_URL)
-    engine = engine.execution_options()  # same pool; search_path set per connection below
-    from sqlalchemy import event
-
-    @event.listens_for(engine, "connect")
-    def _search_path(dbapi_connection, _):  # type: ignore[no-untyped-def]
-        with dbapi_connection.cursor() as cursor:
-            cursor.execute(f'SET search_path TO "{schema}"')
-        dbapi_connection.commit()
-
+    # search_path in the URL (libpq's options), so that an engine built from this one's URL,
+    # as the readiness probe builds its own, sees the same schema.
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    engine = make_engine(f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}")
     engine.dispose()
     migrations.upgrade(engine)
     use_engine(engine)

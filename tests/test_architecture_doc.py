@@ -67,5 +67,6 @@ def test_the_middleware_table_is_in_the_brokers_order() -> None:
         "WorkerProcessBoot",
         "StopWithParent",
         "SchemaGate",
+        "QueueArgumentsGate",
         "GroupExporter",
     ]

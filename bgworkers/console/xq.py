@@ -18,10 +18,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import pika
 from dramatiq import Message
 from pika.adapters.blocking_connection import BlockingChannel
 
+from bgworkers.broker_nodes import open_blocking_connection
 from bgworkers.console.dead_letters import FIRST_FAILURE_OPTION, REQUEUES_OPTION
 
 #: Retry bookkeeping dropped from a requeued message, so it starts afresh.
@@ -76,9 +76,7 @@ def walk_xq(
     propagates.
     """
     result = WalkResult()
-    params = pika.URLParameters(broker_url)
-    params.socket_timeout = 10
-    connection = pika.BlockingConnection(params)
+    connection = open_blocking_connection(broker_url, socket_timeout=10)  # any node of the list
     try:
         channel = connection.channel()
         try:

@@ -39,6 +39,36 @@ EXHAUSTED_REASONS = frozenset({"retries_exhausted", "retry_when_declined"})
 #: Attribute set on the message proxy so the logging and metrics middleware can report it.
 REASON_ATTR = "bgw_failure_reason"
 
+#: Seconds a retry is sent again while RabbitMQ refuses it before the message is dead-lettered
+#: instead: a quorum queue refuses publishes while its cluster elects a leader or has lost its
+#: majority (10-20 s in the cluster test), which dramatiq's six immediate attempts do not ride
+#: out. The worker thread waits meanwhile (it could not send anything else either).
+RETRY_SEND_PATIENCE_S = 45.0
+
+
+def send_retry(
+    broker: Broker,
+    message: Message[Any],
+    *,
+    delay_ms: int | None,
+    patience_s: float = RETRY_SEND_PATIENCE_S,
+    sleep: Any = time.sleep,
+) -> None:
+    """``broker.enqueue``, tried again with growing pauses (0.5 s to 8 s) on a connection
+    error until ``patience_s`` seconds have passed; then the error propagates."""
+    deadline = time.monotonic() + patience_s
+    pause_s = 0.5
+    while True:
+        try:
+            broker.enqueue(message, delay=delay_ms)
+            return
+        except dramatiq.errors.BrokerConnectionError as exc:
+            if time.monotonic() + pause_s > deadline:
+                raise
+            log.warning("message_retry_send_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            sleep(pause_s)
+            pause_s = min(pause_s * 2, 8.0)
+
 
 @dataclass(frozen=True)
 class RetryDecision:
@@ -157,7 +187,7 @@ class RetryPolicy(Middleware):
         message.options["requeue_timestamp"] = int(time.time() * 1000)
         try:
             # The proxy stands for its message (as dramatiq's own Retries re-enqueues it).
-            broker.enqueue(cast("Message[Any]", message), delay=decision.delay_ms)
+            send_retry(broker, cast("Message[Any]", message), delay_ms=decision.delay_ms)
         except Exception as exc:  # noqa: BLE001 - whatever stops the retry, the message must not be acked
             # Not re-sent (broker down, message grown over the size cap): dead-letter it rather
             # than let the worker ack a message nobody will run.

@@ -6,11 +6,18 @@ migrate``. Checked once per worker process at boot (``process_boot``, before any
 starts): one line naming the fix on stderr, then exit code 2, which dramatiq's CLI passes on
 and which ``bgworkers run`` and the deploy files treat as "a restart will not help". A
 database that does not answer exits 1 instead (a restart later may work).
+
+The check runs in a short-lived child process (``os.fork``; the worker process has started no
+thread yet at ``process_boot``): it needs the migration tooling (alembic and the migration
+scripts, about 10 MiB), which the worker itself never uses again. The child prints the line,
+if any, and exits with the code; the worker process exits with the same code.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Callable
 
 import dramatiq
 from dramatiq.middleware import Middleware
@@ -26,19 +33,44 @@ class SchemaGate(Middleware):
 
         if operator_command() != "dramatiq":
             return  # emitted in-process (tests, an application): not a worker process
-        from bgworkers.db import get_engine
-        from bgworkers.settings import get_settings
+        code = _in_child(check_schema_or_say_why)
+        if code:
+            raise SystemExit(code)
 
-        settings = get_settings()
+
+def check_schema_or_say_why() -> int:
+    """0 when the schema is current; else print one line on stderr and return the exit code."""
+    from bgworkers.db import get_engine
+    from bgworkers.settings import get_settings
+
+    settings = get_settings()
+    try:
+        engine = get_engine(settings)
         try:
-            problem = schema_problem(get_engine(settings))
-        except Exception as exc:  # noqa: BLE001 - whatever the database says, the worker stops
-            url = settings.database_url.get_secret_value()
-            problem = database_problem(exc, url) or Problem(
-                "database_unreachable", EXIT_UNAVAILABLE, f"the database failed: {exc!r}"[:300]
-            )
-        if problem is not None:
-            # stderr of the process as started: dramatiq redirects sys.stderr to its log pipe.
-            err = sys.__stderr__ or sys.stderr
-            print(f"bgworkers: worker not started: {problem.message}", file=err, flush=True)
-            raise SystemExit(problem.exit_code)
+            problem = schema_problem(engine)
+        finally:
+            engine.dispose()  # closed before the child exits, not dropped by the kernel
+    except Exception as exc:  # noqa: BLE001 - whatever the database says, the worker stops
+        url = settings.database_url.get_secret_value()
+        problem = database_problem(exc, url) or Problem(
+            "database_unreachable", EXIT_UNAVAILABLE, f"the database failed: {exc!r}"[:300]
+        )
+    if problem is None:
+        return 0
+    # stderr of the process as started: dramatiq redirects sys.stderr to its log pipe.
+    err = sys.__stderr__ or sys.stderr
+    print(f"bgworkers: worker not started: {problem.message}", file=err, flush=True)
+    return problem.exit_code
+
+
+def _in_child(check: Callable[[], int]) -> int:
+    """``check()``'s result, computed in a forked child so its imports stay out of this process."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the worker's code
+        code = EXIT_UNAVAILABLE
+        try:
+            code = check()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else EXIT_UNAVAILABLE

@@ -24,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from bgworkers import queues
+from bgworkers.broker_nodes import open_blocking_connection
 from bgworkers.logs import get_logger
 from bgworkers.monitoring.reading import BackgroundReading
 
@@ -45,12 +46,10 @@ def read_depths_amqp(
 ) -> list[QueueDepth]:
     """Passive declares over one connection; a queue not declared yet reads as empty.
 
-    ``timeout_s`` bounds the connection's set-up (socket and AMQP handshake)."""
-    params = pika.URLParameters(broker_url.split(";", 1)[0])
-    params.socket_timeout = timeout_s
-    params.stack_timeout = timeout_s
-    params.connection_attempts = 1
-    connection = pika.BlockingConnection(params)
+    ``timeout_s`` bounds the connection's set-up (socket and AMQP handshake) on each node."""
+    connection = open_blocking_connection(  # any node of the list
+        broker_url, socket_timeout=timeout_s, stack_timeout=timeout_s, connection_attempts=1
+    )
     try:
         depths = []
         for name in names:

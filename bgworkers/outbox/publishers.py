@@ -28,7 +28,11 @@ import pika.exceptions
 from dramatiq.common import dq_name
 from pika.spec import Basic
 
+from bgworkers.broker_nodes import connection_parameters, describe_parameters
 from bgworkers.errors import TransientError
+from bgworkers.logs import get_logger
+
+log = get_logger("bgworkers.outbox")
 
 #: What dramatiq sets too (delivery mode 2: written to disk); one object for every message.
 PERSISTENT = pika.BasicProperties(delivery_mode=2)
@@ -104,14 +108,18 @@ class RabbitmqConfirmPublisher:
         timeout_s: float = 30.0,
         connect_timeout_s: float = 5.0,
     ) -> None:
-        self._parameters = pika.URLParameters(url)
-        self._parameters.socket_timeout = connect_timeout_s
-        self._parameters.connection_attempts = 1
+        # Several ;-separated URLs: the nodes of a cluster, tried in turn from the last one
+        # that worked (see _open).
+        self._nodes = connection_parameters(
+            url, socket_timeout=connect_timeout_s, connection_attempts=1
+        )
+        self._node = 0
+        self._logged_node: str | None = None
         self._timeout_s = timeout_s
         self._connect_timeout_s = connect_timeout_s
         # Heartbeats are only answered while a batch is in flight: reconnect after a pause
         # shorter than the heartbeat, rather than find the connection closed by RabbitMQ.
-        heartbeat = self._parameters.heartbeat
+        heartbeat = self._nodes[0].heartbeat
         self._max_idle_s = min(20.0, heartbeat / 2) if heartbeat else 20.0
         self._queues = QueueDeclarations(declare)
         self._connection: pika.SelectConnection | None = None
@@ -122,6 +130,7 @@ class RabbitmqConfirmPublisher:
         self._unconfirmed: set[int] = set()
         self._refused = 0
         self._last_used = 0.0
+        self._error_text = ""
 
     # --- driving the I/O loop ----------------------------------------------------------
 
@@ -185,19 +194,34 @@ class RabbitmqConfirmPublisher:
         idle_s = time.monotonic() - self._last_used
         if self._channel is not None and not self._error and idle_s < self._max_idle_s:
             return self._channel
+        errors = []
+        for _ in self._nodes:
+            params = self._nodes[self._node]
+            channel = self._open_on(params)
+            if channel is not None:
+                node = describe_parameters(params)
+                if node != self._logged_node:  # the first connection, or another node now
+                    log.info("broker_connected", node=node, purpose="outbox_relay")
+                    self._logged_node = node
+                return channel
+            errors.append(f"{describe_parameters(params)}: {self._error_text}")
+            self._node = (self._node + 1) % len(self._nodes)
+        raise PublishError("; ".join(errors))
+
+    def _open_on(self, params: pika.ConnectionParameters) -> Any:
         self.close()
         self._error, self._tag = None, 0
         self._connection = pika.SelectConnection(
-            self._parameters,
+            params,
             on_open_callback=self._on_open,
             on_open_error_callback=self._on_open_error,
             on_close_callback=self._on_closed,
         )
         self._run_until(lambda: self._channel is not None, self._connect_timeout_s)
         if self._channel is None:
-            error = self._error or f"no channel within {self._connect_timeout_s:g} s"
+            self._error_text = self._error or f"no channel within {self._connect_timeout_s:g} s"
             self.close()
-            raise PublishError(error)
+            return None
         return self._channel
 
     def publish(self, batch: Sequence[Outgoing]) -> None:

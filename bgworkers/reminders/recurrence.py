@@ -26,8 +26,6 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from croniter import CroniterBadDateError, croniter
-
 Kind = Literal["daily", "weekly", "monthly", "yearly", "cron"]
 
 WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -88,6 +86,10 @@ def _parse_weekdays(argument: str) -> tuple[int, ...]:
 
 
 def _parse_cron(argument: str) -> str:
+    # croniter (with dateutil) is imported where a cron rule is read: most worker processes
+    # never see one, and the package is ~4 MiB of every process that imports it.
+    from croniter import croniter
+
     expression = " ".join(argument.split())
     if len(expression.split(" ")) != 5 or not croniter.is_valid(expression):
         raise RecurrenceError(
@@ -153,6 +155,8 @@ def _clamped(year: int, month: int, day: int) -> date:
 def _next_cron(expression: str, *, tz: ZoneInfo, after: datetime) -> datetime:
     # croniter walks naive wall-clock times; each match is converted to UTC here, so DST
     # never makes it skip or repeat a match the way it does on aware datetimes.
+    from croniter import CroniterBadDateError, croniter
+
     cursor = after.astimezone(tz).replace(tzinfo=None)
     matches = croniter(expression, cursor)
     try:

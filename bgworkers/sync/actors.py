@@ -20,14 +20,13 @@ from bgworkers.db import session_scope, utcnow
 from bgworkers.outbox import enqueue_many
 from bgworkers.outbox.keys import per_run_key
 from bgworkers.settings import get_settings
-from bgworkers.sync.google_calendar import sync_calendar
-from bgworkers.sync.http import RequestRetryPolicy, get_client
 from bgworkers.sync.metrics import SYNC_METRICS
 from bgworkers.sync.models import CalendarConnection, NotionConnection
-from bgworkers.sync.notion import sync_notion
-from bgworkers.sync.ratelimit import process_limiter
 from bgworkers.sync.store import Connection, fan_out
 from bgworkers.tasks import task
+
+# The provider clients (httpx, tenacity) are imported by the per-user actors when they run:
+# a worker process that never syncs (``-Q email``, a quiet hour) does not carry them.
 
 # Per-user runs: up to 10 minutes each, 6 attempts. Fan-outs: 4 attempts, then dead-lettered
 # (sending a user's message twice is harmless: the per-user sync resumes from its cursor).
@@ -35,6 +34,8 @@ from bgworkers.tasks import task
 
 def _sync_user(sync: Callable[..., object], user_id: int, **extra: Any) -> None:
     """Run one provider's per-user sync with this process's client and fresh settings."""
+    from bgworkers.sync.http import RequestRetryPolicy, get_client
+
     settings = get_settings()
     with session_scope() as session:
         sync(
@@ -72,12 +73,17 @@ def _sender(
 @task(queue=queues.SYNC, max_retries=5, min_backoff_ms=10_000, time_limit_ms=600_000)
 def sync_user_calendar(user_id: int) -> None:
     """Pull one user's Google Calendar changes."""
+    from bgworkers.sync.google_calendar import sync_calendar
+
     _sync_user(sync_calendar, user_id)
 
 
 @task(queue=queues.SYNC, max_retries=5, min_backoff_ms=10_000, time_limit_ms=600_000)
 def sync_user_notion_pages(user_id: int) -> None:
     """Pull one user's Notion pages."""
+    from bgworkers.sync.notion import sync_notion
+    from bgworkers.sync.ratelimit import process_limiter
+
     rate = get_settings().notion_requests_per_second
     _sync_user(sync_notion, user_id, limiter=process_limiter("notion", rate))
 

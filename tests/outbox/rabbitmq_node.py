@@ -43,6 +43,10 @@ class RabbitmqNode:
             "RABBITMQ_CONFIG_FILE": str(self.directory / "rabbitmq"),
         }
 
+    def config_text(self) -> str:
+        """The node's ``rabbitmq.conf``."""
+        return f"listeners.tcp.local = 127.0.0.1:{self.port}\n"
+
     def ctl(self, *args: str, timeout_s: float = 120) -> None:
         subprocess.run(
             ["rabbitmqctl", "-n", self.name, *args],
@@ -56,9 +60,7 @@ class RabbitmqNode:
         self.shutdown(timeout_s=20)  # a node of this name left by an interrupted run
         self.directory.mkdir(parents=True, exist_ok=True)
         (self.directory / "enabled_plugins").write_text("[].\n")
-        (self.directory / "rabbitmq.conf").write_text(
-            f"listeners.tcp.local = 127.0.0.1:{self.port}\n"
-        )
+        (self.directory / "rabbitmq.conf").write_text(self.config_text())
         if os.geteuid() == 0:  # the server drops to the rabbitmq user: let it in
             for path in [self.directory, *self.directory.rglob("*")]:
                 shutil.chown(path, "rabbitmq", "rabbitmq")

@@ -9,9 +9,12 @@ import threading
 
 
 class TcpRelay:
-    def __init__(self, upstream: tuple[str, int]) -> None:
+    def __init__(
+        self, upstream: tuple[str, int], *, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.upstream = upstream
-        self.port = 0
+        self.host = host
+        self.port = port
         self._listener: socket.socket | None = None
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -19,7 +22,7 @@ class TcpRelay:
     def start(self) -> None:
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
+        listener.bind((self.host, self.port))
         listener.listen(16)
         self.port = listener.getsockname()[1]
         self._listener = listener

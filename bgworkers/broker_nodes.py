@@ -1,0 +1,82 @@
+"""Several RabbitMQ nodes in ``BGW_BROKER_URL``: ``amqp://...@node1/vh;amqp://...@node2/vh``.
+
+Why: with a RabbitMQ cluster any node serves any queue, so a process that lost its node
+should open its next connection to another one by itself. pika's ``BlockingConnection``
+takes a list of connection parameters and tries them in order; dramatiq's broker builds that
+list from a ``;``-separated URL. Every other connection bgworkers opens (the outbox relay's
+publisher, the console's dead-letter walks, the AMQP queue-depth reader, the start-up probe)
+goes through :func:`connection_parameters` so that it fails over the same way, and every
+(re)connection is logged with :func:`node_of`, password removed.
+
+The order of the URLs is the order of preference: list them in another order on some hosts
+to spread connections over the nodes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pika
+
+from bgworkers.errors import ConfigurationError
+
+SCHEMES = ("amqp", "amqps")
+
+
+def broker_urls(text: str) -> list[str]:
+    """The URLs of ``text`` (``;``-separated, spaces around them ignored).
+
+    Raises :class:`ConfigurationError` for an empty list or a URL that is not AMQP.
+    """
+    urls = [part.strip() for part in text.split(";") if part.strip()]
+    if not urls:
+        raise ConfigurationError("BGW_BROKER_URL is empty; give one or more amqp:// URLs")
+    for url in urls:
+        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        if scheme not in SCHEMES:
+            raise ConfigurationError(
+                f"BGW_BROKER_URL: {describe_url(url)!r} is not an amqp:// or amqps:// URL "
+                "(several nodes are separated by ';')"
+            )
+    return urls
+
+
+def connection_parameters(text: str, **overrides: Any) -> list[pika.URLParameters]:
+    """One pika parameter set per URL of ``text``, each with ``overrides`` applied
+    (``socket_timeout=5``, ``connection_attempts=1``, ...)."""
+    parameters = []
+    for url in broker_urls(text):
+        params = pika.URLParameters(url)
+        for name, value in overrides.items():
+            setattr(params, name, value)
+        parameters.append(params)
+    return parameters
+
+
+def describe_parameters(params: pika.ConnectionParameters) -> str:
+    """``host:port/vhost`` of one parameter set (no user, no password); ``host:port/`` for
+    the default vhost ``/``."""
+    vhost = "" if params.virtual_host == "/" else params.virtual_host
+    return f"{params.host}:{params.port}/{vhost}"
+
+
+def describe_url(url: str) -> str:
+    """The URL with its user and password removed (for a message about a malformed one)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url[:80]
+    return f"{scheme}://{rest.rpartition('@')[2]}"[:120]
+
+
+def node_of(connection: Any) -> str:
+    """``host:port/vhost`` of the node a pika connection (blocking or not) is open to."""
+    impl = getattr(connection, "_impl", connection)  # BlockingConnection wraps the real one
+    params = getattr(impl, "params", None)
+    if params is None:
+        return "unknown"
+    return describe_parameters(params)
+
+
+def open_blocking_connection(text: str, **overrides: Any) -> pika.BlockingConnection:
+    """A blocking connection to the first node of ``text`` that answers."""
+    return pika.BlockingConnection(connection_parameters(text, **overrides))

@@ -1,0 +1,84 @@
+"""``bgworkers move-queues --from URL``: the last step of changing the queue type.
+
+RabbitMQ cannot change a queue's type, so bgworkers' queues move to a new vhost (see
+docs/scaling.md, "Changing the queue type"). This takes what is left in the old vhost's
+``<q>``, ``<q>.DQ`` and ``<q>.XQ`` and publishes each message, unchanged, to the queue of the
+same name that the configured broker declares (with ``BGW_QUEUE_TYPE``'s arguments): a
+delayed message keeps its ETA in ``.DQ``, a dead letter stays a dead letter. Each message is
+acknowledged in the old queue only after RabbitMQ confirmed its copy, so a crash in between
+leaves a duplicate (absorbed by idempotent actors), never a loss. Run it when nothing consumes
+the old vhost any more (old workers stopped): a message a worker holds is not there to move.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import pika
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.common import dq_name, xq_name
+
+from bgworkers import queues
+from bgworkers.broker_nodes import open_blocking_connection
+
+#: What dramatiq sets on its messages (delivery mode 2: written to disk).
+PERSISTENT = pika.BasicProperties(delivery_mode=2)
+
+
+@dataclass(frozen=True)
+class Moved:
+    queue: str
+    messages: int
+
+
+def queue_names(names: Iterable[str] = queues.ALL) -> list[str]:
+    """Every queue bgworkers has for ``names``: ``<q>``, ``<q>.DQ``, ``<q>.XQ``."""
+    return [name for q in names for name in (q, dq_name(q), xq_name(q))]
+
+
+def move_queues(
+    from_url: str,
+    broker: RabbitmqBroker,
+    *,
+    names: Iterable[str] = queues.ALL,
+    report: Callable[[Moved], None] = lambda _: None,
+) -> list[Moved]:
+    """Move every message of ``names``' queues at ``from_url`` to ``broker``'s queues."""
+    source = open_blocking_connection(from_url, socket_timeout=10)
+    moved = []
+    try:
+        for queue in names:
+            broker.declare_queue(queue, ensure=True)
+        target = broker.connection.channel()
+        target.confirm_delivery()
+        for name in queue_names(names):
+            result = Moved(name, _move_one(source, target, name))
+            report(result)
+            moved.append(result)
+        target.close()
+    finally:
+        source.close()
+        del broker.connection
+    return moved
+
+
+def _move_one(source: pika.BlockingConnection, target: object, name: str) -> int:
+    channel = source.channel()
+    try:
+        channel.queue_declare(name, passive=True)
+    except pika.exceptions.ChannelClosedByBroker:
+        return 0  # the old vhost never had this queue
+    count = 0
+    while True:
+        method, properties, body = channel.basic_get(name, auto_ack=False)
+        if method is None:
+            break
+        # Confirmed (or raising) before the old copy goes: a duplicate at worst, never a loss.
+        target.basic_publish(  # type: ignore[attr-defined]
+            "", name, body, properties or PERSISTENT, mandatory=True
+        )
+        channel.basic_ack(method.delivery_tag)
+        count += 1
+    channel.close()
+    return count
