@@ -18,10 +18,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from urllib.parse import quote, urlparse
+from urllib.parse import urlparse
 
 import pytest
-from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from tests.monitoring.blackhole import BlackHoleRelay
@@ -58,8 +57,6 @@ def test_readyz_turns_503_while_database_or_broker_hang_and_200_after(
     tmp_path: Path, rabbitmq_url: str, postgres_engine: Engine
 ) -> None:
     """Black-holes PostgreSQL, then RabbitMQ; prints how long each turn took."""
-    with postgres_engine.connect() as connection:  # the fixture's migrated schema
-        schema = connection.execute(text("SELECT current_schema()")).scalar_one()
     postgres_url = postgres_engine.url.render_as_string(hide_password=False)
     pg_address = urlparse(postgres_url.replace("+psycopg", ""))
     mq_address = urlparse(rabbitmq_url)
@@ -69,8 +66,8 @@ def test_readyz_turns_503_while_database_or_broker_hang_and_200_after(
     mq = BlackHoleRelay(
         (mq_address.hostname or "127.0.0.1", mq_address.port or 5672), port=port_from(RELAY_PORTS)
     ).start()
-    options = quote(f"-csearch_path={schema}")
-    database_url = f"{through(pg, postgres_url)}?options={options}"
+    # The fixture's URL carries its schema (libpq options): only the address changes.
+    database_url = through(pg, postgres_url)
     worker_port, scheduler_port = port_from(METRICS_PORTS), port_from(METRICS_PORTS)
     env = {
         **os.environ,
