@@ -91,7 +91,9 @@ def cluster_database(postgres_engine: Engine) -> Iterator[Engine]:
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)'))
         conn.execute(text(f'CREATE DATABASE "{DATABASE}"'))
-    engine = make_engine(make_url(POSTGRES_URL).set(database=DATABASE).render_as_string(False))
+    engine = make_engine(
+        make_url(POSTGRES_URL).set(database=DATABASE, query={}).render_as_string(False)
+    )
     migrations.upgrade(engine)
     with engine.begin() as conn:
         effects.create_tables(conn)

@@ -57,6 +57,7 @@ def test_readyz_turns_503_while_database_or_broker_hang_and_200_after(
     tmp_path: Path, rabbitmq_url: str, postgres_engine: Engine
 ) -> None:
     """Black-holes PostgreSQL, then RabbitMQ; prints how long each turn took."""
+    # The fixture's URL names its migrated schema (libpq's options).
     postgres_url = postgres_engine.url.render_as_string(hide_password=False)
     pg_address = urlparse(postgres_url.replace("+psycopg", ""))
     mq_address = urlparse(rabbitmq_url)
@@ -66,7 +67,6 @@ def test_readyz_turns_503_while_database_or_broker_hang_and_200_after(
     mq = BlackHoleRelay(
         (mq_address.hostname or "127.0.0.1", mq_address.port or 5672), port=port_from(RELAY_PORTS)
     ).start()
-    # The fixture's URL carries its schema (libpq options): only the address changes.
     database_url = through(pg, postgres_url)
     worker_port, scheduler_port = port_from(METRICS_PORTS), port_from(METRICS_PORTS)
     env = {
