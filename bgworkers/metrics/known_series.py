@@ -13,7 +13,7 @@ sizes are left alone: 0 would be a false reading.
 
 Called in each worker process at boot (:class:`bgworkers.middleware.metrics.MessageMetrics`),
 where multiprocess value files are written, and in the scheduler
-(:func:`bgworkers.scheduling.scheduler_metrics.install`). It runs once per process, never per
+(:func:`bgworkers.scheduling.resilient_sending.install`). It runs once per process, never per
 message.
 """
 

@@ -75,13 +75,16 @@ def check_database(
     timeout = settings.readiness_timeout_s if timeout_s is None else timeout_s
     url = settings.database_url.get_secret_value()
     try:
-        engine = probe_engine(get_engine(settings), timeout)
-        with engine.connect() as connection:
-            if engine.dialect.name == "postgresql":  # a server that is slow, not gone
+        engine = get_engine(settings)
+        probe = probe_engine(engine, timeout)
+        with probe.connect() as connection:
+            if probe.dialect.name == "postgresql":  # a server that is slow, not gone
                 milliseconds = int(timeout * 1000)
                 connection.execute(text(f"SET LOCAL statement_timeout = {milliseconds}"))
             connection.execute(text("SELECT 1"))
-            problem = schema_problem(engine) if schema else None
+        # The process's own engine (with whatever its owner configured, e.g. a search_path);
+        # a hang here is bounded by the caller's deadline (DeadlineCheck).
+        problem = schema_problem(engine) if schema else None
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready"; the text says why
         known = database_problem(exc, url)
         detail = known.message if known else redact_text(f"{type(exc).__name__}: {exc}")[:300]
