@@ -208,9 +208,56 @@ def configure_logging(
     # pika logs every reconnect attempt with a traceback; our own lines say what matters.
     logging.getLogger("pika").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    # httpx logs each request's full URL at INFO; some APIs put tokens in query strings.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    quiet_http_client_logs()
     _ProcessState.configured = True
+
+
+#: The loggers of the HTTP client libraries; their request lines carry full URLs.
+HTTP_CLIENT_LOGGERS: tuple[str, ...] = ("httpx", "httpcore")
+
+
+class _QueryRedactingFilter(logging.Filter):
+    """Drop the query string out of an HTTP client's request line.
+
+    httpx logs ``HTTP Request: GET https://…?pageToken=…`` at INFO; page and sync tokens, API
+    keys and signed-URL signatures travel in query strings. An operator who turns these
+    loggers up for debugging still gets the method, host and path, never the query.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and args:
+            record.args = tuple(_without_query(arg) for arg in args)
+        elif isinstance(record.msg, str) and "?" in record.msg and not args:
+            record.msg = _without_query(record.msg)
+        return True
+
+
+def _without_query(value: object) -> object:
+    if isinstance(value, int | float) or value is None:
+        return value
+    text = str(value)
+    if "://" not in text or "?" not in text:
+        return value
+    head, _, rest = text.partition("?")
+    fragment = rest.partition("#")[2]
+    return redact_text(f"{head}?{REDACTED}" + (f"#{fragment}" if fragment else ""))
+
+
+def quiet_http_client_logs() -> None:
+    """Keep request URLs (and the credentials some APIs put in them) out of the logs.
+
+    Called wherever bgworkers builds an HTTP client and by :func:`configure_logging`, so it
+    holds whatever was imported or configured first: httpx and httpcore are set to WARNING
+    unless someone chose a level for them, and their records lose their query strings.
+    Idempotent.
+    """
+    for name in HTTP_CLIENT_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
+        if not any(isinstance(f, _QueryRedactingFilter) for f in logger.filters):
+            logger.addFilter(_QueryRedactingFilter())
 
 
 def reset_logging() -> None:
