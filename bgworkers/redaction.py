@@ -93,6 +93,11 @@ def _redact_pairs(text: str) -> str:
     return "".join(out)
 
 
+def may_hold_secret(text: str) -> bool:
+    """Whether any pattern of :func:`redact_text` could match ``text`` (one scan)."""
+    return _MAY_HOLD_SECRET.search(text) is not None
+
+
 def redact_text(text: str, *, limit: int = MAX_FIELD_CHARS, keep_end: bool = False) -> str:
     """Scrub credentials out of free text (URLs, headers, ``key=value`` pairs).
 

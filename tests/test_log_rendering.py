@@ -78,3 +78,55 @@ def test_a_filtered_line_is_not_written() -> None:
     assert not handler.handle(logging.LogRecord("quiet", logging.INFO, __file__, 1, "x", (), None))
     assert handler.handle(logging.LogRecord("loud", logging.INFO, __file__, 1, "y", (), None))
     assert stream.getvalue() == "y\n"
+
+
+def test_json_lines_carry_the_standard_encoders_content() -> None:
+    """orjson renders the common line; every line parses to what json.dumps would have said."""
+    import dataclasses
+    import json
+    from datetime import UTC, datetime
+
+    from bgworkers.logs import render_json
+
+    @dataclasses.dataclass
+    class Point:
+        x: int
+
+    cases: list[dict[str, object]] = [
+        {"event": "message_processed", "outcome": "succeeded", "duration_s": 0.000123, "n": 0},
+        {"event": "x", "when": datetime(2026, 12, 1, tzinfo=UTC), "p": Point(1), "s": {1, 2}},
+        {"event": "non-ascii", "name": "Zoë ☃"},  # standard library: ASCII-escaped
+        {"event": "big", "n": 2**70, 3: "an int key"},
+        {"event": "surrogate", "text": "\udc80"},
+        {"event": "nested", "items": [1, 2.5, None, True, {"a": "b"}]},
+    ]
+    for event_dict in cases:
+        line = render_json(None, "info", dict(event_dict))
+        expected = json.dumps(event_dict, default=repr)
+        assert json.loads(line) == json.loads(expected), event_dict
+        assert line.isascii()
+    assert render_json(None, "info", {"name": "Zoë"}) == json.dumps({"name": "Zoë"})
+
+
+def test_redaction_shortcuts_decide_as_the_full_path() -> None:
+    """redact_secrets' shortcuts (numbers, short plain strings) give redact_value's answers."""
+    from bgworkers.redaction import MAX_FIELD_CHARS, redact_value
+
+    event_dict: dict[str, object] = {
+        "token": 5,
+        "api_key": "abc",
+        "password": None,
+        "retries": 0,
+        "duration_s": 0.5,
+        "ok": True,
+        "queue": "maintenance",
+        "url": "https://user:hunter2@host/x?sig=abcdef",
+        "error": "login failed: password=hunter2",
+        "long": "x" * (MAX_FIELD_CHARS + 10),
+        "args": ["Bearer abc.def", {"secret": "s"}],
+        "exception": "Traceback ...\nValueError: token=abc",
+    }
+    expected = {key: redact_value(key, value) for key, value in event_dict.items()}
+    expected["exception"] = "Traceback ...\nValueError: token=***"
+    assert redact_secrets(None, "info", dict(event_dict)) == expected
+    assert expected["token"] == "***" and expected["url"] == "https://user:***@host/x?sig=***"

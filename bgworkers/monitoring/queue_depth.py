@@ -25,7 +25,7 @@ from prometheus_client.registry import Collector
 
 from bgworkers import queues
 from bgworkers.broker_nodes import open_blocking_connection
-from bgworkers.logs import get_logger
+from bgworkers.logs import get_logger, quiet_http_client_logs
 from bgworkers.monitoring.reading import BackgroundReading
 
 log = get_logger(__name__)
@@ -168,6 +168,7 @@ def reader_from_settings(
 ) -> Callable[[], list[QueueDepth]]:
     """Management API first (it sees messages held by workers); AMQP when it does not answer."""
     api_url = management_url_for(broker_url, management_setting)
+    quiet_http_client_logs()
     client = httpx.Client(timeout=5.0)
     fallback_logged = False
 

@@ -41,7 +41,7 @@ from tenacity import (
 )
 
 from bgworkers.errors import PermanentError, PermanentHTTPError, TransientHTTPError
-from bgworkers.logs import get_logger, redact_text
+from bgworkers.logs import get_logger, quiet_http_client_logs, redact_text
 from bgworkers.process_resources import ProcessResource
 from bgworkers.redaction import scrub_known
 from bgworkers.settings import Settings
@@ -83,6 +83,7 @@ def build_client(
 
     Tests pass a ``transport`` (``httpx.MockTransport`` with a fake API); production passes none.
     """
+    quiet_http_client_logs()
     timeout = httpx.Timeout(settings.http_timeout_s, connect=min(settings.http_timeout_s, 5.0))
     return httpx.Client(
         timeout=timeout,

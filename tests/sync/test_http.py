@@ -229,3 +229,25 @@ def test_run_outcome_names_unexpected_exceptions_error(
         raise error
     labels = {"provider": "notion", "outcome": outcome}
     assert registry.get_sample_value("bgworkers_sync_runs_total", labels) == 1
+
+
+def test_http_client_request_lines_lose_their_query_even_when_turned_up(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An operator who sets httpx to INFO to debug still gets no token out of the URL."""
+    token = "page-0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+    with build_client(
+        settings, transport=httpx.MockTransport(lambda request: httpx.Response(200, json={}))
+    ) as client:
+        assert logging.getLogger("httpx").level == logging.WARNING
+        assert logging.getLogger("httpcore").level == logging.WARNING
+        logging.getLogger("httpx").setLevel(logging.INFO)
+        try:
+            with caplog.at_level(logging.DEBUG):
+                client.get(f"https://api.example.test/v1/events?pageToken={token}&maxResults=5")
+        finally:
+            logging.getLogger("httpx").setLevel(logging.WARNING)
+    lines = [r.getMessage() for r in caplog.records if r.name == "httpx"]
+    assert lines, "httpx logged no request line at INFO"
+    assert all(token not in line and "maxResults" not in line for line in lines), lines
+    assert any("api.example.test/v1/events?***" in line for line in lines), lines
