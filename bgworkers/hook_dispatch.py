@@ -55,7 +55,7 @@ class SelectiveHooks:
                 getattr(middleware, hook)(self, *args, **kwargs)
             except MiddlewareError:
                 raise
-            except Exception:
+            except Exception:  # as dramatiq's own dispatch: one failing hook must not skip the rest
                 self.logger.critical(
                     "Unexpected failure in %s of %r.", hook, middleware, exc_info=True
                 )
@@ -65,7 +65,7 @@ class SelectiveHooks:
         for middleware in reversed(self._implementing(hook)):
             try:
                 getattr(middleware, hook)(self, *args, **kwargs)
-            except Exception:
+            except Exception:  # as dramatiq's own dispatch: one failing hook must not skip the rest
                 self.logger.critical(
                     "Unexpected failure in %s of %r.", hook, middleware, exc_info=True
                 )

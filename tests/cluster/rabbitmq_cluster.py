@@ -72,21 +72,8 @@ class ClusterNode(RabbitmqNode):
             self.pid = None
 
     def restart_after_kill(self) -> None:
-        # rabbitmq-server -detached on the kept data directory: it rejoins its cluster.
-        subprocess.run(
-            ["rabbitmq-server", "-detached"], check=True, env=self._env(), capture_output=True
-        )
-        deadline = time.monotonic() + 60
-        while subprocess.run(
-            ["rabbitmq-diagnostics", "-n", self.name, "-q", "ping"],
-            capture_output=True,
-            env=self._env(),
-        ).returncode:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"RabbitMQ node {self.name} did not come back")
-            time.sleep(0.5)
-        self.ctl("await_startup", timeout_s=120)
-        self.wait_for_port()
+        # On the kept data directory: it rejoins its cluster.
+        self.launch(startup_timeout_s=120, what="come back")
         self.pid = int(self.output("eval", "list_to_integer(os:getpid()).").strip())
 
 

@@ -68,6 +68,10 @@ class RabbitmqNode:
                 if parent == Path(tempfile.gettempdir()):
                     break
                 parent.chmod(parent.stat().st_mode | stat.S_IXOTH)  # traverse only
+        self.launch(startup_timeout_s=60)
+
+    def launch(self, *, startup_timeout_s: float, what: str = "start") -> None:
+        """``rabbitmq-server -detached`` on this node's data directory; wait until it serves."""
         subprocess.run(
             ["rabbitmq-server", "-detached"], check=True, env=self._env(), capture_output=True
         )
@@ -78,9 +82,9 @@ class RabbitmqNode:
             env=self._env(),
         ).returncode:
             if time.monotonic() > deadline:
-                raise AssertionError(f"RabbitMQ node {self.name} did not start")
+                raise AssertionError(f"RabbitMQ node {self.name} did not {what}")
             time.sleep(0.5)
-        self.ctl("await_startup", timeout_s=60)
+        self.ctl("await_startup", timeout_s=startup_timeout_s)
         self.wait_for_port()
 
     def wait_for_port(self, timeout_s: float = 60) -> None:
