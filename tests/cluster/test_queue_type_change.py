@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import pytest
 from bgworkers.cluster_broker import ClusterRabbitmqBroker
 from bgworkers.queue_types import QueueArgumentsMismatch
 from tests.cli_helpers import run_command
-from tests.outbox.rabbitmq_node import RabbitmqNode, require_rabbitmq_server
+from tests.outbox.rabbitmq_node import RabbitmqNode, private_node
 
 pytestmark = pytest.mark.integration
 NODE_PORT = 5745
@@ -30,15 +28,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def node() -> Iterator[RabbitmqNode]:
-    require_rabbitmq_server()
-    directory = Path(tempfile.mkdtemp(prefix="bgwcluster-single-"))
-    own = RabbitmqNode(directory / "rabbitmq", name="bgwclustersingle@localhost", port=NODE_PORT)
-    try:
-        own.start()
+    name = "bgwclustersingle@localhost"
+    with private_node("bgwcluster-single-", name=name, port=NODE_PORT) as own:
         yield own
-    finally:
-        own.shutdown()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def queue_types(node: RabbitmqNode) -> dict[str, str]:

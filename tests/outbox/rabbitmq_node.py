@@ -17,6 +17,7 @@ import stat
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,21 @@ def require_rabbitmq_server() -> None:
     if IN_CI:
         pytest.fail(message)
     pytest.skip(message)
+
+
+@contextlib.contextmanager
+def private_node(prefix: str, *, name: str, port: int) -> Iterator[RabbitmqNode]:
+    """A started node of the test's own, shut down and its data removed afterwards.
+
+    Not under pytest's base temp: other pytest sessions of the same user on this host delete
+    old base temps, and with them a running node's data directory.
+    """
+    require_rabbitmq_server()
+    directory = Path(tempfile.mkdtemp(prefix=prefix))
+    own = RabbitmqNode(directory / "rabbitmq", name=name, port=port)
+    try:
+        own.start()
+        yield own
+    finally:
+        own.shutdown()
+        shutil.rmtree(directory, ignore_errors=True)

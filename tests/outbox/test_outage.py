@@ -6,12 +6,9 @@ one.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import dramatiq
 import pika
@@ -28,7 +25,7 @@ from bgworkers.outbox.models import OutboxMessage
 from bgworkers.outbox.publishers import RabbitmqConfirmPublisher
 from bgworkers.outbox.relay import Relay, RelayConfig
 from tests.outbox.probe import outbox_probe
-from tests.outbox.rabbitmq_node import RabbitmqNode, require_rabbitmq_server
+from tests.outbox.rabbitmq_node import RabbitmqNode, private_node
 from tests.platform_helpers import wait_for
 
 pytestmark = pytest.mark.integration
@@ -37,17 +34,8 @@ NODE_PORT = 5701  # this test's own node, in the outbox tests' port block (5700-
 
 @pytest.fixture
 def node() -> Iterator[RabbitmqNode]:
-    require_rabbitmq_server()
-    # Not under pytest's base temp: other pytest sessions of the same user on this host
-    # delete old base temps, and with them a running node's data directory.
-    directory = Path(tempfile.mkdtemp(prefix="bgwoutbox-node-"))
-    own = RabbitmqNode(directory / "rabbitmq", name="bgwoutbox1@localhost", port=NODE_PORT)
-    try:
-        own.start()
+    with private_node("bgwoutbox-node-", name="bgwoutbox1@localhost", port=NODE_PORT) as own:
         yield own
-    finally:
-        own.shutdown()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def counts(engine: Engine) -> tuple[int, int]:
