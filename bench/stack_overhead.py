@@ -153,6 +153,18 @@ def group_pids(root: int) -> list[int]:
     return found
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time consumed so far by ``pids`` (from ``/proc/<pid>/stat``)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def memory_of(pid: int) -> tuple[int, int, int] | None:
     """(RSS, PSS, USS) of one process in bytes, from ``/proc/<pid>/smaps_rollup``."""
     try:
@@ -224,6 +236,7 @@ class RunResult:
     system: str
     config: str
     drain_per_s: float
+    cpu_us_per_msg: float
     p50_ms: float
     p99_ms: float
     rss_mib: float
@@ -314,7 +327,7 @@ class Bench:
             with MemorySampler(group.pid) as memory:
                 memory.sample()
                 latencies = self.latency(channel, system, latency_dir)
-                drain_s = self.drain(channel, system, group, processes * threads * 2)
+                drain_s, drain_cpu_s = self.drain(channel, system, group, processes * threads * 2)
                 memory.sample()
             self.check_nothing_failed(channel, system, log_path)
         finally:
@@ -328,6 +341,7 @@ class Bench:
             system=system.name,
             config=f"{processes}x{threads}",
             drain_per_s=self.messages / drain_s,
+            cpu_us_per_msg=drain_cpu_s / self.messages * 1e6,
             p50_ms=percentile(latencies, 0.50) * 1000,
             p99_ms=percentile(latencies, 0.99) * 1000,
             rss_mib=rss,
@@ -382,11 +396,13 @@ class Bench:
 
     def drain(
         self, channel: Any, system: System, group: subprocess.Popen[bytes], prefetch: int
-    ) -> float:
-        """Queue ``messages`` while the group is frozen; seconds from thaw to an empty queue.
+    ) -> tuple[float, float]:
+        """Queue ``messages`` while the group is frozen; seconds from thaw to an empty queue,
+        and the CPU seconds the whole group spent in that time.
 
         ``prefetch``: messages the frozen consumers may already hold (dramatiq's default,
-        two per thread).
+        two per thread). CPU time is counted because, unlike the drain rate, it hardly moves
+        with what else a shared machine is doing.
         """
         pids = group_pids(group.pid)
         for pid in pids:
@@ -405,12 +421,13 @@ class Bench:
                 time.sleep(0.05)
             time.sleep(0.3)
         finally:
+            cpu_before = cpu_seconds(pids)
             thawed = time.perf_counter()
             for pid in reversed(pids):
                 os.kill(pid, signal.SIGCONT)
         while channel.queue_declare(system.queue, passive=True).method.message_count:
             time.sleep(0.005)
-        return time.perf_counter() - thawed
+        return time.perf_counter() - thawed, cpu_seconds(pids) - cpu_before
 
     def check_nothing_failed(self, channel: Any, system: System, log_path: Path) -> None:
         time.sleep(0.5)  # the last prefetched messages finish
@@ -505,7 +522,9 @@ def main() -> None:
                     results.append(result)
                     print(
                         f"rep {rep + 1} {result.config} {result.system:9}: "
-                        f"{result.drain_per_s:7,.0f} msg/s, latency p50 {result.p50_ms:.1f} ms "
+                        f"{result.drain_per_s:7,.0f} msg/s, "
+                        f"CPU {result.cpu_us_per_msg:4.0f} us/msg, "
+                        f"latency p50 {result.p50_ms:.1f} ms "
                         f"p99 {result.p99_ms:.1f} ms, peak RSS {result.rss_mib:.0f} MiB "
                         f"(PSS {result.pss_mib:.0f}, USS {result.uss_mib:.0f}) "
                         f"in {result.processes} processes"
@@ -525,17 +544,26 @@ def summary(results: list[RunResult], configs: list[tuple[int, int]]) -> None:
         figures = {
             name: {
                 attribute: median(name, config, attribute)
-                for attribute in ("drain_per_s", "p50_ms", "p99_ms", "rss_mib", "pss_mib")
+                for attribute in (
+                    "drain_per_s",
+                    "cpu_us_per_msg",
+                    "p50_ms",
+                    "p99_ms",
+                    "rss_mib",
+                    "pss_mib",
+                )
             }
             for name in ("bare", "bgworkers")
         }
         bare, full = figures["bare"], figures["bgworkers"]
         for name, values in figures.items():
             print(
-                f"median {config} {name:9}: {values['drain_per_s']:7,.0f} msg/s, latency p50 "
+                f"median {config} {name:9}: {values['drain_per_s']:7,.0f} msg/s, CPU "
+                f"{values['cpu_us_per_msg']:.0f} us/msg, latency p50 "
                 f"{values['p50_ms']:.1f} ms p99 {values['p99_ms']:.1f} ms, peak RSS "
                 f"{values['rss_mib']:.0f} MiB, PSS {values['pss_mib']:.0f} MiB"
             )
+        print(f"cpu_ratio_{key}={full['cpu_us_per_msg'] / bare['cpu_us_per_msg']:.2f}")
         print(f"p99_ratio_{key}={full['p99_ms'] / bare['p99_ms']:.2f}")
         print(f"pss_ratio_{key}={full['pss_mib'] / bare['pss_mib']:.2f}")
         if key != "p1t8":
