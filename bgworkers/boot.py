@@ -49,10 +49,16 @@ def operator_command(argv: list[str] | None = None) -> OperatorCommand | None:
     return None
 
 
-def boot_process(settings: Settings | None = None) -> Settings:
-    """Set up logging for one of bgworkers' own processes; return the settings in use."""
+def boot_process(settings: Settings | None = None, *, batched_logs: bool = False) -> Settings:
+    """Set up logging for one of bgworkers' own processes; return the settings in use.
+
+    ``batched_logs``: INFO lines are written in batches (worker processes, which write one
+    per message from many threads: :mod:`bgworkers.log_writer`).
+    """
     settings = settings or get_settings()
-    configure_logging(log_format=settings.log_format, level=settings.log_level)
+    configure_logging(
+        log_format=settings.log_format, level=settings.log_level, batched=batched_logs
+    )
     return settings
 
 
@@ -71,4 +77,4 @@ class WorkerProcessBoot(Middleware):
     """Sets up a ``dramatiq bgworkers`` worker process's logging when dramatiq boots it."""
 
     def after_process_boot(self, broker: Broker) -> None:
-        boot_process()
+        boot_process(batched_logs=True)

@@ -8,6 +8,7 @@ one ``message_processed`` line sums the run up: outcome, duration, error.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -16,11 +17,12 @@ from dramatiq.broker import MessageProxy
 from dramatiq.common import q_name
 from dramatiq.middleware import Middleware
 
-from bgworkers.logs import bind_context, clear_context, get_logger
+from bgworkers.logs import bind_context, clear_context, log_line
 from bgworkers.middleware.outcome import outcome_of
 from bgworkers.middleware.retry_policy import REASON_ATTR
 
-log = get_logger("bgworkers.messages")
+LOGGER = "bgworkers.messages"
+_LEVELS = {"succeeded": logging.INFO, "retried": logging.WARNING}
 
 
 #: Set on the message proxy (one per delivery), never in a dict keyed by message id: a retry
@@ -55,14 +57,18 @@ class MessageLogging(Middleware):
             fields["error_type"] = type(exception).__name__
             fields["error"] = str(exception)[:500]
             fields["reason"] = getattr(message, REASON_ATTR, None)
-        level = {"succeeded": "info", "retried": "warning"}.get(outcome, "error")
-        getattr(log, level)("message_processed", **fields)
+        log_line(LOGGER, _LEVELS.get(outcome, logging.ERROR), "message_processed", **fields)
         clear_context()
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
         outcome = "dead_lettered" if message.failed else "skipped"
-        log.warning(
-            "message_processed", outcome=outcome, reason="skipped", **self._duration(message)
+        log_line(
+            LOGGER,
+            logging.WARNING,
+            "message_processed",
+            outcome=outcome,
+            reason="skipped",
+            **self._duration(message),
         )
         clear_context()
 

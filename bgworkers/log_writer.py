@@ -1,0 +1,117 @@
+"""Log lines written a batch at a time, by whichever thread finds a batch due.
+
+Why: a ``dramatiq bgworkers`` worker writes one ``message_processed`` line per message from
+eight threads at once. Written by each thread itself, every line took the handler's lock
+(threads queued on it) and made a ``write`` system call, which gives up the GIL: with eight
+threads, each line cost about two context switches. Measured with eight threads logging
+20,000 lines to a file: 86 µs of CPU a line, against 30 µs with one thread; batched, 32 µs.
+
+A thread appends its rendered line to a deque (no lock, no system call). The thread whose
+line makes the batch due (its first line ``interval_s`` old, or ``max_lines`` waiting)
+writes the batch in one call, unless another thread is writing it already: the lock is only
+tried, so no thread ever waits on it. A daemon thread writes what an idle process leaves
+waiting. A first design, with a writer thread writing every batch, was slower than no
+batching: that thread had to win the GIL from busy worker threads for every batch.
+
+What is given up, and bounded:
+
+- an INFO line reaches the stream up to ``interval_s`` later (50 ms by default);
+- a process killed with SIGKILL loses at most its last ``interval_s`` of INFO lines. Lines at
+  WARNING and above are written at once, after everything queued before them, so the lines
+  that explain a failure are never held back; an orderly exit (``sys.exit``, the end of a
+  dramatiq worker process) writes everything, through :func:`logging.shutdown`.
+
+Order is kept: lines are written in the order they were queued, and a thread's urgent line
+comes after its own earlier lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+#: Seconds a line may wait for its batch.
+DEFAULT_INTERVAL_S = 0.05
+#: Lines in a batch that is written at once, however young.
+DEFAULT_MAX_LINES = 512
+
+
+class BatchedLineWriter:
+    """Writes text lines to ``write`` (then ``flush``) in batches.
+
+    The thread whose line makes a batch due (``interval_s`` old or ``max_lines`` long) writes
+    it, if no other thread is writing (a lock tried without waiting, so no thread ever sleeps
+    on it); a daemon thread writes what an idle process left waiting. ``write`` and ``flush``
+    are called under ``lock`` (the handler's), never concurrently. In a forked child the
+    lines queued in the parent before the fork are dropped (the parent writes them).
+    """
+
+    def __init__(
+        self,
+        write: Callable[[str], object],
+        flush: Callable[[], object],
+        lock: threading.RLock,
+        *,
+        interval_s: float = DEFAULT_INTERVAL_S,
+        max_lines: int = DEFAULT_MAX_LINES,
+    ) -> None:
+        self._write = write
+        self._flush = flush
+        self._lock = lock
+        self.interval_s = interval_s
+        self.max_lines = max_lines
+        self._pending: deque[str] = deque()
+        self._due = 0.0
+        self._owner_pid: int | None = None
+
+    def submit(self, line: str, *, urgent: bool = False) -> None:
+        """Queue ``line``; an urgent one is written now, after everything queued before it."""
+        if self._owner_pid != os.getpid():
+            self._start()
+        pending = self._pending
+        if not pending:
+            self._due = time.monotonic() + self.interval_s
+        pending.append(line)
+        if urgent:
+            self.flush()
+        elif (
+            len(pending) >= self.max_lines or time.monotonic() >= self._due
+        ) and self._lock.acquire(blocking=False):
+            try:
+                self._write_pending()
+            finally:
+                self._lock.release()
+
+    def flush(self) -> None:
+        """Write everything queued (the handler's ``flush``; :func:`logging.shutdown`)."""
+        with self._lock:
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        pending = self._pending
+        count = len(pending)
+        if count:
+            self._write("".join([pending.popleft() for _ in range(count)]))
+        self._flush()
+
+    def _start(self) -> None:
+        # First use in this process (or in a forked child: the parent's thread did not survive
+        # the fork, and its queued lines are the parent's to write).
+        if self._owner_pid is not None:
+            self._pending = deque()
+        self._owner_pid = os.getpid()
+        thread = threading.Thread(target=self._run, name="bgworkers-log-writer", daemon=True)
+        thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.interval_s)
+            if self._pending and time.monotonic() >= self._due:
+                # The handler's write and flush report their own errors; this thread must
+                # outlive anything else.
+                with contextlib.suppress(Exception):
+                    self.flush()
