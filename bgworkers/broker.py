@@ -41,6 +41,7 @@ from dramatiq.middleware import (
 from bgworkers.boot import WorkerProcessBoot
 from bgworkers.broker_nodes import broker_urls
 from bgworkers.cluster_broker import ClusterRabbitmqBroker
+from bgworkers.coalesced_acks import CoalescedAcks
 from bgworkers.console.middleware import DeadLetterIndex
 from bgworkers.envelope import InvalidEnvelope, decode_envelope
 from bgworkers.errors import MessageTooLarge
@@ -154,8 +155,9 @@ class ScreeningRabbitmqBroker(SelectiveHooks, ClusterRabbitmqBroker):
         return super().enqueue(message, delay=delay)
 
 
-class _ScreeningConsumer(_RabbitmqConsumer):
-    """dramatiq's consumer, with every body checked before dramatiq decodes or reads it."""
+class _ScreeningConsumer(CoalescedAcks, _RabbitmqConsumer):
+    """dramatiq's consumer, with every body checked before dramatiq decodes or reads it,
+    and acks sent in batches (:mod:`bgworkers.coalesced_acks`)."""
 
     broker: ScreeningRabbitmqBroker
 

@@ -1,0 +1,65 @@
+"""Coalesced acks against the real RabbitMQ: every ack is on the wire while the worker runs."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import dramatiq
+import pytest
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+from bgworkers import queues
+from bgworkers.broker import build_broker
+from bgworkers.settings import get_settings
+from bgworkers.tasks import task
+from tests.platform_helpers import wait_for
+
+pytestmark = pytest.mark.integration
+QUEUE = queues.MAINTENANCE
+MESSAGES = 400
+
+
+@pytest.fixture
+def test_broker(rabbitmq_url: str) -> Iterator[RabbitmqBroker]:
+    broker = build_broker(get_settings())
+    broker.emit_after("process_boot")
+    broker.declare_queue(QUEUE)
+    broker.flush(QUEUE)
+    yield broker
+    broker.flush(QUEUE)
+    broker.close()
+
+
+def test_acks_reach_rabbitmq_before_the_connection_is_cut(test_broker: RabbitmqBroker) -> None:
+    """Eight threads ack 400 messages; then the consumer's TCP connection is cut without a
+    goodbye. An ack still waiting in the client would make RabbitMQ deliver its message
+    again (a second run) or leave it ready in the queue."""
+    runs: list[int] = []
+    lock = threading.Lock()
+
+    def count_run(item: int) -> None:
+        with lock:
+            runs.append(item)
+
+    actor = task(queue=QUEUE, broker=test_broker)(count_run)
+    worker = dramatiq.Worker(test_broker, worker_timeout=100, worker_threads=8)
+    worker.start()
+    try:
+        for item in range(MESSAGES):
+            actor.send(item)
+        # With a prefetch of 16, the 400 messages only all arrive if acks flow meanwhile.
+        wait_for(lambda: len(runs) == MESSAGES, what="every message run")
+        time.sleep(0.5)  # idle: no delivery or ack that could carry a late frame out
+        consumer = worker.consumers[QUEUE].consumer
+        assert consumer is not None
+        transport = consumer.connection._impl._transport  # type: ignore[attr-defined]
+        transport._sock.shutdown(socket.SHUT_RDWR)  # as if the process had been killed
+        time.sleep(2.0)  # RabbitMQ requeues what was unacked; the consumer reconnects
+        ready, delayed, dead = test_broker.get_queue_message_counts(QUEUE)
+    finally:
+        worker.stop()
+    assert sorted(runs) == list(range(MESSAGES))  # no second run
+    assert (ready, delayed, dead) == (0, 0, 0)
