@@ -21,6 +21,7 @@ and container runtimes expect the application's log stream on stdout.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import json
 import logging
@@ -44,26 +45,50 @@ from bgworkers.redaction import redact_value as redact_value
 def redact_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     """structlog processor: no password, token or credential reaches the output.
 
-    Every field goes through :func:`redact_value`, except two cases decided here without its
+    Every field goes through :func:`redact_value`, except cases decided here without its
     calls, which are most fields of most lines (a number, or an id, name or outcome that is
     short and has none of the characters any secret pattern needs): they come out of
     :func:`redact_value` unchanged anyway, and this runs on every line of every message.
+    A line's keys and most of its short values (event, level, logger, actor, queue,
+    outcome) repeat from line to line, so both verdicts are remembered.
     """
-    for key, value in list(event_dict.items()):
+    for key, value in event_dict.items():  # values replaced in place: the size never changes
         if key == "timestamp":
             continue  # set by TimeStamper just before, never by the caller: digits and ":"
-        if is_secret_key(key):
+        secret = _SECRET_KEY_VERDICTS.get(key)
+        if secret is None:
+            secret = _remember(_SECRET_KEY_VERDICTS, key, is_secret_key(key))
+        if secret:
             event_dict[key] = redact_value(key, value)
         elif type(value) is str:
+            if value in _PLAIN_TEXTS:
+                continue
             if len(value) > MAX_FIELD_CHARS or may_hold_secret(value):
                 if key == "exception":
                     # A traceback: keep its end (the exception line), bounded like any field.
                     event_dict[key] = redact_text(value, limit=MAX_TRACEBACK_CHARS, keep_end=True)
                 else:
                     event_dict[key] = redact_text(value)
+            elif len(value) <= _REMEMBERED_TEXT_CHARS:
+                _remember(_PLAIN_TEXTS, value, True)
         elif type(value) not in _PLAIN_SCALARS:
             event_dict[key] = redact_value(key, value)
     return event_dict
+
+
+#: Keys seen, and whether each names a secret; short texts seen that need no redaction.
+#: Each is emptied when it reaches :data:`_REMEMBERED_ENTRIES` (message ids never repeat).
+_SECRET_KEY_VERDICTS: dict[str, bool] = {}
+_PLAIN_TEXTS: dict[str, bool] = {}
+_REMEMBERED_ENTRIES = 4096
+_REMEMBERED_TEXT_CHARS = 64
+
+
+def _remember(verdicts: dict[str, bool], text: str, verdict: bool) -> bool:
+    if len(verdicts) >= _REMEMBERED_ENTRIES:
+        verdicts.clear()
+    verdicts[text] = verdict
+    return verdict
 
 
 _PLAIN_SCALARS: frozenset[type] = frozenset({int, float, bool, type(None)})
@@ -95,6 +120,23 @@ def render_json(_: WrappedLogger, __: str, event_dict: EventDict) -> str:
     return rendered.decode("ascii")
 
 
+#: The bound context: one variable holding a mapping that is replaced, never changed in place
+#: (a copied context, in another thread or task, keeps what it had). structlog's own
+#: ``bind_contextvars`` keeps one variable per key, and binding, clearing and merging each
+#: walked all of them; the logging middleware binds and clears once per message.
+_NO_CONTEXT: dict[str, Any] = {}
+_CONTEXT: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar(
+    "bgworkers_log_context", default=_NO_CONTEXT
+)
+
+
+def merge_context(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """structlog processor: the bound context, under the line's own fields (which win)."""
+    for key, value in _CONTEXT.get().items():
+        event_dict.setdefault(key, value)
+    return event_dict
+
+
 def _drop_color_message(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     event_dict.pop("color_message", None)
     return event_dict
@@ -102,7 +144,7 @@ def _drop_color_message(_: WrappedLogger, __: str, event_dict: EventDict) -> Eve
 
 def _shared_processors() -> list[Processor]:
     return [
-        structlog.contextvars.merge_contextvars,
+        merge_context,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -492,12 +534,13 @@ def get_logger(name: str) -> structlog.stdlib.BoundLogger:
 
 
 def bind_context(**values: Any) -> None:
-    structlog.contextvars.bind_contextvars(**values)
+    """Add ``values`` to every line this thread (or task) logs until :func:`clear_context`."""
+    _CONTEXT.set({**_CONTEXT.get(), **values})
 
 
 def clear_context() -> None:
-    structlog.contextvars.clear_contextvars()
+    _CONTEXT.set(_NO_CONTEXT)
 
 
 def current_context() -> MutableMapping[str, Any]:
-    return structlog.contextvars.get_contextvars()
+    return dict(_CONTEXT.get())

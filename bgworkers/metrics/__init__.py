@@ -13,6 +13,7 @@ Each domain declares its metrics as a small class built from a registry and wrap
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
@@ -28,11 +29,18 @@ _registry: CollectorRegistry | None = None
 
 def current_registry() -> CollectorRegistry:
     """The registry metric sets are built on: prometheus_client's global one by default."""
-    if _registry is None:
-        from prometheus_client import REGISTRY
+    registry = _registry
+    if registry is None:
+        return _default_registry()
+    return registry
 
-        return REGISTRY
-    return _registry
+
+@functools.cache
+def _default_registry() -> CollectorRegistry:
+    # Imported on first use, then remembered: asked for twice per message.
+    from prometheus_client import REGISTRY
+
+    return REGISTRY
 
 
 def use_registry(registry: CollectorRegistry) -> None:

@@ -94,8 +94,9 @@ class MessageMetrics(Middleware):
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         labels = bounded_labels(message.queue_name, message.actor_name, broker.actors)
-        setattr(message, STARTED_ATTR, (time.perf_counter(), labels))
-        self._labelled(labels).in_progress.inc()
+        series = self._labelled(labels)
+        setattr(message, STARTED_ATTR, (time.perf_counter(), labels, series))
+        series.in_progress.inc()
 
     def after_process_message(
         self,
@@ -108,8 +109,7 @@ class MessageMetrics(Middleware):
         started = _pop_started(message)
         if started is None:
             return
-        start, labels = started
-        series = self._labelled(labels)
+        start, labels, series = started
         series.in_progress.dec()
         series.duration.observe(time.perf_counter() - start)
         series.processed.inc()
@@ -128,12 +128,17 @@ class MessageMetrics(Middleware):
         labels = bounded_labels(message.queue_name, message.actor_name, broker.actors)
         started = _pop_started(message)
         if started is not None:
-            self._metrics.in_progress.labels(*started[1]).dec()
+            started[2].in_progress.dec()
         self._metrics.skipped.labels(*labels).inc()
         if message.failed:
             self._metrics.dead_lettered.labels(*labels).inc()
 
 
-def _pop_started(message: MessageProxy) -> tuple[float, tuple[str, str]] | None:
-    started: tuple[float, tuple[str, str]] | None = message.__dict__.pop(STARTED_ATTR, None)
+def _pop_started(message: MessageProxy) -> _Started | None:
+    started: _Started | None = message.__dict__.pop(STARTED_ATTR, None)
     return started
+
+
+#: What ``before_process_message`` leaves on the proxy: start time, labels and their series
+#: (looked up once per message, and the same series counted down as was counted up).
+_Started = tuple[float, tuple[str, str], _LabelledSeries]

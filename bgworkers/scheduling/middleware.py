@@ -138,8 +138,10 @@ class ScheduleGuard(Middleware):
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
         period = period_of(broker, message.actor_name)
-        tick = message_tick(message, period) if period is not None else None
-        if period is None or tick is None:
+        if period is None:
+            return  # most messages: not a scheduled job's
+        tick = message_tick(message, period)
+        if tick is None:
             return
         if not message.options.get(MANUAL_OPTION) and job_is_paused(period.name):
             SCHEDULE_METRICS.get().skipped.labels(period.name, "paused").inc()
@@ -221,7 +223,7 @@ class ScheduleGuard(Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
-        attempt: _Attempt | None = getattr(message, _ATTEMPT_ATTR, None)
+        attempt: _Attempt | None = message.__dict__.get(_ATTEMPT_ATTR)
         if attempt is None:
             return
         job, tick = attempt.job, attempt.tick
@@ -259,7 +261,7 @@ class ScheduleGuard(Middleware):
         )
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
-        attempt: _Attempt | None = getattr(message, _ATTEMPT_ATTR, None)
+        attempt: _Attempt | None = message.__dict__.get(_ATTEMPT_ATTR)
         if attempt is not None:  # claimed, then skipped by a later middleware: free the lock
             with session_scope() as session:
                 finish_run(
