@@ -125,6 +125,11 @@ def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not a JSON number")
 
 
+#: ``json.loads(text, parse_constant=...)`` builds a decoder on every call; this is that
+#: decoder, built once (a fifth of the parse time of a typical envelope).
+_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def peek_message_id(fields: Mapping[str, Any]) -> str | None:
     """The envelope's message id if it is a usable one (to key the log line by)."""
     message_id = fields.get("message_id")
@@ -157,7 +162,12 @@ def decode_envelope(
     except UnicodeDecodeError as exc:
         raise InvalidEnvelope("not_utf8", f"invalid UTF-8 at byte {exc.start}") from None
     try:
-        fields = json.loads(text, parse_constant=_reject_constant)
+        # json.loads refuses a leading byte-order mark before decoding; so does this.
+        fields = (
+            json.loads(text, parse_constant=_reject_constant)
+            if text.startswith("\ufeff")
+            else _DECODER.decode(text)
+        )
     except (ValueError, RecursionError) as exc:
         raise InvalidEnvelope("not_json", str(exc)[:200]) from None
     if not isinstance(fields, dict):
