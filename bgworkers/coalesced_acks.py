@@ -39,17 +39,23 @@ class CoalescedAcks:
     known_tags: set[int]
     logger: Any
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Set before any worker thread can ack: a deque made lazily by two threads at once
+        # could lose the tags appended to the one that was not kept.
+        self._bgw_pending_acks: deque[int] = deque()
+        self._bgw_ack_scheduled = False
+        super().__init__(*args, **kwargs)
+
     def ack(self, message: Any) -> None:
         try:
             self.known_tags.remove(message._tag)
         except KeyError:
             self.logger.warning("Failed to ack message: not in known tags.")
             return
-        pending: deque[int] = self.__dict__.setdefault("_bgw_pending_acks", deque())
         # Appended before the flag is read, and the flag is cleared before the callback
         # drains: a tag appended while a callback is pending is always drained by it.
-        pending.append(message._tag)
-        if self.__dict__.get("_bgw_ack_scheduled"):
+        self._bgw_pending_acks.append(message._tag)
+        if self._bgw_ack_scheduled:
             return
         self._bgw_ack_scheduled = True
         try:
@@ -64,7 +70,7 @@ class CoalescedAcks:
     def _send_pending_acks(self) -> None:
         """On the connection's thread: every waiting tag acked, frames queued for writing."""
         self._bgw_ack_scheduled = False
-        pending: deque[int] = self.__dict__["_bgw_pending_acks"]
+        pending = self._bgw_pending_acks
         channel = self.channel._impl
         while pending:
             channel.basic_ack(delivery_tag=pending.popleft())

@@ -158,6 +158,7 @@ class _ProcessState:
 
     configured = False
     handler: _PipeTolerantHandler | None = None
+    noise_filter: type[logging.Filter] | None = None
 
 
 _KEY_VALUE = structlog.processors.KeyValueRenderer(key_order=["event"], drop_missing=True)
@@ -370,6 +371,7 @@ def configure_logging(
     handler._bgworkers = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     _ProcessState.handler = handler
+    _ProcessState.noise_filter = LibraryNoiseFilter
     if batched:
         _flush_at_exit(handler)
     root.setLevel(level)
@@ -482,7 +484,11 @@ def log_line(name: str, level: int, event: str, **fields: Any) -> None:
     method = _METHODS[level]
     handler = _ProcessState.handler
     logger = _stdlib_logger(name)
-    if handler is None or not logger.isEnabledFor(level) or not _only_our_handler(logger, handler):
+    if (
+        handler is None
+        or not logger.isEnabledFor(level)
+        or not _only_our_handler(logger, handler, level)
+    ):
         getattr(_bound_logger(name), method)(event, **fields)
         return
     event_dict: Any = fields
@@ -504,8 +510,14 @@ def _stdlib_logger(name: str) -> logging.Logger:
     return logging.getLogger(name)
 
 
-def _only_our_handler(logger: logging.Logger, handler: logging.Handler) -> bool:
-    """Whether ``handler`` (on the root logger) is all a record of ``logger`` would meet."""
+def _only_our_handler(logger: logging.Logger, handler: logging.Handler, level: int) -> bool:
+    """Whether ``handler`` (on the root logger) is all a record of ``logger`` would meet, and
+    would write it: its level lets it through, and its only filter is the library-noise one,
+    which passes bgworkers' own loggers untouched."""
+    if level < handler.level or not logger.name.startswith("bgworkers."):
+        return False
+    if any(type(f) is not _ProcessState.noise_filter for f in handler.filters):
+        return False
     current: logging.Logger | None = logger
     while current is not None:
         if current.filters:

@@ -47,6 +47,7 @@ class FakeConnection:
 
 class Consumer(CoalescedAcks):
     def __init__(self) -> None:
+        super().__init__()
         self.connection = FakeConnection()
         self.channel = FakeChannel()
         self.known_tags: set[int] = set()

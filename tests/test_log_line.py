@@ -138,3 +138,17 @@ def test_without_bgworkers_handler_the_line_goes_to_the_application() -> None:
         logger.setLevel(logging.NOTSET)
     [record] = records
     assert record.getMessage() == "event='message_processed' outcome='succeeded'"
+
+
+def test_our_handlers_own_level_and_filters_still_apply(only_our_handler: io.StringIO) -> None:
+    [ours] = [h for h in logging.getLogger().handlers if getattr(h, "_bgworkers", False)]
+    ours.setLevel(logging.WARNING)
+    with alone_on_root():
+        log_line(NAME, logging.INFO, "message_processed", outcome="succeeded")
+    ours.setLevel(logging.NOTSET)
+    drop_all = logging.Filter("nothing.matches.this")
+    ours.addFilter(drop_all)
+    with alone_on_root():
+        log_line(NAME, logging.INFO, "message_processed", outcome="succeeded")
+    ours.removeFilter(drop_all)
+    assert lines_of(only_our_handler) == []
