@@ -273,20 +273,27 @@ def _plainly_shallow(fields: dict[str, Any]) -> bool:
 
     Most envelopes hold a few ids: no value inside ``args``, ``kwargs`` or ``options`` is a
     container (so nothing is deeper than 2 levels) and every string is ASCII (so none holds a
-    lone surrogate). Anything else takes the full walk.
+    lone surrogate). Anything else takes the full walk. The values come from ``json``, whose
+    objects, arrays and strings are exactly ``dict``, ``list`` and ``str``.
     """
     for value in fields.values():
-        if isinstance(value, dict):
-            children: Any = [*value.keys(), *value.values()]
-        elif isinstance(value, list):
+        kind = type(value)
+        if kind is str:
+            if not value.isascii():
+                return False
+            continue
+        if kind is dict:
+            children: Any = [*value, *value.values()]
+        elif kind is list:
             children = value
         else:
-            children = (value,)
+            continue  # a number, a boolean or null
         for item in children:
-            if isinstance(item, str):
+            kind = type(item)
+            if kind is str:
                 if not item.isascii():
                     return False
-            elif isinstance(item, dict | list):
+            elif kind is dict or kind is list:
                 return False
     return True
 
