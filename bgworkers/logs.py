@@ -27,7 +27,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any, TextIO
 
 import orjson
@@ -195,8 +195,8 @@ class _PipeTolerantHandler(logging.StreamHandler):  # type: ignore[type-arg]
     ``message_processed`` line queued behind one another's JSON rendering and redaction. The
     formatter keeps no state between records, so rendering needs no lock.
 
-    With ``batched`` (worker processes), lines below WARNING are written by a writer thread,
-    a batch at a time (:mod:`bgworkers.log_writer`, which says why and what it costs).
+    With ``batched`` (worker processes), lines below WARNING are written a batch at a time
+    (:mod:`bgworkers.log_writer`, which says why and what it costs).
     """
 
     def __init__(self, stream: TextIO, *, batched: bool = False) -> None:
@@ -217,21 +217,15 @@ class _PipeTolerantHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:  # noqa: BLE001 - as logging's own handlers: report, never raise
             self.handleError(record)
             return True
-        if self._writer is not None:
-            self._writer.submit(line, urgent=record.levelno >= logging.WARNING)
-            return True
-        with self.lock:  # type: ignore[union-attr]
-            try:
-                self.stream.write(line)
-                self.flush()
-            except RecursionError:
-                raise
-            except Exception:  # noqa: BLE001 - as logging's own handlers: report, never raise
-                self.handleError(record)
+        self._write_line(line, urgent=record.levelno >= logging.WARNING, record=lambda: record)
         return True
 
     def write_event(self, logger: logging.Logger, event_dict: EventDict, *, urgent: bool) -> None:
         """Render a structured event (see :func:`log_line`) and write it like a record."""
+
+        def as_record() -> logging.LogRecord:  # only for handleError's report
+            return logging.makeLogRecord({"msg": event_dict, "name": logger.name})
+
         formatter = self.formatter
         assert isinstance(formatter, _LineFormatter)
         try:
@@ -239,8 +233,13 @@ class _PipeTolerantHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except RecursionError:
             raise
         except Exception:  # noqa: BLE001 - as logging's own handlers: report, never raise
-            self.handleError(logging.makeLogRecord({"msg": event_dict, "name": logger.name}))
+            self.handleError(as_record())
             return
+        self._write_line(line, urgent=urgent, record=as_record)
+
+    def _write_line(
+        self, line: str, *, urgent: bool, record: Callable[[], logging.LogRecord]
+    ) -> None:
         if self._writer is not None:
             self._writer.submit(line, urgent=urgent)
             return
@@ -251,7 +250,7 @@ class _PipeTolerantHandler(logging.StreamHandler):  # type: ignore[type-arg]
             except RecursionError:
                 raise
             except Exception:  # noqa: BLE001 - as logging's own handlers: report, never raise
-                self.handleError(logging.makeLogRecord({"msg": event_dict, "name": logger.name}))
+                self.handleError(record())
 
     def flush(self) -> None:
         if self._writer is not None:

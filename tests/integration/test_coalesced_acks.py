@@ -5,32 +5,18 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
 
 import dramatiq
 import pytest
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from bgworkers import queues
-from bgworkers.broker import build_broker
-from bgworkers.settings import get_settings
 from bgworkers.tasks import task
 from tests.platform_helpers import wait_for
 
 pytestmark = pytest.mark.integration
 QUEUE = queues.MAINTENANCE
 MESSAGES = 400
-
-
-@pytest.fixture
-def test_broker(rabbitmq_url: str) -> Iterator[RabbitmqBroker]:
-    broker = build_broker(get_settings())
-    broker.emit_after("process_boot")
-    broker.declare_queue(QUEUE)
-    broker.flush(QUEUE)
-    yield broker
-    broker.flush(QUEUE)
-    broker.close()
 
 
 def test_acks_reach_rabbitmq_before_the_connection_is_cut(test_broker: RabbitmqBroker) -> None:

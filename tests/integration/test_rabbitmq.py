@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import dramatiq
 import pika
@@ -17,27 +16,13 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from bgworkers import queues
-from bgworkers.broker import build_broker
 from bgworkers.errors import PermanentError
 from bgworkers.maintenance.models import SchedulerHeartbeat
-from bgworkers.settings import get_settings
 from bgworkers.tasks import task
 from tests.platform_helpers import captured_json_logs, wait_for
 
 pytestmark = pytest.mark.integration
 QUEUE = queues.MAINTENANCE
-
-
-@pytest.fixture
-def test_broker(rabbitmq_url: str) -> Iterator[RabbitmqBroker]:
-    """A broker of its own (bgworkers' stack) for test-only actors, queues purged."""
-    broker = build_broker(get_settings())
-    broker.emit_after("process_boot")
-    broker.declare_queue(QUEUE)
-    broker.flush(QUEUE)
-    yield broker
-    broker.flush(QUEUE)
-    broker.close()
 
 
 def xq_bodies(broker: RabbitmqBroker) -> list[dict[str, object]]:
