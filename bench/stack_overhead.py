@@ -5,9 +5,9 @@ operator starts it:
 
 - **bare**: dramatiq with its default middleware and one no-op actor on a queue of its own
   (``bench/_stack_bare.py``);
-- **bgworkers**: ``dramatiq bgworkers`` (the whole middleware stack, the metrics fork, JSON log
-  lines to a file) with one no-op declared through ``@task`` on the maintenance queue
-  (``bench/_stack_bgworkers.py``).
+- **bgworkers**: ``dramatiq bgworkers`` (the whole middleware stack, the group's metrics
+  endpoint, JSON log lines to a file) with one no-op declared through ``@task`` on the
+  maintenance queue (``bench/_stack_bgworkers.py``).
 
 For each configuration (1 process x 8 threads, 2 x 8) and repetition, each group is started and
 waited for (consumers attached; for bgworkers the metrics endpoint answering), then:
@@ -17,7 +17,9 @@ waited for (consumers attached; for bgworkers the metrics endpoint answering), t
 2. drain: the group is frozen (SIGSTOP) while ``--messages`` messages are queued, then thawed;
    the drain rate is messages / (time from the thaw to the queue being empty). Start-up is not
    counted, and the at most ``prefetch`` messages still in the workers when the queue shows
-   empty are a few milliseconds out of seconds;
+   empty are a few milliseconds out of seconds. The group's CPU time (user + system, every
+   process) over the same span, per message, is printed too: unlike the rate, it hardly
+   moves with what else a shared machine runs;
 3. memory: the whole group (main process, worker processes, forks) is sampled from
    ``/proc/<pid>/smaps_rollup`` every 0.2 s while it serves (from ready to stop: a child that
    lives a moment at boot, such as bgworkers' schema check, shares its pages with its worker,
@@ -33,8 +35,9 @@ created on the broker of ``BGW_BROKER_URL`` (through the management API, else
 directory (SQLite database, migrated first; metrics files) and metrics port; every other
 ``BGW_*`` variable of the caller is left out of its environment.
 
-Prints one line per group run, medians per configuration, and as its last lines
-``drain_ratio_p1t8=``, ``drain_ratio_p2t8=`` and ``rss_ratio_p1t8=`` (bgworkers / bare).
+Prints one line per group run, medians per configuration (with ``cpu_ratio_``, ``p99_ratio_``
+and ``pss_ratio_`` lines), and as its last lines ``drain_ratio_p1t8=``, ``drain_ratio_p2t8=``
+and ``rss_ratio_p1t8=`` (bgworkers / bare).
 Usage: python bench/stack_overhead.py [--messages N] [--reps R] [--configs 1x8,2x8]
 """
 
