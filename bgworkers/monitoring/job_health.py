@@ -10,7 +10,6 @@ waits on the database.
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -37,11 +36,9 @@ def expected_intervals(settings: Settings, *, now: datetime | None = None) -> di
     end = start + timedelta(weeks=8)
     gaps: dict[str, float] = {}
     for job in SCHEDULE:
-        ticks = CronPeriod.from_settings(job, settings).ticks_between(start, end)
-        if len(ticks) >= 2:
-            gaps[job.actor_name] = max(
-                (b - a).total_seconds() for a, b in itertools.pairwise(ticks)
-            )
+        gap = CronPeriod.from_settings(job, settings).longest_gap_between(start, end)
+        if gap is not None:
+            gaps[job.actor_name] = gap.total_seconds()
     return gaps
 
 

@@ -92,6 +92,11 @@ class CronPeriod:
         """Ticks strictly between ``start`` and ``end``; none when disabled."""
         return self.schedule.ticks_between(start, end) if self.enabled else []
 
+    def longest_gap_between(self, start: datetime, end: datetime) -> timedelta | None:
+        """The longest time between consecutive ticks in ``(start, end)``; None when
+        disabled or with fewer than two ticks."""
+        return self.schedule.longest_gap_between(start, end) if self.enabled else None
+
     def __str__(self) -> str:
         if not self.enabled:
             return f"off ({self.job.cron})"

@@ -216,3 +216,26 @@ def test_day_cache_cleared_by_another_thread_still_answers() -> None:
     assert zoned.ticks_between(start, start + timedelta(days=1)) == [
         datetime(2026, 11, 25, 1, tzinfo=UTC)
     ]
+
+
+@pytest.mark.parametrize(
+    ("expression", "zone"),
+    [
+        ("* * * * *", "UTC"),
+        ("*/7 3-5 * * *", "Europe/Paris"),
+        ("30 2 * * *", "Europe/Paris"),  # a tick that spring-forward skips
+        ("0 9 * * 1-5", "America/New_York"),
+        ("15 4 1 * *", "UTC"),
+        ("0 0 31 2 *", "UTC"),  # never: no gap
+    ],
+)
+def test_longest_gap_is_the_longest_gap_of_the_tick_list(expression: str, zone: str) -> None:
+    """The streaming walk agrees with the list it replaced, on cold and warm day caches."""
+    start = datetime(2026, 2, 20, 13, 7, tzinfo=UTC)  # across a spring-forward and a month end
+    end = start + timedelta(weeks=8)
+    zoned = ZonedCron(CronExpression.parse(expression), ZoneInfo(zone))
+    cold = zoned.longest_gap_between(start, end)
+    ticks = zoned.ticks_between(start, end)  # fills the day cache
+    expected = max((b - a for a, b in zip(ticks, ticks[1:], strict=False)), default=None)
+    assert cold == expected
+    assert zoned.longest_gap_between(start, end) == expected
