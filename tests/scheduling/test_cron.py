@@ -23,6 +23,7 @@ is compared on the days around each daylight-saving change.
 from __future__ import annotations
 
 import functools
+import itertools
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -236,6 +237,6 @@ def test_longest_gap_is_the_longest_gap_of_the_tick_list(expression: str, zone: 
     zoned = ZonedCron(CronExpression.parse(expression), ZoneInfo(zone))
     cold = zoned.longest_gap_between(start, end)
     ticks = zoned.ticks_between(start, end)  # fills the day cache
-    expected = max((b - a for a, b in zip(ticks, ticks[1:], strict=False)), default=None)
+    expected = max((b - a for a, b in itertools.pairwise(ticks)), default=None)
     assert cold == expected
     assert zoned.longest_gap_between(start, end) == expected
