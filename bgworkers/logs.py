@@ -34,8 +34,10 @@ import orjson
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-# Redaction lives in its own module (bounded and linear); re-exported for existing callers.
+from bgworkers.log_noise import LibraryNoiseFilter
 from bgworkers.log_writer import BatchedLineWriter
+
+# Redaction lives in its own module (bounded and linear); re-exported for existing callers.
 from bgworkers.redaction import MAX_FIELD_CHARS, MAX_TRACEBACK_CHARS, is_secret_key, may_hold_secret
 from bgworkers.redaction import REDACTED as REDACTED
 from bgworkers.redaction import redact_text as redact_text
@@ -158,7 +160,6 @@ class _ProcessState:
 
     configured = False
     handler: _PipeTolerantHandler | None = None
-    noise_filter: type[logging.Filter] | None = None
 
 
 _KEY_VALUE = structlog.processors.KeyValueRenderer(key_order=["event"], drop_missing=True)
@@ -259,23 +260,24 @@ class _PipeTolerantHandler(logging.StreamHandler):  # type: ignore[type-arg]
             super().flush()
 
     def _write_batch(self, text: str) -> None:
-        try:
-            self.stream.write(text)
-        except RecursionError:
-            raise
-        except Exception:  # noqa: BLE001 - the writer thread has no caller to raise to
-            self._write_failed()
+        self._guarded(self.stream.write, text)
 
     def _flush_stream(self) -> None:
+        self._guarded(super().flush)
+
+    def _guarded(self, step: Callable[..., object], *args: object) -> None:
+        """One write or flush of a batch: whichever thread runs it has no caller expecting a
+        logging error, so a failure is reported (or the stream silenced), never raised."""
         try:
-            super().flush()
+            step(*args)
         except RecursionError:
             raise
-        except Exception:  # noqa: BLE001 - the writer thread has no caller to raise to
+        except Exception:  # noqa: BLE001 - as logging's own handlers: report, never raise
             self._write_failed()
 
     def _write_failed(self) -> None:
-        # Called under the handler's lock, from the writer: setStream would flush again.
+        # Called under the handler's lock while a batch is written: setStream would flush
+        # again.
         if isinstance(sys.exc_info()[1], BrokenPipeError):
             self.stream = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the handler
             return
@@ -346,10 +348,8 @@ def configure_logging(
 
     Only the processes bgworkers starts call this (see :mod:`bgworkers.boot`); an application
     that imports bgworkers keeps its own logging. ``batched``: lines below WARNING are written
-    by a writer thread (worker processes, see :mod:`bgworkers.log_writer`).
+    a batch at a time (worker processes, see :mod:`bgworkers.log_writer`).
     """
-    from bgworkers.log_noise import LibraryNoiseFilter
-
     stream = stream or sys.__stdout__ or sys.stdout
     renderer: Processor
     if resolve_log_format(log_format, stream) == "console":
@@ -370,7 +370,6 @@ def configure_logging(
     handler._bgworkers = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     _ProcessState.handler = handler
-    _ProcessState.noise_filter = LibraryNoiseFilter
     if batched:
         _flush_at_exit(handler)
     root.setLevel(level)
@@ -515,7 +514,7 @@ def _only_our_handler(logger: logging.Logger, handler: logging.Handler, level: i
     which passes bgworkers' own loggers untouched."""
     if level < handler.level or not logger.name.startswith("bgworkers."):
         return False
-    if any(type(f) is not _ProcessState.noise_filter for f in handler.filters):
+    if any(type(f) is not LibraryNoiseFilter for f in handler.filters):
         return False
     current: logging.Logger | None = logger
     while current is not None:
