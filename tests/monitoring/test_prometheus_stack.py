@@ -370,7 +370,7 @@ def test_every_dashboard_and_alert_expression_returns_data(
             f"{name} ({title!r}): dashboard {got}, ground truth {truth[name]}"
             for name, (title, index, labels) in COUNTED.items()
             if abs((got := panel_value(prom_port, title, index, labels)) - truth[name])
-            > truth[name] / 1000  # exact below 1,000 (rounded); increase() extrapolates
+            > truth[name] / 200  # exact below 200 (rounded); why 0.5%: above COUNTED
         ]
         return not mismatches
 
@@ -422,6 +422,10 @@ def panel_target(title: str, index: int = 0) -> str:
 
 
 #: Count panels checked against what happened: (panel title, target, series labels).
+# increase() extrapolates a window's first and last samples towards its edges, so a
+# dashboard count over a span of a few minutes can exceed the truth by a few parts in a
+# thousand (seen: 6,697 for 6,689 missed ticks, 0.12%). 0.5% keeps the counts exact for
+# small numbers and still fails a lost or doubled group's counts by far.
 COUNTED = {
     "emails sent": ("Emails sent (24 h)", 0, {}),
     "emails sent in the hour": ("Emails sent and given up (1 h)", 0, {}),
