@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
-import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -13,6 +18,7 @@ from bgworkers.monitoring.queue_depth import (
     QueueDepthCollector,
     read_depths_amqp,
     read_depths_management,
+    reader_from_settings,
 )
 from bgworkers.settings import get_settings
 from bgworkers.tasks import task
@@ -40,29 +46,117 @@ def test_amqp_reading_counts_ready_messages(rabbitmq_url: str) -> None:
     assert set(depths) == set(queues.ALL)
 
 
-def test_management_reading_speaks_the_api_wire_format() -> None:
-    seen: list[httpx.Request] = []
+MANAGEMENT_ROWS = [
+    {"name": "email", "messages_ready": 12, "messages_unacknowledged": 3, "consumers": 2},
+    {"name": "email.DQ", "messages_ready": 1, "messages_unacknowledged": 4},
+    {"name": "email.XQ", "messages_ready": 2, "messages_unacknowledged": 0},
+]
 
-    def management_api(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        rows = [
-            {"name": "email", "messages_ready": 12, "messages_unacknowledged": 3, "consumers": 2},
-            {"name": "email.DQ", "messages_ready": 1, "messages_unacknowledged": 4},
-            {"name": "email.XQ", "messages_ready": 2, "messages_unacknowledged": 0},
-        ]
-        return httpx.Response(200, content=json.dumps(rows))
 
-    client = httpx.Client(transport=httpx.MockTransport(management_api))
-    depths = {
-        d.queue: d
-        for d in read_depths_management(
-            "http://rabbit:15672/", "amqp://ops:pw@rabbit:5672/prod", client=client
-        )
-    }
+@pytest.fixture
+def management_api() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A local HTTP server answering ``GET /api/queues/<vhost>`` as RabbitMQ's management
+    plugin does (JSON rows; 401 without Basic credentials or with the password ``wrong``);
+    yields its URL and the requests."""
+    seen: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append({"path": self.path, "authorization": self.headers["Authorization"]})
+            authorization = self.headers["Authorization"] or ""
+            if not authorization.startswith("Basic ") or b":wrong" in base64.b64decode(
+                authorization.removeprefix("Basic ")
+            ):
+                self.send_response(401)
+                self.end_headers()
+                return
+            body = json.dumps(MANAGEMENT_ROWS).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_management_reading_speaks_the_api_wire_format(
+    management_api: tuple[str, list[dict[str, Any]]],
+) -> None:
+    url, seen = management_api
+    depths = {d.queue: d for d in read_depths_management(url, "amqp://ops:p%40ss@rabbit:5672/prod")}
     assert depths["email"] == QueueDepth("email", 12, 5, 2, 3, consumers=2)
     assert depths["sync"] == QueueDepth("sync", 0, 0, 0, 0, consumers=0)
-    assert seen[0].url.path == "/api/queues/prod"
-    assert seen[0].headers["authorization"].startswith("Basic ")
+    assert seen[0]["path"].startswith("/api/queues/prod?columns=name%2Cmessages_ready")
+    assert base64.b64decode(seen[0]["authorization"].removeprefix("Basic ")) == b"ops:p@ss"
+
+
+@pytest.mark.integration
+def test_management_reading_of_the_real_api_sees_a_message_held_by_a_consumer(
+    rabbitmq_url: str,
+) -> None:
+    """RabbitMQ's own management API (on the broker's host, port 15672) answers the read; a
+    message delivered and not acknowledged counts as unacked, which AMQP cannot tell."""
+    import pika
+
+    from bgworkers.broker_nodes import open_blocking_connection
+
+    queue = "test-queue-depth-held"
+    connection = open_blocking_connection(rabbitmq_url)
+    try:
+        channel = connection.channel()
+        channel.queue_declare(queue, auto_delete=True)
+        channel.basic_publish("", queue, b"held")
+        channel.basic_publish("", queue, b"waiting")
+        channel.basic_qos(prefetch_count=1)
+        channel.basic_consume(queue, lambda *args: None)
+        connection.process_data_events(time_limit=0.5)
+        try:
+            (depth,) = read_depths_management("http://127.0.0.1:15672", rabbitmq_url, [queue])
+        except OSError as exc:
+            pytest.skip(f"no management API on 127.0.0.1:15672 ({exc})")
+        # The management API's figures lag by its stats interval (5 s by default).
+        for _ in range(40):
+            if (depth.ready, depth.unacked, depth.consumers) == (1, 1, 1):
+                break
+            connection.sleep(0.25)
+            (depth,) = read_depths_management("http://127.0.0.1:15672", rabbitmq_url, [queue])
+        assert (depth.ready, depth.unacked, depth.consumers) == (1, 1, 1)
+    finally:
+        with contextlib.suppress(pika.exceptions.AMQPError):
+            connection.close()
+
+
+def test_reader_falls_back_to_amqp_when_the_api_refuses(
+    management_api: tuple[str, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 401 from the API (wrong credentials) is an ``OSError`` like a refused connection:
+    the reader logs it once and answers from AMQP."""
+    import bgworkers.monitoring.queue_depth as queue_depth
+
+    url, seen = management_api
+    amqp_reads: list[str] = []
+
+    def read_amqp(broker_url: str) -> list[QueueDepth]:
+        amqp_reads.append(broker_url)
+        return [QueueDepth("email", 7, 0, 0, None)]
+
+    monkeypatch.setattr(queue_depth, "read_depths_amqp", read_amqp)
+    read = reader_from_settings("amqp://ops:wrong@127.0.0.1:5672/", url)
+    assert read() == [QueueDepth("email", 7, 0, 0, None)]
+    assert read() == [QueueDepth("email", 7, 0, 0, None)]
+    assert len(seen) == 2  # the API is asked every time, AMQP answers while it refuses
+    assert len(amqp_reads) == 2
 
 
 def test_collector_serves_the_last_reading_and_counts_failures() -> None:
