@@ -21,10 +21,9 @@ from typing import Any
 
 import dramatiq
 from sqlalchemy import event, insert, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
-from bgworkers.db import utcnow
+from bgworkers.db import insert_with_on_conflict, utcnow
 from bgworkers.errors import InvalidArguments
 from bgworkers.outbox.metrics import OUTBOX_METRICS
 from bgworkers.outbox.models import OutboxMessage
@@ -177,7 +176,7 @@ def _insert(session: Session, *, ignore_duplicates: bool) -> Any:
     if not ignore_duplicates:
         return insert(_TABLE)
     dialect = session.get_bind().dialect.name
-    make = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    make = insert_with_on_conflict(dialect)
     return make(_TABLE).on_conflict_do_nothing(index_elements=["dedupe_key"])
 
 
