@@ -78,5 +78,18 @@ def node_of(connection: Any) -> str:
 
 
 def open_blocking_connection(text: str, **overrides: Any) -> pika.BlockingConnection:
-    """A blocking connection to the first node of ``text`` that answers."""
-    return pika.BlockingConnection(connection_parameters(text, **overrides))
+    """A blocking connection to the first node of ``text`` that answers.
+
+    When no node accepts a TCP connection, pika raises ``AMQPConnectionError()`` with no
+    text at all; the error raised then names the nodes tried, so a log line about it says
+    more than ``AMQPConnectionError: ``.
+    """
+    parameters = connection_parameters(text, **overrides)
+    try:
+        return pika.BlockingConnection(parameters)
+    except pika.exceptions.AMQPConnectionError as exc:
+        if str(exc):
+            raise
+        tried = ", ".join(describe_parameters(params) for params in parameters)
+        message = f"no connection to {tried} (refused, unreachable or timed out)"
+        raise pika.exceptions.AMQPConnectionError(message) from exc

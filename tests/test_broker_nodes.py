@@ -103,3 +103,48 @@ def test_every_client_skips_a_dead_node_and_says_where_it_went(rabbitmq_url: str
     assert {line["purpose"] for line in connected} == {"publish", "outbox_relay", "consume"}
     assert {line["node"] for line in connected} == {node}
     assert all("guest" not in str(line) for line in connected)
+
+
+def test_no_node_answering_names_the_nodes_tried_without_credentials() -> None:
+    """pika says nothing (``AMQPConnectionError()``) when no node accepts the connection; the
+    error bgworkers raises names each node, and the reading that failed logs that text."""
+    import socket
+
+    import pika.exceptions
+
+    from bgworkers.broker_nodes import open_blocking_connection
+    from bgworkers.monitoring.reading import failure_reason
+
+    closed = []
+    for _ in range(2):  # two ports nothing listens on
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            closed.append(probe.getsockname()[1])
+    text = f"amqp://u:secret@127.0.0.1:{closed[0]}/; amqp://u:secret@127.0.0.1:{closed[1]}/bgw"
+    with pytest.raises(pika.exceptions.AMQPConnectionError) as raised:
+        open_blocking_connection(text, connection_attempts=1, socket_timeout=2)
+    reason = failure_reason(raised.value)
+    assert reason == (
+        f"AMQPConnectionError: no connection to 127.0.0.1:{closed[0]}/, "
+        f"127.0.0.1:{closed[1]}/bgw (refused, unreachable or timed out)"
+    )
+    assert "secret" not in reason
+
+
+def test_a_failure_without_text_still_gets_a_reason() -> None:
+    from bgworkers.monitoring.reading import failure_reason
+
+    try:
+        try:
+            raise TimeoutError("read timed out")
+        except TimeoutError:
+            raise RuntimeError from None
+    except RuntimeError as exc:
+        assert failure_reason(exc) == "RuntimeError (no reason given)"
+    try:
+        try:
+            raise TimeoutError("read timed out")
+        except TimeoutError as cause:
+            raise RuntimeError from cause
+    except RuntimeError as exc:
+        assert failure_reason(exc) == "RuntimeError: read timed out"

@@ -32,7 +32,7 @@ from prometheus_client.registry import Collector
 from bgworkers import queues
 from bgworkers.broker_nodes import open_blocking_connection
 from bgworkers.logs import get_logger
-from bgworkers.monitoring.reading import BackgroundReading
+from bgworkers.monitoring.reading import BackgroundReading, failure_reason
 
 log = get_logger(__name__)
 
@@ -195,7 +195,7 @@ def reader_from_settings(
                     log.warning(
                         "queue_depth_management_unavailable",
                         url=api_url,
-                        error=f"{type(exc).__name__}: {exc}",
+                        error=failure_reason(exc),
                         fallback="AMQP: no unacknowledged counts, delayed excludes held messages",
                     )
                     fallback_logged = True

@@ -18,6 +18,17 @@ T = TypeVar("T")
 log = get_logger(__name__)
 
 
+def failure_reason(exc: BaseException) -> str:
+    """``Type: text`` of a failed reading, never an empty reason.
+
+    pika raises some connection errors without a text (``AMQPConnectionError()``): the text of
+    the exception it came from is used then, else the line says that none was given.
+    """
+    origin = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    text = str(exc) or str(origin or "")
+    return f"{type(exc).__name__}: {text}" if text else f"{type(exc).__name__} (no reason given)"
+
+
 class BackgroundReading(Generic[T]):
     """Calls ``read`` every ``interval_s`` seconds on its own thread; keeps the last result."""
 
@@ -41,7 +52,7 @@ class BackgroundReading(Generic[T]):
         except Exception as exc:  # noqa: BLE001 - any failure is a failed reading, logged
             with self._lock:
                 self._errors += 1
-            log.warning("reading_failed", reading=self.name, error=f"{type(exc).__name__}: {exc}")
+            log.warning("reading_failed", reading=self.name, error=failure_reason(exc))
             return
         with self._lock:
             self._value = value
