@@ -12,7 +12,8 @@ Semantics (the same as croniter's, and Vixie cron's for the daylight-saving poli
   ``7``; the aliases ``@hourly @daily @midnight @weekly @monthly @yearly @annually``;
 * when both day fields are restricted (neither is ``*``), a day matches if either does;
 * a wall-clock time skipped by a spring-forward change fires once, at the first instant after
-  the gap (02:30 on the change day in Paris runs at 03:00 summer time);
+  the gap (02:30 on the change day in Paris runs at 03:00 summer time), unless the job runs
+  every hour (``17 * * * *``): its next tick comes within the hour, so the skipped one is dropped;
 * a wall-clock time repeated by a fall-back change fires once, at its first occurrence, unless
   the minute or hour field starts with ``*`` (``*/5 * * * *``, ``0 * * * *``): such a job runs
   by real time, in both copies of the repeated hour, so an every-5-minutes job never pauses.
@@ -232,7 +233,11 @@ class ZonedCron:
         """The instants a matching naive wall-clock time fires at, by the DST policy."""
         earlier = wall.replace(tzinfo=self.zone).astimezone(UTC)
         if earlier.astimezone(self.zone).replace(tzinfo=None) != wall:
-            return [self._end_of_gap(earlier)]  # skipped by a spring-forward change
+            # Skipped by a spring-forward change. A job of every hour fires in the next real
+            # hour anyway: moving the skipped tick would fire it twice within the hour.
+            if len(self.expression.hours) == 24:
+                return []
+            return [self._end_of_gap(earlier)]
         later = wall.replace(tzinfo=self.zone, fold=1).astimezone(UTC)
         if later != earlier and self.expression.by_real_time:
             return [earlier, later]

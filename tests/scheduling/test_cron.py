@@ -130,6 +130,21 @@ def test_whole_table_minute_by_minute_around_dst(zone: str) -> None:
             assert sent[period.name] == croniter_ticks(period.cron, zone, start, end)
 
 
+@pytest.mark.parametrize("zone", DST_ZONES)
+@pytest.mark.parametrize(
+    "expression",
+    ["17 * * * *", "5,35 * * * *", "17 0-23 * * *", "*/20 2 * * *", "17 */2 * * *", "45 1-3 * * *"],
+)
+def test_lines_outside_the_table_equal_croniter_around_dst(expression: str, zone: str) -> None:
+    """An operator's override may be any line: every-hour jobs at a fixed minute drop the
+    skipped tick of a spring-forward change (as croniter does), others run it after the gap."""
+    zoned = ZonedCron(CronExpression.parse(expression), ZoneInfo(zone))
+    for start, end in dst_days(zone):
+        assert zoned.ticks_between(start - MINUTE, end) == croniter_ticks(
+            expression, zone, start, end
+        )
+
+
 def test_dst_policy() -> None:
     paris = ZoneInfo("Europe/Paris")
 
@@ -139,8 +154,10 @@ def test_dst_policy() -> None:
         found = zoned.ticks_between(start - MINUTE, start + timedelta(days=1))
         return [t.astimezone(paris).strftime("%H:%M%z") for t in found]
 
-    # Spring forward (02:00 -> 03:00): the skipped 02:30 runs once, at 03:00.
+    # Spring forward (02:00 -> 03:00): the skipped 02:30 runs once, at 03:00...
     assert ticks("30 2 * * *", "2026-03-29") == ["03:00+0200"]
+    # ...but a job of every hour keeps its hourly rhythm: no run at 03:00 besides 03:17.
+    assert ticks("17 * * * *", "2026-03-29")[:3] == ["00:17+0100", "01:17+0100", "03:17+0200"]
     # Fall back (03:00 -> 02:00): a fixed-time 02:30 runs once, the first time...
     assert ticks("30 2 * * *", "2026-10-25") == ["02:30+0200"]
     # ...but an every-15-minutes job keeps running by real time, through both copies.
