@@ -31,6 +31,7 @@ import contextlib
 import os
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 
@@ -67,6 +68,10 @@ class BatchedLineWriter:
         self._pending: deque[str] = deque()
         self._due = 0.0
         self._owner_pid: int | None = None
+        self._start_lock = threading.Lock()
+        # A child forked while another thread held the start lock would wait on it forever.
+        this = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _reset_start_lock(this))
 
     def submit(self, line: str, *, urgent: bool = False) -> None:
         """Queue ``line``; an urgent one is written now, after everything queued before it."""
@@ -100,10 +105,14 @@ class BatchedLineWriter:
 
     def _start(self) -> None:
         # First use in this process (or in a forked child: the parent's thread did not survive
-        # the fork, and its queued lines are the parent's to write).
-        if self._owner_pid is not None:
-            self._pending = deque()
-        self._owner_pid = os.getpid()
+        # the fork, and its queued lines are the parent's to write). Under a lock: two threads
+        # of a child logging their first lines at once must not drop each other's line.
+        with self._start_lock:
+            if self._owner_pid == os.getpid():
+                return
+            if self._owner_pid is not None:
+                self._pending = deque()
+            self._owner_pid = os.getpid()
         thread = threading.Thread(target=self._run, name="bgworkers-log-writer", daemon=True)
         thread.start()
 
@@ -115,3 +124,9 @@ class BatchedLineWriter:
                 # outlive anything else.
                 with contextlib.suppress(Exception):
                     self.flush()
+
+
+def _reset_start_lock(writer: weakref.ref[BatchedLineWriter]) -> None:
+    alive = writer()
+    if alive is not None:
+        alive._start_lock = threading.Lock()

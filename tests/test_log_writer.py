@@ -153,3 +153,40 @@ def test_a_forked_child_does_not_write_its_parents_queued_lines(tmp_path: Path) 
         assert process.exitcode == 0
         writer.flush()
     assert path.read_text().splitlines() == ["child's line", "parent's line"]
+
+
+def _child_threads_log_first_lines_at_once(writer: BatchedLineWriter) -> None:
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: widen any race
+    barrier = threading.Barrier(8)
+
+    def first_line(i: int) -> None:
+        barrier.wait()
+        writer.submit(f"{i}\n")
+
+    threads = [threading.Thread(target=first_line, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    writer.flush()
+
+
+def test_threads_of_a_forked_child_logging_their_first_lines_at_once_lose_none(
+    tmp_path: Path,
+) -> None:
+    """In a child, every thread's first line finds the writer not yet started there; the one
+    that starts it must not drop the lines the others queued meanwhile."""
+    for attempt in range(20):
+        path = tmp_path / f"child-{attempt}.log"
+        with open(path, "w") as stream:
+            writer = BatchedLineWriter(
+                stream.write, stream.flush, threading.RLock(), interval_s=60.0
+            )
+            writer.submit("parent's line\n")  # started here: the child must restart it
+            process = multiprocessing.get_context("fork").Process(
+                target=_child_threads_log_first_lines_at_once, args=(writer,)
+            )
+            process.start()
+            process.join(30)
+            assert process.exitcode == 0
+        assert sorted(path.read_text().splitlines()) == [str(i) for i in range(8)], attempt
