@@ -23,6 +23,7 @@ import json
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote, unquote, urlencode, urlparse
 
 import pika
@@ -77,13 +78,24 @@ def read_depths_amqp(
         connection.close()
 
 
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is an error: following it would send the broker's credentials elsewhere."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_NO_REDIRECTS = urllib.request.build_opener(_RefuseRedirects)
+
+
 def read_depths_management(
     api_url: str, broker_url: str, names: Iterable[str] = queues.ALL, *, timeout_s: float = 5.0
 ) -> list[QueueDepth]:
     """One GET of ``/api/queues/<vhost>``; credentials are the broker URL's.
 
-    Raises ``OSError`` (``urllib.error.URLError``, ``HTTPError`` for a non-2xx answer) when
-    the API does not answer, ``ValueError`` or ``KeyError`` when the answer is not its format.
+    Raises ``OSError`` (``urllib.error.URLError``, ``HTTPError`` for a non-2xx answer or a
+    redirect, which is not followed) when the API does not answer, ``ValueError`` or
+    ``KeyError`` when the answer is not its format.
     """
     broker = urlparse(broker_url.split(";", 1)[0])
     vhost = unquote(broker.path[1:]) if len(broker.path) > 1 else "/"
@@ -96,7 +108,7 @@ def read_depths_management(
             "Accept": "application/json",
         },
     )
-    with urllib.request.urlopen(request, timeout=timeout_s) as response:
+    with _NO_REDIRECTS.open(request, timeout=timeout_s) as response:
         rows = json.loads(response.read())
     by_name = {q["name"]: q for q in rows}
 

@@ -56,14 +56,19 @@ MANAGEMENT_ROWS = [
 @pytest.fixture
 def management_api() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """A local HTTP server answering ``GET /api/queues/<vhost>`` as RabbitMQ's management
-    plugin does (JSON rows; 401 without Basic credentials or with the password ``wrong``);
-    yields its URL and the requests."""
+    plugin does (JSON rows; 401 without Basic credentials or with the password ``wrong``; a
+    redirect for the vhost ``moved``); yields its URL and the requests."""
     seen: list[dict[str, Any]] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             seen.append({"path": self.path, "authorization": self.headers["Authorization"]})
             authorization = self.headers["Authorization"] or ""
+            if self.path.startswith("/api/queues/moved"):
+                self.send_response(302)
+                self.send_header("Location", "/elsewhere/api/queues/moved")
+                self.end_headers()
+                return
             if not authorization.startswith("Basic ") or b":wrong" in base64.b64decode(
                 authorization.removeprefix("Basic ")
             ):
@@ -99,6 +104,15 @@ def test_management_reading_speaks_the_api_wire_format(
     assert depths["sync"] == QueueDepth("sync", 0, 0, 0, 0, consumers=0)
     assert seen[0]["path"].startswith("/api/queues/prod?columns=name%2Cmessages_ready")
     assert base64.b64decode(seen[0]["authorization"].removeprefix("Basic ")) == b"ops:p@ss"
+
+
+def test_a_redirect_is_not_followed_with_the_credentials(
+    management_api: tuple[str, list[dict[str, Any]]],
+) -> None:
+    url, seen = management_api
+    with pytest.raises(OSError, match="302"):
+        read_depths_management(url, "amqp://ops:secret@rabbit:5672/moved")
+    assert [request["path"].split("?")[0] for request in seen] == ["/api/queues/moved"]
 
 
 @pytest.mark.integration
