@@ -28,7 +28,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
@@ -58,6 +58,8 @@ class RelayConfig:
     lease_s: float = 15.0
     use_lease: bool = True
     retention: timedelta = timedelta(hours=72)
+    #: PostgreSQL ends a batch's transaction left idle this long (default: twice the lease).
+    claim_idle_timeout_s: float | None = None
     holder: str = field(
         default_factory=lambda: f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"[:200]
     )
@@ -87,10 +89,29 @@ class Relay:
     # --- batches -------------------------------------------------------------------------
 
     def _claim(self, *, after: int = 0) -> _Claim | None:
-        """Read (and on PostgreSQL lock) the next due rows with ``id > after``."""
+        """Read (and on PostgreSQL lock) the next due rows with ``id > after``.
+
+        The transaction holds its rows' locks while the batch is published. If the relay
+        holding it stops answering (its host cut off, its process frozen), PostgreSQL would
+        keep the locks until it noticed the dead connection (with a proxy in between, or a
+        frozen process, possibly never) and every other relay skips locked rows: those
+        messages would wait that long. So the transaction asks PostgreSQL to end it once
+        idle for ``claim_idle_timeout_s``; the rows are then due again for whoever holds
+        the lease (a batch already delivered is published once more, as after a crash).
+        """
         now = self._clock()
         session = Session(self._engine())
         try:
+            if session.get_bind().dialect.name == "postgresql":
+                session.execute(
+                    select(
+                        func.set_config(
+                            "idle_in_transaction_session_timeout",
+                            str(int(self._claim_idle_timeout_s() * 1000)),
+                            True,  # this transaction only
+                        )
+                    )
+                )
             rows = session.execute(
                 select(_TABLE.c.id, _TABLE.c.queue, _TABLE.c.message_id, _TABLE.c.body)
                 .add_columns(_TABLE.c.available_at)
@@ -115,6 +136,10 @@ class Relay:
             for _, queue, message_id, body, available_at in rows
         ]
         return _Claim(session=session, ids=[row[0] for row in rows], batch=batch)
+
+    def _claim_idle_timeout_s(self) -> float:
+        configured = self.config.claim_idle_timeout_s
+        return configured if configured is not None else 2 * self.config.lease_s
 
     def _mark(self, claim: _Claim) -> int:
         """Mark a confirmed batch published and commit (releasing its row locks)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -203,3 +204,59 @@ def test_drain_pipelines_batches_in_order_and_stops_at_a_failure(db_engine: Engi
     keys = [json.loads(item.body)["args"][0] for b in publisher.batches for item in b]
     assert keys == [f"k{i}" for i in range(7)]  # in id order, each once
     assert all(r.published_at is not None for r in stored(db_engine))
+
+
+class FrozenPublisher(MemoryPublisher):
+    """Takes a batch and then hangs until released, as a relay whose host was cut off."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holding = threading.Event()
+        self.release = threading.Event()
+
+    def publish(self, batch: Sequence[Outgoing]) -> None:
+        super().publish(batch)
+        self.holding.set()
+        self.release.wait(30)
+
+
+def test_a_frozen_relay_does_not_hold_its_rows_past_the_claim_timeout(
+    postgres_engine: Engine,
+) -> None:
+    """The batch of a relay that stopped answering mid-publish is locked by its open
+    transaction; PostgreSQL ends that transaction after ``claim_idle_timeout_s``, so another
+    relay publishes the rows then (once more: at least once), and the frozen relay's late
+    mark fails instead of committing."""
+    add(postgres_engine, 3)
+    clock = Clock()
+    frozen_publisher = FrozenPublisher()
+    frozen = relay(
+        postgres_engine, frozen_publisher, clock, use_lease=False, claim_idle_timeout_s=1.0
+    )
+    errors: list[BaseException] = []
+
+    def publish_and_freeze() -> None:
+        try:
+            frozen.publish_batch()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=publish_and_freeze)
+    thread.start()
+    assert frozen_publisher.holding.wait(10)
+    other_publisher = MemoryPublisher()
+    other = relay(postgres_engine, other_publisher, clock, use_lease=False)
+    assert other.publish_batch() == 0  # locked by the frozen relay's transaction
+    deadline = time.monotonic() + 10
+    while other.publish_batch() == 0:
+        assert time.monotonic() < deadline, "the frozen relay's rows stayed locked"
+        time.sleep(0.2)
+    assert [item.message_id for item in other_publisher.batches[0]] == [
+        item.message_id for item in frozen_publisher.batches[0]
+    ]
+    frozen_publisher.release.set()
+    thread.join(30)
+    assert len(errors) == 1 and "terminat" in str(errors[0]).lower(), errors
+    assert all(
+        row.published_at is not None and row.attempts == 1 for row in stored(postgres_engine)
+    )
