@@ -233,14 +233,14 @@ def queues(settings: Settings, args: argparse.Namespace) -> int:
     )
     depths = read()
     if not args.json:
-        header = ("queue", "ready", "delayed", "dead", "unacked", "consumers")
-        print("{:<12} {:>6} {:>8} {:>6} {:>8} {:>10}".format(*header))
+        header = ("queue", "ready", "delayed", "dead", "unacked", "consumers", "type")
+        print("{:<12} {:>6} {:>8} {:>6} {:>8} {:>10}  {}".format(*header))
     for depth in depths:
         unacked = "-" if depth.unacked is None else str(depth.unacked)
         consumers = "-" if depth.consumers is None else str(depth.consumers)
         line = (
             f"{depth.queue:<12} {depth.ready:>6} {depth.delayed:>8} {depth.dead_letters:>6} "
-            f"{unacked:>8} {consumers:>10}"
+            f"{unacked:>8} {consumers:>10}  {depth.queue_type or '-'}"
         )
         data = {
             "queue": depth.queue,
@@ -249,6 +249,7 @@ def queues(settings: Settings, args: argparse.Namespace) -> int:
             "dead": depth.dead_letters,
             "unacked": depth.unacked,
             "consumers": depth.consumers,
+            "type": depth.queue_type,
         }
         _print(sys.stdout, args, data, line)
     return OK

@@ -46,6 +46,8 @@ class QueueDepth:
     dead_letters: int
     unacked: int | None  # None when the source cannot tell
     consumers: int | None = None  # consumers of the queue itself (workers listening)
+    #: ``classic`` or ``quorum`` (the management API tells; AMQP cannot: None).
+    queue_type: str | None = None
 
 
 def read_depths_amqp(
@@ -99,7 +101,7 @@ def read_depths_management(
     """
     broker = urlparse(broker_url.split(";", 1)[0])
     vhost = unquote(broker.path[1:]) if len(broker.path) > 1 else "/"
-    columns = urlencode({"columns": "name,messages_ready,messages_unacknowledged,consumers"})
+    columns = urlencode({"columns": "name,type,messages_ready,messages_unacknowledged,consumers"})
     credentials = f"{unquote(broker.username or 'guest')}:{unquote(broker.password or 'guest')}"
     request = urllib.request.Request(
         f"{api_url.rstrip('/')}/api/queues/{quote(vhost, safe='')}?{columns}",
@@ -121,8 +123,20 @@ def read_depths_management(
         ready, unacked = counts(name)
         dq_ready, dq_unacked = counts(f"{name}.DQ")
         xq_ready, _ = counts(f"{name}.XQ")
-        consumers = int(by_name.get(name, {}).get("consumers", 0))
-        depths.append(QueueDepth(name, ready, dq_ready + dq_unacked, xq_ready, unacked, consumers))
+        row = by_name.get(name, {})
+        consumers = int(row.get("consumers", 0))
+        kind = row.get("type")
+        depths.append(
+            QueueDepth(
+                name,
+                ready,
+                dq_ready + dq_unacked,
+                xq_ready,
+                unacked,
+                consumers,
+                kind if isinstance(kind, str) else None,
+            )
+        )
     return depths
 
 

@@ -175,8 +175,10 @@ def test_queues_lists_every_queue_with_its_counts(
     # The management API's counts lag a few seconds behind: only their presence is checked.
     assert all(isinstance(by_queue["maintenance"][k], int) for k in ("ready", "delayed", "dead"))
     assert set(by_queue["maintenance"]) == {
-        "queue", "ready", "delayed", "dead", "unacked", "consumers",
+        "queue", "ready", "delayed", "dead", "unacked", "consumers", "type",
     }  # fmt: skip
+    # The tests' broker declares classic queues; the type is read from the management API.
+    assert by_queue["maintenance"]["type"] == "classic"
     code, out, _ = cli(capsys, "queues")
     assert code == 0 and out[0].split() == [
         "queue",
@@ -185,4 +187,6 @@ def test_queues_lists_every_queue_with_its_counts(
         "dead",
         "unacked",
         "consumers",
+        "type",
     ]
+    assert out[1].split()[-1] == "classic"

@@ -47,7 +47,13 @@ def test_amqp_reading_counts_ready_messages(rabbitmq_url: str) -> None:
 
 
 MANAGEMENT_ROWS = [
-    {"name": "email", "messages_ready": 12, "messages_unacknowledged": 3, "consumers": 2},
+    {
+        "name": "email",
+        "type": "quorum",
+        "messages_ready": 12,
+        "messages_unacknowledged": 3,
+        "consumers": 2,
+    },
     {"name": "email.DQ", "messages_ready": 1, "messages_unacknowledged": 4},
     {"name": "email.XQ", "messages_ready": 2, "messages_unacknowledged": 0},
 ]
@@ -100,9 +106,9 @@ def test_management_reading_speaks_the_api_wire_format(
 ) -> None:
     url, seen = management_api
     depths = {d.queue: d for d in read_depths_management(url, "amqp://ops:p%40ss@rabbit:5672/prod")}
-    assert depths["email"] == QueueDepth("email", 12, 5, 2, 3, consumers=2)
+    assert depths["email"] == QueueDepth("email", 12, 5, 2, 3, consumers=2, queue_type="quorum")
     assert depths["sync"] == QueueDepth("sync", 0, 0, 0, 0, consumers=0)
-    assert seen[0]["path"].startswith("/api/queues/prod?columns=name%2Cmessages_ready")
+    assert seen[0]["path"].startswith("/api/queues/prod?columns=name%2Ctype%2Cmessages_ready")
     assert base64.b64decode(seen[0]["authorization"].removeprefix("Basic ")) == b"ops:p@ss"
 
 
