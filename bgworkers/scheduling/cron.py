@@ -24,6 +24,8 @@ Ticks are minute-aligned UTC datetimes.
 from __future__ import annotations
 
 import bisect
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -154,14 +156,7 @@ class ZonedCron:
 
     def ticks_between(self, start: datetime, end: datetime) -> list[datetime]:
         """Every tick ``t`` with ``start < t < end`` (both excluded), in order."""
-        start, end = start.astimezone(UTC), end.astimezone(UTC)
-        found: list[datetime] = []
-        day = start.date()
-        while day <= end.date():
-            ticks = self._utc_day(day)[0]
-            found += ticks[bisect.bisect_right(ticks, start) : bisect.bisect_left(ticks, end)]
-            day += timedelta(days=1)
-        return found
+        return list(self._walk_ticks(start, end, cache_days=True))
 
     def longest_gap_between(self, start: datetime, end: datetime) -> timedelta | None:
         """The longest time between two consecutive ticks in ``(start, end)``; None with
@@ -171,19 +166,24 @@ class ZonedCron:
         minute has tens of thousands, and the day cache (or a list of them all) held about
         14 MiB in every worker group's metrics process, which computes this at start-up.
         """
+        ticks = self._walk_ticks(start, end, cache_days=False)
+        return max((b - a for a, b in itertools.pairwise(ticks)), default=None)
+
+    def _walk_ticks(
+        self, start: datetime, end: datetime, *, cache_days: bool
+    ) -> Iterator[datetime]:
+        """The ticks strictly between ``start`` and ``end``, a UTC day at a time; days found
+        in the cache are reused, and new ones kept in it only with ``cache_days``."""
         start, end = start.astimezone(UTC), end.astimezone(UTC)
-        longest: timedelta | None = None
-        previous: datetime | None = None
         day = start.date()
         while day <= end.date():
-            cached = self._days.get(day)
-            ticks = cached[0] if cached is not None else self._ticks_of_utc_day(day)
-            for tick in ticks[bisect.bisect_right(ticks, start) : bisect.bisect_left(ticks, end)]:
-                if previous is not None and (longest is None or tick - previous > longest):
-                    longest = tick - previous
-                previous = tick
+            if cache_days:
+                ticks = self._utc_day(day)[0]
+            else:
+                cached = self._days.get(day)
+                ticks = cached[0] if cached is not None else self._ticks_of_utc_day(day)
+            yield from ticks[bisect.bisect_right(ticks, start) : bisect.bisect_left(ticks, end)]
             day += timedelta(days=1)
-        return longest
 
     def _ticks_of_utc_day(self, day: date) -> tuple[datetime, ...]:
         start = datetime(day.year, day.month, day.day, tzinfo=UTC)
