@@ -9,7 +9,7 @@ import multiprocessing
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -34,6 +34,15 @@ class Sink:
     @property
     def lines(self) -> list[str]:
         return "".join(self.writes).splitlines()
+
+
+def run_in_threads(target: Callable[[int], object], count: int) -> None:
+    """``target(0)`` ... ``target(count - 1)``, each on its own thread, all joined."""
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def writer_for(sink: Sink, **kwargs: float) -> BatchedLineWriter:
@@ -78,11 +87,7 @@ def test_eight_threads_lose_nothing_and_keep_each_threads_order() -> None:
         for i in range(2_000):
             writer.submit(f"{thread} {i}\n")
 
-    threads = [threading.Thread(target=log_from, args=(t,)) for t in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(log_from, 8)
     writer.flush()
     by_thread: dict[str, list[int]] = {}
     for line in sink.lines:
@@ -163,11 +168,7 @@ def _child_threads_log_first_lines_at_once(writer: BatchedLineWriter) -> None:
         barrier.wait()
         writer.submit(f"{i}\n")
 
-    threads = [threading.Thread(target=first_line, args=(i,)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(first_line, 8)
     writer.flush()
 
 
