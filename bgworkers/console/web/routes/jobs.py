@@ -1,0 +1,51 @@
+"""``/jobs``: the scheduled jobs with their recent runs; pause, resume and run now."""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from bgworkers.console.jobs import JobView, broker_periods, duration_chart, job_views
+from bgworkers.console.operations import Console
+from bgworkers.console.sending import SendRefused
+from bgworkers.console.web.site import Site
+from bgworkers.db import utcnow
+
+
+def routes(site: Site) -> list[Route]:
+    async def jobs_page(request: Request, console: Console) -> Response:
+        views: list[JobView] = await run_in_threadpool(lambda: _job_views(console))
+        charts = {v.name: duration_chart(v.runs) for v in views}
+        return site.render(request, "jobs.html", jobs=views, charts=charts)
+
+    async def job_action(request: Request, console: Console) -> Response:
+        form = await site.checked_form(request)
+        job, action = request.path_params["job"], request.path_params["action"]
+        try:
+            if action == "pause":
+                reason = str(form.get("reason", "")).strip()
+                if not reason:
+                    return site.back(request, "/jobs", "a pause needs a reason")
+                done = await run_in_threadpool(console.pause, job, reason)
+                notice = f"{job} paused" if done else f"{job} was already paused"
+            elif action == "resume":
+                done = await run_in_threadpool(console.resume, job)
+                notice = f"{job} resumed" if done else f"{job} was not paused"
+            else:
+                message = await run_in_threadpool(console.run_job, job)
+                notice = f"{job}: manual run sent ({message.message_id})"
+        except SendRefused as exc:
+            notice = str(exc)
+        return site.back(request, "/jobs", notice)
+
+    return [
+        Route("/jobs", site.page(jobs_page), methods=["GET"]),
+        Route("/jobs/{job:str}/{action:str}", site.page(job_action), methods=["POST"]),
+    ]
+
+
+def _job_views(console: Console) -> list[JobView]:
+    with console.session() as session:
+        return job_views(session, broker_periods(console.broker), now=utcnow())
