@@ -3,7 +3,7 @@
 periodiq stays the process operators run; bgworkers replaces the parts of it that drop or
 duplicate work (see ``docs/scheduling.md``):
 
-* :mod:`~bgworkers.scheduling.cron`: a cron matcher evaluated in the configured time zone
+* :mod:`~bgworkers.scheduling.cron`: croniter's ticks in the configured time zone
   (``BGW_TIMEZONE``) with an explicit daylight-saving policy, independent of the machine's zone;
 * :mod:`~bgworkers.scheduling.periodic`: the object periodiq's scheduler reads from each
   actor's ``periodic`` option;

@@ -1,22 +1,25 @@
-"""A cron matcher evaluated in a given IANA time zone, with an explicit daylight-saving policy.
+"""Cron ticks in a given IANA time zone, from croniter, with an explicit daylight-saving policy.
 
 Why not periodiq's ``CronSpec``: it never fires a day-of-week written ``0``/``sun``/``@weekly``,
 skips Sundays in ranges, and matches in the process's local zone, so a fall-back hour fires twice
-and a spring-forward hour is lost. Ticks here are computed from the configured zone only; the
-machine's zone plays no part.
+and a spring-forward hour is lost. Ticks here come from croniter started in the configured zone;
+the machine's zone plays no part.
 
-Semantics (the same as croniter's, and Vixie cron's for the daylight-saving policy):
+Semantics (croniter's, restricted to five fields; Vixie cron's for the fall-back hour):
 
-* five fields, ``minute hour day-of-month month day-of-week``; ``*``, ``a``, ``a-b``, ``*/n``,
-  ``a-b/n``, ``a/n``, lists; month and weekday names (``jan``, ``sun``); Sunday is ``0`` or
-  ``7``; the aliases ``@hourly @daily @midnight @weekly @monthly @yearly @annually``;
+* five fields, ``minute hour day-of-month month day-of-week``, with croniter's syntax (ranges,
+  steps, lists, month and weekday names, Sunday ``0`` or ``7``) and the aliases ``@hourly
+  @daily @midnight @weekly @monthly @yearly @annually``; a range that runs backwards
+  (``5-1``) is refused, where croniter would wrap it around;
 * when both day fields are restricted (neither is ``*``), a day matches if either does;
 * a wall-clock time skipped by a spring-forward change fires once, at the first instant after
   the gap (02:30 on the change day in Paris runs at 03:00 summer time), unless the job runs
-  every hour (``17 * * * *``): its next tick comes within the hour, so the skipped one is dropped;
+  every hour (``17 * * * *``): its next tick comes within the hour, so the skipped one is dropped
+  (both as croniter does);
 * a wall-clock time repeated by a fall-back change fires once, at its first occurrence, unless
   the minute or hour field starts with ``*`` (``*/5 * * * *``, ``0 * * * *``): such a job runs
   by real time, in both copies of the repeated hour, so an every-5-minutes job never pauses.
+  croniter fires every job in both copies: :meth:`ZonedCron.dropped` is the one filter we add.
 
 Ticks are minute-aligned UTC datetimes.
 """
@@ -25,10 +28,13 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
+
+from croniter import CroniterBadDateError, CroniterError, croniter
 
 ALIASES = {
     "@yearly": "0 0 1 1 *",
@@ -39,9 +45,9 @@ ALIASES = {
     "@midnight": "0 0 * * *",
     "@hourly": "0 * * * *",
 }
-_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
-_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 _MINUTE = timedelta(minutes=1)
+_DAY = timedelta(days=1)
+_NUMERIC_RANGE = re.compile(r"(\d+)-(\d+)")
 #: How far :meth:`ZonedCron.next_after` looks ahead, in days (covers ``0 0 29 2 *`` over a
 #: century's gap between leap years that fall on no particular weekday).
 _HORIZON_DAYS = 8 * 366
@@ -51,86 +57,46 @@ class CronError(ValueError):
     """A cron expression that cannot be parsed; the message says which field and why."""
 
 
-def _parse_field(text: str, low: int, high: int, names: tuple[str, ...] = ()) -> frozenset[int]:
-    values: set[int] = set()
-    for part in text.lower().split(","):
-        spec, _, step_text = part.partition("/")
-        step = 1
-        if step_text:
-            if not step_text.isdigit() or int(step_text) == 0:
-                raise CronError(f"bad step {step_text!r} in {text!r}")
-            step = int(step_text)
-        if spec == "*":
-            start, end = low, high
-        else:
-            first, dash, last = spec.partition("-")
-            start = _value(first, low, high, names)
-            end = _value(last, low, high, names) if dash else (high if step_text else start)
-            if end < start:
-                raise CronError(f"range {spec!r} runs backwards in {text!r}")
-        values.update(range(start, end + 1, step))
-    return frozenset(values)
-
-
-def _value(token: str, low: int, high: int, names: tuple[str, ...]) -> int:
-    if token in names:
-        return names.index(token) + low
-    if not token.isdigit():
-        raise CronError(f"{token!r} is not a number or a known name")
-    number = int(token)
-    if not low <= number <= high:
-        raise CronError(f"{number} is outside {low}-{high}")
-    return number
-
-
 @dataclass(frozen=True)
 class CronExpression:
-    """A parsed five-field cron expression (see the module docstring for the semantics)."""
+    """A checked five-field cron expression (see the module docstring for the semantics)."""
 
     source: str
     minutes: tuple[int, ...]
     hours: tuple[int, ...]
-    days: frozenset[int]
-    months: frozenset[int]
-    weekdays: frozenset[int]  # 0 = Sunday
-    day_or: bool  # both day fields restricted: either one matching is enough
     by_real_time: bool  # minute or hour field starts with "*": see the fall-back rule
 
     @classmethod
     def parse(cls, source: str) -> CronExpression:
-        text = source.strip()
-        fields = ALIASES.get(text.lower(), text).split()
+        fields = ALIASES.get(source.strip().lower(), source.strip()).split()
         if len(fields) != 5:
             raise CronError(f"{source!r}: expected 5 fields, got {len(fields)}")
-        minute, hour, dom, month, dow = fields
+        for first, last in _NUMERIC_RANGE.findall(" ".join(fields)):
+            if int(last) < int(first):
+                raise CronError(f"{source!r}: range {first}-{last} runs backwards")
         try:
-            weekdays = frozenset(d % 7 for d in _parse_field(dow, 0, 7, _WEEKDAYS))
-            return cls(
-                source=source,
-                minutes=tuple(sorted(_parse_field(minute, 0, 59))),
-                hours=tuple(sorted(_parse_field(hour, 0, 23))),
-                days=_parse_field(dom, 1, 31),
-                months=_parse_field(month, 1, 12, _MONTHS),
-                weekdays=weekdays,
-                day_or=dom != "*" and dow != "*",
-                by_real_time=minute.startswith("*") or hour.startswith("*"),
-            )
-        except CronError as exc:
+            expanded, _ = croniter.expand(" ".join(fields))
+        except CroniterError as exc:
             raise CronError(f"{source!r}: {exc}") from None
+        return cls(
+            source=" ".join(fields),
+            minutes=_values(expanded[0], 60),
+            hours=_values(expanded[1], 24),
+            by_real_time=fields[0].startswith("*") or fields[1].startswith("*"),
+        )
 
-    def matches_day(self, day: date) -> bool:
-        if day.month not in self.months:
-            return False
-        dom_ok = day.day in self.days
-        dow_ok = day.isoweekday() % 7 in self.weekdays
-        return (dom_ok or dow_ok) if self.day_or else (dom_ok and dow_ok)
+
+def _values(field: Sequence[int | str], count: int) -> tuple[int, ...]:
+    return tuple(range(count)) if field == ["*"] else tuple(sorted(int(v) for v in field))
 
 
 class ZonedCron:
     """The ticks of a cron expression in one time zone, as UTC instants.
 
-    Ticks are computed a local day at a time and cached per UTC day, so checking a minute is
-    a set lookup: periodiq asks every actor at every wake-up (each minute here).
+    Ticks are computed a UTC day at a time and cached, so checking a minute is a set lookup:
+    periodiq asks every actor at every wake-up (each minute here). On a day without an offset
+    change, croniter only says whether each local date matches (the ticks of a matching date
+    are its hours times its minutes); on a day with one, croniter walks the day tick by tick.
     """
 
     def __init__(self, expression: CronExpression, zone: ZoneInfo) -> None:
@@ -145,14 +111,8 @@ class ZonedCron:
     def next_after(self, instant: datetime) -> datetime | None:
         """The first tick strictly after ``instant``; None if there is none for years."""
         instant = instant.astimezone(UTC)
-        day = instant.date()
-        for _ in range(_HORIZON_DAYS):
-            ticks = self._utc_day(day)[0]
-            index = bisect.bisect_right(ticks, instant)
-            if index < len(ticks):
-                return ticks[index]
-            day += timedelta(days=1)
-        return None
+        found = self._croniter_walk(instant, instant + _HORIZON_DAYS * _DAY)
+        return next(found, None)
 
     def ticks_between(self, start: datetime, end: datetime) -> list[datetime]:
         """Every tick ``t`` with ``start < t < end`` (both excluded), in order."""
@@ -169,6 +129,25 @@ class ZonedCron:
         ticks = self._walk_ticks(start, end, cache_days=False)
         return max((b - a for a, b in itertools.pairwise(ticks)), default=None)
 
+    def dropped(self, tick: datetime) -> bool:
+        """Whether croniter's zoned ``tick`` is the second copy of a fixed-time tick in a
+        repeated fall-back hour, which we do not fire (see the module docstring)."""
+        repeated = tick.fold == 1 and tick.replace(fold=0).utcoffset() != tick.utcoffset()
+        return repeated and not self.expression.by_real_time
+
+    def _croniter_walk(self, start: datetime, end: datetime) -> Iterator[datetime]:
+        """croniter's ticks strictly between ``start`` and ``end``, as UTC, minus dropped ones."""
+        ticks = croniter(self.expression.source, start.astimezone(self.zone))
+        while True:
+            try:
+                tick = ticks.get_next(datetime)
+            except CroniterBadDateError:  # no tick for decades: "0 0 31 2 *"
+                return
+            if tick >= end:
+                return
+            if not self.dropped(tick):
+                yield tick.astimezone(UTC)
+
     def _walk_ticks(
         self, start: datetime, end: datetime, *, cache_days: bool
     ) -> Iterator[datetime]:
@@ -183,19 +162,29 @@ class ZonedCron:
                 cached = self._days.get(day)
                 ticks = cached[0] if cached is not None else self._ticks_of_utc_day(day)
             yield from ticks[bisect.bisect_right(ticks, start) : bisect.bisect_left(ticks, end)]
-            day += timedelta(days=1)
+            day += _DAY
 
     def _ticks_of_utc_day(self, day: date) -> tuple[datetime, ...]:
-        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        end = start + timedelta(days=1)
-        return tuple(
-            sorted(
-                t
-                for local in (day - timedelta(days=1), day, day + timedelta(days=1))
-                for t in self.ticks_on_local_date(local)
-                if start <= t < end
-            )
+        start = datetime.combine(day, time(), UTC)
+        end = start + _DAY
+        offset = start.astimezone(self.zone).utcoffset()
+        if offset is None or offset != end.astimezone(self.zone).utcoffset():
+            return tuple(self._croniter_walk(start - _MINUTE, end))
+        cron = self.expression
+        found = (
+            datetime.combine(local, time(hour, minute), UTC) - offset
+            for local in sorted({(start + offset).date(), (end - _MINUTE + offset).date()})
+            if self._matches_date(local)
+            for hour in cron.hours
+            for minute in cron.minutes
         )
+        return tuple(t for t in found if start <= t < end)
+
+    def _matches_date(self, local: date) -> bool:
+        """Whether croniter fires on the local date at all (then at every hour and minute)."""
+        cron = self.expression
+        first = datetime.combine(local, time(cron.hours[0], cron.minutes[0]))
+        return bool(croniter.match(cron.source, first))
 
     def _utc_day(self, day: date) -> tuple[tuple[datetime, ...], frozenset[datetime]]:
         cached = self._days.get(day)
@@ -207,49 +196,6 @@ class ZonedCron:
         found = (ticks, frozenset(ticks))
         self._days[day] = found  # another thread may clear the cache at once: return ours
         return found
-
-    def ticks_on_local_date(self, day: date) -> list[datetime]:
-        """The ticks whose wall-clock time falls on the local date ``day``, as UTC instants."""
-        cron = self.expression
-        if not cron.matches_day(day):
-            return []
-        midnight = datetime(day.year, day.month, day.day).replace(tzinfo=self.zone)
-        first = midnight.astimezone(UTC)
-        last = (midnight + timedelta(minutes=1439)).astimezone(UTC)
-        if first.astimezone(self.zone).utcoffset() == last.astimezone(self.zone).utcoffset() and (
-            last - first == timedelta(minutes=1439)
-        ):
-            # No offset change today: wall time maps to UTC by one fixed offset.
-            return [first + timedelta(hours=h, minutes=m) for h in cron.hours for m in cron.minutes]
-        found: set[datetime] = set()
-        for hour in cron.hours:
-            for minute in cron.minutes:
-                found.update(
-                    self._instants_of(datetime(day.year, day.month, day.day, hour, minute))
-                )
-        return sorted(found)
-
-    def _instants_of(self, wall: datetime) -> list[datetime]:
-        """The instants a matching naive wall-clock time fires at, by the DST policy."""
-        earlier = wall.replace(tzinfo=self.zone).astimezone(UTC)
-        if earlier.astimezone(self.zone).replace(tzinfo=None) != wall:
-            # Skipped by a spring-forward change. A job of every hour fires in the next real
-            # hour anyway: moving the skipped tick would fire it twice within the hour.
-            if len(self.expression.hours) == 24:
-                return []
-            return [self._end_of_gap(earlier)]
-        later = wall.replace(tzinfo=self.zone, fold=1).astimezone(UTC)
-        if later != earlier and self.expression.by_real_time:
-            return [earlier, later]
-        return [earlier]
-
-    def _end_of_gap(self, inside: datetime) -> datetime:
-        """The first instant after the gap that ``inside`` (an instant just past it) follows."""
-        offset = inside.astimezone(self.zone).utcoffset()
-        instant = inside
-        while (instant - _MINUTE).astimezone(self.zone).utcoffset() == offset:
-            instant -= _MINUTE
-        return instant
 
 
 def floor_minute(instant: datetime) -> datetime:
