@@ -38,8 +38,8 @@ run: setup broker  ## migrate, then run workers and scheduler until Ctrl-C
 	$(BIN)/bgworkers run
 
 lint: setup  ## ruff (lint and format check) and mypy
-	$(BIN)/ruff check bgworkers tests bench
-	$(BIN)/ruff format --check bgworkers tests bench
+	$(BIN)/ruff check bgworkers tests bench tools
+	$(BIN)/ruff format --check bgworkers tests bench tools
 	$(BIN)/mypy
 
 test: setup broker test-tools lint  ## lint, then the whole test suite (integration tests included)
@@ -60,8 +60,8 @@ unit: setup  ## the tests that need no RabbitMQ, PostgreSQL or Prometheus (secon
 	CI= $(BIN)/pytest -m "not integration" -p no:cacheprovider
 
 format: setup
-	$(BIN)/ruff format bgworkers tests bench
-	$(BIN)/ruff check --fix bgworkers tests bench
+	$(BIN)/ruff format bgworkers tests bench tools
+	$(BIN)/ruff check --fix bgworkers tests bench tools
 
 bench: setup broker  ## benchmarks: print timing and memory figures
 	for script in bench/[!_]*.py; do $(BIN)/python $$script || exit 1; done

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from bgworkers.monitoring import dashboards
+from tools import grafana_dashboards as dashboards
 
 ROOT = Path(__file__).resolve().parents[2]
 FILES = sorted((ROOT / "deploy" / "grafana" / "dashboards").glob("*.json"))

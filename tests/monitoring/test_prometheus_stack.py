@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bgworkers.monitoring import dashboards
+from tools import grafana_dashboards as dashboards
 from tests.monitoring.ports import METRICS_PORTS, port_from
 from tests.platform_helpers import IN_CI, wait_for
 

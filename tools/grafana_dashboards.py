@@ -1,7 +1,7 @@
 """Grafana dashboards as code: the single source of ``deploy/grafana/dashboards/*.json``.
 
 Why generated: a dashboard's JSON is thousands of lines of layout; its meaning is a few dozen
-PromQL expressions. They live here, reviewable, and ``python -m bgworkers.monitoring.dashboards``
+PromQL expressions. They live here, reviewable, and ``python -m tools.grafana_dashboards``
 rewrites the JSON files. Tests check the committed files match, validate them against the
 types of Grafana's dashboard schema, and evaluate every expression against a real Prometheus
 (values compared with what the workload did).
