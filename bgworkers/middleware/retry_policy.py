@@ -1,42 +1,47 @@
-"""Retry policy: permanent errors are dead-lettered at once, transient ones retried with backoff.
+"""Retry policy: dramatiq's ``Retries``, plus what it cannot express.
 
-Why not dramatiq's ``Retries``: its defaults retry 20 times over up to 7 days (beyond
-RabbitMQ's 30-minute consumer timeout, which then closes the worker's channel), it ignores a
-server's ``Retry-After``, and it cannot tell a validation error from a network blip unless
-every actor lists ``throws``. This middleware replaces it and keeps its actor options
-(``max_retries``, ``min_backoff``, ``max_backoff``, ``throws``, ``retry_when`` and
-``on_retry_exhausted``), so actors written for dramatiq keep working. Backoffs are in
-milliseconds. As in dramatiq, ``on_retry_exhausted`` names an actor that is sent
-``(message_data, {"retries": n, "max_retries": m})`` when a message is dead-lettered because
-its retries ran out (or ``retry_when`` declined), not for a permanent error; unlike dramatiq,
-only the actor may set it, never the message (see :mod:`bgworkers.envelope`).
+dramatiq's ``Retries`` decides: ``throws`` (``@task`` lists :class:`PermanentError` and the
+actor's permanent errors) dead-letters at once; otherwise the message is retried with
+exponential backoff until ``max_retries`` (or ``retry_when``) says no, then dead-lettered and
+``on_retry_exhausted`` told; a raised ``dramatiq.Retry(delay=ms)`` sets the delay. Backoffs are
+in milliseconds. The defaults are the settings' (``BGW_RETRY_*``), not dramatiq's 20 retries
+over 7 days (beyond RabbitMQ's 30-minute consumer timeout). Envelope screening
+(:mod:`bgworkers.envelope`) refuses a message that sets ``throws``, ``retry_when`` or
+``on_retry_exhausted`` itself, so only the actor decides those.
+
+What :class:`RetryPolicy` adds, each through ``Retries``' public hook and arguments:
+
+* a :class:`PermanentError` is dead-lettered even by an actor that does not list it in
+  ``throws`` (one declared with plain ``dramatiq.actor``);
+* a server's ``Retry-After`` (:attr:`TransientError.retry_after_s`) sets the delay, and a
+  requested delay (``Retry-After`` or ``dramatiq.Retry``) is capped at ``max_backoff``;
+* a retry that RabbitMQ refuses for a while (a quorum queue electing a leader) is sent again
+  for up to :data:`RETRY_SEND_PATIENCE_S`, and one that cannot be sent is dead-lettered rather
+  than acked unrun;
+* the reason of the decision is set on the message (:data:`REASON_ATTR`) for the logging,
+  metrics and dead-letter index middleware, and a failing ``on_retry_exhausted`` send is
+  logged, not raised (the message is dead-lettered either way).
 """
 
 from __future__ import annotations
 
+import logging
 import time
-import traceback
-from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import dramatiq
 from dramatiq import Broker, Message
 from dramatiq.broker import MessageProxy
-from dramatiq.common import compute_backoff
-from dramatiq.middleware import Middleware
+from dramatiq.middleware.retries import Retries
 
 from bgworkers.errors import PermanentError, TransientError
 from bgworkers.logs import get_logger
 
 log = get_logger(__name__)
 
-#: Exceptions that are never worth a retry, whatever the actor says.
-ALWAYS_PERMANENT: tuple[type[BaseException], ...] = (PermanentError,)
-
-#: Decisions after which the actor's ``on_retry_exhausted`` callback is told.
-EXHAUSTED_REASONS = frozenset({"retries_exhausted", "retry_when_declined"})
-
-#: Attribute set on the message proxy so the logging and metrics middleware can report it.
+#: Attribute set on the message proxy so the logging and metrics middleware can report it:
+#: ``permanent_error``, ``retries_exhausted``, ``retry_when_declined``, ``transient_error``
+#: or ``retry_not_sent``.
 REASON_ATTR = "bgw_failure_reason"
 
 #: Seconds a retry is sent again while RabbitMQ refuses it before the message is dead-lettered
@@ -70,81 +75,45 @@ def send_retry(
             pause_s = min(pause_s * 2, 8.0)
 
 
-@dataclass(frozen=True)
-class RetryDecision:
-    """What :func:`decide_retry` chose, and why (the reason is logged and counted)."""
-
-    retry: bool
-    reason: str  # "permanent_error", "retries_exhausted" or "transient_error"
-    delay_ms: int = 0
-
-
-def decide_retry(
-    exception: BaseException,
-    *,
-    retries_so_far: int,
-    max_retries: int,
-    min_backoff_ms: int,
-    max_backoff_ms: int,
-    permanent: tuple[type[BaseException], ...] = (),
-) -> RetryDecision:
-    """What to do with a message whose run raised ``exception``; pure, so it is unit-tested."""
-    if isinstance(exception, ALWAYS_PERMANENT + permanent):
-        return RetryDecision(retry=False, reason="permanent_error")
-    if retries_so_far >= max_retries:
-        return RetryDecision(retry=False, reason="retries_exhausted")
-    _, delay = compute_backoff(retries_so_far, factor=min_backoff_ms, max_backoff=max_backoff_ms)
-    requested_ms: float | None = None
+def requested_delay_ms(exception: BaseException, *, max_backoff_ms: int) -> int | None:
+    """The delay the failure asks for (``Retry-After``, ``dramatiq.Retry``), capped at
+    ``max_backoff_ms``; None when it asks for none (then the backoff applies)."""
+    requested: float | None = None
     if isinstance(exception, TransientError) and exception.retry_after_s is not None:
-        requested_ms = exception.retry_after_s * 1000
+        requested = exception.retry_after_s * 1000
     elif isinstance(exception, dramatiq.Retry) and exception.delay is not None:
-        requested_ms = exception.delay
-    if requested_ms is not None:
-        delay = int(min(max(requested_ms, 0), max_backoff_ms))
-    return RetryDecision(retry=True, reason="transient_error", delay_ms=int(delay))
+        requested = exception.delay
+    return None if requested is None else int(min(max(requested, 0), max_backoff_ms))
 
 
-class RetryPolicy(Middleware):
-    """Applies :func:`decide_retry` to every failed message."""
+class _RetrySender:
+    """The broker as ``Retries`` sees it: its one ``enqueue`` (the retry) gets the requested
+    delay, if any, and the patience of :func:`send_retry`; actors are the broker's."""
+
+    def __init__(self, broker: Broker, delay_ms: int | None) -> None:
+        self.broker = broker
+        self.delay_ms = delay_ms
+
+    def get_actor(self, name: str) -> dramatiq.Actor[..., Any]:
+        return self.broker.get_actor(name)
+
+    def enqueue(self, message: Message[Any], *, delay: int | None = None) -> None:
+        delay_ms = self.delay_ms if self.delay_ms is not None else delay
+        send_retry(self.broker, message, delay_ms=delay_ms)
+        log.info("message_retry_scheduled", delay_ms=delay_ms, attempt=message.options["retries"])
+
+
+class RetryPolicy(Retries):
+    """dramatiq's ``Retries`` with the additions listed in the module docstring."""
 
     def __init__(self, *, max_retries: int, min_backoff_ms: int, max_backoff_ms: int) -> None:
-        self.max_retries = max_retries
-        self.min_backoff_ms = min_backoff_ms
-        self.max_backoff_ms = max_backoff_ms
-
-    @property
-    def actor_options(self) -> set[str]:
-        return {
-            "max_retries",
-            "min_backoff",
-            "max_backoff",
-            "throws",
-            "retry_when",
-            "on_retry_exhausted",
-        }
-
-    def _notify_exhausted(
-        self,
-        broker: Broker,
-        message: MessageProxy,
-        actor: dramatiq.Actor[..., Any],
-        retries_so_far: int,
-    ) -> None:
-        target = actor.options.get("on_retry_exhausted")
-        if not target:
-            return
-        max_retries = self._option(message, actor, "max_retries", self.max_retries)
-        try:
-            broker.get_actor(target).send(
-                message.asdict(), {"retries": retries_so_far, "max_retries": max_retries}
-            )
-        except Exception as exc:  # noqa: BLE001 - the message is dead-lettered either way
-            log.error("retry_exhausted_callback_failed", target=target, error=repr(exc)[:500])
-
-    def _option(
-        self, message: MessageProxy, actor: dramatiq.Actor[..., Any], name: str, default: Any
-    ) -> Any:
-        return message.options.get(name, actor.options.get(name, default))
+        super().__init__(
+            max_retries=max_retries, min_backoff=min_backoff_ms, max_backoff=max_backoff_ms
+        )
+        # Its "Retrying message ... in N ms" would give the backoff where Retry-After won:
+        # message_retry_scheduled says it right. Its warnings (retries exceeded) stay.
+        self.logger = logging.getLogger("bgworkers.middleware.retry_policy.dramatiq")
+        self.logger.setLevel(logging.WARNING)
 
     def after_process_message(
         self,
@@ -156,43 +125,44 @@ class RetryPolicy(Middleware):
     ) -> None:
         if exception is None:
             return
+        if isinstance(exception, PermanentError):
+            setattr(message, REASON_ATTR, "permanent_error")
+            message.fail()  # nacked: RabbitMQ moves it to <queue>.XQ
+            return
         actor = broker.get_actor(message.actor_name)
         retries_so_far = message.options.get("retries", 0)
-        throws = self._option(message, actor, "throws", ())
-        permanent = tuple(throws) if isinstance(throws, list | tuple) else (throws,)
-        retry_when = actor.options.get("retry_when")
-        decision = decide_retry(
-            exception,
-            retries_so_far=retries_so_far,
-            # As in dramatiq: retry_when, when set, replaces the max_retries limit.
-            max_retries=(
-                retries_so_far + 1
-                if retry_when is not None
-                else self._option(message, actor, "max_retries", self.max_retries)
-            ),
-            min_backoff_ms=self._option(message, actor, "min_backoff", self.min_backoff_ms),
-            max_backoff_ms=self._option(message, actor, "max_backoff", self.max_backoff_ms),
-            permanent=permanent,
+        max_backoff = message.options.get("max_backoff", actor.options.get("max_backoff"))
+        sender = _RetrySender(
+            broker, requested_delay_ms(exception, max_backoff_ms=max_backoff or self.max_backoff)
         )
-        if decision.retry and retry_when is not None and not retry_when(retries_so_far, exception):
-            decision = RetryDecision(retry=False, reason="retry_when_declined")
-        setattr(message, REASON_ATTR, decision.reason)
-        if not decision.retry:
-            message.fail()  # nacked: RabbitMQ moves it to <queue>.XQ
-            if decision.reason in EXHAUSTED_REASONS:
-                self._notify_exhausted(broker, message, actor, retries_so_far)
-            return
-        message.options["retries"] = retries_so_far + 1
-        message.options["traceback"] = traceback.format_exc(limit=30)
-        message.options["requeue_timestamp"] = int(time.time() * 1000)
+        not_sent: str | None = None
         try:
-            # The proxy stands for its message (as dramatiq's own Retries re-enqueues it).
-            send_retry(broker, cast("Message[Any]", message), delay_ms=decision.delay_ms)
+            super().after_process_message(sender, message, result=result, exception=exception)  # type: ignore[no-untyped-call]
         except Exception as exc:  # noqa: BLE001 - whatever stops the retry, the message must not be acked
-            # Not re-sent (broker down, message grown over the size cap): dead-letter it rather
-            # than let the worker ack a message nobody will run.
-            setattr(message, REASON_ATTR, "retry_not_sent")
-            message.fail()
-            log.error("message_retry_not_sent", error=f"{type(exc).__name__}: {exc}"[:500])
-            return
-        log.info("message_retry_scheduled", delay_ms=decision.delay_ms, attempt=retries_so_far + 1)
+            not_sent = self._sending_failed(message, exc)
+        if message.failed:
+            message.options["retries"] = retries_so_far  # Retries counts the attempt it ends
+        setattr(message, REASON_ATTR, not_sent or self._reason(message, actor, exception))
+
+    def _sending_failed(self, message: MessageProxy, exc: Exception) -> str | None:
+        """Logs why ``Retries`` raised; returns ``retry_not_sent`` if it was the retry."""
+        error = f"{type(exc).__name__}: {exc}"[:500]
+        if message.failed:  # dead-lettered already: on_retry_exhausted could not be told
+            log.error("retry_exhausted_callback_failed", error=error)
+            return None
+        # Not re-sent (broker down, message grown over the size cap): dead-letter it rather
+        # than let the worker ack a message nobody will run.
+        message.fail()
+        log.error("message_retry_not_sent", error=error)
+        return "retry_not_sent"
+
+    @staticmethod
+    def _reason(
+        message: MessageProxy, actor: dramatiq.Actor[..., Any], exception: BaseException
+    ) -> str:
+        if not message.failed:
+            return "transient_error"
+        throws = actor.options.get("throws")
+        if throws and isinstance(exception, throws):
+            return "permanent_error"
+        return "retry_when_declined" if actor.options.get("retry_when") else "retries_exhausted"

@@ -1,69 +1,58 @@
 from __future__ import annotations
 
 import dramatiq
-import pytest
 
 from bgworkers import queues
 from bgworkers.errors import PermanentError, TransientError
-from bgworkers.middleware.retry_policy import decide_retry
+from bgworkers.middleware.retry_policy import requested_delay_ms
 from bgworkers.tasks import task
 from tests.platform_helpers import captured_json_logs, running_worker, stub_broker
 
 
-def test_permanent_errors_are_never_retried() -> None:
-    decision = decide_retry(
-        PermanentError("bad"),
-        retries_so_far=0,
-        max_retries=5,
-        min_backoff_ms=10,
-        max_backoff_ms=100,
-    )
-    assert (decision.retry, decision.reason) == (False, "permanent_error")
-
-
-def test_actor_listed_errors_are_permanent_too() -> None:
-    decision = decide_retry(
-        KeyError("x"),
-        retries_so_far=0,
-        max_retries=5,
-        min_backoff_ms=10,
-        max_backoff_ms=100,
-        permanent=(KeyError,),
-    )
-    assert decision.retry is False
-
-
-def test_retries_stop_at_the_limit() -> None:
-    kwargs = dict(max_retries=2, min_backoff_ms=10, max_backoff_ms=100)
-    assert decide_retry(RuntimeError(), retries_so_far=1, **kwargs).retry is True
-    exhausted = decide_retry(RuntimeError(), retries_so_far=2, **kwargs)
-    assert (exhausted.retry, exhausted.reason) == (False, "retries_exhausted")
-
-
-@pytest.mark.parametrize("attempt", range(8))
-def test_backoff_grows_and_stays_under_the_cap(attempt: int) -> None:
-    decision = decide_retry(
-        RuntimeError(),
-        retries_so_far=attempt,
-        max_retries=10,
-        min_backoff_ms=1_000,
-        max_backoff_ms=20_000,
-    )
-    assert decision.retry
-    assert 0 < decision.delay_ms <= 20_000
-    assert decision.delay_ms <= 1_000 * 2 ** (attempt + 1)
-
-
 def test_retry_after_is_honoured_and_capped() -> None:
-    kwargs = dict(retries_so_far=0, max_retries=3, min_backoff_ms=10, max_backoff_ms=60_000)
-    assert decide_retry(TransientError("429", retry_after_s=7), **kwargs).delay_ms == 7_000
-    assert decide_retry(TransientError("429", retry_after_s=3600), **kwargs).delay_ms == 60_000
+    assert (
+        requested_delay_ms(TransientError("429", retry_after_s=7), max_backoff_ms=60_000) == 7_000
+    )
+    capped = requested_delay_ms(TransientError("429", retry_after_s=3600), max_backoff_ms=60_000)
+    assert capped == 60_000
+    assert requested_delay_ms(dramatiq.Retry(delay=90_000), max_backoff_ms=60_000) == 60_000
+    assert requested_delay_ms(TransientError("503"), max_backoff_ms=60_000) is None
+    assert requested_delay_ms(RuntimeError(), max_backoff_ms=60_000) is None
+
+
+def _retry_delays(broker: dramatiq.Broker, fn, **options) -> list[int]:  # type: ignore[no-untyped-def]
+    """The delays of the retries of one message of ``fn`` (as logged), until dead-lettered."""
+    actor = _declare(broker, fn, **options)
+    with captured_json_logs() as logs, running_worker(broker):
+        actor.send()
+        broker.join(queues.MAINTENANCE, fail_fast=False)
+    return [line["delay_ms"] for line in logs if line["event"] == "message_retry_scheduled"]
+
+
+def test_backoff_grows_and_stays_under_the_cap() -> None:
+    def fails() -> None:
+        raise RuntimeError("down")
+
+    delays = _retry_delays(stub_broker(), fails, max_retries=6, min_backoff_ms=1, max_backoff_ms=20)
+    assert len(delays) == 6
+    assert all(0 < delay <= min(20, 2 ** (attempt + 1)) for attempt, delay in enumerate(delays))
+
+
+def test_retry_after_sets_the_delay_of_the_retry_up_to_the_cap() -> None:
+    def rate_limited() -> None:
+        raise TransientError("429", retry_after_s=0.007)
+
+    assert _retry_delays(stub_broker(), rate_limited, max_retries=2) == [7, 7]
+
+    def slows_down() -> None:
+        raise TransientError("429", retry_after_s=3600)
+
+    assert _retry_delays(stub_broker(), slows_down, max_retries=1) == [20]
 
 
 def _declare(broker: dramatiq.Broker, fn, **options):  # type: ignore[no-untyped-def]
-    return task(
-        queue=queues.MAINTENANCE, broker=broker, min_backoff_ms=10, max_backoff_ms=20, **options
-    )(fn)
+    options = {"min_backoff_ms": 10, "max_backoff_ms": 20} | options
+    return task(queue=queues.MAINTENANCE, broker=broker, **options)(fn)
 
 
 def test_failing_message_is_retried_then_dead_lettered(registry) -> None:
