@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import enum
+import gzip
 import hashlib
 import io
 import json
@@ -222,7 +223,11 @@ def write_archive(
     """
     mtime = now.timestamp()
     entries: dict[str, Any] = {}
-    with tarfile.open(fileobj=out, mode="w:gz", compresslevel=6) as tar:
+    # gzip's header time is 0 (as ``gzip -n``): check_gzip_header can then refuse any change.
+    with (
+        gzip.GzipFile(filename="", mode="wb", compresslevel=6, fileobj=out, mtime=0) as packed,
+        tarfile.open(fileobj=packed, mode="w") as tar,
+    ):
         for table, secret, rows in tables:
             digest, count = hashlib.sha256(), 0
             with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
@@ -294,6 +299,40 @@ def open_archive(path: Path) -> tarfile.TarFile:
         return tarfile.open(path, mode="r:gz")
     except (OSError, tarfile.TarError, EOFError, zlib.error) as exc:
         raise InvalidBackup(f"{path.name}: not a readable archive: {exc}") from None
+
+
+#: Values of the gzip header's XFL byte that Python's gzip writes (levels 1..9).
+_GZIP_XFL = frozenset({0, 2, 4})
+#: Python's gzip writes 255 ("unknown") in the header's OS byte.
+_GZIP_OS = 255
+#: How far from the manifest's ``created_at`` an archive's gzip time may be: archives made
+#: before that time was 0 carry the second they were written.
+_GZIP_MTIME_SLACK_S = 86_400
+
+
+def check_gzip_header(path: Path, created_at: datetime) -> None:
+    """Refuse a gzip header whose time, XFL or OS byte is not what an archive gets.
+
+    Why: gzip's own checks skip those six bytes (RFC 1952 leaves them informative), so a
+    damaged byte there would pass as a sound archive. Raises :class:`InvalidBackup`.
+    """
+    with path.open("rb") as raw:
+        header = raw.read(10)
+    if len(header) < 10:
+        raise InvalidBackup(f"{path.name}: damaged archive: gzip header cut short")
+    mtime = int.from_bytes(header[4:8], "little")
+    recent = abs(mtime - created_at.timestamp()) <= _GZIP_MTIME_SLACK_S
+    if (mtime != 0 and not recent) or header[8] not in _GZIP_XFL or header[9] != _GZIP_OS:
+        raise InvalidBackup(f"{path.name}: damaged archive: gzip header {header.hex()}")
+
+
+def read_to_end(tar: tarfile.TarFile) -> None:
+    """Decompress what follows the members (tar padding, end blocks), so that gzip checks
+    the whole stream's CRC and length; a damaged byte there raises one of ``DAMAGED``."""
+    stream = tar.fileobj
+    assert stream is not None
+    while stream.read(1 << 16):
+        pass
 
 
 def _member_bytes(tar: tarfile.TarFile, name: str, path: Path) -> bytes:

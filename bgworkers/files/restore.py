@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,14 @@ from bgworkers.files.archive import (
     USERS_TABLE,
     BackupError,
     InvalidBackup,
+    check_gzip_header,
     check_member,
     checked_lines,
     decode_value,
     load_manifest,
     open_archive,
     python_type,
+    read_to_end,
 )
 from bgworkers.files.ownership import (
     READ_BATCH,
@@ -69,8 +72,11 @@ def verify_archive(path: Path) -> dict[str, Any]:
             manifest = load_manifest(tar, path)
             for table_name, entry in manifest["tables"].items():
                 check_member(tar, path, table_name, entry)
-        except DAMAGED as exc:
+            read_to_end(tar)
+            created_at = datetime.fromisoformat(manifest["created_at"])
+        except (*DAMAGED, ValueError) as exc:
             raise InvalidBackup(f"{path.name}: damaged archive: {exc!r}") from None
+    check_gzip_header(path, created_at)
     return manifest
 
 
