@@ -306,8 +306,9 @@ _GZIP_XFL = frozenset({0, 2, 4})
 #: Python's gzip writes 255 ("unknown") in the header's OS byte.
 _GZIP_OS = 255
 #: How far from the manifest's ``created_at`` an archive's gzip time may be: archives made
-#: before that time was 0 carry the second they were written.
-_GZIP_MTIME_SLACK_S = 86_400
+#: before that time was 0 carry the second they were written (later than ``created_at`` by
+#: as long as the message waited). A flipped byte of a 0 time lands in 1970 or 2105.
+_GZIP_MTIME_SLACK_S = 366 * 86_400
 
 
 def check_gzip_header(path: Path, created_at: datetime) -> None:

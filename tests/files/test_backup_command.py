@@ -3,6 +3,7 @@ real SQLite databases, checked by exit code, stdout, one-line stderr and the row
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 import subprocess
@@ -148,6 +149,17 @@ def test_every_flipped_byte_is_refused(setup: Setup, tmp_path: Path) -> None:
             continue
         passed.append(position)
     assert passed == [], f"{len(passed)} of {len(original)} damaged bytes passed: {passed}"
+
+
+def test_an_archive_stamped_with_its_write_time_still_verifies(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """Archives written before the gzip header's time was 0 carry their write time."""
+    written_later = NOW.timestamp() + 3 * 86_400  # a backup message that waited three days
+    older = tmp_path / setup.archive.name
+    tar = gzip.decompress(setup.archive.read_bytes())
+    older.write_bytes(gzip.compress(tar, compresslevel=6, mtime=int(written_later)))
+    assert verify_archive(older)["user_id"] == setup.user_id
 
 
 def test_restore_into_a_fresh_database_then_refuses_a_second_time(
