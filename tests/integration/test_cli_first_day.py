@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -27,7 +26,7 @@ from bgworkers.db import make_engine, utcnow
 from bgworkers.maintenance.heartbeat import record_heartbeat
 from bgworkers.settings import get_settings
 from tests.cli_helpers import assert_one_line, run_command
-from tests.platform_helpers import free_port
+from tests.platform_helpers import free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -72,20 +71,28 @@ def test_dramatiq_watch_reloads_are_available(rabbitmq_url: str, tmp_path: Path)
     dramatiq_cli = str(Path(sys.executable).parent / "dramatiq")
     assert run_command("migrate", tmp_path=tmp_path).returncode == 0  # workers need the schema
     data = str(tmp_path / "data")
-    process = subprocess.Popen(
-        [dramatiq_cli, "bgworkers", "--processes", "1", "--threads", "1", "--watch", data],
-        env={**os.environ, "BGW_DATA_DIR": data, "BGW_METRICS_PORT": str(free_port())},
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    log = tmp_path / "dramatiq.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [dramatiq_cli, "bgworkers", "--processes", "1", "--threads", "1", "--watch", data],
+            env={**os.environ, "BGW_DATA_DIR": data, "BGW_METRICS_PORT": str(free_port())},
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        time.sleep(4)
+        # dramatiq checks the watch extra before it starts a worker process: a ready worker
+        # means the check passed (an exit means it did not, or something else failed).
+        wait_for(
+            lambda: process.poll() is not None or "is ready for action" in log.read_text(),
+            timeout_s=120,
+            what="a worker ready, or the command's exit",
+        )
         alive = process.poll() is None
     finally:
         process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=60)
+        process.wait(timeout=60)
+    output = log.read_text(errors="replace")
     assert alive, output
     assert "extra 'watch'" not in output
 

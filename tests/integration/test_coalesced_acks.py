@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 
 import dramatiq
 import pytest
@@ -38,12 +37,27 @@ def test_acks_reach_rabbitmq_before_the_connection_is_cut(test_broker: RabbitmqB
             actor.send(item)
         # With a prefetch of 16, the 400 messages only all arrive if acks flow meanwhile.
         wait_for(lambda: len(runs) == MESSAGES, what="every message run")
-        time.sleep(0.5)  # idle: no delivery or ack that could carry a late frame out
+        worker.join()  # every run's after-hooks done, its ack handed to the consumer
         consumer = worker.consumers[QUEUE].consumer
         assert consumer is not None
         transport = consumer.connection._impl._transport  # type: ignore[attr-defined]
+
+        def acks_written() -> bool:
+            """Idle: no ack waits in the consumer or in pika's write buffer (a late frame
+            that flushed them would hide an ack left behind)."""
+            pending = consumer._bgw_pending_acks or consumer._bgw_ack_scheduled  # type: ignore[attr-defined]
+            return not pending and not transport._tx_buffers
+
+        wait_for(acks_written, what="every ack written to the socket")
         transport._sock.shutdown(socket.SHUT_RDWR)  # as if the process had been killed
-        time.sleep(2.0)  # RabbitMQ requeues what was unacked; the consumer reconnects
+        # RabbitMQ requeues what was unacked; the consumer reconnects and would run it again.
+        wait_for(
+            lambda: worker.consumers[QUEUE].consumer is not consumer,
+            timeout_s=30,
+            what="the consumer to reconnect",
+        )
+        test_broker.join(QUEUE, timeout=30_000)
+        worker.join()
         ready, delayed, dead = test_broker.get_queue_message_counts(QUEUE)
     finally:
         worker.stop()
