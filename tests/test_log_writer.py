@@ -96,7 +96,10 @@ def test_eight_threads_lose_nothing_and_keep_each_threads_order() -> None:
     assert sorted(by_thread) == [str(t) for t in range(8)]
     for numbers in by_thread.values():
         assert numbers == list(range(2_000))
-    assert len(sink.writes) < 16_000 / 8  # batched: far fewer writes than lines
+    # Each write is whole lines. How many writes there are depends on the machine's speed
+    # (the 10-ms timer, a batch growing while another thread writes): batching itself is
+    # checked without threads, in test_lines_wait_for_their_batch_and_go_out_in_one_write.
+    assert all(write.endswith("\n") for write in sink.writes)
 
 
 @pytest.fixture
