@@ -3,7 +3,7 @@ from __future__ import annotations
 import dramatiq
 
 from bgworkers import queues
-from bgworkers.errors import PermanentError, TransientError
+from bgworkers.errors import MessageTooLarge, PermanentError, TransientError
 from bgworkers.middleware.retry_policy import requested_delay_ms
 from bgworkers.tasks import task
 from tests.platform_helpers import captured_json_logs, running_worker, stub_broker
@@ -190,3 +190,30 @@ def test_on_retry_exhausted_is_told_when_retries_run_out_but_not_for_permanent_e
         broker.join(queues.MAINTENANCE, fail_fast=False)
     assert told == [("keeps_failing", 1, 1)]
     assert len(broker.dead_letters) == 2
+
+
+def test_a_retry_that_cannot_be_sent_is_dead_lettered_not_acked(registry) -> None:
+    broker = stub_broker()
+    send = broker.enqueue
+
+    def refuse_retries(message: dramatiq.Message, *, delay: int | None = None) -> dramatiq.Message:  # type: ignore[type-arg]
+        """The broker as it answers a retry grown over the size cap (the first send passes)."""
+        if message.options.get("retries"):
+            raise MessageTooLarge(actor_name=message.actor_name, size_bytes=2, max_bytes=1)
+        return send(message, delay=delay)
+
+    broker.enqueue = refuse_retries  # type: ignore[method-assign]
+
+    def fails() -> None:
+        raise RuntimeError("down")
+
+    actor = _declare(broker, fails, max_retries=3)
+    with captured_json_logs() as logs, running_worker(broker):
+        actor.send()
+        broker.join(queues.MAINTENANCE, fail_fast=False)
+    assert len(broker.dead_letters) == 1
+    [line] = [line for line in logs if line["event"] == "message_processed"]
+    assert (line["outcome"], line["reason"]) == ("dead_lettered", "retry_not_sent")
+    assert [line["event"] for line in logs if line["event"] == "message_retry_not_sent"] == [
+        "message_retry_not_sent"
+    ]
