@@ -34,7 +34,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from croniter import CroniterBadDateError, CroniterError, croniter
+# croniter (with dateutil) is imported where a tick is first computed, not with the module:
+# importing bgworkers declares every periodic actor, and a worker that never computes a tick
+# does without it (tests/test_import_weight.py).
 
 ALIASES = {
     "@yearly": "0 0 1 1 *",
@@ -74,6 +76,8 @@ class CronExpression:
         for first, last in _NUMERIC_RANGE.findall(" ".join(fields)):
             if int(last) < int(first):
                 raise CronError(f"{source!r}: range {first}-{last} runs backwards")
+        from croniter import CroniterError, croniter
+
         try:
             expanded, _ = croniter.expand(" ".join(fields))
         except CroniterError as exc:
@@ -137,6 +141,8 @@ class ZonedCron:
 
     def _croniter_walk(self, start: datetime, end: datetime) -> Iterator[datetime]:
         """croniter's ticks strictly between ``start`` and ``end``, as UTC, minus dropped ones."""
+        from croniter import CroniterBadDateError, croniter
+
         ticks = croniter(self.expression.source, start.astimezone(self.zone))
         while True:
             try:
@@ -182,6 +188,8 @@ class ZonedCron:
 
     def _matches_date(self, local: date) -> bool:
         """Whether croniter fires on the local date at all (then at every hour and minute)."""
+        from croniter import croniter
+
         cron = self.expression
         first = datetime.combine(local, time(cron.hours[0], cron.minutes[0]))
         return bool(croniter.match(cron.source, first))

@@ -18,6 +18,7 @@ without waiting.
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -51,8 +52,13 @@ class CronPeriod:
         self.cron = wanted if self.enabled else job.cron
         self.overridden = override is not None
         self.timezone = timezone
-        self.schedule = ZonedCron(CronExpression.parse(self.cron), ZoneInfo(timezone))
         self.clock_offset = timedelta(seconds=round(clock_offset_s))
+
+    @functools.cached_property
+    def schedule(self) -> ZonedCron:
+        """The line's ticks, parsed on first use: every process declares the periodic actors,
+        few compute a tick (overrides are checked at start by ``check_overrides``)."""
+        return ZonedCron(CronExpression.parse(self.cron), ZoneInfo(self.timezone))
 
     @classmethod
     def from_settings(cls, job: ScheduledJob, settings: Settings) -> CronPeriod:
