@@ -30,9 +30,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tools import grafana_dashboards as dashboards
 from tests.monitoring.ports import METRICS_PORTS, port_from
 from tests.platform_helpers import IN_CI, wait_for
+from tools import grafana_dashboards as dashboards
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
