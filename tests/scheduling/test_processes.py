@@ -172,23 +172,6 @@ def test_two_schedulers_and_a_restart_run_each_tick_once(
         for name in ("a", "b")
     )
     schedulers += [a.start(), b.start()]
-    wait_until(
-        lambda: a.sends("probe_every_minute") >= 2 and b.sends("probe_every_minute") >= 2,
-        STARTUP_S,
-        "both schedulers to send two ticks",
-        a,
-        b,
-    )
-    a.kill()  # restarted inside the 10:58 minute: periodiq sends that minute again
-    sent_before = a.sends("probe_every_minute")
-    a.start()
-    wait_until(
-        lambda: a.sends("probe_every_minute") > sent_before, STARTUP_S, "the restart's send", a
-    )
-    for scheduler in (a, b):
-        scheduler.kill()
-    drain(app_broker)
-    sent = a.sends("probe_every_minute") + b.sends("probe_every_minute")
 
     def duplicates() -> float:
         value = registry.get_sample_value(
@@ -197,6 +180,31 @@ def test_two_schedulers_and_a_restart_run_each_tick_once(
         )
         return value or 0.0
 
+    def all_logged_sends_arrived() -> bool:
+        """A scheduler logs a send just before it publishes: killed in between, it would
+        count a message that never left. Kills wait until what was logged has arrived."""
+        logged = a.sends("probe_every_minute") + b.sends("probe_every_minute")
+        return len(probe_runs("probe_every_minute")) + duplicates() >= logged
+
+    wait_until(
+        lambda: a.sends("probe_every_minute") >= 2 and b.sends("probe_every_minute") >= 2,
+        STARTUP_S,
+        "both schedulers to send two ticks",
+        a,
+        b,
+    )
+    wait_until(all_logged_sends_arrived, 30, "the logged sends to arrive", a, b)
+    a.kill()  # restarted inside the minute: periodiq sends that minute again
+    sent_before = a.sends("probe_every_minute")
+    a.start()
+    wait_until(
+        lambda: a.sends("probe_every_minute") > sent_before, STARTUP_S, "the restart's send", a
+    )
+    wait_until(all_logged_sends_arrived, 30, "the logged sends to arrive", a, b)
+    for scheduler in (a, b):
+        scheduler.kill()
+    drain(app_broker)
+    sent = a.sends("probe_every_minute") + b.sends("probe_every_minute")
     # join() returns once no message is ready; the last one may still be in a worker thread.
     wait_until(
         lambda: len(probe_runs("probe_every_minute")) + duplicates() >= sent,
