@@ -60,6 +60,7 @@ from bgworkers.middleware.schema_gate import SchemaGate
 from bgworkers.outbox.middleware import OutboxRelay
 from bgworkers.scheduling.middleware import ScheduleGuard
 from bgworkers.settings import Settings
+from bgworkers.tracing.config import tracing_on
 
 log = get_logger("bgworkers.messages")
 
@@ -69,6 +70,7 @@ EXCERPT_BYTES = 200
 
 def middleware_stack(settings: Settings) -> list[Middleware]:
     return [
+        *tracing_middleware(),  # first: its spans enclose every other hook of a message
         MessageLogging(),
         MessageMetrics(),
         AgeLimit(),
@@ -114,6 +116,15 @@ def build_broker(settings: Settings) -> ScreeningRabbitmqBroker:
     # The group's /metrics, served by one worker process (see bgworkers.middleware.exporter):
     broker.add_middleware(GroupExporter())
     return broker
+
+
+def tracing_middleware() -> list[Middleware]:
+    """The tracing middleware when the ``OTEL_*`` variables ask for traces; else none."""
+    if not tracing_on():
+        return []
+    from bgworkers.tracing.middleware import Tracing
+
+    return [Tracing()]
 
 
 class StackStubBroker(SelectiveHooks, StubBroker):

@@ -39,6 +39,7 @@ from bgworkers.outbox.api import RELAY_WAKEUP
 from bgworkers.outbox.metrics import OUTBOX_METRICS
 from bgworkers.outbox.models import OutboxMessage, OutboxRelayLease
 from bgworkers.outbox.publishers import Outgoing, Publisher, PublishError
+from bgworkers.tracing.outbox import publish_span
 
 log = get_logger(__name__)
 
@@ -157,7 +158,8 @@ class Relay:
 
     def _publish(self, claim: _Claim) -> None:
         try:
-            self._publisher.publish(claim.batch)
+            with publish_span(claim.batch):
+                self._publisher.publish(claim.batch)
         except PublishError as exc:
             claim.session.close()  # rolls back: the rows stay due
             self._record_failure(claim.ids, str(exc))
