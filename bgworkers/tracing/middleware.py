@@ -42,8 +42,9 @@ SPAN_ATTR = "bgw_tracing_span"
 class Tracing(Middleware):
     """Makes the messaging spans; installed only when tracing is on."""
 
-    def __init__(self) -> None:
-        self._tracer = trace.get_tracer(TRACER_NAME)
+    def __init__(self, *, tracer_provider: trace.TracerProvider | None = None) -> None:
+        # The global provider unless one is given (tests pass an in-memory one).
+        self._tracer = trace.get_tracer(TRACER_NAME, tracer_provider=tracer_provider)
         self._sending = threading.local()
 
     # --- producer ---------------------------------------------------------------------
