@@ -8,8 +8,9 @@ arguments and tracebacks are the index's redacted copies, and settings are never
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from bgworkers.console.web.security import (
     csrf_ok,
     new_csrf_token,
 )
+from bgworkers.console.web.throttle import LoginThrottle, refuse_login
 from bgworkers.db import utcnow
 from bgworkers.logs import get_logger
 from bgworkers.monitoring.queue_depth import reader_from_settings
@@ -59,6 +61,7 @@ class WebConfig:
     session_secret: str
     #: Builds the console acting as ``who`` (the server's uses this process's broker/engine).
     console_for: Callable[[str], Console]
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
 
 def create_app(config: WebConfig) -> Starlette:
@@ -135,14 +138,19 @@ def create_app(config: WebConfig) -> Starlette:
 
     async def login(request: Request) -> Response:
         form = await checked_form(request)
+        name, client = str(form.get("user", "")), _client(request)
+        if wait_s := config.throttle.retry_after_s(client=client, user=name):
+            await refuse_login(config.console_for("web:anonymous"), client, wait_s)
         who = config.credentials.check(
-            user=str(form.get("user", "")),
+            user=name,
             password=str(form.get("password", "")),
             token=str(form.get("token", "")),
         )
         console = config.console_for(who or "web:anonymous")
         if who is None:
-            await run_in_threadpool(console.record_login, ok=False, client=_client(request))
+            delay_s = config.throttle.failed(client=client, user=name)
+            await run_in_threadpool(console.record_login, ok=False, client=client)
+            await asyncio.sleep(delay_s)
             return render(
                 request,
                 "login.html",
@@ -151,6 +159,7 @@ def create_app(config: WebConfig) -> Starlette:
                 token_login=bool(config.credentials.token),
                 password_login=bool(config.credentials.user),
             )
+        config.throttle.succeeded(client=client, user=name)
         request.session.clear()  # a fresh session (and CSRF token) after logging in
         request.session["user"] = who
         await run_in_threadpool(console.record_login, ok=True, client=_client(request))
@@ -241,7 +250,9 @@ def create_app(config: WebConfig) -> Starlette:
     async def http_error(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
         detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
-        return render(request, "error.html", status_code=status, status=status, detail=detail)
+        response = render(request, "error.html", status_code=status, status=status, detail=detail)
+        response.headers.update(getattr(exc, "headers", None) or {})  # Retry-After of a 429
+        return response
 
     routes = [
         Route("/login", login_page, methods=["GET"]),
