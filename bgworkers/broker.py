@@ -202,7 +202,15 @@ class _ScreeningConsumer(CoalescedAcks, _RabbitmqConsumer):
                 log.exception("message_refusal_not_recorded", queue=q_name(self.queue_name))
             return None
         self.known_tags.add(method.delivery_tag)
+        if method.redelivered:
+            count_redelivered(self.queue_name, self.broker.actors)
         return _BoundedMessage(method.redelivered, method.delivery_tag, message)  # type: ignore[no-untyped-call]
+
+
+def count_redelivered(queue_name: str, actors: Any) -> None:
+    """Count a delivery RabbitMQ hands out again: its worker died or lost its connection."""
+    queue, _ = bounded_labels(queue_name, None, actors)
+    MESSAGE_METRICS.get().redelivered.labels(queue).inc()
 
 
 def record_refused(queue_name: str, body: bytes, exc: InvalidEnvelope, *, actors: Any) -> None:
