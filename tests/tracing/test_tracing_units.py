@@ -14,11 +14,12 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from bgworkers.broker import StackStubBroker, middleware_stack
 from bgworkers.errors import PermanentError
+from bgworkers.logs import get_logger
 from bgworkers.settings import get_settings
 from bgworkers.tracing import carrier
 from bgworkers.tracing.config import tracing_requested
 from bgworkers.tracing.middleware import Tracing
-from tests.platform_helpers import running_worker, wait_for
+from tests.platform_helpers import captured_json_logs, running_worker, wait_for
 
 
 @pytest.mark.parametrize(
@@ -137,3 +138,20 @@ def test_a_message_sent_inside_a_span_is_its_child(
     assert send.parent is not None and send.parent.span_id == request.get_span_context().span_id
     assert send.attributes["messaging.message.id"] == message.message_id
     assert message.options[carrier.TRACEPARENT] == carrier.traceparent_of(send.context)
+
+
+def test_the_runs_log_lines_carry_its_trace_id(
+    broker: dramatiq.Broker, exporter: InMemorySpanExporter
+) -> None:
+    @dramatiq.actor(queue_name="traced")
+    def logged() -> None:
+        get_logger("bgworkers.test").info("doing_work")
+
+    broker.declare_actor(logged)
+    with captured_json_logs() as logs, running_worker(broker):
+        logged.send()
+        broker.join("traced")
+    [send] = spans_named(exporter, "send traced")
+    lines = [line for line in logs if line["event"] in {"doing_work", "message_processed"}]
+    assert len(lines) == 2
+    assert {line["trace_id"] for line in lines} == {f"{send.context.trace_id:032x}"}
