@@ -63,18 +63,22 @@ class Tracing(Middleware):
             span_name("send", message.queue_name), kind=SpanKind.PRODUCER, attributes=attributes
         )
         carrier.inject(message.options, trace.set_span_in_context(span))
-        self._pending().setdefault(message.message_id, span)
+        self._end_unsent()
+        self._sending.pending = (message.message_id, span)
 
     def after_enqueue(self, broker: Broker, message: Message[Any], delay: int | None) -> None:
-        span = self._pending().pop(message.message_id, None)
-        if span is not None:
-            span.end()
+        pending: tuple[str, Span] | None = getattr(self._sending, "pending", None)
+        if pending is not None and pending[0] == message.message_id:
+            self._sending.pending = None
+            pending[1].end()
 
-    def _pending(self) -> dict[str, Span]:
-        pending: dict[str, Span] | None = getattr(self._sending, "spans", None)
-        if pending is None:
-            pending = self._sending.spans = {}
-        return pending
+    def _end_unsent(self) -> None:
+        """End the span of this thread's previous send if it never completed: a thread sends
+        one message at a time, so a send still pending here raised (broker away)."""
+        pending: tuple[str, Span] | None = getattr(self._sending, "pending", None)
+        if pending is not None:
+            pending[1].set_status(Status(StatusCode.ERROR, "not sent"))
+            pending[1].end()
 
     # --- consumer ---------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import dramatiq
 import pytest
@@ -155,3 +156,33 @@ def test_the_runs_log_lines_carry_its_trace_id(
     lines = [line for line in logs if line["event"] in {"doing_work", "message_processed"}]
     assert len(lines) == 2
     assert {line["trace_id"] for line in lines} == {f"{send.context.trace_id:032x}"}
+
+
+class Refused(dramatiq.middleware.MiddlewareError):
+    pass
+
+
+class RefuseFirstSend(dramatiq.Middleware):
+    def __init__(self) -> None:
+        self.refused = False
+
+    def before_enqueue(self, broker: dramatiq.Broker, message: Any, delay: Any) -> None:
+        if not self.refused:
+            self.refused = True
+            raise Refused("broker away")
+
+
+def test_a_send_that_failed_ends_its_span_as_not_sent(provider: TracerProvider) -> None:
+    stub = StackStubBroker(middleware=[Tracing(tracer_provider=provider), RefuseFirstSend()])
+    exporter = provider._active_span_processor._span_processors[0].span_exporter  # type: ignore[attr-defined]
+
+    @dramatiq.actor(queue_name="traced", broker=stub)
+    def noop() -> None:
+        return None
+
+    with pytest.raises(Refused):
+        noop.send()
+    noop.send()  # as the scheduler does after a failed send: a new message
+    first, second = sorted(spans_named(exporter, "send traced"), key=lambda s: s.start_time)
+    assert first.status.status_code is StatusCode.ERROR and first.status.description == "not sent"
+    assert second.status.status_code is StatusCode.UNSET
