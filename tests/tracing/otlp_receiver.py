@@ -145,3 +145,65 @@ def tree(spans: list[ReceivedSpan]) -> str:
 
     walk("", 0)
     return "\n".join(lines)
+
+
+def waterfall_svg(spans: list[ReceivedSpan]) -> str:
+    """The trace as a waterfall (one bar per span, indented by depth), as an SVG document."""
+    ids = {span.span_id: span for span in spans}
+
+    def depth(span: ReceivedSpan) -> int:
+        return 0 if span.parent_id not in ids else 1 + depth(ids[span.parent_id])
+
+    ordered = _tree_order(spans)
+    start = min(s.start_ns for s in spans)
+    end = max(s.end_ns for s in spans)
+    label_w, bar_w, row_h = 330, 560, 22
+    scale = bar_w / max(end - start, 1)
+    colours = {"PRODUCER": "#4e79a7", "CONSUMER": "#59a14f", "CLIENT": "#f28e2b"}
+    rows = []
+    for n, span in enumerate(ordered):
+        y = 30 + n * row_h
+        x = label_w + (span.start_ns - start) * scale
+        width = max((span.end_ns - span.start_ns) * scale, 2)
+        colour = "#e15759" if span.status == "ERROR" else colours.get(span.kind, "#999")
+        took = (span.end_ns - span.start_ns) / 1e6
+        outcome = span.attributes.get("bgworkers.outcome", "")
+        label = f"{'  ' * depth(span)}{span.name}"
+        rows.append(
+            f'<text x="8" y="{y + 14}" xml:space="preserve">{_escape(label)}</text>'
+            f'<rect x="{x:.1f}" y="{y + 3}" width="{width:.1f}" height="14" fill="{colour}"/>'
+            f'<text x="{min(x + width + 4, label_w + bar_w - 120):.1f}" y="{y + 14}" '
+            f'class="note">{took:.1f} ms {_escape(str(outcome))}</text>'
+        )
+    height = 50 + len(ordered) * row_h
+    total_ms = (end - start) / 1e6
+    legend = (
+        f'<text x="8" y="18" class="note">{total_ms:,.0f} ms in all; blue: producer, green: '
+        "consumer, orange: client, red: error</text>"
+    )
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + bar_w + 20}" '
+        f'height="{height}" font-family="monospace" font-size="12">'
+        "<style>.note{fill:#555;font-size:11px}</style>"
+        f'<rect width="100%" height="100%" fill="white"/>{legend}{"".join(rows)}</svg>\n'
+    )
+
+
+def _tree_order(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
+    ids = {span.span_id for span in spans}
+    children: dict[str, list[ReceivedSpan]] = {}
+    for span in sorted(spans, key=lambda s: s.start_ns):
+        children.setdefault(span.parent_id if span.parent_id in ids else "", []).append(span)
+    ordered: list[ReceivedSpan] = []
+
+    def walk(parent: str) -> None:
+        for span in children.get(parent, []):
+            ordered.append(span)
+            walk(span.span_id)
+
+    walk("")
+    return ordered
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -7,6 +7,7 @@ the test's own that decodes the protobuf payloads, as a collector would.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import timedelta
@@ -23,12 +24,14 @@ from bgworkers.users.models import User
 from tests.email.helpers import ScriptedHandler
 from tests.integration.test_end_to_end import Processes
 from tests.platform_helpers import free_port, wait_for
-from tests.tracing.otlp_receiver import ReceivedSpan, Receiver, serve, tree
+from tests.tracing.otlp_receiver import ReceivedSpan, Receiver, serve, tree, waterfall_svg
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
-#: Where the test writes the tree of the reminder's trace (docs/tracing.md shows one).
+#: Where the test writes the tree of the reminder's trace, and its waterfall as SVG
+#: (docs/tracing.md shows both).
 TREE_FILE = os.environ.get("BGW_TRACE_TREE_FILE")
+SVG_FILE = os.environ.get("BGW_TRACE_SVG_FILE")
 
 
 @pytest.fixture
@@ -141,6 +144,8 @@ def test_a_reminders_trace_from_the_scheduler_tick_to_the_smtp_server(
     spans = trace_of(receiver, "send_email")
     if TREE_FILE:
         Path(TREE_FILE).write_text(tree(spans) + "\n")
+    if SVG_FILE:
+        Path(SVG_FILE).write_text(waterfall_svg(spans))
     ids = by_id(spans)
 
     tick = one(spans, "send reminders", **{"bgworkers.actor": "check_due_reminders"})
@@ -194,3 +199,48 @@ def test_a_reminders_trace_from_the_scheduler_tick_to_the_smtp_server(
     for span in receiver.snapshot():
         text = repr(span.attributes)
         assert "ada@example.org" not in text and "Call Bob" not in text
+
+
+APPLICATION = """
+from opentelemetry import trace
+from bgworkers.tracing import configure_tracing
+from bgworkers.db import session_scope
+from bgworkers.email.api import enqueue_email
+
+configure_tracing("application")
+tracer = trace.get_tracer("application")
+with tracer.start_as_current_span("POST /invitations", kind=trace.SpanKind.SERVER):
+    with session_scope() as session:
+        enqueue_email(
+            session=session, recipient="bob@example.org", subject="Invitation",
+            text="Hello Bob", idempotency_key="invitation-1",
+        )
+trace.get_tracer_provider().shutdown()
+"""
+
+
+def test_the_applications_request_is_the_root_of_its_emails_trace(
+    system: Processes, receiver: Receiver, smtp: tuple[ScriptedHandler, int]
+) -> None:
+    system.start("worker", str(BIN / "dramatiq"), "bgworkers", "-p", "1", "-t", "2")
+    subprocess.run(
+        [sys.executable, "-c", APPLICATION], env=system.env, cwd=system.workdir, check=True
+    )
+    wait_for(
+        lambda: any(s.name == "smtp send" for s in trace_of(receiver, "send_email")),
+        timeout_s=60,
+        what="the application's email delivered, traced",
+    )
+    spans = trace_of(receiver, "send_email")
+    request = one(spans, "POST /invitations")
+    assert (request.kind, request.service, request.parent_id) == ("SERVER", "application", "")
+    create = one(spans, "create email")
+    assert (create.kind, create.service, create.parent_id) == (
+        "PRODUCER",
+        "application",
+        request.span_id,
+    )
+    process = one(spans, "process email")
+    assert (process.service, process.parent_id) == ("bgworkers-worker", create.span_id)
+    assert one(spans, "smtp send").parent_id == process.span_id
+    assert smtp[0].received[0]["Subject"] == "Invitation"
