@@ -15,6 +15,7 @@ if any, and exits with the code; the worker process exits with the same code.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -44,6 +45,9 @@ def check_schema_or_say_why() -> int:
     from bgworkers.settings import get_settings
 
     settings = get_settings()
+    # The child runs before the worker's logging is set up (after-hooks run in reverse order):
+    # alembic's own INFO lines ("setup plugin ...", "Context impl ...") would reach stderr.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         engine = get_engine(settings)
         try:
