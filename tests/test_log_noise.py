@@ -57,3 +57,35 @@ def test_tracebacks_are_folded_and_other_loggers_pass_untouched() -> None:
     )
     ours = record("bgworkers.scheduling", "same %s", "line")
     assert noise.filter(ours) and noise.filter(record("bgworkers.scheduling", "same %s", "line"))
+
+
+def test_a_lost_connection_is_one_warning_without_the_stack_pika_puts_in_its_text() -> None:
+    noise = LibraryNoiseFilter(interval_s=60, clock=Clock())
+    stack = (
+        'Traceback (most recent call last):\n  File "x.py", line 1, in _produce\n'
+        "ConnectionResetError: [Errno 104] Connection reset by peer\n"
+    )
+    wrapped = record(
+        "pika.adapters.utils.io_services_utils",
+        "Wrapped func exited with exception. Caller's stack:\n%s",
+        stack,
+        exc=ConnectionResetError(104, "Connection reset by peer"),
+    )
+    assert noise.filter(wrapped)
+    assert wrapped.levelno == logging.WARNING and wrapped.levelname == "WARNING"
+    assert wrapped.getMessage() == (
+        "Wrapped func exited with exception. "
+        "(ConnectionResetError: [Errno 104] Connection reset by peer)"
+    )
+    consumer = logging.LogRecord(
+        "dramatiq.worker.ConsumerThread(email)",
+        logging.CRITICAL,
+        __file__,
+        1,
+        "Consumer encountered a connection error: %s",
+        ("StreamLostError: ('Transport indicated EOF',)",),
+        None,
+    )
+    assert noise.filter(consumer) and consumer.levelname == "WARNING"
+    refused = record("pika.adapters.blocking_connection", "Connection workflow failed: %r", "x")
+    assert noise.filter(refused) and refused.levelno == logging.ERROR  # not a lost connection
