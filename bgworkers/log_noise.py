@@ -31,6 +31,8 @@ DEFAULT_INTERVAL_S = 60.0
 _QUEUE_SUFFIX = re.compile(r"\(.*\)$")
 #: Where a traceback starts inside a library's message text.
 _TEXT_TRACEBACK = re.compile(r"[;:]?\s*(?:Caller's stack:|Traceback \(most recent call last\))")
+#: Exceptions of a database that does not answer (SQLAlchemy's and psycopg's).
+_DATABASE_AWAY = frozenset({"OperationalError", "InterfaceError"})
 #: What a lost connection's line says, whichever library writes it.
 _CONNECTION_LOSS = (
     "Connection reset by peer",
@@ -60,7 +62,7 @@ class LibraryNoiseFilter(logging.Filter):
         self._held: dict[tuple[str, int, str], int] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not record.name.startswith(NOISY_LOGGERS):
+        if not record.name.startswith(NOISY_LOGGERS) and not _database_away(record):
             return True
         key = (_QUEUE_SUFFIX.sub("", record.name), record.levelno, str(record.msg)[:200])
         now = self._clock()
@@ -73,6 +75,19 @@ class LibraryNoiseFilter(logging.Filter):
             held = self._held.pop(key, 0)
         _shorten(record, held, self.interval_s)
         return True
+
+
+def _database_away(record: logging.LogRecord) -> bool:
+    """dramatiq's "Failed to process message" for an error of a database that does not answer:
+    the same traceback for every message while it is away (bgworkers' ``message_processed``
+    line still reports each message)."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return (
+        exc is not None
+        and record.name.startswith("dramatiq.worker.WorkerThread")
+        and type(exc).__name__ in _DATABASE_AWAY
+        and type(exc).__module__.startswith(("sqlalchemy", "psycopg"))
+    )
 
 
 def _shorten(record: logging.LogRecord, held: int, interval_s: float) -> None:

@@ -89,3 +89,30 @@ def test_a_lost_connection_is_one_warning_without_the_stack_pika_puts_in_its_tex
     assert noise.filter(consumer) and consumer.levelname == "WARNING"
     refused = record("pika.adapters.blocking_connection", "Connection workflow failed: %r", "x")
     assert noise.filter(refused) and refused.levelno == logging.ERROR  # not a lost connection
+
+
+def test_a_database_away_is_one_failed_message_line_a_minute_without_traceback() -> None:
+    from sqlalchemy.exc import OperationalError
+
+    noise = LibraryNoiseFilter(interval_s=60, clock=Clock())
+    away = OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
+
+    def failed(message: str) -> logging.LogRecord:
+        return record(
+            "dramatiq.worker.WorkerThread",
+            "Failed to process message %s with unhandled exception.",
+            message,
+            exc=away,
+        )
+
+    first = failed("send_email(1)")
+    assert noise.filter(first) and first.exc_info is None
+    assert "OperationalError" in first.getMessage()
+    assert not noise.filter(failed("send_email(2)"))
+    other = record(
+        "dramatiq.worker.WorkerThread",
+        "Failed to process message %s with unhandled exception.",
+        "x()",
+        exc=ValueError("a bug"),
+    )
+    assert noise.filter(other) and other.exc_info is not None  # other errors keep theirs
