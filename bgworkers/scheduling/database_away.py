@@ -43,6 +43,30 @@ def is_database_away(exc: BaseException) -> bool:
 def skip_tick(job: str, tick: datetime, exc: BaseException) -> None:
     """Count the skipped tick; log at most one line per :data:`LOG_INTERVAL_S`."""
     SCHEDULE_METRICS.get().skipped.labels(job, REASON).inc()
+    _notice(
+        "scheduled_tick_skipped",
+        job,
+        tick,
+        exc,
+        "the database does not answer: start it or fix BGW_DATABASE_URL; the job runs again "
+        "at its next tick, and ticks within its catch-up window are re-sent",
+    )
+
+
+def outcome_not_recorded(job: str, tick: datetime, exc: BaseException) -> None:
+    """A run ended while the database was away: its claim stays until it goes stale."""
+    _notice(
+        "scheduled_run_not_recorded",
+        job,
+        tick,
+        exc,
+        "the database does not answer: start it or fix BGW_DATABASE_URL; the run's claim "
+        "expires after its time limit",
+    )
+
+
+def _notice(event: str, job: str, tick: datetime, exc: BaseException, hint: str) -> None:
+    """One line per :data:`LOG_INTERVAL_S` in this process, saying how many were held back."""
     now = time.monotonic()
     with _lock:
         if now - _last_logged[0] < LOG_INTERVAL_S:
@@ -51,12 +75,11 @@ def skip_tick(job: str, tick: datetime, exc: BaseException) -> None:
         _last_logged[0], held = now, _held[0]
         _held[0] = 0
     log.warning(
-        "scheduled_tick_skipped",
+        event,
         job=job,
         tick=tick.isoformat(),
         reason=REASON,
         error=redact_text(f"{type(exc).__name__}: {getattr(exc, 'orig', None) or exc!s}")[:300],
-        hint="the database does not answer: start it or fix BGW_DATABASE_URL; the job runs "
-        "again at its next tick, and ticks within its catch-up window are re-sent",
-        similar_skipped=held,
+        hint=hint,
+        similar_held_back=held,
     )

@@ -42,7 +42,7 @@ from bgworkers.db import session_scope, utcnow
 from bgworkers.logs import get_logger
 from bgworkers.middleware.outcome import outcome_of
 from bgworkers.scheduling.claims import Claim, claim_run, finish_run
-from bgworkers.scheduling.database_away import is_database_away, skip_tick
+from bgworkers.scheduling.database_away import is_database_away, outcome_not_recorded, skip_tick
 from bgworkers.scheduling.metrics import SCHEDULE_METRICS
 from bgworkers.scheduling.pauses import is_paused
 from bgworkers.scheduling.periodic import CronPeriod
@@ -244,18 +244,25 @@ class ScheduleGuard(Middleware):
         outcome = outcome_of(message, exception)
         now = utcnow()
         error = f"{type(exception).__name__}: {exception}" if exception is not None else None
-        with session_scope() as session:
-            finish_run(
-                session=session,
-                job=job,
-                tick=tick,
-                message_id=message.message_id,
-                status=_STATUS[outcome],
-                now=now,
-                duration_s=duration_s,
-                error=error,
-                claimed_at=attempt.claimed_at,
-            )
+        try:
+            with session_scope() as session:
+                finish_run(
+                    session=session,
+                    job=job,
+                    tick=tick,
+                    message_id=message.message_id,
+                    status=_STATUS[outcome],
+                    now=now,
+                    duration_s=duration_s,
+                    error=error,
+                    claimed_at=attempt.claimed_at,
+                )
+        except (OperationalError, InterfaceError, DBAPIError) as exc:
+            if not is_database_away(exc):
+                raise
+            # The claim stays 'running' and goes stale after the time limit; a retry (or the
+            # next tick) claims it again. Counted as the run's outcome below all the same.
+            outcome_not_recorded(job, tick, exc)
         metrics = SCHEDULE_METRICS.get()
         metrics.runs.labels(job, outcome).inc()
         metrics.last_duration.labels(job).set(duration_s)
