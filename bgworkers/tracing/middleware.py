@@ -94,7 +94,8 @@ class Tracing(Middleware):
         attributes["bgworkers.retries"] = retries
         span = self._tracer.start_span(
             span_name("process", message.queue_name),
-            context=carrier.extract(options),
+            # No context in the message (a sender without tracing): a trace of its own.
+            context=carrier.extract(options) or otel_context.Context(),
             kind=SpanKind.CONSUMER,
             links=links,
             attributes=attributes,
