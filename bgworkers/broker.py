@@ -38,7 +38,7 @@ from dramatiq.middleware import (
     TimeLimit,
 )
 
-from bgworkers.boot import WorkerProcessBoot
+from bgworkers.boot import WorkerProcessBoot, operator_command
 from bgworkers.broker_nodes import broker_urls
 from bgworkers.cluster_broker import ClusterRabbitmqBroker
 from bgworkers.coalesced_acks import CoalescedAcks
@@ -60,7 +60,7 @@ from bgworkers.middleware.schema_gate import SchemaGate
 from bgworkers.outbox.middleware import OutboxRelay
 from bgworkers.scheduling.middleware import ScheduleGuard
 from bgworkers.settings import Settings
-from bgworkers.tracing.config import tracing_on
+from bgworkers.tracing.config import require_extra, tracing_on
 
 log = get_logger("bgworkers.messages")
 
@@ -120,6 +120,8 @@ def build_broker(settings: Settings) -> ScreeningRabbitmqBroker:
 
 def tracing_middleware() -> list[Middleware]:
     """The tracing middleware when the ``OTEL_*`` variables ask for traces; else none."""
+    if operator_command() is not None:
+        require_extra()  # bgworkers' own processes: a missing extra is one line and exit 2
     if not tracing_on():
         return []
     from bgworkers.tracing.middleware import Tracing

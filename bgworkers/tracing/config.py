@@ -37,18 +37,25 @@ def tracing_requested(environ: Mapping[str, str] | None = None) -> bool:
 
 @functools.cache
 def tracing_on() -> bool:
-    """:func:`tracing_requested` for this process, checked once (the I/O hooks ask per call).
+    """Whether this process traces (checked once; the I/O hooks ask per call): the ``OTEL_*``
+    variables ask for it and the OpenTelemetry API is installed.
 
-    Raises :class:`ConfigurationError` when traces are asked for but the OpenTelemetry API
-    is not installed.
+    An application whose environment asks for traces without the extra installed keeps
+    working untraced; bgworkers' own processes refuse to start (:func:`require_extra`).
     """
     if not tracing_requested():
         return False
     try:
         import opentelemetry.trace  # noqa: F401
     except ImportError:
-        raise ConfigurationError(f"OTEL_*: traces are configured but {_EXTRA_HINT}") from None
+        return False
     return True
+
+
+def require_extra() -> None:
+    """Raise :class:`ConfigurationError` if traces are asked for but cannot be sent."""
+    if tracing_requested() and not tracing_on():
+        raise ConfigurationError(f"OTEL_*: traces are configured but {_EXTRA_HINT}")
 
 
 def configure_tracing(service_name: str) -> bool:
@@ -58,6 +65,7 @@ def configure_tracing(service_name: str) -> bool:
     ``service_name`` is used unless ``OTEL_SERVICE_NAME`` says otherwise. Does nothing when
     tracing is off or a provider is already installed; returns whether one is installed now.
     """
+    require_extra()
     if not tracing_on():
         return False
     from opentelemetry import trace

@@ -186,3 +186,36 @@ def test_a_send_that_failed_ends_its_span_as_not_sent(provider: TracerProvider) 
     first, second = sorted(spans_named(exporter, "send traced"), key=lambda s: s.start_time)
     assert first.status.status_code is StatusCode.ERROR and first.status.description == "not sent"
     assert second.status.status_code is StatusCode.UNSET
+
+
+WITHOUT_EXTRA = """
+import sys
+sys.modules["opentelemetry"] = None  # as if the tracing extra were not installed
+sys.modules["opentelemetry.trace"] = None
+if sys.argv[1:] == ["worker"]:
+    sys.argv[0] = "dramatiq"  # what a worker process of dramatiq's CLI sees
+import bgworkers.email.api
+print("imported")
+"""
+
+
+def test_traces_asked_for_without_the_extra_stop_a_worker_not_an_application() -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9/"}
+    for who, expected_code, expected in (
+        ("application", 0, "imported"),
+        ("worker", 2, "bgworkers: OTEL_*: traces are configured but install the tracing extra"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-c", WITHOUT_EXTRA, who],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == expected_code, done.stderr
+        assert expected in done.stdout + done.stderr
+        assert "Traceback" not in done.stderr
