@@ -46,7 +46,7 @@ from bgworkers.process_resources import ProcessResource
 from bgworkers.redaction import scrub_known
 from bgworkers.settings import Settings
 from bgworkers.sync.metrics import SYNC_METRICS
-from bgworkers.tracing.spans import client_span, set_attribute
+from bgworkers.tracing.spans import client_span, set_http_status
 
 log = get_logger(__name__)
 
@@ -302,7 +302,7 @@ def _send_once(
             detail = redact_text(scrub_known(str(exc), credentials_of(request)))[:200]
             raise TransientHTTPError(f"{operation}: {type(exc).__name__}: {detail}") from None
         metrics.http_requests.labels(provider, f"{response.status_code // 100}xx").inc()
-        set_attribute(span, "http.response.status_code", response.status_code)
+        set_http_status(span, response.status_code)
         return response
 
 

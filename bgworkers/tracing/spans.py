@@ -33,13 +33,11 @@ def client_span(name: str, attributes: Mapping[str, Any]) -> contextlib.Abstract
 
 @contextlib.contextmanager
 def _client_span(name: str, attributes: Mapping[str, Any]) -> Iterator[Any]:
-    from opentelemetry import trace
     from opentelemetry.trace import SpanKind, Status, StatusCode
 
     from bgworkers.tracing.attributes import error_text
 
-    tracer = trace.get_tracer("bgworkers")
-    with tracer.start_as_current_span(
+    with _tracer().start_as_current_span(
         name,
         kind=SpanKind.CLIENT,
         attributes=dict(attributes),
@@ -54,7 +52,19 @@ def _client_span(name: str, attributes: Mapping[str, Any]) -> Iterator[Any]:
             raise
 
 
-def set_attribute(span: Any, key: str, value: Any) -> None:
-    """``span.set_attribute`` when there is a span (tracing on)."""
-    if span is not None:
-        span.set_attribute(key, value)
+def _tracer() -> Any:
+    from opentelemetry import trace
+
+    return trace.get_tracer("bgworkers")
+
+
+def set_http_status(span: Any, status_code: int) -> None:
+    """The response's status on a client span: ERROR from 400 on, as the HTTP conventions say."""
+    if span is None:
+        return
+    span.set_attribute("http.response.status_code", status_code)
+    if status_code >= 400:
+        from opentelemetry.trace import Status, StatusCode
+
+        span.set_attribute("error.type", str(status_code))
+        span.set_status(Status(StatusCode.ERROR, f"HTTP {status_code}"))

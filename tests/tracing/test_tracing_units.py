@@ -219,3 +219,32 @@ def test_traces_asked_for_without_the_extra_stop_a_worker_not_an_application() -
         assert done.returncode == expected_code, done.stderr
         assert expected in done.stdout + done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_an_http_request_is_a_client_span_without_path_or_query(
+    provider: TracerProvider, exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+
+    from bgworkers.sync.http import _send_once
+    from bgworkers.tracing import spans
+
+    monkeypatch.setattr(spans, "tracing_on", lambda: True)
+    monkeypatch.setattr(spans, "_tracer", lambda: provider.get_tracer("bgworkers"))
+    client = httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(503)))
+    request = client.build_request(
+        "GET",
+        "https://www.googleapis.com/calendar/v3/calendars/ada@example.org/events?syncToken=s3cret",
+        headers={"Authorization": "Bearer t0ken"},
+    )
+    response = _send_once(client, request, operation="calendar events.list", provider="google")
+    assert response.status_code == 503
+    [span] = exporter.get_finished_spans()
+    assert (span.name, span.kind) == ("GET", SpanKind.CLIENT)
+    attributes = dict(span.attributes or {})
+    assert attributes["server.address"] == "www.googleapis.com"
+    assert attributes["http.response.status_code"] == 503
+    assert span.status.status_code is StatusCode.ERROR
+    assert attributes["bgworkers.operation"] == "calendar events.list"
+    text = repr(attributes)
+    assert "s3cret" not in text and "ada@example.org" not in text and "t0ken" not in text
