@@ -21,7 +21,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-setup: $(STAMP)  ## create .venv and install bgworkers with its pinned dependencies
+# .env: every command run in this checkout (`bgworkers health`, `bgworkers schedule`, a script
+# of the application) reads it from the working directory, so they all see the data `make run`
+# uses. Written once; a BGW_DATA_DIR line already there is kept.
+setup: $(STAMP)  ## create .venv, install bgworkers with its pinned dependencies, write .env
+	@grep -qs '^BGW_DATA_DIR=' .env || { echo "BGW_DATA_DIR=$(CURDIR)/var" >> .env; \
+		echo "wrote BGW_DATA_DIR=$(CURDIR)/var to .env: every command run here uses make run's data"; }
 
 broker:  ## make sure RabbitMQ answers at BGW_BROKER_URL (starts a local one if needed)
 	bash deploy/ensure-rabbitmq.sh

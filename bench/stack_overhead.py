@@ -38,7 +38,13 @@ directory (SQLite database, migrated first; metrics files) and metrics port; eve
 Prints one line per group run, medians per configuration (with ``cpu_ratio_``, ``p99_ratio_``
 and ``pss_ratio_`` lines), and as its last lines ``drain_ratio_p1t8=``, ``drain_ratio_p2t8=``
 and ``rss_ratio_p1t8=`` (bgworkers / bare).
-Usage: python bench/stack_overhead.py [--messages N] [--reps R] [--configs 1x8,2x8]
+
+``--tracing`` adds a third group, **bgworkers+tracing**: the bgworkers group with the
+``OTEL_*`` variables pointing at an OTLP/HTTP sink in this process (it answers 200 and counts
+the payloads), and prints ``tracing_cpu_us_per_msg_<config>=``, the CPU a message costs with
+tracing on beyond the bgworkers group without it (tracing off installs nothing: see
+docs/tracing.md).
+Usage: python bench/stack_overhead.py [--messages N] [--reps R] [--configs 1x8,2x8] [--tracing]
 """
 
 from __future__ import annotations
@@ -232,6 +238,7 @@ class System:
 
 BARE = System("bare", ("_stack_bare",), BARE_QUEUE)
 BGWORKERS = System("bgworkers", ("bgworkers", "_stack_bgworkers"), BGW_QUEUE)
+TRACED = System("bgworkers+tracing", ("bgworkers", "_stack_bgworkers"), BGW_QUEUE)
 
 
 @dataclass(frozen=True)
@@ -268,13 +275,18 @@ class Bench:
     latency_messages: int
     latency_rate: float
     metrics_port: int
+    otlp_endpoint: str = ""
 
     def environment(self, system: System, latency_dir: Path) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BGW_")}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         env[LATENCY_DIR_VAR] = str(latency_dir)
         env["BENCH_STACK_BROKER_URL"] = self.vhost_url
-        if system is BGWORKERS:
+        for name in [k for k in env if k.startswith("OTEL_")]:
+            del env[name]  # tracing only where asked for
+        if system is TRACED:
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = self.otlp_endpoint
+        if system is not BARE:
             env.update(
                 BGW_BROKER_URL=self.vhost_url,
                 BGW_DATA_DIR=str(self.workdir / "bgworkers-data"),
@@ -500,6 +512,9 @@ def main() -> None:
     parser.add_argument(
         "--metrics-port", type=int, default=0, help="bgworkers' metrics port (0: a free one)"
     )
+    parser.add_argument(
+        "--tracing", action="store_true", help="also run bgworkers with tracing on (OTLP sink)"
+    )
     args = parser.parse_args()
     configs = parse_configs(args.configs)
     broker_url = os.environ.get("BGW_BROKER_URL", DEFAULT_BROKER_URL)
@@ -508,7 +523,12 @@ def main() -> None:
         f"{args.messages} messages per drain, {args.reps} repetitions, "
         f"{len(os.sched_getaffinity(0))} CPUs, load {os.getloadavg()[0]:.1f}"
     )
-    with own_vhost(broker_url) as vhost_url, tempfile.TemporaryDirectory() as tmp:
+    systems = (BARE, BGWORKERS, TRACED) if args.tracing else (BARE, BGWORKERS)
+    with (
+        own_vhost(broker_url) as vhost_url,
+        tempfile.TemporaryDirectory() as tmp,
+        otlp_sink() as (otlp_endpoint, payloads),
+    ):
         bench = Bench(
             vhost_url=vhost_url,
             workdir=Path(tmp),
@@ -516,12 +536,13 @@ def main() -> None:
             latency_messages=args.latency_messages,
             latency_rate=args.latency_rate,
             metrics_port=args.metrics_port,
+            otlp_endpoint=otlp_endpoint,
         )
         bench.migrate()
         for rep in range(args.reps):
             for processes, threads in configs:
                 # Alternate which system goes first, so drift of a shared machine evens out.
-                order = (BARE, BGWORKERS) if rep % 2 == 0 else (BGWORKERS, BARE)
+                order = systems if rep % 2 == 0 else systems[::-1]
                 for system in order:
                     result = bench.run(system, processes, threads, f"{system.name}-{rep}")
                     results.append(result)
@@ -534,7 +555,61 @@ def main() -> None:
                         f"(PSS {result.pss_mib:.0f}, USS {result.uss_mib:.0f}) "
                         f"in {result.processes} processes"
                     )
+        if args.tracing:
+            print(f"otlp_payloads_received={payloads[0]} ({payloads[1]:,} bytes)")
     summary(results, configs)
+    if args.tracing:
+        tracing_summary(results, configs)
+
+
+def tracing_summary(results: list[RunResult], configs: list[tuple[int, int]]) -> None:
+    """CPU per message of the traced group beyond the untraced one, per configuration."""
+    for processes, threads in configs:
+        config = f"{processes}x{threads}"
+
+        def median(system: str, attribute: str, config: str = config) -> float:
+            values = [
+                getattr(r, attribute) for r in results if (r.system, r.config) == (system, config)
+            ]
+            return statistics.median(values)
+
+        on, off = median(TRACED.name, "cpu_us_per_msg"), median(BGWORKERS.name, "cpu_us_per_msg")
+        drain_on, drain_off = (
+            median(TRACED.name, "drain_per_s"),
+            median(BGWORKERS.name, "drain_per_s"),
+        )
+        print(f"median {config} {TRACED.name}: {drain_on:7,.0f} msg/s, CPU {on:.0f} us/msg")
+        print(f"tracing_drain_ratio_p{processes}t{threads}={drain_on / drain_off:.2f}")
+        print(f"tracing_cpu_us_per_msg_p{processes}t{threads}={on - off:.0f}")
+
+
+@contextmanager
+def otlp_sink() -> Iterator[tuple[str, list[int]]]:
+    """An OTLP/HTTP endpoint that accepts every export: (its URL, [payloads, bytes])."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received = [0, 0]
+
+    class Sink(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            size = int(self.headers.get("Content-Length", 0))
+            self.rfile.read(size)
+            received[0] += 1
+            received[1] += size
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", received
+    finally:
+        server.shutdown()
 
 
 def summary(results: list[RunResult], configs: list[tuple[int, int]]) -> None:

@@ -25,6 +25,7 @@ from dramatiq.middleware import Middleware
 
 from bgworkers.logs import configure_logging
 from bgworkers.settings import Settings, get_settings
+from bgworkers.tracing.config import configure_tracing
 
 OperatorCommand = Literal["dramatiq", "periodiq", "bgworkers"]
 _COMMANDS: dict[str, OperatorCommand] = {
@@ -49,8 +50,11 @@ def operator_command(argv: list[str] | None = None) -> OperatorCommand | None:
     return None
 
 
-def boot_process(settings: Settings | None = None, *, batched_logs: bool = False) -> Settings:
-    """Set up logging for one of bgworkers' own processes; return the settings in use.
+def boot_process(
+    settings: Settings | None = None, *, batched_logs: bool = False, service: str = "bgworkers"
+) -> Settings:
+    """Set up logging (and tracing, when the ``OTEL_*`` variables ask for it, as ``service``)
+    for one of bgworkers' own processes; return the settings in use.
 
     ``batched_logs``: INFO lines are written in batches (worker processes, which write one
     per message from many threads: :mod:`bgworkers.log_writer`).
@@ -59,6 +63,7 @@ def boot_process(settings: Settings | None = None, *, batched_logs: bool = False
     configure_logging(
         log_format=settings.log_format, level=settings.log_level, batched=batched_logs
     )
+    configure_tracing(service)
     return settings
 
 
@@ -68,7 +73,7 @@ def boot_scheduler(settings: Settings | None = None) -> None:
     from bgworkers.metrics.server import start_scheduler_endpoint
     from bgworkers.scheduling import resilient_sending
 
-    settings = boot_process(settings)
+    settings = boot_process(settings, service="bgworkers-scheduler")
     resilient_sending.install(settings.broker_url.get_secret_value())
     start_scheduler_endpoint(settings)
 
@@ -77,4 +82,4 @@ class WorkerProcessBoot(Middleware):
     """Sets up a ``dramatiq bgworkers`` worker process's logging when dramatiq boots it."""
 
     def after_process_boot(self, broker: Broker) -> None:
-        boot_process(batched_logs=True)
+        boot_process(batched_logs=True, service="bgworkers-worker")

@@ -38,7 +38,7 @@ from dramatiq.middleware import (
     TimeLimit,
 )
 
-from bgworkers.boot import WorkerProcessBoot
+from bgworkers.boot import WorkerProcessBoot, operator_command
 from bgworkers.broker_nodes import broker_urls
 from bgworkers.cluster_broker import ClusterRabbitmqBroker
 from bgworkers.coalesced_acks import CoalescedAcks
@@ -60,6 +60,7 @@ from bgworkers.middleware.schema_gate import SchemaGate
 from bgworkers.outbox.middleware import OutboxRelay
 from bgworkers.scheduling.middleware import ScheduleGuard
 from bgworkers.settings import Settings
+from bgworkers.tracing.config import require_extra, tracing_on
 
 log = get_logger("bgworkers.messages")
 
@@ -69,6 +70,7 @@ EXCERPT_BYTES = 200
 
 def middleware_stack(settings: Settings) -> list[Middleware]:
     return [
+        *tracing_middleware(),  # first: its spans enclose every other hook of a message
         MessageLogging(),
         MessageMetrics(),
         AgeLimit(),
@@ -114,6 +116,17 @@ def build_broker(settings: Settings) -> ScreeningRabbitmqBroker:
     # The group's /metrics, served by one worker process (see bgworkers.middleware.exporter):
     broker.add_middleware(GroupExporter())
     return broker
+
+
+def tracing_middleware() -> list[Middleware]:
+    """The tracing middleware when the ``OTEL_*`` variables ask for traces; else none."""
+    if operator_command() is not None:
+        require_extra()  # bgworkers' own processes: a missing extra is one line and exit 2
+    if not tracing_on():
+        return []
+    from bgworkers.tracing.middleware import Tracing
+
+    return [Tracing()]
 
 
 class StackStubBroker(SelectiveHooks, StubBroker):
@@ -191,7 +204,15 @@ class _ScreeningConsumer(CoalescedAcks, _RabbitmqConsumer):
                 log.exception("message_refusal_not_recorded", queue=q_name(self.queue_name))
             return None
         self.known_tags.add(method.delivery_tag)
+        if method.redelivered:
+            count_redelivered(self.queue_name, self.broker.actors)
         return _BoundedMessage(method.redelivered, method.delivery_tag, message)  # type: ignore[no-untyped-call]
+
+
+def count_redelivered(queue_name: str, actors: Any) -> None:
+    """Count a delivery RabbitMQ hands out again: its worker died or lost its connection."""
+    queue, _ = bounded_labels(queue_name, None, actors)
+    MESSAGE_METRICS.get().redelivered.labels(queue).inc()
 
 
 def record_refused(queue_name: str, body: bytes, exc: InvalidEnvelope, *, actors: Any) -> None:

@@ -101,6 +101,10 @@ def _is_number(value: object) -> bool:
     return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)  # type: ignore[arg-type]
 
 
+def _short_str(limit: int) -> Callable[[object], bool]:
+    return lambda value: isinstance(value, str) and len(value) <= limit
+
+
 #: The option values something in our stack reads, and what each must be.
 OPTION_CHECKS: Final[Mapping[str, tuple[str, Callable[[object], bool]]]] = {
     "retries": ("an integer from 0 to 1000", _int_in(0, MAX_RETRIES)),
@@ -118,6 +122,10 @@ OPTION_CHECKS: Final[Mapping[str, tuple[str, Callable[[object], bool]]]] = {
     "scheduled_at": ("an ISO 8601 time with a UTC offset", _is_aware_iso_datetime),
     "bgw_tick": ("an ISO 8601 time with a UTC offset", _is_aware_iso_datetime),
     "bgw_busy_retries": ("an integer from 0 to 1000", _int_in(0, MAX_RETRIES)),
+    # W3C Trace Context of the sender and the first attempt (bgworkers.tracing).
+    "traceparent": ("a string of at most 55 characters", _short_str(55)),
+    "tracestate": ("a string of at most 512 characters", _short_str(512)),
+    "bgw_first_attempt": ("a string of at most 55 characters", _short_str(55)),
 }
 
 

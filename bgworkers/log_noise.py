@@ -10,6 +10,11 @@ are never filtered (they are written to be one per condition and interval alread
 A "kind" is the logger (queue suffixes like ``ConsumerThread(email)`` folded), the level and
 the message template before its arguments: "Connection workflow failed: %r" is one kind
 whatever the address or error in it.
+
+A lost connection that dramatiq recovers from on its own (reset by the peer, a broken pipe,
+an unexpected EOF) is a WARNING, not pika's ERROR or dramatiq's CRITICAL; and pika's
+"Wrapped func exited with exception. Caller's stack: ..." carries the traceback in its text,
+which is cut off like any other.
 """
 
 from __future__ import annotations
@@ -24,6 +29,20 @@ from collections.abc import Callable
 NOISY_LOGGERS = ("pika", "dramatiq.worker.ConsumerThread", "dramatiq.broker", "dramatiq.brokers")
 DEFAULT_INTERVAL_S = 60.0
 _QUEUE_SUFFIX = re.compile(r"\(.*\)$")
+#: Where a traceback starts inside a library's message text.
+_TEXT_TRACEBACK = re.compile(r"[;:]?\s*(?:Caller's stack:|Traceback \(most recent call last\))")
+#: Exceptions of a database that does not answer (SQLAlchemy's and psycopg's).
+_DATABASE_AWAY = frozenset({"OperationalError", "InterfaceError"})
+#: What a lost connection's line says, whichever library writes it.
+_CONNECTION_LOSS = (
+    "Connection reset by peer",
+    "ConnectionResetError",
+    "StreamLostError",
+    "Broken pipe",
+    "BrokenPipeError",
+    "Transport indicated EOF",
+    "Socket EOF",
+)
 
 
 class LibraryNoiseFilter(logging.Filter):
@@ -43,7 +62,7 @@ class LibraryNoiseFilter(logging.Filter):
         self._held: dict[tuple[str, int, str], int] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not record.name.startswith(NOISY_LOGGERS):
+        if not record.name.startswith(NOISY_LOGGERS) and not _database_away(record):
             return True
         key = (_QUEUE_SUFFIX.sub("", record.name), record.levelno, str(record.msg)[:200])
         now = self._clock()
@@ -58,13 +77,31 @@ class LibraryNoiseFilter(logging.Filter):
         return True
 
 
+def _database_away(record: logging.LogRecord) -> bool:
+    """dramatiq's "Failed to process message" for an error of a database that does not answer:
+    the same traceback for every message while it is away (bgworkers' ``message_processed``
+    line still reports each message)."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return (
+        exc is not None
+        and record.name.startswith("dramatiq.worker.WorkerThread")
+        and type(exc).__name__ in _DATABASE_AWAY
+        and type(exc).__module__.startswith(("sqlalchemy", "psycopg"))
+    )
+
+
 def _shorten(record: logging.LogRecord, held: int, interval_s: float) -> None:
     """Fold a traceback into the message and say how many similar lines were held back."""
     message = record.getMessage()
+    in_text = _TEXT_TRACEBACK.search(message)
+    if in_text is not None:
+        message = message[: in_text.start()]
     if record.exc_info and record.exc_info[1] is not None:
         message = f"{message} ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})"
     record.exc_info = None
     record.exc_text = None
+    if record.levelno > logging.WARNING and any(sign in message for sign in _CONNECTION_LOSS):
+        record.levelno, record.levelname = logging.WARNING, "WARNING"  # dramatiq reconnects
     if held:
         message = f"{message} [{held} similar line(s) in the last {interval_s:g} s not shown]"
     record.msg, record.args = message, None

@@ -26,6 +26,7 @@ PLATFORM_PACKAGES = frozenset(
         "middleware",
         "migrations",
         "monitoring",
+        "tracing",
         "outbox",
         "scheduling",
         "users",

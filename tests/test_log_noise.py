@@ -57,3 +57,62 @@ def test_tracebacks_are_folded_and_other_loggers_pass_untouched() -> None:
     )
     ours = record("bgworkers.scheduling", "same %s", "line")
     assert noise.filter(ours) and noise.filter(record("bgworkers.scheduling", "same %s", "line"))
+
+
+def test_a_lost_connection_is_one_warning_without_the_stack_pika_puts_in_its_text() -> None:
+    noise = LibraryNoiseFilter(interval_s=60, clock=Clock())
+    stack = (
+        'Traceback (most recent call last):\n  File "x.py", line 1, in _produce\n'
+        "ConnectionResetError: [Errno 104] Connection reset by peer\n"
+    )
+    wrapped = record(
+        "pika.adapters.utils.io_services_utils",
+        "Wrapped func exited with exception. Caller's stack:\n%s",
+        stack,
+        exc=ConnectionResetError(104, "Connection reset by peer"),
+    )
+    assert noise.filter(wrapped)
+    assert wrapped.levelno == logging.WARNING and wrapped.levelname == "WARNING"
+    assert wrapped.getMessage() == (
+        "Wrapped func exited with exception. "
+        "(ConnectionResetError: [Errno 104] Connection reset by peer)"
+    )
+    consumer = logging.LogRecord(
+        "dramatiq.worker.ConsumerThread(email)",
+        logging.CRITICAL,
+        __file__,
+        1,
+        "Consumer encountered a connection error: %s",
+        ("StreamLostError: ('Transport indicated EOF',)",),
+        None,
+    )
+    assert noise.filter(consumer) and consumer.levelname == "WARNING"
+    refused = record("pika.adapters.blocking_connection", "Connection workflow failed: %r", "x")
+    assert noise.filter(refused) and refused.levelno == logging.ERROR  # not a lost connection
+
+
+def test_a_database_away_is_one_failed_message_line_a_minute_without_traceback() -> None:
+    from sqlalchemy.exc import OperationalError
+
+    noise = LibraryNoiseFilter(interval_s=60, clock=Clock())
+    away = OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
+
+    def failed(message: str) -> logging.LogRecord:
+        return record(
+            "dramatiq.worker.WorkerThread",
+            "Failed to process message %s with unhandled exception.",
+            message,
+            exc=away,
+        )
+
+    first = failed("send_email(1)")
+    assert noise.filter(first) and first.exc_info is None
+    assert "OperationalError" in first.getMessage()
+    assert not noise.filter(failed("send_email(2)"))
+    other = record(
+        "dramatiq.worker.WorkerThread",
+        "Failed to process message %s with unhandled exception.",
+        "x()",
+        exc=ValueError("a bug"),
+    )
+    assert noise.filter(other) and other.exc_info is not None  # other errors keep theirs

@@ -198,6 +198,20 @@ OVERVIEW = Dashboard(
             "without running them (e.g. a duplicate scheduled tick), over the last hour.",
         ),
         Panel(
+            "Redelivered (1 h), by queue",
+            (
+                (
+                    _count(
+                        "sum by (queue) (increase(bgworkers_messages_redelivered_total"
+                        '{queue=~"$queue"}[1h]))'
+                    ),
+                    "redelivered {{queue}}",
+                ),
+            ),
+            "Messages RabbitMQ handed out again because the worker that had them died or lost "
+            "its connection before acking: rescued work. A steady rate means a crash loop.",
+        ),
+        Panel(
             "Error ratio (10 m), top 10 actors",
             (
                 (

@@ -109,7 +109,7 @@ def print_jobs(views: list[JobView], out: TextIO, *, zone: ZoneInfo) -> None:
                 (_when(last.tick, zone) + (" (manual)" if last.manual else ""))
                 if last
                 else "never",
-                last.status if last else "-",
+                last.status if last else "waiting for its first run",
                 f"{last.duration_s:.3f}" if last and last.duration_s is not None else "-",
                 f"{view.pause.reason} (by {view.pause.paused_by})" if view.pause else "-",
             )

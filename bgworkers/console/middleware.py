@@ -27,6 +27,7 @@ from bgworkers.console.dead_letters import (
     mark_processed,
     record_dead_letter,
 )
+from bgworkers.console.index_backlog import IndexBacklog
 from bgworkers.db import session_scope, utcnow
 from bgworkers.logs import get_logger
 from bgworkers.middleware.retry_policy import REASON_ATTR
@@ -34,8 +35,20 @@ from bgworkers.middleware.retry_policy import REASON_ATTR
 log = get_logger(__name__)
 
 
+def _write(failure: Failure) -> None:
+    with session_scope() as session:
+        record_dead_letter(session, failure)
+
+
 class DeadLetterIndex(Middleware):
-    """Indexes dead-lettered messages; marks requeued ones that then succeed."""
+    """Indexes dead-lettered messages; marks requeued ones that then succeed.
+
+    What cannot be written while the database is away waits in :attr:`backlog`
+    (:mod:`bgworkers.console.index_backlog`) and is written after a later message.
+    """
+
+    def __init__(self) -> None:
+        self.backlog = IndexBacklog()
 
     def before_enqueue(self, broker: Broker, message: Message[Any], delay: int) -> None:
         options = message.options
@@ -50,6 +63,8 @@ class DeadLetterIndex(Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
+        if self.backlog:
+            self._write_backlog()
         if message.failed:
             reason = getattr(message, REASON_ATTR, None) or "failed"
             self._record(message, reason, exception)
@@ -74,16 +89,32 @@ class DeadLetterIndex(Middleware):
             at=utcnow(),
         )
         try:
-            with session_scope() as session:
-                record_dead_letter(session, failure)
+            _write(failure)
         except Exception as exc:  # noqa: BLE001 - the index is a convenience; the XQ keeps the message
-            log.error("dead_letter_index_failed", error=f"{type(exc).__name__}: {str(exc)[:300]}")
+            self.backlog.add(failure)
+            log.error(
+                "dead_letter_index_failed",
+                error=f"{type(exc).__name__}: {str(exc)[:300]}",
+                waiting=len(self.backlog),
+                hint="kept in this process and written once the database answers",
+            )
             return
         log.info(
             "dead_letter_indexed",
             reason=reason,
             index_ms=round((time.perf_counter() - started) * 1000, 3),
         )
+
+    def _write_backlog(self) -> None:
+        try:
+            written = self.backlog.flush(_write)
+        except Exception as exc:  # noqa: BLE001 - still away: the backlog waits for the next try
+            log.warning(
+                "dead_letter_backlog_waiting", waiting=len(self.backlog), error=repr(exc)[:300]
+            )
+            return
+        if written:
+            log.info("dead_letters_indexed_late", count=written, dropped=self.backlog.dropped)
 
     def _mark_processed(self, message: MessageProxy) -> None:
         try:

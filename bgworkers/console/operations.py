@@ -211,9 +211,11 @@ class Console:
             )  # fmt: skip
         return message
 
-    def record_login(self, *, ok: bool, client: str) -> None:
+    def record_login(self, *, ok: bool, client: str, throttled: bool = False) -> None:
+        """Audit a login: ``login``, ``login_failed`` or ``login_throttled`` (refused unchecked,
+        429)."""
         with self.session() as session:
-            action = "login" if ok else "login_failed"
+            action = "login" if ok else "login_throttled" if throttled else "login_failed"
             audit.record(session, who=self.who, action=action, target=client, now=self.clock())
 
     def audit_log(self, limit: int = 200) -> list[Any]:

@@ -28,9 +28,13 @@ OVERDUE_GRACE_S = 600
 
 @dataclass(frozen=True)
 class JobHealthRow:
+    """``waiting``: the job has never run (no success, no attempt): it waits for its first
+    tick, which is not a fault; ``overdue`` then stays False."""
+
     job: JobView
     last_success: datetime | None
     overdue: bool
+    waiting: bool = False
 
 
 @dataclass
@@ -74,16 +78,18 @@ def read_overview(
             successes = last_successes(session)
         for job in views:
             last = successes.get(job.name)
-            interval = intervals.get(job.name)
-            overdue = (
-                interval is not None
-                and job.pause is None
-                and (
-                    last is None
-                    or (now - last).total_seconds() > OVERDUE_FACTOR * interval + OVERDUE_GRACE_S
-                )
-            )
-            view.jobs.append(JobHealthRow(job, last, overdue))
+            waiting = last is None and job.last is None
+            overdue = not waiting and _overdue(last, intervals.get(job.name), job, now)
+            view.jobs.append(JobHealthRow(job, last, overdue, waiting))
     except Exception as exc:  # noqa: BLE001 - shown on the page instead of an error page
         view.database_error = redact_text(f"{type(exc).__name__}: {exc}")[:300]
     return view
+
+
+def _overdue(last: datetime | None, interval: float | None, job: JobView, now: datetime) -> bool:
+    """A job that ran but has no success, or none within its interval (seconds), unpaused."""
+    if interval is None or job.pause is not None:
+        return False
+    return (
+        last is None or (now - last).total_seconds() > OVERDUE_FACTOR * interval + OVERDUE_GRACE_S
+    )

@@ -34,6 +34,7 @@ from bgworkers.logs import get_logger
 from bgworkers.process_resources import ProcessResource
 from bgworkers.redaction import scrub_known
 from bgworkers.settings import Settings
+from bgworkers.tracing.spans import client_span
 
 log = get_logger(__name__)
 
@@ -149,6 +150,21 @@ class SmtpMailer:
         self._busy: set[smtplib.SMTP] = set()
 
     def send(self, message: EmailMessage) -> None:
+        with client_span("smtp send", self._span_attributes(message)):
+            self._send(message)
+
+    def _span_attributes(self, message: EmailMessage) -> dict[str, object]:
+        # The peer and how many recipients, never who they are.
+        recipients = sum(len(message.get_all(h, [])) for h in ("To", "Cc", "Bcc"))
+        return {
+            "server.address": self.host,
+            "server.port": self.port,
+            "network.protocol.name": "smtp",
+            "bgworkers.smtp.security": self.security,
+            "bgworkers.smtp.recipient_headers": recipients,
+        }
+
+    def _send(self, message: EmailMessage) -> None:
         try:
             connection = self._connection()
             with self._lock:

@@ -48,6 +48,7 @@ class MessageMetricSet:
     dead_lettered: Counter
     skipped: Counter
     invalid: Counter
+    redelivered: Counter
     in_progress: Gauge
     duration: Histogram
 
@@ -91,6 +92,13 @@ class MessageMetricSet:
                 ("queue", "reason"),
                 registry=registry,
             ),
+            redelivered=Counter(
+                "bgworkers_messages_redelivered_total",
+                "Deliveries RabbitMQ flagged as redelivered: handed out before and not acked "
+                "(a worker died or lost its connection mid-run), by queue.",
+                ("queue",),
+                registry=registry,
+            ),
             in_progress=Gauge(
                 "bgworkers_messages_in_progress",
                 "Messages being processed right now.",
@@ -130,6 +138,7 @@ class MessageMetricSet:
         for queue in queues.ALL:
             self.dead_lettered.labels(queue, UNKNOWN)
             self.skipped.labels(queue, UNKNOWN)
+            self.redelivered.labels(queue)
             for reason in InvalidEnvelope.CODES:
                 self.invalid.labels(queue, reason)
 

@@ -41,6 +41,9 @@ class MessageLogging(Middleware):
             queue=q_name(message.queue_name),
             retries=message.options.get("retries", 0),
         )
+        traceparent = message.options.get("traceparent")
+        if isinstance(traceparent, str):  # tracing on: find the run's trace from its log lines
+            bind_context(trace_id=traceparent[3:35])
         setattr(message, STARTED_ATTR, time.perf_counter())
 
     def after_process_message(

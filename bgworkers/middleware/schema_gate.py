@@ -5,7 +5,8 @@ Why: a worker on an unmigrated database failed every scheduled message in a midd
 migrate``. Checked once per worker process at boot (``process_boot``, before any consumer
 starts): one line naming the fix on stderr, then exit code 2, which dramatiq's CLI passes on
 and which ``bgworkers run`` and the deploy files treat as "a restart will not help". A
-database that does not answer exits 1 instead (a restart later may work).
+database that does not answer is waited for instead: the worker boots paused and resumes once
+it answers (:mod:`bgworkers.middleware.database_wait`).
 
 The check runs in a short-lived child process (``os.fork``; the worker process has started no
 thread yet at ``process_boot``): it needs the migration tooling (alembic and the migration
@@ -15,6 +16,7 @@ if any, and exits with the code; the worker process exits with the same code.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -23,10 +25,16 @@ import dramatiq
 from dramatiq.middleware import Middleware
 
 from bgworkers.diagnosis import EXIT_UNAVAILABLE, Problem, database_problem, schema_problem
+from bgworkers.middleware.database_wait import DatabaseWait
 
 
 class SchemaGate(Middleware):
-    """Stops a ``dramatiq bgworkers`` worker process at boot if the schema is not current."""
+    """Stops a ``dramatiq bgworkers`` worker process at boot if the schema is not current;
+    makes it wait, paused, while the database does not answer."""
+
+    def __init__(self) -> None:
+        self._database_away = False
+        self._wait: DatabaseWait | None = None
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
         from bgworkers.boot import operator_command
@@ -34,8 +42,20 @@ class SchemaGate(Middleware):
         if operator_command() != "dramatiq":
             return  # emitted in-process (tests, an application): not a worker process
         code = _in_child(check_schema_or_say_why)
-        if code:
+        self._database_away = code == EXIT_UNAVAILABLE
+        if code and not self._database_away:
             raise SystemExit(code)
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        if self._database_away:
+            from bgworkers.settings import get_settings
+
+            self._wait = DatabaseWait(worker, get_settings())
+            self._wait.start()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        if self._wait is not None:
+            self._wait.stop.set()
 
 
 def check_schema_or_say_why() -> int:
@@ -44,6 +64,9 @@ def check_schema_or_say_why() -> int:
     from bgworkers.settings import get_settings
 
     settings = get_settings()
+    # The child runs before the worker's logging is set up (after-hooks run in reverse order):
+    # alembic's own INFO lines ("setup plugin ...", "Context impl ...") would reach stderr.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         engine = get_engine(settings)
         try:
@@ -55,8 +78,8 @@ def check_schema_or_say_why() -> int:
         problem = database_problem(exc, url) or Problem(
             "database_unreachable", EXIT_UNAVAILABLE, f"the database failed: {exc!r}"[:300]
         )
-    if problem is None:
-        return 0
+    if problem is None or problem.exit_code == EXIT_UNAVAILABLE:
+        return 0 if problem is None else EXIT_UNAVAILABLE  # waited for, logged once booted
     # stderr of the process as started: dramatiq redirects sys.stderr to its log pipe.
     err = sys.__stderr__ or sys.stderr
     print(f"bgworkers: worker not started: {problem.message}", file=err, flush=True)

@@ -28,6 +28,7 @@ from bgworkers.errors import InvalidArguments
 from bgworkers.outbox.metrics import OUTBOX_METRICS
 from bgworkers.outbox.models import OutboxMessage
 from bgworkers.tasks import check_actor_arguments
+from bgworkers.tracing.outbox import create_span
 
 #: Bytes; a larger envelope is refused: messages carry ids, not documents.
 MAX_BODY_BYTES = 256 * 1024
@@ -76,7 +77,9 @@ def enqueue(
     """
     actor = resolve_actor(actor_or_name)
     now = utcnow()
-    values = _row_values(actor, args, kwargs, now, delay_ms, dedupe_key, message_options)
+    with create_span(actor.queue_name, actor.actor_name) as trace_options:
+        options = {**(message_options or {}), **trace_options}
+        values = _row_values(actor, args, kwargs, now, delay_ms, dedupe_key, options)
     statement = _insert(session, ignore_duplicates=dedupe_key is not None).values(**values)
     inserted = session.execute(statement.returning(_TABLE.c.id)).first()
     _wake_relay_after_commit(session)
@@ -109,10 +112,19 @@ def enqueue_many(
     iterator = iter(arguments)
     while chunk := list(islice(iterator, INSERT_CHUNK)):
         now = utcnow()
-        rows = [
-            _row_values(actor, args, {}, now, delay_ms, dedupe_key(args) if dedupe_key else None)
-            for args in chunk
-        ]
+        with create_span(actor.queue_name, actor.actor_name, count=len(chunk)) as options:
+            rows = [
+                _row_values(
+                    actor,
+                    args,
+                    {},
+                    now,
+                    delay_ms,
+                    dedupe_key(args) if dedupe_key else None,
+                    options,
+                )
+                for args in chunk
+            ]
         if dedupe_key is None:
             session.execute(statement, rows)
             count = len(rows)

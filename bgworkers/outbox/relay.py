@@ -39,12 +39,15 @@ from bgworkers.outbox.api import RELAY_WAKEUP
 from bgworkers.outbox.metrics import OUTBOX_METRICS
 from bgworkers.outbox.models import OutboxMessage, OutboxRelayLease
 from bgworkers.outbox.publishers import Outgoing, Publisher, PublishError
+from bgworkers.tracing.outbox import publish_span
 
 log = get_logger(__name__)
 
 LEASE_NAME = "relay"
 _TABLE = OutboxMessage.__table__  # type: ignore[attr-defined]
 MAX_BACKOFF_S = 5.0
+#: Seconds between two lines about the same streak of failures.
+FAILURE_LOG_INTERVAL_S = 60.0
 PRUNE_EVERY = timedelta(minutes=1)
 PRUNE_CHUNK = 5_000
 
@@ -157,7 +160,8 @@ class Relay:
 
     def _publish(self, claim: _Claim) -> None:
         try:
-            self._publisher.publish(claim.batch)
+            with publish_span(claim.batch):
+                self._publisher.publish(claim.batch)
         except PublishError as exc:
             claim.session.close()  # rolls back: the rows stay due
             self._record_failure(claim.ids, str(exc))
@@ -306,8 +310,13 @@ class Relay:
     # --- the loop ------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        """Publish until ``stop`` is set; never raises (errors are logged and retried)."""
+        """Publish until ``stop`` is set; never raises (errors are logged and retried).
+
+        A failure that persists (the database or RabbitMQ away) is logged when it starts, then
+        at most once a minute with how many attempts failed, and once more when it ends.
+        """
         backoff = 0.0
+        streak = _FailureStreak(time.monotonic)
         while not stop.is_set():
             try:
                 if not self.hold_lease():
@@ -319,13 +328,10 @@ class Relay:
                     self._next_prune = self._clock() + PRUNE_EVERY
                     self.prune()
                 backoff = 0.0
+                streak.ended()
             except (PublishError, SQLAlchemyError) as exc:
                 backoff = min(max(backoff * 2, 0.25), MAX_BACKOFF_S)
-                log.warning(
-                    "outbox_relay_failed",
-                    error=f"{type(exc).__name__}: {exc}"[:500],
-                    retry_in_s=backoff,
-                )
+                streak.failed(f"{type(exc).__name__}: {exc}"[:500], retry_in_s=backoff)
                 stop.wait(backoff)
                 continue
             except Exception:  # a dead relay thread would stop all delivery: log, go on
@@ -340,6 +346,30 @@ class Relay:
             self.release_lease()
         except SQLAlchemyError as exc:
             log.warning("outbox_lease_not_released", error=f"{type(exc).__name__}: {exc}")
+
+
+class _FailureStreak:
+    """One ``outbox_relay_failed`` line per :data:`FAILURE_LOG_INTERVAL_S` while failing."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._failures = 0
+        self._last_logged = 0.0
+
+    def failed(self, error: str, *, retry_in_s: float) -> None:
+        self._failures += 1
+        now = self._clock()
+        if self._failures > 1 and now - self._last_logged < FAILURE_LOG_INTERVAL_S:
+            return
+        self._last_logged = now
+        log.warning(
+            "outbox_relay_failed", error=error, retry_in_s=retry_in_s, failures=self._failures
+        )
+
+    def ended(self) -> None:
+        if self._failures:
+            log.info("outbox_relay_recovered", failures=self._failures)
+            self._failures = 0
 
 
 @dataclass

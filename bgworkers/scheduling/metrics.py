@@ -15,7 +15,7 @@ from bgworkers.metrics import LazyMetrics
 
 #: Every value of each label, exported at 0 from start-up (:mod:`bgworkers.metrics.known_series`).
 RUN_OUTCOMES = ("succeeded", "retried", "dead_lettered")
-SKIP_REASONS = ("duplicate", "overlap", "paused")
+SKIP_REASONS = ("duplicate", "overlap", "paused", "database_unavailable")
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,8 @@ class ScheduleMetrics:
             skipped=Counter(
                 "bgworkers_schedule_skipped_ticks_total",
                 "Scheduled messages not run: duplicate (tick already claimed), overlap "
-                "(the previous run was still going) or paused (by an operator).",
+                "(the previous run was still going), paused (by an operator) or "
+                "database_unavailable (the tick could not be claimed).",
                 ["periodic_job", "reason"],
                 registry=registry,
             ),

@@ -36,11 +36,13 @@ from dramatiq import Broker, Message
 from dramatiq.broker import MessageProxy
 from dramatiq.errors import ActorNotFound
 from dramatiq.middleware import Middleware, SkipMessage
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from bgworkers.db import session_scope, utcnow
 from bgworkers.logs import get_logger
 from bgworkers.middleware.outcome import outcome_of
 from bgworkers.scheduling.claims import Claim, claim_run, finish_run
+from bgworkers.scheduling.database_away import is_database_away, outcome_not_recorded, skip_tick
 from bgworkers.scheduling.metrics import SCHEDULE_METRICS
 from bgworkers.scheduling.pauses import is_paused
 from bgworkers.scheduling.periodic import CronPeriod
@@ -143,6 +145,17 @@ class ScheduleGuard(Middleware):
         tick = message_tick(message, period)
         if tick is None:
             return
+        try:
+            self._claim_or_skip(broker, message, period, tick)
+        except (OperationalError, InterfaceError, DBAPIError) as exc:
+            if not is_database_away(exc):
+                raise
+            skip_tick(period.name, tick, exc)  # not run, not dead-lettered: see database_away
+            raise SkipMessage() from None
+
+    def _claim_or_skip(
+        self, broker: Broker, message: MessageProxy, period: CronPeriod, tick: datetime
+    ) -> None:
         if not message.options.get(MANUAL_OPTION) and job_is_paused(period.name):
             SCHEDULE_METRICS.get().skipped.labels(period.name, "paused").inc()
             log.info(
@@ -231,18 +244,25 @@ class ScheduleGuard(Middleware):
         outcome = outcome_of(message, exception)
         now = utcnow()
         error = f"{type(exception).__name__}: {exception}" if exception is not None else None
-        with session_scope() as session:
-            finish_run(
-                session=session,
-                job=job,
-                tick=tick,
-                message_id=message.message_id,
-                status=_STATUS[outcome],
-                now=now,
-                duration_s=duration_s,
-                error=error,
-                claimed_at=attempt.claimed_at,
-            )
+        try:
+            with session_scope() as session:
+                finish_run(
+                    session=session,
+                    job=job,
+                    tick=tick,
+                    message_id=message.message_id,
+                    status=_STATUS[outcome],
+                    now=now,
+                    duration_s=duration_s,
+                    error=error,
+                    claimed_at=attempt.claimed_at,
+                )
+        except (OperationalError, InterfaceError, DBAPIError) as exc:
+            if not is_database_away(exc):
+                raise
+            # The claim stays 'running' and goes stale after the time limit; a retry (or the
+            # next tick) claims it again. Counted as the run's outcome below all the same.
+            outcome_not_recorded(job, tick, exc)
         metrics = SCHEDULE_METRICS.get()
         metrics.runs.labels(job, outcome).inc()
         metrics.last_duration.labels(job).set(duration_s)

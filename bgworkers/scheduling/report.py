@@ -47,13 +47,17 @@ def schedule_rows(session: Session, settings: Settings, *, now: datetime) -> lis
                 settings.timezone,
                 _when(following, zone) if period.enabled else "disabled",
                 _when(last.tick, zone) if last else "never",
-                last.status if last else "-",
+                last.status if last else WAITING,
                 f"{last.duration_s:.3f}" if last and last.duration_s is not None else "-",
                 str(state.missed_ticks if state else 0),
                 _paused_cell(paused.get(entry.actor_name)),
             )
         )
     return rows
+
+
+#: The outcome column of a job that has never run: not a fault before its first tick.
+WAITING = "waiting for its first run"
 
 
 def print_schedule(settings: Settings, out: TextIO, *, now: datetime | None = None) -> None:

@@ -46,6 +46,7 @@ from bgworkers.process_resources import ProcessResource
 from bgworkers.redaction import scrub_known
 from bgworkers.settings import Settings
 from bgworkers.sync.metrics import SYNC_METRICS
+from bgworkers.tracing.spans import client_span, set_http_status
 
 log = get_logger(__name__)
 
@@ -291,16 +292,29 @@ def send(
 def _send_once(
     client: httpx.Client, request: httpx.Request, *, operation: str, provider: str
 ) -> httpx.Response:
-    metrics = SYNC_METRICS.get()
-    try:
-        response = client.send(request)
-        response.read()
-    except httpx.TransportError as exc:
-        metrics.http_requests.labels(provider, "transport_error").inc()
-        detail = redact_text(scrub_known(str(exc), credentials_of(request)))[:200]
-        raise TransientHTTPError(f"{operation}: {type(exc).__name__}: {detail}") from None
-    metrics.http_requests.labels(provider, f"{response.status_code // 100}xx").inc()
-    return response
+    with client_span(request.method, _span_attributes(request, operation, provider)) as span:
+        metrics = SYNC_METRICS.get()
+        try:
+            response = client.send(request)
+            response.read()
+        except httpx.TransportError as exc:
+            metrics.http_requests.labels(provider, "transport_error").inc()
+            detail = redact_text(scrub_known(str(exc), credentials_of(request)))[:200]
+            raise TransientHTTPError(f"{operation}: {type(exc).__name__}: {detail}") from None
+        metrics.http_requests.labels(provider, f"{response.status_code // 100}xx").inc()
+        set_http_status(span, response.status_code)
+        return response
+
+
+def _span_attributes(request: httpx.Request, operation: str, provider: str) -> dict[str, Any]:
+    # No path or query: Google sends sync tokens in the query, calendar ids in the path.
+    return {
+        "http.request.method": request.method,
+        "server.address": request.url.host,
+        "server.port": request.url.port or (443 if request.url.scheme == "https" else 80),
+        "bgworkers.provider": provider,
+        "bgworkers.operation": operation,
+    }
 
 
 def json_object(response: httpx.Response, *, operation: str) -> dict[str, Any]:

@@ -24,10 +24,12 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 import bgworkers
+from bgworkers.console.audit import recent
 from bgworkers.console.models import DeadLetter
 from bgworkers.console.operations import Console
 from bgworkers.console.web.app import WebConfig, create_app
 from bgworkers.console.web.security import Credentials
+from bgworkers.console.web.throttle import LoginThrottle, ThrottlePolicy
 from bgworkers.db import session_scope, utcnow
 from bgworkers.maintenance.heartbeat import record_heartbeat
 from bgworkers.scheduling.models import ScheduledRun
@@ -51,6 +53,8 @@ def console_url(postgres_engine: Engine, app_broker) -> Iterator[str]:
         console_for=lambda who: Console(
             settings=settings, broker=bgworkers.broker, engine=postgres_engine, who=who
         ),
+        # The default thresholds, with shorter delays (seconds) to keep the test short.
+        throttle=LoginThrottle(ThrottlePolicy(first_delay_s=0.1, max_delay_s=0.4)),
     )
     port = free_port()
     server = uvicorn.Server(
@@ -197,6 +201,30 @@ def test_a_wrong_password_is_refused(console_url: str, page: Any) -> None:
     assert page.url.endswith("/login")
     response = page.request.get(f"{console_url}/jobs", max_redirects=0)
     assert response.status == 303
+
+
+def test_repeated_wrong_passwords_slow_down_then_lock_the_name_out(
+    console_url: str, page: Any, postgres_engine: Engine, shots: Path
+) -> None:
+    refusals = []
+    for _ in range(ThrottlePolicy().lock_after):
+        with page.expect_response(lambda r: r.request.method == "POST") as answer:
+            log_in(page, console_url, password="wrong horse")
+        refusals.append(answer.value.status)
+    assert refusals == [401] * ThrottlePolicy().lock_after
+    # Locked now: even the right password is not checked.
+    with page.expect_response(lambda r: r.request.method == "POST") as answer:
+        log_in(page, console_url)
+    assert answer.value.status == 429
+    assert 1 <= int(answer.value.headers["retry-after"]) <= 60
+    assert "too many failed logins" in page.inner_text("main")
+    shoot(page, shots, "login-throttled")
+    page.goto(f"{console_url}/dead")
+    assert page.url.endswith("/login")  # no session was opened
+    with Session(postgres_engine) as session:
+        actions = [row.action for row in recent(session)]
+    assert actions.count("login_failed") == ThrottlePolicy().lock_after
+    assert actions.count("login_throttled") == 1
 
 
 def test_a_post_without_the_csrf_token_is_refused(

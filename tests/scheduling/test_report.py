@@ -62,6 +62,7 @@ def test_report_lists_every_job_with_cron_zone_next_and_last_run(db_engine: Engi
     assert "off (0 3 * * 7)" in lines["optimize_database"]
     assert "disabled" in lines["optimize_database"]
     assert "never" in lines["backup_user_data"]
+    assert "waiting for its first run" in lines["backup_user_data"]
     assert "2026-11-29 01:00 CET" in lines["backup_user_data"]  # Sunday, written 7
 
 

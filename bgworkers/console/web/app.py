@@ -32,7 +32,11 @@ def create_app(config: WebConfig) -> Starlette:
     async def http_error(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
         detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
-        return site.render(request, "error.html", status_code=status, status=status, detail=detail)
+        response = site.render(
+            request, "error.html", status_code=status, status=status, detail=detail
+        )
+        response.headers.update(getattr(exc, "headers", None) or {})  # Retry-After of a 429
+        return response
 
     routes: list[BaseRoute] = [
         *login.routes(site),

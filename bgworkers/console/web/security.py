@@ -6,7 +6,10 @@
   a guess was right. Without any, the console starts only with ``--no-auth`` on a loopback
   address (:func:`check_startup`).
 * **Sessions** are a signed cookie (``HttpOnly``, ``SameSite=Strict``) holding the user's name
-  and a CSRF token, nothing secret.
+  and a CSRF token, nothing secret. The signing key is derived from the session secret *and*
+  the credentials (:func:`session_key`): changing ``BGW_CONSOLE_PASSWORD``,
+  ``BGW_CONSOLE_TOKEN`` or ``BGW_CONSOLE_SESSION_SECRET`` (and restarting the console) revokes
+  every session signed before, so a leaked password or cookie is dealt with by changing it.
 * **CSRF**: every state-changing request is a POST that must carry the session's token in the
   form field ``csrf``; the login form included (its token is issued with the page).
 * **Headers**: a strict Content-Security-Policy (no script at all, styles from the console
@@ -16,6 +19,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 import secrets
@@ -74,6 +78,19 @@ class Credentials:
         if token and token_ok:
             return "web:token"
         return None
+
+
+def session_key(secret: str, credentials: Credentials) -> str:
+    """The cookie signing key: ``secret`` bound to the credentials in force."""
+    bound = "\0".join(
+        [
+            "bgw-console-session",
+            credentials.user or "",
+            credentials.password or "",
+            credentials.token or "",
+        ]
+    )
+    return hmac.new(secret.encode(), bound.encode(), hashlib.sha256).hexdigest()
 
 
 def _same(given: str, expected: str | None) -> bool:

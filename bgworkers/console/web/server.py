@@ -12,7 +12,7 @@ import sys
 import uvicorn
 
 from bgworkers.console.web.app import WebConfig, create_app
-from bgworkers.console.web.security import Credentials, check_startup
+from bgworkers.console.web.security import Credentials, check_startup, session_key
 from bgworkers.errors import ConfigurationError
 from bgworkers.logs import get_logger
 from bgworkers.settings import Settings
@@ -25,11 +25,15 @@ def web_config(settings: Settings, *, no_auth: bool) -> WebConfig:
     from bgworkers.console.commands import make_console
 
     secret = settings.console_session_secret
+    credentials = Credentials.from_settings(settings)
     return WebConfig(
         settings=settings,
-        credentials=Credentials.from_settings(settings),
+        credentials=credentials,
         no_auth=no_auth,
-        session_secret=secret.get_secret_value() if secret else secrets.token_urlsafe(32),
+        # Bound to the credentials: a changed password, token or secret revokes every session.
+        session_secret=session_key(
+            secret.get_secret_value() if secret else secrets.token_urlsafe(32), credentials
+        ),
         console_for=lambda who: make_console(settings, who),
     )
 

@@ -8,7 +8,7 @@ console acting as the logged-in user.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from starlette.templating import Jinja2Templates
 
 from bgworkers.console.operations import Console
 from bgworkers.console.web.security import CSRF_FIELD, Credentials, csrf_ok, new_csrf_token
+from bgworkers.console.web.throttle import LoginThrottle
 from bgworkers.logs import get_logger
 from bgworkers.settings import Settings
 
@@ -41,6 +42,7 @@ class WebConfig:
     session_secret: str
     #: Builds the console acting as ``who`` (the server's uses this process's broker/engine).
     console_for: Callable[[str], Console]
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
 
 class Site:

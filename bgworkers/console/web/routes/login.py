@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from bgworkers.console.web.site import Site
+from bgworkers.console.web.throttle import refuse_login
 
 
 def routes(site: Site) -> list[Route]:
@@ -25,14 +28,19 @@ def routes(site: Site) -> list[Route]:
 
     async def login(request: Request) -> Response:
         form = await site.checked_form(request)
+        name, client = str(form.get("user", "")), _client(request)
+        if wait_s := config.throttle.retry_after_s(client=client, user=name):
+            await refuse_login(config.console_for("web:anonymous"), client, wait_s)
         who = config.credentials.check(
-            user=str(form.get("user", "")),
+            user=name,
             password=str(form.get("password", "")),
             token=str(form.get("token", "")),
         )
         console = config.console_for(who or "web:anonymous")
         if who is None:
-            await run_in_threadpool(console.record_login, ok=False, client=_client(request))
+            delay_s = config.throttle.failed(client=client, user=name)
+            await run_in_threadpool(console.record_login, ok=False, client=client)
+            await asyncio.sleep(delay_s)
             return site.render(
                 request,
                 "login.html",
@@ -41,6 +49,7 @@ def routes(site: Site) -> list[Route]:
                 token_login=bool(config.credentials.token),
                 password_login=bool(config.credentials.user),
             )
+        config.throttle.succeeded(client=client, user=name)
         request.session.clear()  # a fresh session (and CSRF token) after logging in
         request.session["user"] = who
         await run_in_threadpool(console.record_login, ok=True, client=_client(request))

@@ -1,0 +1,140 @@
+"""Producer and consumer spans around dramatiq's enqueue and each actor run.
+
+* ``send {queue}`` (kind PRODUCER): a message sent without a trace context yet — by the
+  application (``actor.send``), an actor (a follow-up message) or the scheduler (a tick,
+  which starts its trace there). Its context goes into the message's options before dramatiq
+  encodes it. A message that already carries one (a retry, an outbox message the relay or a
+  test broker publishes) keeps it: no second send span.
+* ``process {queue}`` (kind CONSUMER): one per delivery, the child of the sender's context
+  and linked to it, current on the worker thread while the other middleware and the actor
+  run (so SMTP and HTTP spans are its children). A retry is a new delivery: a new span,
+  linked to the first attempt's. Its outcome (``succeeded``, ``retried``, ``dead_lettered``
+  or ``skipped``), the retry policy's reason and the error type are attributes; a failed
+  attempt's status is ERROR.
+
+The middleware is the first of the stack: its ``before_*`` hooks run before all others and
+its ``after_process_message`` after the retry policy has decided.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from dramatiq import Broker, Message
+from dramatiq.broker import MessageProxy
+from dramatiq.middleware import Middleware
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from bgworkers.middleware.outcome import outcome_of
+from bgworkers.middleware.retry_policy import REASON_ATTR
+from bgworkers.tracing import carrier
+from bgworkers.tracing.attributes import error_text, message_attributes, span_name
+from bgworkers.tracing.config import flush_tracing
+
+TRACER_NAME = "bgworkers"
+#: Set on the message proxy (one per delivery): the consumer span and its context token.
+SPAN_ATTR = "bgw_tracing_span"
+
+
+class Tracing(Middleware):
+    """Makes the messaging spans; installed only when tracing is on."""
+
+    def __init__(self, *, tracer_provider: trace.TracerProvider | None = None) -> None:
+        # The global provider unless one is given (tests pass an in-memory one).
+        self._tracer = trace.get_tracer(TRACER_NAME, tracer_provider=tracer_provider)
+        self._sending = threading.local()
+
+    # --- producer ---------------------------------------------------------------------
+
+    def before_enqueue(self, broker: Broker, message: Message[Any], delay: int | None) -> None:
+        if carrier.TRACEPARENT in message.options:
+            return  # a retry or a published outbox message: it keeps its sender's context
+        attributes = message_attributes(
+            "send", "send", message.queue_name, message.message_id, message.actor_name
+        )
+        if delay:
+            attributes["bgworkers.delay_ms"] = delay
+        if "scheduled_at" in message.options:
+            attributes["bgworkers.scheduled_at"] = str(message.options["scheduled_at"])
+        span = self._tracer.start_span(
+            span_name("send", message.queue_name), kind=SpanKind.PRODUCER, attributes=attributes
+        )
+        carrier.inject(message.options, trace.set_span_in_context(span))
+        self._end_unsent()
+        self._sending.pending = (message.message_id, span)
+
+    def after_enqueue(self, broker: Broker, message: Message[Any], delay: int | None) -> None:
+        pending: tuple[str, Span] | None = getattr(self._sending, "pending", None)
+        if pending is not None and pending[0] == message.message_id:
+            self._sending.pending = None
+            pending[1].end()
+
+    def _end_unsent(self) -> None:
+        """End the span of this thread's previous send if it never completed: a thread sends
+        one message at a time, so a send still pending here raised (broker away)."""
+        pending: tuple[str, Span] | None = getattr(self._sending, "pending", None)
+        if pending is not None:
+            pending[1].set_status(Status(StatusCode.ERROR, "not sent"))
+            pending[1].end()
+
+    # --- consumer ---------------------------------------------------------------------
+
+    def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
+        options = message.options
+        retries = options.get("retries", 0)
+        links = carrier.link_to(options.get(carrier.TRACEPARENT), kind="sender")
+        if retries:
+            links += carrier.link_to(options.get(carrier.FIRST_ATTEMPT), kind="first_attempt")
+        attributes = message_attributes(
+            "process", "process", message.queue_name, message.message_id, message.actor_name
+        )
+        attributes["bgworkers.retries"] = retries
+        span = self._tracer.start_span(
+            span_name("process", message.queue_name),
+            # No context in the message (a sender without tracing): a trace of its own.
+            context=carrier.extract(options) or otel_context.Context(),
+            kind=SpanKind.CONSUMER,
+            links=links,
+            attributes=attributes,
+        )
+        if carrier.FIRST_ATTEMPT not in options and span.get_span_context().is_valid:
+            options[carrier.FIRST_ATTEMPT] = carrier.traceparent_of(span.get_span_context())
+        token = otel_context.attach(trace.set_span_in_context(span))
+        setattr(message, SPAN_ATTR, (span, token))
+
+    def after_process_message(
+        self,
+        broker: Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        outcome = outcome_of(message, exception)
+        self._end(message, outcome, exception)
+
+    def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
+        self._end(message, "dead_lettered" if message.failed else "skipped", None)
+
+    def _end(self, message: MessageProxy, outcome: str, exception: BaseException | None) -> None:
+        started: tuple[Span, object] | None = message.__dict__.pop(SPAN_ATTR, None)
+        if started is None:
+            return
+        span, token = started
+        span.set_attribute("bgworkers.outcome", outcome)
+        reason = getattr(message, REASON_ATTR, None)
+        if reason:
+            span.set_attribute("bgworkers.reason", str(reason))
+        if exception is not None:
+            span.set_attribute("error.type", type(exception).__name__)
+            span.set_status(Status(StatusCode.ERROR, error_text(exception)))
+        elif outcome == "dead_lettered":
+            span.set_status(Status(StatusCode.ERROR, str(reason or outcome)))
+        span.end()
+        otel_context.detach(token)  # type: ignore[arg-type]
+
+    def after_worker_shutdown(self, broker: Broker, worker: Any) -> None:
+        flush_tracing()
