@@ -28,7 +28,7 @@ TOKEN_REFRESH_OUTCOMES = {"google_calendar": ("refreshed", "failed"), "notion": 
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "transport_error")
 HTTP_RETRY_KINDS = ("inline",)
 #: Providers whose requests wait for the client-side rate limiter.
-RATE_LIMITED = ("notion",)
+RATE_LIMITED = ("notion", "google_calendar")
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ class SyncMetrics:
             ),
             rate_limit_wait=Counter(
                 "bgworkers_sync_rate_limit_wait_seconds_total",
-                "Seconds spent waiting for the client-side rate limiter.",
+                "Seconds spent waiting for the shared provider rate limits (per credential and global).",
                 ["provider"],
                 registry=registry,
             ),
