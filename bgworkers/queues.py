@@ -4,8 +4,9 @@
 delays a reminder. ``urgent`` is a lane rather than a domain: time-critical work (a reminder's
 email, an email the application marks ``urgent=True``) goes there, so a bulk backlog on
 ``email`` (a notice to every user, the catch-up after an SMTP outage) never sits in front of
-it. Quorum queues have no priorities on RabbitMQ 3.x, so a lane is a queue of its own. Each queue also has ``<name>.DQ`` (delayed and retried messages) and
-``<name>.XQ`` (dead letters), which RabbitMQ holds for 7 days.
+it. Quorum queues have no priorities on RabbitMQ 3.x, so a lane is a queue of its own.
+Each queue also has ``<name>.DQ`` (delayed and retried messages) and ``<name>.XQ`` (dead
+letters), which RabbitMQ holds for 7 days.
 """
 
 from __future__ import annotations

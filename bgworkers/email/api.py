@@ -4,10 +4,10 @@
 outbox), in the caller's transaction: if the caller rolls back, no email goes out; once it
 commits, the relay publishes the message within a second, RabbitMQ up or not at that
 instant. Calling it again with the same ``idempotency_key`` returns the first email and
-sends nothing more, so callers may retry freely. ``urgent=True`` sends it on the ``urgent`` lane
-(for time-critical email: a reminder, a sign-in code), which no backlog of ordinary email delays. ``cancel_queued_emails`` withdraws the
-emails of a caller's keys that have not left yet; ``is_email_address`` says whether an address
-can be sent to at all.
+sends nothing more, so callers may retry freely. ``urgent=True`` sends it on the ``urgent``
+lane (time-critical email: a reminder, a sign-in code), which no backlog of ordinary email
+delays. ``cancel_queued_emails`` withdraws the emails of a caller's keys that have not left
+yet; ``is_email_address`` says whether an address can be sent to at all.
 """
 
 from __future__ import annotations

@@ -93,9 +93,7 @@ def sync_calendar(
         api = _CalendarApi(
             client=client, settings=settings, policy=policy, now=now, limiter=limiter
         )
-        _sync_pages(
-            session, connection, api, now=now, result=result, should_yield=should_yield
-        )
+        _sync_pages(session, connection, api, now=now, result=result, should_yield=should_yield)
 
     return run_connection_sync(
         session=session,

@@ -92,7 +92,7 @@ class SyncMetrics:
             ),
             rate_limit_wait=Counter(
                 "bgworkers_sync_rate_limit_wait_seconds_total",
-                "Seconds spent waiting for the shared provider rate limits (per credential and global).",
+                "Seconds spent waiting for the shared provider rate limits.",
                 ["provider"],
                 registry=registry,
             ),

@@ -96,12 +96,16 @@ class SlotStore:
                     .values(next_at=RateLimitSlot.next_at)
                 )
             rows = conn.execute(
-                select(RateLimitSlot.key, RateLimitSlot.next_at, RateLimitSlot.paused_until)
+                select(
+                    col(RateLimitSlot.key),
+                    col(RateLimitSlot.next_at),
+                    col(RateLimitSlot.paused_until),
+                )
                 .where(col(RateLimitSlot.key).in_(keys))
                 .order_by(col(RateLimitSlot.key))
                 .with_for_update()
             ).all()
-            slot = max([now, *(r.next_at for r in rows), *(r.paused_until for r in rows)])
+            slot: float = max([now, *(r.next_at for r in rows), *(r.paused_until for r in rows)])
             for limit in limits:
                 conn.execute(
                     update(RateLimitSlot)
@@ -109,6 +113,17 @@ class SlotStore:
                     .values(next_at=slot + limit.interval_s)
                 )
         return max(slot - now, 0.0)
+
+    def paused_for(self, keys: Sequence[str]) -> float:
+        """Seconds until the latest pause of ``keys`` ends (0 when none is paused)."""
+        with self.engine.begin() as conn:
+            now = self._now(conn)
+            until = conn.execute(
+                select(func.max(col(RateLimitSlot.paused_until))).where(
+                    col(RateLimitSlot.key).in_(keys)
+                )
+            ).scalar_one()
+        return max(float(until or 0.0) - now, 0.0)
 
     def pause(self, key: str, seconds: float) -> None:
         """No slot of ``key`` before ``seconds`` from now, in every process."""
@@ -143,13 +158,16 @@ class _Fallback:
     """The local limiters used while the store is unreachable, and when to try it again."""
 
     share: float
+    sleep: Callable[[float], None]
+    clock: Callable[[], float]
     limiters: dict[str, RateLimiter] = field(default_factory=dict)
     retry_store_at: float = 0.0
     logged: bool = False
 
     def limiter(self, limit: Limit) -> RateLimiter:
         if limit.key not in self.limiters:
-            self.limiters[limit.key] = RateLimiter(limit.rate_per_s * self.share)
+            rate = limit.rate_per_s * self.share
+            self.limiters[limit.key] = RateLimiter(rate, clock=self.clock, sleep=self.sleep)
         return self.limiters[limit.key]
 
 
@@ -172,21 +190,30 @@ class SharedLimiter:
         self._sleep = sleep
         self._clock = clock
         self._lock = threading.Lock()
-        self._fallback = _Fallback(share=fallback_share)
+        self._fallback = _Fallback(share=fallback_share, sleep=sleep, clock=clock)
 
     def acquire(self, limits: Sequence[Limit]) -> float:
         """Wait until a request may go under every one of ``limits``; return seconds waited."""
         if self._store_usable():
             try:
-                wait = self.store.reserve(limits)
+                return self._acquire_shared(limits)
             except SQLAlchemyError as exc:
                 self._store_failed(exc)
-            else:
-                self._store_worked()
-                if wait > 0:
-                    self._sleep(wait)
-                return wait
         return sum(self._fallback_limiter(limit).acquire() for limit in limits)
+
+    def _acquire_shared(self, limits: Sequence[Limit]) -> float:
+        """Reserve, sleep to the slot; reserve again if a 429 paused a key meanwhile (a slot
+        reserved before the pause must not be used in it)."""
+        waited = 0.0
+        while True:
+            wait = self.store.reserve(limits)
+            self._store_worked()
+            if wait <= 0:
+                return waited
+            self._sleep(wait)
+            waited += wait
+            if self.store.paused_for([limit.key for limit in limits]) <= 0:
+                return waited
 
     def pause(self, key: str, seconds: float) -> None:
         """Pause ``key`` for ``seconds`` everywhere (here only, while the store is down)."""
