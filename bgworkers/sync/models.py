@@ -145,3 +145,5 @@ class RateLimitSlot(SQLModel, table=True):
     next_at: float = Field(default=0.0)
     #: Set from a 429's ``Retry-After``: no slot of this key is granted before it.
     paused_until: float = Field(default=0.0)
+    #: Seconds requests of this key have waited for their slots, all processes together.
+    waited_s: float = Field(default=0.0)

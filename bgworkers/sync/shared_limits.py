@@ -110,7 +110,10 @@ class SlotStore:
                 conn.execute(
                     update(RateLimitSlot)
                     .where(col(RateLimitSlot.key) == limit.key)
-                    .values(next_at=slot + limit.interval_s)
+                    .values(
+                        next_at=slot + limit.interval_s,
+                        waited_s=RateLimitSlot.waited_s + (slot - now),
+                    )
                 )
         return max(slot - now, 0.0)
 
@@ -140,7 +143,9 @@ class SlotStore:
         missing = [key for key in keys if key not in self._known]
         if not missing:
             return
-        rows = [{"key": key, "next_at": 0.0, "paused_until": 0.0} for key in missing]
+        rows = [
+            {"key": key, "next_at": 0.0, "paused_until": 0.0, "waited_s": 0.0} for key in missing
+        ]
         dialect = postgresql if self._postgres else sqlite
         statement = dialect.insert(RateLimitSlot).on_conflict_do_nothing(index_elements=["key"])
         conn.execute(statement, rows)

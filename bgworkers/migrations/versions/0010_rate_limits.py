@@ -19,6 +19,7 @@ def upgrade() -> None:
         sa.Column("key", sa.String(length=120), primary_key=True),
         sa.Column("next_at", sa.Float(), nullable=False),
         sa.Column("paused_until", sa.Float(), nullable=False),
+        sa.Column("waited_s", sa.Float(), nullable=False),
     )
 
 
