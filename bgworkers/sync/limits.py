@@ -24,12 +24,18 @@ _SHARED: ProcessResource[SharedLimiter] = ProcessResource("shared_rate_limiter")
 
 
 def shared_limiter(settings: Settings) -> SharedLimiter:
-    """This process's limiter over the database's slot table, made on first use."""
-    return _SHARED.get(
-        lambda: SharedLimiter(
-            SlotStore(get_engine(settings)), fallback_share=settings.rate_limit_fallback_share
-        )
-    )
+    """This process's limiter over the database's slot table, made on first use (and again
+    when the process's engine was replaced, as tests do)."""
+    engine = get_engine(settings)
+
+    def build() -> SharedLimiter:
+        return SharedLimiter(SlotStore(engine), fallback_share=settings.rate_limit_fallback_share)
+
+    limiter = _SHARED.get(build)
+    if limiter.store.engine is not engine:
+        limiter = build()
+        _SHARED.replace(limiter)
+    return limiter
 
 
 def use_shared_limiter(limiter: SharedLimiter | None) -> None:

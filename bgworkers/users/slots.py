@@ -2,8 +2,9 @@
 
 Why: one user with a huge calendar, a huge Notion workspace and a backup due would otherwise
 hold three worker threads while everyone else's work waits. A job takes one of the user's
-``cap`` slots, a PostgreSQL session-level advisory lock held on one pooled connection for the
-job's run; a job that finds them all taken is queued again a little later (see
+``cap`` slots, a PostgreSQL session-level advisory lock held for the job's run on a connection
+of its own (outside the process's pool, so a worker's threads never run short of pooled
+connections); a job that finds them all taken is queued again a little later (see
 :func:`bgworkers.users.slots.user_slot`'s callers) instead of holding a thread. A lock dies
 with its connection, so a worker that crashes frees its slots. SQLite (one host, a handful of
 threads) has no advisory locks: there the cap is not enforced.
@@ -12,13 +13,15 @@ threads) has no advisory locks: there the cap is not enforced.
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import dramatiq
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, create_engine, func, select
 from sqlalchemy.engine import Connection
+from sqlalchemy.pool import NullPool
 
 from bgworkers.db import get_engine
 from bgworkers.logs import get_logger
@@ -46,7 +49,7 @@ def user_slot(user_id: int, *, cap: int, engine: Engine | None = None) -> Iterat
     if cap <= 0 or engine.dialect.name != "postgresql":
         yield True
         return
-    with engine.connect() as conn:
+    with _unpooled(engine).connect() as conn:
         key = _take_slot(conn, user_id, min(cap, 32))
         try:
             yield key is not None
@@ -54,6 +57,22 @@ def user_slot(user_id: int, *, cap: int, engine: Engine | None = None) -> Iterat
             if key is not None:
                 conn.execute(select(func.pg_advisory_unlock(*key)))
                 conn.commit()
+
+
+_UNPOOLED: dict[str, Engine] = {}
+_UNPOOLED_LOCK = threading.Lock()
+
+
+def _unpooled(engine: Engine) -> Engine:
+    """An engine on ``engine``'s database whose connections are opened per job and closed
+    after it (one per running per-user job, on top of the pool)."""
+    url = engine.url.render_as_string(hide_password=False)
+    with _UNPOOLED_LOCK:
+        if url not in _UNPOOLED:
+            _UNPOOLED[url] = create_engine(
+                engine.url, poolclass=NullPool, connect_args={"connect_timeout": 10}
+            )
+        return _UNPOOLED[url]
 
 
 def _take_slot(conn: Connection, user_id: int, cap: int) -> tuple[int, int] | None:
