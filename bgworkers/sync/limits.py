@@ -29,7 +29,11 @@ def shared_limiter(settings: Settings) -> SharedLimiter:
     engine = get_engine(settings)
 
     def build() -> SharedLimiter:
-        return SharedLimiter(SlotStore(engine), fallback_share=settings.rate_limit_fallback_share)
+        return SharedLimiter(
+            SlotStore(engine),
+            fallback_share=settings.rate_limit_fallback_share,
+            max_wait_s=settings.sync_http_max_inline_wait_s,
+        )
 
     limiter = _SHARED.get(build)
     if limiter.store.engine is not engine:

@@ -33,6 +33,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col
 
+from bgworkers.errors import TransientError
 from bgworkers.logs import get_logger
 from bgworkers.sync.models import RateLimitSlot
 from bgworkers.sync.ratelimit import RateLimiter
@@ -41,6 +42,11 @@ log = get_logger(__name__)
 
 #: Seconds between attempts to use the store again after it failed.
 RETRY_STORE_AFTER_S = 5.0
+
+
+class RateLimitedLater(TransientError):
+    """The next slot is further away than a worker thread should sleep: the message goes back
+    to the broker with ``retry_after_s`` (the slot stays reserved, so nothing bursts)."""
 
 
 class Throttle(Protocol):
@@ -188,10 +194,14 @@ class SharedLimiter:
         store: SlotStore,
         *,
         fallback_share: float,
+        max_wait_s: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``max_wait_s``: the longest wait slept for a slot (``BGW_SYNC_HTTP_MAX_INLINE_WAIT_S``);
+        a longer one raises :class:`RateLimitedLater`. None sleeps whatever it takes."""
         self.store = store
+        self.max_wait_s = max_wait_s
         self._sleep = sleep
         self._clock = clock
         self._lock = threading.Lock()
@@ -215,6 +225,8 @@ class SharedLimiter:
             self._store_worked()
             if wait <= 0:
                 return waited
+            if self.max_wait_s is not None and wait > self.max_wait_s:
+                raise RateLimitedLater(f"rate limit: next slot in {wait:.1f} s", retry_after_s=wait)
             self._sleep(wait)
             waited += wait
             if self.store.paused_for([limit.key for limit in limits]) <= 0:
@@ -284,6 +296,7 @@ class CredentialThrottle:
 __all__ = [
     "CredentialThrottle",
     "Limit",
+    "RateLimitedLater",
     "SharedLimiter",
     "SlotStore",
     "Throttle",

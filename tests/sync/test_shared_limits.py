@@ -24,7 +24,13 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from bgworkers.db import make_engine
-from bgworkers.sync.shared_limits import Limit, SharedLimiter, SlotStore, credential_key
+from bgworkers.sync.shared_limits import (
+    Limit,
+    RateLimitedLater,
+    SharedLimiter,
+    SlotStore,
+    credential_key,
+)
 from tests.sync.fakes import serve_http
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -175,3 +181,18 @@ def test_an_unreachable_store_falls_back_to_a_slow_local_rate_and_says_so_once(
     # after 5 s, not on every request.
     assert slept == pytest.approx([2.0, 4.0], abs=0.1)
     engine.dispose()
+
+
+def test_a_wait_longer_than_a_thread_should_sleep_goes_back_to_the_broker(
+    sqlite_engine: Engine,
+) -> None:
+    slept: list[float] = []
+    limiter = SharedLimiter(
+        SlotStore(sqlite_engine), fallback_share=0.1, max_wait_s=5.0, sleep=slept.append
+    )
+    limits = [Limit(credential_key("notion", "paused-token"), 2.5)]
+    limiter.pause(limits[0].key, 60.0)  # a 429 with Retry-After: 60, from any process
+    with pytest.raises(RateLimitedLater) as raised:
+        limiter.acquire(limits)
+    assert raised.value.retry_after_s == pytest.approx(60.0, abs=1.0)
+    assert slept == []  # no thread slept through it
