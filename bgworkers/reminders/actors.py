@@ -35,7 +35,13 @@ def fire_reminder(reminder_id: int) -> None:
         firing.fire_reminder(reminder_id, session=session, now=utcnow())
 
 
-@task(queue=queues.REMINDERS, periodic=True, max_retries=3, time_limit_ms=55_000)
+@task(
+    queue=queues.REMINDERS,
+    periodic=True,
+    max_retries=3,
+    time_limit_ms=55_000,
+    priority=queues.URGENT_PRIORITY,
+)
 def check_due_reminders() -> None:
     """Every minute: record a ``fire_reminder`` message for each due reminder (outbox)."""
     with session_scope() as session:

@@ -98,3 +98,12 @@ def test_an_urgent_email_leaves_before_a_bulk_backlog_drains(
     # (and those whose send started while the urgent message was on its way) went first.
     assert overtaken_by <= 2 * threads, seen[before:]
     assert len(seen) < BACKLOG  # and the backlog was still there
+
+
+def test_time_critical_actors_go_first_in_a_worker_that_consumes_both_lanes() -> None:
+    from bgworkers.reminders.actors import check_due_reminders, fire_reminder
+
+    for actor in (send_urgent_email, fire_reminder, check_due_reminders):
+        assert actor.queue_name in queues.TIME_CRITICAL
+        assert actor.priority == queues.URGENT_PRIORITY < send_email.priority
+    assert send_email.queue_name == queues.EMAIL
