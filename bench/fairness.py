@@ -14,8 +14,9 @@ its own (``bench-fair-<random>``, deleted at the end) and a PostgreSQL schema of
    (many pages each) queued ahead of them, against a fake API answering each request after a
    fixed latency. Figure: time until every ordinary user is synced, with and without the heavy
    users (the ratio), and until the heavy users finish too.
-3. ``notion``: C Notion connections (one page each) at a fixed latency, by one worker group
-   and then by two; one token answers its first requests with 429 and ``Retry-After: 1``.
+3. ``notion``: C Notion connections (P pages each: P requests of one token in a row) at a
+   fixed latency, by one worker group and then by two; one token answers its first requests
+   with 429 and ``Retry-After: 1``.
    Figure: time to sync them all, and the most requests of any token within one second at the
    fake server (Notion allows an average of 3).
 
@@ -288,14 +289,16 @@ class FakeProviders:
 
     latency_s: float
     heavy_pages: int = 1
+    notion_pages: int = 1
     storm_429s: int = 0
     arrivals: dict[str, list[float]] = field(default_factory=lambda: collections.defaultdict(list))
     refused: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def answer(self, path: str, headers: Any) -> tuple[int, dict[str, Any]]:
+    def answer(self, path: str, headers: Any, body: bytes) -> tuple[int, dict[str, Any]]:
         if path.startswith("/v1/search"):
-            return self._notion(headers)
+            cursor = json.loads(body or b"{}").get("start_cursor")
+            return self._notion(headers, int(cursor or 0))
         return self._google(path)
 
     def _google(self, path: str) -> tuple[int, dict[str, Any]]:
@@ -320,7 +323,7 @@ class FakeProviders:
             body["nextSyncToken"] = "synced"
         return 200, body
 
-    def _notion(self, headers: Any) -> tuple[int, dict[str, Any]]:
+    def _notion(self, headers: Any, page_number: int) -> tuple[int, dict[str, Any]]:
         token = str(headers.get("Authorization", "")).removeprefix("Bearer ")
         with self.lock:
             self.arrivals[token].append(time.time())
@@ -330,12 +333,18 @@ class FakeProviders:
         time.sleep(self.latency_s)
         page = {
             "object": "page",
-            "id": f"page-{token}",
+            "id": f"page-{token}-{page_number}",
             "url": f"https://www.notion.so/{token}",
             "last_edited_time": "2026-11-20T10:00:00.000Z",
             "properties": {"title": {"type": "title", "title": [{"plain_text": token}]}},
         }
-        return 200, {"object": "list", "results": [page], "next_cursor": None, "has_more": False}
+        more = page_number + 1 < self.notion_pages
+        return 200, {
+            "object": "list",
+            "results": [page],
+            "next_cursor": str(page_number + 1) if more else None,
+            "has_more": more,
+        }
 
     def worst_second(self) -> int:
         with self.lock:
@@ -353,9 +362,8 @@ def serve(fake: FakeProviders) -> Iterator[str]:
 
         def _handle(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
-            if length:
-                self.rfile.read(length)
-            status, payload = fake.answer(self.path, self.headers)
+            body = self.rfile.read(length) if length else b""
+            status, payload = fake.answer(self.path, self.headers, body)
             data = json.dumps(payload).encode()
             self.send_response(status)
             if status == 429:
@@ -519,7 +527,8 @@ def part_notion(
         groups.stop()
     storm = fake.arrivals.get("storm", [])
     print(
-        f"notion: {args.connections} connections at {args.latency_ms:g} ms: one group "
+        f"notion: {args.connections} connections x {args.notion_pages} pages at "
+        f"{args.latency_ms:g} ms: one group "
         f"{timings['one']:.1f} s, two groups {timings['two']:.1f} s "
         f"(x{timings['one'] / timings['two']:.2f}); most requests of a token in one second: "
         f"{fake.worst_second()}; the 429 token: {fake.refused} refusals, "
@@ -546,12 +555,16 @@ def main() -> None:
     parser.add_argument("--slice-s", type=float, default=2.0, help="BGW_SYNC_TIME_SLICE_S")
     parser.add_argument("--connections", type=int, default=1_000, help="Notion connections")
     parser.add_argument("--latency-ms", type=float, default=30, help="Notion latency")
+    parser.add_argument("--notion-pages", type=int, default=1, help="pages per connection")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     broker_url = os.environ.get("BGW_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
     smtp_port = free_port()
     fake = FakeProviders(
-        latency_s=args.latency_ms / 1000, heavy_pages=args.heavy_pages, storm_429s=3
+        latency_s=args.latency_ms / 1000,
+        heavy_pages=args.heavy_pages,
+        notion_pages=args.notion_pages,
+        storm_429s=3,
     )
     with (
         own_vhost(broker_url) as vhost_url,
