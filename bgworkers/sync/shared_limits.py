@@ -92,7 +92,6 @@ class SlotStore:
         keys = sorted({limit.key for limit in limits})
         with self.engine.begin() as conn:
             self._ensure_rows(conn, keys)
-            now = self._now(conn)
             if not self._postgres:
                 # SQLite: take the write lock first, so no other process reads between our
                 # read and our update (SQLite has no SELECT ... FOR UPDATE).
@@ -111,6 +110,9 @@ class SlotStore:
                 .order_by(col(RateLimitSlot.key))
                 .with_for_update()
             ).all()
+            # Read after the rows are locked: time spent waiting for the lock must not
+            # shorten the spacing.
+            now = self._now(conn)
             slot: float = max([now, *(r.next_at for r in rows), *(r.paused_until for r in rows)])
             for limit in limits:
                 conn.execute(
