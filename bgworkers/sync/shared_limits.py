@@ -42,6 +42,8 @@ log = get_logger(__name__)
 
 #: Seconds between attempts to use the store again after it failed.
 RETRY_STORE_AFTER_S = 5.0
+#: Keys a process remembers having a row (so it skips the insert); about 100 bytes each.
+_KNOWN_KEYS_MAX = 100_000
 
 
 class RateLimitedLater(TransientError):
@@ -157,6 +159,8 @@ class SlotStore:
         dialect = postgresql if self._postgres else sqlite
         statement = dialect.insert(RateLimitSlot).on_conflict_do_nothing(index_elements=["key"])
         conn.execute(statement, rows)
+        if len(self._known) > _KNOWN_KEYS_MAX:
+            self._known.clear()  # bounded memory; a forgotten key costs one no-op insert
         self._known.update(missing)
 
     def _now(self, conn: Connection) -> float:
