@@ -38,8 +38,10 @@ from tests.sync.fakes import serve_http
 ROOT = Path(__file__).resolve().parents[2]
 #: What the fake enforces, per token per calendar second (Notion: an average of 3).
 LIMIT_PER_S = 3
-#: What the limiter is told (bgworkers' default: room for jitter under Notion's 3).
-RATE_PER_S = 2.5
+#: What the limiter is told: under the fake's 3, as bgworkers' default (2.5) is, with room for
+#: 0.5 s of scheduling delay between two requests of a token (this test runs on shared CI
+#: machines; bench/fairness.py measures the default rate with real worker groups).
+RATE_PER_S = 2.0
 
 
 @dataclass
@@ -125,8 +127,8 @@ def test_two_groups_and_a_restart_never_exceed_a_tokens_limit(
     worst = fake.worst_second()
     assert set(worst) == set(tokens)
     assert max(worst.values()) <= LIMIT_PER_S, worst
-    # Every token went at close to its rate: 8 s or more of sending at 2.5/s.
-    assert all(len(fake.arrivals[t]) >= 12 for t in tokens), {
+    # Every token went at close to its rate: 8 s or more of sending at 2/s.
+    assert all(len(fake.arrivals[t]) >= 10 for t in tokens), {
         t: len(v) for t, v in fake.arrivals.items()
     }
     # The 429 paused "storm" in every process until the server's time, and only "storm".
