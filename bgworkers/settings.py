@@ -174,11 +174,27 @@ class Settings(BaseSettings):
     google_client_secret: SecretStr = SecretStr("")
     notion_api_base_url: AnyUrl = AnyUrl("https://api.notion.com")
     notion_version: str = "2022-06-28"
-    notion_requests_per_second: float = Field(default=3.0, gt=0)
+    #: Requests per second per Notion connection (token), for all processes and hosts together.
+    notion_requests_per_second: float = Field(default=2.5, gt=0, le=100)
+    #: Optional cap on all Notion requests per second, every token together; 0 is none.
+    notion_global_requests_per_second: float = Field(default=0.0, ge=0)
+    #: Requests per second per Google user (their quota: 600 per minute per user).
+    google_requests_per_second_per_user: float = Field(default=5.0, gt=0, le=1000)
+    #: Cap on all Google Calendar requests per second (the project's quota: 10,000 per
+    #: minute); 0 is none.
+    google_requests_per_second: float = Field(default=100.0, ge=0)
+    #: Share of each rate a process allows itself while the shared store is unreachable.
+    rate_limit_fallback_share: float = Field(default=0.1, gt=0, le=1)
     http_timeout_s: float = Field(default=10.0, gt=0)
     sync_http_max_attempts: int = Field(default=3, ge=1, le=10)
     sync_http_max_inline_wait_s: float = Field(default=5.0, ge=0, le=60)
     sync_fanout_batch_size: int = Field(default=500, ge=1, le=10_000)
+    #: Seconds a per-user sync runs before it yields its thread and queues the rest of its
+    #: listing behind other users' work; 0 never yields.
+    sync_time_slice_s: float = Field(default=30.0, ge=0, le=3600)
+    #: Per-user jobs (syncs, backups) of one user running at once, across every process and
+    #: host (PostgreSQL); 0 is no cap.
+    max_concurrent_jobs_per_user: int = Field(default=2, ge=0, le=100)
 
     # --- outbox ---------------------------------------------------------------------------
     outbox_relay_enabled: bool = True

@@ -233,26 +233,60 @@ def queues(settings: Settings, args: argparse.Namespace) -> int:
     )
     depths = read()
     if not args.json:
-        header = ("queue", "ready", "delayed", "dead", "unacked", "consumers", "type")
-        print("{:<12} {:>6} {:>8} {:>6} {:>8} {:>10}  {}".format(*header))
+        header = ("queue", "lane", "ready", "delayed", "dead", "unacked", "consumers", "oldest")
+        print("{:<12} {:<7} {:>6} {:>8} {:>6} {:>8} {:>10} {:>8}  type".format(*header))
     for depth in depths:
         unacked = "-" if depth.unacked is None else str(depth.unacked)
         consumers = "-" if depth.consumers is None else str(depth.consumers)
+        oldest = "-" if depth.oldest_age_s is None else f"{depth.oldest_age_s:.0f}s"
         line = (
-            f"{depth.queue:<12} {depth.ready:>6} {depth.delayed:>8} {depth.dead_letters:>6} "
-            f"{unacked:>8} {consumers:>10}  {depth.queue_type or '-'}"
+            f"{depth.queue:<12} {depth.lane:<7} {depth.ready:>6} {depth.delayed:>8} "
+            f"{depth.dead_letters:>6} {unacked:>8} {consumers:>10} {oldest:>8}  "
+            f"{depth.queue_type or '-'}"
         )
         data = {
             "queue": depth.queue,
+            "lane": depth.lane,
             "ready": depth.ready,
             "delayed": depth.delayed,
             "dead": depth.dead_letters,
             "unacked": depth.unacked,
             "consumers": depth.consumers,
+            "oldest_age_s": depth.oldest_age_s,
             "type": depth.queue_type,
         }
         _print(sys.stdout, args, data, line)
+    _print_rate_limit_waits(args)
     return OK
+
+
+def _print_rate_limit_waits(args: argparse.Namespace) -> None:
+    """Provider rate limits' waiting time, from the database (skipped when it cannot answer)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from bgworkers.db import session_scope
+    from bgworkers.sync.api import rate_limit_waits
+
+    try:
+        with session_scope() as session:
+            waits = rate_limit_waits(session)
+    except SQLAlchemyError as exc:
+        print(f"rate limits: not read ({type(exc).__name__})", file=sys.stderr)
+        return
+    if waits and not args.json:
+        print("\nprovider      waited  credentials  paused")
+    for wait in waits:
+        line = (
+            f"{wait.provider:<12} {wait.waited_s:>6.0f}s {wait.credentials:>12} "
+            f"{wait.paused_now:>7}"
+        )
+        data = {
+            "rate_limit": wait.provider,
+            "waited_s": wait.waited_s,
+            "credentials": wait.credentials,
+            "paused_now": wait.paused_now,
+        }
+        _print(sys.stdout, args, data, line)
 
 
 def serve_console(settings: Settings, args: argparse.Namespace) -> int:
@@ -323,7 +357,11 @@ def add_commands(sub: Any) -> None:
         _json_flag(action)
         action.set_defaults(handler=guarded(jobs))
 
-    queue = sub.add_parser("queues", help="ready, delayed, dead, unacked and consumers per queue")
+    queue = sub.add_parser(
+        "queues",
+        help="per queue and lane: ready, delayed, dead, unacked, consumers, the oldest "
+        "message's age; time waited on provider rate limits",
+    )
     _json_flag(queue)
     queue.set_defaults(handler=guarded(queues))
 

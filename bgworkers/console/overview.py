@@ -1,4 +1,5 @@
-"""The console's overview: queues, recent failures, scheduler heartbeat and job health.
+"""The console's overview: queues and lanes, provider rate limits, recent failures, scheduler
+heartbeat and job health.
 
 Each part is read on its own, so a RabbitMQ that does not answer still leaves the database's
 parts on the page (and says what failed, redacted).
@@ -19,6 +20,7 @@ from bgworkers.logs import redact_text
 from bgworkers.monitoring.job_health import expected_intervals, last_successes
 from bgworkers.monitoring.queue_depth import QueueDepth, reader_from_settings
 from bgworkers.monitoring.report import STALE_HEARTBEAT_S, heartbeat_age_s
+from bgworkers.sync.api import RateLimitWaits, rate_limit_waits
 
 #: A job is overdue when its last success is older than this many expected intervals plus
 #: the grace below, in seconds (the overdue alert's rule, docs/monitoring.md).
@@ -41,6 +43,7 @@ class JobHealthRow:
 class Overview:
     queues: list[QueueDepth] = field(default_factory=list)
     queues_error: str | None = None
+    rate_limits: list[RateLimitWaits] = field(default_factory=list)
     recent: list[DeadLetter] = field(default_factory=list)
     heartbeat_age_s: float | None = None
     heartbeat_stale: bool = True
@@ -76,6 +79,7 @@ def read_overview(
         with console.session() as session:
             views = job_views(session, broker_periods(console.broker), now=now, runs=1)
             successes = last_successes(session)
+            view.rate_limits = rate_limit_waits(session, now=now.timestamp())
         for job in views:
             last = successes.get(job.name)
             waiting = last is None and job.last is None

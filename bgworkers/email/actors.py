@@ -1,4 +1,8 @@
-"""Actors of the email domain (queue ``email``)."""
+"""Actors of the email domain: bulk delivery on ``email``, urgent delivery on the ``urgent`` lane.
+
+``send_email`` and ``send_urgent_email`` do the same work; only the queue (and dramatiq's
+in-process priority) differ, so an urgent email never waits behind a backlog of bulk ones.
+"""
 
 from __future__ import annotations
 
@@ -36,6 +40,19 @@ def send_email(email_id: int) -> None:
             sending_timeout_s=settings.email_sending_timeout_s,
             max_attempts=settings.email_max_attempts,
         )
+
+
+# The same policy as send_email; the urgent lane's priority puts it ahead of prefetched bulk.
+@task(
+    queue=queues.URGENT,
+    max_retries=8,
+    min_backoff_ms=2_000,
+    time_limit_ms=SEND_EMAIL_TIME_LIMIT_S * 1000,
+    priority=queues.URGENT_PRIORITY,
+)
+def send_urgent_email(email_id: int) -> None:
+    """Deliver one urgent outbox email (a reminder, or ``enqueue_email(urgent=True)``)."""
+    send_email.fn(email_id)
 
 
 def dispatch_emails(session: Session, email_ids: list[int]) -> None:

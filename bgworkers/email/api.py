@@ -4,9 +4,10 @@
 outbox), in the caller's transaction: if the caller rolls back, no email goes out; once it
 commits, the relay publishes the message within a second, RabbitMQ up or not at that
 instant. Calling it again with the same ``idempotency_key`` returns the first email and
-sends nothing more, so callers may retry freely. ``cancel_queued_emails`` withdraws the
-emails of a caller's keys that have not left yet; ``is_email_address`` says whether an address
-can be sent to at all.
+sends nothing more, so callers may retry freely. ``urgent=True`` sends it on the ``urgent``
+lane (time-critical email: a reminder, a sign-in code), which no backlog of ordinary email
+delays. ``cancel_queued_emails`` withdraws the emails of a caller's keys that have not left
+yet; ``is_email_address`` says whether an address can be sent to at all.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from sqlalchemy import update
 from sqlmodel import Session, col
 
 from bgworkers.db import utcnow
-from bgworkers.email.actors import send_email
+from bgworkers.email.actors import send_email, send_urgent_email
 from bgworkers.email.models import EmailStatus, OutboxEmail
 from bgworkers.email.outbox import InvalidEmail, add_email, is_email_address
 from bgworkers.outbox import enqueue
@@ -42,11 +43,13 @@ def enqueue_email(
     html: str | None = None,
     now: datetime | None = None,
     dispatch: Callable[[int], None] | None = None,
+    urgent: bool = False,
 ) -> OutboxEmail:
     """Queue an email (raises :class:`InvalidEmail` for bad fields); see the module doc.
 
-    Only for a new row, its ``send_email`` message is written to the outbox, or, when
-    ``dispatch`` is given, ``dispatch`` is called with the email's id, in the transaction.
+    Only for a new row, its ``send_email`` message (``send_urgent_email`` when ``urgent``) is
+    written to the outbox, or, when ``dispatch`` is given, ``dispatch`` is called with the
+    email's id, in the transaction. A re-dispatch by the sweep uses the bulk lane.
     """
     row, created = add_email(
         session=session,
@@ -64,7 +67,7 @@ def enqueue_email(
         if dispatch is None:
             # The key: a second message for one email would find it claimed anyway.
             key = bounded_key(f"send_email:{idempotency_key}")
-            enqueue(session, send_email, email_id, dedupe_key=key)
+            enqueue(session, send_urgent_email if urgent else send_email, email_id, dedupe_key=key)
         else:
             dispatch(email_id)
     return row

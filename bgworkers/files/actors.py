@@ -20,6 +20,7 @@ from bgworkers.files.cleanup import TempDirUnavailable, clean_temp_dir
 from bgworkers.outbox import enqueue_many
 from bgworkers.settings import get_settings
 from bgworkers.tasks import task
+from bgworkers.users.slots import defer, user_slot
 
 
 @task(
@@ -70,14 +71,21 @@ def record_backup_messages(session: Session, user_ids: list[int], run_id: str) -
 
 @task(queue=queues.FILES, max_retries=3, min_backoff_ms=30_000, time_limit_ms=15 * 60_000)
 def backup_one_user(user_id: int, run_id: str) -> None:
-    """Write one user's archive for the run; idempotent (an existing valid archive is kept)."""
+    """Write one user's archive for the run; idempotent (an existing valid archive is kept).
+
+    Takes one of the user's job slots (``BGW_MAX_CONCURRENT_JOBS_PER_USER``) or is deferred.
+    """
     settings = get_settings()
-    with session_scope() as session:
-        backup_user(
-            session=session,
-            user_id=user_id,
-            run_id=run_id,
-            backup_dir=settings.backup_dir,
-            keep=settings.backup_keep,
-            now=utcnow(),
-        )
+    with user_slot(user_id, cap=settings.max_concurrent_jobs_per_user) as taken:
+        if not taken:
+            defer(backup_one_user, user_id, run_id)
+            return
+        with session_scope() as session:
+            backup_user(
+                session=session,
+                user_id=user_id,
+                run_id=run_id,
+                backup_dir=settings.backup_dir,
+                keep=settings.backup_keep,
+                now=utcnow(),
+            )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -48,6 +49,30 @@ class QueueDepth:
     consumers: int | None = None  # consumers of the queue itself (workers listening)
     #: ``classic`` or ``quorum`` (the management API tells; AMQP cannot: None).
     queue_type: str | None = None
+    #: Seconds the message at the head of the queue has waited (None: unknown, see
+    #: :func:`oldest_age_s`); 0 for an empty queue.
+    oldest_age_s: float | None = None
+
+    @property
+    def lane(self) -> str:
+        """``urgent`` for the time-critical lanes, ``bulk`` for the others."""
+        return "urgent" if self.queue in queues.TIME_CRITICAL else "bulk"
+
+
+def oldest_age_s(row: dict[str, Any], *, now: float) -> float | None:
+    """Age of the head message from the management API's ``head_message_timestamp``.
+
+    RabbitMQ reports it for classic queues whose head message carries the AMQP ``timestamp``
+    property, which the outbox relay sets when it publishes (the way almost all work is sent);
+    a message sent directly (``actor.send``, a retry moved back from ``.DQ``) has none, and
+    quorum queues do not report it: then None, unless the queue is empty (0).
+    """
+    if int(row.get("messages_ready", 0)) == 0:
+        return 0.0
+    stamp = row.get("head_message_timestamp")
+    if not isinstance(stamp, int | float) or isinstance(stamp, bool):
+        return None
+    return max(now - float(stamp), 0.0)
 
 
 def read_depths_amqp(
@@ -101,7 +126,12 @@ def read_depths_management(
     """
     broker = urlparse(broker_url.split(";", 1)[0])
     vhost = unquote(broker.path[1:]) if len(broker.path) > 1 else "/"
-    columns = urlencode({"columns": "name,type,messages_ready,messages_unacknowledged,consumers"})
+    columns = urlencode(
+        {
+            "columns": "name,type,messages_ready,messages_unacknowledged,consumers,"
+            "head_message_timestamp"
+        }
+    )
     credentials = f"{unquote(broker.username or 'guest')}:{unquote(broker.password or 'guest')}"
     request = urllib.request.Request(
         f"{api_url.rstrip('/')}/api/queues/{quote(vhost, safe='')}?{columns}",
@@ -119,6 +149,7 @@ def read_depths_management(
         return int(row.get("messages_ready", 0)), int(row.get("messages_unacknowledged", 0))
 
     depths = []
+    now = time.time()
     for name in names:
         ready, unacked = counts(name)
         dq_ready, dq_unacked = counts(f"{name}.DQ")
@@ -135,6 +166,7 @@ def read_depths_management(
                 unacked,
                 consumers,
                 kind if isinstance(kind, str) else None,
+                oldest_age_s(row, now=now) if row else 0.0,
             )
         )
     return depths
@@ -181,6 +213,7 @@ class QueueDepthCollector(Collector):
                 if value is not None:
                     family.add_metric([depth.queue], value)
         yield from families.values()
+        yield from _waiting_families(depths)
         yield GaugeMetricFamily(
             "bgworkers_queue_depth_last_success_timestamp_seconds",
             "Unix time of the last successful queue-depth reading (0: never).",
@@ -191,6 +224,27 @@ class QueueDepthCollector(Collector):
             "Failed queue-depth readings since the metrics process started.",
             value=errors,
         )
+
+
+def _waiting_families(depths: list[QueueDepth]) -> Iterator[Metric]:
+    """Why work waits, per queue and lane: who consumes it and how old its head message is."""
+    consumers = GaugeMetricFamily(
+        "bgworkers_queue_consumers",
+        "Consumers (worker processes listening) of the queue.",
+        labels=["queue", "lane"],
+    )
+    oldest = GaugeMetricFamily(
+        "bgworkers_queue_oldest_message_age_seconds",
+        "Seconds the message at the head of the queue has waited (when RabbitMQ tells).",
+        labels=["queue", "lane"],
+    )
+    for depth in depths:
+        if depth.consumers is not None:
+            consumers.add_metric([depth.queue, depth.lane], depth.consumers)
+        if depth.oldest_age_s is not None:
+            oldest.add_metric([depth.queue, depth.lane], depth.oldest_age_s)
+    yield consumers
+    yield oldest
 
 
 def management_url_for(broker_url: str, setting: str | None) -> str | None:

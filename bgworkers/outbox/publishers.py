@@ -34,9 +34,6 @@ from bgworkers.logs import get_logger
 
 log = get_logger("bgworkers.outbox")
 
-#: What dramatiq sets too (delivery mode 2: written to disk); one object for every message.
-PERSISTENT = pika.BasicProperties(delivery_mode=2)
-
 
 class PublishError(TransientError):
     """The broker did not take the batch (connection, channel or routing problem)."""
@@ -230,9 +227,11 @@ class RabbitmqConfirmPublisher:
             channel = self._open()
             self._refused = 0
             self._unconfirmed.clear()
+            # The timestamp (seconds) lets RabbitMQ report how long a queue's head has waited.
+            properties = pika.BasicProperties(delivery_mode=2, timestamp=int(time.time()))
             for item in batch:
                 routing_key, body = delayed_envelope(item)
-                channel.basic_publish("", routing_key, body, PERSISTENT, mandatory=True)
+                channel.basic_publish("", routing_key, body, properties, mandatory=True)
                 self._tag += 1
                 self._unconfirmed.add(self._tag)
             self._run_until(lambda: not self._unconfirmed, self._timeout_s)

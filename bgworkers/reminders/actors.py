@@ -22,14 +22,26 @@ from bgworkers.scheduling.middleware import scheduled_now
 from bgworkers.tasks import task
 
 
-@task(queue=queues.REMINDERS, max_retries=5, min_backoff_ms=5_000, time_limit_ms=60_000)
+@task(
+    queue=queues.REMINDERS,
+    max_retries=5,
+    min_backoff_ms=5_000,
+    time_limit_ms=60_000,
+    priority=queues.URGENT_PRIORITY,
+)
 def fire_reminder(reminder_id: int) -> None:
     """Fire one due reminder; a duplicate or late message finds nothing to do."""
     with session_scope() as session:
         firing.fire_reminder(reminder_id, session=session, now=utcnow())
 
 
-@task(queue=queues.REMINDERS, periodic=True, max_retries=3, time_limit_ms=55_000)
+@task(
+    queue=queues.REMINDERS,
+    periodic=True,
+    max_retries=3,
+    time_limit_ms=55_000,
+    priority=queues.URGENT_PRIORITY,
+)
 def check_due_reminders() -> None:
     """Every minute: record a ``fire_reminder`` message for each due reminder (outbox)."""
     with session_scope() as session:

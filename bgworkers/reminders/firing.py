@@ -149,6 +149,7 @@ def fire_reminder(
         idempotency_key=occurrence_key(reminder_id, occurrence),
         now=now,
         dispatch=dispatch_email,
+        urgent=True,  # a reminder is due now: the urgent lane, never behind a bulk backlog
     )
     metrics.fired.labels("true" if rule else "false").inc()
     metrics.delay.observe(max((now - occurrence).total_seconds(), 0))

@@ -9,6 +9,8 @@ progress on the connection row, and a duplicate delivery finds nothing new to do
 
 from __future__ import annotations
 
+import functools
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,13 +19,14 @@ from sqlmodel import Session
 
 from bgworkers import queues
 from bgworkers.db import session_scope, utcnow
-from bgworkers.outbox import enqueue_many
+from bgworkers.outbox import enqueue, enqueue_many
 from bgworkers.outbox.keys import per_run_key
 from bgworkers.settings import get_settings
 from bgworkers.sync.metrics import SYNC_METRICS
 from bgworkers.sync.models import CalendarConnection, NotionConnection
 from bgworkers.sync.store import Connection, fan_out
 from bgworkers.tasks import task
+from bgworkers.users.slots import defer, user_slot
 
 # The provider clients (httpx, tenacity) are imported by the per-user actors when they run:
 # a worker process that never syncs (``-Q email``, a quiet hour) does not carry them.
@@ -32,21 +35,43 @@ from bgworkers.tasks import task
 # (sending a user's message twice is harmless: the per-user sync resumes from its cursor).
 
 
-def _sync_user(sync: Callable[..., object], user_id: int, **extra: Any) -> None:
-    """Run one provider's per-user sync with this process's client and fresh settings."""
+def _sync_user(
+    actor: dramatiq.Actor[Any, Any], sync: Callable[..., Any], user_id: int, **extra: Any
+) -> None:
+    """Run one provider's per-user sync with this process's client and fresh settings.
+
+    Fair share: the run takes one of the user's slots (``BGW_MAX_CONCURRENT_JOBS_PER_USER``)
+    or is deferred, and yields after ``BGW_SYNC_TIME_SLICE_S``, queueing the rest of its
+    listing (it resumes from the committed page) behind the other users' messages.
+    """
     from bgworkers.sync.http import RequestRetryPolicy, get_client
 
     settings = get_settings()
-    with session_scope() as session:
-        sync(
-            session=session,
-            user_id=user_id,
-            client=get_client(settings),
-            settings=settings,
-            now=utcnow(),
-            policy=RequestRetryPolicy.from_settings(settings),
-            **extra,
-        )
+    with user_slot(user_id, cap=settings.max_concurrent_jobs_per_user) as taken:
+        if not taken:
+            defer(actor, user_id)
+            return
+        with session_scope() as session:
+            result = sync(
+                session=session,
+                user_id=user_id,
+                client=get_client(settings),
+                settings=settings,
+                now=utcnow(),
+                policy=RequestRetryPolicy.from_settings(settings),
+                should_yield=time_slice(settings.sync_time_slice_s),
+                **extra,
+            )
+            if result.outcome == "yielded":
+                enqueue(session, actor, user_id)  # committed with the scope: the rest, later
+
+
+def time_slice(seconds: float) -> Callable[[], bool] | None:
+    """A check that turns true ``seconds`` from now (monotonic); None for 0 (never)."""
+    if seconds <= 0:
+        return None
+    ends = time.monotonic() + seconds
+    return lambda: time.monotonic() >= ends
 
 
 def _fan_out(model: Connection, actor: dramatiq.Actor[Any, Any], provider: str) -> None:
@@ -74,18 +99,20 @@ def _sender(
 def sync_user_calendar(user_id: int) -> None:
     """Pull one user's Google Calendar changes."""
     from bgworkers.sync.google_calendar import sync_calendar
+    from bgworkers.sync.limits import google_throttle
 
-    _sync_user(sync_calendar, user_id)
+    limiter = google_throttle(get_settings(), user_id)
+    _sync_user(sync_user_calendar, sync_calendar, user_id, limiter=limiter)
 
 
 @task(queue=queues.SYNC, max_retries=5, min_backoff_ms=10_000, time_limit_ms=600_000)
 def sync_user_notion_pages(user_id: int) -> None:
     """Pull one user's Notion pages."""
+    from bgworkers.sync.limits import notion_throttle
     from bgworkers.sync.notion import sync_notion
-    from bgworkers.sync.ratelimit import process_limiter
 
-    rate = get_settings().notion_requests_per_second
-    _sync_user(sync_notion, user_id, limiter=process_limiter("notion", rate))
+    throttle_for = functools.partial(notion_throttle, get_settings())
+    _sync_user(sync_user_notion_pages, sync_notion, user_id, throttle_for=throttle_for)
 
 
 @task(queue=queues.SYNC, periodic=True, max_retries=3, time_limit_ms=120_000)

@@ -1,4 +1,5 @@
-"""What the other domains read of the sync domain: the calendar events synced for a user.
+"""What the other domains read of the sync domain: the calendar events synced for a user,
+and (for the console and ``bgworkers queues``) how long sync has waited on provider limits.
 
 The rows are :class:`~bgworkers.sync.models.CalendarEvent` (read their documented fields;
 all-day events sit at midnight UTC of their dates with an exclusive end).
@@ -6,14 +7,16 @@ all-day events sit at midnight UTC of their dates with an exclusive end).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlmodel import Session, col, select
 
-from bgworkers.sync.models import CalendarEvent
+from bgworkers.sync.models import CalendarEvent, RateLimitSlot
 
-__all__ = ["CalendarEvent", "calendar_events_starting"]
+__all__ = ["CalendarEvent", "RateLimitWaits", "calendar_events_starting", "rate_limit_waits"]
 
 
 def calendar_events_starting(
@@ -29,3 +32,35 @@ def calendar_events_starting(
         )
         .order_by(col(CalendarEvent.starts_at))
     ).all()
+
+
+@dataclass(frozen=True)
+class RateLimitWaits:
+    """One provider's shared rate limits: seconds requests waited for their slots in all
+    (credentials only; a global cap's own row is not added in), how many credentials the
+    table knows, and how many are paused by a 429 now."""
+
+    provider: str
+    waited_s: float
+    credentials: int
+    paused_now: int
+
+
+def rate_limit_waits(session: Session, *, now: float | None = None) -> list[RateLimitWaits]:
+    """Per provider, from the shared slot table (``bgworkers/sync/shared_limits.py``).
+
+    ``now``: seconds since the epoch (this host's clock: close enough for a report).
+    """
+    now = time.time() if now is None else now
+    totals: dict[str, list[float]] = {}
+    for row in session.exec(select(RateLimitSlot)):
+        provider, _, kind = row.key.partition(":")
+        figures = totals.setdefault(provider, [0.0, 0, 0])
+        if kind != "all":
+            figures[0] += row.waited_s
+            figures[1] += 1
+        figures[2] += row.paused_until > now
+    return [
+        RateLimitWaits(provider, round(f[0], 3), int(f[1]), int(f[2]))
+        for provider, f in sorted(totals.items())
+    ]

@@ -16,7 +16,7 @@ connection ``reauth_required`` and raises a permanent error for this message alo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Final
@@ -41,6 +41,7 @@ from bgworkers.sync.http import (
 )
 from bgworkers.sync.metrics import SYNC_METRICS
 from bgworkers.sync.models import CalendarConnection, CalendarEvent
+from bgworkers.sync.shared_limits import Throttle
 
 log = get_logger(__name__)
 
@@ -57,7 +58,7 @@ class MalformedEvent(ValueError):
 @dataclass
 class CalendarSyncResult:
     user_id: int
-    outcome: str = "completed"  # completed, skipped or superseded
+    outcome: str = "completed"  # completed, skipped, superseded or yielded
     pages: int = 0
     upserted: int = 0
     removed: int = 0
@@ -73,18 +74,26 @@ def sync_calendar(
     settings: Settings,
     now: datetime,
     policy: RequestRetryPolicy,
+    limiter: Throttle | None = None,
+    should_yield: Callable[[], bool] | None = None,
 ) -> CalendarSyncResult:
     """Bring the user's stored events up to date with Google; commit after every page.
 
-    Raises :class:`~bgworkers.errors.TransientError` for what a later retry may fix (the
-    pages committed so far stay) and :class:`~bgworkers.errors.PermanentError` for what it
-    cannot (recorded on the connection first).
+    Each events request waits for ``limiter`` (the user's and the project's shared quota),
+    which a rate-limit answer pauses. When ``should_yield()`` turns true after a committed
+    page and more pages remain, the run stops with outcome ``yielded`` (the caller queues the
+    rest behind other users' work). Raises :class:`~bgworkers.errors.TransientError` for what
+    a later retry may fix (the pages committed so far stay) and
+    :class:`~bgworkers.errors.PermanentError` for what it cannot (recorded on the connection
+    first).
     """
     result = CalendarSyncResult(user_id=user_id)
 
     def sync_pages(connection: CalendarConnection) -> None:
-        api = _CalendarApi(client=client, settings=settings, policy=policy, now=now)
-        _sync_pages(session, connection, api, now=now, result=result)
+        api = _CalendarApi(
+            client=client, settings=settings, policy=policy, now=now, limiter=limiter
+        )
+        _sync_pages(session, connection, api, now=now, result=result, should_yield=should_yield)
 
     return run_connection_sync(
         session=session,
@@ -104,6 +113,7 @@ def _sync_pages(
     *,
     now: datetime,
     result: CalendarSyncResult,
+    should_yield: Callable[[], bool] | None,
 ) -> None:
     gone_seen = page_token_dropped = False
     while True:
@@ -149,6 +159,9 @@ def _sync_pages(
         result.pages += 1
         SYNC_METRICS.get().pages.labels(PROVIDER).inc()
         if not next_page:
+            return
+        if should_yield is not None and should_yield():
+            result.outcome = "yielded"
             return
 
 
@@ -320,6 +333,7 @@ class _CalendarApi:
     settings: Settings
     policy: RequestRetryPolicy
     now: datetime
+    limiter: Throttle | None = None
     refreshed: bool = False
 
     def list_events(
@@ -351,6 +365,8 @@ class _CalendarApi:
                     operation="calendar events.list",
                     provider=PROVIDER,
                     policy=self.policy,
+                    before_attempt=self._wait_for_slot,
+                    on_rate_limited=self.limiter.pause if self.limiter else None,
                 )
             except AuthenticationFailed as exc:
                 if self.refreshed:
@@ -361,6 +377,10 @@ class _CalendarApi:
                 self._refresh(session, connection)
                 continue
             return json_object(response, operation="calendar events.list")
+
+    def _wait_for_slot(self) -> None:
+        if self.limiter is not None:
+            SYNC_METRICS.get().rate_limit_wait.labels(PROVIDER).inc(self.limiter.acquire())
 
     def _refresh(self, session: Session, connection: CalendarConnection) -> None:
         """Trade the refresh token for a new access token and commit it at once."""

@@ -204,6 +204,17 @@ def raise_for_status(response: httpx.Response, *, operation: str) -> None:
     raise PermanentHTTPError(message, status_code=status)
 
 
+#: Seconds a credential is paused after a rate-limit answer without ``Retry-After``.
+DEFAULT_RATE_LIMIT_PAUSE_S = 1.0
+
+
+def is_rate_limited(response: httpx.Response) -> bool:
+    """A 429, or Google's 403 whose reason says a quota was exceeded."""
+    if response.status_code == 429:
+        return True
+    return response.status_code == 403 and safe_reason(response) in GOOGLE_RATE_LIMIT_REASONS
+
+
 # --- in-request retries ---------------------------------------------------------------------
 
 
@@ -246,11 +257,15 @@ def send(
     provider: str,
     policy: RequestRetryPolicy,
     before_attempt: Callable[[], None] | None = None,
+    on_rate_limited: Callable[[float], None] | None = None,
 ) -> httpx.Response:
     """Send the request ``build()`` makes, retrying transient failures per ``policy``.
 
-    ``before_attempt`` runs before every attempt (a rate limiter). Returns a 2xx response;
-    raises the classified error otherwise (see the module docstring).
+    ``before_attempt`` runs before every attempt (a rate limiter). ``on_rate_limited`` is
+    told the seconds to hold off (``Retry-After``, else :data:`DEFAULT_RATE_LIMIT_PAUSE_S`)
+    when the provider answers that a rate limit was hit, before any retry, so the limiter
+    pauses the credential everywhere. Returns a 2xx response; raises the classified error
+    otherwise (see the module docstring).
     """
     metrics = SYNC_METRICS.get()
 
@@ -284,6 +299,9 @@ def send(
             if before_attempt is not None:
                 before_attempt()
             response = _send_once(client, build(), operation=operation, provider=provider)
+            if on_rate_limited is not None and is_rate_limited(response):
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                on_rate_limited(DEFAULT_RATE_LIMIT_PAUSE_S if retry_after is None else retry_after)
             raise_for_status(response, operation=operation)
             return response
     raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover

@@ -15,7 +15,15 @@ from bgworkers.metrics import LazyMetrics
 #: Every value of each label, per provider, exported at 0 from start-up
 #: (see :mod:`bgworkers.metrics.known_series`): only the pairs the code can produce.
 PROVIDERS = ("google_calendar", "notion")
-RUN_OUTCOMES = ("completed", "superseded", "skipped", "transient_error", "permanent_error", "error")
+RUN_OUTCOMES = (
+    "completed",
+    "yielded",
+    "superseded",
+    "skipped",
+    "transient_error",
+    "permanent_error",
+    "error",
+)
 ITEM_ACTIONS = {
     "google_calendar": ("upserted", "removed", "malformed"),
     "notion": ("upserted", "archived", "malformed"),
@@ -28,7 +36,7 @@ TOKEN_REFRESH_OUTCOMES = {"google_calendar": ("refreshed", "failed"), "notion": 
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "transport_error")
 HTTP_RETRY_KINDS = ("inline",)
 #: Providers whose requests wait for the client-side rate limiter.
-RATE_LIMITED = ("notion",)
+RATE_LIMITED = ("notion", "google_calendar")
 
 
 @dataclass(frozen=True)
@@ -49,8 +57,8 @@ class SyncMetrics:
         return cls(
             runs=Counter(
                 "bgworkers_sync_runs_total",
-                "Per-user sync runs by provider and outcome "
-                "(completed, superseded, skipped, transient_error, permanent_error, error).",
+                "Per-user sync runs by provider and outcome (completed, yielded, superseded, "
+                "skipped, transient_error, permanent_error, error).",
                 ["provider", "outcome"],
                 registry=registry,
             ),
@@ -92,7 +100,7 @@ class SyncMetrics:
             ),
             rate_limit_wait=Counter(
                 "bgworkers_sync_rate_limit_wait_seconds_total",
-                "Seconds spent waiting for the client-side rate limiter.",
+                "Seconds spent waiting for the shared provider rate limits.",
                 ["provider"],
                 registry=registry,
             ),
@@ -168,7 +176,9 @@ def observe_run(provider: str, user_id: int) -> Iterator[dict[str, Any]]:
         metrics.runs.labels(provider, figures["outcome"]).inc()
         metrics.duration.labels(provider).observe(elapsed)
         level = (
-            "info" if figures["outcome"] in ("completed", "skipped", "superseded") else "warning"
+            "info"
+            if figures["outcome"] in ("completed", "yielded", "skipped", "superseded")
+            else "warning"
         )
         getattr(get_logger(__name__), level)(
             "sync_run_finished",

@@ -126,3 +126,24 @@ class NotionPage(SQLModel, table=True):
     archived: bool = Field(default=False)
     sync_generation: int = Field(default=0)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
+
+
+class RateLimitSlot(SQLModel, table=True):
+    """The next free request slot of one rate-limited credential (or a provider's global cap).
+
+    Shared by every worker process on every host through the database: a request reserves
+    ``next_at`` and moves it one interval on, in one locked transaction (see
+    :mod:`bgworkers.sync.shared_limits`). Times are the database server's clock, in seconds
+    since the epoch, so hosts with skewed clocks still agree. ``key`` is a provider prefix and
+    a hash of the credential (never the credential itself), or a user id for Google's per-user
+    quota.
+    """
+
+    __tablename__ = "rate_limit_slots"
+
+    key: str = Field(primary_key=True, max_length=120)
+    next_at: float = Field(default=0.0)
+    #: Set from a 429's ``Retry-After``: no slot of this key is granted before it.
+    paused_until: float = Field(default=0.0)
+    #: Seconds requests of this key have waited for their slots, all processes together.
+    waited_s: float = Field(default=0.0)

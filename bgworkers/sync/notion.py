@@ -6,8 +6,9 @@ search leaves out trashed (archived) and unshared pages rather than reporting th
 listing stamps the pages it sees with the connection's new ``generation``, and a complete
 listing marks the user's pages of older generations archived. The
 cursor of the listing is committed with each page of results, so a run that stops half-way
-resumes there. Requests go through a process-wide rate limiter (Notion allows about three
-requests per second per integration) and carry the ``Notion-Version`` header from settings.
+resumes there. Requests go through the connection's shared rate limit (Notion allows an
+average of three requests per second per connection; :mod:`bgworkers.sync.limits`), which a
+429 pauses for every process, and carry the ``Notion-Version`` header from settings.
 
 Notion tokens do not expire and cannot be refreshed: a 401 means the user revoked access,
 so the connection is marked ``reauth_required`` and the error is permanent for that user.
@@ -15,7 +16,7 @@ so the connection is marked ``reauth_required`` and the error is permanent for t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -37,7 +38,7 @@ from bgworkers.sync.http import (
 )
 from bgworkers.sync.metrics import SYNC_METRICS
 from bgworkers.sync.models import NotionConnection, NotionPage
-from bgworkers.sync.ratelimit import RateLimiter
+from bgworkers.sync.shared_limits import Throttle
 
 log = get_logger(__name__)
 
@@ -53,7 +54,7 @@ class MalformedPage(ValueError):
 @dataclass
 class NotionSyncResult:
     user_id: int
-    outcome: str = "completed"  # completed, skipped or superseded
+    outcome: str = "completed"  # completed, skipped, superseded or yielded
     pages: int = 0
     upserted: int = 0
     archived: int = 0  # pages no longer listed, marked archived
@@ -66,18 +67,34 @@ def sync_notion(
     user_id: int,
     client: httpx.Client,
     settings: Settings,
-    limiter: RateLimiter,
     now: datetime,
     policy: RequestRetryPolicy,
+    limiter: Throttle | None = None,
+    throttle_for: Callable[[str], Throttle] | None = None,
+    should_yield: Callable[[], bool] | None = None,
 ) -> NotionSyncResult:
     """Upsert the user's Notion pages; commit after every page of results.
 
-    Errors as in :func:`bgworkers.sync.google_calendar.sync_calendar`.
+    Requests wait for ``limiter``, or for ``throttle_for(token)`` (the connection's shared
+    limit). When ``should_yield()`` turns true after a committed page and more pages remain,
+    the run stops with outcome ``yielded``: the caller queues the rest behind other users'
+    work (fair share). Errors as in :func:`bgworkers.sync.google_calendar.sync_calendar`.
     """
     result = NotionSyncResult(user_id=user_id)
 
     def sync_pages(connection: NotionConnection) -> None:
-        _sync_pages(session, connection, client, settings, limiter, policy, now=now, result=result)
+        throttle = limiter or _throttle(throttle_for, connection.access_token)
+        _sync_pages(
+            session,
+            connection,
+            client,
+            settings,
+            throttle,
+            policy,
+            now=now,
+            result=result,
+            should_yield=should_yield or _never,
+        )
 
     return run_connection_sync(
         session=session,
@@ -90,16 +107,27 @@ def sync_notion(
     )
 
 
+def _never() -> bool:
+    return False
+
+
+def _throttle(throttle_for: Callable[[str], Throttle] | None, token: str) -> Throttle:
+    if throttle_for is None:
+        raise TypeError("sync_notion needs a limiter or throttle_for")
+    return throttle_for(token)
+
+
 def _sync_pages(
     session: Session,
     connection: NotionConnection,
     client: httpx.Client,
     settings: Settings,
-    limiter: RateLimiter,
+    limiter: Throttle,
     policy: RequestRetryPolicy,
     *,
     now: datetime,
     result: NotionSyncResult,
+    should_yield: Callable[[], bool],
 ) -> None:
     metrics = SYNC_METRICS.get()
     restarted = False
@@ -146,6 +174,9 @@ def _sync_pages(
         metrics.pages.labels(PROVIDER).inc()
         if not has_more:
             return
+        if should_yield():
+            result.outcome = "yielded"
+            return
 
 
 def _archive_unseen(
@@ -169,7 +200,7 @@ def _archive_unseen(
 def _search(
     client: httpx.Client,
     settings: Settings,
-    limiter: RateLimiter,
+    limiter: Throttle,
     policy: RequestRetryPolicy,
     token: str,
     cursor: str | None,
@@ -203,6 +234,7 @@ def _search(
             provider=PROVIDER,
             policy=policy,
             before_attempt=wait_for_slot,
+            on_rate_limited=limiter.pause,
         )
     except AuthenticationFailed as exc:
         raise ReauthorizationRequired(str(exc), status_code=exc.status_code) from None

@@ -1,9 +1,8 @@
-"""A client-side rate limiter: requests spaced evenly at a configured rate per second.
+"""A process-local rate limiter: requests spaced evenly at a configured rate per second.
 
-Why: Notion allows an average of about three requests per second per integration and
-answers 429 beyond that. Spacing our own requests keeps us under the limit instead of
-bouncing off it. One limiter per process is shared by every worker thread; with several
-worker processes set ``BGW_NOTION_REQUESTS_PER_SECOND`` to the limit divided by their number.
+The provider limits themselves are shared by every process through the database
+(:mod:`bgworkers.sync.shared_limits`); this local limiter is what a process falls back to, at
+a conservative share of the rate, while that store cannot be reached.
 """
 
 from __future__ import annotations
@@ -45,6 +44,12 @@ class RateLimiter:
         if wait > 0:
             self._sleep(wait)
         return wait
+
+    def pause(self, seconds: float) -> None:
+        """Grant no slot before ``seconds`` from now (a server's ``Retry-After``)."""
+        with self._lock:
+            until = self._clock() + seconds
+            self._next_slot = until if self._next_slot is None else max(self._next_slot, until)
 
 
 _lock = threading.Lock()

@@ -171,23 +171,27 @@ def test_queues_lists_every_queue_with_its_counts(
     fake_jobs.deliver_note.send(note_id=9)
     code, out, _ = cli(capsys, "queues", "--json")
     assert code == 0
-    by_queue = {r["queue"]: r for r in rows(out)}
+    by_queue = {r["queue"]: r for r in rows(out) if "queue" in r}
     assert set(by_queue) == set(queues.ALL)
+    assert by_queue["urgent"]["lane"] == "urgent" and by_queue["email"]["lane"] == "bulk"
     # The management API's counts lag a few seconds behind: only their presence is checked.
     assert all(isinstance(by_queue["maintenance"][k], int) for k in ("ready", "delayed", "dead"))
     assert set(by_queue["maintenance"]) == {
-        "queue", "ready", "delayed", "dead", "unacked", "consumers", "type",
+        "queue", "lane", "ready", "delayed", "dead", "unacked", "consumers", "oldest_age_s",
+        "type",
     }  # fmt: skip
     # The tests' broker declares classic queues; the type is read from the management API.
     assert by_queue["maintenance"]["type"] == "classic"
     code, out, _ = cli(capsys, "queues")
     assert code == 0 and out[0].split() == [
         "queue",
+        "lane",
         "ready",
         "delayed",
         "dead",
         "unacked",
         "consumers",
+        "oldest",
         "type",
     ]
     assert out[1].split()[-1] == "classic"

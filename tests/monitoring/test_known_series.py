@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 import bgworkers
+from bgworkers import queues
 from bgworkers.metrics import LazyMetrics
 from bgworkers.metrics.known_series import actor_labels, initialise_worker_series, periodic_jobs
 from bgworkers.metrics.messages import DURATION_BUCKETS
@@ -88,7 +89,7 @@ def test_queue_actor_pairs_and_jobs_are_all_there() -> None:
     missed = {s["periodic_job"] for s, _ in found["bgworkers_schedule_missed_ticks_total"]}
     assert missed == set(periodic_jobs())
     invalid = found["bgworkers_messages_invalid_total"]
-    assert len(invalid) == 5 * 9  # queues x refusal reasons
+    assert len(invalid) == len(queues.ALL) * 9  # queues x refusal reasons
 
 
 def label_literals(tree: ast.AST) -> set[str]:

@@ -107,7 +107,7 @@ def test_management_reading_speaks_the_api_wire_format(
     url, seen = management_api
     depths = {d.queue: d for d in read_depths_management(url, "amqp://ops:p%40ss@rabbit:5672/prod")}
     assert depths["email"] == QueueDepth("email", 12, 5, 2, 3, consumers=2, queue_type="quorum")
-    assert depths["sync"] == QueueDepth("sync", 0, 0, 0, 0, consumers=0)
+    assert depths["sync"] == QueueDepth("sync", 0, 0, 0, 0, consumers=0, oldest_age_s=0.0)
     assert seen[0]["path"].startswith("/api/queues/prod?columns=name%2Ctype%2Cmessages_ready")
     assert base64.b64decode(seen[0]["authorization"].removeprefix("Basic ")) == b"ops:p@ss"
 

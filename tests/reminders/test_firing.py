@@ -295,3 +295,17 @@ def test_reminder_of_a_user_with_a_broken_address_fails(
             "the user's email address is invalid",
         )
         assert session.exec(select(OutboxEmail)).all() == []
+
+
+def test_a_reminders_email_goes_on_the_urgent_lane(
+    db_engine: Engine, make_user: Callable[..., int]
+) -> None:
+    from bgworkers import queues
+    from bgworkers.outbox.models import OutboxMessage
+
+    reminder_id = new_reminder(db_engine, make_user())
+    with Session(db_engine) as session:  # no dispatch_email: the outbox, as the actor does
+        assert fire_reminder(reminder_id, session=session, now=DUE) == "fired"
+        session.commit()
+        [message] = session.exec(select(OutboxMessage)).all()
+    assert (message.actor, message.queue) == ("send_urgent_email", queues.URGENT)

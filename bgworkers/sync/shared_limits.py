@@ -1,0 +1,310 @@
+"""Provider rate limits shared by every worker process on every host, kept in the database.
+
+Why the database: every worker already talks to it, and one row per credential updated in a
+locked transaction is all a limiter needs; no extra server. Each request reserves the next
+free slot of every limit it is subject to (its credential's, and the provider's optional
+global cap) and sleeps until that slot: the slot is ``max(now, next_at, paused_until)`` over
+those rows, and each row's ``next_at`` moves to ``slot + 1 / rate``. Requests of one
+credential are so spaced at least ``1 / rate`` seconds apart however many processes send them:
+no burst, and no hand-division of the rate by the number of processes. Times come from the
+database server's clock (PostgreSQL), so hosts with skewed clocks agree.
+
+A ``429`` (or Google's rate-limit ``403``) pauses the credential for every process until the
+server's ``Retry-After``: :meth:`CredentialThrottle.pause` writes ``paused_until``.
+
+When the store cannot be reached, each process falls back to a local limiter at
+``BGW_RATE_LIMIT_FALLBACK_SHARE`` of each rate (conservative: several processes may be in the
+same state), logs that once, and tries the store again after :data:`RETRY_STORE_AFTER_S`.
+Sync never stops for the limiter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sqlalchemy import Engine, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import col
+
+from bgworkers.errors import TransientError
+from bgworkers.logs import get_logger
+from bgworkers.sync.models import RateLimitSlot
+from bgworkers.sync.ratelimit import RateLimiter
+
+log = get_logger(__name__)
+
+#: Seconds between attempts to use the store again after it failed.
+RETRY_STORE_AFTER_S = 5.0
+#: Keys a process remembers having a row (so it skips the insert); about 100 bytes each.
+_KNOWN_KEYS_MAX = 100_000
+
+
+class RateLimitedLater(TransientError):
+    """The next slot is further away than a worker thread should sleep: the message goes back
+    to the broker with ``retry_after_s`` (the slot stays reserved, so nothing bursts)."""
+
+
+class Throttle(Protocol):
+    """What a provider client needs of a limiter: wait for a slot, pause after a 429."""
+
+    def acquire(self) -> float:
+        """Wait for the next slot; return the seconds waited."""
+        ...
+
+    def pause(self, seconds: float) -> None:
+        """No request before ``seconds`` from now (the server's ``Retry-After``)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One rate: ``rate_per_s`` requests per second for everything that shares ``key``."""
+
+    key: str
+    rate_per_s: float
+
+    @property
+    def interval_s(self) -> float:
+        return 1.0 / self.rate_per_s
+
+
+def credential_key(provider: str, credential: str) -> str:
+    """A store key for a credential: the provider and a hash, never the secret itself."""
+    digest = hashlib.sha256(credential.encode("utf-8")).hexdigest()[:32]
+    return f"{provider}:token:{digest}"
+
+
+class SlotStore:
+    """Reserves and pauses slots in ``rate_limit_slots`` through ``engine``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._known: set[str] = set()
+        self._postgres = engine.dialect.name == "postgresql"
+
+    def reserve(self, limits: Sequence[Limit]) -> float:
+        """Reserve the next slot common to ``limits``; return the seconds until it."""
+        keys = sorted({limit.key for limit in limits})
+        with self.engine.begin() as conn:
+            self._ensure_rows(conn, keys)
+            if not self._postgres:
+                # SQLite: take the write lock first, so no other process reads between our
+                # read and our update (SQLite has no SELECT ... FOR UPDATE).
+                conn.execute(
+                    update(RateLimitSlot)
+                    .where(col(RateLimitSlot.key).in_(keys))
+                    .values(next_at=RateLimitSlot.next_at)
+                )
+            rows = conn.execute(
+                select(
+                    col(RateLimitSlot.key),
+                    col(RateLimitSlot.next_at),
+                    col(RateLimitSlot.paused_until),
+                )
+                .where(col(RateLimitSlot.key).in_(keys))
+                .order_by(col(RateLimitSlot.key))
+                .with_for_update()
+            ).all()
+            # Read after the rows are locked: time spent waiting for the lock must not
+            # shorten the spacing.
+            now = self._now(conn)
+            slot: float = max([now, *(r.next_at for r in rows), *(r.paused_until for r in rows)])
+            for limit in limits:
+                conn.execute(
+                    update(RateLimitSlot)
+                    .where(col(RateLimitSlot.key) == limit.key)
+                    .values(
+                        next_at=slot + limit.interval_s,
+                        waited_s=RateLimitSlot.waited_s + (slot - now),
+                    )
+                )
+        return max(slot - now, 0.0)
+
+    def paused_for(self, keys: Sequence[str]) -> float:
+        """Seconds until the latest pause of ``keys`` ends (0 when none is paused)."""
+        with self.engine.begin() as conn:
+            now = self._now(conn)
+            until = conn.execute(
+                select(func.max(col(RateLimitSlot.paused_until))).where(
+                    col(RateLimitSlot.key).in_(keys)
+                )
+            ).scalar_one()
+        return max(float(until or 0.0) - now, 0.0)
+
+    def pause(self, key: str, seconds: float) -> None:
+        """No slot of ``key`` before ``seconds`` from now, in every process."""
+        with self.engine.begin() as conn:
+            self._ensure_rows(conn, [key])
+            until = self._now(conn) + seconds
+            conn.execute(
+                update(RateLimitSlot)
+                .where(col(RateLimitSlot.key) == key, col(RateLimitSlot.paused_until) < until)
+                .values(paused_until=until)
+            )
+
+    def _ensure_rows(self, conn: Connection, keys: Sequence[str]) -> None:
+        missing = [key for key in keys if key not in self._known]
+        if not missing:
+            return
+        rows = [
+            {"key": key, "next_at": 0.0, "paused_until": 0.0, "waited_s": 0.0} for key in missing
+        ]
+        dialect = postgresql if self._postgres else sqlite
+        statement = dialect.insert(RateLimitSlot).on_conflict_do_nothing(index_elements=["key"])
+        conn.execute(statement, rows)
+        if len(self._known) > _KNOWN_KEYS_MAX:
+            self._known.clear()  # bounded memory; a forgotten key costs one no-op insert
+        self._known.update(missing)
+
+    def _now(self, conn: Connection) -> float:
+        if self._postgres:
+            epoch = func.extract("epoch", func.clock_timestamp())
+            return float(conn.execute(select(epoch)).scalar_one())
+        return time.time()  # SQLite lives on one host: its clock is everyone's
+
+
+@dataclass
+class _Fallback:
+    """The local limiters used while the store is unreachable, and when to try it again."""
+
+    share: float
+    sleep: Callable[[float], None]
+    clock: Callable[[], float]
+    limiters: dict[str, RateLimiter] = field(default_factory=dict)
+    retry_store_at: float = 0.0
+    logged: bool = False
+
+    def limiter(self, limit: Limit) -> RateLimiter:
+        if limit.key not in self.limiters:
+            rate = limit.rate_per_s * self.share
+            self.limiters[limit.key] = RateLimiter(rate, clock=self.clock, sleep=self.sleep)
+        return self.limiters[limit.key]
+
+
+class SharedLimiter:
+    """The process's entry to the shared limits: the store, or the local fallback.
+
+    Thread-safe; one per worker process (:func:`bgworkers.sync.limits.process_shared_limiter`).
+    ``sleep`` and ``clock`` (monotonic seconds) are injected by tests.
+    """
+
+    def __init__(
+        self,
+        store: SlotStore,
+        *,
+        fallback_share: float,
+        max_wait_s: float | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``max_wait_s``: the longest wait slept for a slot (``BGW_SYNC_HTTP_MAX_INLINE_WAIT_S``);
+        a longer one raises :class:`RateLimitedLater`. None sleeps whatever it takes."""
+        self.store = store
+        self.max_wait_s = max_wait_s
+        self._sleep = sleep
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._fallback = _Fallback(share=fallback_share, sleep=sleep, clock=clock)
+
+    def acquire(self, limits: Sequence[Limit]) -> float:
+        """Wait until a request may go under every one of ``limits``; return seconds waited."""
+        if self._store_usable():
+            try:
+                return self._acquire_shared(limits)
+            except SQLAlchemyError as exc:
+                self._store_failed(exc)
+        return sum(self._fallback_limiter(limit).acquire() for limit in limits)
+
+    def _acquire_shared(self, limits: Sequence[Limit]) -> float:
+        """Reserve, sleep to the slot; reserve again if a 429 paused a key meanwhile (a slot
+        reserved before the pause must not be used in it)."""
+        waited = 0.0
+        while True:
+            wait = self.store.reserve(limits)
+            self._store_worked()
+            if wait <= 0:
+                return waited
+            if self.max_wait_s is not None and wait > self.max_wait_s:
+                raise RateLimitedLater(f"rate limit: next slot in {wait:.1f} s", retry_after_s=wait)
+            self._sleep(wait)
+            waited += wait
+            if self.store.paused_for([limit.key for limit in limits]) <= 0:
+                return waited
+
+    def pause(self, key: str, seconds: float) -> None:
+        """Pause ``key`` for ``seconds`` everywhere (here only, while the store is down)."""
+        if self._store_usable():
+            try:
+                self.store.pause(key, seconds)
+            except SQLAlchemyError as exc:
+                self._store_failed(exc)
+            else:
+                return
+        with self._lock:
+            limiter = self._fallback.limiters.get(key)
+        if limiter is not None:
+            limiter.pause(seconds)
+
+    def for_credential(self, limits: Sequence[Limit]) -> CredentialThrottle:
+        """A :class:`Throttle` for requests made with one credential (``limits[0]``)."""
+        return CredentialThrottle(self, tuple(limits))
+
+    def _fallback_limiter(self, limit: Limit) -> RateLimiter:
+        with self._lock:
+            return self._fallback.limiter(limit)
+
+    def _store_usable(self) -> bool:
+        with self._lock:
+            return self._clock() >= self._fallback.retry_store_at
+
+    def _store_failed(self, exc: SQLAlchemyError) -> None:
+        with self._lock:
+            self._fallback.retry_store_at = self._clock() + RETRY_STORE_AFTER_S
+            if self._fallback.logged:
+                return
+            self._fallback.logged = True
+        log.warning(
+            "rate_limit_store_unavailable",
+            error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
+            fallback_share=self._fallback.share,
+        )
+
+    def _store_worked(self) -> None:
+        with self._lock:
+            if not self._fallback.logged:
+                return
+            self._fallback.logged = False
+            self._fallback.limiters.clear()
+        log.info("rate_limit_store_recovered")
+
+
+@dataclass(frozen=True)
+class CredentialThrottle:
+    """The limits one credential's requests are subject to; its own limit comes first."""
+
+    shared: SharedLimiter
+    limits: tuple[Limit, ...]
+
+    def acquire(self) -> float:
+        return self.shared.acquire(self.limits)
+
+    def pause(self, seconds: float) -> None:
+        self.shared.pause(self.limits[0].key, seconds)
+
+
+__all__ = [
+    "CredentialThrottle",
+    "Limit",
+    "RateLimitedLater",
+    "SharedLimiter",
+    "SlotStore",
+    "Throttle",
+    "credential_key",
+]
