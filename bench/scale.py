@@ -27,7 +27,8 @@ Phases, one after the other:
 
 For each: seconds from the trigger to the first and the last effect, items per second (items /
 time to the last effect), the p50/p99 of trigger-to-effect, the group's CPU (every process,
-user + system) per item, and the group's peak RSS. Before the phases, the ceilings of what we
+user + system) per item, and the group's peak RSS (``rss_growth``: the last phase's peak over
+the first's). Before the phases, the ceilings of what we
 do not own: a bare ``smtplib`` client on one connection against the same sink, the fake API
 with 16 threads of a bare ``httpx`` client, and committed single-row PostgreSQL inserts; each
 phase's rate is printed as a fraction of its ceiling. Ends with ``name=value`` lines.
@@ -277,6 +278,7 @@ class Bench:
         def trigger() -> float:
             t0 = time.time()
             self.command("jobs", "run", job)
+            print(f"  bgworkers jobs run {job}: {time.time() - t0:.2f} s (included below)")
             return t0
 
         return trigger
@@ -458,8 +460,7 @@ def main() -> None:
             "api_ceiling_per_s": api_ceiling(args.api_base, args.ceiling_count),
             "pg_insert_ceiling_per_s": insert_ceiling(engine, args.ceiling_count),
         }
-        for key, value in ceilings.items():
-            print(f"ceiling {key:<26} {value:8.0f}")
+        print("ceilings: " + ", ".join(f"{k} {v:.0f}" for k, v in ceilings.items()))
         bench.start_group()
         assert bench.group is not None
         stack.callback(stop, bench.group)
@@ -489,8 +490,10 @@ def report(args: argparse.Namespace, results: list[PhaseResult], ceilings: dict)
         print(f"{r.name}_p50_s={r.p50_s:.2f}")
         print(f"{r.name}_p99_s={r.p99_s:.2f}")
         print(f"{r.name}_cpu_ms_per_item={r.cpu_ms_per_item:.2f}")
-        print(f"{r.name}_peak_rss_mib={r.peak_rss_mib:.0f}")
         print(f"{r.name}_fraction_of_ceiling={r.rate / ceiling:.3f}")
+    if results:  # the group's memory after warm-up (the first phase) against the last phase
+        print(f"peak_rss_mib={max(r.peak_rss_mib for r in results):.0f}")
+        print(f"rss_growth={results[-1].peak_rss_mib / results[0].peak_rss_mib:.3f}")
 
 
 if __name__ == "__main__":
