@@ -57,6 +57,8 @@ log = get_logger(__name__)
 INLINE_REDISPATCH_AFTER = timedelta(minutes=1)
 #: Sent rows are marked (and committed) every this many emails of a page.
 MARK_EVERY = 10
+#: ``last_error`` of the emails of a page left untried after the SMTP server did not answer.
+NOT_TRIED = "not tried: the SMTP server did not answer for an earlier email of the page"
 
 _TABLE = OutboxEmail.__table__  # type: ignore[attr-defined]
 _C = _TABLE.c
@@ -163,8 +165,16 @@ def deliver_emails(
     done.skipped = len(email_ids) - len(claimed)
     metrics = EMAIL_METRICS.get()
     unmarked: list[int] = []
-    for row in claimed:
+    for n, row in enumerate(claimed):
         outcome = _send_one(row, token, session, sending)
+        if outcome == "down":
+            # No SMTP answer at all (refused, timed out): the rest would wait the same way,
+            # each up to the SMTP timeout. They go back to the queue untried, retried alone.
+            done.retried.append(row.id)
+            for rest in claimed[n + 1 :]:
+                _requeue(session, rest, token, NOT_TRIED, sending)
+                done.retried.append(rest.id)
+            break
         if outcome == "sent":
             unmarked.append(row.id)
             if len(unmarked) >= MARK_EVERY:
@@ -196,7 +206,8 @@ def _claim(session: Session, email_ids: Sequence[int], token: str, sending: Send
 
 
 def _send_one(row: Any, token: str, session: Session, sending: Sending) -> str:
-    """Send one claimed row; ``sent``, or ``failed``/``retried`` already recorded on it."""
+    """Send one claimed row; ``sent``, or ``failed``/``retried`` already recorded on it
+    (``down``: retried, and the server gave no answer at all)."""
     metrics = EMAIL_METRICS.get()
     if row.attempts > sending.max_attempts:
         reply = f"gave up after {sending.max_attempts} attempts; last error: {row.last_error}"
@@ -212,7 +223,8 @@ def _send_one(row: Any, token: str, session: Session, sending: Sending) -> str:
         if row.attempts >= sending.max_attempts:
             reply = f"gave up after {row.attempts} attempts; last error: {exc.reply}"
             return _fail(session, row, token, reply, "attempts_exhausted", sending)
-        return _requeue(session, row, token, exc.reply, sending)
+        outcome = _requeue(session, row, token, exc.reply, sending)
+        return "down" if exc.code is None else outcome
     except Exception as exc:  # noqa: BLE001 - one bad row must not stop the page: retried alone
         return _requeue(session, row, token, f"{type(exc).__name__}: {exc}", sending)
     finally:

@@ -10,7 +10,7 @@ from sqlmodel import Session, col, select
 
 from bgworkers.email.batch import Draft, Sending, add_emails, deliver_emails
 from bgworkers.email.models import EmailStatus, OutboxEmail
-from bgworkers.email.smtp import Mailer
+from bgworkers.email.smtp import Mailer, SmtpTransientError
 from tests.email.helpers import SmtpServer
 
 NOW = datetime(2026, 11, 25, 7, 15, tzinfo=UTC)
@@ -132,3 +132,35 @@ def test_an_unexpected_error_on_one_email_is_retried_alone(
         row = session.get(OutboxEmail, ids[1])
         assert row is not None and row.status == EmailStatus.QUEUED
         assert row.claim_token is None and "RuntimeError" in (row.last_error or "")
+
+
+class DownMailer:
+    """An SMTP server that does not answer: every send fails without a reply."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def send(self, message: EmailMessage) -> None:
+        raise AssertionError("the wire form is used")
+
+    def send_bytes(self, *, sender: str, recipients: list[str], data: bytes) -> None:
+        self.calls += 1
+        raise SmtpTransientError("ConnectionRefusedError: [Errno 111] Connection refused")
+
+    def close(self) -> None:
+        return None
+
+
+def test_a_server_that_does_not_answer_is_tried_once_per_page(db_engine: Engine) -> None:
+    mailer = DownMailer()
+    with Session(db_engine) as session:
+        ids = sorted(add_emails(session, drafts(4), now=NOW).values())
+        session.commit()
+        retried: list[int] = []
+        done = deliver_emails(ids, session=session, sending=sending(mailer), retry=retried.extend)
+    assert mailer.calls == 1 and done.sent == [] and retried == ids == done.retried
+    with Session(db_engine) as session:
+        rows = session.exec(select(OutboxEmail).order_by(col(OutboxEmail.id))).all()
+    assert {row.status for row in rows} == {EmailStatus.QUEUED}
+    assert "Connection refused" in (rows[0].last_error or "")
+    assert all((row.last_error or "").startswith("not tried") for row in rows[1:])
