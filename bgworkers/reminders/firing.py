@@ -125,7 +125,8 @@ def fire_reminder(
 #: Reminders per ``fire_reminder_page`` message.
 PAGE_SIZE = 50
 
-_R = Reminder.__table__.c  # type: ignore[attr-defined]
+_REMINDERS = Reminder.__table__  # type: ignore[attr-defined]
+_R = _REMINDERS.c
 _U = User.__table__.c  # type: ignore[attr-defined]
 
 
@@ -261,16 +262,16 @@ def _advance(
         "last_error": error,
     }
     if error is None:
-        values.update(last_fired_at=now, fire_count=Reminder.fire_count + 1)
+        values.update(last_fired_at=now, fire_count=_R.fire_count + 1)
+    # A Core UPDATE: the ORM's bulk-UPDATE path, built per call, was a third of a page's CPU.
     result = session.execute(
-        update(Reminder)
+        _REMINDERS.update()
         .where(
-            col(Reminder.id) == row.id,
-            col(Reminder.status) == ReminderStatus.SCHEDULED,
-            col(Reminder.next_due_at) == occurrence,
+            _R.id == row.id,
+            _R.status == ReminderStatus.SCHEDULED,
+            _R.next_due_at == occurrence,
         )
         .values(**values)
-        .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
