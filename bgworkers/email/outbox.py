@@ -20,11 +20,13 @@ same ``Message-ID`` (derived from the key), so mail clients show it once.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
@@ -57,11 +59,21 @@ class InvalidEmail(PermanentError):
     """The email cannot be queued as given (bad address, header injection, missing key)."""
 
 
+#: Plain ASCII dot-atom addresses (most of them): valid without the standard library's
+#: header parser, which costs ~0.1 ms per address; anything else goes through the parser.
+_PLAIN_ADDRESS = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+)
+
+
 def is_email_address(text: str) -> bool:
     """True for a bare address (``user@example.org``) that can go in a To header."""
+    if _PLAIN_ADDRESS.fullmatch(text):
+        return True
     try:
         address = Address(addr_spec=text)
-    except (ValueError, IndexError):
+    except (ValueError, IndexError, HeaderParseError):  # "a@x..y" raised HeaderParseError
         return False
     return bool(address.domain and address.username)
 

@@ -9,7 +9,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from bgworkers.email.outbox import build_message, message_id_for
+from bgworkers.email.outbox import build_message, is_email_address, message_id_for
 from bgworkers.email.wire import envelope_sender, wire_bytes
 
 
@@ -70,3 +70,20 @@ def test_headers_that_need_encoding_take_the_slow_path(field: str, value: str) -
 def test_the_envelope_sender_is_the_bare_address() -> None:
     assert envelope_sender(SENDER) == "assistant@example.org"
     assert envelope_sender("assistant@localhost") == "assistant@localhost"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("ada@example.org", True),
+        ("o'neil+tag@sub-domain.example", True),
+        ("a@[192.0.2.1]", True),  # not plain: the parser decides
+        ("zoë@example.org", False),
+        ("a..b@example.org", False),
+        ("a@x..y", False),  # the parser raised HeaderParseError here
+        ("Ada <ada@example.org>", False),
+        ("broken", False),
+    ],
+)
+def test_plain_addresses_skip_the_parser_and_agree_with_it(text: str, expected: bool) -> None:
+    assert is_email_address(text) is expected
