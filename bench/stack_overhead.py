@@ -117,9 +117,9 @@ def _rabbitmqctl(*args: str) -> None:
 
 
 @contextmanager
-def own_vhost(broker_url: str) -> Iterator[str]:
+def own_vhost(broker_url: str, prefix: str = "bench-stack") -> Iterator[str]:
     """A fresh vhost on the broker of ``broker_url`` for the block; yields its AMQP URL."""
-    name = f"bench-stack-{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     user = unquote(urlparse(broker_url).username or "guest")
     everything = {"configure": ".*", "write": ".*", "read": ".*"}
     try:

@@ -60,6 +60,19 @@ def dispatch_emails(session: Session, email_ids: list[int]) -> None:
     enqueue_many(session, send_email, ((email_id,) for email_id in email_ids))
 
 
+#: Milliseconds before a ``send_email`` retries an email a page could not deliver.
+PAGE_RETRY_DELAY_MS = 2_000
+
+
+def dispatch_emails_later(session: Session, email_ids: list[int], *, urgent: bool = False) -> None:
+    """Like :func:`dispatch_emails`, delayed by :data:`PAGE_RETRY_DELAY_MS` (a retry); on the
+    urgent lane when ``urgent``."""
+    actor = send_urgent_email if urgent else send_email
+    enqueue_many(
+        session, actor, ((email_id,) for email_id in email_ids), delay_ms=PAGE_RETRY_DELAY_MS
+    )
+
+
 # Idempotent sweep: a failure is retried up to 3 times, then dead-lettered (and alerted).
 @task(queue=queues.EMAIL, periodic=True, max_retries=3, time_limit_ms=240_000)
 def process_email_queue() -> None:

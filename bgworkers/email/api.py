@@ -1,5 +1,9 @@
 """What the rest of the application (and the other domains) call to send an email.
 
+``add_emails`` and ``deliver_now`` are the same by the page, for a job that writes many
+emails: one INSERT for the page, and the job delivers them itself right after its commit
+(see :mod:`bgworkers.email.batch`).
+
 ``enqueue_email`` writes the email, and its ``send_email`` message (through the message
 outbox), in the caller's transaction: if the caller rolls back, no email goes out; once it
 commits, the relay publishes the message within a second, RabbitMQ up or not at that
@@ -12,6 +16,7 @@ yet; ``is_email_address`` says whether an address can be sent to at all.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import datetime
 
@@ -19,15 +24,22 @@ from sqlalchemy import update
 from sqlmodel import Session, col
 
 from bgworkers.db import utcnow
-from bgworkers.email.actors import send_email, send_urgent_email
+from bgworkers.email.actors import dispatch_emails_later, send_email, send_urgent_email
+from bgworkers.email.batch import Delivery, Draft, Sending, add_emails, deliver_emails
 from bgworkers.email.models import EmailStatus, OutboxEmail
 from bgworkers.email.outbox import InvalidEmail, add_email, is_email_address
+from bgworkers.email.smtp import get_mailer
 from bgworkers.outbox import enqueue
 from bgworkers.outbox.keys import bounded_key
+from bgworkers.settings import get_settings
 
 __all__ = [
+    "Delivery",
+    "Draft",
     "InvalidEmail",
+    "add_emails",
     "cancel_queued_emails",
+    "deliver_now",
     "enqueue_email",
     "is_email_address",
 ]
@@ -92,3 +104,26 @@ def cancel_queued_emails(
     )
     count: int = result.rowcount  # type: ignore[attr-defined]
     return count
+
+
+def deliver_now(session: Session, email_ids: list[int], *, urgent: bool = False) -> Delivery:
+    """Deliver emails written by :func:`add_emails` (committed) on this thread's connection.
+
+    Call it after the commit that wrote them. An email that fails transiently is handed to
+    its own ``send_email`` message (``send_urgent_email`` when ``urgent``: the urgent lane)
+    through the outbox, and retried alone.
+    """
+    settings = get_settings()
+    sending = Sending(
+        mailer=get_mailer(settings),
+        sender=settings.email_from,
+        sending_timeout_s=settings.email_sending_timeout_s,
+        max_attempts=settings.email_max_attempts,
+        clock=utcnow,
+    )
+    return deliver_emails(
+        email_ids,
+        session=session,
+        sending=sending,
+        retry=functools.partial(dispatch_emails_later, session, urgent=urgent),
+    )

@@ -14,9 +14,10 @@ our configuration is wrong, not this email; failing every queued email for it wo
 them. The outbox still gives up on an email after ``email_max_attempts`` attempts.
 
 :class:`SmtpMailer` keeps one connection per worker thread and reuses it (checked with a
-NOOP first), because opening a connection, TLS and login per email costs more than the
-email itself. The mailer is a shared resource of the process: :func:`get_mailer` builds it
-once from the settings; :func:`use_mailer` replaces it (tests point it at their server).
+NOOP first unless used within :data:`TRUSTED_IDLE_S`), because opening a connection, TLS
+and login per email costs more than the email itself. The mailer is a shared resource of
+the process: :func:`get_mailer` builds it once from the settings; :func:`use_mailer`
+replaces it (tests point it at their server).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ import base64
 import smtplib
 import ssl
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
+from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Protocol
 
@@ -60,6 +63,10 @@ class SmtpPermanentError(PermanentError):
 class Mailer(Protocol):
     def send(self, message: EmailMessage) -> None:
         """Deliver ``message`` to the addresses in its headers or raise one of the errors above."""
+
+    def send_bytes(self, *, sender: str, recipients: list[str], data: bytes) -> None:
+        """Deliver a message already in wire form (CRLF lines) from ``sender`` (the envelope's
+        address) to ``recipients``, or raise one of the errors above."""
 
     def close(self) -> None:
         """Release connections (at worker shutdown)."""
@@ -119,6 +126,11 @@ def _is_auth_refusal(code: int, reply: str) -> bool:
     return code in _AUTH_CODES or status in _AUTH_STATUSES
 
 
+#: Seconds a connection may have been idle and still be used without a NOOP first: servers
+#: close idle connections after minutes (RFC 5321 asks for at least 5), so one used a moment
+#: ago is open, and a NOOP per email was a round trip per email.
+TRUSTED_IDLE_S = 2.0
+
 #: Seconds a QUIT may take at shutdown before the connection is simply closed.
 QUIT_TIMEOUT_S = 2.0
 
@@ -150,12 +162,16 @@ class SmtpMailer:
         self._busy: set[smtplib.SMTP] = set()
 
     def send(self, message: EmailMessage) -> None:
-        with client_span("smtp send", self._span_attributes(message)):
-            self._send(message)
-
-    def _span_attributes(self, message: EmailMessage) -> dict[str, object]:
-        # The peer and how many recipients, never who they are.
         recipients = sum(len(message.get_all(h, [])) for h in ("To", "Cc", "Bcc"))
+        with client_span("smtp send", self._span_attributes(recipients)):
+            self._deliver(lambda connection: connection.send_message(message))
+
+    def send_bytes(self, *, sender: str, recipients: list[str], data: bytes) -> None:
+        with client_span("smtp send", self._span_attributes(len(recipients))):
+            self._deliver(lambda connection: connection.sendmail(sender, recipients, data))
+
+    def _span_attributes(self, recipients: int) -> dict[str, object]:
+        # The peer and how many recipients, never who they are.
         return {
             "server.address": self.host,
             "server.port": self.port,
@@ -164,20 +180,29 @@ class SmtpMailer:
             "bgworkers.smtp.recipient_headers": recipients,
         }
 
-    def _send(self, message: EmailMessage) -> None:
+    def _deliver(self, talk: Callable[[smtplib.SMTP], object]) -> None:
         try:
-            connection = self._connection()
-            with self._lock:
-                self._busy.add(connection)
             try:
-                connection.send_message(message)
-            finally:
-                with self._lock:
-                    self._busy.discard(connection)
+                self._talk(talk)
+            except smtplib.SMTPServerDisconnected:
+                # A connection reused without a NOOP (used a moment ago) that the server
+                # has closed since: once more on a new one, as the NOOP check would have.
+                self._discard()
+                self._talk(talk)
         except (smtplib.SMTPException, OSError) as exc:
             self._discard()
             # from None: the original exception holds the server's unscrubbed reply.
             raise classify(exc, secrets=self._secrets()) from None
+
+    def _talk(self, talk: Callable[[smtplib.SMTP], object]) -> None:
+        connection = self._connection()
+        with self._lock:
+            self._busy.add(connection)
+        try:
+            talk(connection)
+        finally:
+            with self._lock:
+                self._busy.discard(connection)
 
     def _secrets(self) -> list[str]:
         """The password as sent: itself, and base64 for AUTH LOGIN and AUTH PLAIN."""
@@ -210,14 +235,20 @@ class SmtpMailer:
     def _connection(self) -> smtplib.SMTP:
         connection: smtplib.SMTP | None = getattr(self._local, "connection", None)
         if connection is not None:
+            recent = time.monotonic() - self._local.used_at < TRUSTED_IDLE_S
+            if recent and connection.sock is not None:  # None: closed (by close(), say)
+                self._local.used_at = time.monotonic()
+                return connection
             try:
                 if connection.noop()[0] == 250:
+                    self._local.used_at = time.monotonic()
                     return connection
             except (smtplib.SMTPException, OSError):
                 pass  # the server closed an idle connection: open a new one below
             self._discard()
         connection = self._connect()
         self._local.connection = connection
+        self._local.used_at = time.monotonic()
         with self._lock:
             self._open.add(connection)
         return connection
@@ -271,6 +302,11 @@ class ConsoleMailer:
             message_id=message["Message-ID"],
             text=body.get_content() if body is not None else "",
         )
+
+    def send_bytes(self, *, sender: str, recipients: list[str], data: bytes) -> None:
+        message = message_from_bytes(data, policy=policy.default)
+        assert isinstance(message, EmailMessage)
+        self.send(message)
 
     def close(self) -> None:
         return None

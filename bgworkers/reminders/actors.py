@@ -1,11 +1,14 @@
 """Actors of the reminders domain: firing (queue ``reminders``) and daily summaries (``email``).
 
-Why the summaries run on the ``email`` queue: at 08:00 a burst of per-user summaries would
-otherwise sit in front of due reminders; a summary is email work and may wait a little.
-The two periodic actors only fan out (one message per reminder or user, written to the
-message outbox in the transaction that stamps them), so one failing reminder or user is
-retried alone. A failing fan-out is
-retried up to 3 times (it is idempotent: stamped rows are not handed out twice).
+Why the summaries run on the ``email`` queue: at 08:00 a burst of summaries would otherwise
+sit in front of due reminders; a summary is email work and may wait a little.
+The two periodic actors only fan out: one message per page of reminders or users, written to
+the message outbox in the transaction that stamps them. A page message writes its page in one
+transaction and delivers the emails itself right after (``deliver_now``), so emails leave
+while later pages are still being written; one reminder or user that cannot be handled is
+handed to its own per-item message (``fire_reminder``, ``send_user_daily_summary``, kept for
+that) and retried alone. A failing fan-out is retried up to 3 times (it is idempotent:
+stamped rows are not handed out twice).
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ from datetime import date
 
 from bgworkers import queues
 from bgworkers.db import session_scope, utcnow
-from bgworkers.outbox import enqueue_many
+from bgworkers.email.api import deliver_now
+from bgworkers.outbox import enqueue, enqueue_many
 from bgworkers.outbox.keys import per_run_key
 from bgworkers.reminders import firing
 from bgworkers.reminders.summary import dispatch_daily_summaries, send_daily_summary
+from bgworkers.reminders.summary_pages import PAGE_SIZE, write_summary_page
 from bgworkers.scheduling.middleware import scheduled_now
 from bgworkers.tasks import task
 
@@ -37,17 +42,50 @@ def fire_reminder(reminder_id: int) -> None:
 
 @task(
     queue=queues.REMINDERS,
+    max_retries=5,
+    min_backoff_ms=5_000,
+    time_limit_ms=60_000,
+    priority=queues.URGENT_PRIORITY,
+)
+def fire_reminder_page(reminder_ids: list[int]) -> None:
+    """Fire a page of due reminders in one transaction, then deliver their emails.
+
+    The emails leave from this message (the reminders lane); one that fails transiently is
+    retried by its own message on the urgent lane, never behind a bulk backlog.
+    """
+    with session_scope() as session:
+
+        def fallback(reminder_id: int) -> None:
+            enqueue(session, fire_reminder, reminder_id)
+
+        email_ids = firing.fire_reminder_page(
+            reminder_ids, session=session, now=utcnow(), fallback=fallback
+        )
+        session.commit()
+        deliver_now(session, email_ids, urgent=True)
+
+
+@task(
+    queue=queues.REMINDERS,
     periodic=True,
     max_retries=3,
     time_limit_ms=55_000,
     priority=queues.URGENT_PRIORITY,
 )
 def check_due_reminders() -> None:
-    """Every minute: record a ``fire_reminder`` message for each due reminder (outbox)."""
+    """Every minute: record a ``fire_reminder_page`` message per page of due reminders.
+
+    Each page of the walk is committed (and so published) as soon as it is stamped, so the
+    first reminders go out while later ones are still being listed.
+    """
     with session_scope() as session:
 
         def dispatch(reminder_ids: list[int]) -> None:
-            enqueue_many(session, fire_reminder, ((i,) for i in reminder_ids))
+            pages = [
+                (reminder_ids[i : i + firing.PAGE_SIZE],)
+                for i in range(0, len(reminder_ids), firing.PAGE_SIZE)
+            ]
+            enqueue_many(session, fire_reminder_page, pages)
 
         firing.dispatch_due_reminders(session=session, now=utcnow(), dispatch=dispatch)
 
@@ -59,17 +97,39 @@ def send_user_daily_summary(user_id: int, local_date: date) -> None:
         send_daily_summary(user_id, local_date, session=session, now=utcnow())
 
 
+@task(queue=queues.EMAIL, max_retries=5, min_backoff_ms=5_000, time_limit_ms=120_000)
+def send_daily_summary_page(user_ids: list[int], local_date: date) -> None:
+    """Write a page of users' summaries in one transaction, then deliver their emails."""
+    with session_scope() as session:
+
+        def fallback(user_id: int) -> None:
+            enqueue(session, send_user_daily_summary, user_id, local_date.isoformat())
+
+        email_ids = write_summary_page(
+            user_ids, local_date, session=session, now=utcnow(), fallback=fallback
+        )
+        session.commit()
+        deliver_now(session, email_ids)
+
+
 @task(queue=queues.EMAIL, periodic=True, max_retries=3, time_limit_ms=600_000)
 def send_daily_email_summary() -> None:
-    """Every quarter hour: record a per-user message for each user due a summary (outbox).
+    """Every quarter hour: record a page message for each page of users due a summary.
 
-    "Due" is judged at the message's tick (08:00 is 08:00 even if this worker's clock is a
-    second behind the scheduler's), as docs/scheduling.md promises.
+    Each page of the walk is committed as soon as it is recorded, so the relay publishes the
+    first pages (and their emails leave) while later users are still being listed. "Due" is
+    judged at the message's tick (08:00 is 08:00 even if this worker's clock is a second
+    behind the scheduler's), as docs/scheduling.md promises.
     """
     now = scheduled_now(fallback=utcnow())
     with session_scope() as session:
 
         def dispatch(page: list[tuple[int, str]]) -> None:
-            enqueue_many(session, send_user_daily_summary, page, dedupe_key=per_run_key)
+            pages = [
+                ([user_id for user_id, _ in page[i : i + PAGE_SIZE]], page[i][1])
+                for i in range(0, len(page), PAGE_SIZE)
+            ]
+            enqueue_many(session, send_daily_summary_page, pages, dedupe_key=per_run_key)
+            session.commit()
 
         dispatch_daily_summaries(session=session, now=now, dispatch=dispatch)

@@ -33,7 +33,7 @@ class ReminderMetrics:
         return cls(
             dispatched=Counter(
                 "bgworkers_reminders_dispatched_total",
-                "fire_reminder messages sent by the every-minute check.",
+                "Due reminders handed out (in page messages) by the every-minute check.",
                 registry=registry,
             ),
             fired=Counter(
@@ -61,7 +61,7 @@ class ReminderMetrics:
             ),
             summaries_dispatched=Counter(
                 "bgworkers_summaries_dispatched_total",
-                "Per-user daily summary messages sent by the quarter-hourly run.",
+                "Users handed out (in summary page messages) by the quarter-hourly run.",
                 registry=registry,
             ),
             summaries_sent=Counter(

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, exists, or_, update
@@ -197,11 +197,21 @@ def reminders_of_day(
             ),
         )
     ).all()
+    return reminder_items(rows, start=start, end=end)
+
+
+def reminder_items(rows: Iterable[Any], *, start: datetime, end: datetime) -> list[SummaryItem]:
+    """The items of ``rows`` (reminders, ORM or Core rows) in ``[start, end)``, by time.
+
+    Rows outside the range give nothing, so a page may pass rows read for a wider range.
+    """
     items: list[SummaryItem] = []
     for row in rows:
         if row.last_fired_at is not None and start <= row.last_fired_at < end:
             items.append(SummaryItem(row.last_fired_at, row.text, "reminder", note="done"))
         if row.status != ReminderStatus.SCHEDULED or row.next_due_at is None:
+            continue
+        if row.next_due_at >= end:
             continue
         try:
             rule = parse_rule(row.recurrence) if row.recurrence else None
@@ -241,6 +251,14 @@ def load_calendar_events(
         since=start - timedelta(days=31),
         before=end + timedelta(days=1),
     )
+    return event_items(rows, local_date=local_date, start=start, end=end)
+
+
+def event_items(
+    rows: Iterable[Any], *, local_date: date, start: datetime, end: datetime
+) -> list[SummaryItem]:
+    """The items of ``rows`` (calendar events) on ``local_date``, whose UTC bounds are
+    ``[start, end)``; all-day events first, then by start time."""
     items: list[SummaryItem] = []
     for event in rows:
         note = "" if event.status == "confirmed" else event.status

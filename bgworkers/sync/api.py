@@ -11,12 +11,20 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+from sqlalchemy import select as core_select
 from sqlmodel import Session, col, select
 
 from bgworkers.sync.models import CalendarEvent, RateLimitSlot
 
-__all__ = ["CalendarEvent", "RateLimitWaits", "calendar_events_starting", "rate_limit_waits"]
+__all__ = [
+    "CalendarEvent",
+    "RateLimitWaits",
+    "calendar_events_of_users",
+    "calendar_events_starting",
+    "rate_limit_waits",
+]
 
 
 def calendar_events_starting(
@@ -64,3 +72,21 @@ def rate_limit_waits(session: Session, *, now: float | None = None) -> list[Rate
         RateLimitWaits(provider, round(f[0], 3), int(f[1]), int(f[2]))
         for provider, f in sorted(totals.items())
     ]
+
+
+def calendar_events_of_users(
+    session: Session, *, user_ids: Sequence[int], since: datetime, before: datetime
+) -> Sequence[Any]:
+    """The users' events starting in ``[since, before)``, by user and start time.
+
+    Core rows with the documented fields of :class:`CalendarEvent` (``user_id``, ``title``,
+    ``status``, ``all_day``, ``starts_at``, ``ends_at``): one query for a page of users, and
+    no ORM objects to build, where a page of daily summaries needs only these.
+    """
+    table = CalendarEvent.__table__  # type: ignore[attr-defined]
+    c = table.c
+    return session.execute(
+        core_select(c.user_id, c.title, c.status, c.all_day, c.starts_at, c.ends_at)
+        .where(c.user_id.in_(list(user_ids)), c.starts_at < before, c.starts_at >= since)
+        .order_by(c.user_id, c.starts_at)
+    ).all()

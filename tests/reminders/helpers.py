@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime
+from email import message_from_bytes, policy
 from email.message import EmailMessage
 
 from sqlalchemy.engine import Engine
@@ -22,6 +23,11 @@ class RecordingMailer:
     def send(self, message: EmailMessage) -> None:
         with self._lock:
             self.sent.append(message)
+
+    def send_bytes(self, *, sender: str, recipients: list[str], data: bytes) -> None:
+        message = message_from_bytes(data, policy=policy.default)
+        assert isinstance(message, EmailMessage) and recipients == [message["To"]]
+        self.send(message)
 
     def close(self) -> None:
         return None

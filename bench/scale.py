@@ -1,0 +1,506 @@
+"""The real jobs at scale: N users, a real worker group, timed until each job's effects show.
+
+What runs, all on this machine:
+
+- a PostgreSQL database of its own (``bench_scale_<random>`` on the server of
+  ``BGW_TEST_POSTGRES_URL``), migrated with ``bgworkers migrate`` and dropped at the end;
+- a RabbitMQ vhost of its own (``bench-scale-<random>`` on the broker of ``BGW_BROKER_URL``,
+  through the management API or ``rabbitmqctl``), deleted at the end;
+- ``dramatiq bgworkers -p P -t T`` (the group an operator runs), with an aiosmtpd sink as its
+  SMTP server and a fake Google Calendar API (``--api-latency-ms``, every ``--throttle-every``-th
+  request a 429 with ``Retry-After``) as its Google (``bench/_scale_servers.py``).
+
+Seeding goes through the documented models and API: N users in a zone where it is now between
+08:00 and 12:00 (so each is due a summary), a reminder for each of the first ``--reminders``
+users (``create_reminder``), a calendar connection for the first ``--calendars`` users. Jobs
+are triggered as an operator triggers them (``bgworkers jobs run JOB``), or, for plain emails,
+by ``enqueue_email`` in one committed transaction, as the application sends them.
+
+Phases, one after the other:
+
+1. ``summaries``: ``send_daily_email_summary``; an effect is the summary accepted by SMTP;
+2. ``reminders``: every reminder's occurrence is moved to the last minute (one UPDATE, the
+   clock cannot be moved) and ``check_due_reminders`` run; an effect is its email at SMTP;
+3. ``emails``: ``--emails`` emails queued by ``enqueue_email``; an effect is the email at SMTP;
+4. ``calendar_first``/``calendar_incremental``: ``sync_calendar_events`` twice; an effect is a
+   connection's ``last_synced_at`` moving past the trigger.
+
+For each: seconds from the trigger to the first and the last effect, items per second (items /
+time to the last effect), the p50/p99 of trigger-to-effect, the group's CPU (every process,
+user + system) per item, and the group's peak RSS (``rss_growth``: the last phase's peak over
+the first's). Before the phases, the ceilings of what we
+do not own: a bare ``smtplib`` client on one connection against the same sink, the fake API
+with 16 threads of a bare ``httpx`` client, and committed single-row PostgreSQL inserts; each
+phase's rate is printed as a fraction of its ceiling. Ends with ``name=value`` lines.
+
+Usage: python bench/scale.py [--users 2000] [--processes 2] [--threads 8] [--phases ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import smtplib
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import _scale_servers as servers
+import httpx
+from sqlalchemy import text, update
+from sqlalchemy.engine import Engine, make_url
+from sqlmodel import Session, col, func, select
+from stack_overhead import (
+    MemorySampler,
+    cpu_seconds,
+    dramatiq_command,
+    free_port,
+    group_pids,
+    metrics_answer,
+    own_vhost,
+    percentile,
+    stop,
+)
+
+from bgworkers.db import make_engine
+
+DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+PHASES = ("summaries", "reminders", "emails", "calendar_first", "calendar_incremental")
+MIB = 1024 * 1024
+
+
+# --- the database of its own -------------------------------------------------------------
+
+
+@contextmanager
+def own_database(server_url: str) -> Iterator[str]:
+    """A fresh PostgreSQL database on the server of ``server_url``; yields its URL."""
+    name = f"bench_scale_{uuid.uuid4().hex[:8]}"
+    admin = make_engine(server_url).execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+        print(f"bench_database={name} (dropped)")
+
+
+def summary_zone(now: datetime) -> str:
+    """A fixed-offset zone where it is now between 08:00 and 12:00 (every user is due)."""
+    for offset in range(-12, 15):
+        name = f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}" if offset else "UTC"
+        if 8 <= now.astimezone(ZoneInfo(name)).hour < 12:
+            return name
+    raise SystemExit("no zone is between 08:00 and 12:00 now")  # pragma: no cover
+
+
+# --- seeding through the models and the API ----------------------------------------------
+
+
+def seed(engine: Engine, args: argparse.Namespace) -> None:
+    from bgworkers.reminders.api import create_reminder
+    from bgworkers.sync.models import CalendarConnection
+    from bgworkers.users.models import User
+
+    zone = summary_zone(datetime.now(UTC))
+    started = time.perf_counter()
+    with Session(engine) as session:
+        for first in range(0, args.users, 1000):
+            session.add_all(
+                User(email=f"u{n}@example.org", display_name=f"User {n}", timezone=zone)
+                for n in range(first, min(first + 1000, args.users))
+            )
+            session.commit()
+        ids = list(session.exec(select(User.id).order_by(col(User.id))).all())
+        due = datetime.now(UTC) + timedelta(hours=1)
+        for user_id in ids[: args.reminders]:
+            assert user_id is not None
+            create_reminder(session=session, user_id=user_id, text="Call the bank", due_at=due)
+        session.add_all(
+            CalendarConnection(user_id=u, access_token=f"token-{u}", refresh_token="r")
+            for u in ids[: args.calendars]
+            if u is not None
+        )
+        session.commit()
+    print(
+        f"seeded {args.users} users in {zone}, {args.reminders} reminders, "
+        f"{args.calendars} calendar connections in {time.perf_counter() - started:.1f} s"
+    )
+
+
+# --- effects ----------------------------------------------------------------------------
+
+
+class SinkLog:
+    """Reads the SMTP sink's ``<time> <recipient>`` lines as they are appended."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.times: list[float] = []
+        self._offset = 0
+
+    def poll(self) -> int:
+        with self.path.open() as f:
+            f.seek(self._offset)
+            chunk = f.read()
+        complete = chunk[: chunk.rfind("\n") + 1]
+        self._offset += len(complete.encode())
+        self.times.extend(float(line.split(" ", 1)[0]) for line in complete.splitlines())
+        return len(self.times)
+
+
+@dataclass
+class PhaseResult:
+    name: str
+    items: int
+    done: int
+    first_s: float
+    last_s: float
+    p50_s: float
+    p99_s: float
+    cpu_ms_per_item: float
+    peak_rss_mib: float
+
+    @property
+    def rate(self) -> float:
+        return self.done / self.last_s if self.last_s > 0 else 0.0
+
+    def line(self) -> str:
+        return (
+            f"{self.name:<22} {self.done:>6}/{self.items:<6} first {self.first_s:7.2f} s  "
+            f"last {self.last_s:7.2f} s  {self.rate:7.1f}/s  p50 {self.p50_s:6.1f} s  "
+            f"p99 {self.p99_s:6.1f} s  cpu {self.cpu_ms_per_item:6.2f} ms/item  "
+            f"peak RSS {self.peak_rss_mib:5.0f} MiB"
+        )
+
+
+def result_of(
+    name: str, items: int, latencies: list[float], cpu_s: float, peak: float
+) -> PhaseResult:
+    ordered = sorted(latencies)
+    if not ordered:
+        return PhaseResult(name, items, 0, 0, 0, 0, 0, 0, peak)
+    return PhaseResult(
+        name=name,
+        items=items,
+        done=len(ordered),
+        first_s=ordered[0],
+        last_s=ordered[-1],
+        p50_s=percentile(ordered, 0.5),
+        p99_s=percentile(ordered, 0.99),
+        cpu_ms_per_item=cpu_s * 1000 / len(ordered),
+        peak_rss_mib=peak,
+    )
+
+
+# --- the run ----------------------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    args: argparse.Namespace
+    env: dict[str, str]
+    engine: Engine
+    sink: SinkLog
+    workdir: Path
+    group: subprocess.Popen[bytes] | None = None
+    #: Seconds the last ``bgworkers jobs run`` took (part of the time to the first effect).
+    command_s: float = 0.0
+
+    def command(self, *words: str) -> None:
+        """A ``bgworkers`` command as an operator types it."""
+        cli = [sys.executable, "-m", "bgworkers.cli", *words]
+        done = subprocess.run(cli, env=self.env, capture_output=True, timeout=120, check=False)
+        if done.returncode:
+            raise SystemExit(f"bgworkers {' '.join(words)}: {done.stderr.decode()[-2000:]}")
+
+    def start_group(self) -> None:
+        log = (self.workdir / "workers.log").open("ab")
+        command = [
+            *dramatiq_command(),
+            "bgworkers",
+            "-p",
+            str(self.args.processes),
+            "-t",
+            str(self.args.threads),
+        ]
+        self.group = subprocess.Popen(command, env=self.env, stdout=log, stderr=log)
+        deadline = time.monotonic() + 120
+        while not metrics_answer(self.env):
+            if self.group.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the worker group did not start; see {self.workdir}/workers.log")
+            time.sleep(0.2)
+        pids = " ".join(str(p) for p in group_pids(self.group.pid))
+        print(f"worker group: {' '.join(command)} (pids {pids})")
+
+    def phase(
+        self,
+        name: str,
+        items: int,
+        trigger: Callable[[], float],
+        effects: Callable[[float], list[float]],
+    ) -> PhaseResult:
+        """Trigger, then poll ``effects(t0)`` (latencies so far) until ``items`` or timeout."""
+        assert self.group is not None
+        with MemorySampler(self.group.pid, interval_s=0.5) as memory:
+            cpu_before = cpu_seconds(group_pids(self.group.pid))
+            t0 = trigger()
+            deadline = time.time() + self.args.timeout_s
+            latencies = effects(t0)
+            while len(latencies) < items and time.time() < deadline:
+                time.sleep(0.25)
+                latencies = effects(t0)
+            cpu = cpu_seconds(group_pids(self.group.pid)) - cpu_before
+        result = result_of(name, items, latencies, cpu, memory.peak[0] / MIB)
+        command = (
+            f"  (of which `bgworkers jobs run` {self.command_s:.1f} s)" if self.command_s else ""
+        )
+        print(result.line() + command, flush=True)
+        self.command_s = 0.0
+        return result
+
+    def email_effects(self, count_before: int) -> Callable[[float], list[float]]:
+        def effects(t0: float) -> list[float]:
+            self.sink.poll()
+            return [t - t0 for t in self.sink.times[count_before:]]
+
+        return effects
+
+    def run_job(self, job: str) -> Callable[[], float]:
+        def trigger() -> float:
+            t0 = time.time()
+            self.command("jobs", "run", job)
+            self.command_s = time.time() - t0
+            return t0
+
+        return trigger
+
+    def summaries(self) -> PhaseResult:
+        before = self.sink.poll()
+        trigger = self.run_job("send_daily_email_summary")
+        return self.phase("summaries", self.args.users, trigger, self.email_effects(before))
+
+    def reminders(self) -> PhaseResult:
+        from bgworkers.reminders.models import Reminder
+
+        with Session(self.engine) as session:  # due over the last minute, spread by id
+            session.execute(
+                update(Reminder).values(
+                    next_due_at=func.now() - func.make_interval(0, 0, 0, 0, 0, 0, Reminder.id % 60)
+                )
+            )
+            session.commit()
+        before = self.sink.poll()
+        trigger = self.run_job("check_due_reminders")
+        return self.phase("reminders", self.args.reminders, trigger, self.email_effects(before))
+
+    def emails(self) -> PhaseResult:
+        from bgworkers.email.api import enqueue_email
+
+        before = self.sink.poll()
+        session = Session(self.engine)
+        run = uuid.uuid4().hex[:6]
+        for n in range(self.args.emails):
+            enqueue_email(
+                session=session,
+                recipient=f"plain{n}@example.org",
+                subject=f"Your invoice {n}",
+                text="Hello,\n\nyour invoice is attached.\n" * 10,
+                idempotency_key=f"bench-{run}-{n}",
+            )
+
+        def trigger() -> float:
+            t0 = time.time()
+            session.commit()
+            session.close()
+            return t0
+
+        return self.phase("emails", self.args.emails, trigger, self.email_effects(before))
+
+    def calendar(self, name: str) -> PhaseResult:
+        from bgworkers.sync.models import CalendarConnection
+
+        def effects(t0: float) -> list[float]:
+            since = datetime.fromtimestamp(t0, UTC)
+            with Session(self.engine) as session:
+                synced = session.exec(
+                    select(CalendarConnection.last_synced_at).where(
+                        col(CalendarConnection.last_synced_at) >= since
+                    )
+                ).all()
+            return [s.timestamp() - t0 for s in synced if s is not None]
+
+        trigger = self.run_job("sync_calendar_events")
+        return self.phase(name, self.args.calendars, trigger, effects)
+
+
+# --- ceilings of the parts we do not own --------------------------------------------------
+
+
+def smtp_ceiling(port: int, count: int) -> float:
+    """Emails/s a bare smtplib client sends on one connection to the sink."""
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = "a@localhost", "c@example.org", "x"
+    message.set_content("Hello,\n\nyour invoice is attached.\n" * 10)
+    started = time.perf_counter()
+    with smtplib.SMTP("127.0.0.1", port) as client:
+        for _ in range(count):
+            client.send_message(message)
+    return count / (time.perf_counter() - started)
+
+
+def api_ceiling(base: str, count: int, threads: int = 16) -> float:
+    """Requests/s a bare httpx client (``threads`` threads) gets from the fake API."""
+    with httpx.Client() as client:
+
+        def get(n: int) -> int:
+            url = f"{base}/calendars/primary/events"
+            headers = {"Authorization": f"Bearer ceiling-{n}"}
+            return client.get(url, headers=headers).status_code
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(get, range(count)))
+        return count / (time.perf_counter() - started)
+
+
+def insert_ceiling(engine: Engine, count: int) -> float:
+    """Committed single-row inserts per second into a scratch table."""
+    with engine.connect() as conn:
+        conn.execute(text("CREATE TABLE bench_ceiling (id serial primary key, v text)"))
+        conn.commit()
+        started = time.perf_counter()
+        for n in range(count):
+            conn.execute(text("INSERT INTO bench_ceiling (v) VALUES (:v)"), {"v": str(n)})
+            conn.commit()
+        rate = count / (time.perf_counter() - started)
+        conn.execute(text("DROP TABLE bench_ceiling"))
+        conn.commit()
+    return rate
+
+
+# --- main -------------------------------------------------------------------------------
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--users", type=int, default=2_000)
+    parser.add_argument("--reminders", type=int, default=None, help="default: --users")
+    parser.add_argument("--emails", type=int, default=None, help="default: --users")
+    parser.add_argument("--calendars", type=int, default=None, help="default: --users")
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--api-latency-ms", type=float, default=30.0)
+    parser.add_argument("--throttle-every", type=int, default=0, help="429 every Nth request")
+    parser.add_argument("--timeout-s", type=float, default=600.0, help="per phase")
+    parser.add_argument("--phases", default=",".join(PHASES))
+    parser.add_argument("--ceiling-count", type=int, default=2_000)
+    args = parser.parse_args()
+    for name in ("reminders", "emails", "calendars"):
+        if getattr(args, name) is None:
+            setattr(args, name, args.users)
+    return args
+
+
+def environment(args: argparse.Namespace, vhost_url: str, db_url: str, workdir: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BGW_")}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.update(
+        BGW_BROKER_URL=vhost_url,
+        BGW_DATABASE_URL=db_url,
+        BGW_DATA_DIR=str(workdir / "data"),
+        BGW_LOG_FORMAT="json",
+        BGW_METRICS_HOST="127.0.0.1",
+        BGW_METRICS_PORT=str(free_port()),
+        BGW_SMTP_HOST="127.0.0.1",
+        BGW_SMTP_PORT=str(args.smtp_port),
+        BGW_GOOGLE_API_BASE_URL=args.api_base,
+        BGW_GOOGLE_TOKEN_URL=f"{args.api_base}/token",
+        BGW_GOOGLE_CLIENT_ID="bench",
+        BGW_GOOGLE_CLIENT_SECRET="bench",
+    )
+    return env
+
+
+def main() -> None:
+    args = parse_args()
+    phases = [p for p in args.phases.split(",") if p]
+    broker_url = os.environ.get("BGW_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
+    pg_url = os.environ.get("BGW_TEST_POSTGRES_URL", DEFAULT_POSTGRES)
+    args.smtp_port, api_port = free_port(), free_port()
+    args.api_base = f"http://127.0.0.1:{api_port}"
+    with contextlib.ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-scale-")))
+        sink_path = workdir / "smtp.log"
+        sink_path.touch()
+        smtp = servers.start(servers.run_smtp_sink, args.smtp_port, str(sink_path))
+        stack.callback(smtp.terminate)
+        api = servers.start(
+            servers.run_fake_google, api_port, args.api_latency_ms / 1000, args.throttle_every
+        )
+        stack.callback(api.terminate)
+        vhost_url = stack.enter_context(own_vhost(broker_url, "bench-scale"))
+        db_url = stack.enter_context(own_database(pg_url))
+        engine = make_engine(db_url)
+        stack.callback(engine.dispose)
+        bench = Bench(args, environment(args, vhost_url, db_url, workdir), engine,
+                      SinkLog(sink_path), workdir)  # fmt: skip
+        bench.command("migrate")
+        seed(engine, args)
+        ceilings = {
+            "smtp_ceiling_per_s": smtp_ceiling(args.smtp_port, args.ceiling_count),
+            "api_ceiling_per_s": api_ceiling(args.api_base, args.ceiling_count),
+            "pg_insert_ceiling_per_s": insert_ceiling(engine, args.ceiling_count),
+        }
+        print("ceilings: " + ", ".join(f"{k} {v:.0f}" for k, v in ceilings.items()))
+        bench.start_group()
+        assert bench.group is not None
+        stack.callback(stop, bench.group)
+        runs = {
+            "summaries": bench.summaries,
+            "reminders": bench.reminders,
+            "emails": bench.emails,
+            "calendar_first": lambda: bench.calendar("calendar_first"),
+            "calendar_incremental": lambda: bench.calendar("calendar_incremental"),
+        }
+        results = [runs[p]() for p in phases]
+        report(args, results, ceilings)
+
+
+def report(args: argparse.Namespace, results: list[PhaseResult], ceilings: dict) -> None:
+    print(f"users={args.users} group={args.processes}x{args.threads}")
+    for key, value in ceilings.items():
+        print(f"{key}={value:.0f}")
+    for r in results:
+        ceiling = ceilings[
+            "api_ceiling_per_s" if r.name.startswith("cal") else "smtp_ceiling_per_s"
+        ]
+        print(f"{r.name}_done={r.done}")
+        print(f"{r.name}_first_s={r.first_s:.2f}")
+        print(f"{r.name}_last_s={r.last_s:.2f}")
+        print(f"{r.name}_per_s={r.rate:.1f}")
+        print(f"{r.name}_p50_s={r.p50_s:.2f}")
+        print(f"{r.name}_p99_s={r.p99_s:.2f}")
+        print(f"{r.name}_cpu_ms_per_item={r.cpu_ms_per_item:.2f}")
+        print(f"{r.name}_fraction_of_ceiling={r.rate / ceiling:.3f}")
+    if results:  # the group's memory after warm-up (the first phase) against the last phase
+        print(f"peak_rss_mib={max(r.peak_rss_mib for r in results):.0f}")
+        print(f"rss_growth={results[-1].peak_rss_mib / results[0].peak_rss_mib:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""Emails by the page: one INSERT per page, one claim, one SMTP connection, bad rows alone."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from email.message import EmailMessage
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from bgworkers.email.batch import Draft, Sending, add_emails, deliver_emails
+from bgworkers.email.models import EmailStatus, OutboxEmail
+from bgworkers.email.smtp import Mailer, SmtpTransientError
+from tests.email.helpers import SmtpServer
+
+NOW = datetime(2026, 11, 25, 7, 15, tzinfo=UTC)
+
+
+def drafts(count: int, *, prefix: str = "page") -> list[Draft]:
+    return [
+        Draft(
+            recipient=f"user{n}@example.org",
+            subject=f"Hello {n}",
+            text=f"Body {n}\n",
+            key=f"{prefix}:{n}",
+        )
+        for n in range(count)
+    ]
+
+
+def sending(mailer: Mailer, max_attempts: int = 3) -> Sending:
+    return Sending(
+        mailer=mailer,
+        sender="assistant@example.org",
+        sending_timeout_s=600,
+        max_attempts=max_attempts,
+        clock=lambda: NOW,
+    )
+
+
+def statuses(engine: Engine) -> dict[str, str]:
+    with Session(engine) as session:
+        rows = session.exec(select(OutboxEmail).order_by(col(OutboxEmail.id))).all()
+        return {row.recipient: row.status for row in rows}
+
+
+def test_a_page_is_written_once_and_a_bad_draft_alone_is_refused(db_engine: Engine) -> None:
+    page = [*drafts(3), Draft(recipient="not an address", subject="x", text="y", key="page:bad")]
+    with Session(db_engine) as session:
+        written = add_emails(session, page, now=NOW)
+        session.commit()
+        assert sorted(written) == ["page:0", "page:1", "page:2"]
+        assert add_emails(session, page, now=NOW) == {}  # every key exists: nothing new
+        session.commit()
+    assert statuses(db_engine) == {f"user{n}@example.org": "queued" for n in range(3)}
+
+
+def test_a_page_goes_out_on_one_connection_and_never_twice(
+    db_engine: Engine, smtp_server: SmtpServer
+) -> None:
+    mailer = smtp_server.mailer()
+    with Session(db_engine) as session:
+        ids = list(add_emails(session, drafts(12), now=NOW).values())
+        session.commit()
+        retried: list[int] = []
+        done = deliver_emails(ids, session=session, sending=sending(mailer), retry=retried.extend)
+        again = deliver_emails(ids, session=session, sending=sending(mailer), retry=retried.extend)
+    assert sorted(done.sent) == sorted(ids) and not retried
+    assert again.sent == [] and again.skipped == 12  # a duplicated message sends nothing
+    received = smtp_server.handler.wait_for(12)
+    assert len(received) == 12 and smtp_server.handler.connections == 1
+    assert set(statuses(db_engine).values()) == {"sent"}
+
+
+def test_one_refused_and_one_deferred_email_do_not_hold_the_page(
+    db_engine: Engine, smtp_server: SmtpServer
+) -> None:
+    handler = smtp_server.handler
+    with Session(db_engine) as session:
+        ids = sorted(add_emails(session, drafts(5), now=NOW).values())
+        session.commit()
+        handler.rcpt_replies.append("550 5.1.1 No such user")  # the first email's RCPT
+        handler.data_replies.append("451 4.3.0 Try again later")  # the second email's DATA
+        retried: list[int] = []
+        done = deliver_emails(
+            ids, session=session, sending=sending(smtp_server.mailer()), retry=retried.extend
+        )
+    assert done.failed == [ids[0]] and done.retried == [ids[1]] == retried
+    assert sorted(done.sent) == ids[2:]
+    assert len(handler.wait_for(3)) == 3
+    assert statuses(db_engine) == {
+        "user0@example.org": "failed",
+        "user1@example.org": "queued",
+        "user2@example.org": "sent",
+        "user3@example.org": "sent",
+        "user4@example.org": "sent",
+    }
+
+
+class PoisonedMailer:
+    """Raises an unexpected error for one recipient, sends the others through ``inner``."""
+
+    def __init__(self, inner: Mailer, poisoned: str) -> None:
+        self.inner, self.poisoned = inner, poisoned
+
+    def send(self, message: EmailMessage) -> None:
+        if message["To"] == self.poisoned:
+            raise RuntimeError("cannot encode this one")
+        self.inner.send(message)
+
+    def send_bytes(self, *, sender: str, recipients: list[str], data: bytes) -> None:
+        if recipients == [self.poisoned]:
+            raise RuntimeError("cannot encode this one")
+        self.inner.send_bytes(sender=sender, recipients=recipients, data=data)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_an_unexpected_error_on_one_email_is_retried_alone(
+    db_engine: Engine, smtp_server: SmtpServer
+) -> None:
+    mailer = PoisonedMailer(smtp_server.mailer(), "user1@example.org")
+    with Session(db_engine) as session:
+        ids = sorted(add_emails(session, drafts(3), now=NOW).values())
+        session.commit()
+        retried: list[int] = []
+        done = deliver_emails(ids, session=session, sending=sending(mailer), retry=retried.extend)
+    assert retried == [ids[1]] and sorted(done.sent) == [ids[0], ids[2]]
+    assert len(smtp_server.handler.wait_for(2)) == 2
+    with Session(db_engine) as session:
+        row = session.get(OutboxEmail, ids[1])
+        assert row is not None and row.status == EmailStatus.QUEUED
+        assert row.claim_token is None and "RuntimeError" in (row.last_error or "")
+
+
+class DownMailer:
+    """An SMTP server that does not answer: every send fails without a reply."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def send(self, message: EmailMessage) -> None:
+        raise AssertionError("the wire form is used")
+
+    def send_bytes(self, *, sender: str, recipients: list[str], data: bytes) -> None:
+        self.calls += 1
+        raise SmtpTransientError("ConnectionRefusedError: [Errno 111] Connection refused")
+
+    def close(self) -> None:
+        return None
+
+
+def test_a_server_that_does_not_answer_is_tried_once_per_page(db_engine: Engine) -> None:
+    mailer = DownMailer()
+    with Session(db_engine) as session:
+        ids = sorted(add_emails(session, drafts(4), now=NOW).values())
+        session.commit()
+        retried: list[int] = []
+        done = deliver_emails(ids, session=session, sending=sending(mailer), retry=retried.extend)
+    assert mailer.calls == 1 and done.sent == [] and retried == ids == done.retried
+    with Session(db_engine) as session:
+        rows = session.exec(select(OutboxEmail).order_by(col(OutboxEmail.id))).all()
+    assert {row.status for row in rows} == {EmailStatus.QUEUED}
+    assert "Connection refused" in (rows[0].last_error or "")
+    assert all((row.last_error or "").startswith("not tried") for row in rows[1:])
