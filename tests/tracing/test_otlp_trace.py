@@ -1,4 +1,4 @@
-"""One reminder's trace, end to end: scheduler, worker processes, outbox, a retry, SMTP.
+"""One reminder's trace, end to end: scheduler, worker processes, outbox, the urgent lane, a retry, SMTP.
 
 Real RabbitMQ, PostgreSQL and SMTP (aiosmtpd); the spans go over OTLP/HTTP to a receiver of
 the test's own that decodes the protobuf payloads, as a collector would.
@@ -111,7 +111,9 @@ def test_a_reminders_trace_from_the_scheduler_tick_to_the_smtp_server(
     postgres_engine: Engine,
 ) -> None:
     handler, _ = smtp
-    handler.data_replies.append("451 4.3.0 Try again later")  # the first attempt is deferred
+    # Deferred twice: once in the reminder page's own delivery (handed to the urgent lane),
+    # once in the urgent message's first attempt (retried by dramatiq).
+    handler.data_replies.extend(["451 4.3.0 Try again later", "451 4.3.0 Try again later"])
     with Session(postgres_engine) as session:
         user = User(email="ada@example.org", display_name="Ada", timezone="UTC")
         session.add(user)
@@ -128,20 +130,20 @@ def test_a_reminders_trace_from_the_scheduler_tick_to_the_smtp_server(
     system.start("scheduler", str(BIN / "periodiq"), "bgworkers")
 
     def delivered() -> bool:
-        spans = trace_of(receiver, "send_email")
+        spans = trace_of(receiver, "send_urgent_email")
         return (
-            sum(s.name == "smtp send" for s in spans) == 2
+            sum(s.name == "smtp send" for s in spans) == 3
             and all(s.end_ns for s in spans)
             and any(
                 s.attributes.get("bgworkers.outcome") == "succeeded"
-                and s.attributes.get("bgworkers.actor") == "send_email"
+                and s.attributes.get("bgworkers.actor") == "send_urgent_email"
                 for s in spans
             )
         )
 
     # The scheduler ticks at the next minute boundary: at most ~60 s away.
     wait_for(delivered, timeout_s=150, what="the reminder's email delivered, traced")
-    spans = trace_of(receiver, "send_email")
+    spans = trace_of(receiver, "send_urgent_email")
     if TREE_FILE:
         Path(TREE_FILE).write_text(tree(spans) + "\n")
     if SVG_FILE:
@@ -160,19 +162,20 @@ def test_a_reminders_trace_from_the_scheduler_tick_to_the_smtp_server(
     assert [link[1] for link in check.links] == [tick.span_id]
     assert check.attributes["bgworkers.outcome"] == "succeeded"
 
-    create_fire = one(spans, "create reminders", **{"bgworkers.actor": "fire_reminder"})
-    assert (create_fire.kind, create_fire.parent_id) == ("PRODUCER", check.span_id)
-    fire = one(spans, "process reminders", **{"bgworkers.actor": "fire_reminder"})
-    assert (fire.kind, fire.parent_id) == ("CONSUMER", create_fire.span_id)
+    create_page = one(spans, "create reminders", **{"bgworkers.actor": "fire_reminder_page"})
+    assert (create_page.kind, create_page.parent_id) == ("PRODUCER", check.span_id)
+    page = one(spans, "process reminders", **{"bgworkers.actor": "fire_reminder_page"})
+    assert (page.kind, page.parent_id) == ("CONSUMER", create_page.span_id)
+    assert page.attributes["bgworkers.outcome"] == "succeeded"
 
-    create_email = one(spans, "create email", **{"bgworkers.actor": "send_email"})
-    assert (create_email.kind, create_email.parent_id) == ("PRODUCER", fire.span_id)
-    first = one(spans, "process email", **{"bgworkers.retries": 0})
-    second = one(spans, "process email", **{"bgworkers.retries": 1})
+    create_email = one(spans, "create urgent", **{"bgworkers.actor": "send_urgent_email"})
+    assert (create_email.kind, create_email.parent_id) == ("PRODUCER", page.span_id)
+    first = one(spans, "process urgent", **{"bgworkers.retries": 0})
+    second = one(spans, "process urgent", **{"bgworkers.retries": 1})
     for attempt in (first, second):
         assert (attempt.kind, attempt.parent_id) == ("CONSUMER", create_email.span_id)
         assert attempt.attributes["messaging.system"] == "rabbitmq"
-        assert attempt.attributes["messaging.destination.name"] == "email"
+        assert attempt.attributes["messaging.destination.name"] == "urgent"
     assert first.attributes["bgworkers.outcome"] == "retried"
     assert first.status == "ERROR" and "451" in first.status_message
     assert second.attributes["bgworkers.outcome"] == "succeeded" and second.status == "UNSET"
@@ -181,10 +184,10 @@ def test_a_reminders_trace_from_the_scheduler_tick_to_the_smtp_server(
         (first.span_id, "first_attempt"),
     }
     conversations = sorted((s for s in spans if s.name == "smtp send"), key=lambda s: s.start_ns)
-    assert [ids[s.parent_id] for s in conversations] == [first, second]
+    assert [ids[s.parent_id] for s in conversations] == [page, first, second]
     assert all(s.kind == "CLIENT" for s in conversations)
-    assert conversations[0].status == "ERROR" and conversations[1].status == "UNSET"
-    assert conversations[1].attributes["server.address"] == "127.0.0.1"
+    assert [s.status for s in conversations] == ["ERROR", "ERROR", "UNSET"]
+    assert conversations[2].attributes["server.address"] == "127.0.0.1"
 
     # The relay published each outbox message in a batch of its own trace, linked to it.
     relayed = [
@@ -193,7 +196,7 @@ def test_a_reminders_trace_from_the_scheduler_tick_to_the_smtp_server(
         if s.attributes.get("bgworkers.outbox") and s.name.startswith("send ")
     ]
     linked = {link[1] for s in relayed for link in s.links}
-    assert {create_fire.span_id, create_email.span_id} <= linked
+    assert {create_page.span_id, create_email.span_id} <= linked
     assert all(s.kind == "PRODUCER" and s.parent_id == "" for s in relayed)
     # No argument, address or error text with a secret in any attribute.
     for span in receiver.snapshot():
