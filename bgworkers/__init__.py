@@ -6,7 +6,7 @@ RabbitMQ broker with bgworkers' middleware, makes it dramatiq's global broker an
 domain's actors. It opens no connection, changes no logging, starts no thread or server, and a
 bad ``BGW_*`` value raises :class:`~bgworkers.errors.ConfigurationError`, which the application
 can catch. What a worker or scheduler process needs beyond that (logging, metrics and health
-endpoints) is set up by that process's boot hook: see :mod:`bgworkers.boot`.
+endpoints) is set up by that process's boot hook: see :mod:`bgworkers.processes.boot`.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import sys
 
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-from bgworkers.boot import operator_command
 from bgworkers.errors import ConfigurationError
 from bgworkers.metrics.multiproc import prepare_multiprocess_dir
+from bgworkers.processes.boot import operator_command
 from bgworkers.settings import get_settings
 
 #: Every module that declares actors, one per domain; a new domain adds its line here.
@@ -38,7 +38,7 @@ def _wire() -> RabbitmqBroker:
     """Build and install the broker, then declare every actor on it."""
     settings = get_settings()
     prepare_multiprocess_dir(settings.metrics_dir)  # before anything imports prometheus_client
-    from bgworkers.broker import build_broker, install
+    from bgworkers.brokers.rabbitmq import build_broker, install
 
     built = build_broker(settings)
     install(built)
@@ -67,8 +67,8 @@ def __getattr__(name: str) -> object:
 
 
 if operator_command() == "periodiq":
-    # periodiq has no process hook of its own (see bgworkers.boot).
-    from bgworkers.boot import boot_scheduler
+    # periodiq has no process hook of its own (see bgworkers.processes.boot).
+    from bgworkers.processes.boot import boot_scheduler
 
     boot_scheduler()
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import bgworkers
 from bgworkers import queues
-from bgworkers.broker import build_broker, build_stub_broker
+from bgworkers.brokers.rabbitmq import build_broker, build_stub_broker
 from bgworkers.settings import get_settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -35,7 +35,7 @@ import bgworkers.email.api, bgworkers.reminders.api
 assert (list(root.handlers), root.level, [h.formatter for h in root.handlers]) == before
 assert {t.ident for t in threading.enumerate()} == threads_before, "import started a thread"
 assert not structlog.is_configured(), "import configured structlog for the application"
-from bgworkers.logs import get_logger
+from bgworkers.logs.loggers import get_logger
 get_logger("bgworkers.probe").warning("probe_event", smtp_password="hunter2", count=3)
 logging.getLogger("app").warning("app line")
 """
@@ -99,7 +99,7 @@ def test_a_bad_schedule_override_is_a_configuration_error_too() -> None:
 
 
 def test_operator_commands_are_told_apart_from_applications() -> None:
-    from bgworkers.boot import operator_command
+    from bgworkers.processes.boot import operator_command
 
     assert operator_command(["/srv/venv/bin/dramatiq", "bgworkers"]) == "dramatiq"
     assert operator_command(["/usr/lib/python3/dramatiq/__main__.py"]) == "dramatiq"

@@ -27,8 +27,8 @@ from bgworkers.console.dead_letters import (
     mark_processed,
     record_dead_letter,
 )
-from bgworkers.db import session_scope, utcnow
-from bgworkers.logs import get_logger
+from bgworkers.db.engine import session_scope, utcnow
+from bgworkers.logs.loggers import get_logger
 from bgworkers.middleware.retry_policy import REASON_ATTR
 
 log = get_logger(__name__)

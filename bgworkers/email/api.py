@@ -17,7 +17,7 @@ from datetime import datetime
 from sqlalchemy import update
 from sqlmodel import Session, col
 
-from bgworkers.db import utcnow
+from bgworkers.db.engine import utcnow
 from bgworkers.email.actors import send_email
 from bgworkers.email.models import EmailStatus, OutboxEmail
 from bgworkers.email.outbox import InvalidEmail, add_email, is_email_address

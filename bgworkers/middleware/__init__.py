@@ -1,1 +1,1 @@
-"""bgworkers' middleware, one module each; :mod:`bgworkers.broker` puts them in order."""
+"""bgworkers' middleware, one module each; :mod:`bgworkers.brokers.rabbitmq` puts them in order."""

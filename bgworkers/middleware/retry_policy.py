@@ -9,7 +9,7 @@ every actor lists ``throws``. This middleware replaces it and keeps its actor op
 milliseconds. As in dramatiq, ``on_retry_exhausted`` names an actor that is sent
 ``(message_data, {"retries": n, "max_retries": m})`` when a message is dead-lettered because
 its retries ran out (or ``retry_when`` declined), not for a permanent error; unlike dramatiq,
-only the actor may set it, never the message (see :mod:`bgworkers.envelope`).
+only the actor may set it, never the message (see :mod:`bgworkers.brokers.envelope`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from dramatiq.common import compute_backoff
 from dramatiq.middleware import Middleware
 
 from bgworkers.errors import PermanentError, TransientError
-from bgworkers.logs import get_logger
+from bgworkers.logs.loggers import get_logger
 
 log = get_logger(__name__)
 

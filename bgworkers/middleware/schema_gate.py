@@ -22,14 +22,19 @@ from collections.abc import Callable
 import dramatiq
 from dramatiq.middleware import Middleware
 
-from bgworkers.diagnosis import EXIT_UNAVAILABLE, Problem, database_problem, schema_problem
+from bgworkers.processes.diagnosis import (
+    EXIT_UNAVAILABLE,
+    Problem,
+    database_problem,
+    schema_problem,
+)
 
 
 class SchemaGate(Middleware):
     """Stops a ``dramatiq bgworkers`` worker process at boot if the schema is not current."""
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
-        from bgworkers.boot import operator_command
+        from bgworkers.processes.boot import operator_command
 
         if operator_command() != "dramatiq":
             return  # emitted in-process (tests, an application): not a worker process
@@ -40,7 +45,7 @@ class SchemaGate(Middleware):
 
 def check_schema_or_say_why() -> int:
     """0 when the schema is current; else print one line on stderr and return the exit code."""
-    from bgworkers.db import get_engine
+    from bgworkers.db.engine import get_engine
     from bgworkers.settings import get_settings
 
     settings = get_settings()

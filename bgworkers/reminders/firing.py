@@ -18,7 +18,7 @@ from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
 
 from bgworkers.email.api import enqueue_email, is_email_address
-from bgworkers.logs import get_logger
+from bgworkers.logs.loggers import get_logger
 from bgworkers.reminders.formatting import render_reminder
 from bgworkers.reminders.metrics import REMINDER_METRICS
 from bgworkers.reminders.models import Reminder, ReminderStatus

@@ -37,8 +37,8 @@ from dramatiq.broker import MessageProxy
 from dramatiq.errors import ActorNotFound
 from dramatiq.middleware import Middleware, SkipMessage
 
-from bgworkers.db import session_scope, utcnow
-from bgworkers.logs import get_logger
+from bgworkers.db.engine import session_scope, utcnow
+from bgworkers.logs.loggers import get_logger
 from bgworkers.middleware.outcome import outcome_of
 from bgworkers.scheduling.claims import Claim, claim_run, finish_run
 from bgworkers.scheduling.metrics import SCHEDULE_METRICS

@@ -19,8 +19,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bgworkers.diagnosis import broker_problem
-from bgworkers.logs import get_logger
+from bgworkers.logs.loggers import get_logger
+from bgworkers.processes.diagnosis import broker_problem
 
 log = get_logger("bgworkers.scheduling")
 

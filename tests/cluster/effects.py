@@ -17,7 +17,7 @@ from dramatiq.middleware import CurrentMessage
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from bgworkers.db import session_scope
+from bgworkers.db.engine import session_scope
 from bgworkers.errors import TransientError
 
 QUEUE = "cluster_probe"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bgworkers.broker import build_broker
+from bgworkers.brokers.rabbitmq import build_broker
 from bgworkers.middleware.exporter import LOCK_NAME, GroupExporter, claim_exporter
 from bgworkers.middleware.metrics import MessageMetrics
 from bgworkers.settings import get_settings

@@ -18,9 +18,9 @@ from dramatiq.middleware import CurrentMessage
 
 from bgworkers import queues
 from bgworkers.errors import TransientError
-from bgworkers.schedule import ScheduledJob
 from bgworkers.scheduling.middleware import TICK_OPTION
 from bgworkers.scheduling.periodic import CronPeriod
+from bgworkers.scheduling.schedule import ScheduledJob
 from bgworkers.settings import get_settings
 
 PROBES = (

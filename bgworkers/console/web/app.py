@@ -40,8 +40,8 @@ from bgworkers.console.web.security import (
     csrf_ok,
     new_csrf_token,
 )
-from bgworkers.db import utcnow
-from bgworkers.logs import get_logger
+from bgworkers.db.engine import utcnow
+from bgworkers.logs.loggers import get_logger
 from bgworkers.monitoring.queue_depth import reader_from_settings
 from bgworkers.settings import Settings
 

@@ -9,7 +9,7 @@ Two situations, on purpose:
   reach the application's handlers as one ``event key=value ...`` line, secrets scrubbed.
 - **In the processes bgworkers starts** (``dramatiq bgworkers`` workers,
   ``periodiq bgworkers``, the ``bgworkers`` command), :func:`configure_logging` is called once
-  from the process's boot hook (see :mod:`bgworkers.boot`): one handler on the root logger
+  from the process's boot hook (see :mod:`bgworkers.processes.boot`): one handler on the root logger
   renders every line as JSON (or console text), library loggers (dramatiq, pika, periodiq)
   included, so every line on stdout has one shape and carries the message context bound by the
   logging middleware.
@@ -34,14 +34,19 @@ import orjson
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from bgworkers.log_noise import LibraryNoiseFilter
-from bgworkers.log_writer import BatchedLineWriter
+from bgworkers.logs.log_noise import LibraryNoiseFilter
+from bgworkers.logs.log_writer import BatchedLineWriter
 
 # Redaction lives in its own module (bounded and linear); re-exported for existing callers.
-from bgworkers.redaction import MAX_FIELD_CHARS, MAX_TRACEBACK_CHARS, is_secret_key, may_hold_secret
-from bgworkers.redaction import REDACTED as REDACTED
-from bgworkers.redaction import redact_text as redact_text
-from bgworkers.redaction import redact_value as redact_value
+from bgworkers.logs.redaction import (
+    MAX_FIELD_CHARS,
+    MAX_TRACEBACK_CHARS,
+    is_secret_key,
+    may_hold_secret,
+)
+from bgworkers.logs.redaction import REDACTED as REDACTED
+from bgworkers.logs.redaction import redact_text as redact_text
+from bgworkers.logs.redaction import redact_value as redact_value
 
 
 def redact_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
@@ -197,7 +202,7 @@ class _PipeTolerantHandler(logging.StreamHandler):  # type: ignore[type-arg]
     formatter keeps no state between records, so rendering needs no lock.
 
     With ``batched`` (worker processes), lines below WARNING are written a batch at a time
-    (:mod:`bgworkers.log_writer`, which says why and what it costs).
+    (:mod:`bgworkers.logs.log_writer`, which says why and what it costs).
     """
 
     def __init__(self, stream: TextIO, *, batched: bool = False) -> None:
@@ -346,9 +351,9 @@ def configure_logging(
 ) -> None:
     """Route every logger of this process to one handler on ``stream`` (bgworkers' processes).
 
-    Only the processes bgworkers starts call this (see :mod:`bgworkers.boot`); an application
-    that imports bgworkers keeps its own logging. ``batched``: lines below WARNING are written
-    a batch at a time (worker processes, see :mod:`bgworkers.log_writer`).
+    Only the processes bgworkers starts call this (see :mod:`bgworkers.processes.boot`); an
+    application that imports bgworkers keeps its own logging. ``batched``: lines below WARNING are
+    written a batch at a time (worker processes, see :mod:`bgworkers.logs.log_writer`).
     """
     stream = stream or sys.__stdout__ or sys.stdout
     renderer: Processor

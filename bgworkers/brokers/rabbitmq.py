@@ -8,7 +8,7 @@ and the worker-process boot, added after it on the RabbitMQ broker, have no mess
 
 :class:`ScreeningRabbitmqBroker` is dramatiq's RabbitMQ broker with two guards that must sit
 below the middleware: its consumer checks every delivery with
-:func:`bgworkers.envelope.decode_envelope` before dramatiq reads it (an invalid one is
+:func:`bgworkers.brokers.envelope.decode_envelope` before dramatiq reads it (an invalid one is
 nacked, so RabbitMQ moves it to ``<queue>.XQ``, with the reason logged and counted), and its
 ``enqueue`` refuses a message over ``BGW_MESSAGE_MAX_BYTES``. It overrides the consumer's
 ``__next__`` and wraps dramatiq's private message proxy: pyproject pins dramatiq exactly.
@@ -38,15 +38,14 @@ from dramatiq.middleware import (
     TimeLimit,
 )
 
-from bgworkers.boot import WorkerProcessBoot
-from bgworkers.broker_nodes import broker_urls
-from bgworkers.cluster_broker import ClusterRabbitmqBroker
-from bgworkers.coalesced_acks import CoalescedAcks
+from bgworkers.brokers.broker_nodes import broker_urls
+from bgworkers.brokers.cluster_broker import ClusterRabbitmqBroker
+from bgworkers.brokers.coalesced_acks import CoalescedAcks
+from bgworkers.brokers.envelope import InvalidEnvelope, decode_envelope
+from bgworkers.brokers.hook_dispatch import SelectiveHooks
 from bgworkers.console.middleware import DeadLetterIndex
-from bgworkers.envelope import InvalidEnvelope, decode_envelope
 from bgworkers.errors import MessageTooLarge
-from bgworkers.hook_dispatch import SelectiveHooks
-from bgworkers.logs import get_logger
+from bgworkers.logs.loggers import get_logger
 from bgworkers.metrics.messages import MESSAGE_METRICS, bounded_labels
 from bgworkers.middleware.connectivity import BrokerConnectivityCheck
 from bgworkers.middleware.exporter import GroupExporter
@@ -58,6 +57,7 @@ from bgworkers.middleware.resources import CloseResources
 from bgworkers.middleware.retry_policy import RetryPolicy
 from bgworkers.middleware.schema_gate import SchemaGate
 from bgworkers.outbox.middleware import OutboxRelay
+from bgworkers.processes.boot import WorkerProcessBoot
 from bgworkers.scheduling.middleware import ScheduleGuard
 from bgworkers.settings import Settings
 
@@ -132,7 +132,7 @@ def install(broker: dramatiq.Broker) -> None:
 class ScreeningRabbitmqBroker(SelectiveHooks, ClusterRabbitmqBroker):
     """RabbitMQ broker whose consumers refuse invalid deliveries and that caps message size.
 
-    Its hooks skip the middleware that leave them empty (:mod:`bgworkers.hook_dispatch`).
+    Its hooks skip the middleware that leave them empty (:mod:`bgworkers.brokers.hook_dispatch`).
 
     ``message_max_bytes``: the largest encoded message sent or accepted, in bytes.
     """
@@ -157,7 +157,7 @@ class ScreeningRabbitmqBroker(SelectiveHooks, ClusterRabbitmqBroker):
 
 class _ScreeningConsumer(CoalescedAcks, _RabbitmqConsumer):
     """dramatiq's consumer, with every body checked before dramatiq decodes or reads it,
-    and acks sent in batches (:mod:`bgworkers.coalesced_acks`)."""
+    and acks sent in batches (:mod:`bgworkers.brokers.coalesced_acks`)."""
 
     broker: ScreeningRabbitmqBroker
 

@@ -11,7 +11,7 @@ Each calls one function here at its start:
   RabbitMQ broker), emitted by dramatiq's CLI right after it imported the broker module;
 - the scheduler: periodiq has no hook, so ``import bgworkers`` calls :func:`boot_scheduler`
   when the running program is periodiq's CLI (:func:`operator_command`);
-- the ``bgworkers`` command: :func:`bgworkers.cli.main` calls :func:`boot_process`.
+- the ``bgworkers`` command: :func:`bgworkers.cli.admin.main` calls :func:`boot_process`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Literal
 from dramatiq import Broker
 from dramatiq.middleware import Middleware
 
-from bgworkers.logs import configure_logging
+from bgworkers.logs.loggers import configure_logging
 from bgworkers.settings import Settings, get_settings
 
 OperatorCommand = Literal["dramatiq", "periodiq", "bgworkers"]
@@ -53,7 +53,7 @@ def boot_process(settings: Settings | None = None, *, batched_logs: bool = False
     """Set up logging for one of bgworkers' own processes; return the settings in use.
 
     ``batched_logs``: INFO lines are written in batches (worker processes, which write one
-    per message from many threads: :mod:`bgworkers.log_writer`).
+    per message from many threads: :mod:`bgworkers.logs.log_writer`).
     """
     settings = settings or get_settings()
     configure_logging(
