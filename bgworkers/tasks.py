@@ -201,8 +201,13 @@ def task(
             from bgworkers.scheduling.schedule import periodic_option
 
             actor_options["periodic"] = periodic_option(fn.__name__)
+        from bgworkers.brokers.wiring import app_broker
+
         declare = dramatiq.actor(
-            actor_name=fn.__name__, queue_name=queue, broker=broker, **actor_options
+            actor_name=fn.__name__,
+            queue_name=queue,
+            broker=broker if broker is not None else app_broker(),
+            **actor_options,
         )
         actor: dramatiq.Actor[P, R] = declare(checked_arguments(fn))
         return actor

@@ -21,12 +21,18 @@ DOMAINS = frozenset({"reminders", "email", "files", "sync", "maintenance"})
 #: (operations on dead letters, jobs and queues) works on every domain's messages alike.
 PLATFORM_PACKAGES = frozenset(
     {
+        "brokers",
+        "cli",
+        "compat",
         "console",
+        "db",
+        "logs",
         "metrics",
         "middleware",
         "migrations",
         "monitoring",
         "outbox",
+        "processes",
         "scheduling",
         "users",
     }

@@ -23,7 +23,6 @@ from typing import Any
 import dramatiq
 import pika.exceptions
 from dramatiq.broker import Consumer
-from dramatiq.brokers.rabbitmq import _RabbitmqConsumer, _RabbitmqMessage
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import q_name
 from dramatiq.errors import ConnectionClosed
@@ -43,6 +42,7 @@ from bgworkers.brokers.cluster_broker import ClusterRabbitmqBroker
 from bgworkers.brokers.coalesced_acks import CoalescedAcks
 from bgworkers.brokers.envelope import InvalidEnvelope, decode_envelope
 from bgworkers.brokers.hook_dispatch import SelectiveHooks
+from bgworkers.compat.dramatiq import RabbitmqConsumer, RabbitmqMessage, message_of, nack_tag
 from bgworkers.console.middleware import DeadLetterIndex
 from bgworkers.errors import MessageTooLarge
 from bgworkers.logs.loggers import get_logger
@@ -89,10 +89,15 @@ def middleware_stack(settings: Settings) -> list[Middleware]:
     ]
 
 
-def build_broker(settings: Settings) -> ScreeningRabbitmqBroker:
+def build_broker(settings: Settings, *, worker_process: bool = False) -> ScreeningRabbitmqBroker:
     """A RabbitMQ broker with publisher confirms; connects lazily, on first use.
 
     Several ``;``-separated URLs are several nodes of one cluster, tried in order.
+    ``worker_process``: the broker of a process run by dramatiq's or periodiq's CLI (see
+    :mod:`bgworkers.brokers.wiring`), which also gets the middleware with process hooks: only
+    such a process sets up its own logging, dies with its parent, checks the schema and the
+    queues at boot and may serve the group's metrics. An application's broker, or one a test
+    builds and boots in-process, has none of them.
     """
     url = settings.broker_url.get_secret_value()
     # confirm_delivery: without it a publish that RabbitMQ drops is lost silently.
@@ -105,6 +110,8 @@ def build_broker(settings: Settings) -> ScreeningRabbitmqBroker:
         message_max_bytes=settings.message_max_bytes,
     )
     broker.add_middleware(BrokerConnectivityCheck(url=url))
+    if not worker_process:
+        return broker
     # Only the RabbitMQ broker, which dramatiq's CLI boots: logging of a worker process.
     broker.add_middleware(WorkerProcessBoot())
     # Worker processes only (process_boot), not in the stub stack:
@@ -155,13 +162,15 @@ class ScreeningRabbitmqBroker(SelectiveHooks, ClusterRabbitmqBroker):
         return super().enqueue(message, delay=delay)
 
 
-class _ScreeningConsumer(CoalescedAcks, _RabbitmqConsumer):
+class _ScreeningConsumer(CoalescedAcks, RabbitmqConsumer):
     """dramatiq's consumer, with every body checked before dramatiq decodes or reads it,
     and acks sent in batches (:mod:`bgworkers.brokers.coalesced_acks`)."""
 
     broker: ScreeningRabbitmqBroker
 
     def __next__(self) -> _BoundedMessage | None:
+        # Replaces dramatiq's __next__, whose connection-error handling is copied here: a
+        # contract test (bgworkers.compat.dramatiq) fails when dramatiq's changes.
         try:
             method, _properties, body = next(self.iterator)
         except (
@@ -184,7 +193,7 @@ class _ScreeningConsumer(CoalescedAcks, _RabbitmqConsumer):
             )
         except InvalidEnvelope as exc:
             # Nacked: RabbitMQ dead-letters it to <queue>.XQ.
-            self._nack(method.delivery_tag)  # type: ignore[no-untyped-call]
+            nack_tag(self, method.delivery_tag)
             try:
                 record_refused(self.queue_name, body, exc, actors=self.broker.actors)
             except Exception:  # a failed log or metric write must not stop consuming
@@ -223,7 +232,7 @@ _ARGUMENTS_REPR.maxlist = _ARGUMENTS_REPR.maxdict = _ARGUMENTS_REPR.maxtuple = 8
 _MAX_SHOWN_ARGUMENTS = 8
 
 
-class _BoundedMessage(_RabbitmqMessage):
+class _BoundedMessage(RabbitmqMessage):
     """dramatiq's message proxy with a bounded ``str``.
 
     dramatiq logs ``str(message)`` (the actor and the ``repr`` of every argument) in
@@ -233,7 +242,7 @@ class _BoundedMessage(_RabbitmqMessage):
     """
 
     def __str__(self) -> str:
-        message = self._message
+        message = message_of(self)
         shown = [_ARGUMENTS_REPR.repr(arg) for arg in message.args[:_MAX_SHOWN_ARGUMENTS]]
         shown += [
             f"{name[:40]}={_ARGUMENTS_REPR.repr(value)}"
@@ -245,4 +254,4 @@ class _BoundedMessage(_RabbitmqMessage):
         return f"{message.actor_name}({', '.join(shown)})"
 
     def __repr__(self) -> str:
-        return f"<message {self._message.message_id} {self}>"
+        return f"<message {message_of(self).message_id} {self}>"

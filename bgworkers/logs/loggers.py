@@ -34,6 +34,7 @@ import orjson
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from bgworkers.compat.structlog import structlog_source
 from bgworkers.logs.log_noise import LibraryNoiseFilter
 from bgworkers.logs.log_writer import BatchedLineWriter
 
@@ -318,11 +319,12 @@ class _LineFormatter(structlog.stdlib.ProcessorFormatter):
         self._own_processors = own_processors
 
     def format(self, record: logging.LogRecord) -> str:
-        logger = getattr(record, "_logger", None)
-        method = getattr(record, "_name", None)
-        if logger is None or not isinstance(method, str) or not isinstance(record.msg, dict):
+        # Overrides structlog's (see bgworkers.compat.structlog, whose test watches it).
+        source = structlog_source(record)
+        if source is None:
             return super().format(record)
-        return self.render_event(logger, dict(record.msg), method)
+        logger, method, event_dict = source
+        return self.render_event(logger, dict(event_dict), method)
 
     def render_event(self, logger: Any, event_dict: Any, method: str) -> str:
         """One event dict through the own processors (exceptions, redaction, rendering)."""

@@ -20,8 +20,4 @@ class StopWithParent(Middleware):
     """Asks the kernel to send SIGTERM to this worker process when its parent dies."""
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
-        from bgworkers.processes.boot import operator_command
-
-        if operator_command() != "dramatiq":
-            return  # emitted in-process (tests, an application): not a worker process
         set_parent_death_signal(signal.SIGTERM)

@@ -26,10 +26,6 @@ class QueueArgumentsGate(Middleware):
     """Stops a ``dramatiq bgworkers`` worker process at boot on a queue-type mismatch."""
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
-        from bgworkers.processes.boot import operator_command
-
-        if operator_command() != "dramatiq":
-            return  # emitted in-process (tests, an application): not a worker process
         problem = first_mismatch(broker)
         if problem is not None:
             err = sys.__stderr__ or sys.stderr

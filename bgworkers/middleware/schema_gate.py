@@ -34,10 +34,6 @@ class SchemaGate(Middleware):
     """Stops a ``dramatiq bgworkers`` worker process at boot if the schema is not current."""
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
-        from bgworkers.processes.boot import operator_command
-
-        if operator_command() != "dramatiq":
-            return  # emitted in-process (tests, an application): not a worker process
         code = _in_child(check_schema_or_say_why)
         if code:
             raise SystemExit(code)

@@ -7,46 +7,21 @@ of which also serves the group's metrics), the ``periodiq bgworkers`` scheduler 
 ``bgworkers`` command — need more: logging set up once, and the scheduler's HTTP endpoint.
 Each calls one function here at its start:
 
-- worker processes: dramatiq's ``process_boot`` hook (:class:`WorkerProcessBoot`, added to the
-  RabbitMQ broker), emitted by dramatiq's CLI right after it imported the broker module;
-- the scheduler: periodiq has no hook, so ``import bgworkers`` calls :func:`boot_scheduler`
-  when the running program is periodiq's CLI (:func:`operator_command`);
+- worker processes: dramatiq's ``process_boot`` hook (:class:`WorkerProcessBoot`, on the
+  broker a CLI loads), emitted by dramatiq's CLI right after it imported the broker module;
+- the scheduler: periodiq has no hook, so the CLI's wiring
+  (:func:`bgworkers.brokers.wiring.wire_for_cli`) calls :func:`boot_scheduler` when periodiq
+  is the CLI loading bgworkers;
 - the ``bgworkers`` command: :func:`bgworkers.cli.admin.main` calls :func:`boot_process`.
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-from typing import Literal
 
 from dramatiq import Broker
 from dramatiq.middleware import Middleware
 
 from bgworkers.logs.loggers import configure_logging
 from bgworkers.settings import Settings, get_settings
-
-OperatorCommand = Literal["dramatiq", "periodiq", "bgworkers"]
-_COMMANDS: dict[str, OperatorCommand] = {
-    "dramatiq": "dramatiq",
-    "periodiq": "periodiq",
-    "bgworkers": "bgworkers",
-}
-
-
-def operator_command(argv: list[str] | None = None) -> OperatorCommand | None:
-    """The operator CLI this process is (or is a child of), from ``argv[0]``; else None.
-
-    ``python -m dramatiq`` shows as ``.../dramatiq/__main__.py`` and ``python -m bgworkers.cli``
-    as ``.../bgworkers/cli.py``. An application's process is none of them.
-    """
-    args = sys.argv if argv is None else argv
-    path = Path(args[0]) if args and args[0] else Path()
-    if path.name in _COMMANDS:
-        return _COMMANDS[path.name]
-    if path.name == "__main__.py" or (path.name == "cli.py" and path.parent.name == "bgworkers"):
-        return _COMMANDS.get(path.parent.name)
-    return None
 
 
 def boot_process(settings: Settings | None = None, *, batched_logs: bool = False) -> Settings:

@@ -22,7 +22,6 @@ assert "xml.dom.minidom" not in sys.modules, "the check's imports leaked into th
 
 MIGRATION_TOOLING_STAYS_OUT = """
 import sys
-sys.argv[0] = "dramatiq"  # what a worker process of dramatiq's CLI sees
 import bgworkers
 from bgworkers.middleware.schema_gate import SchemaGate
 try:
