@@ -79,7 +79,7 @@ def wire_for_cli() -> dramatiq.Broker:
 
     broker = wire(worker_process=True)
     if "periodiq" in sys.modules:
-        from bgworkers.processes.boot import boot_scheduler
+        from bgworkers.scheduling.scheduler_boot import boot_scheduler
 
         boot_scheduler()
     return broker

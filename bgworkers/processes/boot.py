@@ -10,7 +10,8 @@ Each calls one function here at its start:
 - worker processes: dramatiq's ``process_boot`` hook (:class:`WorkerProcessBoot`, on the
   broker a CLI loads), emitted by dramatiq's CLI right after it imported the broker module;
 - the scheduler: periodiq has no hook, so the CLI's wiring
-  (:func:`bgworkers.brokers.wiring.wire_for_cli`) calls :func:`boot_scheduler` when periodiq
+  (:func:`bgworkers.brokers.wiring.wire_for_cli`) calls
+  :func:`bgworkers.scheduling.scheduler_boot.boot_scheduler` when periodiq
   is the CLI loading bgworkers;
 - the ``bgworkers`` command: :func:`bgworkers.cli.admin.main` calls :func:`boot_process`.
 """
@@ -35,17 +36,6 @@ def boot_process(settings: Settings | None = None, *, batched_logs: bool = False
         log_format=settings.log_format, level=settings.log_level, batched=batched_logs
     )
     return settings
-
-
-def boot_scheduler(settings: Settings | None = None) -> None:
-    """The scheduler's logging, its ``/metrics``, ``/healthz`` and ``/readyz`` endpoint, and
-    sends retried while RabbitMQ is away (:mod:`bgworkers.scheduling.resilient_sending`)."""
-    from bgworkers.metrics.server import start_scheduler_endpoint
-    from bgworkers.scheduling import resilient_sending
-
-    settings = boot_process(settings)
-    resilient_sending.install(settings.broker_url.get_secret_value())
-    start_scheduler_endpoint(settings)
 
 
 class WorkerProcessBoot(Middleware):
