@@ -485,31 +485,56 @@ def hook_dispatch_saving_us(calls: int = 200_000) -> float:
     """CPU per message, in microseconds, that selective hook dispatch saves a worker thread.
 
     dramatiq calls every middleware's hook for each signal, most of them the empty default;
-    :mod:`bgworkers.brokers.hook_dispatch` skips those. Measured in this process on the
-    worker's own middleware list: the empty hooks of the four per-message signals called as
-    dramatiq calls them, less the selective dispatch's own lookups. Compared with the group's
-    CPU per message (``hook_share_``), it says what dropping the module would cost: a worker
-    that drains is CPU-bound, so the share is the drain rate it would lose.
+    :mod:`bgworkers.brokers.hook_dispatch` skips those. Measured in this process on stand-ins
+    of the worker's middleware list (each one's own hooks made no-ops, the others left at
+    dramatiq's defaults): dramatiq's ``emit_before``/``emit_after`` against the selective ones,
+    for the four per-message signals. Compared with the group's CPU per message
+    (``hook_share_``), it says what dropping the module would cost: a worker that drains is
+    CPU-bound, so the share is the drain rate it would lose.
     """
-    from bgworkers.brokers.hook_dispatch import implements
+    import logging
+
+    from dramatiq.broker import Broker
+    from dramatiq.middleware import Middleware
+
+    from bgworkers.brokers.hook_dispatch import SelectiveHooks, implements
     from bgworkers.brokers.rabbitmq import build_broker
     from bgworkers.settings import get_settings
 
-    broker = build_broker(get_settings(), worker_process=True)
-    hooks = ("before_process_message", "after_process_message", "before_ack", "after_ack")
-    empty = [(m, h) for h in hooks for m in broker.middleware if not implements(m, h)]
-    message = object()
-    started = time.perf_counter()
-    for _ in range(calls):
-        for middleware, hook in empty:
-            getattr(middleware, hook)(broker, message)
-    skipped = (time.perf_counter() - started) / calls
-    started = time.perf_counter()
-    for _ in range(calls):
-        for hook in hooks:
-            broker._implementing(hook)
-    lookups = (time.perf_counter() - started) / calls
-    return (skipped - lookups) * 1e6
+    per_message = ("process_message", "ack")
+
+    def noop(self: Middleware, broker: Any, *args: Any) -> None:
+        return None
+
+    def stand_in(real: Middleware) -> Middleware:
+        hooks = {
+            f"{when}_{name}": noop
+            for when in ("before", "after")
+            for name in per_message
+            if implements(real, f"{when}_{name}")
+        }
+        return type(type(real).__name__, (Middleware,), hooks)()
+
+    class Plain:
+        emit_before = Broker.emit_before
+        emit_after = Broker.emit_after
+
+    class Selective(SelectiveHooks):
+        pass
+
+    middleware = [stand_in(m) for m in build_broker(get_settings(), worker_process=True).middleware]
+    times = []
+    for kind in (Plain, Selective):
+        broker: Any = kind()
+        broker.middleware, broker.logger = middleware, logging.getLogger("bench")
+        message = object()
+        started = time.perf_counter()
+        for _ in range(calls):
+            for name in per_message:
+                broker.emit_before(name, message)
+                broker.emit_after(name, message)
+        times.append((time.perf_counter() - started) / calls)
+    return (times[0] - times[1]) * 1e6
 
 
 def parse_configs(text: str) -> list[tuple[int, int]]:

@@ -10,10 +10,11 @@ the middleware whose class leaves the hook at the default. The list per signal i
 whenever the broker's middleware list changes (``add_middleware`` or a direct edit).
 
 Kept rather than left to dramatiq because of what it saves: ``bench/stack_overhead.py`` prints
-it (``hook_share_p1t8``, the skipped calls' CPU over the worker's CPU per message). Measured on
-a shared 2-core machine at load 9-13: 15-29 us of 300-350 us per message, 4.8-10% of a
-CPU-bound worker's drain rate, against a threshold of 5% for keeping it. It replaces dramatiq's
-public ``emit_before``/``emit_after``: :mod:`bgworkers.compat.dramatiq` pins their source.
+it (``hook_share_p1t8``: dramatiq's dispatch against this one over the worker's CPU per
+message). Measured on a shared 2-core machine: 17-41 us of 310-380 us per message, 5.5-11% of
+a CPU-bound worker's drain rate, above the 5% for which it would be left to dramatiq. It
+replaces dramatiq's public ``emit_before``/``emit_after``: :mod:`bgworkers.compat.dramatiq`
+pins their source.
 """
 
 from __future__ import annotations
