@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.common import dq_name, xq_name
 
-from bgworkers.logs import configure_logging
+from bgworkers.logs.loggers import configure_logging
 
 
 def quiet_logs() -> None:

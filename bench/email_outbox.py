@@ -39,7 +39,7 @@ from sqlmodel import Session, col, select
 
 import bgworkers
 from bgworkers import migrations
-from bgworkers.db import make_engine, use_engine, utcnow
+from bgworkers.db.engine import make_engine, use_engine, utcnow
 from bgworkers.email.actors import dispatch_emails, send_email
 from bgworkers.email.models import EmailStatus, OutboxEmail
 from bgworkers.email.outbox import REDISPATCH_AFTER, add_email, sweep_outbox

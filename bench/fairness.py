@@ -214,7 +214,7 @@ def read_record(path: Path) -> dict[str, float]:
 def part_lanes(args: argparse.Namespace, groups: Groups, vhost_url: str, record: Path) -> None:
     from sqlmodel import Session
 
-    from bgworkers.db import get_engine, session_scope
+    from bgworkers.db.engine import get_engine, session_scope
     from bgworkers.email.api import enqueue_email
     from bgworkers.reminders.actors import check_due_reminders
     from bgworkers.reminders.models import Reminder
@@ -394,7 +394,7 @@ def serve(fake: FakeProviders) -> Iterator[str]:
 def add_calendar_users(count: int, prefix: str) -> list[int]:
     from sqlmodel import Session
 
-    from bgworkers.db import get_engine
+    from bgworkers.db.engine import get_engine
     from bgworkers.sync.models import CalendarConnection
     from bgworkers.users.models import User
 
@@ -420,7 +420,7 @@ def synced(ids: list[int]) -> int:
     from sqlalchemy import func
     from sqlmodel import Session, col, select
 
-    from bgworkers.db import get_engine
+    from bgworkers.db.engine import get_engine
     from bgworkers.sync.models import CalendarConnection
 
     with Session(get_engine()) as session:
@@ -470,7 +470,7 @@ def part_share(args: argparse.Namespace, groups: Groups, vhost_url: str) -> None
 def add_notion_users(count: int, prefix: str) -> list[int]:
     from sqlmodel import Session
 
-    from bgworkers.db import get_engine
+    from bgworkers.db.engine import get_engine
     from bgworkers.sync.models import NotionConnection
     from bgworkers.users.models import User
 
@@ -490,7 +490,7 @@ def notion_synced(ids: list[int]) -> int:
     from sqlalchemy import func
     from sqlmodel import Session, col, select
 
-    from bgworkers.db import get_engine
+    from bgworkers.db.engine import get_engine
     from bgworkers.sync.models import NotionConnection
 
     with Session(get_engine()) as session:
@@ -593,7 +593,7 @@ def main() -> None:
         from _isolation import quiet_logs
 
         from bgworkers import migrations
-        from bgworkers.db import get_engine
+        from bgworkers.db.engine import get_engine
 
         quiet_logs()
         migrations.upgrade(get_engine())

@@ -35,7 +35,7 @@ from sqlmodel import Session
 
 import bgworkers
 from bgworkers import migrations
-from bgworkers.db import make_engine
+from bgworkers.db.engine import make_engine
 from bgworkers.outbox import enqueue_many
 from bgworkers.outbox.publishers import (
     Outgoing,

@@ -2,7 +2,7 @@
 
 Two figures per size:
 
-* ``patterns``: :func:`bgworkers.redaction.redact_text` with no length cap, so every pattern
+* ``patterns``: :func:`bgworkers.logs.redaction.redact_text` with no length cap, so every pattern
   reads the whole text. The texts are the shapes that made the old patterns quadratic (long
   runs of one word, ``a://`` repeated, ``k=v`` pairs, quotes, ``password=`` repeated) mixed
   one after the other; linear patterns give ~10x the time for 10x the text.
@@ -22,8 +22,8 @@ import io
 import json
 import time
 
-from bgworkers.logs import configure_logging, get_logger
-from bgworkers.redaction import redact_text
+from bgworkers.logs.loggers import configure_logging, get_logger
+from bgworkers.logs.redaction import redact_text
 
 SIZES = {"10kb": 10_000, "100kb": 100_000, "1mb": 1_000_000}
 SHAPES = ("a", "a://", "k=v ", "'x': ", "password=", "Bearer ", "a-", "?key=1&")

@@ -73,7 +73,7 @@ from stack_overhead import (
     stop,
 )
 
-from bgworkers.db import make_engine
+from bgworkers.db.engine import make_engine
 
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 PHASES = ("summaries", "reminders", "emails", "calendar_first", "calendar_incremental")

@@ -17,8 +17,8 @@ from datetime import UTC, datetime, timedelta
 import pendulum
 from _isolation import quiet_logs
 
-from bgworkers.schedule import SCHEDULE
 from bgworkers.scheduling.periodic import CronPeriod
+from bgworkers.scheduling.schedule import SCHEDULE
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from bgworkers import migrations
-from bgworkers.db import make_engine
+from bgworkers.db.engine import make_engine
 from bgworkers.settings import load_settings
 from bgworkers.sync.google_calendar import sync_calendar
 from bgworkers.sync.http import RequestRetryPolicy, build_client

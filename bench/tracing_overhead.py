@@ -3,7 +3,7 @@
 Off, bgworkers installs no tracing middleware: what remains per message is the envelope check
 of the three trace-context options (``traceparent``, ``tracestate``, ``bgw_first_attempt``),
 timed here as the check of a typical retried message's options with and without those three
-entries in :data:`bgworkers.envelope.OPTION_CHECKS`.
+entries in :data:`bgworkers.brokers.envelope.OPTION_CHECKS`.
 
 On, the figure is the tracing middleware's hooks around one message, as a worker runs them:
 the producer's ``before_enqueue``/``after_enqueue`` (the send span, its context injected) and
@@ -34,7 +34,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Sampler
 
-from bgworkers import envelope
+from bgworkers.brokers import envelope
 from bgworkers.tracing.middleware import Tracing
 
 

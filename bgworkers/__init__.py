@@ -1,75 +1,60 @@
 """bgworkers: the background tasks of the personal-assistant backend.
 
-Importing this package is what ``dramatiq bgworkers`` and ``periodiq bgworkers`` do, and what an
-application does to enqueue work. So it only declares: it reads the settings, builds the
-RabbitMQ broker with bgworkers' middleware, makes it dramatiq's global broker and imports every
-domain's actors. It opens no connection, changes no logging, starts no thread or server, and a
-bad ``BGW_*`` value raises :class:`~bgworkers.errors.ConfigurationError`, which the application
-can catch. What a worker or scheduler process needs beyond that (logging, metrics and health
-endpoints) is set up by that process's boot hook: see :mod:`bgworkers.boot`.
+The package root holds what an application or an operator names: :mod:`~bgworkers.settings`,
+:mod:`~bgworkers.errors`, :mod:`~bgworkers.tasks` (``@task``), :mod:`~bgworkers.queues`, and
+this module, which ``dramatiq bgworkers`` and ``periodiq bgworkers`` load. The platform is in
+``brokers/``, ``logs/``, ``processes/``, ``cli/``, ``db/``, ``middleware/``, ``metrics/``,
+``monitoring/``, ``scheduling/``, ``outbox/`` and ``console/``; the domains each have a
+package of their own (docs/architecture.md draws the map).
+
+Importing bgworkers, or any module of it, builds nothing: no broker, no connection, no
+thread or server, no change to the application's logging. The broker and the actors are made
+on first need (:mod:`bgworkers.brokers.wiring`): ``bgworkers.broker`` gives them to an
+application, and a bad ``BGW_*`` value then raises
+:class:`~bgworkers.errors.ConfigurationError`, which it can catch.
+
+The one exception is being loaded by dramatiq's or periodiq's CLI. Both load their module
+argument with ``dramatiq.cli.import_broker``, whose contract for a bare module name is "the
+import sets dramatiq's global broker" (it then calls ``dramatiq.get_broker()``, which would
+otherwise make a default broker on localhost with no actors); no hook or attribute lookup
+tells a package that it is being loaded that way. So the package wires itself when
+``dramatiq.cli``, that loader, was imported before it: in those CLIs' processes only, never
+in an application's.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
+from typing import TYPE_CHECKING
 
-from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from bgworkers.brokers.wiring import ACTOR_MODULES
 
-from bgworkers.boot import operator_command
-from bgworkers.errors import ConfigurationError
-from bgworkers.metrics.multiproc import prepare_multiprocess_dir
-from bgworkers.settings import get_settings
+if TYPE_CHECKING:
+    from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-#: Every module that declares actors, one per domain; a new domain adds its line here.
-ACTOR_MODULES: tuple[str, ...] = (
-    "bgworkers.maintenance.actors",
-    "bgworkers.reminders.actors",
-    "bgworkers.email.actors",
-    "bgworkers.files.actors",
-    "bgworkers.sync.actors",
-    "bgworkers.scheduling.actors",
-)
-
-_configuration_error: ConfigurationError | None = None
+    broker: RabbitmqBroker
 
 
-def _wire() -> RabbitmqBroker:
-    """Build and install the broker, then declare every actor on it."""
-    settings = get_settings()
-    prepare_multiprocess_dir(settings.metrics_dir)  # before anything imports prometheus_client
-    from bgworkers.broker import build_broker, install
+def __getattr__(name: str) -> object:
+    if name == "broker":
+        from bgworkers.brokers.wiring import wire
 
-    built = build_broker(settings)
-    install(built)
-    for module in ACTOR_MODULES:
-        importlib.import_module(module)
-    return built
+        wired = wire()
+        globals()["broker"] = wired  # later reads are a plain attribute
+        return wired
+    raise AttributeError(f"module 'bgworkers' has no attribute {name!r}")
 
 
-try:
-    broker: RabbitmqBroker = _wire()
-except ConfigurationError as _error:
-    if operator_command() is not None:
+if "dramatiq.cli" in sys.modules:
+    from bgworkers.brokers.wiring import wire_for_cli
+    from bgworkers.errors import ConfigurationError
+
+    try:
+        wire_for_cli()
+    except ConfigurationError as _error:
         # Under dramatiq's or periodiq's CLI a traceback from a child process is easy to miss
         # and says nothing new: one plain line, and the configuration exit code.
         print(f"bgworkers: {_error}", file=sys.__stderr__, flush=True)
         raise SystemExit(2) from None
-    # An application: importing still works, so it can import bgworkers.errors and catch the
-    # ConfigurationError that every use of the settings (an api module, ``broker``) raises.
-    _configuration_error = _error
-
-
-def __getattr__(name: str) -> object:
-    if name == "broker" and _configuration_error is not None:
-        raise _configuration_error
-    raise AttributeError(f"module 'bgworkers' has no attribute {name!r}")
-
-
-if operator_command() == "periodiq":
-    # periodiq has no process hook of its own (see bgworkers.boot).
-    from bgworkers.boot import boot_scheduler
-
-    boot_scheduler()
 
 __all__ = ["ACTOR_MODULES", "broker"]

@@ -6,7 +6,7 @@
      +-- ConfigurationError        bad settings: fail at start, never inside an actor
      +-- PermanentError            retrying cannot help: the message is dead-lettered at once
      |    +-- InvalidArguments     the message's arguments do not fit the actor's signature
-     |    +-- InvalidEnvelope      a delivery that is no valid message (bgworkers.envelope)
+     |    +-- InvalidEnvelope      a delivery that is no valid message (bgworkers.brokers.envelope)
      |    +-- MessageTooLarge      a message to send is over BGW_MESSAGE_MAX_BYTES
      |    +-- PermanentHTTPError   an HTTP 4xx other than 429 (401 after a refresh, 404, ...)
      +-- TransientError            may succeed later: retried with backoff

@@ -26,8 +26,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from bgworkers.brokers.queue_types import DEFAULT_DELIVERY_LIMIT, MIN_DELIVERY_LIMIT
 from bgworkers.errors import ConfigurationError
-from bgworkers.queue_types import DEFAULT_DELIVERY_LIMIT, MIN_DELIVERY_LIMIT
 
 ENV_PREFIX = "BGW_"
 #: Seconds; the time limit of the ``send_email`` actor (one claimed SMTP attempt).
@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     #: change the type of an existing queue: switching needs the migration described there.
     queue_type: Literal["classic", "quorum"] = "classic"
     #: Quorum queues: redeliveries of one message (worker crash, lost connection) before it
-    #: is dead-lettered; retries do not count (see bgworkers.queue_types).
+    #: is dead-lettered; retries do not count (see bgworkers.brokers.queue_types).
     queue_delivery_limit: int = Field(
         default=DEFAULT_DELIVERY_LIMIT, ge=MIN_DELIVERY_LIMIT, le=1000
     )
@@ -226,7 +226,7 @@ class Settings(BaseSettings):
     @field_validator("broker_url")
     @classmethod
     def _amqp_urls(cls, value: SecretStr) -> SecretStr:
-        from bgworkers.broker_nodes import broker_urls
+        from bgworkers.brokers.broker_nodes import broker_urls
 
         try:
             broker_urls(value.get_secret_value())

@@ -9,8 +9,8 @@ retried) instead of a ``TypeError`` deep inside the actor. Arguments also carry 
 ``int`` within the database's ``INTEGER`` range, ``str`` at most :data:`MAX_STR_CHARS`
 characters, so ``2**70`` is refused, not retried as a database error.
 
-Periodic actors take their cron expression from :mod:`bgworkers.schedule`, the one schedule
-table; an actor never spells its own cron line.
+Periodic actors take their cron expression from :mod:`bgworkers.scheduling.schedule`, the one
+schedule table; an actor never spells its own cron line.
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ def task(
 
     Units: backoffs and time limit in milliseconds. ``permanent_errors`` adds exceptions that
     are never retried (every :class:`~bgworkers.errors.PermanentError` already is).
-    ``periodic=True`` schedules the actor with its line in :mod:`bgworkers.schedule`.
+    ``periodic=True`` schedules the actor with its line in :mod:`bgworkers.scheduling.schedule`.
     """
     if queue not in queues.ALL:
         raise ValueError(f"unknown queue {queue!r}; use one of {queues.ALL}")
@@ -198,11 +198,16 @@ def task(
             **options,
         }
         if periodic:
-            from bgworkers.schedule import periodic_option
+            from bgworkers.scheduling.schedule import periodic_option
 
             actor_options["periodic"] = periodic_option(fn.__name__)
+        from bgworkers.brokers.wiring import app_broker
+
         declare = dramatiq.actor(
-            actor_name=fn.__name__, queue_name=queue, broker=broker, **actor_options
+            actor_name=fn.__name__,
+            queue_name=queue,
+            broker=broker if broker is not None else app_broker(),
+            **actor_options,
         )
         actor: dramatiq.Actor[P, R] = declare(checked_arguments(fn))
         return actor

@@ -27,7 +27,7 @@ from sqlalchemy.engine import Engine
 
 import bgworkers
 from bgworkers import migrations
-from bgworkers.db import make_engine, use_engine
+from bgworkers.db.engine import make_engine, use_engine
 from bgworkers.metrics import use_registry
 from bgworkers.settings import get_settings
 from tests.platform_helpers import IN_CI

@@ -14,8 +14,8 @@ from typing import Any
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
 
-from bgworkers.broker import build_stub_broker
-from bgworkers.logs import configure_logging, reset_logging
+from bgworkers.brokers.rabbitmq import build_stub_broker
+from bgworkers.logs.loggers import configure_logging, reset_logging
 from bgworkers.settings import get_settings
 
 #: Under CI every integration test must run: a missing service fails instead of skipping.

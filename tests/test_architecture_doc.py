@@ -11,7 +11,7 @@ from pathlib import Path
 
 import bgworkers
 from bgworkers import queues
-from bgworkers.broker import build_broker, build_stub_broker
+from bgworkers.brokers.rabbitmq import build_broker, build_stub_broker
 from bgworkers.settings import get_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,7 +59,8 @@ def test_the_middleware_table_is_in_the_brokers_order() -> None:
         for name in re.findall(r"`([A-Z]\w+)`", row[0])
     ]
     settings = get_settings()
-    assert documented == [type(m).__name__ for m in build_broker(settings).middleware]
+    worker = build_broker(settings, worker_process=True)
+    assert documented == [type(m).__name__ for m in worker.middleware]
     stub = [type(m).__name__ for m in build_stub_broker(settings).middleware]
     assert documented[: len(stub)] == stub
     assert documented[len(stub) :] == [
@@ -70,3 +71,32 @@ def test_the_middleware_table_is_in_the_brokers_order() -> None:
         "QueueArgumentsGate",
         "GroupExporter",
     ]
+
+
+def documented_layout() -> set[str]:
+    """The names the layout's tree shows directly under ``bgworkers/`` (``x/`` or ``x.py``)."""
+    [tree] = re.findall(r"```\nbgworkers/\n(.*?)```", section("Layout"), re.S)
+    names: set[str] = set()
+    for line in tree.splitlines():
+        if not line.startswith("  ") or line.startswith("   "):
+            continue  # a continued description
+        words = line.split()
+        while words and re.fullmatch(r"\w+/|\w+\.py", words[0]):
+            names.add(words.pop(0))  # one name, or several on a line (the domains)
+    return names
+
+
+def test_the_layout_shows_every_package_and_root_module() -> None:
+    package = ROOT / "bgworkers"
+    actual = {f"{p.name}/" for p in package.iterdir() if (p / "__init__.py").is_file()}
+    actual |= {p.name for p in package.glob("*.py")}
+    assert documented_layout() == actual
+
+
+def test_every_path_the_page_names_exists() -> None:
+    domains = ("reminders", "email", "files", "sync", "maintenance")
+    missing = []
+    for path in sorted(set(re.findall(r"`(bgworkers/[\w/<>.]+)`", PAGE))):
+        expanded = [path.replace("<domain>", d) for d in domains] if "<domain>" in path else [path]
+        missing += [p for p in expanded if not (ROOT / p).exists()]
+    assert missing == []

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from bgworkers.broker import build_broker
-from bgworkers.broker_nodes import (
+from bgworkers.brokers.broker_nodes import (
     broker_urls,
     connection_parameters,
     describe_url,
     node_of,
 )
+from bgworkers.brokers.rabbitmq import build_broker
 from bgworkers.errors import ConfigurationError
 from bgworkers.settings import load_settings
 
@@ -69,10 +69,10 @@ def test_the_broker_gets_every_node_and_the_setting_is_checked() -> None:
 
 
 def test_every_client_skips_a_dead_node_and_says_where_it_went(rabbitmq_url: str) -> None:
-    from bgworkers.cluster_broker import ClusterRabbitmqBroker
-    from bgworkers.diagnosis import probe_broker_problem
+    from bgworkers.brokers.cluster_broker import ClusterRabbitmqBroker
     from bgworkers.monitoring.queue_depth import read_depths_amqp
     from bgworkers.outbox.publishers import Outgoing, RabbitmqConfirmPublisher
+    from bgworkers.processes.diagnosis import probe_broker_problem
     from tests.platform_helpers import captured_json_logs, free_port
 
     live = connection_parameters(rabbitmq_url)[0]
@@ -112,7 +112,7 @@ def test_no_node_answering_names_the_nodes_tried_without_credentials() -> None:
 
     import pika.exceptions
 
-    from bgworkers.broker_nodes import open_blocking_connection
+    from bgworkers.brokers.broker_nodes import open_blocking_connection
     from bgworkers.monitoring.reading import failure_reason
 
     closed = []

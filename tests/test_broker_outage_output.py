@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from bgworkers import migrations
-from bgworkers.db import make_engine
+from bgworkers.db.engine import make_engine
 from tests.platform_helpers import free_port, wait_for
 
 BIN = Path(sys.executable).parent

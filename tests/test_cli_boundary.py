@@ -14,11 +14,11 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from bgworkers import cli
-from bgworkers.cli_errors import run_guarded
-from bgworkers.db import make_engine
-from bgworkers.diagnosis import SchemaNotReady, schema_missing
+from bgworkers.cli.cli_errors import run_guarded
+from bgworkers.db.engine import make_engine
 from bgworkers.errors import ConfigurationError
-from bgworkers.logs import reset_logging
+from bgworkers.logs.loggers import reset_logging
+from bgworkers.processes.diagnosis import SchemaNotReady, schema_missing
 from tests.platform_helpers import free_port
 
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from bgworkers import migrations
-from bgworkers.db import make_engine
+from bgworkers.db.engine import make_engine
 from tests.cli_helpers import BGWORKERS, assert_one_line, run_command
 from tests.platform_helpers import free_port
 

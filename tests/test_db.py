@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from bgworkers.db import after_commit, insert_if_absent, session_scope
+from bgworkers.db.engine import after_commit, insert_if_absent, session_scope
 from bgworkers.users.models import User
 
 

@@ -21,13 +21,19 @@ DOMAINS = frozenset({"reminders", "email", "files", "sync", "maintenance"})
 #: (operations on dead letters, jobs and queues) works on every domain's messages alike.
 PLATFORM_PACKAGES = frozenset(
     {
+        "brokers",
+        "cli",
+        "compat",
         "console",
+        "db",
+        "logs",
         "metrics",
         "middleware",
         "migrations",
         "monitoring",
         "tracing",
         "outbox",
+        "processes",
         "scheduling",
         "users",
     }

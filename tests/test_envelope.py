@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bgworkers import queues
-from bgworkers.envelope import InvalidEnvelope, decode_envelope
+from bgworkers.brokers.envelope import InvalidEnvelope, decode_envelope
 from bgworkers.tasks import task
 
 QUEUE = queues.EMAIL
@@ -150,7 +150,7 @@ _JSON = st.recursive(
 def test_the_flat_shortcut_only_skips_envelopes_the_full_walk_accepts(
     fields: dict[str, Any],
 ) -> None:
-    from bgworkers.envelope import _check_nesting_and_text, _plainly_shallow
+    from bgworkers.brokers.envelope import _check_nesting_and_text, _plainly_shallow
 
     if _plainly_shallow(fields):
         _check_nesting_and_text(fields)  # must not raise

@@ -1,8 +1,11 @@
-"""Importing bgworkers wires the broker and actors but contacts nothing."""
+"""Importing bgworkers builds nothing; asking for its broker wires it and contacts nothing."""
 
 import os
+import pkgutil
 import subprocess
 import sys
+
+import bgworkers
 
 
 def test_import_opens_no_connection() -> None:
@@ -14,7 +17,8 @@ def test_import_opens_no_connection() -> None:
     }
     code = (
         "import bgworkers, dramatiq;"
-        "assert dramatiq.get_broker() is bgworkers.broker;"
+        "broker = bgworkers.broker;"
+        "assert dramatiq.get_broker() is broker;"
         "assert bgworkers.broker.actors, 'no actors declared';"
         "assert not bgworkers.broker.connections, 'connected at import'"
     )
@@ -35,7 +39,7 @@ import bgworkers.email.api, bgworkers.reminders.api
 assert (list(root.handlers), root.level, [h.formatter for h in root.handlers]) == before
 assert {t.ident for t in threading.enumerate()} == threads_before, "import started a thread"
 assert not structlog.is_configured(), "import configured structlog for the application"
-from bgworkers.logs import get_logger
+from bgworkers.logs.loggers import get_logger
 get_logger("bgworkers.probe").warning("probe_event", smtp_password="hunter2", count=3)
 logging.getLogger("app").warning("app line")
 """
@@ -98,13 +102,66 @@ def test_a_bad_schedule_override_is_a_configuration_error_too() -> None:
     assert "BGW_SCHEDULE_OVERRIDES: 'nope' is not in the schedule table" in done.stdout
 
 
-def test_operator_commands_are_told_apart_from_applications() -> None:
-    from bgworkers.boot import operator_command
+#: Modules that declare actors, or import a module that does: importing them is an
+#: application asking for those actors, so they make the broker (and only that).
+DECLARE_ACTORS = frozenset(
+    {
+        "bgworkers.email.actors",
+        "bgworkers.email.api",
+        "bgworkers.files.actors",
+        "bgworkers.maintenance.actors",
+        "bgworkers.reminders.actors",
+        "bgworkers.reminders.api",
+        "bgworkers.reminders.firing",
+        "bgworkers.reminders.summary",
+        "bgworkers.scheduling.actors",
+        "bgworkers.sync.actors",
+    }
+)
 
-    assert operator_command(["/srv/venv/bin/dramatiq", "bgworkers"]) == "dramatiq"
-    assert operator_command(["/usr/lib/python3/dramatiq/__main__.py"]) == "dramatiq"
-    assert operator_command(["/srv/venv/bin/periodiq", "bgworkers"]) == "periodiq"
-    assert operator_command(["/srv/venv/bin/bgworkers", "health"]) == "bgworkers"
-    assert operator_command(["/srv/app/manage.py", "runserver"]) is None
-    assert operator_command(["/srv/app/__main__.py"]) is None
-    assert operator_command([]) is None
+
+def every_module() -> list[str]:
+    return sorted(
+        m.name
+        for m in pkgutil.walk_packages(bgworkers.__path__, "bgworkers.")
+        if ".migrations." not in m.name and not m.name.endswith("__main__")
+    )
+
+
+# In one fresh interpreter, module after module: the first import that builds a broker or
+# starts a thread is named (a later one could only hide behind an earlier failure).
+_IMPORT_EACH = r"""
+import importlib, sys, threading
+import dramatiq.broker
+threads = threading.active_count()
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+    if dramatiq.broker.global_broker is not None:
+        sys.exit(f"importing {name} installed a dramatiq broker")
+    if threading.active_count() != threads:
+        sys.exit(f"importing {name} started a thread")
+print("imported")
+"""
+
+
+def test_importing_any_module_builds_no_broker_and_starts_no_thread() -> None:
+    names = [name for name in every_module() if name not in DECLARE_ACTORS]
+    assert "bgworkers.logs.redaction" in names and "bgworkers.brokers.rabbitmq" in names
+    done = _run_application(_IMPORT_EACH.replace("sys.argv[1:]", repr(names)))
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_module_that_declares_actors_makes_the_broker_and_nothing_else() -> None:
+    code = (
+        "import threading, dramatiq.broker as b; n = threading.active_count();"
+        "import bgworkers.email.api;"
+        "assert b.global_broker is not None and 'send_email' in b.global_broker.actors;"
+        "assert threading.active_count() == n, 'a thread started';"
+        "assert not b.global_broker.connections, 'connected at import'"
+    )
+    done = _run_application(code)
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_list_of_modules_that_declare_actors_is_current() -> None:
+    assert set(every_module()) >= DECLARE_ACTORS

@@ -11,7 +11,13 @@ from typing import Any
 
 import pytest
 
-from bgworkers.logs import bind_context, clear_context, configure_logging, log_line, reset_logging
+from bgworkers.logs.loggers import (
+    bind_context,
+    clear_context,
+    configure_logging,
+    log_line,
+    reset_logging,
+)
 
 NAME = "bgworkers.test_log_line"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from bgworkers.log_noise import LibraryNoiseFilter
+from bgworkers.logs.log_noise import LibraryNoiseFilter
 
 
 class Clock:

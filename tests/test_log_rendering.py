@@ -8,7 +8,7 @@ import sys
 
 import structlog
 
-from bgworkers.logs import _LineFormatter, _PipeTolerantHandler, redact_secrets
+from bgworkers.logs.loggers import _LineFormatter, _PipeTolerantHandler, redact_secrets
 
 
 def own_record(event_dict: dict[str, object]) -> logging.LogRecord:
@@ -86,7 +86,7 @@ def test_json_lines_carry_the_standard_encoders_content() -> None:
     import json
     from datetime import UTC, datetime
 
-    from bgworkers.logs import render_json
+    from bgworkers.logs.loggers import render_json
 
     @dataclasses.dataclass
     class Point:
@@ -110,7 +110,7 @@ def test_json_lines_carry_the_standard_encoders_content() -> None:
 
 def test_redaction_shortcuts_decide_as_the_full_path() -> None:
     """redact_secrets' shortcuts (numbers, short plain strings) give redact_value's answers."""
-    from bgworkers.redaction import MAX_FIELD_CHARS, redact_value
+    from bgworkers.logs.redaction import MAX_FIELD_CHARS, redact_value
 
     event_dict: dict[str, object] = {
         "token": 5,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from bgworkers.log_writer import BatchedLineWriter
-from bgworkers.logs import configure_logging, get_logger, reset_logging
+from bgworkers.logs.log_writer import BatchedLineWriter
+from bgworkers.logs.loggers import configure_logging, get_logger, reset_logging
 
 
 class Sink:

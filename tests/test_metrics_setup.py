@@ -20,7 +20,7 @@ def child():
     assert seen["dir"], "prometheus_client was imported before its directory was chosen"
     from prometheus_client import values
     assert "MultiProcessValue" in values.ValueClass.__qualname__, values.ValueClass
-sys.argv[0] = "dramatiq"  # what a worker process of dramatiq's CLI sees
+import dramatiq.cli  # the loader a worker process of dramatiq's CLI imports bgworkers with
 multiprocessing.set_start_method("fork")
 process = multiprocessing.Process(target=child)
 process.start(); process.join()

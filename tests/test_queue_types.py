@@ -6,15 +6,15 @@ import pika.exceptions
 import pytest
 from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL, RabbitmqBroker
 
-from bgworkers.broker import build_broker
-from bgworkers.cluster_broker import ClusterRabbitmqBroker
-from bgworkers.queue_types import (
+from bgworkers.brokers.cluster_broker import ClusterRabbitmqBroker
+from bgworkers.brokers.queue_types import (
     DEFAULT_DELIVERY_LIMIT,
     QueueArgumentsMismatch,
     dead_letter_queue_arguments,
     mismatch_message,
     queue_arguments,
 )
+from bgworkers.brokers.rabbitmq import build_broker
 from bgworkers.settings import load_settings
 
 

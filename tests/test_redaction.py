@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bgworkers.redaction import (
+from bgworkers.logs.redaction import (
     MAX_FIELD_CHARS,
     REDACTED,
     bound_text,
@@ -74,7 +74,7 @@ def test_scrub_known_replaces_the_exact_values_in_use() -> None:
 
 def test_a_one_megabyte_log_field_becomes_a_bounded_line() -> None:
     with captured_json_logs() as logs:
-        from bgworkers.logs import get_logger
+        from bgworkers.logs.loggers import get_logger
 
         get_logger("bgworkers.test").info("big", arguments="x" * 1_000_000)
     [line] = [line for line in logs if line["event"] == "big"]
@@ -91,13 +91,13 @@ _TRICKY = st.lists(
 @settings(deadline=None)  # a loaded machine must not fail it: no timing here
 @given(text=st.one_of(_TRICKY, st.text(max_size=60)))
 def test_the_one_scan_shortcut_never_skips_what_a_pattern_would_redact(text: str) -> None:
-    from bgworkers.redaction import _redact_patterns
+    from bgworkers.logs.redaction import _redact_patterns
 
     assert redact_text(text) == _redact_patterns(bound_text(text))
 
 
 def test_secret_keys_are_still_recognised_when_asked_again() -> None:
-    from bgworkers.redaction import is_secret_key
+    from bgworkers.logs.redaction import is_secret_key
 
     for _ in range(3):  # cached after the first answer
         assert is_secret_key("smtp_password")

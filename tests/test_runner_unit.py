@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bgworkers.runner import Child, supervise
+from bgworkers.processes.runner import Child, supervise
 
 
 def test_a_child_failing_on_configuration_stops_everything_without_restarts() -> None:

@@ -1,7 +1,7 @@
 """The schedule table and the declared actors agree, both ways.
 
-Every periodic actor of bgworkers' actor modules has a line in ``bgworkers/schedule.py`` and
-runs on exactly that cron line (through :class:`CronPeriod`, the option periodiq reads), and
+Every periodic actor of bgworkers' actor modules has a line in ``bgworkers/scheduling/schedule.py``
+and runs on exactly that cron line (through :class:`CronPeriod`, the option periodiq reads), and
 every line of the table names a declared periodic actor. Fan-out jobs say how they spread.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 import importlib
 
 import bgworkers
-from bgworkers.schedule import SCHEDULE
 from bgworkers.scheduling.cron import CronExpression
 from bgworkers.scheduling.periodic import CronPeriod
+from bgworkers.scheduling.schedule import SCHEDULE
 
 
 def declared_periodic_actors() -> dict[str, CronPeriod]:
@@ -29,7 +29,9 @@ def declared_periodic_actors() -> dict[str, CronPeriod]:
 def test_every_periodic_actor_runs_on_its_table_line() -> None:
     table = {entry.actor_name: entry for entry in SCHEDULE}
     for name, period in declared_periodic_actors().items():
-        assert name in table, f"periodic actor {name} has no line in bgworkers/schedule.py"
+        assert name in table, (
+            f"periodic actor {name} has no line in bgworkers/scheduling/schedule.py"
+        )
         assert isinstance(period, CronPeriod), f"{name}: periodic option is not a CronPeriod"
         assert period.job == table[name]
         assert period.cron == table[name].cron

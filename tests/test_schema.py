@@ -5,7 +5,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
 
-import bgworkers.models  # noqa: F401
+import bgworkers.db.models  # noqa: F401
 from bgworkers import migrations
 
 

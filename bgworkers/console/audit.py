@@ -10,7 +10,7 @@ from sqlmodel import Session, col, select
 
 from bgworkers.console.dead_letters import cap
 from bgworkers.console.models import AuditEntry
-from bgworkers.logs import get_logger, redact_text
+from bgworkers.logs.loggers import get_logger, redact_text
 
 log = get_logger(__name__)
 

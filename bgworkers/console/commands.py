@@ -27,7 +27,7 @@ from bgworkers.console.audit import cli_user
 from bgworkers.console.dead_letters import DeadLetterFilter, as_dict
 from bgworkers.console.operations import ActionResult, Console
 from bgworkers.console.sending import SendRefused, parse_arguments
-from bgworkers.logs import redact_text
+from bgworkers.logs.loggers import redact_text
 from bgworkers.settings import Settings
 
 OK, NOT_DONE, BAD_INPUT, UNAVAILABLE = 0, 1, 2, 3
@@ -39,7 +39,7 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 def make_console(settings: Settings, who: str | None = None) -> Console:
     """The console with this process's broker and engine (the CLI's and the web's)."""
     import bgworkers
-    from bgworkers.db import get_engine
+    from bgworkers.db.engine import get_engine
 
     return Console(
         settings=settings,
@@ -197,7 +197,7 @@ def send_message(settings: Settings, args: argparse.Namespace) -> int:
 
 def jobs(settings: Settings, args: argparse.Namespace) -> int:
     from bgworkers.console.jobs import broker_periods, job_views, print_jobs
-    from bgworkers.db import utcnow
+    from bgworkers.db.engine import utcnow
 
     action = getattr(args, "job_action", None)
     if action == "pause":
@@ -264,7 +264,7 @@ def _print_rate_limit_waits(args: argparse.Namespace) -> None:
     """Provider rate limits' waiting time, from the database (skipped when it cannot answer)."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from bgworkers.db import session_scope
+    from bgworkers.db.engine import session_scope
     from bgworkers.sync.api import rate_limit_waits
 
     try:

@@ -23,7 +23,7 @@ from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL
 from sqlmodel import Session, col, delete, select
 
 from bgworkers.console.models import DeadLetter
-from bgworkers.logs import redact_text, redact_value
+from bgworkers.logs.loggers import redact_text, redact_value
 
 #: How long RabbitMQ keeps a dead letter in ``<queue>.XQ``, in milliseconds (dramatiq's TTL).
 DEAD_MESSAGE_TTL_MS: int = DEAD_MESSAGE_TTL

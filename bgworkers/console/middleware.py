@@ -28,8 +28,8 @@ from bgworkers.console.dead_letters import (
     record_dead_letter,
 )
 from bgworkers.console.index_backlog import IndexBacklog
-from bgworkers.db import session_scope, utcnow
-from bgworkers.logs import get_logger
+from bgworkers.db.engine import session_scope, utcnow
+from bgworkers.logs.loggers import get_logger
 from bgworkers.middleware.retry_policy import REASON_ATTR
 
 log = get_logger(__name__)

@@ -25,7 +25,7 @@ from bgworkers.console.dead_letters import (
 )
 from bgworkers.console.models import DeadLetter
 from bgworkers.console.sending import SendRefused, send
-from bgworkers.db import session_scope, utcnow
+from bgworkers.db.engine import session_scope, utcnow
 from bgworkers.scheduling.middleware import MANUAL_OPTION, TICK_OPTION, period_of
 from bgworkers.scheduling.pauses import pause_job, resume_job
 from bgworkers.settings import Settings

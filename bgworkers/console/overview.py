@@ -15,8 +15,8 @@ from bgworkers.console.dead_letters import DeadLetterFilter
 from bgworkers.console.jobs import JobView, broker_periods, job_views
 from bgworkers.console.models import DeadLetter
 from bgworkers.console.operations import Console
-from bgworkers.db import utcnow
-from bgworkers.logs import redact_text
+from bgworkers.db.engine import utcnow
+from bgworkers.logs.loggers import redact_text
 from bgworkers.monitoring.job_health import expected_intervals, last_successes
 from bgworkers.monitoring.queue_depth import QueueDepth, reader_from_settings
 from bgworkers.monitoring.report import STALE_HEARTBEAT_S, heartbeat_age_s

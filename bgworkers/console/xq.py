@@ -21,7 +21,7 @@ from typing import Any
 from dramatiq import Message
 from pika.adapters.blocking_connection import BlockingChannel
 
-from bgworkers.broker_nodes import open_blocking_connection
+from bgworkers.brokers.broker_nodes import open_blocking_connection
 from bgworkers.console.dead_letters import FIRST_FAILURE_OPTION, REQUEUES_OPTION
 
 #: Retry bookkeeping dropped from a requeued message, so it starts afresh.

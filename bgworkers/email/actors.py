@@ -11,7 +11,7 @@ import functools
 from sqlmodel import Session
 
 from bgworkers import queues
-from bgworkers.db import session_scope, utcnow
+from bgworkers.db.engine import session_scope, utcnow
 from bgworkers.email.outbox import deliver_email, sweep_outbox
 from bgworkers.email.smtp import get_mailer
 from bgworkers.outbox import enqueue_many

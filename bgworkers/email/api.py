@@ -23,7 +23,7 @@ from datetime import datetime
 from sqlalchemy import update
 from sqlmodel import Session, col
 
-from bgworkers.db import utcnow
+from bgworkers.db.engine import utcnow
 from bgworkers.email.actors import dispatch_emails_later, send_email, send_urgent_email
 from bgworkers.email.batch import Delivery, Draft, Sending, add_emails, deliver_emails
 from bgworkers.email.models import EmailStatus, OutboxEmail

@@ -36,7 +36,7 @@ from typing import Any
 
 from sqlmodel import Session
 
-from bgworkers.db import insert_with_on_conflict
+from bgworkers.db.engine import insert_with_on_conflict
 from bgworkers.email.metrics import EMAIL_METRICS
 from bgworkers.email.models import EmailStatus, OutboxEmail
 from bgworkers.email.outbox import (
@@ -48,7 +48,7 @@ from bgworkers.email.outbox import (
     validate_email_fields,
 )
 from bgworkers.email.smtp import Mailer, SmtpPermanentError, SmtpTransientError
-from bgworkers.logs import get_logger
+from bgworkers.logs.loggers import get_logger
 
 log = get_logger(__name__)
 

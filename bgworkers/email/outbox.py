@@ -35,13 +35,13 @@ from typing import Any, Literal, Protocol
 from sqlalchemy import and_, bindparam, or_, update
 from sqlmodel import Session, col, select
 
-from bgworkers.db import insert_if_absent
+from bgworkers.db.engine import insert_if_absent
 from bgworkers.email.metrics import EMAIL_METRICS
 from bgworkers.email.models import EmailStatus, OutboxEmail
 from bgworkers.email.smtp import Mailer, SmtpPermanentError, SmtpTransientError
 from bgworkers.email.wire import envelope_sender, wire_bytes
 from bgworkers.errors import PermanentError
-from bgworkers.logs import get_logger
+from bgworkers.logs.loggers import get_logger
 
 log = get_logger(__name__)
 

@@ -33,9 +33,9 @@ from email.message import EmailMessage
 from typing import Protocol
 
 from bgworkers.errors import PermanentError, TransientError
-from bgworkers.logs import get_logger
-from bgworkers.process_resources import ProcessResource
-from bgworkers.redaction import scrub_known
+from bgworkers.logs.loggers import get_logger
+from bgworkers.logs.redaction import scrub_known
+from bgworkers.processes.process_resources import ProcessResource
 from bgworkers.settings import Settings
 from bgworkers.tracing.spans import client_span
 

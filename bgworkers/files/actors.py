@@ -13,7 +13,7 @@ from dramatiq.middleware import CurrentMessage
 from sqlmodel import Session
 
 from bgworkers import queues
-from bgworkers.db import session_scope, utcnow
+from bgworkers.db.engine import session_scope, utcnow
 from bgworkers.files.archive import run_id_for
 from bgworkers.files.backup import backup_user, enqueue_user_backups
 from bgworkers.files.cleanup import TempDirUnavailable, clean_temp_dir

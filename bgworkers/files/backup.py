@@ -34,7 +34,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel
 
-from bgworkers.db import session_scope
+from bgworkers.db.engine import session_scope
 from bgworkers.files.archive import (
     TEMP_PREFIX,
     USERS_TABLE,
@@ -51,7 +51,7 @@ from bgworkers.files.archive import (
 from bgworkers.files.metrics import BACKUP_METRICS
 from bgworkers.files.ownership import owned_rows, secret_columns, user_email, user_tables
 from bgworkers.files.restore import verify_archive
-from bgworkers.logs import get_logger
+from bgworkers.logs.loggers import get_logger
 from bgworkers.users.models import User
 
 log = get_logger(__name__)

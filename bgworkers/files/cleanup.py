@@ -30,7 +30,7 @@ from pathlib import Path
 
 from bgworkers.errors import PermanentError
 from bgworkers.files.metrics import CLEANUP_METRICS
-from bgworkers.logs import get_logger
+from bgworkers.logs.loggers import get_logger
 
 log = get_logger(__name__)
 

@@ -19,7 +19,7 @@ from typing import TextIO
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from bgworkers.db import get_engine, session_scope
+from bgworkers.db.engine import get_engine, session_scope
 from bgworkers.files.archive import (
     RUN_ID,
     BackupError,
@@ -34,7 +34,7 @@ from bgworkers.files.restore import (
     restore_archive,
     verify_archive,
 )
-from bgworkers.logs import redact_text
+from bgworkers.logs.loggers import redact_text
 from bgworkers.settings import Settings
 
 EXIT_OK = 0

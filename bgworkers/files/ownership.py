@@ -8,7 +8,7 @@ through an email address is declared (:data:`EMAIL_OWNED_TABLES`, or the table's
 user's (the email outbox is kept by ``recipient``). ``user_sessions`` is never covered (login
 session ids are live credentials, and worthless in a restore).
 
-The ``info`` keys a table sets to be treated specially are in :mod:`bgworkers.table_info`.
+The ``info`` keys a table sets to be treated specially are in :mod:`bgworkers.db.table_info`.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from sqlalchemy import ColumnElement, MetaData, Table, func, select
 from sqlalchemy.engine import RowMapping
 from sqlmodel import Session, SQLModel
 
-import bgworkers.models  # noqa: F401 - registers every domain's tables on SQLModel.metadata
+import bgworkers.db.models  # noqa: F401 - registers every domain's tables on SQLModel.metadata
+from bgworkers.db.table_info import OWNER_EMAIL_COLUMN, RESTORED_VALUES, SECRET_COLUMNS
 from bgworkers.files.archive import USERS_TABLE, BackupError
-from bgworkers.table_info import OWNER_EMAIL_COLUMN, RESTORED_VALUES, SECRET_COLUMNS
 
 #: Rows read (or keys looked up) per round trip, so memory stays bounded for a large user.
 READ_BATCH = 1000

@@ -40,7 +40,7 @@ from bgworkers.files.ownership import (
     restored_values,
     secret_columns,
 )
-from bgworkers.logs import get_logger
+from bgworkers.logs.loggers import get_logger
 
 log = get_logger(__name__)
 

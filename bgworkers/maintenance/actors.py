@@ -7,7 +7,7 @@ from datetime import datetime
 from dramatiq.middleware import CurrentMessage
 
 from bgworkers import queues
-from bgworkers.db import get_engine, session_scope, utcnow
+from bgworkers.db.engine import get_engine, session_scope, utcnow
 from bgworkers.maintenance.heartbeat import record_heartbeat
 from bgworkers.maintenance.optimize import optimize_engine
 from bgworkers.maintenance.sessions import delete_expired_sessions

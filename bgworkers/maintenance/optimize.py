@@ -22,9 +22,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import SQLModel
 
-import bgworkers.models  # noqa: F401 - registers every domain's tables on SQLModel.metadata
+import bgworkers.db.models  # noqa: F401 - registers every domain's tables on SQLModel.metadata
 from bgworkers.errors import PermanentError
-from bgworkers.logs import get_logger
+from bgworkers.logs.loggers import get_logger
 from bgworkers.maintenance.metrics import MAINTENANCE_METRICS
 
 log = get_logger(__name__)
@@ -159,7 +159,7 @@ def _record(report: OptimizeReport, engine: Engine) -> None:
     worker group's metrics process exports them after any restart until next week's run."""
     from sqlmodel import Session
 
-    from bgworkers.db import utcnow
+    from bgworkers.db.engine import utcnow
     from bgworkers.monitoring.recorded_gauges import record_gauge
 
     metrics = MAINTENANCE_METRICS.get()

@@ -19,8 +19,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.engine import Engine
 from sqlmodel import col
 
-from bgworkers.db import session_scope
-from bgworkers.logs import get_logger
+from bgworkers.db.engine import session_scope
+from bgworkers.logs.loggers import get_logger
 from bgworkers.maintenance.metrics import MAINTENANCE_METRICS
 from bgworkers.users.models import UserSession
 

@@ -38,7 +38,7 @@ def actor_labels(actors: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 def periodic_jobs() -> list[str]:
-    from bgworkers.schedule import SCHEDULE
+    from bgworkers.scheduling.schedule import SCHEDULE
 
     return [job.actor_name for job in SCHEDULE]
 

@@ -122,7 +122,7 @@ class MessageMetricSet:
         for dead letters and skips (deliveries that name no declared actor), and every
         refusal reason.
         """
-        from bgworkers.envelope import InvalidEnvelope
+        from bgworkers.brokers.envelope import InvalidEnvelope
 
         for labels in actors:
             for metric in (

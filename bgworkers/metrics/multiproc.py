@@ -3,7 +3,8 @@
 Why this exists: ``dramatiq --processes N`` runs N worker processes, and Prometheus must see
 one sum. prometheus_client's multiprocess mode keeps each process's values in files under
 ``PROMETHEUS_MULTIPROC_DIR``, but it reads that variable once, when prometheus_client is first
-imported. So :mod:`bgworkers` calls :func:`prepare_multiprocess_dir` before anything imports it.
+imported. So the CLI's wiring (:mod:`bgworkers.brokers.wiring`) calls
+:func:`prepare_multiprocess_dir` before anything imports it.
 
 The directory is keyed by the dramatiq CLI's main process (pid and start time), which is the
 parent of every worker process and of the exposition process: processes of one CLI share it,
@@ -19,7 +20,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
-import sys
 from pathlib import Path
 
 ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
@@ -39,19 +39,26 @@ def run_key(pid: int) -> str:
     return f"{pid}-{_process_start_ticks(pid)}"
 
 
+_cli_child = False
+
+
 def is_dramatiq_cli_child() -> bool:
-    """True in the worker and fork processes that ``dramatiq`` starts."""
-    if multiprocessing.parent_process() is None:
-        return False
-    program = Path(sys.argv[0]).name if sys.argv else ""
-    return program == "dramatiq" or (program == "__main__.py" and "dramatiq" in sys.argv[0])
+    """True in the worker processes that ``dramatiq bgworkers`` starts (see below)."""
+    return _cli_child
 
 
 def prepare_multiprocess_dir(base: Path) -> Path | None:
-    """Set ``PROMETHEUS_MULTIPROC_DIR`` for dramatiq CLI children; return the directory in use."""
+    """Set ``PROMETHEUS_MULTIPROC_DIR`` for dramatiq CLI children; return the directory in use.
+
+    Called only where a CLI loads bgworkers (:mod:`bgworkers.brokers.wiring`): dramatiq's worker
+    processes are forked children of its main process; periodiq's scheduler is a main process
+    and keeps in-memory values.
+    """
+    global _cli_child
+    _cli_child = multiprocessing.parent_process() is not None
     if os.environ.get(ENV_VAR):
         return Path(os.environ[ENV_VAR])
-    if not is_dramatiq_cli_child():
+    if not _cli_child:
         return None
     directory = base.resolve() / run_key(os.getppid())
     directory.mkdir(parents=True, exist_ok=True)

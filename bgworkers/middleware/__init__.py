@@ -1,1 +1,13 @@
-"""bgworkers' middleware, one module each; :mod:`bgworkers.broker` puts them in order."""
+"""bgworkers' middleware, one module each; ``build_broker`` in :mod:`bgworkers.brokers.rabbitmq`
+puts them in order (docs/architecture.md, "Middleware (in order)").
+
+Message hooks: ``message_logging`` (context and one line per message), ``metrics``,
+``retry_policy`` (retry or dead-letter), ``outcome`` (what the retry policy decided, shared).
+Worker hooks: ``connectivity`` (RabbitMQ unreachable, said plainly), ``resources`` (shared
+clients closed at shutdown), ``exporter`` (the group's metrics endpoint).
+Process hooks of the worker processes a CLI starts: ``parent_death``, ``schema_gate``,
+``queue_gate``.
+Middleware of one package live in it: ``ScheduleGuard`` (:mod:`bgworkers.scheduling.middleware`),
+``OutboxRelay`` (:mod:`bgworkers.outbox.middleware`), ``DeadLetterIndex``
+(:mod:`bgworkers.console.middleware`), ``WorkerProcessBoot`` (:mod:`bgworkers.processes.boot`).
+"""

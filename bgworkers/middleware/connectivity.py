@@ -5,7 +5,7 @@ traceback each time, and the worker still logs "ready". This middleware probes t
 once the worker has booted and, until it answers, logs one line per interval (60 s) naming the
 condition (``broker_unreachable``, ``broker_auth_refused``, ``broker_vhost_missing``), the
 password-free URL and the fix; the libraries' own repeated lines are rate-limited by
-:mod:`bgworkers.log_noise`.
+:mod:`bgworkers.logs.log_noise`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pika
 from dramatiq import Broker, Worker
 from dramatiq.middleware import Middleware
 
-from bgworkers.logs import get_logger, redact_text
+from bgworkers.logs.loggers import get_logger, redact_text
 
 log = get_logger(__name__)
 
@@ -50,7 +50,7 @@ class BrokerConnectivityCheck(Middleware):
         self._stop.set()
 
     def _watch(self) -> None:
-        from bgworkers.diagnosis import probe_broker_problem
+        from bgworkers.processes.diagnosis import probe_broker_problem
 
         while not self._stop.is_set():
             problem = probe_broker_problem(self.url)

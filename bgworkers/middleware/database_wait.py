@@ -21,8 +21,8 @@ from collections.abc import Callable
 
 from dramatiq import Worker
 
-from bgworkers.diagnosis import EXIT_UNAVAILABLE, Problem, database_problem
-from bgworkers.logs import get_logger, redact_text
+from bgworkers.logs.loggers import get_logger, redact_text
+from bgworkers.processes.diagnosis import EXIT_UNAVAILABLE, Problem, database_problem
 from bgworkers.settings import Settings
 
 log = get_logger(__name__)
@@ -36,8 +36,8 @@ def probe_database(settings: Settings) -> Problem | None:
     """None when the database answers ``SELECT 1`` and has the current schema; else why not."""
     from sqlalchemy import text
 
-    from bgworkers.db import get_engine
-    from bgworkers.diagnosis import schema_problem
+    from bgworkers.db.engine import get_engine
+    from bgworkers.processes.diagnosis import schema_problem
 
     url = settings.database_url.get_secret_value()
     try:

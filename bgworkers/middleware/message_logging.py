@@ -17,7 +17,7 @@ from dramatiq.broker import MessageProxy
 from dramatiq.common import q_name
 from dramatiq.middleware import Middleware
 
-from bgworkers.logs import bind_context, clear_context, log_line
+from bgworkers.logs.loggers import bind_context, clear_context, log_line
 from bgworkers.middleware.outcome import outcome_of
 from bgworkers.middleware.retry_policy import REASON_ATTR
 

@@ -1,4 +1,5 @@
-"""Worker processes stop when dramatiq's main process dies (see :mod:`bgworkers.process_group`).
+"""Worker processes stop when dramatiq's main process dies
+(see :mod:`bgworkers.processes.process_group`).
 
 Why a middleware: dramatiq forks its worker processes itself; ``process_boot`` is the first
 hook that runs inside each of them. SIGTERM is dramatiq's own "stop gracefully" signal, so an
@@ -12,15 +13,11 @@ import signal
 import dramatiq
 from dramatiq.middleware import Middleware
 
-from bgworkers.process_group import set_parent_death_signal
+from bgworkers.processes.process_group import set_parent_death_signal
 
 
 class StopWithParent(Middleware):
     """Asks the kernel to send SIGTERM to this worker process when its parent dies."""
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
-        from bgworkers.boot import operator_command
-
-        if operator_command() != "dramatiq":
-            return  # emitted in-process (tests, an application): not a worker process
         set_parent_death_signal(signal.SIGTERM)

@@ -18,18 +18,14 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.errors import BrokerConnectionError
 from dramatiq.middleware import Middleware
 
-from bgworkers.diagnosis import EXIT_CONFIGURATION
-from bgworkers.queue_types import QueueArgumentsMismatch
+from bgworkers.brokers.queue_types import QueueArgumentsMismatch
+from bgworkers.processes.diagnosis import EXIT_CONFIGURATION
 
 
 class QueueArgumentsGate(Middleware):
     """Stops a ``dramatiq bgworkers`` worker process at boot on a queue-type mismatch."""
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
-        from bgworkers.boot import operator_command
-
-        if operator_command() != "dramatiq":
-            return  # emitted in-process (tests, an application): not a worker process
         problem = first_mismatch(broker)
         if problem is not None:
             err = sys.__stderr__ or sys.stderr

@@ -1,11 +1,14 @@
-"""Close each worker process's shared resources (see :mod:`bgworkers.process_resources`)."""
+"""Close each worker process's shared resources.
+
+See :mod:`bgworkers.processes.process_resources`.
+"""
 
 from __future__ import annotations
 
 from dramatiq import Broker, Worker
 from dramatiq.middleware import Middleware
 
-from bgworkers.process_resources import close_all
+from bgworkers.processes.process_resources import close_all
 
 
 class CloseResources(Middleware):

@@ -6,7 +6,7 @@ exponential backoff until ``max_retries`` (or ``retry_when``) says no, then dead
 ``on_retry_exhausted`` told; a raised ``dramatiq.Retry(delay=ms)`` sets the delay. Backoffs are
 in milliseconds. The defaults are the settings' (``BGW_RETRY_*``), not dramatiq's 20 retries
 over 7 days (beyond RabbitMQ's 30-minute consumer timeout). Envelope screening
-(:mod:`bgworkers.envelope`) refuses a message that sets ``throws``, ``retry_when`` or
+(:mod:`bgworkers.brokers.envelope`) refuses a message that sets ``throws``, ``retry_when`` or
 ``on_retry_exhausted`` itself, so only the actor decides those.
 
 What :class:`RetryPolicy` adds, each through ``Retries``' public hook and arguments:
@@ -35,7 +35,7 @@ from dramatiq.broker import MessageProxy
 from dramatiq.middleware.retries import Retries
 
 from bgworkers.errors import PermanentError, TransientError
-from bgworkers.logs import get_logger
+from bgworkers.logs.loggers import get_logger
 
 log = get_logger(__name__)
 

@@ -24,8 +24,13 @@ from collections.abc import Callable
 import dramatiq
 from dramatiq.middleware import Middleware
 
-from bgworkers.diagnosis import EXIT_UNAVAILABLE, Problem, database_problem, schema_problem
 from bgworkers.middleware.database_wait import DatabaseWait
+from bgworkers.processes.diagnosis import (
+    EXIT_UNAVAILABLE,
+    Problem,
+    database_problem,
+    schema_problem,
+)
 
 
 class SchemaGate(Middleware):
@@ -37,10 +42,6 @@ class SchemaGate(Middleware):
         self._wait: DatabaseWait | None = None
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
-        from bgworkers.boot import operator_command
-
-        if operator_command() != "dramatiq":
-            return  # emitted in-process (tests, an application): not a worker process
         code = _in_child(check_schema_or_say_why)
         self._database_away = code == EXIT_UNAVAILABLE
         if code and not self._database_away:
@@ -60,7 +61,7 @@ class SchemaGate(Middleware):
 
 def check_schema_or_say_why() -> int:
     """0 when the schema is current; else print one line on stderr and return the exit code."""
-    from bgworkers.db import get_engine
+    from bgworkers.db.engine import get_engine
     from bgworkers.settings import get_settings
 
     settings = get_settings()

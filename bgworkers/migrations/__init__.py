@@ -13,7 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
-from bgworkers.db import get_engine
+from bgworkers.db.engine import get_engine
 
 
 def alembic_config(engine: Engine | None = None) -> Config:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
-import bgworkers.models  # noqa: F401 - registers every table on SQLModel.metadata
-from bgworkers.db import get_engine
+import bgworkers.db.models  # noqa: F401 - registers every table on SQLModel.metadata
+from bgworkers.db.engine import get_engine
 
 engine = context.config.attributes.get("engine") or get_engine()
 

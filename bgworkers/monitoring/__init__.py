@@ -1,1 +1,11 @@
-"""Monitoring: queue depths from RabbitMQ, readiness checks, the scheduler's endpoint."""
+"""Monitoring: what the endpoints, ``bgworkers health`` and the dashboards report.
+
+- ``queue_depth``: queue depths read from RabbitMQ's management API, as gauges;
+- ``health``: liveness and readiness (``/healthz``, ``/readyz``);
+- ``job_health``: per periodic job, its last success and how often it should succeed;
+- ``recorded_gauges`` and ``models``: gauges measured by a worker and kept in the database;
+- ``process_stats``: memory and CPU of the worker group's processes;
+- ``reading``: a value refreshed by a background thread, so a scrape never waits;
+- ``report``: ``bgworkers health``;
+- ``dashboards``: the Grafana dashboards' JSON, generated.
+"""

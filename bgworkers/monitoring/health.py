@@ -29,10 +29,10 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
-from bgworkers.db import get_engine
-from bgworkers.diagnosis import database_problem, probe_broker_problem, schema_problem
-from bgworkers.logs import redact_text
+from bgworkers.db.engine import get_engine
+from bgworkers.logs.loggers import redact_text
 from bgworkers.monitoring.reading import BackgroundReading
+from bgworkers.processes.diagnosis import database_problem, probe_broker_problem, schema_problem
 from bgworkers.settings import Settings
 
 

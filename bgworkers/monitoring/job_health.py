@@ -20,11 +20,11 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from bgworkers.db import get_engine
+from bgworkers.db.engine import get_engine
 from bgworkers.maintenance.heartbeat import SOURCE as HEARTBEAT_SOURCE
 from bgworkers.maintenance.models import SchedulerHeartbeat
 from bgworkers.monitoring.reading import BackgroundReading
-from bgworkers.schedule import SCHEDULE
+from bgworkers.scheduling.schedule import SCHEDULE
 from bgworkers.settings import Settings
 
 

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from sqlmodel import Field, SQLModel
 
-from bgworkers.db import UtcDateTime
+from bgworkers.db.engine import UtcDateTime
 
 
 class RecordedGauge(SQLModel, table=True):

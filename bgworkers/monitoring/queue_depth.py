@@ -32,8 +32,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from bgworkers import queues
-from bgworkers.broker_nodes import open_blocking_connection
-from bgworkers.logs import get_logger
+from bgworkers.brokers.broker_nodes import open_blocking_connection
+from bgworkers.logs.loggers import get_logger
 from bgworkers.monitoring.reading import BackgroundReading, failure_reason
 
 log = get_logger(__name__)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from bgworkers.logs import get_logger
+from bgworkers.logs.loggers import get_logger
 
 T = TypeVar("T")
 log = get_logger(__name__)

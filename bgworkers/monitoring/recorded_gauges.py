@@ -95,7 +95,7 @@ class RecordedGaugeCollector(Collector):
 def recorded_gauge_collector(settings: Settings) -> RecordedGaugeCollector:
     """The collector the worker group's metrics process serves (read every
     ``BGW_QUEUE_DEPTH_INTERVAL_S`` seconds, like the job health)."""
-    from bgworkers.db import get_engine
+    from bgworkers.db.engine import get_engine
 
     def read() -> list[RecordedGauge]:
         with Session(get_engine(settings)) as session:

@@ -9,13 +9,13 @@ from typing import TextIO
 
 from sqlmodel import Session
 
-from bgworkers.db import get_engine, utcnow
-from bgworkers.diagnosis import quiet_pika
-from bgworkers.logs import redact_text
+from bgworkers.db.engine import get_engine, utcnow
+from bgworkers.logs.loggers import redact_text
 from bgworkers.maintenance.heartbeat import SOURCE
 from bgworkers.maintenance.models import SchedulerHeartbeat
 from bgworkers.monitoring.health import CheckResult, DeadlineCheck, deadline_checks, run_checks
 from bgworkers.monitoring.queue_depth import QueueDepth, read_depths_amqp
+from bgworkers.processes.diagnosis import quiet_pika
 from bgworkers.scheduling.pauses import paused_jobs
 from bgworkers.settings import Settings
 

@@ -11,15 +11,15 @@ import sys
 import threading
 from types import FrameType
 
-from bgworkers.db import get_engine
+from bgworkers.db.engine import get_engine
 from bgworkers.outbox.middleware import publisher_for, relay_config
 from bgworkers.outbox.relay import Relay
 from bgworkers.settings import get_settings
 
 
 def main() -> int:
-    from bgworkers.boot import boot_process
     from bgworkers.errors import ConfigurationError
+    from bgworkers.processes.boot import boot_process
 
     try:
         settings = boot_process(get_settings())

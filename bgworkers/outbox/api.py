@@ -23,7 +23,7 @@ import dramatiq
 from sqlalchemy import event, insert, select
 from sqlmodel import Session
 
-from bgworkers.db import insert_with_on_conflict, utcnow
+from bgworkers.db.engine import insert_with_on_conflict, utcnow
 from bgworkers.errors import InvalidArguments
 from bgworkers.outbox.metrics import OUTBOX_METRICS
 from bgworkers.outbox.models import OutboxMessage

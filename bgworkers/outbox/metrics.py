@@ -92,7 +92,7 @@ def read_backlog(session: Session, *, now: datetime) -> Backlog:
 
 
 def read_backlog_now(settings: Settings, *, now: datetime | None = None) -> Backlog:
-    from bgworkers.db import get_engine, utcnow
+    from bgworkers.db.engine import get_engine, utcnow
 
     with Session(get_engine(settings)) as session:
         return read_backlog(session, now=now or utcnow())

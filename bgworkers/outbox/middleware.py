@@ -17,7 +17,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.common import current_millis
 from dramatiq.middleware import Middleware
 
-from bgworkers.db import get_engine
+from bgworkers.db.engine import get_engine
 from bgworkers.outbox.publishers import BrokerPublisher, Publisher, RabbitmqConfirmPublisher
 from bgworkers.outbox.relay import Relay, RelayConfig
 from bgworkers.settings import Settings

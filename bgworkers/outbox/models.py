@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Column, Index, Integer, Text
 from sqlmodel import Field, SQLModel
 
-from bgworkers.db import UtcDateTime, utcnow
+from bgworkers.db.engine import UtcDateTime, utcnow
 
 #: On SQLite only ``INTEGER PRIMARY KEY`` is an auto-incrementing row id.
 ID_TYPE = BigInteger().with_variant(Integer(), "sqlite")

@@ -28,9 +28,9 @@ import pika.exceptions
 from dramatiq.common import dq_name
 from pika.spec import Basic
 
-from bgworkers.broker_nodes import connection_parameters, describe_parameters
+from bgworkers.brokers.broker_nodes import connection_parameters, describe_parameters
 from bgworkers.errors import TransientError
-from bgworkers.logs import get_logger
+from bgworkers.logs.loggers import get_logger
 
 log = get_logger("bgworkers.outbox")
 

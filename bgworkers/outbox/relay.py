@@ -33,8 +33,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
-from bgworkers.db import insert_if_absent, utcnow
-from bgworkers.logs import get_logger
+from bgworkers.db.engine import insert_if_absent, utcnow
+from bgworkers.logs.loggers import get_logger
 from bgworkers.outbox.api import RELAY_WAKEUP
 from bgworkers.outbox.metrics import OUTBOX_METRICS
 from bgworkers.outbox.models import OutboxMessage, OutboxRelayLease

@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import date
 
 from bgworkers import queues
-from bgworkers.db import session_scope, utcnow
+from bgworkers.db.engine import session_scope, utcnow
 from bgworkers.email.api import deliver_now
 from bgworkers.outbox import enqueue, enqueue_many
 from bgworkers.outbox.keys import per_run_key

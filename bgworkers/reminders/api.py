@@ -14,7 +14,7 @@ from typing import Final
 
 from sqlmodel import Session
 
-from bgworkers.db import utcnow
+from bgworkers.db.engine import utcnow
 from bgworkers.email.api import cancel_queued_emails
 from bgworkers.errors import PermanentError
 from bgworkers.reminders.firing import occurrence_key_prefix

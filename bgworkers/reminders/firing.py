@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from bgworkers.email.api import Draft, add_emails, enqueue_email, is_email_address
-from bgworkers.logs import get_logger
+from bgworkers.logs.loggers import get_logger
 from bgworkers.reminders.formatting import RenderedEmail, render_reminder
 from bgworkers.reminders.metrics import REMINDER_METRICS
 from bgworkers.reminders.models import Reminder, ReminderStatus

@@ -8,7 +8,7 @@ from enum import StrEnum
 from sqlalchemy import Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from bgworkers.db import UtcDateTime, utcnow
+from bgworkers.db.engine import UtcDateTime, utcnow
 
 
 class ReminderStatus(StrEnum):

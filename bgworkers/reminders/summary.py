@@ -24,9 +24,9 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, exists, or_, update
 from sqlmodel import Session, col, select
 
-from bgworkers.db import insert_if_absent
+from bgworkers.db.engine import insert_if_absent
 from bgworkers.email.api import enqueue_email, is_email_address
-from bgworkers.logs import get_logger
+from bgworkers.logs.loggers import get_logger
 from bgworkers.reminders.formatting import SummaryItem, render_summary
 from bgworkers.reminders.metrics import REMINDER_METRICS
 from bgworkers.reminders.models import DailySummary, Reminder, ReminderStatus

@@ -28,9 +28,9 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, bindparam, or_, select, update
 from sqlmodel import Session
 
-from bgworkers.db import insert_with_on_conflict
+from bgworkers.db.engine import insert_with_on_conflict
 from bgworkers.email.api import Draft, add_emails, is_email_address
-from bgworkers.logs import get_logger
+from bgworkers.logs.loggers import get_logger
 from bgworkers.reminders.formatting import RenderedEmail, render_summary
 from bgworkers.reminders.metrics import REMINDER_METRICS
 from bgworkers.reminders.models import DailySummary, Reminder, ReminderStatus

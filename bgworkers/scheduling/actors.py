@@ -9,7 +9,7 @@ import dramatiq
 from dramatiq.middleware import CurrentMessage
 
 from bgworkers import queues
-from bgworkers.db import session_scope, utcnow
+from bgworkers.db.engine import session_scope, utcnow
 from bgworkers.scheduling.catch_up import catch_up
 from bgworkers.scheduling.claims import prune_runs
 from bgworkers.scheduling.cron import floor_minute

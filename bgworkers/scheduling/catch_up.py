@@ -35,8 +35,8 @@ from datetime import datetime, timedelta
 
 from sqlmodel import Session, col, select
 
-from bgworkers.db import after_commit
-from bgworkers.logs import get_logger
+from bgworkers.db.engine import after_commit
+from bgworkers.logs.loggers import get_logger
 from bgworkers.scheduling.claims import job_state
 from bgworkers.scheduling.metrics import SCHEDULE_METRICS
 from bgworkers.scheduling.models import ScheduledRun

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from sqlmodel import Session, col, delete
 
-from bgworkers.db import insert_if_absent
+from bgworkers.db.engine import insert_if_absent
 from bgworkers.scheduling.models import ScheduledJobState, ScheduledRun
 
 #: A run in one of these states is never started again for the same tick.

@@ -19,7 +19,7 @@ from typing import Final
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from bgworkers.logs import get_logger, redact_text
+from bgworkers.logs.loggers import get_logger, redact_text
 from bgworkers.scheduling.metrics import SCHEDULE_METRICS
 
 log = get_logger("bgworkers.scheduling")

@@ -38,8 +38,8 @@ from dramatiq.errors import ActorNotFound
 from dramatiq.middleware import Middleware, SkipMessage
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from bgworkers.db import session_scope, utcnow
-from bgworkers.logs import get_logger
+from bgworkers.db.engine import session_scope, utcnow
+from bgworkers.logs.loggers import get_logger
 from bgworkers.middleware.outcome import outcome_of
 from bgworkers.scheduling.claims import Claim, claim_run, finish_run
 from bgworkers.scheduling.database_away import is_database_away, outcome_not_recorded, skip_tick

@@ -19,7 +19,7 @@ def check_overrides(overrides: dict[str, str]) -> dict[str, str]:
 
     Raises :class:`ConfigurationError` naming ``BGW_SCHEDULE_OVERRIDES`` and each problem.
     """
-    from bgworkers.schedule import SCHEDULE
+    from bgworkers.scheduling.schedule import SCHEDULE
 
     known = {entry.actor_name for entry in SCHEDULE}
     problems: list[str] = []

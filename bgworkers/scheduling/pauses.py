@@ -14,7 +14,7 @@ from datetime import datetime
 
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from bgworkers.db import UtcDateTime
+from bgworkers.db.engine import UtcDateTime
 
 
 class JobPause(SQLModel, table=True):

@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 from bgworkers.scheduling.cron import CronExpression, ZonedCron, floor_minute
 
 if TYPE_CHECKING:
-    from bgworkers.schedule import ScheduledJob
+    from bgworkers.scheduling.schedule import ScheduledJob
     from bgworkers.settings import Settings
 
 #: The override value that disables a job.

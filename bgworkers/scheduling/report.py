@@ -13,11 +13,11 @@ from zoneinfo import ZoneInfo
 
 from sqlmodel import Session, col, select
 
-from bgworkers.db import get_engine, session_scope, utcnow
-from bgworkers.schedule import SCHEDULE
+from bgworkers.db.engine import get_engine, session_scope, utcnow
 from bgworkers.scheduling.models import ScheduledJobState, ScheduledRun
 from bgworkers.scheduling.pauses import JobPause, paused_jobs
 from bgworkers.scheduling.periodic import CronPeriod
+from bgworkers.scheduling.schedule import SCHEDULE
 from bgworkers.settings import Settings
 
 _HEADERS = (

@@ -8,9 +8,9 @@ vhost) and interval with the fix, until RabbitMQ takes it; the message keeps the
 due at (``scheduled_at``), and ticks that pass meanwhile are the catch-up job's (see
 docs/scheduling.md).
 
-How: :func:`install` replaces ``periodiq.Scheduler.send_actors`` (a public method of the
-class periodiq's CLI instantiates; periodiq is pinned exactly in pyproject.toml, so the
-replacement is checked against the one version it wraps).
+How: :func:`install` replaces ``periodiq.Scheduler.send_actors`` (a method of the class
+periodiq's CLI instantiates) through :mod:`bgworkers.compat.periodiq`, whose contract test
+fails when periodiq's own changes.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bgworkers.diagnosis import broker_problem
-from bgworkers.logs import get_logger
+from bgworkers.logs.loggers import get_logger
+from bgworkers.processes.diagnosis import broker_problem
 
 log = get_logger("bgworkers.scheduling")
 
@@ -80,6 +80,7 @@ def install(broker_url: str) -> None:
     count them (:mod:`bgworkers.scheduling.scheduler_metrics`)."""
     import periodiq
 
+    from bgworkers.compat.periodiq import replace_send_actors
     from bgworkers.metrics.known_series import periodic_jobs
     from bgworkers.scheduling.scheduler_metrics import SCHEDULER_METRICS
 
@@ -107,4 +108,4 @@ def install(broker_url: str) -> None:
         if upcoming:
             metrics.next_wakeup.set(min(upcoming).timestamp())
 
-    periodiq.Scheduler.send_actors = send_actors
+    replace_send_actors(send_actors)

@@ -18,7 +18,7 @@ import dramatiq
 from sqlmodel import Session
 
 from bgworkers import queues
-from bgworkers.db import session_scope, utcnow
+from bgworkers.db.engine import session_scope, utcnow
 from bgworkers.outbox import enqueue, enqueue_many
 from bgworkers.outbox.keys import per_run_key
 from bgworkers.settings import get_settings

@@ -26,9 +26,9 @@ from urllib.parse import quote
 import httpx
 from sqlmodel import Session
 
-from bgworkers.db import insert_with_on_conflict
+from bgworkers.db.engine import insert_with_on_conflict
 from bgworkers.errors import PermanentHTTPError
-from bgworkers.logs import get_logger
+from bgworkers.logs.loggers import get_logger
 from bgworkers.settings import Settings
 from bgworkers.sync.connection_sync import run_connection_sync
 from bgworkers.sync.http import (

@@ -41,9 +41,9 @@ from tenacity import (
 )
 
 from bgworkers.errors import PermanentError, PermanentHTTPError, TransientHTTPError
-from bgworkers.logs import get_logger, quiet_http_client_logs, redact_text
-from bgworkers.process_resources import ProcessResource
-from bgworkers.redaction import scrub_known
+from bgworkers.logs.loggers import get_logger, quiet_http_client_logs, redact_text
+from bgworkers.logs.redaction import scrub_known
+from bgworkers.processes.process_resources import ProcessResource
 from bgworkers.settings import Settings
 from bgworkers.sync.metrics import SYNC_METRICS
 from bgworkers.tracing.spans import client_span, set_http_status

@@ -9,8 +9,8 @@ processes and hosts is :mod:`bgworkers.sync.shared_limits`.
 
 from __future__ import annotations
 
-from bgworkers.db import get_engine
-from bgworkers.process_resources import ProcessResource
+from bgworkers.db.engine import get_engine
+from bgworkers.processes.process_resources import ProcessResource
 from bgworkers.settings import Settings
 from bgworkers.sync.shared_limits import (
     CredentialThrottle,

@@ -153,7 +153,7 @@ def observe_run(provider: str, user_id: int) -> Iterator[dict[str, Any]]:
     ``error`` (anything else: a bug, a time limit, a shutdown) and is re-raised.
     """
     from bgworkers.errors import PermanentError, TransientError
-    from bgworkers.logs import get_logger
+    from bgworkers.logs.loggers import get_logger
 
     figures: dict[str, Any] = {"outcome": "completed"}
     started = time.perf_counter()

@@ -26,7 +26,7 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from bgworkers.errors import PermanentHTTPError
-from bgworkers.logs import get_logger
+from bgworkers.logs.loggers import get_logger
 from bgworkers.settings import Settings
 from bgworkers.sync.connection_sync import run_connection_sync
 from bgworkers.sync.http import (

@@ -34,7 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import col
 
 from bgworkers.errors import TransientError
-from bgworkers.logs import get_logger
+from bgworkers.logs.loggers import get_logger
 from bgworkers.sync.models import RateLimitSlot
 from bgworkers.sync.ratelimit import RateLimiter
 

@@ -1,7 +1,7 @@
 """Span names and attributes, after OpenTelemetry's messaging semantic conventions.
 
 Only ids, names and counts: never a message's arguments, an address, a URL path or query, or
-an error text that has not been through :func:`bgworkers.redaction.redact_text`.
+an error text that has not been through :func:`bgworkers.logs.redaction.redact_text`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any, Final
 
 from dramatiq.common import q_name
 
-from bgworkers.redaction import redact_text
+from bgworkers.logs.redaction import redact_text
 
 SYSTEM: Final = "rabbitmq"
 #: Characters of a (redacted) error text kept in a span's status.

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from sqlmodel import Field, SQLModel
 
-from bgworkers.db import UtcDateTime, utcnow
+from bgworkers.db.engine import UtcDateTime, utcnow
 
 
 class User(SQLModel, table=True):

@@ -23,8 +23,8 @@ from sqlalchemy import Engine, create_engine, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
-from bgworkers.db import get_engine
-from bgworkers.logs import get_logger
+from bgworkers.db.engine import get_engine
+from bgworkers.logs.loggers import get_logger
 
 log = get_logger(__name__)
 

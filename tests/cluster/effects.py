@@ -17,7 +17,8 @@ from dramatiq.middleware import CurrentMessage
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from bgworkers.db import session_scope
+import bgworkers
+from bgworkers.db.engine import session_scope
 from bgworkers.errors import TransientError
 
 QUEUE = "cluster_probe"
@@ -37,6 +38,7 @@ def create_tables(connection: Connection) -> None:
 
 
 @dramatiq.actor(
+    broker=bgworkers.broker,
     actor_name="record_effect",
     queue_name=QUEUE,
     max_retries=10,

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bgworkers.cli import main
+from bgworkers.cli.admin import main
 from tests.platform_helpers import free_port, wait_for
 
 BGWORKERS = Path(sys.executable).parent / "bgworkers"

@@ -29,13 +29,13 @@ from bgworkers.console.models import DeadLetter
 from bgworkers.console.operations import is_manual_tick, manual_tick
 from bgworkers.console.sending import SendRefused, parse_arguments
 from bgworkers.console.web.security import Credentials, check_startup, csrf_ok, is_loopback
-from bgworkers.db import session_scope
+from bgworkers.db.engine import session_scope
 from bgworkers.errors import ConfigurationError, PermanentError
-from bgworkers.schedule import ScheduledJob
 from bgworkers.scheduling.middleware import MANUAL_OPTION, TICK_OPTION
 from bgworkers.scheduling.models import ScheduledRun
 from bgworkers.scheduling.pauses import pause_job, paused_jobs, resume_job
 from bgworkers.scheduling.periodic import CronPeriod
+from bgworkers.scheduling.schedule import ScheduledJob
 from tests.platform_helpers import running_worker, stub_broker
 
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
@@ -193,12 +193,12 @@ def test_a_paused_job_is_skipped_by_the_guard_but_a_manual_run_runs(
 
 
 def test_the_catch_up_job_leaves_paused_jobs_out(sqlite_engine: Engine) -> None:
-    from bgworkers.db import utcnow
-    from bgworkers.schedule import SCHEDULE
+    from bgworkers.db.engine import utcnow
     from bgworkers.scheduling.actors import catch_up_missed_ticks
     from bgworkers.scheduling.catch_up import CATCH_UP_JOB
     from bgworkers.scheduling.claims import job_state
     from bgworkers.scheduling.cron import floor_minute
+    from bgworkers.scheduling.schedule import SCHEDULE
 
     now = floor_minute(utcnow())
     with session_scope() as session:

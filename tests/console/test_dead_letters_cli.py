@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from bgworkers import queues
-from bgworkers.cli import main
+from bgworkers.cli.admin import main
 from bgworkers.console.models import AuditEntry, DeadLetter
 from tests.console import fake_jobs
 from tests.platform_helpers import wait_for

@@ -14,7 +14,7 @@ from bgworkers.console.dead_letters import Failure
 from bgworkers.console.index_backlog import IndexBacklog
 from bgworkers.console.middleware import DeadLetterIndex
 from bgworkers.console.models import DeadLetter
-from bgworkers.db import make_engine, use_engine
+from bgworkers.db.engine import make_engine, use_engine
 from bgworkers.errors import PermanentError
 from tests.platform_helpers import running_worker, stub_broker, wait_for
 

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from bgworkers import queues
-from bgworkers.cli import main
+from bgworkers.cli.admin import main
 from bgworkers.console.models import AuditEntry
 from bgworkers.scheduling.models import ScheduledRun
 from tests.scheduling import probe_jobs

@@ -9,7 +9,7 @@ from sqlalchemy.engine import Engine
 import bgworkers
 from bgworkers.console.operations import Console
 from bgworkers.console.overview import read_overview
-from bgworkers.db import session_scope
+from bgworkers.db.engine import session_scope
 from bgworkers.scheduling.claims import claim_run, finish_run
 from bgworkers.settings import load_settings
 

@@ -30,7 +30,7 @@ from bgworkers.console.operations import Console
 from bgworkers.console.web.app import WebConfig, create_app
 from bgworkers.console.web.security import Credentials
 from bgworkers.console.web.throttle import LoginThrottle, ThrottlePolicy
-from bgworkers.db import session_scope, utcnow
+from bgworkers.db.engine import session_scope, utcnow
 from bgworkers.maintenance.heartbeat import record_heartbeat
 from bgworkers.scheduling.models import ScheduledRun
 from bgworkers.settings import get_settings

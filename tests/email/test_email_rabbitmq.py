@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from bgworkers.db import session_scope, utcnow
+from bgworkers.db.engine import session_scope, utcnow
 from bgworkers.email.actors import process_email_queue, send_email
 from bgworkers.email.api import enqueue_email
 from bgworkers.email.models import EmailStatus, OutboxEmail

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from bgworkers import queues
-from bgworkers.db import session_scope
+from bgworkers.db.engine import session_scope
 from bgworkers.email.actors import send_email, send_urgent_email
 from bgworkers.email.api import enqueue_email
 from bgworkers.outbox.models import OutboxMessage

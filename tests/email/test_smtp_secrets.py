@@ -12,7 +12,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 from bgworkers.email.smtp import SmtpMailer, SmtpTransientError
-from bgworkers.logs import get_logger
+from bgworkers.logs.loggers import get_logger
 from tests.email.helpers import ScriptedHandler
 from tests.platform_helpers import captured_json_logs, free_port
 

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from bgworkers import queues
-from bgworkers.db import utcnow
+from bgworkers.db.engine import utcnow
 from bgworkers.files.actors import backup_user_data, cleanup_temp_files
 from bgworkers.files.archive import list_archives
 from bgworkers.files.restore import read_archive

@@ -36,7 +36,7 @@ from sqlalchemy import Enum as SAEnum
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, select
 
-from bgworkers.db import UtcDateTime
+from bgworkers.db.engine import UtcDateTime
 from bgworkers.files.actors import record_backup_messages
 from bgworkers.files.archive import (
     FORMAT,

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from bgworkers import migrations
-from bgworkers.db import make_engine, session_scope
+from bgworkers.db.engine import make_engine, session_scope
 from bgworkers.files.archive import list_archives
 from bgworkers.files.backup import backup_user
 from bgworkers.files.commands import EXIT_CONFLICT, EXIT_DATABASE, EXIT_INVALID, EXIT_USAGE

@@ -8,7 +8,7 @@ import pytest
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from bgworkers import queues
-from bgworkers.broker import build_broker
+from bgworkers.brokers.rabbitmq import build_broker
 from bgworkers.settings import get_settings
 
 #: The queue test-only actors are declared on.

@@ -19,7 +19,7 @@ import pytest
 from dramatiq.common import xq_name
 
 from bgworkers import queues
-from bgworkers.broker import build_broker
+from bgworkers.brokers.rabbitmq import build_broker
 from bgworkers.settings import get_settings
 
 pytestmark = pytest.mark.integration

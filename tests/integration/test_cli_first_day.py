@@ -21,8 +21,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from bgworkers import queues
-from bgworkers.broker import build_broker
-from bgworkers.db import make_engine, utcnow
+from bgworkers.brokers.rabbitmq import build_broker
+from bgworkers.db.engine import make_engine, utcnow
 from bgworkers.maintenance.heartbeat import record_heartbeat
 from bgworkers.settings import get_settings
 from tests.cli_helpers import assert_one_line, run_command

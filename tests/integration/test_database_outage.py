@@ -30,7 +30,7 @@ from sqlmodel import Session, select
 
 import bgworkers
 from bgworkers.console.models import DeadLetter
-from bgworkers.db import session_scope
+from bgworkers.db.engine import session_scope
 from bgworkers.email.actors import process_email_queue
 from bgworkers.email.api import enqueue_email
 from bgworkers.email.models import EmailStatus, OutboxEmail

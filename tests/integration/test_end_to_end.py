@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlmodel import Session
 
 from bgworkers import queues
-from bgworkers.db import make_engine
+from bgworkers.db.engine import make_engine
 from bgworkers.maintenance.models import SchedulerHeartbeat
 from tests.platform_helpers import free_port, wait_for
 

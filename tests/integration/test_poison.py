@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from bgworkers import queues
-from bgworkers.broker import ScreeningRabbitmqBroker, build_broker
+from bgworkers.brokers.rabbitmq import ScreeningRabbitmqBroker, build_broker
 from bgworkers.errors import MessageTooLarge
 from bgworkers.settings import get_settings
 from bgworkers.tasks import task

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import deque
 
-from bgworkers.diagnosis import EXIT_CONFIGURATION, EXIT_UNAVAILABLE, Problem
 from bgworkers.middleware.database_wait import DatabaseWait
+from bgworkers.processes.diagnosis import EXIT_CONFIGURATION, EXIT_UNAVAILABLE, Problem
 from bgworkers.settings import Settings, load_settings
 from tests.platform_helpers import captured_json_logs, wait_for
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bgworkers.broker import build_broker
+from bgworkers.brokers.rabbitmq import build_broker
 from bgworkers.middleware.exporter import LOCK_NAME, GroupExporter, claim_exporter
 from bgworkers.middleware.metrics import MessageMetrics
 from bgworkers.settings import get_settings
@@ -40,7 +40,7 @@ def test_a_worker_outside_dramatiqs_cli_serves_nothing(tmp_path: Path, monkeypat
 
 
 def test_the_broker_asks_dramatiq_for_no_fork_process() -> None:
-    broker = build_broker(get_settings())
+    broker = build_broker(get_settings(), worker_process=True)
     assert [m for m in broker.middleware if m.forks] == []
     assert any(isinstance(m, GroupExporter) for m in broker.middleware)
     assert any(isinstance(m, MessageMetrics) for m in broker.middleware)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import logging
 
 from bgworkers import queues
-from bgworkers.logs import bind_context, get_logger, redact_text
+from bgworkers.logs.loggers import bind_context, get_logger, redact_text
 from bgworkers.tasks import task
 from tests.platform_helpers import captured_json_logs, running_worker, stub_broker
 
@@ -89,7 +89,7 @@ def test_secrets_never_reach_the_output() -> None:
 
 
 def test_secret_keys_are_whole_words_not_substrings() -> None:
-    from bgworkers.logs import redact_value
+    from bgworkers.logs.loggers import redact_value
 
     for secret in ("smtp_password", "access_token", "x-api-key", "Authorization", "cookie"):
         assert redact_value(secret, "value") == "***", secret

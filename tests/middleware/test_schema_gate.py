@@ -24,7 +24,6 @@ MIGRATION_TOOLING_STAYS_OUT = """
 import logging
 import sys
 logging.basicConfig(level=logging.INFO)  # as dramatiq's CLI sets up a worker process
-sys.argv[0] = "dramatiq"  # what a worker process of dramatiq's CLI sees
 import bgworkers
 from bgworkers.middleware.schema_gate import SchemaGate
 try:

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from bgworkers.db import utcnow
+from bgworkers.db.engine import utcnow
 from bgworkers.maintenance.heartbeat import record_heartbeat
 from bgworkers.monitoring.report import print_health
 from bgworkers.settings import load_settings

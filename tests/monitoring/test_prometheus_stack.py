@@ -289,7 +289,7 @@ def test_every_dashboard_and_alert_expression_returns_data(
 
     # The outage's missed ticks must be a step from 0 that Prometheus sees: both groups'
     # counters are scraped at 0 before the scheduler (and so the catch-up job) starts.
-    jobs = len(bgworkers.schedule.SCHEDULE)
+    jobs = len(bgworkers.scheduling.schedule.SCHEDULE)
     wait_for(
         lambda: value("count(bgworkers_schedule_missed_ticks_total)") == 2 * jobs,
         timeout_s=90,
@@ -459,7 +459,7 @@ def ground_truth(database_url: str, tmp_path: Path) -> dict[str, float]:
     """What the count panels must read, from the database, the files and RabbitMQ."""
     from sqlalchemy import text
 
-    from bgworkers.db import make_engine
+    from bgworkers.db.engine import make_engine
     from bgworkers.monitoring.queue_depth import read_depths_amqp
     from bgworkers.settings import get_settings
 
@@ -496,7 +496,7 @@ def pretend_the_scheduler_was_down(database_url: str, *, days: int) -> None:
     """The catch-up job's bookmark says it last looked ``days`` ago: a real outage's state."""
     from sqlmodel import Session
 
-    from bgworkers.db import make_engine, utcnow
+    from bgworkers.db.engine import make_engine, utcnow
     from bgworkers.scheduling.catch_up import CATCH_UP_JOB
     from bgworkers.scheduling.models import ScheduledJobState
 
@@ -522,7 +522,7 @@ def seed_domain_data(database_url: str, temp_dir: Path, *, notion_token: str) ->
     """One user with a calendar, Notion, an expired session, a reminder and old temp files."""
     from sqlmodel import Session
 
-    from bgworkers.db import make_engine, utcnow
+    from bgworkers.db.engine import make_engine, utcnow
     from bgworkers.reminders.api import create_reminder
     from bgworkers.sync.models import CalendarConnection, NotionConnection
     from bgworkers.users.models import User, UserSession
@@ -559,7 +559,7 @@ def run_domain_jobs(database_url: str, reminder_due_at: datetime) -> None:
     """Each domain's periodic job, sent by hand as an operator would, and two emails."""
     from sqlmodel import Session
 
-    from bgworkers.db import make_engine
+    from bgworkers.db.engine import make_engine
     from bgworkers.email.api import enqueue_email
     from bgworkers.files.actors import backup_user_data, cleanup_temp_files
     from bgworkers.maintenance.actors import cleanup_old_sessions, optimize_database

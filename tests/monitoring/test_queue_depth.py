@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from bgworkers import queues
-from bgworkers.broker import build_broker
+from bgworkers.brokers.rabbitmq import build_broker
 from bgworkers.monitoring.queue_depth import (
     QueueDepth,
     QueueDepthCollector,
@@ -129,7 +129,7 @@ def test_management_reading_of_the_real_api_sees_a_message_held_by_a_consumer(
     message delivered and not acknowledged counts as unacked, which AMQP cannot tell."""
     import pika
 
-    from bgworkers.broker_nodes import open_blocking_connection
+    from bgworkers.brokers.broker_nodes import open_blocking_connection
 
     queue = "test-queue-depth-held"
     connection = open_blocking_connection(rabbitmq_url)

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from bgworkers import queues
-from bgworkers.db import session_scope
+from bgworkers.db.engine import session_scope
 from bgworkers.outbox import enqueue, enqueue_many
 from bgworkers.outbox.models import OutboxMessage
 from bgworkers.outbox.publishers import Outgoing, RabbitmqConfirmPublisher

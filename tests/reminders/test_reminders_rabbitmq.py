@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from bgworkers.db import session_scope, utcnow
+from bgworkers.db.engine import session_scope, utcnow
 from bgworkers.email.models import OutboxEmail
 from bgworkers.reminders.actors import check_due_reminders, fire_reminder, send_daily_email_summary
 from bgworkers.reminders.api import cancel_reminder, create_reminder

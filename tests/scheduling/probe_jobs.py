@@ -16,11 +16,12 @@ from datetime import timedelta
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
+import bgworkers
 from bgworkers import queues
 from bgworkers.errors import TransientError
-from bgworkers.schedule import ScheduledJob
 from bgworkers.scheduling.middleware import TICK_OPTION
 from bgworkers.scheduling.periodic import CronPeriod
+from bgworkers.scheduling.schedule import ScheduledJob
 from bgworkers.settings import get_settings
 
 PROBES = (
@@ -58,6 +59,7 @@ def _declare(job: ScheduledJob, **options: object) -> dramatiq.Actor[[], None]:
 
     run.__name__ = job.actor_name
     return dramatiq.actor(
+        broker=bgworkers.broker,
         actor_name=job.actor_name,
         queue_name=queues.MAINTENANCE,
         periodic=_period(job),

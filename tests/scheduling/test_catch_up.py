@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.engine import Engine
 
-from bgworkers.db import session_scope
-from bgworkers.schedule import ScheduledJob
+from bgworkers.db.engine import session_scope
 from bgworkers.scheduling.catch_up import CATCH_UP_JOB, catch_up
 from bgworkers.scheduling.claims import claim_run
 from bgworkers.scheduling.models import ScheduledJobState
 from bgworkers.scheduling.periodic import CronPeriod
+from bgworkers.scheduling.schedule import ScheduledJob
 from tests.platform_helpers import captured_json_logs
 
 DAILY = CronPeriod(ScheduledJob("daily", "0 2 * * *", "x", catch_up_window=timedelta(hours=6)))

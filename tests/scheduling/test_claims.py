@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.engine import Engine
 
-from bgworkers.db import session_scope
+from bgworkers.db.engine import session_scope
 from bgworkers.scheduling.claims import Claim, claim_run, finish_run, prune_runs
 from bgworkers.scheduling.models import ScheduledJobState, ScheduledRun
 

@@ -32,9 +32,9 @@ import pytest
 from croniter import croniter
 from periodiq import cron as periodiq_cron
 
-from bgworkers.schedule import SCHEDULE
 from bgworkers.scheduling.cron import CronError, CronExpression, ZonedCron
 from bgworkers.scheduling.periodic import CronPeriod
+from bgworkers.scheduling.schedule import SCHEDULE
 
 YEAR_START = datetime(2026, 1, 1, tzinfo=UTC)
 YEAR_END = datetime(2027, 1, 1, tzinfo=UTC)

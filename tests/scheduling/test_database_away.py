@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from bgworkers import queues
-from bgworkers.db import make_engine, use_engine
-from bgworkers.schedule import ScheduledJob
+from bgworkers.db.engine import make_engine, use_engine
 from bgworkers.scheduling import database_away
 from bgworkers.scheduling.periodic import CronPeriod
+from bgworkers.scheduling.schedule import ScheduledJob
 from tests.platform_helpers import captured_json_logs, running_worker, stub_broker, wait_for
 
 T1 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)

@@ -23,10 +23,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from bgworkers import queues
-from bgworkers.db import session_scope, utcnow
+from bgworkers.db.engine import session_scope, utcnow
 from bgworkers.errors import TransientError
 from bgworkers.middleware.retry_policy import RetryPolicy
-from bgworkers.schedule import ScheduledJob
 from bgworkers.scheduling.claims import claim_run, finish_run
 from bgworkers.scheduling.middleware import (
     BUSY_RETRIES_OPTION,
@@ -36,6 +35,7 @@ from bgworkers.scheduling.middleware import (
 )
 from bgworkers.scheduling.models import ScheduledJobState, ScheduledRun
 from bgworkers.scheduling.periodic import CronPeriod
+from bgworkers.scheduling.schedule import ScheduledJob
 from tests.platform_helpers import captured_json_logs, running_worker, stub_broker
 
 T1 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)

@@ -30,10 +30,10 @@ from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from bgworkers import queues
-from bgworkers.db import session_scope
-from bgworkers.schedule import SCHEDULE
+from bgworkers.db.engine import session_scope
 from bgworkers.scheduling.catch_up import CATCH_UP_JOB
 from bgworkers.scheduling.models import ScheduledRun
+from bgworkers.scheduling.schedule import SCHEDULE
 from tests.scheduling import probe_jobs
 from tests.scheduling.tcp_proxy import TcpRelay
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.engine import Engine
 
-from bgworkers.db import session_scope
+from bgworkers.db.engine import session_scope
 from bgworkers.errors import ConfigurationError
 from bgworkers.scheduling.claims import claim_run, finish_run
 from bgworkers.scheduling.overrides import check_overrides

@@ -9,9 +9,9 @@ from sqlalchemy.engine import Engine
 
 from bgworkers import queues
 from bgworkers.reminders.summary import due_dates_by_zone
-from bgworkers.schedule import ScheduledJob
 from bgworkers.scheduling.middleware import TICK_OPTION, scheduled_now
 from bgworkers.scheduling.periodic import CronPeriod
+from bgworkers.scheduling.schedule import ScheduledJob
 from tests.platform_helpers import running_worker, stub_broker
 
 # 08:00 in Paris; the worker's clock (the real one, years later) is far from it.

@@ -14,7 +14,7 @@ import time
 
 import httpx
 
-from bgworkers.db import make_engine
+from bgworkers.db.engine import make_engine
 from bgworkers.settings import load_settings
 from bgworkers.sync.http import RequestRetryPolicy, build_client, send
 from bgworkers.sync.shared_limits import Limit, SharedLimiter, SlotStore, credential_key

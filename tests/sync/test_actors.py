@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from bgworkers.db import session_scope
+from bgworkers.db.engine import session_scope
 from bgworkers.outbox.models import OutboxMessage
 from bgworkers.settings import get_settings
 from bgworkers.sync import actors

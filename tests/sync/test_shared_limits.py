@@ -24,7 +24,7 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from bgworkers.db import make_engine
+from bgworkers.db.engine import make_engine
 from bgworkers.sync.models import RateLimitSlot
 from bgworkers.sync.shared_limits import (
     Limit,

@@ -1,4 +1,4 @@
-"""One reminder's trace, end to end: scheduler, worker processes, outbox, the urgent lane, a retry, SMTP.
+"""One reminder's trace end to end: scheduler, workers, outbox, urgent lane, a retry, SMTP.
 
 Real RabbitMQ, PostgreSQL and SMTP (aiosmtpd); the spans go over OTLP/HTTP to a receiver of
 the test's own that decodes the protobuf payloads, as a collector would.
@@ -18,7 +18,7 @@ from aiosmtpd.controller import Controller
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from bgworkers.db import utcnow
+from bgworkers.db.engine import utcnow
 from bgworkers.reminders.api import create_reminder
 from bgworkers.users.models import User
 from tests.email.helpers import ScriptedHandler
@@ -207,7 +207,7 @@ def test_a_reminders_trace_from_the_scheduler_tick_to_the_smtp_server(
 APPLICATION = """
 from opentelemetry import trace
 from bgworkers.tracing import configure_tracing
-from bgworkers.db import session_scope
+from bgworkers.db.engine import session_scope
 from bgworkers.email.api import enqueue_email
 
 configure_tracing("application")

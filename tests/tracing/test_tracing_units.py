@@ -13,9 +13,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from bgworkers.broker import StackStubBroker, middleware_stack
+from bgworkers.brokers.rabbitmq import StackStubBroker, middleware_stack
 from bgworkers.errors import PermanentError
-from bgworkers.logs import get_logger
+from bgworkers.logs.loggers import get_logger
 from bgworkers.settings import get_settings
 from bgworkers.tracing import carrier
 from bgworkers.tracing.config import tracing_requested

@@ -14,7 +14,7 @@ import uvicorn
 from bgworkers.console.web.app import WebConfig, create_app
 from bgworkers.console.web.security import Credentials, check_startup, session_key
 from bgworkers.errors import ConfigurationError
-from bgworkers.logs import get_logger
+from bgworkers.logs.loggers import get_logger
 from bgworkers.settings import Settings
 
 log = get_logger(__name__)

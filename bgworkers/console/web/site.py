@@ -24,7 +24,7 @@ from starlette.templating import Jinja2Templates
 from bgworkers.console.operations import Console
 from bgworkers.console.web.security import CSRF_FIELD, Credentials, csrf_ok, new_csrf_token
 from bgworkers.console.web.throttle import LoginThrottle
-from bgworkers.logs import get_logger
+from bgworkers.logs.loggers import get_logger
 from bgworkers.settings import Settings
 
 log = get_logger(__name__)

@@ -7,7 +7,7 @@ Revises:
 import sqlalchemy as sa
 from alembic import op
 
-from bgworkers.db import UtcDateTime
+from bgworkers.db.engine import UtcDateTime
 
 revision = "0001_platform"
 down_revision = None

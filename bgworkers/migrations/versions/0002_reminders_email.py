@@ -7,7 +7,7 @@ Revises: 0001_platform
 import sqlalchemy as sa
 from alembic import op
 
-from bgworkers.db import UtcDateTime
+from bgworkers.db.engine import UtcDateTime
 
 revision = "0002_reminders_email"
 down_revision = "0001_platform"

@@ -7,7 +7,7 @@ Revises: 0005_scheduling
 import sqlalchemy as sa
 from alembic import op
 
-from bgworkers.db import UtcDateTime
+from bgworkers.db.engine import UtcDateTime
 
 revision = "0007_outbox"
 down_revision = "0005_scheduling"

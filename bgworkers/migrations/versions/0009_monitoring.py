@@ -7,7 +7,7 @@ Revises: 0008_console
 import sqlalchemy as sa
 from alembic import op
 
-from bgworkers.db import UtcDateTime
+from bgworkers.db.engine import UtcDateTime
 
 revision = "0009_monitoring"
 down_revision = "0008_console"

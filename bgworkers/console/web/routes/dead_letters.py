@@ -13,7 +13,7 @@ from starlette.routing import Route
 from bgworkers.console.dead_letters import DeadLetterFilter, as_dict
 from bgworkers.console.operations import ActionResult, Console
 from bgworkers.console.web.site import Site
-from bgworkers.db import utcnow
+from bgworkers.db.engine import utcnow
 
 #: Most message ids one form may act on.
 MAX_IDS = 500

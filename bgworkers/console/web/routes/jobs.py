@@ -11,7 +11,7 @@ from bgworkers.console.jobs import JobView, broker_periods, duration_chart, job_
 from bgworkers.console.operations import Console
 from bgworkers.console.sending import SendRefused
 from bgworkers.console.web.site import Site
-from bgworkers.db import utcnow
+from bgworkers.db.engine import utcnow
 
 
 def routes(site: Site) -> list[Route]:

@@ -9,7 +9,7 @@ Two situations, on purpose:
   reach the application's handlers as one ``event key=value ...`` line, secrets scrubbed.
 - **In the processes bgworkers starts** (``dramatiq bgworkers`` workers,
   ``periodiq bgworkers``, the ``bgworkers`` command), :func:`configure_logging` is called once
-  from the process's boot hook (see :mod:`bgworkers.boot`): one handler on the root logger
+  from the process's boot hook (see :mod:`bgworkers.processes.boot`): one handler on the root logger
   renders every line as JSON (or console text), library loggers (dramatiq, pika, periodiq)
   included, so every line on stdout has one shape and carries the message context bound by the
   logging middleware.
@@ -34,14 +34,20 @@ import orjson
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from bgworkers.log_noise import LibraryNoiseFilter
-from bgworkers.log_writer import BatchedLineWriter
+from bgworkers.compat.structlog import structlog_source
+from bgworkers.logs.log_noise import LibraryNoiseFilter
+from bgworkers.logs.log_writer import BatchedLineWriter
 
 # Redaction lives in its own module (bounded and linear); re-exported for existing callers.
-from bgworkers.redaction import MAX_FIELD_CHARS, MAX_TRACEBACK_CHARS, is_secret_key, may_hold_secret
-from bgworkers.redaction import REDACTED as REDACTED
-from bgworkers.redaction import redact_text as redact_text
-from bgworkers.redaction import redact_value as redact_value
+from bgworkers.logs.redaction import (
+    MAX_FIELD_CHARS,
+    MAX_TRACEBACK_CHARS,
+    is_secret_key,
+    may_hold_secret,
+)
+from bgworkers.logs.redaction import REDACTED as REDACTED
+from bgworkers.logs.redaction import redact_text as redact_text
+from bgworkers.logs.redaction import redact_value as redact_value
 
 
 def redact_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
@@ -197,7 +203,7 @@ class _PipeTolerantHandler(logging.StreamHandler):  # type: ignore[type-arg]
     formatter keeps no state between records, so rendering needs no lock.
 
     With ``batched`` (worker processes), lines below WARNING are written a batch at a time
-    (:mod:`bgworkers.log_writer`, which says why and what it costs).
+    (:mod:`bgworkers.logs.log_writer`, which says why and what it costs).
     """
 
     def __init__(self, stream: TextIO, *, batched: bool = False) -> None:
@@ -313,11 +319,12 @@ class _LineFormatter(structlog.stdlib.ProcessorFormatter):
         self._own_processors = own_processors
 
     def format(self, record: logging.LogRecord) -> str:
-        logger = getattr(record, "_logger", None)
-        method = getattr(record, "_name", None)
-        if logger is None or not isinstance(method, str) or not isinstance(record.msg, dict):
+        # Overrides structlog's (see bgworkers.compat.structlog, whose test watches it).
+        source = structlog_source(record)
+        if source is None:
             return super().format(record)
-        return self.render_event(logger, dict(record.msg), method)
+        logger, method, event_dict = source
+        return self.render_event(logger, dict(event_dict), method)
 
     def render_event(self, logger: Any, event_dict: Any, method: str) -> str:
         """One event dict through the own processors (exceptions, redaction, rendering)."""
@@ -346,9 +353,9 @@ def configure_logging(
 ) -> None:
     """Route every logger of this process to one handler on ``stream`` (bgworkers' processes).
 
-    Only the processes bgworkers starts call this (see :mod:`bgworkers.boot`); an application
-    that imports bgworkers keeps its own logging. ``batched``: lines below WARNING are written
-    a batch at a time (worker processes, see :mod:`bgworkers.log_writer`).
+    Only the processes bgworkers starts call this (see :mod:`bgworkers.processes.boot`); an
+    application that imports bgworkers keeps its own logging. ``batched``: lines below WARNING are
+    written a batch at a time (worker processes, see :mod:`bgworkers.logs.log_writer`).
     """
     stream = stream or sys.__stdout__ or sys.stdout
     renderer: Processor

@@ -6,7 +6,7 @@ behind the message forever); a ``queue_name`` naming another queue or an ``optio
 that is not an exception type kills the worker thread after the actor ran (the message is
 acked and lost); a negative or non-integer ``retries`` breaks the retry policy. These fail
 before any middleware runs, so the check happens where the body is decoded: the broker's
-consumer (:mod:`bgworkers.broker`) calls :func:`decode_envelope` on every delivery and
+consumer (:mod:`bgworkers.brokers.rabbitmq`) calls :func:`decode_envelope` on every delivery and
 dead-letters whatever it refuses, with the reason logged and counted.
 
 The check is a pure function of the body, the queue it came from and the declared actors,

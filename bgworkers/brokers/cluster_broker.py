@@ -2,8 +2,8 @@
 
 Two things dramatiq 2.2 does not do for a cluster: declare quorum queues (its
 ``_build_queue_arguments``, ``_declare_queue``, ``_declare_dq_queue`` and
-``_declare_xq_queue`` are overridden here with :mod:`bgworkers.queue_types`), and say which
-node a connection went to. With several URLs (:mod:`bgworkers.broker_nodes`) pika tries them
+``_declare_xq_queue`` are overridden here with :mod:`bgworkers.brokers.queue_types`), and say which
+node a connection went to. With several URLs (:mod:`bgworkers.brokers.broker_nodes`) pika tries them
 in order whenever a connection is opened, and dramatiq opens a new one after every
 connection error (consumers after 3 s, publishers at once), so failing over needs no code of
 ours; each publishing or consuming connection is logged as ``broker_connected`` with its
@@ -19,15 +19,15 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.common import dq_name, xq_name
 from dramatiq.errors import ConnectionClosed
 
-from bgworkers.broker_nodes import node_of
-from bgworkers.logs import get_logger
-from bgworkers.queue_types import (
+from bgworkers.brokers.broker_nodes import node_of
+from bgworkers.brokers.queue_types import (
     DEFAULT_DELIVERY_LIMIT,
     QueueArgumentsMismatch,
     QueueType,
     dead_letter_queue_arguments,
     queue_arguments,
 )
+from bgworkers.logs.loggers import get_logger
 
 log = get_logger("bgworkers.broker")
 #: AMQP's reply code for a declaration whose arguments differ from the existing queue's.

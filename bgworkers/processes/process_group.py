@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from bgworkers.logs import get_logger
+from bgworkers.logs.loggers import get_logger
 
 log = get_logger(__name__)
 

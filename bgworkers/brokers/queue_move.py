@@ -20,7 +20,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.common import dq_name, xq_name
 
 from bgworkers import queues
-from bgworkers.broker_nodes import open_blocking_connection
+from bgworkers.brokers.broker_nodes import open_blocking_connection
 
 #: What dramatiq sets on its messages (delivery mode 2: written to disk).
 PERSISTENT = pika.BasicProperties(delivery_mode=2)

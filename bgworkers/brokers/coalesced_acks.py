@@ -25,13 +25,16 @@ from typing import Any
 import pika.exceptions
 from dramatiq.errors import ConnectionClosed
 
+from bgworkers.compat.dramatiq import delivery_tag
+from bgworkers.compat.pika import async_channel
+
 
 class CoalescedAcks:
     """Mixin for dramatiq's ``_RabbitmqConsumer``: ``ack`` as described in the module.
 
     Relies on the consumer's ``connection`` (a ``pika.BlockingConnection``), ``channel``,
-    ``known_tags`` and ``logger``, and on pika's ``BlockingChannel._impl`` (the asynchronous
-    channel it wraps); pyproject pins pika and dramatiq exactly.
+    ``known_tags`` and ``logger``, and on pika's asynchronous channel inside the blocking one
+    (:mod:`bgworkers.compat.pika`, :mod:`bgworkers.compat.dramatiq`).
     """
 
     connection: Any
@@ -48,13 +51,13 @@ class CoalescedAcks:
 
     def ack(self, message: Any) -> None:
         try:
-            self.known_tags.remove(message._tag)
+            self.known_tags.remove(delivery_tag(message))
         except KeyError:
             self.logger.warning("Failed to ack message: not in known tags.")
             return
         # Appended before the flag is read, and the flag is cleared before the callback
         # drains: a tag appended while a callback is pending is always drained by it.
-        self._bgw_pending_acks.append(message._tag)
+        self._bgw_pending_acks.append(delivery_tag(message))
         if self._bgw_ack_scheduled:
             return
         self._bgw_ack_scheduled = True
@@ -71,6 +74,6 @@ class CoalescedAcks:
         """On the connection's thread: every waiting tag acked, frames queued for writing."""
         self._bgw_ack_scheduled = False
         pending = self._bgw_pending_acks
-        channel = self.channel._impl
+        channel = async_channel(self.channel)
         while pending:
             channel.basic_ack(delivery_tag=pending.popleft())

@@ -21,7 +21,7 @@ from sqlalchemy import DateTime, TypeDecorator, event
 from sqlalchemy.engine import Dialect, Engine, make_url
 from sqlmodel import Session, SQLModel, create_engine
 
-from bgworkers.process_resources import ProcessResource
+from bgworkers.processes.process_resources import ProcessResource
 from bgworkers.settings import Settings, get_settings
 
 # In a forked child the parent's pooled connections are dropped without being closed (they

@@ -1,10 +1,10 @@
 """The ``bgworkers`` command's error boundary: one line with the fix, never a traceback.
 
-Why a boundary: the commands reach the settings, the database and RabbitMQ; a newcomer who
-has not run ``bgworkers migrate``, or whose PostgreSQL is down, should read one sentence that
-says what to do, not SQLAlchemy's 120 lines. Known conditions (see :mod:`bgworkers.diagnosis`)
-become ``bgworkers: <what and the fix>`` on stderr with exit code 2 (something to change) or 1
-(a service that does not answer). Anything else is a bug and keeps its traceback.
+Why a boundary: the commands reach the settings, the database and RabbitMQ; a newcomer who has not
+run ``bgworkers migrate``, or whose PostgreSQL is down, should read one sentence that says what to
+do, not SQLAlchemy's 120 lines. Known conditions (see :mod:`bgworkers.processes.diagnosis`) become
+``bgworkers: <what and the fix>`` on stderr with exit code 2 (something to change) or 1 (a service
+that does not answer). Anything else is a bug and keeps its traceback.
 
 Also quiet: a reader that closes the pipe (``bgworkers health | head -3``) ends the command
 without a ``BrokenPipeError`` traceback (exit 141, as a shell reports SIGPIPE), and Ctrl-C
@@ -17,14 +17,14 @@ import os
 import sys
 from collections.abc import Callable
 
-from bgworkers.diagnosis import (
+from bgworkers.errors import ConfigurationError
+from bgworkers.processes.diagnosis import (
     EXIT_CONFIGURATION,
     Problem,
     SchemaNotReady,
     broker_problem,
     database_problem,
 )
-from bgworkers.errors import ConfigurationError
 
 EXIT_BROKEN_PIPE = 141
 EXIT_INTERRUPTED = 130

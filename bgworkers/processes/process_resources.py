@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from bgworkers.logs import get_logger
+from bgworkers.logs.loggers import get_logger
 
 log = get_logger(__name__)
 T = TypeVar("T")

@@ -8,7 +8,7 @@ and the worker-process boot, added after it on the RabbitMQ broker, have no mess
 
 :class:`ScreeningRabbitmqBroker` is dramatiq's RabbitMQ broker with two guards that must sit
 below the middleware: its consumer checks every delivery with
-:func:`bgworkers.envelope.decode_envelope` before dramatiq reads it (an invalid one is
+:func:`bgworkers.brokers.envelope.decode_envelope` before dramatiq reads it (an invalid one is
 nacked, so RabbitMQ moves it to ``<queue>.XQ``, with the reason logged and counted), and its
 ``enqueue`` refuses a message over ``BGW_MESSAGE_MAX_BYTES``. It overrides the consumer's
 ``__next__`` and wraps dramatiq's private message proxy: pyproject pins dramatiq exactly.
@@ -23,7 +23,6 @@ from typing import Any
 import dramatiq
 import pika.exceptions
 from dramatiq.broker import Consumer
-from dramatiq.brokers.rabbitmq import _RabbitmqConsumer, _RabbitmqMessage
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import q_name
 from dramatiq.errors import ConnectionClosed
@@ -38,15 +37,15 @@ from dramatiq.middleware import (
     TimeLimit,
 )
 
-from bgworkers.boot import WorkerProcessBoot, operator_command
-from bgworkers.broker_nodes import broker_urls
-from bgworkers.cluster_broker import ClusterRabbitmqBroker
-from bgworkers.coalesced_acks import CoalescedAcks
+from bgworkers.brokers.broker_nodes import broker_urls
+from bgworkers.brokers.cluster_broker import ClusterRabbitmqBroker
+from bgworkers.brokers.coalesced_acks import CoalescedAcks
+from bgworkers.brokers.envelope import InvalidEnvelope, decode_envelope
+from bgworkers.brokers.hook_dispatch import SelectiveHooks
+from bgworkers.compat.dramatiq import RabbitmqConsumer, RabbitmqMessage, message_of, nack_tag
 from bgworkers.console.middleware import DeadLetterIndex
-from bgworkers.envelope import InvalidEnvelope, decode_envelope
 from bgworkers.errors import MessageTooLarge
-from bgworkers.hook_dispatch import SelectiveHooks
-from bgworkers.logs import get_logger
+from bgworkers.logs.loggers import get_logger
 from bgworkers.metrics.messages import MESSAGE_METRICS, bounded_labels
 from bgworkers.middleware.connectivity import BrokerConnectivityCheck
 from bgworkers.middleware.exporter import GroupExporter
@@ -58,6 +57,7 @@ from bgworkers.middleware.resources import CloseResources
 from bgworkers.middleware.retry_policy import RetryPolicy
 from bgworkers.middleware.schema_gate import SchemaGate
 from bgworkers.outbox.middleware import OutboxRelay
+from bgworkers.processes.boot import WorkerProcessBoot
 from bgworkers.scheduling.middleware import ScheduleGuard
 from bgworkers.settings import Settings
 from bgworkers.tracing.config import require_extra, tracing_on
@@ -91,11 +91,18 @@ def middleware_stack(settings: Settings) -> list[Middleware]:
     ]
 
 
-def build_broker(settings: Settings) -> ScreeningRabbitmqBroker:
+def build_broker(settings: Settings, *, worker_process: bool = False) -> ScreeningRabbitmqBroker:
     """A RabbitMQ broker with publisher confirms; connects lazily, on first use.
 
     Several ``;``-separated URLs are several nodes of one cluster, tried in order.
+    ``worker_process``: the broker of a process run by dramatiq's or periodiq's CLI (see
+    :mod:`bgworkers.brokers.wiring`), which also gets the middleware with process hooks: only
+    such a process sets up its own logging, dies with its parent, checks the schema and the
+    queues at boot and may serve the group's metrics. An application's broker, or one a test
+    builds and boots in-process, has none of them.
     """
+    if worker_process:
+        require_extra()  # bgworkers' own processes: a missing extra is one line and exit 2
     url = settings.broker_url.get_secret_value()
     # confirm_delivery: without it a publish that RabbitMQ drops is lost silently.
     broker = ScreeningRabbitmqBroker(
@@ -107,6 +114,8 @@ def build_broker(settings: Settings) -> ScreeningRabbitmqBroker:
         message_max_bytes=settings.message_max_bytes,
     )
     broker.add_middleware(BrokerConnectivityCheck(url=url))
+    if not worker_process:
+        return broker
     # Only the RabbitMQ broker, which dramatiq's CLI boots: logging of a worker process.
     broker.add_middleware(WorkerProcessBoot())
     # Worker processes only (process_boot), not in the stub stack:
@@ -120,8 +129,6 @@ def build_broker(settings: Settings) -> ScreeningRabbitmqBroker:
 
 def tracing_middleware() -> list[Middleware]:
     """The tracing middleware when the ``OTEL_*`` variables ask for traces; else none."""
-    if operator_command() is not None:
-        require_extra()  # bgworkers' own processes: a missing extra is one line and exit 2
     if not tracing_on():
         return []
     from bgworkers.tracing.middleware import Tracing
@@ -145,7 +152,7 @@ def install(broker: dramatiq.Broker) -> None:
 class ScreeningRabbitmqBroker(SelectiveHooks, ClusterRabbitmqBroker):
     """RabbitMQ broker whose consumers refuse invalid deliveries and that caps message size.
 
-    Its hooks skip the middleware that leave them empty (:mod:`bgworkers.hook_dispatch`).
+    Its hooks skip the middleware that leave them empty (:mod:`bgworkers.brokers.hook_dispatch`).
 
     ``message_max_bytes``: the largest encoded message sent or accepted, in bytes.
     """
@@ -168,13 +175,15 @@ class ScreeningRabbitmqBroker(SelectiveHooks, ClusterRabbitmqBroker):
         return super().enqueue(message, delay=delay)
 
 
-class _ScreeningConsumer(CoalescedAcks, _RabbitmqConsumer):
+class _ScreeningConsumer(CoalescedAcks, RabbitmqConsumer):
     """dramatiq's consumer, with every body checked before dramatiq decodes or reads it,
-    and acks sent in batches (:mod:`bgworkers.coalesced_acks`)."""
+    and acks sent in batches (:mod:`bgworkers.brokers.coalesced_acks`)."""
 
     broker: ScreeningRabbitmqBroker
 
     def __next__(self) -> _BoundedMessage | None:
+        # Replaces dramatiq's __next__, whose connection-error handling is copied here: a
+        # contract test (bgworkers.compat.dramatiq) fails when dramatiq's changes.
         try:
             method, _properties, body = next(self.iterator)
         except (
@@ -197,7 +206,7 @@ class _ScreeningConsumer(CoalescedAcks, _RabbitmqConsumer):
             )
         except InvalidEnvelope as exc:
             # Nacked: RabbitMQ dead-letters it to <queue>.XQ.
-            self._nack(method.delivery_tag)  # type: ignore[no-untyped-call]
+            nack_tag(self, method.delivery_tag)
             try:
                 record_refused(self.queue_name, body, exc, actors=self.broker.actors)
             except Exception:  # a failed log or metric write must not stop consuming
@@ -244,7 +253,7 @@ _ARGUMENTS_REPR.maxlist = _ARGUMENTS_REPR.maxdict = _ARGUMENTS_REPR.maxtuple = 8
 _MAX_SHOWN_ARGUMENTS = 8
 
 
-class _BoundedMessage(_RabbitmqMessage):
+class _BoundedMessage(RabbitmqMessage):
     """dramatiq's message proxy with a bounded ``str``.
 
     dramatiq logs ``str(message)`` (the actor and the ``repr`` of every argument) in
@@ -254,7 +263,7 @@ class _BoundedMessage(_RabbitmqMessage):
     """
 
     def __str__(self) -> str:
-        message = self._message
+        message = message_of(self)
         shown = [_ARGUMENTS_REPR.repr(arg) for arg in message.args[:_MAX_SHOWN_ARGUMENTS]]
         shown += [
             f"{name[:40]}={_ARGUMENTS_REPR.repr(value)}"
@@ -266,4 +275,4 @@ class _BoundedMessage(_RabbitmqMessage):
         return f"{message.actor_name}({', '.join(shown)})"
 
     def __repr__(self) -> str:
-        return f"<message {self._message.message_id} {self}>"
+        return f"<message {message_of(self).message_id} {self}>"

@@ -18,6 +18,7 @@ from typing import Any
 
 import pika
 
+from bgworkers.compat.pika import parameters_in_use
 from bgworkers.errors import ConfigurationError
 
 SCHEMES = ("amqp", "amqps")
@@ -70,8 +71,7 @@ def describe_url(url: str) -> str:
 
 def node_of(connection: Any) -> str:
     """``host:port/vhost`` of the node a pika connection (blocking or not) is open to."""
-    impl = getattr(connection, "_impl", connection)  # BlockingConnection wraps the real one
-    params = getattr(impl, "params", None)
+    params = parameters_in_use(connection)
     if params is None:
         return "unknown"
     return describe_parameters(params)

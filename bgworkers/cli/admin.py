@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # imported inside the commands, within the error boundary
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     from bgworkers import migrations
-    from bgworkers.db import get_engine
+    from bgworkers.db.engine import get_engine
 
     applied = migrations.upgrade(get_engine(settings))
     if applied:
@@ -25,9 +25,9 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
-    from bgworkers.cli_errors import say
-    from bgworkers.diagnosis import probe_broker_problem
-    from bgworkers.runner import default_children, supervise
+    from bgworkers.cli.cli_errors import say
+    from bgworkers.processes.diagnosis import probe_broker_problem
+    from bgworkers.processes.runner import default_children, supervise
 
     problem = probe_broker_problem(settings.broker_url.get_secret_value(), timeout_s=3.0)
     if problem is not None:
@@ -37,8 +37,8 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _schedule(settings: Settings, args: argparse.Namespace) -> int:
-    from bgworkers.db import get_engine
-    from bgworkers.diagnosis import check_schema
+    from bgworkers.db.engine import get_engine
+    from bgworkers.processes.diagnosis import check_schema
     from bgworkers.scheduling.report import print_schedule
 
     check_schema(get_engine(settings))
@@ -67,8 +67,8 @@ def _backup(settings: Settings, args: argparse.Namespace) -> int:
 
 def _move_queues(settings: Settings, args: argparse.Namespace) -> int:
     from bgworkers import broker
-    from bgworkers.broker_nodes import broker_urls
-    from bgworkers.queue_move import move_queues
+    from bgworkers.brokers.broker_nodes import broker_urls
+    from bgworkers.brokers.queue_move import move_queues
 
     broker_urls(args.from_url)  # a malformed URL: one line, before anything is touched
     moved = move_queues(
@@ -147,7 +147,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The console script: the command, inside the error boundary (:mod:`.cli_errors`)."""
-    from bgworkers.cli_errors import run_guarded
+    from bgworkers.cli.cli_errors import run_guarded
 
     return run_guarded(lambda: _main(argv))
 
@@ -158,7 +158,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
     try:
         import bgworkers  # noqa: F401 - settings and broker, as the workers have them
-        from bgworkers.boot import boot_process
+        from bgworkers.processes.boot import boot_process
 
         settings = boot_process()
     except ConfigurationError as error:

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from bgworkers.errors import ConfigurationError
-from bgworkers.logs import redact_text
+from bgworkers.logs.loggers import redact_text
 
 #: A setting, a missing vhost or database, an unmigrated schema: a restart cannot fix it.
 EXIT_CONFIGURATION = 2
@@ -108,7 +108,7 @@ def probe_broker_problem(url: str, *, timeout_s: float = 5.0) -> Problem | None:
 def _probe(url: str, timeout_s: float) -> Problem | None:
     import pika
 
-    from bgworkers.broker_nodes import connection_parameters
+    from bgworkers.brokers.broker_nodes import connection_parameters
 
     try:
         # Every node of the list: the broker is reachable when one of them answers.

@@ -91,7 +91,9 @@ def job(actor_name: str) -> ScheduledJob:
     for entry in SCHEDULE:
         if entry.actor_name == actor_name:
             return entry
-    raise KeyError(f"{actor_name!r} is not in the schedule table (bgworkers/schedule.py)")
+    raise KeyError(
+        f"{actor_name!r} is not in the schedule table (bgworkers/scheduling/schedule.py)"
+    )
 
 
 def periodic_option(actor_name: str) -> Any:

@@ -9,7 +9,7 @@ restarts them; on a developer's machine this command does the same: it starts
 forcefully after a timeout. Each child runs in a process group of its own that is reaped as a
 whole before a restart and at the end: when dramatiq's main process is killed, its worker
 processes are stopped too, never left running beside the new set (see
-:mod:`bgworkers.process_group`).
+:mod:`bgworkers.processes.process_group`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bgworkers.logs import get_logger
-from bgworkers.process_group import reap_group, set_parent_death_signal
+from bgworkers.logs.loggers import get_logger
+from bgworkers.processes.process_group import reap_group, set_parent_death_signal
 
 log = get_logger(__name__)
 

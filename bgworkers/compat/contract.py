@@ -1,0 +1,72 @@
+"""A use of a dependency's private (or overridden) name, and the check that it still holds.
+
+Why a check and not only a pin: pyproject pins each dependency exactly, but a pin is changed
+by whoever upgrades, who cannot know which underscore names our code reaches for. Each use
+records the name, why we need it, what to re-check, and, where our code copies or replaces the
+dependency's code, a digest of the source it was written against: an upgrade that changes that
+source fails the contract test at once instead of silently losing an upstream fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+from dataclasses import dataclass
+from functools import reduce
+
+
+@dataclass(frozen=True)
+class PrivateUse:
+    """``target`` is ``module:attribute.path``; ``used_by`` names our code that relies on it."""
+
+    target: str
+    used_by: str
+    why: str
+    recheck: str
+    #: First 16 hex digits of the SHA-256 of the target's source, when our code copies it,
+    #: replaces it or depends on what it does inside (not only on its name).
+    source_sha256: str | None = None
+    #: The target's ``inspect.signature`` as text, when our code calls or overrides it.
+    signature: str | None = None
+    #: For attributes set on instances (not visible on the class): skip the lookup.
+    instance_attribute: bool = False
+
+
+def resolve(target: str) -> object:
+    module_name, _, path = target.partition(":")
+    module = importlib.import_module(module_name)
+    return reduce(getattr, path.split("."), module) if path else module
+
+
+def source_digest(obj: object) -> str:
+    return hashlib.sha256(inspect.getsource(obj).encode()).hexdigest()[:16]  # type: ignore[arg-type]
+
+
+def problem(use: PrivateUse) -> str | None:
+    """None when the installed dependency still offers ``use``; else what to re-check."""
+    where = f"{use.target} (used by {use.used_by})"
+    if use.instance_attribute:
+        owner, _, _ = use.target.rpartition(".")
+        target = owner
+    else:
+        target = use.target
+    try:
+        obj = resolve(target)
+    except (ImportError, AttributeError):
+        return f"{where} is gone from the installed version. Re-check: {use.recheck}"
+    if use.signature is not None:
+        found = str(inspect.signature(obj))  # type: ignore[arg-type]
+        if found != use.signature:
+            return (
+                f"{where} now has the signature {found} (we rely on {use.signature}). "
+                f"Re-check: {use.recheck}"
+            )
+    if use.source_sha256 is not None:
+        found = source_digest(obj)
+        if found != use.source_sha256:
+            return (
+                f"{where} changed upstream (source digest {found}, written against "
+                f"{use.source_sha256}). Re-check: {use.recheck}; then update the digest."
+            )
+    return None

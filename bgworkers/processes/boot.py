@@ -1,0 +1,50 @@
+"""Wiring of the processes bgworkers starts, kept out of ``import bgworkers``.
+
+Why a module of its own: an application imports bgworkers to enqueue work and must keep its
+logging, get exceptions it can catch and find no thread or server started (see
+:mod:`bgworkers`). The processes that bgworkers *is* — the ``dramatiq bgworkers`` workers (one
+of which also serves the group's metrics), the ``periodiq bgworkers`` scheduler and the
+``bgworkers`` command — need more: logging set up once, and the scheduler's HTTP endpoint.
+Each calls one function here at its start:
+
+- worker processes: dramatiq's ``process_boot`` hook (:class:`WorkerProcessBoot`, on the
+  broker a CLI loads), emitted by dramatiq's CLI right after it imported the broker module;
+- the scheduler: periodiq has no hook, so the CLI's wiring
+  (:func:`bgworkers.brokers.wiring.wire_for_cli`) calls
+  :func:`bgworkers.scheduling.scheduler_boot.boot_scheduler` when periodiq
+  is the CLI loading bgworkers;
+- the ``bgworkers`` command: :func:`bgworkers.cli.admin.main` calls :func:`boot_process`.
+"""
+
+from __future__ import annotations
+
+from dramatiq import Broker
+from dramatiq.middleware import Middleware
+
+from bgworkers.logs.loggers import configure_logging
+from bgworkers.settings import Settings, get_settings
+from bgworkers.tracing.config import configure_tracing
+
+
+def boot_process(
+    settings: Settings | None = None, *, batched_logs: bool = False, service: str = "bgworkers"
+) -> Settings:
+    """Set up logging (and tracing, when the ``OTEL_*`` variables ask for it, as ``service``)
+    for one of bgworkers' own processes; return the settings in use.
+
+    ``batched_logs``: INFO lines are written in batches (worker processes, which write one
+    per message from many threads: :mod:`bgworkers.logs.log_writer`).
+    """
+    settings = settings or get_settings()
+    configure_logging(
+        log_format=settings.log_format, level=settings.log_level, batched=batched_logs
+    )
+    configure_tracing(service)
+    return settings
+
+
+class WorkerProcessBoot(Middleware):
+    """Sets up a ``dramatiq bgworkers`` worker process's logging when dramatiq boots it."""
+
+    def after_process_boot(self, broker: Broker) -> None:
+        boot_process(batched_logs=True, service="bgworkers-worker")

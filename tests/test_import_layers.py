@@ -1,0 +1,152 @@
+"""The package-level import graph: each package imports only the layers below it.
+
+Read from the source (every import statement, those inside functions included, since a
+function-level import is a dependency too; ``TYPE_CHECKING`` blocks left out). A node is a
+package directly under ``bgworkers/`` (its subpackages included) or a module at the root.
+:data:`LAYERS` orders them from the bottom up; an import of a package further up is allowed
+only when :data:`UPWARD` lists it with its reason. With the upward imports left out the graph
+has no cycle, so a new cycle needs a new upward import, and that fails here. An entry of
+:data:`UPWARD` that the code no longer needs fails too: the list only shrinks.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+import bgworkers
+
+PACKAGE = Path(bgworkers.__file__).resolve().parent
+
+#: Bottom first. A package may import those before it.
+LAYERS: tuple[str, ...] = (
+    "errors",
+    "queues",
+    "compat",
+    "settings",
+    "logs",
+    "processes",
+    "db",
+    "users",
+    "metrics",
+    "brokers",
+    "bgworkers",  # the package's __init__: what the CLIs load; it imports the wiring only
+    "middleware",
+    "tasks",
+    "outbox",
+    "scheduling",
+    "email",
+    "sync",
+    "files",
+    "reminders",
+    "maintenance",
+    "monitoring",
+    "console",
+    "migrations",
+    "cli",
+)
+
+#: Imports of a package further up, each the one way it is done today and why.
+UPWARD: dict[tuple[str, str], str] = {
+    ("settings", "brokers"): "BGW_BROKER_URL and the delivery limit are checked with the "
+    "broker's own URL parser and limits",
+    ("processes", "brokers"): "the first-day diagnosis opens a connection like the broker",
+    ("processes", "migrations"): "the first-day diagnosis reads the schema's revision",
+    ("db", "users"): "db.models lists every table (the migrations and the backup need all)",
+    ("db", "outbox"): "db.models lists every table",
+    ("db", "scheduling"): "db.models lists every table",
+    ("db", "email"): "db.models lists every table",
+    ("db", "sync"): "db.models lists every table",
+    ("db", "reminders"): "db.models lists every table",
+    ("db", "maintenance"): "db.models lists every table",
+    ("db", "monitoring"): "db.models lists every table",
+    ("db", "console"): "db.models lists every table",
+    ("metrics", "brokers"): "message metrics zero a series per refusal reason of the envelope",
+    ("metrics", "outbox"): "known series and the endpoint include the outbox's",
+    ("metrics", "scheduling"): "known series include the scheduler's",
+    ("metrics", "email"): "known series include every domain's",
+    ("metrics", "sync"): "known series include every domain's",
+    ("metrics", "files"): "known series include every domain's",
+    ("metrics", "reminders"): "known series include every domain's",
+    ("metrics", "maintenance"): "known series include every domain's",
+    ("metrics", "monitoring"): "the endpoint serves the readiness checks",
+    ("brokers", "middleware"): "build_broker puts the middleware in order",
+    ("brokers", "outbox"): "build_broker adds the outbox relay's middleware",
+    ("brokers", "scheduling"): "build_broker adds the schedule guard",
+    ("brokers", "console"): "build_broker adds the dead-letter index",
+    ("tasks", "scheduling"): "@task(periodic=True) reads the schedule table",
+    ("outbox", "monitoring"): "the outbox's gauges are read like the other recorded gauges",
+    ("maintenance", "monitoring"): "the optimisation reports table sizes with monitoring's",
+    ("maintenance", "console"): "the dead-letter index is pruned by a maintenance job",
+}
+
+
+def node_of(dotted: str) -> str | None:
+    parts = dotted.split(".")
+    if parts[0] != "bgworkers":
+        return None
+    if len(parts) > 1 and ((PACKAGE / parts[1]).is_dir() or (PACKAGE / f"{parts[1]}.py").is_file()):
+        return parts[1]
+    return "bgworkers"
+
+
+def _type_checking_nodes(tree: ast.AST) -> set[int]:
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skipped.update(id(child) for child in ast.walk(node))
+    return skipped
+
+
+def import_graph() -> dict[tuple[str, str], list[str]]:
+    """``(importer, imported)`` → the ``file:line`` of each such import."""
+    edges: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for path in PACKAGE.rglob("*.py"):
+        relative = path.relative_to(PACKAGE)
+        if relative.parts[:2] == ("migrations", "versions"):
+            continue
+        source = relative.parts[0].removesuffix(".py")
+        source = "bgworkers" if source == "__init__" else source
+        tree = ast.parse(path.read_text())
+        skipped = _type_checking_nodes(tree)
+        for node in ast.walk(tree):
+            if id(node) in skipped:
+                continue
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [f"{node.module}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            for name in names:
+                target = node_of(name)
+                if target is not None and target != source:
+                    edges[(source, target)].append(f"bgworkers/{relative}:{node.lineno}")
+    return edges
+
+
+def test_every_package_and_root_module_has_a_layer() -> None:
+    nodes = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    nodes |= {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+    assert nodes | {"bgworkers"} == set(LAYERS), "put the new package in LAYERS"
+
+
+def test_no_package_imports_one_further_up_unless_listed() -> None:
+    rank = {name: i for i, name in enumerate(LAYERS)}
+    upward = [
+        f"{a} -> {b} ({', '.join(sites[:3])})"
+        for (a, b), sites in sorted(import_graph().items())
+        if rank[b] > rank[a] and (a, b) not in UPWARD
+    ]
+    assert upward == [], "imports against the layers (a cycle in the making): " + "; ".join(upward)
+
+
+def test_every_listed_upward_import_is_still_made() -> None:
+    stale = sorted(set(UPWARD) - set(import_graph()))
+    assert stale == [], f"no longer imported, remove from UPWARD: {stale}"
+
+
+def test_the_listed_upward_imports_go_up() -> None:
+    rank = {name: i for i, name in enumerate(LAYERS)}
+    assert [edge for edge in UPWARD if rank[edge[1]] <= rank[edge[0]]] == []
