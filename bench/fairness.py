@@ -235,7 +235,8 @@ def part_lanes(args: argparse.Namespace, groups: Groups, vhost_url: str, record:
     # The workers start on a full outbox, as after an SMTP or worker outage: the relay
     # publishes the backlog, the group drains it, and then reminders fall due.
     groups.start(threads=8)  # every queue: the default deployment
-    wait_for(lambda: len(read_record(record)) >= 50, timeout_s=300, what="bulk email flowing")
+    flowing = min(50, args.bulk)
+    wait_for(lambda: len(read_record(record)) >= flowing, timeout_s=300, what="bulk email flowing")
     due = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
     with Session(get_engine()) as session:
         users = [User(email=f"rem{n}@example.org") for n in range(args.reminders)]

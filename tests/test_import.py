@@ -114,6 +114,7 @@ DECLARE_ACTORS = frozenset(
         "bgworkers.reminders.api",
         "bgworkers.reminders.firing",
         "bgworkers.reminders.summary",
+        "bgworkers.reminders.summary_pages",
         "bgworkers.scheduling.actors",
         "bgworkers.sync.actors",
     }

@@ -28,6 +28,26 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 BENCH_ARGS = {
     "cleanup_temp_files.py": ["--files", "200", "--dirs", "4"],
     "email_outbox.py": ["--emails", "40", "--threads", "2"],
+    "fairness.py": [
+        "--bulk",
+        "40",
+        "--reminders",
+        "5",
+        "--ordinary",
+        "10",
+        "--heavy",
+        "2",
+        "--heavy-pages",
+        "3",
+        "--page-latency-ms",
+        "5",
+        "--slice-s",
+        "0.5",
+        "--connections",
+        "10",
+        "--latency-ms",
+        "5",
+    ],
     "fanout.py": ["2000", "200"],
     "message_throughput.py": ["200"],
     "redaction.py": ["--repeat", "1"],
@@ -35,6 +55,7 @@ BENCH_ARGS = {
     "scheduling_matcher.py": ["--calls", "50"],
     "stack_overhead.py": ["--messages", "300", "--reps", "1", "--latency-messages", "50"],
     "sync_calendar.py": ["--events", "500", "--changed", "50"],
+    "tracing_overhead.py": ["--messages", "500", "--repeat", "1"],
 }
 APP_QUEUES = [q for name in (queues.EMAIL, queues.MAINTENANCE) for q in (name, xq_name(name))]
 PER_QUEUE = 3

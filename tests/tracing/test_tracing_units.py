@@ -193,7 +193,7 @@ import sys
 sys.modules["opentelemetry"] = None  # as if the tracing extra were not installed
 sys.modules["opentelemetry.trace"] = None
 if sys.argv[1:] == ["worker"]:
-    sys.argv[0] = "dramatiq"  # what a worker process of dramatiq's CLI sees
+    import dramatiq.cli  # the loader of dramatiq's CLI: bgworkers then wires a worker process
 import bgworkers.email.api
 print("imported")
 """
