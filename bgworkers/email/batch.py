@@ -44,6 +44,7 @@ from bgworkers.email.outbox import (
     REDISPATCH_AFTER,
     InvalidEmail,
     claim_rows,
+    record_patiently,
     send_row,
     validate_email_fields,
 )
@@ -238,9 +239,15 @@ def _set(session: Session, ids: list[int], token: str, **values: object) -> None
 
 
 def _mark_sent(session: Session, ids: list[int], token: str, now: datetime) -> None:
+    """Record emails the server accepted; waits out a short database outage (see
+    :func:`~bgworkers.email.outbox.record_patiently`)."""
     if ids:
-        _set(session, ids, token, status=EmailStatus.SENT, sent_at=now, updated_at=now)
-        session.commit()
+
+        def write() -> bool:
+            _set(session, ids, token, status=EmailStatus.SENT, sent_at=now, updated_at=now)
+            return True
+
+        record_patiently(session, write)
 
 
 def _fail(session: Session, row: Any, token: str, reply: str, reason: str, s: Sending) -> str:

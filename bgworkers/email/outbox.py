@@ -33,6 +33,7 @@ from email.utils import format_datetime, parseaddr
 from typing import Any, Literal, Protocol
 
 from sqlalchemy import and_, bindparam, or_, update
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
 from bgworkers.db.engine import insert_if_absent
@@ -51,6 +52,9 @@ REDISPATCH_AFTER = timedelta(minutes=10)
 MAX_SUBJECT_LENGTH = 500
 MAX_KEY_LENGTH = 200
 MAX_ERROR_LENGTH = 2000
+#: Seconds a sender keeps trying to record that an email was sent while the database does
+#: not answer, before giving up (the claim then expires and the sweep sends it again).
+RECORD_SENT_PATIENCE_S = 30.0
 
 Outcome = Literal["sent", "failed", "skipped"]
 
@@ -310,14 +314,48 @@ def deliver_email(
     finally:
         metrics.send_duration.observe(time.perf_counter() - started)
     done = clock()
-    if not _finish(
-        session, email_id, token, status=EmailStatus.SENT, sent_at=done, updated_at=done
-    ):
+    marked = record_patiently(
+        session,
+        lambda: _finish(
+            session, email_id, token, status=EmailStatus.SENT, sent_at=done, updated_at=done
+        ),
+    )
+    if not marked:
         log.warning("email_claim_lost", email_id=email_id)
-    session.commit()
     metrics.sent.inc()
     log.info("email_sent", email_id=email_id, attempt=row.attempts)
     return "sent"
+
+
+def record_patiently(
+    session: Session,
+    write: Callable[[], bool],
+    *,
+    patience_s: float = RECORD_SENT_PATIENCE_S,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bool:
+    """Run ``write`` and commit, retrying while the database does not answer; its result.
+
+    Why: an email the SMTP server accepted but whose ``sent`` was not recorded stays claimed
+    until the claim expires, and the sweep then sends it again. A database that is away for
+    a few seconds (a restart, a fail-over) must not turn into a second copy, so the sender
+    waits for it, up to ``patience_s`` seconds, before giving up as before (the error is
+    raised and the message retried).
+    """
+    deadline = time.monotonic() + patience_s
+    pause_s = 0.5
+    while True:
+        try:
+            result = write()
+            session.commit()
+            return result
+        except OperationalError as exc:
+            session.rollback()
+            if time.monotonic() + pause_s > deadline:
+                raise
+            log.warning("email_outcome_waiting_for_database", error=type(exc.orig).__name__)
+            sleep(pause_s)
+            pause_s = min(pause_s * 2, 5.0)
 
 
 def _record_failure(

@@ -337,3 +337,38 @@ def test_rows_whose_senders_keep_dying_are_given_up(db_engine: Engine, smtp_serv
     assert row.status == EmailStatus.FAILED and row.attempts == 3
     assert row.last_error is not None and row.last_error.startswith("gave up after 2 attempts")
     assert smtp_server.handler.received == []
+
+
+def test_recording_sent_waits_out_a_short_database_outage() -> None:
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import OperationalError
+    from sqlmodel import Session
+
+    from bgworkers.email.outbox import record_patiently
+
+    outcomes: list[object] = [OperationalError("UPDATE", {}, ConnectionRefusedError()), None]
+    pauses: list[float] = []
+
+    def write() -> bool:
+        outcome = outcomes.pop(0) if outcomes else None
+        if isinstance(outcome, Exception):
+            raise outcome
+        return True
+
+    with Session(create_engine("sqlite://")) as session:
+        assert record_patiently(session, write, sleep=pauses.append) is True
+    assert pauses == [0.5] and outcomes == []
+
+
+def test_recording_sent_gives_up_after_its_patience() -> None:
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import OperationalError
+    from sqlmodel import Session
+
+    from bgworkers.email.outbox import record_patiently
+
+    def write() -> bool:
+        raise OperationalError("UPDATE", {}, ConnectionRefusedError())
+
+    with Session(create_engine("sqlite://")) as session, pytest.raises(OperationalError):
+        record_patiently(session, write, patience_s=0.0, sleep=lambda _s: None)
