@@ -38,11 +38,6 @@ def upgrade(engine: Engine | None = None, revision: str = "heads") -> list[str]:
     return [rev for rev in _ordered_revisions() if rev not in before]
 
 
-def head_revisions() -> set[str]:
-    """The revisions this version of bgworkers expects (one per domain branch head)."""
-    return set(_scripts().get_heads())
-
-
 def known_revisions() -> set[str]:
     """Every revision this version of bgworkers ships."""
     return {rev.revision for rev in _scripts().walk_revisions()}
