@@ -17,8 +17,8 @@ import dramatiq
 from _isolation import own_queue, quiet_logs
 
 from bgworkers import queues
-from bgworkers.brokers.rabbitmq import build_broker, build_stub_broker
 from bgworkers.settings import get_settings
+from bgworkers.stack.broker import build_broker, build_stub_broker
 from bgworkers.tasks import task
 
 

@@ -510,8 +510,8 @@ def hook_dispatch_saving_us(calls: int = 200_000) -> float:
     from dramatiq.middleware import Middleware
 
     from bgworkers.brokers.hook_dispatch import SelectiveHooks, implements
-    from bgworkers.brokers.rabbitmq import build_broker
     from bgworkers.settings import get_settings
+    from bgworkers.stack.broker import build_broker
 
     per_message = ("process_message", "ack")
 

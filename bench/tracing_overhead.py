@@ -35,7 +35,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Sampler
 
 from bgworkers.brokers import envelope
-from bgworkers.tracing.middleware import Tracing
+from bgworkers.middleware.tracing import Tracing
 
 
 class DropExporter(SpanExporter):

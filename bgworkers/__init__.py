@@ -9,8 +9,8 @@ package of their own (docs/architecture.md draws the map).
 
 Importing bgworkers, or any module of it, builds nothing: no broker, no connection, no
 thread or server, no change to the application's logging. The broker and the actors are made
-on first need (:mod:`bgworkers.brokers.wiring`): ``bgworkers.broker`` gives them to an
-application, and a bad ``BGW_*`` value then raises
+on first need (:mod:`bgworkers.brokers.wiring`, built by :mod:`bgworkers.stack`):
+``bgworkers.broker`` gives them to an application, and a bad ``BGW_*`` value then raises
 :class:`~bgworkers.errors.ConfigurationError`, which it can catch.
 
 The one exception is being loaded by dramatiq's or periodiq's CLI. Both load their module
@@ -27,27 +27,38 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
+from bgworkers.brokers import wiring as _wiring
 from bgworkers.brokers.wiring import ACTOR_MODULES
 
 if TYPE_CHECKING:
+    import dramatiq
     from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
     broker: RabbitmqBroker
 
 
+def _build_app_broker(*, worker_process: bool = False) -> dramatiq.Broker:
+    from bgworkers.stack import build_app_broker
+
+    return build_app_broker(worker_process=worker_process)
+
+
+# Here, since this module is imported before any other of the package: whatever declares the
+# first actor finds the builder (see bgworkers.brokers.wiring.use_builder).
+_wiring.use_builder(_build_app_broker)
+
+
 def __getattr__(name: str) -> object:
     if name == "broker":
-        from bgworkers.brokers.wiring import wire
-
-        wired = wire()
+        wired = _wiring.wire()
         globals()["broker"] = wired  # later reads are a plain attribute
         return wired
     raise AttributeError(f"module 'bgworkers' has no attribute {name!r}")
 
 
 if "dramatiq.cli" in sys.modules:
-    from bgworkers.brokers.wiring import wire_for_cli
     from bgworkers.errors import ConfigurationError
+    from bgworkers.stack import wire_for_cli
 
     try:
         wire_for_cli()

@@ -14,9 +14,9 @@ from typing import Any
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
 
-from bgworkers.brokers.rabbitmq import build_stub_broker
 from bgworkers.logs.loggers import configure_logging, reset_logging
 from bgworkers.settings import get_settings
+from bgworkers.stack.broker import build_stub_broker
 
 #: Under CI every integration test must run: a missing service fails instead of skipping.
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import bgworkers
 from bgworkers import queues
-from bgworkers.brokers.rabbitmq import build_broker, build_stub_broker
 from bgworkers.settings import get_settings
+from bgworkers.stack.broker import build_broker, build_stub_broker
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = (ROOT / "docs" / "architecture.md").read_text()

@@ -10,9 +10,9 @@ from bgworkers.brokers.broker_nodes import (
     describe_url,
     node_of,
 )
-from bgworkers.brokers.rabbitmq import build_broker
 from bgworkers.errors import ConfigurationError
 from bgworkers.settings import load_settings
+from bgworkers.stack.broker import build_broker
 
 THREE = (
     "amqp://u:secret@10.240.0.1:5740/bgw; amqp://u:secret@10.240.0.1:5741/bgw;"
@@ -70,9 +70,9 @@ def test_the_broker_gets_every_node_and_the_setting_is_checked() -> None:
 
 def test_every_client_skips_a_dead_node_and_says_where_it_went(rabbitmq_url: str) -> None:
     from bgworkers.brokers.cluster_broker import ClusterRabbitmqBroker
+    from bgworkers.brokers.probe import probe_broker_problem
     from bgworkers.monitoring.queue_depth import read_depths_amqp
     from bgworkers.outbox.publishers import Outgoing, RabbitmqConfirmPublisher
-    from bgworkers.processes.diagnosis import probe_broker_problem
     from tests.platform_helpers import captured_json_logs, free_port
 
     live = connection_parameters(rabbitmq_url)[0]
@@ -113,7 +113,7 @@ def test_no_node_answering_names_the_nodes_tried_without_credentials() -> None:
     import pika.exceptions
 
     from bgworkers.brokers.broker_nodes import open_blocking_connection
-    from bgworkers.monitoring.reading import failure_reason
+    from bgworkers.metrics.reading import failure_reason
 
     closed = []
     for _ in range(2):  # two ports nothing listens on
@@ -132,7 +132,7 @@ def test_no_node_answering_names_the_nodes_tried_without_credentials() -> None:
 
 
 def test_a_failure_without_text_still_gets_a_reason() -> None:
-    from bgworkers.monitoring.reading import failure_reason
+    from bgworkers.metrics.reading import failure_reason
 
     try:
         try:

@@ -35,6 +35,7 @@ PLATFORM_PACKAGES = frozenset(
         "outbox",
         "processes",
         "scheduling",
+        "stack",
         "users",
     }
 )

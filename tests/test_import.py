@@ -113,6 +113,7 @@ DECLARE_ACTORS = frozenset(
         "bgworkers.reminders.actors",
         "bgworkers.reminders.api",
         "bgworkers.reminders.firing",
+        "bgworkers.reminders.summary_pages",
         "bgworkers.reminders.summary",
         "bgworkers.reminders.summary_pages",
         "bgworkers.scheduling.actors",

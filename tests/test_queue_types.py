@@ -14,8 +14,8 @@ from bgworkers.brokers.queue_types import (
     mismatch_message,
     queue_arguments,
 )
-from bgworkers.brokers.rabbitmq import build_broker
 from bgworkers.settings import load_settings
+from bgworkers.stack.broker import build_broker
 
 
 def test_classic_arguments_are_dramatiqs_own() -> None:

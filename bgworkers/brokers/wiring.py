@@ -7,8 +7,9 @@ the first time something needs it:
 - an actor is declared (``@task``, when an actor module is imported): :func:`app_broker`;
 - an application or a test reads ``bgworkers.broker``: :func:`wire` (the broker and every
   domain's actors);
-- dramatiq's or periodiq's CLI loads ``bgworkers`` by name: :func:`wire_for_cli`, from the
-  package's ``__init__`` (see there why it is the one import that wires).
+- dramatiq's or periodiq's CLI loads ``bgworkers`` by name:
+  :func:`bgworkers.stack.wire_for_cli`, from the package's ``__init__`` (see there why
+  it is the one import that wires).
 
 Making the broker opens no connection: RabbitMQ is first contacted when a worker starts or a
 message is sent.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -36,6 +38,17 @@ ACTOR_MODULES: tuple[str, ...] = (
 # Re-entrant: importing the actor modules declares actors, which asks for the broker again.
 _lock = threading.RLock()
 _broker: dramatiq.Broker | None = None
+_builder: Callable[..., dramatiq.Broker] | None = None
+
+
+def use_builder(builder: Callable[..., dramatiq.Broker]) -> None:
+    """Name what makes the broker: :func:`bgworkers.stack.build_app_broker`.
+
+    Why handed in: the builder names the middleware of packages far above this one; the
+    package's ``__init__``, imported before any of its modules, hands it over.
+    """
+    global _builder
+    _builder = builder
 
 
 def app_broker(*, worker_process: bool = False) -> dramatiq.Broker:
@@ -43,24 +56,14 @@ def app_broker(*, worker_process: bool = False) -> dramatiq.Broker:
 
     ``worker_process``: the broker of a process that dramatiq's or periodiq's CLI runs; it also
     carries the middleware whose hooks only such a process should run (see
-    :func:`bgworkers.brokers.rabbitmq.build_broker`). Only the first call decides.
+    :func:`bgworkers.stack.broker.build_broker`). Only the first call decides.
     """
     global _broker
     with _lock:
         if _broker is None:
-            from bgworkers.settings import get_settings
-
-            settings = get_settings()  # a bad setting raises ConfigurationError here
-            if worker_process:
-                from bgworkers.metrics.multiproc import prepare_multiprocess_dir
-
-                # Before anything imports prometheus_client (see bgworkers.metrics.multiproc).
-                prepare_multiprocess_dir(settings.metrics_dir)
-            from bgworkers.brokers.rabbitmq import build_broker, install
-
-            built = build_broker(settings, worker_process=worker_process)
-            install(built)
-            _broker = built
+            if _builder is None:
+                raise RuntimeError("bgworkers/__init__ hands the broker's builder over")
+            _broker = _builder(worker_process=worker_process)
         return _broker
 
 
@@ -69,17 +72,4 @@ def wire(*, worker_process: bool = False) -> dramatiq.Broker:
     broker = app_broker(worker_process=worker_process)
     for module in ACTOR_MODULES:
         importlib.import_module(module)
-    return broker
-
-
-def wire_for_cli() -> dramatiq.Broker:
-    """What ``dramatiq bgworkers`` and ``periodiq bgworkers`` load: the whole broker, and under
-    periodiq the scheduler's logging, metrics endpoint and resilient sends."""
-    import sys
-
-    broker = wire(worker_process=True)
-    if "periodiq" in sys.modules:
-        from bgworkers.scheduling.scheduler_boot import boot_scheduler
-
-        boot_scheduler()
     return broker

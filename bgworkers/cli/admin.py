@@ -25,8 +25,8 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
+    from bgworkers.brokers.probe import probe_broker_problem
     from bgworkers.cli.cli_errors import say
-    from bgworkers.processes.diagnosis import probe_broker_problem
     from bgworkers.processes.runner import default_children, supervise
 
     problem = probe_broker_problem(settings.broker_url.get_secret_value(), timeout_s=3.0)
@@ -38,7 +38,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 
 def _schedule(settings: Settings, args: argparse.Namespace) -> int:
     from bgworkers.db.engine import get_engine
-    from bgworkers.processes.diagnosis import check_schema
+    from bgworkers.migrations.schema_check import check_schema
     from bgworkers.scheduling.report import print_schedule
 
     check_schema(get_engine(settings))

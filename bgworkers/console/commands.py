@@ -38,12 +38,12 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 def make_console(settings: Settings, who: str | None = None) -> Console:
     """The console with this process's broker and engine (the CLI's and the web's)."""
-    import bgworkers
+    from bgworkers.brokers.wiring import wire
     from bgworkers.db.engine import get_engine
 
     return Console(
         settings=settings,
-        broker=bgworkers.broker,
+        broker=wire(),
         engine=get_engine(settings),
         who=who or cli_user(),
     )

@@ -1,20 +1,31 @@
-"""Every table of bgworkers, imported so ``SQLModel.metadata`` knows them all.
+"""Every table of bgworkers, loaded so ``SQLModel.metadata`` knows them all.
 
-The migrations' environment and the schema test import this module; add each domain's
-``models`` module here when the domain gets tables.
+The migrations' environment, the backup and the table optimisation import this module; add
+each domain's ``models`` module to :data:`TABLE_MODULES` when the domain gets tables
+(``tests/test_schema.py`` fails on a table module left out).
+
+Why by name: the table modules belong to packages far above ``db``, which each import ``db``;
+listing them here by name keeps ``db`` below them (no import cycle) while one import of this
+module still loads every table, as before.
 """
 
 from __future__ import annotations
 
-from bgworkers.console import models as console_models  # noqa: F401
-from bgworkers.email import models as email_models  # noqa: F401
-from bgworkers.maintenance import models as maintenance_models
-from bgworkers.monitoring import models as monitoring_models  # noqa: F401
-from bgworkers.outbox import models as outbox_models  # noqa: F401
-from bgworkers.reminders import models as reminders_models  # noqa: F401
-from bgworkers.scheduling import models as scheduling_models  # noqa: F401
-from bgworkers.scheduling import pauses as scheduling_pauses  # noqa: F401
-from bgworkers.sync import models as sync_models  # noqa: F401
-from bgworkers.users import models as users_models
+import importlib
 
-__all__ = ["maintenance_models", "users_models"]
+#: Each module that declares ``table=True`` models.
+TABLE_MODULES: tuple[str, ...] = (
+    "bgworkers.users.models",
+    "bgworkers.outbox.models",
+    "bgworkers.scheduling.models",
+    "bgworkers.scheduling.pauses",
+    "bgworkers.email.models",
+    "bgworkers.sync.models",
+    "bgworkers.reminders.models",
+    "bgworkers.maintenance.models",
+    "bgworkers.monitoring.models",
+    "bgworkers.console.models",
+)
+
+for _module in TABLE_MODULES:
+    importlib.import_module(_module)

@@ -10,7 +10,7 @@ from bgworkers.metrics import LazyMetrics
 
 # Seconds for one SMTP transaction, from a local relay to a slow remote server.
 SEND_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
-#: Every value of each label, exported at 0 from start-up (:mod:`bgworkers.metrics.known_series`).
+#: Every value of each label, exported at 0 from start-up (:mod:`bgworkers.stack.known_series`).
 FAILURE_REASONS = ("rejected", "attempts_exhausted")
 ERROR_KINDS = ("transient", "permanent")
 

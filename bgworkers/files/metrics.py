@@ -14,7 +14,7 @@ from bgworkers.metrics import LazyMetrics
 
 #: Seconds; temp cleanup and a user's backup both take seconds to minutes.
 _DURATION_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 1800)
-#: Every value of each label, exported at 0 from start-up (:mod:`bgworkers.metrics.known_series`).
+#: Every value of each label, exported at 0 from start-up (:mod:`bgworkers.stack.known_series`).
 MODES = ("delete", "dry_run")
 TEMP_SKIP_REASONS = ("vanished", "changed", "special_file", "other_filesystem", "error")
 BACKUP_OUTCOMES = ("written", "already_present", "user_missing")

@@ -27,7 +27,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable
 from typing import Any, TextIO
 
 import orjson
@@ -557,7 +557,3 @@ def bind_context(**values: Any) -> None:
 
 def clear_context() -> None:
     _CONTEXT.set(_NO_CONTEXT)
-
-
-def current_context() -> MutableMapping[str, Any]:
-    return dict(_CONTEXT.get())

@@ -9,6 +9,10 @@ This package's ``__init__`` must not import prometheus_client at import time: se
 
 Each domain declares its metrics as a small class built from a registry and wraps it in
 :class:`LazyMetrics`; code calls ``MY_METRICS.get().something.inc()``.
+
+Modules: ``messages`` (the message metrics), ``multiproc`` (a worker group's value files),
+``reading`` (a value refreshed by a background thread, so a scrape never waits), ``server``
+(the HTTP endpoints). Every series at 0 from start-up: :mod:`bgworkers.stack.known_series`.
 """
 
 from __future__ import annotations

@@ -115,15 +115,15 @@ class MessageMetricSet:
             ),
         )
 
-    def zero(self, actors: Iterable[tuple[str, str]]) -> None:
+    def zero(self, actors: Iterable[tuple[str, str]], refusal_reasons: Iterable[str]) -> None:
         """Every ``(queue, actor)`` pair at 0, and what a refused delivery can count.
 
         ``actors`` are the declared actors' pairs; each queue also gets ``actor="unknown"``
         for dead letters and skips (deliveries that name no declared actor), and every
-        refusal reason.
+        refusal reason of the envelope check (``InvalidEnvelope.CODES``, handed in so that
+        the metrics need no broker code).
         """
-        from bgworkers.brokers.envelope import InvalidEnvelope
-
+        refusal_reasons = tuple(refusal_reasons)
         for labels in actors:
             for metric in (
                 self.processed,
@@ -139,7 +139,7 @@ class MessageMetricSet:
             self.dead_lettered.labels(queue, UNKNOWN)
             self.skipped.labels(queue, UNKNOWN)
             self.redelivered.labels(queue)
-            for reason in InvalidEnvelope.CODES:
+            for reason in refusal_reasons:
                 self.invalid.labels(queue, reason)
 
 

@@ -1,8 +1,9 @@
-"""bgworkers' middleware, one module each; ``build_broker`` in :mod:`bgworkers.brokers.rabbitmq`
+"""bgworkers' middleware, one module each; ``build_broker`` in :mod:`bgworkers.stack.broker`
 puts them in order (docs/architecture.md, "Middleware (in order)").
 
-Message hooks: ``message_logging`` (context and one line per message), ``metrics``,
-``retry_policy`` (retry or dead-letter), ``outcome`` (what the retry policy decided, shared).
+Message hooks: ``tracing`` (spans, only when ``OTEL_*`` asks), ``message_logging`` (context
+and one line per message), ``metrics``, ``retry_policy`` (retry or dead-letter), ``outcome``
+(what the retry policy decided, shared).
 Worker hooks: ``connectivity`` (RabbitMQ unreachable, said plainly), ``resources`` (shared
 clients closed at shutdown), ``exporter`` (the group's metrics endpoint).
 Process hooks of the worker processes a CLI starts: ``parent_death``, ``schema_gate``,

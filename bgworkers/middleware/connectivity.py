@@ -12,27 +12,12 @@ from __future__ import annotations
 
 import threading
 
-import pika
 from dramatiq import Broker, Worker
 from dramatiq.middleware import Middleware
 
 from bgworkers.logs.loggers import get_logger, redact_text
 
 log = get_logger(__name__)
-
-
-def probe_broker(url: str, *, timeout_s: float = 5.0) -> str | None:
-    """Open and close one AMQP connection; return None if it worked, else the error text."""
-    params = pika.URLParameters(url)
-    params.socket_timeout = timeout_s
-    params.connection_attempts = 1
-    params.blocked_connection_timeout = timeout_s
-    try:
-        connection = pika.BlockingConnection(params)
-    except Exception as exc:  # noqa: BLE001 - any failure to connect is what we report
-        return repr(exc)
-    connection.close()
-    return None
 
 
 class BrokerConnectivityCheck(Middleware):
@@ -50,7 +35,7 @@ class BrokerConnectivityCheck(Middleware):
         self._stop.set()
 
     def _watch(self) -> None:
-        from bgworkers.processes.diagnosis import probe_broker_problem
+        from bgworkers.brokers.probe import probe_broker_problem
 
         while not self._stop.is_set():
             problem = probe_broker_problem(self.url)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,7 +56,11 @@ class _LabelledSeries:
 class MessageMetrics(Middleware):
     """Counts every message by outcome and times its run, labelled by queue and actor only."""
 
-    def __init__(self) -> None:
+    def __init__(self, initialise: Callable[[Mapping[str, Any]], None] | None = None) -> None:
+        """``initialise``: called with the declared actors at worker boot, to build every
+        metric set with its known label sets at 0 (bgworkers' stack passes
+        :func:`bgworkers.stack.known_series.initialise_from_settings`)."""
+        self._initialise = initialise
         # Per metric set (a test swaps the registry, and with it the set): series by labels.
         # The labels are bounded (queues x declared actors), so is this cache.
         self._series: tuple[MessageMetricSet | None, dict[tuple[str, str], _LabelledSeries]]
@@ -77,12 +82,9 @@ class MessageMetrics(Middleware):
 
     def before_worker_boot(self, broker: Broker, worker: Worker) -> None:
         """Every metric set built and every known label set at 0, before the first message
-        (once per process; see :mod:`bgworkers.metrics.known_series`)."""
-        from bgworkers.metrics.known_series import database_backend, initialise_worker_series
-        from bgworkers.settings import get_settings
-
-        url = get_settings().database_url.get_secret_value()
-        initialise_worker_series(broker.actors, database_backend=database_backend(url))
+        (once per process; see :mod:`bgworkers.stack.known_series`)."""
+        if self._initialise is not None:
+            self._initialise(broker.actors)
 
     def after_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
         directory = os.environ.get(ENV_VAR)

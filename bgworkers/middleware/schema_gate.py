@@ -25,12 +25,7 @@ import dramatiq
 from dramatiq.middleware import Middleware
 
 from bgworkers.middleware.database_wait import DatabaseWait
-from bgworkers.processes.diagnosis import (
-    EXIT_UNAVAILABLE,
-    Problem,
-    database_problem,
-    schema_problem,
-)
+from bgworkers.processes.diagnosis import EXIT_UNAVAILABLE, Problem, database_problem
 
 
 class SchemaGate(Middleware):
@@ -68,6 +63,8 @@ def check_schema_or_say_why() -> int:
     # The child runs before the worker's logging is set up (after-hooks run in reverse order):
     # alembic's own INFO lines ("setup plugin ...", "Context impl ...") would reach stderr.
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    from bgworkers.migrations.schema_check import schema_problem  # alembic: in the child only
+
     try:
         engine = get_engine(settings)
         try:

@@ -2,7 +2,8 @@
 
 Each domain owns a branch of revisions rooted at the platform's first revision
 (``down_revision = "0001_platform"``, ``branch_labels = ("<domain>",)``), so domains evolve
-their tables independently; ``bgworkers migrate`` upgrades every head.
+their tables independently; ``bgworkers migrate`` upgrades every head. ``schema_check`` says
+whether a database's schema is the one this version ships (the worker's boot gate, health).
 """
 
 from __future__ import annotations
@@ -35,11 +36,6 @@ def upgrade(engine: Engine | None = None, revision: str = "heads") -> list[str]:
     if revision != "heads":
         return []
     return [rev for rev in _ordered_revisions() if rev not in before]
-
-
-def head_revisions() -> set[str]:
-    """The revisions this version of bgworkers expects (one per domain branch head)."""
-    return set(_scripts().get_heads())
 
 
 def known_revisions() -> set[str]:

@@ -5,7 +5,8 @@
 - ``job_health``: per periodic job, its last success and how often it should succeed;
 - ``recorded_gauges`` and ``models``: gauges measured by a worker and kept in the database;
 - ``process_stats``: memory and CPU of the worker group's processes;
-- ``reading``: a value refreshed by a background thread, so a scrape never waits;
-- ``report``: ``bgworkers health``;
-- ``dashboards``: the Grafana dashboards' JSON, generated.
+- ``report``: ``bgworkers health``.
+
+The Grafana dashboards are built by ``tools/``; a reading refreshed in the background is
+:mod:`bgworkers.metrics.reading`.
 """

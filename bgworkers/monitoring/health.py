@@ -29,10 +29,11 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
+from bgworkers.brokers.probe import probe_broker_problem
 from bgworkers.db.engine import get_engine
 from bgworkers.logs.loggers import redact_text
-from bgworkers.monitoring.reading import BackgroundReading
-from bgworkers.processes.diagnosis import database_problem, probe_broker_problem, schema_problem
+from bgworkers.metrics.reading import BackgroundReading
+from bgworkers.processes.diagnosis import database_problem
 from bgworkers.settings import Settings
 
 
@@ -84,7 +85,12 @@ def check_database(
             connection.execute(text("SELECT 1"))
         # The process's own engine (with whatever its owner configured, e.g. a search_path);
         # a hang here is bounded by the caller's deadline (DeadlineCheck).
-        problem = schema_problem(engine) if schema else None
+        if schema:
+            from bgworkers.migrations.schema_check import schema_problem  # alembic: when asked
+
+            problem = schema_problem(engine)
+        else:
+            problem = None
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready"; the text says why
         known = database_problem(exc, url)
         detail = known.message if known else redact_text(f"{type(exc).__name__}: {exc}")[:300]

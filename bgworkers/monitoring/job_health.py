@@ -23,7 +23,7 @@ from sqlmodel import Session
 from bgworkers.db.engine import get_engine
 from bgworkers.maintenance.heartbeat import SOURCE as HEARTBEAT_SOURCE
 from bgworkers.maintenance.models import SchedulerHeartbeat
-from bgworkers.monitoring.reading import BackgroundReading
+from bgworkers.metrics.reading import BackgroundReading
 from bgworkers.scheduling.schedule import SCHEDULE
 from bgworkers.settings import Settings
 

@@ -34,7 +34,7 @@ from prometheus_client.registry import Collector
 from bgworkers import queues
 from bgworkers.brokers.broker_nodes import open_blocking_connection
 from bgworkers.logs.loggers import get_logger
-from bgworkers.monitoring.reading import BackgroundReading, failure_reason
+from bgworkers.metrics.reading import BackgroundReading, failure_reason
 
 log = get_logger(__name__)
 

@@ -26,7 +26,7 @@ def main() -> int:
     except ConfigurationError as error:
         print(f"bgworkers: {error}", file=sys.stderr)
         return 2
-    import bgworkers  # the broker (for declaring queues) and the actors, as workers have them
+    from bgworkers.brokers.wiring import wire
     from bgworkers.metrics.server import start_relay_endpoint
 
     start_relay_endpoint(settings)
@@ -40,7 +40,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, on_signal)
     relay = Relay(
         engine=get_engine,
-        publisher=publisher_for(bgworkers.broker, settings),
+        publisher=publisher_for(wire(), settings),  # the actors too, as workers have them
         config=relay_config(settings),
     )
     relay.run(stop)

@@ -109,7 +109,7 @@ class OutboxBacklogCollector(Collector):
     """``bgworkers_outbox_backlog_*`` from the latest background reading of the table."""
 
     def __init__(self, read: Callable[[], Backlog], *, interval_s: float, start: bool = True):
-        from bgworkers.monitoring.reading import BackgroundReading
+        from bgworkers.metrics.reading import BackgroundReading
 
         self._reading: BackgroundReading[Backlog] = BackgroundReading(
             "outbox-backlog", read, initial=Backlog(0, 0.0), interval_s=interval_s, start=start

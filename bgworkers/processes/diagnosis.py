@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from bgworkers.errors import ConfigurationError
@@ -95,37 +95,6 @@ def broker_problem(exc: BaseException, url: str) -> Problem:
     )
 
 
-def probe_broker_problem(url: str, *, timeout_s: float = 5.0) -> Problem | None:
-    """Open and close one AMQP connection; None if it worked, else what is wrong.
-
-    pika's own error lines about this connection are held back: the answer says it all.
-    """
-
-    with quiet_pika():
-        return _probe(url, timeout_s)
-
-
-def _probe(url: str, timeout_s: float) -> Problem | None:
-    import pika
-
-    from bgworkers.brokers.broker_nodes import connection_parameters
-
-    try:
-        # Every node of the list: the broker is reachable when one of them answers.
-        parameters = connection_parameters(
-            url,
-            socket_timeout=timeout_s,
-            connection_attempts=1,
-            blocked_connection_timeout=timeout_s,
-            stack_timeout=timeout_s,  # the whole set-up: TCP, AMQP handshake, channel
-        )
-        connection = pika.BlockingConnection(parameters)
-    except Exception as exc:  # noqa: BLE001 - any failure to connect is what we report
-        return broker_problem(exc, url)
-    connection.close()
-    return None
-
-
 _quiet_lock = threading.Lock()
 _quiet_depth = 0
 _saved_level = logging.NOTSET
@@ -150,7 +119,7 @@ def quiet_pika() -> Iterator[None]:
                 logger.setLevel(_saved_level)
 
 
-def _database_place(url: str) -> str:
+def database_place(url: str) -> str:
     try:
         parsed = make_url(url)
     except Exception:  # noqa: BLE001 - a malformed URL: show it redacted rather than fail
@@ -164,7 +133,7 @@ def database_problem(exc: BaseException, url: str) -> Problem | None:
     """Name a database failure at start; None when it is none of the known conditions."""
     if not isinstance(exc, DBAPIError):
         return None
-    place = _database_place(url)
+    place = database_place(url)
     text = str(exc.orig) if exc.orig is not None else str(exc)
     lowered = text.lower()
     if "no such table" in lowered or ("relation" in lowered and "does not exist" in lowered):
@@ -206,46 +175,9 @@ def schema_missing(url: str) -> Problem:
     return Problem(
         "schema_missing",
         EXIT_CONFIGURATION,
-        f"the database has no bgworkers schema yet ({_database_place(url)}); "
+        f"the database has no bgworkers schema yet ({database_place(url)}); "
         "run `bgworkers migrate` first",
     )
-
-
-def schema_problem(engine: Engine) -> Problem | None:
-    """None when the database is at every head of this version's migrations.
-
-    Raises the database's own error (e.g. ``OperationalError``) when it does not answer.
-    """
-    from bgworkers import migrations
-
-    url = engine.url.render_as_string(hide_password=True)
-    current = migrations.current_revisions(engine)
-    if not current:
-        return schema_missing(url)
-    pending = migrations.pending_revisions(engine)
-    unknown = current - migrations.known_revisions()
-    if unknown:
-        return Problem(
-            "schema_newer",
-            EXIT_CONFIGURATION,
-            f"the database's schema is newer than this bgworkers ({', '.join(sorted(unknown))} "
-            f"unknown here); upgrade bgworkers on this machine ({_database_place(url)})",
-        )
-    if pending:
-        return Problem(
-            "schema_outdated",
-            EXIT_CONFIGURATION,
-            f"the database's schema is outdated ({len(pending)} migration(s) pending: "
-            f"{', '.join(pending)}); run `bgworkers migrate`",
-        )
-    return None
-
-
-def check_schema(engine: Engine) -> None:
-    """Raise :class:`SchemaNotReady` unless the schema is current (see :func:`schema_problem`)."""
-    problem = schema_problem(engine)
-    if problem is not None:
-        raise SchemaNotReady(problem)
 
 
 def _short_reason(exc: BaseException) -> str:

@@ -10,7 +10,7 @@ from bgworkers.metrics import LazyMetrics
 
 # Seconds between an occurrence's due time and its firing: a healthy system stays under 60.
 DELAY_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 900, 3600)
-#: Every value of each label, exported at 0 from start-up (:mod:`bgworkers.metrics.known_series`).
+#: Every value of each label, exported at 0 from start-up (:mod:`bgworkers.stack.known_series`).
 RECURRING = ("true", "false")
 #: missing and not_due, raced (another run advanced it first), and every final status.
 REMINDER_SKIP_REASONS = ("missing", "not_due", "raced", "fired", "cancelled", "failed")

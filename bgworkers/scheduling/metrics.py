@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from bgworkers.metrics import LazyMetrics
 
-#: Every value of each label, exported at 0 from start-up (:mod:`bgworkers.metrics.known_series`).
+#: Every value of each label, exported at 0 from start-up (:mod:`bgworkers.stack.known_series`).
 RUN_OUTCOMES = ("succeeded", "retried", "dead_lettered")
 SKIP_REASONS = ("duplicate", "overlap", "paused", "database_unavailable")
 

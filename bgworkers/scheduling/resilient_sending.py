@@ -81,10 +81,10 @@ def install(broker_url: str) -> None:
     import periodiq
 
     from bgworkers.compat.periodiq import replace_send_actors
-    from bgworkers.metrics.known_series import periodic_jobs
+    from bgworkers.scheduling.schedule import SCHEDULE
     from bgworkers.scheduling.scheduler_metrics import SCHEDULER_METRICS
 
-    SCHEDULER_METRICS.get().zero(periodic_jobs())
+    SCHEDULER_METRICS.get().zero([job.actor_name for job in SCHEDULE])
 
     def send_actors(self: Any, actors: list[Any], now: Any) -> None:
         metrics = SCHEDULER_METRICS.get()

@@ -1,6 +1,6 @@
 """The start of a ``periodiq bgworkers`` scheduler process.
 
-periodiq has no process hook: :func:`bgworkers.brokers.wiring.wire_for_cli` calls
+periodiq has no process hook: :func:`bgworkers.stack.wire_for_cli` calls
 :func:`boot_scheduler` when periodiq's CLI is the one loading bgworkers.
 """
 

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from bgworkers.metrics import LazyMetrics
 
 #: Every value of each label, per provider, exported at 0 from start-up
-#: (see :mod:`bgworkers.metrics.known_series`): only the pairs the code can produce.
+#: (see :mod:`bgworkers.stack.known_series`): only the pairs the code can produce.
 PROVIDERS = ("google_calendar", "notion")
 RUN_OUTCOMES = (
     "completed",

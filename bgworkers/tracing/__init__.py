@@ -1,8 +1,9 @@
 """OpenTelemetry tracing of bgworkers' messages and I/O: optional, off unless configured.
 
 Why first party: dramatiq has no tracing of its own, and instrumenting it from outside means
-patching its private classes. Here one dramatiq middleware (:mod:`.middleware`) makes the
-spans the OpenTelemetry messaging conventions describe — a producer span where a message is
+patching its private classes. Here one dramatiq middleware
+(:mod:`bgworkers.middleware.tracing`, with the other middleware) makes the spans the
+OpenTelemetry messaging conventions describe — a producer span where a message is
 sent, a consumer span that is current while the actor runs, retries linked to the first
 attempt — and small hooks add the outbox (:mod:`.outbox`) and our own I/O (:mod:`.spans`:
 SMTP, HTTP).

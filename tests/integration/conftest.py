@@ -8,8 +8,8 @@ import pytest
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from bgworkers import queues
-from bgworkers.brokers.rabbitmq import build_broker
 from bgworkers.settings import get_settings
+from bgworkers.stack.broker import build_broker
 
 #: The queue test-only actors are declared on.
 TEST_QUEUE = queues.MAINTENANCE

@@ -19,8 +19,8 @@ import pytest
 from dramatiq.common import xq_name
 
 from bgworkers import queues
-from bgworkers.brokers.rabbitmq import build_broker
 from bgworkers.settings import get_settings
+from bgworkers.stack.broker import build_broker
 
 pytestmark = pytest.mark.integration
 BENCH = Path(__file__).resolve().parents[2] / "bench"

@@ -21,10 +21,10 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from bgworkers import queues
-from bgworkers.brokers.rabbitmq import build_broker
 from bgworkers.db.engine import make_engine, utcnow
 from bgworkers.maintenance.heartbeat import record_heartbeat
 from bgworkers.settings import get_settings
+from bgworkers.stack.broker import build_broker
 from tests.cli_helpers import assert_one_line, run_command
 from tests.platform_helpers import free_port, wait_for
 

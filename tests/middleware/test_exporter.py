@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from bgworkers.brokers.rabbitmq import build_broker
 from bgworkers.middleware.exporter import LOCK_NAME, GroupExporter, claim_exporter
 from bgworkers.middleware.metrics import MessageMetrics
 from bgworkers.settings import get_settings
+from bgworkers.stack.broker import build_broker
 from tests.platform_helpers import free_port, wait_for
 
 BIN = Path(sys.executable).parent

@@ -4,8 +4,8 @@ import dramatiq
 from dramatiq.middleware import Middleware, SkipMessage
 
 from bgworkers import queues
-from bgworkers.brokers.rabbitmq import build_stub_broker
 from bgworkers.settings import get_settings
+from bgworkers.stack.broker import build_stub_broker
 from bgworkers.tasks import task
 from tests.platform_helpers import running_worker
 

@@ -2,7 +2,7 @@
 
 Why it matters: ``increase()`` needs a sample before the first event; a counter that appears
 at its first increment is invisible to alerts and dashboards (see
-:mod:`bgworkers.metrics.known_series`). The unit tests read a fresh registry after the worker
+:mod:`bgworkers.stack.known_series`). The unit tests read a fresh registry after the worker
 processes' start-up call; the integration test reads the exposition of a real worker group
 and a real scheduler, before any message is processed.
 """
@@ -24,9 +24,9 @@ from prometheus_client.parser import text_string_to_metric_families
 import bgworkers
 from bgworkers import queues
 from bgworkers.metrics import LazyMetrics
-from bgworkers.metrics.known_series import actor_labels, initialise_worker_series, periodic_jobs
 from bgworkers.metrics.messages import DURATION_BUCKETS
 from bgworkers.settings import get_settings
+from bgworkers.stack.known_series import actor_labels, initialise_worker_series, periodic_jobs
 from tests.monitoring.ports import METRICS_PORTS, port_from
 from tests.monitoring.test_prometheus_stack import Stack
 from tests.platform_helpers import wait_for

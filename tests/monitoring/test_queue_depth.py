@@ -12,7 +12,6 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from bgworkers import queues
-from bgworkers.brokers.rabbitmq import build_broker
 from bgworkers.monitoring.queue_depth import (
     QueueDepth,
     QueueDepthCollector,
@@ -21,6 +20,7 @@ from bgworkers.monitoring.queue_depth import (
     reader_from_settings,
 )
 from bgworkers.settings import get_settings
+from bgworkers.stack.broker import build_broker
 from bgworkers.tasks import task
 
 

@@ -47,6 +47,7 @@ def initialise_worker_series(
     actors: Mapping[str, Any], *, database_backend: str, jobs: Iterable[str] | None = None
 ) -> None:
     """Build every metric set a worker process records to, with every known label set at 0."""
+    from bgworkers.brokers.envelope import InvalidEnvelope
     from bgworkers.email.metrics import EMAIL_METRICS
     from bgworkers.files.metrics import BACKUP_METRICS, CLEANUP_METRICS
     from bgworkers.maintenance.heartbeat import HEARTBEAT_METRICS
@@ -57,7 +58,7 @@ def initialise_worker_series(
     from bgworkers.scheduling.metrics import SCHEDULE_METRICS
     from bgworkers.sync.metrics import SYNC_METRICS
 
-    MESSAGE_METRICS.get().zero(actor_labels(actors))
+    MESSAGE_METRICS.get().zero(actor_labels(actors), InvalidEnvelope.CODES)
     SCHEDULE_METRICS.get().zero(periodic_jobs() if jobs is None else jobs)
     MAINTENANCE_METRICS.get().zero(database_backend)
     HEARTBEAT_METRICS.get()  # unlabelled: built is enough
@@ -67,6 +68,15 @@ def initialise_worker_series(
     CLEANUP_METRICS.get().zero()
     BACKUP_METRICS.get().zero()
     SYNC_METRICS.get().zero()
+
+
+def initialise_from_settings(actors: Mapping[str, Any]) -> None:
+    """:func:`initialise_worker_series` for this process's database: what
+    :class:`~bgworkers.middleware.metrics.MessageMetrics` calls at worker boot."""
+    from bgworkers.settings import get_settings
+
+    url = get_settings().database_url.get_secret_value()
+    initialise_worker_series(actors, database_backend=database_backend(url))
 
 
 def database_backend(url: str) -> str:
