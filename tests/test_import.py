@@ -115,7 +115,6 @@ DECLARE_ACTORS = frozenset(
         "bgworkers.reminders.firing",
         "bgworkers.reminders.summary_pages",
         "bgworkers.reminders.summary",
-        "bgworkers.reminders.summary_pages",
         "bgworkers.scheduling.actors",
         "bgworkers.sync.actors",
     }

@@ -23,9 +23,10 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from bgworkers import queues
-from bgworkers.brokers.rabbitmq import ScreeningRabbitmqBroker, build_broker
+from bgworkers.brokers.rabbitmq import ScreeningRabbitmqBroker
 from bgworkers.errors import MessageTooLarge
 from bgworkers.settings import get_settings
+from bgworkers.stack.broker import build_broker
 from bgworkers.tasks import task
 from tests.platform_helpers import captured_json_logs, wait_for
 
@@ -186,11 +187,11 @@ def test_a_burst_of_mixed_bad_messages_on_every_queue_is_fully_accounted_for(
         for queue in queues.ALL:
             served.probe(queue)
     dead = served.dead_letters()
-    every = len(queues.ALL)
-    assert served.sent == every * per_queue + every  # the burst and one probe per queue
-    assert len(served.runs) == good + every
+    lanes = len(queues.ALL)
+    assert served.sent == lanes * per_queue + lanes  # the burst and one probe per queue
+    assert len(served.runs) == good + lanes
     assert len(served.runs) + dead == served.sent
-    assert dead == every * per_queue - good
+    assert dead == lanes * per_queue - good
     assert dead_letter_metric(registry) == dead
     assert served.threads_alive()
     actors = set(served.broker.actors) | {"unknown"}

@@ -13,13 +13,14 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from bgworkers.brokers.rabbitmq import StackStubBroker, middleware_stack
+from bgworkers.brokers.rabbitmq import StackStubBroker
 from bgworkers.errors import PermanentError
 from bgworkers.logs.loggers import get_logger
+from bgworkers.middleware.tracing import Tracing
 from bgworkers.settings import get_settings
+from bgworkers.stack.broker import middleware_stack
 from bgworkers.tracing import carrier
 from bgworkers.tracing.config import tracing_requested
-from bgworkers.tracing.middleware import Tracing
 from tests.platform_helpers import captured_json_logs, running_worker, wait_for
 
 
@@ -193,7 +194,7 @@ import sys
 sys.modules["opentelemetry"] = None  # as if the tracing extra were not installed
 sys.modules["opentelemetry.trace"] = None
 if sys.argv[1:] == ["worker"]:
-    import dramatiq.cli  # the loader of dramatiq's CLI: bgworkers then wires a worker process
+    import dramatiq.cli  # noqa: F401 - loaded first in a worker process of dramatiq's CLI
 import bgworkers.email.api
 print("imported")
 """
