@@ -12,7 +12,9 @@ the message template before its arguments: "Connection workflow failed: %r" is o
 whatever the address or error in it.
 
 A lost connection that dramatiq recovers from on its own (reset by the peer, a broken pipe,
-an unexpected EOF) is a WARNING, not pika's ERROR or dramatiq's CRITICAL; and pika's
+an unexpected EOF) is a WARNING, not pika's ERROR or dramatiq's CRITICAL, that names the node
+(``host:port``: the peer address in pika's text, else the configured node(s); never a user or
+password) and the reason in one line; and pika's
 "Wrapped func exited with exception. Caller's stack: ..." carries the traceback in its text,
 which is cut off like any other.
 """
@@ -23,7 +25,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 #: Loggers whose repeated lines are rate-limited (prefixes).
 NOISY_LOGGERS = ("pika", "dramatiq.worker.ConsumerThread", "dramatiq.broker", "dramatiq.brokers")
@@ -43,6 +45,10 @@ _CONNECTION_LOSS = (
     "Transport indicated EOF",
     "Socket EOF",
 )
+#: The peer of a socket in pika's text: ``raddr=('127.0.0.1', 5672)``.
+_PEER = re.compile(r"raddr=\('([^']{1,255})', (\d{1,5})\)")
+#: Where the exception's own text starts in a library's line ("...error: StreamLostError: ...").
+_EXCEPTION_TEXT = re.compile(r"\b\w*(?:Error|Exception)\b[^;]*")
 
 
 class LibraryNoiseFilter(logging.Filter):
@@ -53,9 +59,13 @@ class LibraryNoiseFilter(logging.Filter):
         *,
         interval_s: float = DEFAULT_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
+        broker_nodes: Sequence[str] = (),
     ) -> None:
+        """``broker_nodes``: ``host:port`` of each configured RabbitMQ node, named by a lost
+        connection's line when the library's text does not say which node it was."""
         super().__init__()
         self.interval_s = interval_s
+        self.broker_nodes = " or ".join(broker_nodes) or "unknown"
         self._clock = clock
         self._lock = threading.Lock()
         self._last: dict[tuple[str, int, str], float] = {}
@@ -73,7 +83,7 @@ class LibraryNoiseFilter(logging.Filter):
                 return False
             self._last[key] = now
             held = self._held.pop(key, 0)
-        _shorten(record, held, self.interval_s)
+        _shorten(record, held, self.interval_s, self.broker_nodes)
         return True
 
 
@@ -90,18 +100,32 @@ def _database_away(record: logging.LogRecord) -> bool:
     )
 
 
-def _shorten(record: logging.LogRecord, held: int, interval_s: float) -> None:
+def _shorten(record: logging.LogRecord, held: int, interval_s: float, nodes: str) -> None:
     """Fold a traceback into the message and say how many similar lines were held back."""
-    message = record.getMessage()
+    full = message = record.getMessage()
     in_text = _TEXT_TRACEBACK.search(message)
     if in_text is not None:
         message = message[: in_text.start()]
-    if record.exc_info and record.exc_info[1] is not None:
-        message = f"{message} ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})"
+    exc = record.exc_info[1] if record.exc_info else None
+    if exc is not None:
+        message = f"{message} ({type(exc).__name__}: {exc})"
     record.exc_info = None
     record.exc_text = None
     if record.levelno > logging.WARNING and any(sign in message for sign in _CONNECTION_LOSS):
         record.levelno, record.levelname = logging.WARNING, "WARNING"  # dramatiq reconnects
+        message = _connection_lost(message, full, exc, nodes)
     if held:
         message = f"{message} [{held} similar line(s) in the last {interval_s:g} s not shown]"
     record.msg, record.args = message, None
+
+
+def _connection_lost(message: str, full: str, exc: BaseException | None, nodes: str) -> str:
+    """One line naming the node and the reason of a lost connection dramatiq recovers from."""
+    peer = _PEER.search(full)
+    node = f"{peer[1]}:{peer[2]}" if peer else nodes
+    if exc is not None:
+        reason = f"{type(exc).__name__}: {exc}"
+    else:
+        found = _EXCEPTION_TEXT.search(message)
+        reason = found[0] if found else message
+    return f"RabbitMQ connection to {node} lost ({reason.strip()[:300]}); dramatiq reconnects"
