@@ -98,12 +98,14 @@ def test_a_job_run_that_succeeded_at_once_records_no_attempt_and_shows_the_run(
     )
     code, out = cli(capsys, "jobs", "runs", "probe_every_minute", "--json")
     [run] = [json.loads(line) for line in out]
+    assert code == 0 and run["status"] == "succeeded"
     [attempt] = run["attempts"]
     assert (attempt["attempt"], attempt["outcome"], attempt["error"]) == (1, "succeeded", "")
     with Session(postgres_engine) as session:
         assert session.exec(select(Attempt)).all() == []  # the common path writes nothing
-    code, out = cli(capsys, "jobs", "runs", "no_such_job")
-    assert code != 0
+    assert main(["jobs", "runs", "no_such_job"]) == 2  # one line, no traceback
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "no_such_job" in err
 
 
 def test_a_retried_message_that_then_succeeds_ends_its_timeline(
