@@ -12,7 +12,8 @@ the message template before its arguments: "Connection workflow failed: %r" is o
 whatever the address or error in it.
 
 A lost connection that dramatiq recovers from on its own (reset by the peer, a broken pipe,
-an unexpected EOF) is a WARNING, not pika's ERROR or dramatiq's CRITICAL, that names the node
+an unexpected EOF) is one WARNING, not pika's three ERROR lines or dramatiq's CRITICAL (they
+are one kind, so one line per interval), that names the node
 (``host:port``: the peer address in pika's text, else the configured node(s); never a user or
 password) and the reason in one line; and pika's
 "Wrapped func exited with exception. Caller's stack: ..." carries the traceback in its text,
@@ -74,7 +75,7 @@ class LibraryNoiseFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.name.startswith(NOISY_LOGGERS) and not _database_away(record):
             return True
-        key = (_QUEUE_SUFFIX.sub("", record.name), record.levelno, str(record.msg)[:200])
+        key = _kind(record)
         now = self._clock()
         with self._lock:
             last = self._last.get(key)
@@ -85,6 +86,29 @@ class LibraryNoiseFilter(logging.Filter):
             held = self._held.pop(key, 0)
         _shorten(record, held, self.interval_s, self.broker_nodes)
         return True
+
+
+def _kind(record: logging.LogRecord) -> tuple[str, int, str]:
+    """The kind of a line: a lost connection is one kind whichever library line says it (pika
+    writes three for one reset: the transport, the connection, the channel's caller)."""
+    if record.levelno > logging.WARNING and _connection_loss(record):
+        return ("", logging.WARNING, "broker connection lost")
+    return (_QUEUE_SUFFIX.sub("", record.name), record.levelno, str(record.msg)[:200])
+
+
+def _head(record: logging.LogRecord) -> str:
+    """The line's own text, without a traceback, with its exception's one-line text."""
+    message = record.getMessage()
+    in_text = _TEXT_TRACEBACK.search(message)
+    if in_text is not None:
+        message = message[: in_text.start()]
+    exc = record.exc_info[1] if record.exc_info else None
+    return f"{message} ({type(exc).__name__}: {exc})" if exc is not None else message
+
+
+def _connection_loss(record: logging.LogRecord) -> bool:
+    head = _head(record)
+    return any(sign in head for sign in _CONNECTION_LOSS)
 
 
 def _database_away(record: logging.LogRecord) -> bool:
@@ -102,13 +126,8 @@ def _database_away(record: logging.LogRecord) -> bool:
 
 def _shorten(record: logging.LogRecord, held: int, interval_s: float, nodes: str) -> None:
     """Fold a traceback into the message and say how many similar lines were held back."""
-    full = message = record.getMessage()
-    in_text = _TEXT_TRACEBACK.search(message)
-    if in_text is not None:
-        message = message[: in_text.start()]
+    full, message = record.getMessage(), _head(record)
     exc = record.exc_info[1] if record.exc_info else None
-    if exc is not None:
-        message = f"{message} ({type(exc).__name__}: {exc})"
     record.exc_info = None
     record.exc_text = None
     if record.levelno > logging.WARNING and any(sign in message for sign in _CONNECTION_LOSS):
