@@ -59,6 +59,8 @@ class DeadLetterIndex(Middleware):
 
     def __init__(self) -> None:
         self.backlog = IndexBacklog()
+        self._attempts_dropped = 0
+        self._dropped_logged_at: float | None = None
 
     def before_enqueue(self, broker: Broker, message: Message[Any], delay: int) -> None:
         options = message.options
@@ -150,7 +152,21 @@ class DeadLetterIndex(Middleware):
             with session_scope() as session:
                 record_attempt(session, attempt)
         except Exception as exc:  # noqa: BLE001 - a timeline line only; the message goes on
-            log.warning("attempt_not_recorded", error=f"{type(exc).__name__}: {str(exc)[:300]}")
+            self._attempt_dropped(exc)
+
+    def _attempt_dropped(self, exc: Exception) -> None:
+        """One line a minute while the database does not answer, with how many were dropped."""
+        self._attempts_dropped += 1
+        now = time.monotonic()
+        if self._dropped_logged_at is not None and now - self._dropped_logged_at < 60:
+            return
+        self._dropped_logged_at = now
+        log.warning(
+            "attempt_not_recorded",
+            error=f"{type(exc).__name__}: {str(exc)[:300]}",
+            dropped=self._attempts_dropped,
+            hint="the attempts of retried messages are missing from their timelines meanwhile",
+        )
 
     def _mark_processed(self, message: MessageProxy) -> None:
         try:

@@ -265,3 +265,15 @@ def test_attempt_rows_are_redacted_bounded_and_read_with_their_waits(
     for bad in ("", "00-" + "0" * 32 + "-00f067aa0ba902b7-01", "garbage", 7, "x" * 10_000):
         assert trace_id_of({"traceparent": bad}) == ""
     assert trace_id_of({}) == ""
+
+
+def test_attempts_not_recorded_while_the_database_is_away_are_one_line_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from bgworkers.console.middleware import DeadLetterIndex
+
+    index = DeadLetterIndex()
+    for _ in range(3):
+        index._attempt_dropped(ConnectionRefusedError("connection refused"))
+    said = [r for r in caplog.records if "attempt_not_recorded" in r.getMessage()]
+    assert len(said) == 1 and index._attempts_dropped == 3
