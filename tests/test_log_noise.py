@@ -60,7 +60,8 @@ def test_tracebacks_are_folded_and_other_loggers_pass_untouched() -> None:
 
 
 def test_a_lost_connection_is_one_warning_without_the_stack_pika_puts_in_its_text() -> None:
-    noise = LibraryNoiseFilter(interval_s=60, clock=Clock())
+    clock = Clock()
+    noise = LibraryNoiseFilter(interval_s=60, clock=clock, broker_nodes=["rabbit-a:5672"])
     stack = (
         'Traceback (most recent call last):\n  File "x.py", line 1, in _produce\n'
         "ConnectionResetError: [Errno 104] Connection reset by peer\n"
@@ -74,9 +75,17 @@ def test_a_lost_connection_is_one_warning_without_the_stack_pika_puts_in_its_tex
     assert noise.filter(wrapped)
     assert wrapped.levelno == logging.WARNING and wrapped.levelname == "WARNING"
     assert wrapped.getMessage() == (
-        "Wrapped func exited with exception. "
-        "(ConnectionResetError: [Errno 104] Connection reset by peer)"
+        "RabbitMQ connection to rabbit-a:5672 lost "
+        "(ConnectionResetError: [Errno 104] Connection reset by peer); dramatiq reconnects"
     )
+    # pika's other lines about the same reset are the same kind: held back, then counted.
+    channel = record(
+        "pika.adapters.blocking_connection",
+        "Unexpected connection close detected: %r",
+        "StreamLostError: ('Stream connection lost: ConnectionResetError(104)',)",
+    )
+    assert not noise.filter(channel)
+    clock.now += 60
     consumer = logging.LogRecord(
         "dramatiq.worker.ConsumerThread(email)",
         logging.CRITICAL,
@@ -87,8 +96,45 @@ def test_a_lost_connection_is_one_warning_without_the_stack_pika_puts_in_its_tex
         None,
     )
     assert noise.filter(consumer) and consumer.levelname == "WARNING"
+    assert consumer.getMessage() == (
+        "RabbitMQ connection to rabbit-a:5672 lost "
+        "(StreamLostError: ('Transport indicated EOF',)); dramatiq reconnects"
+        " [1 similar line(s) in the last 60 s not shown]"
+    )
     refused = record("pika.adapters.blocking_connection", "Connection workflow failed: %r", "x")
     assert noise.filter(refused) and refused.levelno == logging.ERROR  # not a lost connection
+
+
+def test_a_lost_connection_names_the_peer_pika_saw_and_never_a_password() -> None:
+    nodes = ["rabbit-a:5672", "rabbit-b:5672"]
+    noise = LibraryNoiseFilter(interval_s=60, clock=Clock(), broker_nodes=nodes)
+    produce = record(
+        "pika.adapters.utils.io_services_utils",
+        "_AsyncBaseTransport._produce() failed, aborting connection: error=%r; sock=%s",
+        ConnectionResetError(104, "Connection reset by peer"),
+        "<socket.socket fd=7, laddr=('10.0.0.9', 40312), raddr=('10.0.0.2', 5672)>",
+    )
+    assert noise.filter(produce) and produce.levelname == "WARNING"
+    assert produce.getMessage() == (
+        "RabbitMQ connection to 10.0.0.2:5672 lost "
+        "(ConnectionResetError(104, 'Connection reset by peer')); dramatiq reconnects"
+    )
+    unnamed = record("pika.adapters.base_connection", "Socket EOF; %s", "closing")
+    assert not noise.filter(unnamed)  # the same lost connection, said again: one line
+    noise = LibraryNoiseFilter(interval_s=60, clock=Clock(), broker_nodes=nodes)
+    assert noise.filter(unnamed)
+    assert "to rabbit-a:5672 or rabbit-b:5672 lost" in unnamed.getMessage()
+
+
+def test_boot_names_the_configured_nodes_without_credentials() -> None:
+    from pydantic import SecretStr
+
+    from bgworkers.processes.boot import broker_nodes
+    from bgworkers.settings import Settings
+
+    url = "amqp://app:s3cret@rabbit-a:5672/v;amqp://app:s3cret@rabbit-b:5673/v"
+    settings = Settings(broker_url=SecretStr(url))
+    assert broker_nodes(settings) == ["rabbit-a:5672", "rabbit-b:5673"]
 
 
 def test_a_database_away_is_one_failed_message_line_a_minute_without_traceback() -> None:

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 import pika.exceptions
 from sqlalchemy.exc import SQLAlchemyError
 
+from bgworkers.console.attempts import timeline_lines
 from bgworkers.console.audit import cli_user
 from bgworkers.console.dead_letters import DeadLetterFilter, as_dict
 from bgworkers.console.operations import ActionResult, Console
@@ -105,11 +106,12 @@ def dead_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def dead_show(settings: Settings, args: argparse.Namespace) -> int:
-    row = make_console(settings).dead_letter(args.id)
+    console = make_console(settings)
+    row = console.dead_letter(args.id)
     if row is None:
         print(f"bgworkers dead show: no dead letter {args.id!r} in the index", file=sys.stderr)
         return NOT_DONE
-    data = as_dict(row, full=True)
+    data = as_dict(row, full=True) | {"attempts": console.dead_letter_timeline(args.id)}
     if args.json:
         _print(sys.stdout, args, data, "")
         return OK
@@ -117,7 +119,10 @@ def dead_show(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{key + ':':<16} {data[key]}")
     for key in ("dead_count", "first_failed_at", "last_failed_at", "requeued_at"):
         print(f"{key + ':':<16} {data[key]}")
+    print(f"{'trace_id:':<16} {data['trace_id'] or '-'}")
     print(f"{'arguments:':<16} {json.dumps(data['arguments'], ensure_ascii=False)}")
+    print("attempts (started, wait before it, run time, outcome, error):")
+    print("\n".join(timeline_lines(data["attempts"])))
     print("traceback:")
     print(row.traceback.rstrip() or "  (none recorded)")
     return OK
@@ -204,6 +209,8 @@ def jobs(settings: Settings, args: argparse.Namespace) -> int:
         return _changed(make_console(settings).pause(args.job, args.reason), args, "paused")
     if action == "resume":
         return _changed(make_console(settings).resume(args.job), args, "resumed")
+    if action == "runs":
+        return job_runs(settings, args)
     if action == "run":
         message = make_console(settings).run_job(args.job)
         data = {"job": args.job, "message_id": message.message_id, "result": "sent"}
@@ -216,6 +223,20 @@ def jobs(settings: Settings, args: argparse.Namespace) -> int:
         print_jobs(views, sys.stdout, zone=settings.tzinfo)
     for view in views if args.json else ():
         _print(sys.stdout, args, view.as_dict(), "")
+    return OK
+
+
+def job_runs(settings: Settings, args: argparse.Namespace) -> int:
+    """The job's last runs, each with its attempts: why a run started late or took long."""
+    for run in make_console(settings).job_runs(args.job, args.limit):
+        manual = " (manual)" if run["manual"] else ""
+        duration = f"{run['duration_s']:.3f} s" if run["duration_s"] is not None else "-"
+        line = (
+            f"{run['tick']}{manual}  {run['status']:<15} claimed {run['waited_after_tick_s']:.3f} s"
+            f" after its tick, took {duration}  message {run['message_id']}\n"
+            + "\n".join(timeline_lines(run["attempts"]))
+        )
+        _print(sys.stdout, args, run, line)
     return OK
 
 
@@ -353,7 +374,12 @@ def add_commands(sub: Any) -> None:
     resume.add_argument("job")
     run = job_sub.add_parser("run", help="run the job now, outside its schedule")
     run.add_argument("job")
-    for action in (pause, resume, run):
+    runs = job_sub.add_parser(
+        "runs", help="the job's last runs, each attempt: when, how long, error"
+    )
+    runs.add_argument("job")
+    runs.add_argument("--limit", type=int, default=10, help="at most this many runs (10)")
+    for action in (pause, resume, run, runs):
         _json_flag(action)
         action.set_defaults(handler=guarded(jobs))
 

@@ -22,6 +22,14 @@ from typing import Any
 from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL
 from sqlmodel import Session, col, delete, select
 
+from bgworkers.console.attempts import (
+    AttemptRecord,
+    attempts_of,
+    prune_attempts,
+    record_attempt,
+    timeline,
+    trace_id_of,
+)
 from bgworkers.console.models import DeadLetter
 from bgworkers.logs.loggers import redact_text, redact_value
 
@@ -50,6 +58,8 @@ class Failure:
     reason: str
     exception: BaseException | None
     at: datetime
+    #: The dead-lettering attempt, for the message's timeline (None: skipped, never ran).
+    attempt: AttemptRecord | None = None
 
 
 def cap(text: str, limit: int) -> str:
@@ -143,7 +153,10 @@ def record_dead_letter(session: Session, failure: Failure) -> DeadLetter:
     row.last_failed_at = failure.at
     row.dead_count += 1
     row.status = "dead"
+    row.trace_id = trace_id_of(failure.options) or row.trace_id
     session.add(row)
+    if failure.attempt is not None:
+        record_attempt(session, failure.attempt)
     return row
 
 
@@ -186,10 +199,13 @@ def get_dead_letter(session: Session, message_id: str) -> DeadLetter | None:
 
 
 def prune_dead_letters(session: Session, *, now: datetime) -> int:
-    """Delete rows whose message RabbitMQ has expired from the XQ; return how many."""
+    """Delete rows whose message RabbitMQ has expired from the XQ, and attempts as old;
+    return how many dead letters."""
     before = now - timedelta(milliseconds=DEAD_MESSAGE_TTL_MS)
     statement = delete(DeadLetter).where(col(DeadLetter.last_failed_at) < before)
-    return int(session.exec(statement).rowcount)
+    pruned = int(session.exec(statement).rowcount)
+    prune_attempts(session, before=before)
+    return pruned
 
 
 def as_dict(row: DeadLetter, *, full: bool = False) -> dict[str, Any]:
@@ -206,11 +222,17 @@ def as_dict(row: DeadLetter, *, full: bool = False) -> dict[str, Any]:
         "first_failed_at": row.first_failed_at.isoformat(),
         "last_failed_at": row.last_failed_at.isoformat(),
         "requeued_at": row.requeued_at.isoformat() if row.requeued_at else None,
+        "trace_id": row.trace_id or None,
         "arguments": _loads(row.arguments),
     }
     if full:
         data["traceback"] = row.traceback
     return data
+
+
+def dead_letter_timeline(session: Session, message_id: str) -> list[dict[str, Any]]:
+    """Each recorded attempt of a dead letter's message (see :mod:`bgworkers.console.attempts`)."""
+    return timeline(attempts_of(session, message_id))
 
 
 def _loads(text: str) -> Any:

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import dramatiq
 from sqlmodel import Session, col, select
 
+from bgworkers.console.attempts import attempts_of, timeline
 from bgworkers.scheduling.models import ScheduledJobState, ScheduledRun
 from bgworkers.scheduling.pauses import JobPause, paused_jobs
 from bgworkers.scheduling.periodic import CronPeriod
@@ -160,3 +161,48 @@ def duration_chart(runs: list[RunView], *, width: int = 180, height: int = 36) -
         f'<svg class="chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
         f'role="img" aria-label="durations of the last {len(runs)} runs">{"".join(bars)}</svg>'
     )
+
+
+def job_run_timelines(session: Session, job: str, *, runs: int = 10) -> list[dict[str, Any]]:
+    """The last ``runs`` runs of ``job``, newest first, each with its attempts' timeline.
+
+    A run whose message never failed has no recorded attempt: its one attempt is the run
+    itself, from claim to finish (see :mod:`bgworkers.console.attempts`).
+    """
+    rows = session.exec(
+        select(ScheduledRun)
+        .where(ScheduledRun.job == job)
+        .order_by(col(ScheduledRun.tick).desc())
+        .limit(runs)
+    ).all()
+    return [_run_timeline(session, row) for row in rows]
+
+
+def _run_timeline(session: Session, run: ScheduledRun) -> dict[str, Any]:
+    attempts = timeline(attempts_of(session, run.message_id)) if run.message_id else []
+    if not attempts and run.finished_at is not None:
+        attempts = [
+            {
+                "attempt": max(run.attempts, 1),
+                "started_at": run.claimed_at.isoformat(),
+                "duration_s": run.duration_s
+                if run.duration_s is not None
+                else (run.finished_at - run.claimed_at).total_seconds(),
+                "waited_s": None,
+                "outcome": run.status,
+                "error": run.error or "",
+            }
+        ]
+    return {
+        "job": run.job,
+        "tick": run.tick.isoformat(),
+        "message_id": run.message_id,
+        "status": run.status,
+        "manual": _run_view(run).manual,
+        "claimed_at": run.claimed_at.isoformat(),
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "duration_s": run.duration_s,
+        "waited_after_tick_s": round((run.claimed_at - run.tick).total_seconds(), 3),
+        "error": run.error,
+        "attempts": attempts,
+    }

@@ -7,6 +7,10 @@ age limit) is indexed from ``after_skip_message``. Writing the row must never ch
 happens to the message: a database error is logged and the message still goes to the XQ,
 which stays the backstop.
 
+Every attempt of a message that fails at least once is also written to its timeline
+(:mod:`bgworkers.console.attempts`): when it started (stamped by ``before_process_message``),
+how long it ran, how it ended. A first attempt that succeeds writes nothing.
+
 ``before_enqueue`` stamps the time of a message's first failure into its options when the
 retry policy re-enqueues it, so the row can tell "first failed" from "last failed".
 """
@@ -14,12 +18,14 @@ retry policy re-enqueues it, so the row can tell "first failed" from "last faile
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from dramatiq import Broker, Message
 from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
+from bgworkers.console.attempts import AttemptRecord, attempt_error, attempt_number, record_attempt
 from bgworkers.console.dead_letters import (
     FIRST_FAILURE_OPTION,
     REQUEUES_OPTION,
@@ -33,6 +39,10 @@ from bgworkers.logs.loggers import get_logger
 from bgworkers.middleware.retry_policy import REASON_ATTR
 
 log = get_logger(__name__)
+
+#: Attribute of a message proxy: when its attempt started (Unix seconds, perf counter) and
+#: its number.
+_STARTED_ATTR = "_bgw_attempt_started"
 
 
 def _write(failure: Failure) -> None:
@@ -49,11 +59,18 @@ class DeadLetterIndex(Middleware):
 
     def __init__(self) -> None:
         self.backlog = IndexBacklog()
+        self._attempts_dropped = 0
+        self._dropped_logged_at: float | None = None
 
     def before_enqueue(self, broker: Broker, message: Message[Any], delay: int) -> None:
         options = message.options
         if "requeue_timestamp" in options and FIRST_FAILURE_OPTION not in options:
             options[FIRST_FAILURE_OPTION] = options["requeue_timestamp"]
+
+    def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
+        # The attempt's number now: the retry policy's after-hook counts the attempt it ends.
+        options = message.options if isinstance(message.options, dict) else {}
+        setattr(message, _STARTED_ATTR, (time.time(), time.perf_counter(), attempt_number(options)))
 
     def after_process_message(
         self,
@@ -67,15 +84,26 @@ class DeadLetterIndex(Middleware):
             self._write_backlog()
         if message.failed:
             reason = getattr(message, REASON_ATTR, None) or "failed"
-            self._record(message, reason, exception)
-        elif exception is None and message.options.get(REQUEUES_OPTION):
+            self._record(message, reason, exception, _attempt(message, "dead", exception))
+            return
+        if exception is not None:
+            self._write_attempt(_attempt(message, "retried", exception))
+        elif _attempt_number(message) > 1:
+            self._write_attempt(_attempt(message, "succeeded", None))
+        if exception is None and message.options.get(REQUEUES_OPTION):
             self._mark_processed(message)
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
         if message.failed:
             self._record(message, getattr(message, REASON_ATTR, None) or "skipped_failed", None)
 
-    def _record(self, message: MessageProxy, reason: str, exception: BaseException | None) -> None:
+    def _record(
+        self,
+        message: MessageProxy,
+        reason: str,
+        exception: BaseException | None,
+        attempt: AttemptRecord | None = None,
+    ) -> None:
         started = time.perf_counter()
         failure = Failure(
             message_id=str(message.message_id),
@@ -87,6 +115,7 @@ class DeadLetterIndex(Middleware):
             reason=reason,
             exception=exception,
             at=utcnow(),
+            attempt=attempt,
         )
         try:
             _write(failure)
@@ -116,9 +145,55 @@ class DeadLetterIndex(Middleware):
         if written:
             log.info("dead_letters_indexed_late", count=written, dropped=self.backlog.dropped)
 
+    def _write_attempt(self, attempt: AttemptRecord | None) -> None:
+        if attempt is None:
+            return
+        try:
+            with session_scope() as session:
+                record_attempt(session, attempt)
+        except Exception as exc:  # noqa: BLE001 - a timeline line only; the message goes on
+            self._attempt_dropped(exc)
+
+    def _attempt_dropped(self, exc: Exception) -> None:
+        """One line a minute while the database does not answer, with how many were dropped."""
+        self._attempts_dropped += 1
+        now = time.monotonic()
+        if self._dropped_logged_at is not None and now - self._dropped_logged_at < 60:
+            return
+        self._dropped_logged_at = now
+        log.warning(
+            "attempt_not_recorded",
+            error=f"{type(exc).__name__}: {str(exc)[:300]}",
+            dropped=self._attempts_dropped,
+            hint="the attempts of retried messages are missing from their timelines meanwhile",
+        )
+
     def _mark_processed(self, message: MessageProxy) -> None:
         try:
             with session_scope() as session:
                 mark_processed(session, str(message.message_id))
         except Exception as exc:  # noqa: BLE001 - a status line only; the work itself succeeded
             log.error("dead_letter_index_failed", error=f"{type(exc).__name__}: {str(exc)[:300]}")
+
+
+def _attempt(
+    message: MessageProxy, outcome: str, exception: BaseException | None
+) -> AttemptRecord | None:
+    """The attempt that just ended, or None if its start was not seen (a skipped message)."""
+    started = getattr(message, _STARTED_ATTR, None)
+    if started is None:
+        return None
+    wall, counter, number = started
+    return AttemptRecord(
+        message_id=str(message.message_id),
+        attempt=number,
+        started_at=datetime.fromtimestamp(wall, UTC),
+        duration_s=time.perf_counter() - counter,
+        outcome=outcome,
+        error=attempt_error(exception),
+    )
+
+
+def _attempt_number(message: MessageProxy) -> int:
+    started = getattr(message, _STARTED_ATTR, None)
+    return int(started[2]) if started else 1

@@ -15,7 +15,8 @@ class DeadLetter(SQLModel, table=True):
     ``status``: ``dead`` (in the XQ), ``requeued`` (sent back to its queue by an operator) or
     ``processed`` (a requeued copy then succeeded). ``arguments`` is redacted JSON, capped at
     :data:`~bgworkers.console.dead_letters.ARGUMENTS_MAX_CHARS`; ``dead_count`` counts how many
-    times the message was dead-lettered (a requeued message may fail again).
+    times the message was dead-lettered (a requeued message may fail again). ``trace_id``: the
+    message's OpenTelemetry trace (32 hex digits) when it carried a ``traceparent``, else "".
     """
 
     __tablename__ = "console_dead_letters"
@@ -33,6 +34,27 @@ class DeadLetter(SQLModel, table=True):
     dead_count: int = Field(default=1)
     status: str = Field(default="dead", max_length=20)
     requeued_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    trace_id: str = Field(default="", max_length=32)
+
+
+class Attempt(SQLModel, table=True):
+    """One run of a message that did not simply succeed at once: a failed attempt, or the
+    attempt that ended a message's retries (``outcome``: ``retried``, ``dead`` or
+    ``succeeded``). A message that succeeds first time writes none, so the common path costs
+    nothing; a job run's single attempt is then its ``scheduled_runs`` row.
+
+    ``duration_s`` in seconds; ``error`` redacted and capped like the dead-letter index's.
+    """
+
+    __tablename__ = "console_attempts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: str = Field(max_length=64, index=True)
+    attempt: int = Field(default=1)
+    started_at: datetime = Field(sa_type=UtcDateTime, index=True)
+    duration_s: float = Field(default=0.0)
+    outcome: str = Field(max_length=20)
+    error: str = Field(default="", max_length=500)
 
 
 class AuditEntry(SQLModel, table=True):

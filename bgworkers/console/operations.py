@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 from bgworkers.console import audit, xq
 from bgworkers.console.dead_letters import (
     DeadLetterFilter,
+    dead_letter_timeline,
     get_dead_letter,
     list_dead_letters,
 )
@@ -76,6 +77,19 @@ class Console:
     def dead_letter(self, message_id: str) -> DeadLetter | None:
         with self.session() as session:
             return get_dead_letter(session, message_id)
+
+    def dead_letter_timeline(self, message_id: str) -> list[dict[str, Any]]:
+        """Each recorded attempt of the message, oldest first."""
+        with self.session() as session:
+            return dead_letter_timeline(session, message_id)
+
+    def job_runs(self, job: str, runs: int = 10) -> list[dict[str, Any]]:
+        """The job's last runs, newest first, each with its attempts."""
+        from bgworkers.console.jobs import job_run_timelines
+
+        known_job(self.broker, job)
+        with self.session() as session:
+            return job_run_timelines(session, job, runs=runs)
 
     def requeue(self, message_ids: Iterable[str]) -> ActionResult:
         """Send indexed dead letters back to their queue, retries reset."""

@@ -12,7 +12,10 @@ the message template before its arguments: "Connection workflow failed: %r" is o
 whatever the address or error in it.
 
 A lost connection that dramatiq recovers from on its own (reset by the peer, a broken pipe,
-an unexpected EOF) is a WARNING, not pika's ERROR or dramatiq's CRITICAL; and pika's
+an unexpected EOF) is one WARNING, not pika's three ERROR lines or dramatiq's CRITICAL (they
+are one kind, so one line per interval), that names the node
+(``host:port``: the peer address in pika's text, else the configured node(s); never a user or
+password) and the reason in one line; and pika's
 "Wrapped func exited with exception. Caller's stack: ..." carries the traceback in its text,
 which is cut off like any other.
 """
@@ -23,7 +26,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 #: Loggers whose repeated lines are rate-limited (prefixes).
 NOISY_LOGGERS = ("pika", "dramatiq.worker.ConsumerThread", "dramatiq.broker", "dramatiq.brokers")
@@ -43,6 +46,10 @@ _CONNECTION_LOSS = (
     "Transport indicated EOF",
     "Socket EOF",
 )
+#: The peer of a socket in pika's text: ``raddr=('127.0.0.1', 5672)``.
+_PEER = re.compile(r"raddr=\('([^']{1,255})', (\d{1,5})\)")
+#: Where the exception's own text starts in a library's line ("...error: StreamLostError: ...").
+_EXCEPTION_TEXT = re.compile(r"\b\w*(?:Error|Exception)\b[^;]*")
 
 
 class LibraryNoiseFilter(logging.Filter):
@@ -53,9 +60,13 @@ class LibraryNoiseFilter(logging.Filter):
         *,
         interval_s: float = DEFAULT_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
+        broker_nodes: Sequence[str] = (),
     ) -> None:
+        """``broker_nodes``: ``host:port`` of each configured RabbitMQ node, named by a lost
+        connection's line when the library's text does not say which node it was."""
         super().__init__()
         self.interval_s = interval_s
+        self.broker_nodes = " or ".join(broker_nodes) or "unknown"
         self._clock = clock
         self._lock = threading.Lock()
         self._last: dict[tuple[str, int, str], float] = {}
@@ -64,7 +75,7 @@ class LibraryNoiseFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.name.startswith(NOISY_LOGGERS) and not _database_away(record):
             return True
-        key = (_QUEUE_SUFFIX.sub("", record.name), record.levelno, str(record.msg)[:200])
+        key = _kind(record)
         now = self._clock()
         with self._lock:
             last = self._last.get(key)
@@ -73,8 +84,31 @@ class LibraryNoiseFilter(logging.Filter):
                 return False
             self._last[key] = now
             held = self._held.pop(key, 0)
-        _shorten(record, held, self.interval_s)
+        _shorten(record, held, self.interval_s, self.broker_nodes)
         return True
+
+
+def _kind(record: logging.LogRecord) -> tuple[str, int, str]:
+    """The kind of a line: a lost connection is one kind whichever library line says it (pika
+    writes three for one reset: the transport, the connection, the channel's caller)."""
+    if record.levelno > logging.WARNING and _connection_loss(record):
+        return ("", logging.WARNING, "broker connection lost")
+    return (_QUEUE_SUFFIX.sub("", record.name), record.levelno, str(record.msg)[:200])
+
+
+def _head(record: logging.LogRecord) -> str:
+    """The line's own text, without a traceback, with its exception's one-line text."""
+    message = record.getMessage()
+    in_text = _TEXT_TRACEBACK.search(message)
+    if in_text is not None:
+        message = message[: in_text.start()]
+    exc = record.exc_info[1] if record.exc_info else None
+    return f"{message} ({type(exc).__name__}: {exc})" if exc is not None else message
+
+
+def _connection_loss(record: logging.LogRecord) -> bool:
+    head = _head(record)
+    return any(sign in head for sign in _CONNECTION_LOSS)
 
 
 def _database_away(record: logging.LogRecord) -> bool:
@@ -90,18 +124,27 @@ def _database_away(record: logging.LogRecord) -> bool:
     )
 
 
-def _shorten(record: logging.LogRecord, held: int, interval_s: float) -> None:
+def _shorten(record: logging.LogRecord, held: int, interval_s: float, nodes: str) -> None:
     """Fold a traceback into the message and say how many similar lines were held back."""
-    message = record.getMessage()
-    in_text = _TEXT_TRACEBACK.search(message)
-    if in_text is not None:
-        message = message[: in_text.start()]
-    if record.exc_info and record.exc_info[1] is not None:
-        message = f"{message} ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})"
+    full, message = record.getMessage(), _head(record)
+    exc = record.exc_info[1] if record.exc_info else None
     record.exc_info = None
     record.exc_text = None
     if record.levelno > logging.WARNING and any(sign in message for sign in _CONNECTION_LOSS):
         record.levelno, record.levelname = logging.WARNING, "WARNING"  # dramatiq reconnects
+        message = _connection_lost(message, full, exc, nodes)
     if held:
         message = f"{message} [{held} similar line(s) in the last {interval_s:g} s not shown]"
     record.msg, record.args = message, None
+
+
+def _connection_lost(message: str, full: str, exc: BaseException | None, nodes: str) -> str:
+    """One line naming the node and the reason of a lost connection dramatiq recovers from."""
+    peer = _PEER.search(full)
+    node = f"{peer[1]}:{peer[2]}" if peer else nodes
+    if exc is not None:
+        reason = f"{type(exc).__name__}: {exc}"
+    else:
+        found = _EXCEPTION_TEXT.search(message)
+        reason = found[0] if found else message
+    return f"RabbitMQ connection to {node} lost ({reason.strip()[:300]}); dramatiq reconnects"

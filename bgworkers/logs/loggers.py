@@ -27,7 +27,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any, TextIO
 
 import orjson
@@ -350,12 +350,14 @@ def configure_logging(
     level: str = "INFO",
     stream: TextIO | None = None,
     batched: bool = False,
+    broker_nodes: Sequence[str] = (),
 ) -> None:
     """Route every logger of this process to one handler on ``stream`` (bgworkers' processes).
 
     Only the processes bgworkers starts call this (see :mod:`bgworkers.processes.boot`); an
     application that imports bgworkers keeps its own logging. ``batched``: lines below WARNING are
     written a batch at a time (worker processes, see :mod:`bgworkers.logs.log_writer`).
+    ``broker_nodes``: ``host:port`` of the RabbitMQ nodes, named by a lost connection's line.
     """
     stream = stream or sys.__stdout__ or sys.stdout
     renderer: Processor
@@ -369,7 +371,7 @@ def configure_logging(
     )
     handler = _PipeTolerantHandler(stream, batched=batched)
     handler.setFormatter(formatter)
-    handler.addFilter(LibraryNoiseFilter())
+    handler.addFilter(LibraryNoiseFilter(broker_nodes=broker_nodes))
     root = logging.getLogger()
     for old in list(root.handlers):
         if getattr(old, "_bgworkers", False) or not _is_test_capture(old):

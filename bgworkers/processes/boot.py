@@ -37,10 +37,25 @@ def boot_process(
     """
     settings = settings or get_settings()
     configure_logging(
-        log_format=settings.log_format, level=settings.log_level, batched=batched_logs
+        log_format=settings.log_format,
+        level=settings.log_level,
+        batched=batched_logs,
+        broker_nodes=broker_nodes(settings),
     )
     configure_tracing(service)
     return settings
+
+
+def broker_nodes(settings: Settings) -> list[str]:
+    """``host:port`` of each configured RabbitMQ node (no user, no password); none if the
+    URL cannot be read (the broker's own check says why, in its own line)."""
+    from bgworkers.brokers.broker_nodes import connection_parameters
+
+    try:
+        params = connection_parameters(settings.broker_url.get_secret_value())
+    except Exception:  # noqa: BLE001 - a malformed URL is reported where it is used
+        return []
+    return [f"{p.host}:{p.port}" for p in params]
 
 
 class WorkerProcessBoot(Middleware):

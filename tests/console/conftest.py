@@ -13,4 +13,5 @@ from tests.console import fake_jobs
 def inbox() -> Iterator[fake_jobs.FakeInbox]:
     fake_jobs.INBOX.broken = True
     fake_jobs.INBOX.delivered.clear()
+    fake_jobs.INBOX.flaky_failures = 0
     yield fake_jobs.INBOX

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 
 from bgworkers import queues
-from bgworkers.errors import PermanentError
+from bgworkers.errors import PermanentError, TransientError
 from bgworkers.tasks import task
 
 
@@ -20,6 +20,7 @@ class FakeInbox:
     def __init__(self) -> None:
         self.broken = True
         self.delivered: list[int] = []
+        self.flaky_failures = 0  # how many of flaky_note's attempts fail
         self._lock = threading.Lock()
 
     def deliver(self, note_id: int) -> None:
@@ -35,4 +36,13 @@ INBOX = FakeInbox()
 @task(queue=queues.MAINTENANCE, max_retries=0)
 def deliver_note(note_id: int, text: str = "", password: str = "") -> None:
     """A note for the inbox; ``password`` only shows that secrets are redacted in the index."""
+    INBOX.deliver(note_id)
+
+
+@task(queue=queues.MAINTENANCE, max_retries=2, min_backoff_ms=10, max_backoff_ms=50)
+def flaky_note(note_id: int) -> None:
+    """Fails transiently :attr:`FakeInbox.flaky_failures` times, then delivers."""
+    if INBOX.flaky_failures > 0:
+        INBOX.flaky_failures -= 1
+        raise TransientError(f"inbox busy for note {note_id}")
     INBOX.deliver(note_id)

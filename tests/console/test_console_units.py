@@ -231,3 +231,49 @@ def test_bgworkers_schedule_shows_a_pause(sqlite_engine: Engine) -> None:
     assert lines["job"].split()[-1] == "paused"
     assert lines["heartbeat"].endswith("since 2026-11-25 09:00 UTC: db upgrade")
     assert lines["check_due_reminders"].endswith("-")
+
+
+def test_attempt_rows_are_redacted_bounded_and_read_with_their_waits(
+    sqlite_engine: Engine,
+) -> None:
+    from sqlmodel import Session
+
+    from bgworkers.console.attempts import (
+        MAX_ATTEMPTS_RECORDED,
+        AttemptRecord,
+        attempt_error,
+        attempts_of,
+        record_attempt,
+        timeline,
+        trace_id_of,
+    )
+
+    error = attempt_error(ConnectionError("amqp://app:s3cret@rabbit/ refused " + "x" * 900))
+    assert "s3cret" not in error and len(error) <= 500
+    assert error.startswith("ConnectionError: amqp://app:")
+    start = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
+    with Session(sqlite_engine) as session:
+        for n, outcome in ((1, "retried"), (2, "dead"), (MAX_ATTEMPTS_RECORDED + 1, "dead")):
+            at = start + timedelta(seconds=3 * (n - 1))
+            record_attempt(session, AttemptRecord("m-1", n, at, 0.5, outcome, error))
+        session.commit()
+        entries = timeline(attempts_of(session, "m-1"))
+    assert [(e["attempt"], e["outcome"]) for e in entries] == [(1, "retried"), (2, "dead")]
+    assert entries[0]["waited_s"] is None and entries[1]["waited_s"] == 2.5  # 3 s - 0.5 s run
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    assert trace_id_of({"traceparent": traceparent}) == "4bf92f3577b34da6a3ce929d0e0e4736"
+    for bad in ("", "00-" + "0" * 32 + "-00f067aa0ba902b7-01", "garbage", 7, "x" * 10_000):
+        assert trace_id_of({"traceparent": bad}) == ""
+    assert trace_id_of({}) == ""
+
+
+def test_attempts_not_recorded_while_the_database_is_away_are_one_line_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from bgworkers.console.middleware import DeadLetterIndex
+
+    index = DeadLetterIndex()
+    for _ in range(3):
+        index._attempt_dropped(ConnectionRefusedError("connection refused"))
+    said = [r for r in caplog.records if "attempt_not_recorded" in r.getMessage()]
+    assert len(said) == 1 and index._attempts_dropped == 3

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import uvicorn
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 import bgworkers
 from bgworkers.console.audit import recent
@@ -251,3 +251,41 @@ def test_a_post_without_the_csrf_token_is_refused(
     assert headers["x-frame-options"] == "DENY"
     assert headers["x-content-type-options"] == "nosniff"
     assert headers["referrer-policy"] == "no-referrer"
+
+
+def test_a_dead_letter_and_a_job_run_show_each_attempt_and_the_trace_id(
+    console_url: str, page: Any, app_worker, postgres_engine: Engine, shots: Path
+) -> None:
+    from tests.scheduling import probe_jobs  # declares the flaky probe job on the broker
+
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    message = fake_jobs.deliver_note.send_with_options(
+        kwargs={"note_id": 8}, traceparent=f"00-{trace_id}-00f067aa0ba902b7-01"
+    )
+    wait_for(lambda: indexed(postgres_engine, message.message_id), what="the dead letter")
+    log_in(page, console_url)
+    page.wait_for_selector("text=logged in as web:ops")
+    page.goto(f"{console_url}/dead/{message.message_id}")
+    assert page.inner_text("code.trace-id") == trace_id
+    [attempt] = page.locator("table.timeline tbody tr").all()
+    assert "dead" in attempt.inner_text() and "inbox refused note 8" in attempt.inner_text()
+
+    probe_jobs.RUNS.clear()
+    page.goto(f"{console_url}/jobs")
+    page.locator("tr#probe_flaky").locator("button:text-is('Run now')").click()
+    page.wait_for_selector("text=probe_flaky: manual run sent")
+
+    def dead_lettered() -> bool:
+        with Session(postgres_engine) as session:
+            run = session.exec(select(ScheduledRun).where(ScheduledRun.job == "probe_flaky"))
+            return any(r.status == "failed" for r in run)
+
+    wait_for(dead_lettered, what="the flaky run dead-lettered after its retries")
+    page.locator("tr#probe_flaky >> a:text-is('probe_flaky')").click()
+    page.wait_for_selector("h1 >> text=Runs of")
+    rows = page.locator("section.run table.timeline tbody tr")
+    assert rows.count() == 3
+    outcomes = [rows.nth(n).locator("td").nth(4).inner_text() for n in range(3)]
+    assert outcomes == ["retried", "retried", "dead"]
+    assert "TransientError: probe failure" in rows.nth(2).inner_text()
+    shoot(page, shots, "job-runs")

@@ -40,10 +40,14 @@ def routes(site: Site) -> list[Route]:
         )
 
     async def dead_show(request: Request, console: Console) -> Response:
-        row = await run_in_threadpool(console.dead_letter, request.path_params["message_id"])
+        message_id = request.path_params["message_id"]
+        row = await run_in_threadpool(console.dead_letter, message_id)
         if row is None:
             raise HTTPException(404, "no such dead letter in the index")
-        return site.render(request, "dead_show.html", row=as_dict(row, full=True))
+        attempts = await run_in_threadpool(console.dead_letter_timeline, message_id)
+        return site.render(
+            request, "dead_show.html", row=as_dict(row, full=True), attempts=attempts
+        )
 
     async def dead_action(request: Request, console: Console) -> Response:
         form = await site.checked_form(request)

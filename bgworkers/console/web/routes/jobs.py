@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -19,6 +20,14 @@ def routes(site: Site) -> list[Route]:
         views: list[JobView] = await run_in_threadpool(lambda: _job_views(console))
         charts = {v.name: duration_chart(v.runs) for v in views}
         return site.render(request, "jobs.html", jobs=views, charts=charts)
+
+    async def job_runs(request: Request, console: Console) -> Response:
+        job = request.path_params["job"]
+        try:
+            runs = await run_in_threadpool(console.job_runs, job)
+        except SendRefused as exc:
+            raise HTTPException(404, str(exc)) from None
+        return site.render(request, "job_runs.html", job=job, runs=runs)
 
     async def job_action(request: Request, console: Console) -> Response:
         form = await site.checked_form(request)
@@ -42,6 +51,7 @@ def routes(site: Site) -> list[Route]:
 
     return [
         Route("/jobs", site.page(jobs_page), methods=["GET"]),
+        Route("/jobs/{job:str}", site.page(job_runs), methods=["GET"]),
         Route("/jobs/{job:str}/{action:str}", site.page(job_action), methods=["POST"]),
     ]
 
