@@ -23,7 +23,11 @@ Phases, one after the other:
    clock cannot be moved) and ``check_due_reminders`` run; an effect is its email at SMTP;
 3. ``emails``: ``--emails`` emails queued by ``enqueue_email``; an effect is the email at SMTP;
 4. ``calendar_first``/``calendar_incremental``: ``sync_calendar_events`` twice; an effect is a
-   connection's ``last_synced_at`` moving past the trigger.
+   connection's ``last_synced_at`` moving past the trigger;
+5. ``backup`` (only when named in ``--phases``, as the next): ``backup_user_data``; an effect
+   is a user's archive written;
+6. ``temp_cleanup``: ``cleanup_temp_files`` over ``--temp-files`` files two days old; an
+   effect is a file gone (timed by the poll that first misses it).
 
 For each: seconds from the trigger to the first and the last effect, items per second (items /
 time to the last effect), the p50/p99 of trigger-to-effect, the group's CPU (every process,
@@ -78,7 +82,17 @@ from bgworkers.db.engine import make_engine
 
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 PHASES = ("summaries", "reminders", "emails", "calendar_first", "calendar_incremental")
+#: Phases run only when named in ``--phases`` (the default run's output stays under 60 lines).
+EXTRA_PHASES = ("backup", "temp_cleanup")
 MIB = 1024 * 1024
+#: The ceiling each phase's rate is a fraction of, by the first word of its name (the
+#: backup and the temp cleanup have none we do not own: disk and database).
+CEILING_OF = {
+    "summaries": "smtp_ceiling_per_s",
+    "reminders": "smtp_ceiling_per_s",
+    "emails": "smtp_ceiling_per_s",
+    "calendar": "api_ceiling_per_s",
+}
 
 
 # --- the database of its own -------------------------------------------------------------
@@ -348,6 +362,61 @@ class Bench:
         trigger = self.run_job("sync_calendar_events")
         return self.phase(name, self.args.calendars, trigger, effects)
 
+    def backup(self) -> PhaseResult:
+        """``backup_user_data``: an effect is a user's archive written after the trigger."""
+        root = self.workdir / "data" / "backups"
+
+        def effects(t0: float) -> list[float]:
+            return [m - t0 for m in archive_mtimes(root) if m >= t0]
+
+        trigger = self.run_job("backup_user_data")
+        return self.phase("backup", self.args.users, trigger, effects)
+
+    def temp_cleanup(self) -> PhaseResult:
+        """``cleanup_temp_files`` over ``--temp-files`` old files: an effect is a file gone
+        (timed when a poll first misses it)."""
+        paths = seed_temp_files(self.workdir / "data" / "tmp", self.args.temp_files)
+        gone: dict[Path, float] = {}
+
+        def effects(t0: float) -> list[float]:
+            seen = time.time() - t0
+            for path in paths:
+                if path not in gone and not path.exists():
+                    gone[path] = seen
+            return list(gone.values())
+
+        trigger = self.run_job("cleanup_temp_files")
+        return self.phase("temp_cleanup", len(paths), trigger, effects)
+
+
+def archive_mtimes(root: Path) -> list[float]:
+    """Modification times of every ``user-*/user-*.tar.gz`` archive under ``root``."""
+    times: list[float] = []
+    if not root.is_dir():
+        return times
+    for user in os.scandir(root):
+        if user.is_dir() and user.name.startswith("user-"):
+            times.extend(
+                entry.stat().st_mtime
+                for entry in os.scandir(user.path)
+                if entry.name.endswith(".tar.gz")
+            )
+    return times
+
+
+def seed_temp_files(root: Path, count: int) -> list[Path]:
+    """``count`` small files two days old, 100 to a folder (what the cleanup must remove)."""
+    old = time.time() - 2 * 86_400
+    paths: list[Path] = []
+    for n in range(count):
+        folder = root / f"upload-{n // 100}"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"part-{n}.tmp"
+        path.write_bytes(b"x" * 512)
+        os.utime(path, (old, old))
+        paths.append(path)
+    return paths
+
 
 # --- ceilings of the parts we do not own --------------------------------------------------
 
@@ -403,15 +472,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--reminders", type=int, default=None, help="default: --users")
     parser.add_argument("--emails", type=int, default=None, help="default: --users")
     parser.add_argument("--calendars", type=int, default=None, help="default: --users")
+    parser.add_argument("--temp-files", type=int, default=None, help="default: --users")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--api-latency-ms", type=float, default=30.0)
     parser.add_argument("--throttle-every", type=int, default=0, help="429 every Nth request")
     parser.add_argument("--timeout-s", type=float, default=600.0, help="per phase")
-    parser.add_argument("--phases", default=",".join(PHASES))
+    parser.add_argument(
+        "--phases", default=",".join(PHASES), help=f"also: {', '.join(EXTRA_PHASES)}"
+    )
     parser.add_argument("--ceiling-count", type=int, default=2_000)
     args = parser.parse_args()
-    for name in ("reminders", "emails", "calendars"):
+    for name in ("reminders", "emails", "calendars", "temp_files"):
         if getattr(args, name) is None:
             setattr(args, name, args.users)
     return args
@@ -477,6 +549,8 @@ def main() -> None:
             "emails": bench.emails,
             "calendar_first": lambda: bench.calendar("calendar_first"),
             "calendar_incremental": lambda: bench.calendar("calendar_incremental"),
+            "backup": bench.backup,
+            "temp_cleanup": bench.temp_cleanup,
         }
         results = [runs[p]() for p in phases]
         report(args, results, ceilings)
@@ -487,9 +561,7 @@ def report(args: argparse.Namespace, results: list[PhaseResult], ceilings: dict)
     for key, value in ceilings.items():
         print(f"{key}={value:.0f}")
     for r in results:
-        ceiling = ceilings[
-            "api_ceiling_per_s" if r.name.startswith("cal") else "smtp_ceiling_per_s"
-        ]
+        ceiling = ceilings.get(CEILING_OF.get(r.name.split("_")[0], ""), 0.0)
         print(f"{r.name}_done={r.done}")
         print(f"{r.name}_first_s={r.first_s:.2f}")
         print(f"{r.name}_last_s={r.last_s:.2f}")
@@ -497,7 +569,8 @@ def report(args: argparse.Namespace, results: list[PhaseResult], ceilings: dict)
         print(f"{r.name}_p50_s={r.p50_s:.2f}")
         print(f"{r.name}_p99_s={r.p99_s:.2f}")
         print(f"{r.name}_cpu_ms_per_item={r.cpu_ms_per_item:.2f}")
-        print(f"{r.name}_fraction_of_ceiling={r.rate / ceiling:.3f}")
+        if ceiling:
+            print(f"{r.name}_fraction_of_ceiling={r.rate / ceiling:.3f}")
     if results:  # the group's memory after warm-up (the first phase) against the last phase
         print(f"peak_rss_mib={max(r.peak_rss_mib for r in results):.0f}")
         print(f"rss_growth={results[-1].peak_rss_mib / results[0].peak_rss_mib:.3f}")
