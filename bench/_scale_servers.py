@@ -4,8 +4,9 @@
   ``<unix time> <recipient>``, to a file, so the benchmark can time every delivery;
 - a fake Google Calendar ``events.list`` over real HTTP/1.1 (keep-alive, asyncio): it answers
   after a configurable latency with a few events per user (the user is named by the token),
-  a ``nextSyncToken``, and with one changed event on an incremental listing; every
-  ``throttle_every``-th request is refused with ``429`` and ``Retry-After``.
+  a ``nextSyncToken``, and with one changed event on an incremental listing; on the same port,
+  Notion's ``POST /v1/search`` with a few pages per token; every ``throttle_every``-th request
+  is refused with ``429`` and ``Retry-After``.
 
 Separate processes, so their CPU is not the worker group's and not the benchmark's.
 """
@@ -80,7 +81,8 @@ def run_fake_google(port: int, latency_s: float, throttle_every: int, ready: Any
                 counter[0] += 1
                 throttled = throttle_every > 0 and counter[0] % throttle_every == 0
                 await asyncio.sleep(latency_s)
-                writer.write(_google_answer(target, headers, throttled))
+                answer = _notion_answer if target.startswith("/v1/") else _google_answer
+                writer.write(answer(target, headers, throttled))
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the client closed its connection
@@ -121,6 +123,27 @@ def _google_answer(target: str, headers: dict[str, str], throttled: bool) -> byt
         else [_event(user, n, False) for n in range(EVENTS_PER_USER)]
     )
     body = {"kind": "calendar#events", "items": items, "nextSyncToken": f"s{time.time()}"}
+    return _response(200, "OK", body, "")
+
+
+def _notion_answer(target: str, headers: dict[str, str], throttled: bool) -> bytes:
+    """Notion's ``POST /v1/search``: one page of a few pages per token (no more results)."""
+    if throttled:
+        error = {"object": "error", "status": 429, "code": "rate_limited", "message": "Slow down"}
+        return _response(429, "Too Many Requests", error, "Retry-After: 1\r\n")
+    user = headers.get("authorization", "").removeprefix("Bearer ")
+    edited = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    results = [
+        {
+            "object": "page",
+            "id": f"{user}-page{n}",
+            "last_edited_time": edited,
+            "url": f"https://www.notion.so/{user}-page{n}",
+            "properties": {"title": {"type": "title", "title": [{"plain_text": f"Notes {n}"}]}},
+        }
+        for n in range(EVENTS_PER_USER)
+    ]
+    body = {"object": "list", "results": results, "has_more": False, "next_cursor": None}
     return _response(200, "OK", body, "")
 
 

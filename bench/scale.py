@@ -24,9 +24,10 @@ Phases, one after the other:
 3. ``emails``: ``--emails`` emails queued by ``enqueue_email``; an effect is the email at SMTP;
 4. ``calendar_first``/``calendar_incremental``: ``sync_calendar_events`` twice; an effect is a
    connection's ``last_synced_at`` moving past the trigger;
-5. ``backup`` (only when named in ``--phases``, as the next): ``backup_user_data``; an effect
-   is a user's archive written;
-6. ``temp_cleanup``: ``cleanup_temp_files`` over ``--temp-files`` files two days old; an
+5. ``notion`` (only when named in ``--phases``, as the next two): ``sync_notion_pages`` over
+   ``--calendars`` Notion connections, a token each; an effect as for the calendar;
+6. ``backup``: ``backup_user_data``; an effect is a user's archive written;
+7. ``temp_cleanup``: ``cleanup_temp_files`` over ``--temp-files`` files two days old; an
    effect is a file gone (timed by the poll that first misses it).
 
 For each: seconds from the trigger to the first and the last effect, items per second (items /
@@ -83,7 +84,7 @@ from bgworkers.db.engine import make_engine
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 PHASES = ("summaries", "reminders", "emails", "calendar_first", "calendar_incremental")
 #: Phases run only when named in ``--phases`` (the default run's output stays under 60 lines).
-EXTRA_PHASES = ("backup", "temp_cleanup")
+EXTRA_PHASES = ("notion", "backup", "temp_cleanup")
 MIB = 1024 * 1024
 #: The ceiling each phase's rate is a fraction of, by the first word of its name (the
 #: backup and the temp cleanup have none we do not own: disk and database).
@@ -92,6 +93,7 @@ CEILING_OF = {
     "reminders": "smtp_ceiling_per_s",
     "emails": "smtp_ceiling_per_s",
     "calendar": "api_ceiling_per_s",
+    "notion": "api_ceiling_per_s",
 }
 
 
@@ -128,7 +130,7 @@ def summary_zone(now: datetime) -> str:
 
 def seed(engine: Engine, args: argparse.Namespace) -> None:
     from bgworkers.reminders.api import create_reminder
-    from bgworkers.sync.models import CalendarConnection
+    from bgworkers.sync.models import CalendarConnection, NotionConnection
     from bgworkers.users.models import User
 
     zone = summary_zone(datetime.now(UTC))
@@ -150,6 +152,12 @@ def seed(engine: Engine, args: argparse.Namespace) -> None:
             for u in ids[: args.calendars]
             if u is not None
         )
+        if "notion" in args.phases:
+            session.add_all(
+                NotionConnection(user_id=u, access_token=f"secret_notion-{u}")
+                for u in ids[: args.calendars]
+                if u is not None
+            )
         session.commit()
     print(
         f"seeded {args.users} users in {zone}, {args.reminders} reminders, "
@@ -362,6 +370,23 @@ class Bench:
         trigger = self.run_job("sync_calendar_events")
         return self.phase(name, self.args.calendars, trigger, effects)
 
+    def notion(self) -> PhaseResult:
+        """``sync_notion_pages`` over ``--calendars`` Notion connections (one token each)."""
+        from bgworkers.sync.models import NotionConnection
+
+        def effects(t0: float) -> list[float]:
+            since = datetime.fromtimestamp(t0, UTC)
+            with Session(self.engine) as session:
+                synced = session.exec(
+                    select(NotionConnection.last_synced_at).where(
+                        col(NotionConnection.last_synced_at) >= since
+                    )
+                ).all()
+            return [s.timestamp() - t0 for s in synced if s is not None]
+
+        trigger = self.run_job("sync_notion_pages")
+        return self.phase("notion", self.args.calendars, trigger, effects)
+
     def backup(self) -> PhaseResult:
         """``backup_user_data``: an effect is a user's archive written after the trigger."""
         root = self.workdir / "data" / "backups"
@@ -505,6 +530,7 @@ def environment(args: argparse.Namespace, vhost_url: str, db_url: str, workdir: 
         BGW_GOOGLE_TOKEN_URL=f"{args.api_base}/token",
         BGW_GOOGLE_CLIENT_ID="bench",
         BGW_GOOGLE_CLIENT_SECRET="bench",
+        BGW_NOTION_API_BASE_URL=args.api_base,
     )
     return env
 
@@ -549,6 +575,7 @@ def main() -> None:
             "emails": bench.emails,
             "calendar_first": lambda: bench.calendar("calendar_first"),
             "calendar_incremental": lambda: bench.calendar("calendar_incremental"),
+            "notion": bench.notion,
             "backup": bench.backup,
             "temp_cleanup": bench.temp_cleanup,
         }
