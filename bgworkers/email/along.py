@@ -9,9 +9,9 @@ messages of those emails find them sent and only pay the claim.
 
 What holds, row by row:
 
-* **Exactly once**: the claim is one conditional UPDATE; the others are picked with
-  ``FOR UPDATE SKIP LOCKED`` (PostgreSQL), so concurrent runs take disjoint rows, and each is
-  re-checked ``queued`` by the UPDATE itself.
+* **Exactly once**: the claim is one conditional UPDATE; its rows are picked with
+  ``FOR UPDATE SKIP LOCKED`` (PostgreSQL), so concurrent runs take disjoint rows without
+  waiting for each other (no deadlock), and each is re-checked by the UPDATE itself.
 * **Retries stay per email**: only rows with ``attempts = 0`` are taken along, so an email
   waiting out its backoff is never tried early. A taken-along email that fails transiently
   (or raises anything unexpected) is put back and given its own delayed ``send_email``
@@ -58,6 +58,17 @@ _OTHERS = (
     .scalar_subquery()
 )
 
+#: The run's own email, locked without waiting: a run never waits for a row lock, so two
+#: runs that each hold the other's own email cannot deadlock. A lock on it is held by a
+#: claim (which leaves it ``sending``), the sweep or a cancellation: each leaves it to
+#: someone else, so the run treats it as not its to send.
+_OWN = (
+    select(_C.id)
+    .where(_C.id == bindparam("own"))
+    .with_for_update(skip_locked=True)
+    .scalar_subquery()
+)
+
 #: The claim of the run's own email (as :func:`bgworkers.email.outbox.claim_rows`) and of
 #: the others, built once.
 _CLAIM = (
@@ -65,7 +76,7 @@ _CLAIM = (
     .where(
         or_(
             and_(
-                _C.id == bindparam("own"),
+                _C.id.in_(_OWN),
                 or_(
                     _C.status == EmailStatus.QUEUED,
                     and_(

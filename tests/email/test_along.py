@@ -134,3 +134,30 @@ def test_concurrent_runs_send_every_email_once(
     )
     assert len(received) == len(ids) and set(statuses(postgres_engine).values()) == {"sent"}
     assert outcomes.count("sent") + outcomes.count("skipped") == len(ids)
+
+
+@pytest.mark.integration
+def test_a_run_never_waits_for_a_row_another_transaction_holds(
+    postgres_engine: Engine, smtp_server: SmtpServer
+) -> None:
+    ids = write(postgres_engine, 3)
+    mailer = smtp_server.mailer()
+    with postgres_engine.connect() as holder:  # e.g. another run claiming it, not committed
+        holder.execute(
+            select(OutboxEmail.id).where(col(OutboxEmail.id) == ids[0]).with_for_update()
+        )
+        with Session(postgres_engine) as session:
+            own_held = deliver_email_along(
+                ids[0], session=session, sending=sending(mailer), retry=list[int]().extend
+            )
+            other_held = deliver_email_along(
+                ids[1], session=session, sending=sending(mailer), retry=list[int]().extend
+            )
+        holder.rollback()
+    assert own_held == "skipped"  # its own run took ids[1] and ids[2] along
+    assert other_held == "skipped"
+    assert statuses(postgres_engine) == {
+        "user0@example.org": "queued",  # left to whoever holds it (or the next run, the sweep)
+        "user1@example.org": "sent",
+        "user2@example.org": "sent",
+    }
