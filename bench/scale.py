@@ -23,15 +23,21 @@ Phases, one after the other:
    clock cannot be moved) and ``check_due_reminders`` run; an effect is its email at SMTP;
 3. ``emails``: ``--emails`` emails queued by ``enqueue_email``; an effect is the email at SMTP;
 4. ``calendar_first``/``calendar_incremental``: ``sync_calendar_events`` twice; an effect is a
-   connection's ``last_synced_at`` moving past the trigger.
+   connection's ``last_synced_at`` moving past the trigger;
+5. ``notion`` (only when named in ``--phases``, as the next two): ``sync_notion_pages`` over
+   ``--calendars`` Notion connections, a token each; an effect as for the calendar;
+6. ``backup``: ``backup_user_data``; an effect is a user's archive written;
+7. ``temp_cleanup``: ``cleanup_temp_files`` over ``--temp-files`` files two days old; an
+   effect is a file gone (timed by the poll that first misses it).
 
 For each: seconds from the trigger to the first and the last effect, items per second (items /
 time to the last effect), the p50/p99 of trigger-to-effect, the group's CPU (every process,
 user + system) per item, and the group's peak RSS (``rss_growth``: the last phase's peak over
 the first's). Before the phases, the ceilings of what we
 do not own: a bare ``smtplib`` client on one connection against the same sink, the fake API
-with 16 threads of a bare ``httpx`` client, and committed single-row PostgreSQL inserts; each
-phase's rate is printed as a fraction of its ceiling. Ends with ``name=value`` lines.
+with 64 threads of a bare ``httpx`` client (enough that the fake, not the client's threads,
+is what limits), and committed single-row PostgreSQL inserts; each phase's rate is printed
+as a fraction of its ceiling. Ends with ``name=value`` lines.
 
 Usage: python bench/scale.py [--users 2000] [--processes 2] [--threads 8] [--phases ...]
 """
@@ -45,6 +51,7 @@ import smtplib
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -77,7 +84,18 @@ from bgworkers.db.engine import make_engine
 
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 PHASES = ("summaries", "reminders", "emails", "calendar_first", "calendar_incremental")
+#: Phases run only when named in ``--phases`` (the default run's output stays under 60 lines).
+EXTRA_PHASES = ("notion", "backup", "temp_cleanup")
 MIB = 1024 * 1024
+#: The ceiling each phase's rate is a fraction of, by the first word of its name (the
+#: backup and the temp cleanup have none we do not own: disk and database).
+CEILING_OF = {
+    "summaries": "smtp_ceiling_per_s",
+    "reminders": "smtp_ceiling_per_s",
+    "emails": "smtp_ceiling_per_s",
+    "calendar": "api_ceiling_per_s",
+    "notion": "api_ceiling_per_s",
+}
 
 
 # --- the database of its own -------------------------------------------------------------
@@ -113,7 +131,7 @@ def summary_zone(now: datetime) -> str:
 
 def seed(engine: Engine, args: argparse.Namespace) -> None:
     from bgworkers.reminders.api import create_reminder
-    from bgworkers.sync.models import CalendarConnection
+    from bgworkers.sync.models import CalendarConnection, NotionConnection
     from bgworkers.users.models import User
 
     zone = summary_zone(datetime.now(UTC))
@@ -135,6 +153,12 @@ def seed(engine: Engine, args: argparse.Namespace) -> None:
             for u in ids[: args.calendars]
             if u is not None
         )
+        if "notion" in args.phases:
+            session.add_all(
+                NotionConnection(user_id=u, access_token=f"secret_notion-{u}")
+                for u in ids[: args.calendars]
+                if u is not None
+            )
         session.commit()
     print(
         f"seeded {args.users} users in {zone}, {args.reminders} reminders, "
@@ -347,6 +371,78 @@ class Bench:
         trigger = self.run_job("sync_calendar_events")
         return self.phase(name, self.args.calendars, trigger, effects)
 
+    def notion(self) -> PhaseResult:
+        """``sync_notion_pages`` over ``--calendars`` Notion connections (one token each)."""
+        from bgworkers.sync.models import NotionConnection
+
+        def effects(t0: float) -> list[float]:
+            since = datetime.fromtimestamp(t0, UTC)
+            with Session(self.engine) as session:
+                synced = session.exec(
+                    select(NotionConnection.last_synced_at).where(
+                        col(NotionConnection.last_synced_at) >= since
+                    )
+                ).all()
+            return [s.timestamp() - t0 for s in synced if s is not None]
+
+        trigger = self.run_job("sync_notion_pages")
+        return self.phase("notion", self.args.calendars, trigger, effects)
+
+    def backup(self) -> PhaseResult:
+        """``backup_user_data``: an effect is a user's archive written after the trigger."""
+        root = self.workdir / "data" / "backups"
+
+        def effects(t0: float) -> list[float]:
+            return [m - t0 for m in archive_mtimes(root) if m >= t0]
+
+        trigger = self.run_job("backup_user_data")
+        return self.phase("backup", self.args.users, trigger, effects)
+
+    def temp_cleanup(self) -> PhaseResult:
+        """``cleanup_temp_files`` over ``--temp-files`` old files: an effect is a file gone
+        (timed when a poll first misses it)."""
+        paths = seed_temp_files(self.workdir / "data" / "tmp", self.args.temp_files)
+        gone: dict[Path, float] = {}
+
+        def effects(t0: float) -> list[float]:
+            seen = time.time() - t0
+            for path in paths:
+                if path not in gone and not path.exists():
+                    gone[path] = seen
+            return list(gone.values())
+
+        trigger = self.run_job("cleanup_temp_files")
+        return self.phase("temp_cleanup", len(paths), trigger, effects)
+
+
+def archive_mtimes(root: Path) -> list[float]:
+    """Modification times of every ``user-*/user-*.tar.gz`` archive under ``root``."""
+    times: list[float] = []
+    if not root.is_dir():
+        return times
+    for user in os.scandir(root):
+        if user.is_dir() and user.name.startswith("user-"):
+            times.extend(
+                entry.stat().st_mtime
+                for entry in os.scandir(user.path)
+                if entry.name.endswith(".tar.gz")
+            )
+    return times
+
+
+def seed_temp_files(root: Path, count: int) -> list[Path]:
+    """``count`` small files two days old, 100 to a folder (what the cleanup must remove)."""
+    old = time.time() - 2 * 86_400
+    paths: list[Path] = []
+    for n in range(count):
+        folder = root / f"upload-{n // 100}"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"part-{n}.tmp"
+        path.write_bytes(b"x" * 512)
+        os.utime(path, (old, old))
+        paths.append(path)
+    return paths
+
 
 # --- ceilings of the parts we do not own --------------------------------------------------
 
@@ -363,19 +459,29 @@ def smtp_ceiling(port: int, count: int) -> float:
     return count / (time.perf_counter() - started)
 
 
-def api_ceiling(base: str, count: int, threads: int = 16) -> float:
-    """Requests/s a bare httpx client (``threads`` threads) gets from the fake API."""
-    with httpx.Client() as client:
+def api_ceiling(base: str, count: int, threads: int = 64) -> float:
+    """Requests/s bare httpx clients (``threads`` threads, a client each, as each worker
+    thread has its connection) get from the fake API."""
+    local = threading.local()
+    clients: list[httpx.Client] = []
 
-        def get(n: int) -> int:
-            url = f"{base}/calendars/primary/events"
-            headers = {"Authorization": f"Bearer ceiling-{n}"}
-            return client.get(url, headers=headers).status_code
+    def get(n: int) -> int:
+        client = getattr(local, "client", None)
+        if client is None:
+            client = local.client = httpx.Client()
+            clients.append(client)
+        url = f"{base}/calendars/primary/events"
+        headers = {"Authorization": f"Bearer ceiling-{n}"}
+        return client.get(url, headers=headers).status_code
 
+    try:
         started = time.perf_counter()
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(get, range(count)))
         return count / (time.perf_counter() - started)
+    finally:
+        for client in clients:
+            client.close()
 
 
 def insert_ceiling(engine: Engine, count: int) -> float:
@@ -402,15 +508,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--reminders", type=int, default=None, help="default: --users")
     parser.add_argument("--emails", type=int, default=None, help="default: --users")
     parser.add_argument("--calendars", type=int, default=None, help="default: --users")
+    parser.add_argument("--temp-files", type=int, default=None, help="default: --users")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--api-latency-ms", type=float, default=30.0)
     parser.add_argument("--throttle-every", type=int, default=0, help="429 every Nth request")
     parser.add_argument("--timeout-s", type=float, default=600.0, help="per phase")
-    parser.add_argument("--phases", default=",".join(PHASES))
+    parser.add_argument(
+        "--phases", default=",".join(PHASES), help=f"also: {', '.join(EXTRA_PHASES)}"
+    )
     parser.add_argument("--ceiling-count", type=int, default=2_000)
     args = parser.parse_args()
-    for name in ("reminders", "emails", "calendars"):
+    for name in ("reminders", "emails", "calendars", "temp_files"):
         if getattr(args, name) is None:
             setattr(args, name, args.users)
     return args
@@ -432,6 +541,7 @@ def environment(args: argparse.Namespace, vhost_url: str, db_url: str, workdir: 
         BGW_GOOGLE_TOKEN_URL=f"{args.api_base}/token",
         BGW_GOOGLE_CLIENT_ID="bench",
         BGW_GOOGLE_CLIENT_SECRET="bench",
+        BGW_NOTION_API_BASE_URL=args.api_base,
     )
     return env
 
@@ -476,6 +586,9 @@ def main() -> None:
             "emails": bench.emails,
             "calendar_first": lambda: bench.calendar("calendar_first"),
             "calendar_incremental": lambda: bench.calendar("calendar_incremental"),
+            "notion": bench.notion,
+            "backup": bench.backup,
+            "temp_cleanup": bench.temp_cleanup,
         }
         results = [runs[p]() for p in phases]
         report(args, results, ceilings)
@@ -486,9 +599,7 @@ def report(args: argparse.Namespace, results: list[PhaseResult], ceilings: dict)
     for key, value in ceilings.items():
         print(f"{key}={value:.0f}")
     for r in results:
-        ceiling = ceilings[
-            "api_ceiling_per_s" if r.name.startswith("cal") else "smtp_ceiling_per_s"
-        ]
+        ceiling = ceilings.get(CEILING_OF.get(r.name.split("_")[0], ""), 0.0)
         print(f"{r.name}_done={r.done}")
         print(f"{r.name}_first_s={r.first_s:.2f}")
         print(f"{r.name}_last_s={r.last_s:.2f}")
@@ -496,7 +607,8 @@ def report(args: argparse.Namespace, results: list[PhaseResult], ceilings: dict)
         print(f"{r.name}_p50_s={r.p50_s:.2f}")
         print(f"{r.name}_p99_s={r.p99_s:.2f}")
         print(f"{r.name}_cpu_ms_per_item={r.cpu_ms_per_item:.2f}")
-        print(f"{r.name}_fraction_of_ceiling={r.rate / ceiling:.3f}")
+        if ceiling:
+            print(f"{r.name}_fraction_of_ceiling={r.rate / ceiling:.3f}")
     if results:  # the group's memory after warm-up (the first phase) against the last phase
         print(f"peak_rss_mib={max(r.peak_rss_mib for r in results):.0f}")
         print(f"rss_growth={results[-1].peak_rss_mib / results[0].peak_rss_mib:.3f}")

@@ -12,6 +12,8 @@ from sqlmodel import Session
 
 from bgworkers import queues
 from bgworkers.db.engine import session_scope, utcnow
+from bgworkers.email.along import deliver_email_along
+from bgworkers.email.batch import Sending
 from bgworkers.email.outbox import deliver_email, sweep_outbox
 from bgworkers.email.smtp import get_mailer
 from bgworkers.outbox import enqueue_many
@@ -28,18 +30,26 @@ from bgworkers.tasks import task
     time_limit_ms=SEND_EMAIL_TIME_LIMIT_S * 1000,
 )
 def send_email(email_id: int) -> None:
-    """Deliver one outbox email; a duplicate message finds it claimed and does nothing."""
-    settings = get_settings()
+    """Deliver one outbox email, and a few other waiting ones along with it
+    (:mod:`bgworkers.email.along`); a duplicate message finds it claimed or sent."""
     with session_scope() as session:
-        deliver_email(
+        deliver_email_along(
             email_id,
             session=session,
-            mailer=get_mailer(settings),
-            clock=utcnow,
-            sender=settings.email_from,
-            sending_timeout_s=settings.email_sending_timeout_s,
-            max_attempts=settings.email_max_attempts,
+            sending=_sending(),
+            retry=functools.partial(dispatch_emails_later, session),
         )
+
+
+def _sending() -> Sending:
+    settings = get_settings()
+    return Sending(
+        mailer=get_mailer(settings),
+        sender=settings.email_from,
+        sending_timeout_s=settings.email_sending_timeout_s,
+        max_attempts=settings.email_max_attempts,
+        clock=utcnow,
+    )
 
 
 # The same policy as send_email; the urgent lane's priority puts it ahead of prefetched bulk.
@@ -51,8 +61,19 @@ def send_email(email_id: int) -> None:
     priority=queues.URGENT_PRIORITY,
 )
 def send_urgent_email(email_id: int) -> None:
-    """Deliver one urgent outbox email (a reminder, or ``enqueue_email(urgent=True)``)."""
-    send_email.fn(email_id)
+    """Deliver one urgent outbox email (a reminder, or ``enqueue_email(urgent=True)``),
+    alone: taking bulk emails along would delay the next urgent one."""
+    sending = _sending()
+    with session_scope() as session:
+        deliver_email(
+            email_id,
+            session=session,
+            mailer=sending.mailer,
+            clock=sending.clock,
+            sender=sending.sender,
+            sending_timeout_s=sending.sending_timeout_s,
+            max_attempts=sending.max_attempts,
+        )
 
 
 def dispatch_emails(session: Session, email_ids: list[int]) -> None:

@@ -157,13 +157,27 @@ def deliver_emails(
     ``retry`` records a ``send_email`` message per id in the session's transaction (the
     outbox), for the emails that failed transiently. Commits as it goes.
     """
-    done = Delivery()
     if not email_ids:
-        return done
+        return Delivery()
     token = str(uuid.uuid4())
     claimed = _claim(session, email_ids, token, sending)
     session.commit()
+    done = send_claimed_page(claimed, token, session=session, sending=sending, retry=retry)
     done.skipped = len(email_ids) - len(claimed)
+    return done
+
+
+def send_claimed_page(
+    claimed: Sequence[Any],
+    token: str,
+    *,
+    session: Session,
+    sending: Sending,
+    retry: Callable[[list[int]], None],
+) -> Delivery:
+    """Send rows claimed (and committed) with ``token``, one by one on this thread's
+    connection; see :func:`deliver_emails`."""
+    done = Delivery()
     metrics = EMAIL_METRICS.get()
     unmarked: list[int] = []
     for n, row in enumerate(claimed):
@@ -190,14 +204,26 @@ def deliver_emails(
         retry(done.retried)
     session.commit()
     metrics.sent.inc(len(done.sent))
-    log.info(
-        "emails_delivered",
-        sent=len(done.sent),
-        failed=done.failed,
-        retried=done.retried,
-        skipped=done.skipped,
-    )
+    log.info("emails_delivered", sent=len(done.sent), failed=done.failed, retried=done.retried)
     return done
+
+
+def requeue_untried(
+    claimed: Sequence[Any],
+    token: str,
+    *,
+    session: Session,
+    sending: Sending,
+    retry: Callable[[list[int]], None],
+) -> None:
+    """Put rows claimed with ``token`` back in the queue untried, each with its own retry
+    message (the server did not answer, or their sender failed before reaching them)."""
+    if not claimed:
+        return
+    for row in claimed:
+        _requeue(session, row, token, NOT_TRIED, sending)
+    retry([row.id for row in claimed])
+    session.commit()
 
 
 def _claim(session: Session, email_ids: Sequence[int], token: str, sending: Sending) -> list[Any]:

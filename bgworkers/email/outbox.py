@@ -267,17 +267,35 @@ def deliver_email(
     :class:`SmtpTransientError` after putting the row back in the queue, so the message is
     retried with backoff.
     """
-    metrics = EMAIL_METRICS.get()
     now = clock()
     token = str(uuid.uuid4())
     stale_before = now - timedelta(seconds=sending_timeout_s)
     claimed = claim_rows(session, [email_id], token=token, now=now, stale_before=stale_before)
     session.commit()
     if not claimed:
-        metrics.claims_skipped.inc()
+        EMAIL_METRICS.get().claims_skipped.inc()
         log.info("email_not_claimed", email_id=email_id)
         return "skipped"
-    row = claimed[0]
+    return send_claimed(
+        claimed[0], token, session=session, mailer=mailer, clock=clock, sender=sender,
+        max_attempts=max_attempts,
+    )  # fmt: skip
+
+
+def send_claimed(
+    row: Any,
+    token: str,
+    *,
+    session: Session,
+    mailer: Mailer,
+    clock: Callable[[], datetime],
+    sender: str,
+    max_attempts: int,
+) -> Outcome:
+    """Send one row claimed (and committed) with ``token`` and record the outcome; see
+    :func:`deliver_email`."""
+    metrics = EMAIL_METRICS.get()
+    email_id = row.id
     if row.attempts > max_attempts:
         # Earlier attempts ended without an SMTP answer (the worker died or crashed).
         reply = f"gave up after {max_attempts} attempts; last error: {row.last_error}"

@@ -3,8 +3,8 @@
 Why: one user with a huge calendar, a huge Notion workspace and a backup due would otherwise
 hold three worker threads while everyone else's work waits. A job takes one of the user's
 ``cap`` slots, a PostgreSQL session-level advisory lock held for the job's run on a connection
-of its own (outside the process's pool, so a worker's threads never run short of pooled
-connections); a job that finds them all taken is queued again a little later (see
+of its own (from a small pool apart from the process's, so a worker's threads never run short
+of pooled connections); a job that finds them all taken is queued again a little later (see
 :func:`bgworkers.users.slots.user_slot`'s callers) instead of holding a thread. A lock dies
 with its connection, so a worker that crashes frees its slots. SQLite (one host, a handful of
 threads) has no advisory locks: there the cap is not enforced.
@@ -12,6 +12,7 @@ threads) has no advisory locks: there the cap is not enforced.
 
 from __future__ import annotations
 
+import functools
 import random
 import threading
 from collections.abc import Iterator
@@ -21,10 +22,10 @@ from typing import Any
 import dramatiq
 from sqlalchemy import Engine, create_engine, func, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.pool import NullPool
 
 from bgworkers.db.engine import get_engine
 from bgworkers.logs.loggers import get_logger
+from bgworkers.processes.process_resources import ProcessResource
 
 log = get_logger(__name__)
 
@@ -49,30 +50,64 @@ def user_slot(user_id: int, *, cap: int, engine: Engine | None = None) -> Iterat
     if cap <= 0 or engine.dialect.name != "postgresql":
         yield True
         return
-    with _unpooled(engine).connect() as conn:
+    with _slot_engine(engine).connect() as conn:
         key = _take_slot(conn, user_id, min(cap, 32))
         try:
             yield key is not None
         finally:
             if key is not None:
-                conn.execute(select(func.pg_advisory_unlock(*key)))
-                conn.commit()
+                _release(conn, key)
 
 
-_UNPOOLED: dict[str, Engine] = {}
-_UNPOOLED_LOCK = threading.Lock()
+def _release(conn: Connection, key: tuple[int, int]) -> None:
+    """Unlock ``key``; a connection that cannot say it did is closed (the lock dies with it),
+    so a pooled connection never carries a user's slot into the next job."""
+    try:
+        released = conn.execute(select(func.pg_advisory_unlock(*key))).scalar_one()
+        conn.commit()
+    except BaseException:
+        conn.invalidate()
+        raise
+    if not released:
+        conn.invalidate()
 
 
-def _unpooled(engine: Engine) -> Engine:
-    """An engine on ``engine``'s database whose connections are opened per job and closed
-    after it (one per running per-user job, on top of the pool)."""
+def _dispose(engines: dict[str, Engine], *, close: bool = True) -> None:
+    for slot_engine in engines.values():
+        slot_engine.dispose(close=close)
+
+
+#: The slot engines of this process, by database URL; a forked child makes its own.
+_SLOT_ENGINES: ProcessResource[dict[str, Engine]] = ProcessResource(
+    "user_slot_engines",
+    close=_dispose,
+    after_fork=functools.partial(_dispose, close=False),
+)
+_SLOT_ENGINES_LOCK = threading.Lock()
+#: Slot connections kept open between jobs: one per worker thread of a default process.
+#: Opening a PostgreSQL connection per job (a server process forked, authentication) was
+#: most of a short per-user job's cost; more jobs at once open extra ones, closed after.
+KEPT_CONNECTIONS = 8
+
+
+def _slot_engine(engine: Engine) -> Engine:
+    """An engine on ``engine``'s database for the slot connections, apart from its pool.
+
+    A connection goes back to this engine's pool only after its lock was released; one whose
+    unlock failed is invalidated (closed), which releases the lock with it.
+    """
     url = engine.url.render_as_string(hide_password=False)
-    with _UNPOOLED_LOCK:
-        if url not in _UNPOOLED:
-            _UNPOOLED[url] = create_engine(
-                engine.url, poolclass=NullPool, connect_args={"connect_timeout": 10}
+    engines = _SLOT_ENGINES.get(dict)
+    with _SLOT_ENGINES_LOCK:
+        if url not in engines:
+            engines[url] = create_engine(
+                engine.url,
+                pool_size=KEPT_CONNECTIONS,
+                max_overflow=-1,
+                pool_pre_ping=True,
+                connect_args={"connect_timeout": 10},
             )
-        return _UNPOOLED[url]
+        return engines[url]
 
 
 def _take_slot(conn: Connection, user_id: int, cap: int) -> tuple[int, int] | None:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import dramatiq
 import httpx
 import pytest
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
@@ -80,6 +81,29 @@ def test_a_users_slots_are_capped_across_connections(postgres_engine: Engine) ->
             assert not third and other_user
     with user_slot(7, cap=2) as again:  # released when the jobs ended
         assert again
+
+
+def held_advisory_locks(engine: Engine, user_id: int) -> int:
+    """Advisory locks on ``user_id`` held in this database (the second key is the user)."""
+    query = text(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = :u"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    )
+    with engine.connect() as conn:
+        return int(conn.execute(query, {"u": user_id}).scalar_one())
+
+
+def test_a_kept_slot_connection_carries_no_lock_into_the_next_job(
+    postgres_engine: Engine,
+) -> None:
+    with user_slot(9, cap=1) as first:
+        assert first and held_advisory_locks(postgres_engine, 9) == 1
+    assert held_advisory_locks(postgres_engine, 9) == 0  # released, though the connection stays
+    with pytest.raises(RuntimeError), user_slot(9, cap=1):
+        raise RuntimeError("the job failed")
+    with user_slot(9, cap=1) as after_a_failure:
+        assert after_a_failure
+    assert held_advisory_locks(postgres_engine, 9) == 0
 
 
 @pytest.mark.integration

@@ -1,0 +1,187 @@
+"""A ``send_email`` run takes a few other waiting emails along on its SMTP connection.
+
+Why: an application that queues many emails at once (``enqueue_email`` in a loop) gets one
+``send_email`` message per email, and each paid a claim, a commit, the SMTP conversation, the
+outcome and a second commit: plain email went out at a third of what the SMTP server takes.
+Here one run claims its own email and up to :data:`ALONG` other *never tried* queued emails in
+one statement, sends them over its connection and marks them sent in groups; the later
+messages of those emails find them sent and only pay the claim.
+
+What holds, row by row:
+
+* **Exactly once**: the claim is one conditional UPDATE; its rows are picked with
+  ``FOR UPDATE SKIP LOCKED`` (PostgreSQL), so concurrent runs take disjoint rows without
+  waiting for each other (no deadlock), and each is re-checked by the UPDATE itself.
+* **Retries stay per email**: only rows with ``attempts = 0`` are taken along, so an email
+  waiting out its backoff is never tried early. A taken-along email that fails transiently
+  (or raises anything unexpected) is put back and given its own delayed ``send_email``
+  message (``retry``), as a page does (:func:`bgworkers.email.batch.deliver_emails`); its
+  own earlier message may already have found it claimed and gone. The run's own email keeps
+  ``send_email``'s path: a transient failure raises, after the others are settled, and
+  dramatiq retries and dead-letters that message alone.
+* **The window**: as for a page, a crash mid-run may send up to ``MARK_EVERY`` emails twice
+  (same ``Message-ID``) after the sending timeout.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import and_, bindparam, or_, select
+from sqlmodel import Session
+
+from bgworkers.email.batch import Sending, requeue_untried, send_claimed_page
+from bgworkers.email.metrics import EMAIL_METRICS
+from bgworkers.email.models import EmailStatus, OutboxEmail
+from bgworkers.email.outbox import Outcome, send_claimed
+from bgworkers.email.smtp import SmtpTransientError
+from bgworkers.logs.loggers import get_logger
+
+log = get_logger(__name__)
+
+#: Other emails one ``send_email`` run may take along (about 2 ms each on a local server).
+ALONG = 9
+
+_TABLE = OutboxEmail.__table__  # type: ignore[attr-defined]
+_C = _TABLE.c
+
+#: Never-tried queued emails, oldest dispatch first (the status/dispatch_after index).
+_OTHERS = (
+    select(_C.id)
+    .where(_C.status == EmailStatus.QUEUED, _C.attempts == 0, _C.id != bindparam("own"))
+    .order_by(_C.dispatch_after)
+    .limit(ALONG)
+    .with_for_update(skip_locked=True)
+    .scalar_subquery()
+)
+
+#: The run's own email, locked without waiting: a run never waits for a row lock, so two
+#: runs that each hold the other's own email cannot deadlock. A lock on it is held by a
+#: claim (which leaves it ``sending``), the sweep or a cancellation: each leaves it to
+#: someone else, so the run treats it as not its to send.
+_OWN = (
+    select(_C.id)
+    .where(_C.id == bindparam("own"))
+    .with_for_update(skip_locked=True)
+    .scalar_subquery()
+)
+
+#: The claim of the run's own email (as :func:`bgworkers.email.outbox.claim_rows`) and of
+#: the others, built once.
+_CLAIM = (
+    _TABLE.update()
+    .where(
+        or_(
+            and_(
+                _C.id.in_(_OWN),
+                or_(
+                    _C.status == EmailStatus.QUEUED,
+                    and_(
+                        _C.status == EmailStatus.SENDING,
+                        _C.claimed_at < bindparam("stale_before"),
+                    ),
+                ),
+            ),
+            and_(_C.id.in_(_OTHERS), _C.status == EmailStatus.QUEUED, _C.attempts == 0),
+        )
+    )
+    .values(
+        status=EmailStatus.SENDING,
+        claimed_at=bindparam("now"),
+        claim_token=bindparam("token"),
+        attempts=_C.attempts + 1,
+        updated_at=bindparam("now"),
+    )
+    .returning(
+        _C.id,
+        _C.idempotency_key,
+        _C.recipient,
+        _C.subject,
+        _C.body_text,
+        _C.body_html,
+        _C.created_at,
+        _C.attempts,
+        _C.last_error,
+    )
+)
+
+
+def deliver_email_along(
+    email_id: int,
+    *,
+    session: Session,
+    sending: Sending,
+    retry: Callable[[list[int]], None],
+) -> Outcome:
+    """Claim ``email_id`` and up to :data:`ALONG` others, send them, record each outcome.
+
+    Returns the own email's outcome (``skipped`` when someone else holds or sent it, the
+    others are still sent); raises :class:`SmtpTransientError` for it as
+    :func:`bgworkers.email.outbox.deliver_email` does.
+    """
+    token = str(uuid.uuid4())
+    now = sending.clock()
+    params = {
+        "own": email_id,
+        "token": token,
+        "now": now,
+        "stale_before": now - timedelta(seconds=sending.sending_timeout_s),
+    }
+    claimed = sorted(session.execute(_CLAIM, params).all(), key=lambda row: row.id)
+    session.commit()
+    own = [row for row in claimed if row.id == email_id]
+    others = [row for row in claimed if row.id != email_id]
+    if not own:
+        EMAIL_METRICS.get().claims_skipped.inc()
+        log.info("email_not_claimed", email_id=email_id, taken_along=len(others))
+        _settle(others, token, session, sending, retry, answered=True)
+        return "skipped"
+    return _send_own(own[0], others, token, session, sending, retry)
+
+
+def _send_own(
+    own: Any,
+    others: list[Any],
+    token: str,
+    session: Session,
+    sending: Sending,
+    retry: Callable[[list[int]], None],
+) -> Outcome:
+    try:
+        outcome = send_claimed(
+            own, token, session=session, mailer=sending.mailer, clock=sending.clock,
+            sender=sending.sender, max_attempts=sending.max_attempts,
+        )  # fmt: skip
+    except SmtpTransientError as exc:
+        _settle(others, token, session, sending, retry, answered=exc.code is not None)
+        raise
+    except Exception:
+        # Anything else (the database, a bug): the others go back untried, retried alone,
+        # before the error reaches dramatiq; the transaction may be broken. (An interrupt
+        # such as a time limit leaves them to the sweep, as a crash would.)
+        session.rollback()
+        _settle(others, token, session, sending, retry, answered=False)
+        raise
+    _settle(others, token, session, sending, retry, answered=True)
+    return outcome
+
+
+def _settle(
+    others: list[Any],
+    token: str,
+    session: Session,
+    sending: Sending,
+    retry: Callable[[list[int]], None],
+    *,
+    answered: bool,
+) -> None:
+    """Send the others when the server answers; else put them back untried."""
+    if not others:
+        return
+    if answered:
+        send_claimed_page(others, token, session=session, sending=sending, retry=retry)
+    else:
+        requeue_untried(others, token, session=session, sending=sending, retry=retry)
