@@ -18,6 +18,8 @@ Each calls one function here at its start:
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from dramatiq import Broker
 from dramatiq.middleware import Middleware
 
@@ -48,14 +50,21 @@ def boot_process(
 
 def broker_nodes(settings: Settings) -> list[str]:
     """``host:port`` of each configured RabbitMQ node (no user, no password); none if the
-    URL cannot be read (the broker's own check says why, in its own line)."""
-    from bgworkers.brokers.broker_nodes import connection_parameters
+    URL cannot be read (the broker's own check says why, in its own line).
 
-    try:
-        params = connection_parameters(settings.broker_url.get_secret_value())
-    except Exception:  # noqa: BLE001 - a malformed URL is reported where it is used
-        return []
-    return [f"{p.host}:{p.port}" for p in params]
+    Read with urllib here rather than through :mod:`bgworkers.brokers` (a layer above this
+    one): only the host and port of each ``;``-separated URL are needed.
+    """
+    nodes = []
+    for url in settings.broker_url.get_secret_value().split(";"):
+        try:
+            parts = urlsplit(url.strip())
+            port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
+        except ValueError:  # a malformed URL is reported where it is used
+            return []
+        if parts.hostname:
+            nodes.append(f"{parts.hostname}:{port}")
+    return nodes
 
 
 class WorkerProcessBoot(Middleware):
