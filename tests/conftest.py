@@ -146,6 +146,9 @@ def rabbitmq_url() -> str:
 def app_broker(rabbitmq_url: str) -> Iterator[dramatiq.Broker]:
     """bgworkers' own RabbitMQ broker with its queues purged before and after the test."""
     broker = bgworkers.broker
+    # A connection an earlier test left cached (it used bgworkers.broker directly) may have
+    # been closed by RabbitMQ while idle (missed heartbeats during a long test): start afresh.
+    del broker.connection
     for queue in broker.get_declared_queues():
         broker.flush(queue)
     yield broker
