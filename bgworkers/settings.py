@@ -13,6 +13,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -26,7 +27,6 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-from bgworkers.brokers.queue_types import DEFAULT_DELIVERY_LIMIT, MIN_DELIVERY_LIMIT
 from bgworkers.errors import ConfigurationError
 
 ENV_PREFIX = "BGW_"
@@ -34,6 +34,54 @@ ENV_PREFIX = "BGW_"
 SEND_EMAIL_TIME_LIMIT_S = 120
 #: Directory settings that, when relative, live under ``BGW_DATA_DIR``.
 DATA_DIR_PATHS = ("metrics_dir", "temp_dir", "backup_dir")
+#: Quorum queues: redeliveries of one message before it is dead-lettered
+#: (see :mod:`bgworkers.brokers.queue_types`).
+DEFAULT_DELIVERY_LIMIT = 20
+#: Below this a few worker restarts during one retry delay would dead-letter healthy messages.
+MIN_DELIVERY_LIMIT = 5
+BROKER_URL_SCHEMES = ("amqp", "amqps")
+
+
+def broker_urls(text: str) -> list[str]:
+    """The URLs of ``BGW_BROKER_URL`` (``;``-separated, spaces around them ignored).
+
+    Here, below the brokers that connect with them, so the setting is checked by the same
+    parser. Raises :class:`ConfigurationError` for an empty list or a URL that is not AMQP.
+    """
+    urls = [part.strip() for part in text.split(";") if part.strip()]
+    if not urls:
+        raise ConfigurationError("BGW_BROKER_URL is empty; give one or more amqp:// URLs")
+    for url in urls:
+        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        if scheme not in BROKER_URL_SCHEMES:
+            raise ConfigurationError(
+                f"BGW_BROKER_URL: {describe_url(url)!r} is not an amqp:// or amqps:// URL "
+                "(several nodes are separated by ';')"
+            )
+    return urls
+
+
+def broker_addresses(text: str) -> list[str]:
+    """``host:port`` of each node of ``BGW_BROKER_URL`` (no user, no password).
+
+    Raises :class:`ConfigurationError` (see :func:`broker_urls`) or ``ValueError`` (a port
+    that is not a number).
+    """
+    addresses = []
+    for url in broker_urls(text):
+        parts = urlsplit(url)
+        port = parts.port or (5671 if parts.scheme.lower() == "amqps" else 5672)
+        if parts.hostname:
+            addresses.append(f"{parts.hostname}:{port}")
+    return addresses
+
+
+def describe_url(url: str) -> str:
+    """The URL with its user and password removed (for a message about a malformed one)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url[:80]
+    return f"{scheme}://{rest.rpartition('@')[2]}"[:120]
 
 
 def default_data_dir() -> Path:
@@ -226,8 +274,6 @@ class Settings(BaseSettings):
     @field_validator("broker_url")
     @classmethod
     def _amqp_urls(cls, value: SecretStr) -> SecretStr:
-        from bgworkers.brokers.broker_nodes import broker_urls
-
         try:
             broker_urls(value.get_secret_value())
         except ConfigurationError as exc:

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bgworkers.brokers.broker_nodes import (
-    broker_urls,
-    connection_parameters,
-    describe_url,
-    node_of,
-)
+from bgworkers.brokers.broker_nodes import connection_parameters, node_of
 from bgworkers.errors import ConfigurationError
-from bgworkers.settings import load_settings
+from bgworkers.settings import broker_urls, describe_url, load_settings
 from bgworkers.stack.broker import build_broker
 
 THREE = (

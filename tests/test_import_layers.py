@@ -52,8 +52,6 @@ LAYERS: tuple[str, ...] = (
 
 #: Imports of a package further up, each the one way it is done today and why.
 UPWARD: dict[tuple[str, str], str] = {
-    ("settings", "brokers"): "BGW_BROKER_URL and the delivery limit are checked with the "
-    "broker's own URL parser and limits",
     ("metrics", "outbox"): "the endpoints serve the outbox's backlog and relay metrics",
     ("metrics", "monitoring"): "the endpoint serves the readiness checks",
     ("tasks", "scheduling"): "@task(periodic=True) reads the schedule table",

@@ -8,13 +8,12 @@ from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL, RabbitmqBroker
 
 from bgworkers.brokers.cluster_broker import ClusterRabbitmqBroker
 from bgworkers.brokers.queue_types import (
-    DEFAULT_DELIVERY_LIMIT,
     QueueArgumentsMismatch,
     dead_letter_queue_arguments,
     mismatch_message,
     queue_arguments,
 )
-from bgworkers.settings import load_settings
+from bgworkers.settings import DEFAULT_DELIVERY_LIMIT, load_settings
 from bgworkers.stack.broker import build_broker
 
 

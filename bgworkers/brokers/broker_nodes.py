@@ -19,27 +19,7 @@ from typing import Any
 import pika
 
 from bgworkers.compat.pika import parameters_in_use
-from bgworkers.errors import ConfigurationError
-
-SCHEMES = ("amqp", "amqps")
-
-
-def broker_urls(text: str) -> list[str]:
-    """The URLs of ``text`` (``;``-separated, spaces around them ignored).
-
-    Raises :class:`ConfigurationError` for an empty list or a URL that is not AMQP.
-    """
-    urls = [part.strip() for part in text.split(";") if part.strip()]
-    if not urls:
-        raise ConfigurationError("BGW_BROKER_URL is empty; give one or more amqp:// URLs")
-    for url in urls:
-        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-        if scheme not in SCHEMES:
-            raise ConfigurationError(
-                f"BGW_BROKER_URL: {describe_url(url)!r} is not an amqp:// or amqps:// URL "
-                "(several nodes are separated by ';')"
-            )
-    return urls
+from bgworkers.settings import broker_urls
 
 
 def connection_parameters(text: str, **overrides: Any) -> list[pika.URLParameters]:
@@ -59,14 +39,6 @@ def describe_parameters(params: pika.ConnectionParameters) -> str:
     the default vhost ``/``."""
     vhost = "" if params.virtual_host == "/" else params.virtual_host
     return f"{params.host}:{params.port}/{vhost}"
-
-
-def describe_url(url: str) -> str:
-    """The URL with its user and password removed (for a message about a malformed one)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url[:80]
-    return f"{scheme}://{rest.rpartition('@')[2]}"[:120]
 
 
 def node_of(connection: Any) -> str:

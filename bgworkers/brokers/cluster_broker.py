@@ -21,13 +21,13 @@ from dramatiq.errors import ConnectionClosed
 
 from bgworkers.brokers.broker_nodes import node_of
 from bgworkers.brokers.queue_types import (
-    DEFAULT_DELIVERY_LIMIT,
     QueueArgumentsMismatch,
     QueueType,
     dead_letter_queue_arguments,
     queue_arguments,
 )
 from bgworkers.logs.loggers import get_logger
+from bgworkers.settings import DEFAULT_DELIVERY_LIMIT
 
 log = get_logger("bgworkers.broker")
 #: AMQP's reply code for a declaration whose arguments differ from the existing queue's.

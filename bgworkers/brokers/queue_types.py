@@ -51,10 +51,6 @@ from bgworkers.errors import ConfigurationError
 
 QueueType = Literal["classic", "quorum"]
 QUEUE_TYPES: tuple[QueueType, ...] = ("classic", "quorum")
-#: Redeliveries of one message before a quorum queue dead-letters it (see the module doc).
-DEFAULT_DELIVERY_LIMIT = 20
-#: Below this a few worker restarts during one retry delay would dead-letter healthy messages.
-MIN_DELIVERY_LIMIT = 5
 MIGRATION_DOC = "docs/scaling.md, 'Changing the queue type'"
 
 

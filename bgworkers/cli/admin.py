@@ -67,8 +67,8 @@ def _backup(settings: Settings, args: argparse.Namespace) -> int:
 
 def _move_queues(settings: Settings, args: argparse.Namespace) -> int:
     from bgworkers import broker
-    from bgworkers.brokers.broker_nodes import broker_urls
     from bgworkers.brokers.queue_move import move_queues
+    from bgworkers.settings import broker_urls
 
     broker_urls(args.from_url)  # a malformed URL: one line, before anything is touched
     moved = move_queues(

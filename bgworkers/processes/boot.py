@@ -18,13 +18,12 @@ Each calls one function here at its start:
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from dramatiq import Broker
 from dramatiq.middleware import Middleware
 
+from bgworkers.errors import ConfigurationError
 from bgworkers.logs.loggers import configure_logging
-from bgworkers.settings import Settings, get_settings
+from bgworkers.settings import Settings, broker_addresses, get_settings
 from bgworkers.tracing.config import configure_tracing
 
 
@@ -50,21 +49,11 @@ def boot_process(
 
 def broker_nodes(settings: Settings) -> list[str]:
     """``host:port`` of each configured RabbitMQ node (no user, no password); none if the
-    URL cannot be read (the broker's own check says why, in its own line).
-
-    Read with urllib here rather than through :mod:`bgworkers.brokers` (a layer above this
-    one): only the host and port of each ``;``-separated URL are needed.
-    """
-    nodes = []
-    for url in settings.broker_url.get_secret_value().split(";"):
-        try:
-            parts = urlsplit(url.strip())
-            port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
-        except ValueError:  # a malformed URL is reported where it is used
-            return []
-        if parts.hostname:
-            nodes.append(f"{parts.hostname}:{port}")
-    return nodes
+    URL cannot be read (the broker's own check says why, in its own line)."""
+    try:
+        return broker_addresses(settings.broker_url.get_secret_value())
+    except (ConfigurationError, ValueError):  # a malformed URL is reported where it is used
+        return []
 
 
 class WorkerProcessBoot(Middleware):

@@ -24,7 +24,6 @@ from dramatiq.middleware import (
     TimeLimit,
 )
 
-from bgworkers.brokers.broker_nodes import broker_urls
 from bgworkers.brokers.rabbitmq import ScreeningRabbitmqBroker, StackStubBroker
 from bgworkers.console.middleware import DeadLetterIndex
 from bgworkers.middleware.connectivity import BrokerConnectivityCheck
@@ -39,7 +38,7 @@ from bgworkers.middleware.schema_gate import SchemaGate
 from bgworkers.outbox.middleware import OutboxRelay
 from bgworkers.processes.boot import WorkerProcessBoot
 from bgworkers.scheduling.middleware import ScheduleGuard
-from bgworkers.settings import Settings
+from bgworkers.settings import Settings, broker_urls
 from bgworkers.stack.known_series import initialise_from_settings
 from bgworkers.tracing.config import require_extra, tracing_on
 

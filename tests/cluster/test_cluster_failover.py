@@ -47,11 +47,11 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine, make_url
 
 from bgworkers import migrations
-from bgworkers.brokers.broker_nodes import broker_urls
 from bgworkers.brokers.cluster_broker import ClusterRabbitmqBroker
 from bgworkers.db.engine import make_engine, session_scope
 from bgworkers.outbox import enqueue
 from bgworkers.scheduling.schedule import SCHEDULE
+from bgworkers.settings import broker_urls
 from tests.cluster import effects, netns
 from tests.cluster.rabbitmq_cluster import CLUSTER_ADDRESS, RabbitmqCluster
 from tests.outbox.rabbitmq_node import require_rabbitmq_server
