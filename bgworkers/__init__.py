@@ -43,9 +43,16 @@ def _build_app_broker(*, worker_process: bool = False) -> dramatiq.Broker:
     return build_app_broker(worker_process=worker_process)
 
 
+def _periodic_option(actor_name: str) -> object:
+    from bgworkers.scheduling.schedule import periodic_option
+
+    return periodic_option(actor_name)
+
+
 # Here, since this module is imported before any other of the package: whatever declares the
-# first actor finds the builder (see bgworkers.brokers.wiring.use_builder).
+# first actor finds the builder and the schedule (see bgworkers.brokers.wiring.use_builder).
 _wiring.use_builder(_build_app_broker)
+_wiring.use_schedule(_periodic_option)
 
 
 def __getattr__(name: str) -> object:

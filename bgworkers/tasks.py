@@ -197,11 +197,10 @@ def task(
             "throws": (PermanentError, *permanent_errors),
             **options,
         }
-        if periodic:
-            from bgworkers.scheduling.schedule import periodic_option
+        from bgworkers.brokers.wiring import app_broker, periodic_option
 
+        if periodic:
             actor_options["periodic"] = periodic_option(fn.__name__)
-        from bgworkers.brokers.wiring import app_broker
 
         declare = dramatiq.actor(
             actor_name=fn.__name__,

@@ -106,6 +106,7 @@ def test_a_bad_schedule_override_is_a_configuration_error_too() -> None:
 #: application asking for those actors, so they make the broker (and only that).
 DECLARE_ACTORS = frozenset(
     {
+        "bgworkers.console.actors",
         "bgworkers.email.actors",
         "bgworkers.email.api",
         "bgworkers.files.actors",

@@ -2,12 +2,13 @@
 
 Read from the source (every import statement, those inside functions included, since a
 function-level import is a dependency too; ``TYPE_CHECKING`` blocks left out). A node is a
-package directly under ``bgworkers/`` (its subpackages included) or a module at the root.
-:data:`LAYERS` orders them from the bottom up; an import of a package further up is allowed
-only when :data:`UPWARD` lists it with its reason. With the upward imports left out the graph
-has no cycle, so a new cycle needs a new upward import, and that fails here (with the cycle
-named). An entry of :data:`UPWARD` that the code no longer needs fails too: the list only
-shrinks, and when it is empty the package graph has no cycle at all.
+package directly under ``bgworkers/`` (its subpackages included) or a module at the root,
+except a package's ``__main__`` (``python -m bgworkers.outbox``): a process's entry point,
+which nothing imports, so it sits at the very top like the command line. :data:`LAYERS`
+orders the nodes from the bottom up; no package imports one further up, so the package graph
+has no cycle. Where a package needs something from above (the broker's builder, the schedule
+table, a metrics endpoint's collectors), the composition root or the package's ``__init__``
+hands it in.
 """
 
 from __future__ import annotations
@@ -48,16 +49,8 @@ LAYERS: tuple[str, ...] = (
     "stack",  # the composition root: build_broker puts every package's middleware in order
     "bgworkers",  # the package's __init__: what the CLIs load; it hands the wiring its builder
     "cli",
+    "__main__",  # each package's ``python -m`` entry point
 )
-
-#: Imports of a package further up, each the one way it is done today and why.
-UPWARD: dict[tuple[str, str], str] = {
-    ("metrics", "outbox"): "the endpoints serve the outbox's backlog and relay metrics",
-    ("metrics", "monitoring"): "the endpoint serves the readiness checks",
-    ("tasks", "scheduling"): "@task(periodic=True) reads the schedule table",
-    ("maintenance", "monitoring"): "the optimisation reports table sizes with monitoring's",
-    ("maintenance", "console"): "the dead-letter index is pruned by a maintenance job",
-}
 
 
 def node_of(dotted: str) -> str | None:
@@ -86,6 +79,7 @@ def import_graph() -> dict[tuple[str, str], list[str]]:
             continue
         source = relative.parts[0].removesuffix(".py")
         source = "bgworkers" if source == "__init__" else source
+        source = "__main__" if relative.name == "__main__.py" else source
         tree = ast.parse(path.read_text())
         skipped = _type_checking_nodes(tree)
         for node in ast.walk(tree):
@@ -107,27 +101,17 @@ def import_graph() -> dict[tuple[str, str], list[str]]:
 def test_every_package_and_root_module_has_a_layer() -> None:
     nodes = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
     nodes |= {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
-    assert nodes | {"bgworkers"} == set(LAYERS), "put the new package in LAYERS"
+    assert nodes | {"bgworkers", "__main__"} == set(LAYERS), "put the new package in LAYERS"
 
 
-def test_no_package_imports_one_further_up_unless_listed() -> None:
+def test_no_package_imports_one_further_up() -> None:
     rank = {name: i for i, name in enumerate(LAYERS)}
     upward = [
         f"{a} -> {b} ({', '.join(sites[:3])})"
         for (a, b), sites in sorted(import_graph().items())
-        if rank[b] > rank[a] and (a, b) not in UPWARD
+        if rank[b] > rank[a]
     ]
     assert upward == [], "imports against the layers (a cycle in the making): " + "; ".join(upward)
-
-
-def test_every_listed_upward_import_is_still_made() -> None:
-    stale = sorted(set(UPWARD) - set(import_graph()))
-    assert stale == [], f"no longer imported, remove from UPWARD: {stale}"
-
-
-def test_the_listed_upward_imports_go_up() -> None:
-    rank = {name: i for i, name in enumerate(LAYERS)}
-    assert [edge for edge in UPWARD if rank[edge[1]] <= rank[edge[0]]] == []
 
 
 def cycles(edges: set[tuple[str, str]]) -> list[list[str]]:
@@ -162,9 +146,8 @@ def cycles(edges: set[tuple[str, str]]) -> list[list[str]]:
     return found
 
 
-def test_no_cycle_but_through_a_listed_upward_import() -> None:
-    left = cycles(set(import_graph()) - set(UPWARD))
-    assert left == [], f"package-level import cycles: {left}"
+def test_the_package_graph_has_no_cycle() -> None:
+    assert cycles(set(import_graph())) == [], "package-level import cycles"
 
 
 def test_cycles_finds_a_cycle() -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import dramatiq
@@ -32,6 +32,7 @@ ACTOR_MODULES: tuple[str, ...] = (
     "bgworkers.email.actors",
     "bgworkers.files.actors",
     "bgworkers.sync.actors",
+    "bgworkers.console.actors",
     "bgworkers.scheduling.actors",
 )
 
@@ -39,6 +40,7 @@ ACTOR_MODULES: tuple[str, ...] = (
 _lock = threading.RLock()
 _broker: dramatiq.Broker | None = None
 _builder: Callable[..., dramatiq.Broker] | None = None
+_schedule: Callable[[str], Any] | None = None
 
 
 def use_builder(builder: Callable[..., dramatiq.Broker]) -> None:
@@ -49,6 +51,21 @@ def use_builder(builder: Callable[..., dramatiq.Broker]) -> None:
     """
     global _builder
     _builder = builder
+
+
+def use_schedule(periodic_option: Callable[[str], Any]) -> None:
+    """Name what gives a ``@task(periodic=True)`` actor its ``periodic`` option:
+    :func:`bgworkers.scheduling.schedule.periodic_option` (handed over like the builder, since
+    the schedule table sits above the task declaration that reads it)."""
+    global _schedule
+    _schedule = periodic_option
+
+
+def periodic_option(actor_name: str) -> Any:
+    """The ``periodic`` option of the actor ``actor_name``, from the schedule table."""
+    if _schedule is None:
+        raise RuntimeError("bgworkers/__init__ hands the schedule over")
+    return _schedule(actor_name)
 
 
 def app_broker(*, worker_process: bool = False) -> dramatiq.Broker:

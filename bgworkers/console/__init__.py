@@ -3,6 +3,7 @@
 * :mod:`~bgworkers.console.dead_letters`: the dead-letter index (one row per dead-lettered
   message, written by :class:`~bgworkers.console.middleware.DeadLetterIndex`), pruned with
   the ``.XQ`` queues' 7-day TTL;
+* :mod:`~bgworkers.console.actors`: ``prune_dead_letters``, the index's hourly upkeep;
 * :mod:`~bgworkers.console.xq`: requeue and purge messages kept in ``<queue>.XQ``;
 * :mod:`~bgworkers.console.audit`: every action, who and when;
 * :mod:`~bgworkers.console.sending` and :mod:`~bgworkers.console.jobs`: enqueue by hand, run,

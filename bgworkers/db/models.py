@@ -23,7 +23,7 @@ TABLE_MODULES: tuple[str, ...] = (
     "bgworkers.sync.models",
     "bgworkers.reminders.models",
     "bgworkers.maintenance.models",
-    "bgworkers.monitoring.models",
+    "bgworkers.metrics.models",
     "bgworkers.console.models",
 )
 

@@ -48,12 +48,3 @@ def optimize_database() -> None:
 def cleanup_old_sessions() -> None:
     """Daily: delete expired user sessions in bounded batches."""
     delete_expired_sessions(now=utcnow(), batch_size=get_settings().session_cleanup_batch_size)
-
-
-@task(queue=queues.MAINTENANCE, periodic=True, max_retries=3, time_limit_ms=60_000)
-def prune_dead_letters() -> None:
-    """Hourly: drop dead-letter index rows whose message RabbitMQ expired from the XQ."""
-    from bgworkers.console.dead_letters import prune_dead_letters as prune
-
-    with session_scope() as session:
-        prune(session, now=utcnow())

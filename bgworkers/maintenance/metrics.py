@@ -2,7 +2,7 @@
 
 Labels are bounded: ``backend`` is the SQL dialect name. The database size
 (``bgworkers_maintenance_database_size_bytes``) is kept in the database, not here: see
-:mod:`bgworkers.monitoring.recorded_gauges`.
+:mod:`bgworkers.metrics.recorded_gauges`.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from bgworkers.logs.loggers import get_logger
 from bgworkers.maintenance.metrics import MAINTENANCE_METRICS
 
 log = get_logger(__name__)
-#: The recorded gauge of the sizes (see :mod:`bgworkers.monitoring.recorded_gauges`).
+#: The recorded gauge of the sizes (see :mod:`bgworkers.metrics.recorded_gauges`).
 DATABASE_SIZE = "bgworkers_maintenance_database_size_bytes"
 
 
@@ -160,7 +160,7 @@ def _record(report: OptimizeReport, engine: Engine) -> None:
     from sqlmodel import Session
 
     from bgworkers.db.engine import utcnow
-    from bgworkers.monitoring.recorded_gauges import record_gauge
+    from bgworkers.metrics.recorded_gauges import record_gauge
 
     metrics = MAINTENANCE_METRICS.get()
     metrics.optimize_runs.labels(

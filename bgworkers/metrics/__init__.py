@@ -11,8 +11,10 @@ Each domain declares its metrics as a small class built from a registry and wrap
 :class:`LazyMetrics`; code calls ``MY_METRICS.get().something.inc()``.
 
 Modules: ``messages`` (the message metrics), ``multiproc`` (a worker group's value files),
-``reading`` (a value refreshed by a background thread, so a scrape never waits), ``server``
-(the HTTP endpoints). Every series at 0 from start-up: :mod:`bgworkers.stack.known_series`.
+``reading`` (a value refreshed by a background thread, so a scrape never waits),
+``recorded_gauges`` and ``models`` (gauges measured by one worker and kept in the database),
+``server`` (the HTTP endpoints). Every series at 0 from start-up:
+:mod:`bgworkers.stack.known_series`.
 """
 
 from __future__ import annotations

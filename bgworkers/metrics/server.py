@@ -1,8 +1,9 @@
 """The HTTP endpoint Prometheus scrapes: ``/metrics``, ``/healthz`` and ``/readyz``.
 
 Under ``dramatiq bgworkers`` one worker process of the group serves it from a thread (see
-:class:`bgworkers.middleware.exporter.GroupExporter` and :func:`start_group_exporter`),
-reading every worker process's values from the group's shared multiprocess directory. Tests
+:class:`bgworkers.middleware.exporter.GroupExporter` and
+:func:`bgworkers.monitoring.endpoints.start_group_exporter`), reading every worker process's
+values from the group's shared multiprocess directory. Tests
 and single-process tools call :func:`start_metrics_server` with their own registry. Bound to
 ``BGW_METRICS_HOST:BGW_METRICS_PORT``, 127.0.0.1:9191 by default: metrics are not for the
 whole network unless an operator says so.
@@ -24,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from bgworkers.logs.loggers import get_logger
-from bgworkers.settings import Settings
 
 if TYPE_CHECKING:  # the collectors (HTTP client, database) load only where they are served
     from bgworkers.monitoring.health import Readiness
@@ -96,47 +96,21 @@ def multiprocess_registry(directory: Path) -> CollectorRegistry:
     return registry
 
 
-def start_group_exporter(settings: Settings, directory: Path) -> MetricsServer | None:
-    """Serve the worker group's sums from ``directory`` on a background thread.
-
-    With the group's collectors: queue depths from RabbitMQ, per-job last successes and the
-    outbox backlog from the database, each read every ``BGW_QUEUE_DEPTH_INTERVAL_S``.
-    """
-    from bgworkers.metrics.multiproc import remove_dead_runs
-    from bgworkers.monitoring.job_health import JobHealthCollector
-    from bgworkers.monitoring.process_stats import WorkerGroupProcessCollector
-    from bgworkers.monitoring.queue_depth import collector_from_settings
-    from bgworkers.monitoring.recorded_gauges import recorded_gauge_collector
-    from bgworkers.outbox.metrics import backlog_collector
-
-    remove_dead_runs(settings.metrics_dir.resolve(), keep=directory)
-    registry = multiprocess_registry(directory)
-    registry.register(
-        collector_from_settings(
-            settings.broker_url.get_secret_value(),
-            settings.rabbitmq_management_url,
-            settings.queue_depth_interval_s,
-        )
-    )
-    registry.register(JobHealthCollector(settings, interval_s=settings.queue_depth_interval_s))
-    registry.register(backlog_collector(settings))
-    registry.register(recorded_gauge_collector(settings))
-    registry.register(WorkerGroupProcessCollector())
-    server = _bind(
-        settings.metrics_host, settings.metrics_port, registry, settings, "BGW_METRICS_PORT"
-    )
-    if server is not None:
-        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
-    return server
-
-
-def _bind(
-    host: str, port: int, registry: CollectorRegistry, settings: Settings, variable: str
+def serve_endpoint(
+    host: str,
+    port: int,
+    registry: CollectorRegistry,
+    readiness: Readiness | None,
+    variable: str,
 ) -> MetricsServer | None:
-    from bgworkers.monitoring.health import readiness_for
+    """Serve ``registry`` and ``readiness`` on a background thread; None when the port is taken
+    (logged as ``metrics_port_in_use``, naming the setting ``variable`` that moves it).
 
+    The collectors and checks are handed in by the process's wiring
+    (:mod:`bgworkers.monitoring.endpoints`): this package sits below the ones they read.
+    """
     try:
-        server = MetricsServer((host, port), registry, readiness_for(settings))
+        server = MetricsServer((host, port), registry, readiness)
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             raise
@@ -148,29 +122,5 @@ def _bind(
         )
         return None
     log.info("metrics_serving", host=host, port=port)
-    return server
-
-
-def start_scheduler_endpoint(settings: Settings) -> MetricsServer | None:
-    """The scheduler's own ``/metrics``, ``/healthz`` and ``/readyz`` (a background thread)."""
-    return _start_process_endpoint(
-        settings, settings.scheduler_metrics_port, "BGW_SCHEDULER_METRICS_PORT"
-    )
-
-
-def start_relay_endpoint(settings: Settings) -> MetricsServer | None:
-    """A relay run on its own (``python -m bgworkers.outbox``): its ``/metrics`` (published,
-    failed batches, pruned: at 0 from its start), ``/healthz`` and ``/readyz``."""
-    from bgworkers.outbox.metrics import OUTBOX_METRICS
-
-    OUTBOX_METRICS.get().zero()
-    return _start_process_endpoint(settings, settings.relay_metrics_port, "BGW_RELAY_METRICS_PORT")
-
-
-def _start_process_endpoint(settings: Settings, port: int, variable: str) -> MetricsServer | None:
-    from prometheus_client import REGISTRY
-
-    server = _bind(settings.metrics_host, port, REGISTRY, settings, variable)
-    if server is not None:
-        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
     return server

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -42,9 +43,14 @@ def claim_exporter(directory: Path) -> IO[bytes] | None:
 
 
 class GroupExporter(Middleware):
-    """Serves the group's metrics endpoint from the one worker process that claims it."""
+    """Serves the group's metrics endpoint from the one worker process that claims it.
 
-    def __init__(self) -> None:
+    ``serve``: starts the endpoint on the group's multiprocess directory (handed in by the
+    stack: the collectors it serves belong to packages above this one).
+    """
+
+    def __init__(self, serve: Callable[[Path], MetricsServer | None]) -> None:
+        self._serve = serve
         self._claim: IO[bytes] | None = None
         self._server: MetricsServer | None = None
 
@@ -55,10 +61,7 @@ class GroupExporter(Middleware):
         self._claim = claim_exporter(Path(directory))
         if self._claim is None:
             return
-        from bgworkers.metrics.server import start_group_exporter
-        from bgworkers.settings import get_settings
-
-        self._server = start_group_exporter(get_settings(), Path(directory))
+        self._server = self._serve(Path(directory))
 
     def before_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
         server, self._server = self._server, None

@@ -3,7 +3,6 @@
 - ``queue_depth``: queue depths read from RabbitMQ's management API, as gauges;
 - ``health``: liveness and readiness (``/healthz``, ``/readyz``);
 - ``job_health``: per periodic job, its last success and how often it should succeed;
-- ``recorded_gauges`` and ``models``: gauges measured by a worker and kept in the database;
 - ``process_stats``: memory and CPU of the worker group's processes;
 - ``report``: ``bgworkers health``.
 

@@ -27,7 +27,7 @@ def main() -> int:
         print(f"bgworkers: {error}", file=sys.stderr)
         return 2
     from bgworkers.brokers.wiring import wire
-    from bgworkers.metrics.server import start_relay_endpoint
+    from bgworkers.monitoring.endpoints import start_relay_endpoint
 
     start_relay_endpoint(settings)
 

@@ -52,7 +52,8 @@ def wire_for_cli() -> dramatiq.Broker:
 
     broker = wire(worker_process=True)
     if "periodiq" in sys.modules:
+        from bgworkers.monitoring.endpoints import start_scheduler_endpoint
         from bgworkers.scheduling.scheduler_boot import boot_scheduler
 
-        boot_scheduler()
+        boot_scheduler(start_scheduler_endpoint)
     return broker

@@ -13,6 +13,9 @@ the packages whose middleware it holds stay free of each other.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import (
     AgeLimit,
@@ -41,6 +44,9 @@ from bgworkers.scheduling.middleware import ScheduleGuard
 from bgworkers.settings import Settings, broker_urls
 from bgworkers.stack.known_series import initialise_from_settings
 from bgworkers.tracing.config import require_extra, tracing_on
+
+if TYPE_CHECKING:
+    from bgworkers.metrics.server import MetricsServer
 
 
 def middleware_stack(settings: Settings) -> list[Middleware]:
@@ -98,8 +104,16 @@ def build_broker(settings: Settings, *, worker_process: bool = False) -> Screeni
     broker.add_middleware(SchemaGate())
     broker.add_middleware(QueueArgumentsGate())
     # The group's /metrics, served by one worker process (see bgworkers.middleware.exporter):
-    broker.add_middleware(GroupExporter())
+    broker.add_middleware(GroupExporter(serve=serve_group_metrics))
     return broker
+
+
+def serve_group_metrics(directory: Path) -> MetricsServer | None:
+    """The worker group's endpoint (imported when a worker process claims it, not before)."""
+    from bgworkers.monitoring.endpoints import start_group_exporter
+    from bgworkers.settings import get_settings
+
+    return start_group_exporter(get_settings(), directory)
 
 
 def tracing_middleware() -> list[Middleware]:

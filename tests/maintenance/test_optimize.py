@@ -11,8 +11,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel
 
 from bgworkers.maintenance.optimize import DATABASE_SIZE, optimize_engine
-from bgworkers.monitoring.models import RecordedGauge
-from bgworkers.monitoring.recorded_gauges import RecordedGaugeCollector, read_recorded_gauges
+from bgworkers.metrics.models import RecordedGauge
+from bgworkers.metrics.recorded_gauges import RecordedGaugeCollector, read_recorded_gauges
 from bgworkers.users.models import UserSession
 
 MOMENT = datetime(2026, 1, 1, tzinfo=UTC)

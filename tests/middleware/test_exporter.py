@@ -14,7 +14,7 @@ import pytest
 from bgworkers.middleware.exporter import LOCK_NAME, GroupExporter, claim_exporter
 from bgworkers.middleware.metrics import MessageMetrics
 from bgworkers.settings import get_settings
-from bgworkers.stack.broker import build_broker
+from bgworkers.stack.broker import build_broker, serve_group_metrics
 from tests.platform_helpers import free_port, wait_for
 
 BIN = Path(sys.executable).parent
@@ -33,7 +33,7 @@ def test_only_one_claimant_holds_the_exporter_lock_until_it_lets_go(tmp_path: Pa
 
 def test_a_worker_outside_dramatiqs_cli_serves_nothing(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
-    exporter = GroupExporter()
+    exporter = GroupExporter(serve=serve_group_metrics)
     exporter.after_worker_boot(None, None)  # type: ignore[arg-type]  # a test's in-process Worker
     assert exporter._server is None
     assert not (tmp_path / LOCK_NAME).exists()

@@ -19,8 +19,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlmodel import Session, select
 
+from bgworkers.metrics.models import RecordedGauge
 from bgworkers.metrics.reading import BackgroundReading
-from bgworkers.monitoring.models import RecordedGauge
 from bgworkers.settings import Settings
 
 

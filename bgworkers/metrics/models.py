@@ -1,4 +1,4 @@
-"""Tables of the monitoring layer."""
+"""The table of recorded gauges (see :mod:`bgworkers.metrics.recorded_gauges`)."""
 
 from __future__ import annotations
 
