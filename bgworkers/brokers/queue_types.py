@@ -50,7 +50,6 @@ from dramatiq.common import xq_name
 from bgworkers.errors import ConfigurationError
 
 QueueType = Literal["classic", "quorum"]
-QUEUE_TYPES: tuple[QueueType, ...] = ("classic", "quorum")
 MIGRATION_DOC = "docs/scaling.md, 'Changing the queue type'"
 
 
