@@ -50,7 +50,7 @@ def run_guarded(body: Callable[[], int]) -> int:
         return say(exc.problem)
     except ConfigurationError as exc:
         return say(Problem("configuration", EXIT_CONFIGURATION, str(exc)))
-    except Exception as exc:
+    except Exception as exc:  # sorted below: a known condition, or re-raised
         problem = problem_of(exc)
         if problem is None:
             raise  # not a condition we know: a bug, whose traceback is what helps

@@ -61,7 +61,7 @@ class IndexBacklog:
             for failure in items:
                 write(failure)
                 written += 1
-        except Exception:
+        except Exception:  # whatever stopped the write: keep the rest for later, re-raise
             with self._lock:
                 self._items.extendleft(reversed(items[written:]))
                 self._next_try = self.clock() + self.retry_every_s

@@ -144,7 +144,7 @@ class Console:
         self._set_status(message.message_id, "requeued", self.clock())
         try:
             self.broker.enqueue(message)
-        except BaseException:
+        except BaseException:  # even an interrupt: the index must not say "requeued"
             self._set_status(message.message_id, "dead", None)  # it goes back to the XQ
             raise
 

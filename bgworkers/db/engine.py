@@ -138,7 +138,7 @@ def session_scope(engine: Engine | None = None) -> Iterator[Session]:
         try:
             yield session
             session.commit()
-        except BaseException:
+        except BaseException:  # even an interrupt: nothing half-done is committed later
             session.rollback()
             raise
 

@@ -269,7 +269,7 @@ class SmtpMailer:
                 connection.ehlo()
             if self.username:
                 connection.login(self.username, self._password or "")
-        except BaseException:
+        except BaseException:  # even an interrupt: no half-open socket left behind
             connection.close()
             raise
         return connection

@@ -123,7 +123,7 @@ class Relay:
                 .limit(self.config.batch_size)
                 .with_for_update(skip_locked=True)
             ).all()
-        except BaseException:
+        except BaseException:  # even an interrupt: the session and its row locks go
             session.close()
             raise
         if not rows:
@@ -196,7 +196,7 @@ class Relay:
                 following = pool.submit(self._claim, after=claim.ids[-1])
                 try:
                     self._publish(claim)
-                except BaseException:
+                except BaseException:  # even an interrupt: the next batch's claim is dropped
                     _discard(following)
                     raise
                 if marking is not None:

@@ -65,7 +65,7 @@ def _release(conn: Connection, key: tuple[int, int]) -> None:
     try:
         released = conn.execute(select(func.pg_advisory_unlock(*key))).scalar_one()
         conn.commit()
-    except BaseException:
+    except BaseException:  # even an interrupt: a connection in an unknown state is not reused
         conn.invalidate()
         raise
     if not released:
