@@ -90,20 +90,21 @@ def test_naive_datetimes_are_refused(sqlite_engine: Engine) -> None:
 
 
 def test_an_idle_pooled_connection_the_server_closed_is_replaced_by_the_ping(
-    postgres_engine: Engine, monkeypatch: pytest.MonkeyPatch
+    postgres_engine: Engine,
 ) -> None:
     from sqlalchemy import text
 
-    from bgworkers.db import engine as engine_module
+    from bgworkers.db.engine import make_engine
 
-    engine = engine_module.make_engine(postgres_engine.url.render_as_string(hide_password=False))
+    # Every connection idle long enough to be pinged at its checkout.
+    url = postgres_engine.url.render_as_string(hide_password=False)
+    engine = make_engine(url, trusted_idle_s=0.0)
     try:
         with engine.connect() as conn:
             pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
         with postgres_engine.connect() as killer:  # the server closes the idle connection
             killer.execute(text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": pid})
             killer.commit()
-        monkeypatch.setattr(engine_module, "TRUSTED_IDLE_S", 0.0)  # idle long enough: pinged
         with engine.connect() as conn:
             assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() != pid
     finally:

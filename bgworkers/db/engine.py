@@ -58,7 +58,8 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def make_engine(url: str, *, echo: bool = False) -> Engine:
+def make_engine(url: str, *, echo: bool = False, trusted_idle_s: float | None = None) -> Engine:
+    """An engine on ``url``; ``trusted_idle_s``: see :data:`TRUSTED_IDLE_S` (its default)."""
     parsed = make_url(url)
     connect_args: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
@@ -80,7 +81,8 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         connect_args={"connect_timeout": 10},
     )
     event.listen(engine, "checkin", _note_checkin)
-    event.listen(engine, "checkout", functools.partial(_ping_if_idle, engine.dialect))
+    trusted = TRUSTED_IDLE_S if trusted_idle_s is None else trusted_idle_s
+    event.listen(engine, "checkout", functools.partial(_ping_if_idle, engine.dialect, trusted))
     return engine
 
 
@@ -96,11 +98,13 @@ def _note_checkin(_dbapi_connection: Any, record: Any) -> None:
     record.info["checked_in_at"] = time.monotonic()
 
 
-def _ping_if_idle(dialect: Dialect, dbapi_connection: Any, record: Any, _proxy: Any) -> None:
-    """Ping a connection idle for more than :data:`TRUSTED_IDLE_S` (or never checked in);
-    a dead one makes the pool retry with a fresh connection."""
+def _ping_if_idle(
+    dialect: Dialect, trusted_idle_s: float, dbapi_connection: Any, record: Any, _proxy: Any
+) -> None:
+    """Ping a connection idle for more than ``trusted_idle_s`` (or never checked in); a dead
+    one makes the pool retry with a fresh connection."""
     checked_in_at = record.info.get("checked_in_at")
-    if checked_in_at is not None and time.monotonic() - checked_in_at <= TRUSTED_IDLE_S:
+    if checked_in_at is not None and time.monotonic() - checked_in_at <= trusted_idle_s:
         return
     try:
         dialect.do_ping(dbapi_connection)
