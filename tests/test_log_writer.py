@@ -8,7 +8,6 @@ import logging
 import multiprocessing
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 
 from bgworkers.logs.log_writer import BatchedLineWriter
 from bgworkers.logs.loggers import configure_logging, get_logger, reset_logging
+from tests.platform_helpers import wait_for
 
 
 class Sink:
@@ -73,9 +73,7 @@ def test_an_idle_process_writes_its_last_lines_within_the_interval() -> None:
     sink = Sink()
     writer = writer_for(sink, interval_s=0.05, max_lines=100)
     writer.submit("last words\n")
-    deadline = time.monotonic() + 5
-    while not sink.writes and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: bool(sink.writes), timeout_s=5, what="the idle writer's flush")
     assert sink.lines == ["last words"]
 
 

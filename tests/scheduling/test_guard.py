@@ -8,7 +8,6 @@ retried, then dead-lettered, never acked unrun); the real-RabbitMQ halves are in
 from __future__ import annotations
 
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,7 +35,7 @@ from bgworkers.scheduling.middleware import (
 from bgworkers.scheduling.models import ScheduledJobState, ScheduledRun
 from bgworkers.scheduling.periodic import CronPeriod
 from bgworkers.scheduling.schedule import ScheduledJob
-from tests.platform_helpers import captured_json_logs, running_worker, stub_broker
+from tests.platform_helpers import captured_json_logs, running_worker, stub_broker, wait_for
 
 T1 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 
@@ -75,10 +74,10 @@ def test_a_job_still_running_at_its_next_tick_is_skipped(sqlite_engine: Engine, 
         send_tick(slow, T1)
         assert started.wait(10)
         send_tick(slow, T1 + timedelta(minutes=1))  # while the 09:00 run is still going
-        deadline = time.monotonic() + 10
-        while not overlaps() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        release.set()
+        try:
+            wait_for(lambda: bool(overlaps()), timeout_s=10, what="the second tick skipped")
+        finally:
+            release.set()
         broker.join(queues.MAINTENANCE, timeout=10_000)
     assert ran == ["run"]
     assert {(r.tick, r.status) for r in runs("slow")} == {
