@@ -9,40 +9,16 @@ from sqlalchemy.engine import Engine
 import bgworkers
 from bgworkers.console.operations import Console
 from bgworkers.console.overview import read_overview
-from bgworkers.db.engine import session_scope
-from bgworkers.scheduling.claims import claim_run, finish_run
 from bgworkers.settings import load_settings
+from tests.scheduling.recorded_runs import record_run
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-
-
-def failed_run(job: str, tick: datetime) -> None:
-    with session_scope() as session:
-        claim_run(
-            session=session,
-            job=job,
-            tick=tick,
-            message_id=f"{job}-1",
-            cron="",
-            now=tick,
-            stale_after=timedelta(minutes=5),
-        )
-    with session_scope() as session:
-        finish_run(
-            session=session,
-            job=job,
-            tick=tick,
-            message_id=f"{job}-1",
-            status="failed",
-            now=tick,
-            duration_s=0.1,
-        )
 
 
 def test_a_fresh_system_waits_for_first_runs_and_a_failing_job_is_overdue(
     sqlite_engine: Engine,
 ) -> None:
-    failed_run("heartbeat", NOW - timedelta(hours=1))
+    record_run("heartbeat", NOW - timedelta(hours=1), "failed")
     console = Console(
         settings=load_settings(), broker=bgworkers.broker, engine=sqlite_engine, who="test"
     )

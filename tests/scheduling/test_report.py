@@ -3,47 +3,23 @@
 from __future__ import annotations
 
 import io
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy.engine import Engine
 
-from bgworkers.db.engine import session_scope
 from bgworkers.errors import ConfigurationError
-from bgworkers.scheduling.claims import claim_run, finish_run
 from bgworkers.scheduling.overrides import check_overrides
 from bgworkers.scheduling.report import print_schedule
 from bgworkers.settings import load_settings
+from tests.scheduling.recorded_runs import record_run
 
 NOW = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)  # a Wednesday
 
 
-def record(job: str, tick: datetime, status: str, duration_s: float) -> None:
-    with session_scope() as session:
-        claim_run(
-            session=session,
-            job=job,
-            tick=tick,
-            message_id=f"{job}-{tick}",
-            cron="",
-            now=tick,
-            stale_after=timedelta(minutes=5),
-        )
-    with session_scope() as session:
-        finish_run(
-            session=session,
-            job=job,
-            tick=tick,
-            message_id=f"{job}-{tick}",
-            status=status,
-            now=tick,
-            duration_s=duration_s,
-        )
-
-
 def test_report_lists_every_job_with_cron_zone_next_and_last_run(db_engine: Engine) -> None:
-    record("cleanup_temp_files", datetime(2026, 11, 25, 1, 0, tzinfo=UTC), "succeeded", 1.25)
-    record("sync_notion_pages", datetime(2026, 11, 25, 8, 0, tzinfo=UTC), "failed", 0.5)
+    record_run("cleanup_temp_files", datetime(2026, 11, 25, 1, 0, tzinfo=UTC), "succeeded", 1.25)
+    record_run("sync_notion_pages", datetime(2026, 11, 25, 8, 0, tzinfo=UTC), "failed", 0.5)
     settings = load_settings(
         timezone="Europe/Paris",
         schedule_overrides={"sync_notion_pages": "0 */4 * * *", "optimize_database": "off"},
