@@ -6,8 +6,9 @@ the same messages with the relay's publisher alone (publishing only, no
 database), with one AMQP transaction per batch instead (publishing only), and today's
 ``actor.send`` loop (one confirm per message, fewer messages: it is slow).
 
-Isolation: its queues are named ``bench_fanout_<pid>`` (plus ``.DQ``/``.XQ``) in the vhost of
-``BGW_BROKER_URL``; they are created here and deleted at the end. The database is a schema
+Isolation: its queues are named ``bench_fanout_<random>`` (plus ``.DQ``/``.XQ``) in the vhost
+of ``BGW_BROKER_URL``; they are created here (it stops if the name is taken) and deleted at the
+end, so it never purges or deletes a queue it did not create. The database is a schema
 of its own in PostgreSQL (``BGW_TEST_POSTGRES_URL``, default the local ``test`` database),
 dropped at the end, or a temporary SQLite file when PostgreSQL does not answer.
 Usage: python bench/fanout.py [N] [confirm-each N]
@@ -97,6 +98,20 @@ def delete_queues(url: str, queue: str) -> None:
     connection.close()
 
 
+def queue_exists(url: str, queue: str) -> bool:
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        connection.channel().queue_declare(queue, passive=True)
+    except pika.exceptions.ChannelClosedByBroker as error:
+        if error.reply_code != 404:
+            raise
+        return False
+    finally:
+        if connection.is_open:
+            connection.close()
+    return True
+
+
 def queue_depth(url: str, queue: str) -> int:
     connection = pika.BlockingConnection(pika.URLParameters(url))
     depth = connection.channel().queue_declare(queue, passive=True).method.message_count
@@ -105,7 +120,7 @@ def queue_depth(url: str, queue: str) -> int:
 
 
 def purge(url: str, queue: str) -> None:
-    """Empty the benchmark's own ``bench_fanout_<pid>`` queue between phases (never another)."""
+    """Empty the benchmark's own ``bench_fanout_<random>`` queue between phases (never another)."""
     connection = pika.BlockingConnection(pika.URLParameters(url))
     connection.channel().queue_purge(queue)
     connection.close()
@@ -193,7 +208,10 @@ def main() -> None:
     settings = get_settings()
     url = settings.broker_url.get_secret_value()
     broker = bgworkers.broker
-    queue = f"bench_fanout_{os.getpid()}"
+    # Random, not the pid: a queue left by an earlier run with the same pid is not ours.
+    queue = f"bench_fanout_{uuid.uuid4().hex[:8]}"
+    if queue_exists(url, queue):
+        raise SystemExit(f"queue {queue} exists already: not ours to purge; run again")
 
     def bench_fanout_noop(user_id: int) -> None:
         return None
