@@ -28,6 +28,7 @@ from sqlalchemy.engine import Engine
 import bgworkers
 from bgworkers import migrations
 from bgworkers.db.engine import make_engine, use_engine
+from bgworkers.logs.loggers import reset_logging
 from bgworkers.metrics import use_registry
 from bgworkers.settings import get_settings
 from tests.platform_helpers import IN_CI
@@ -85,6 +86,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if IN_CI and _skipped and exitstatus == 0:
         print(f"\nCI=true but {len(_skipped)} test(s) were skipped: {_skipped[:5]}")
         session.exitstatus = 1
+
+
+@pytest.fixture(autouse=True)
+def library_logging() -> Iterator[None]:
+    """Each test starts with the process's logging as an application's: a command run in
+    process (``main([...])``) sets up bgworkers' handler on the real stdout, which would
+    otherwise print every later test's log lines (aiosmtpd's ``mail.log``) live."""
+    yield
+    reset_logging()
 
 
 @pytest.fixture(autouse=True)

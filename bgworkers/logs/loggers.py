@@ -166,6 +166,8 @@ class _ProcessState:
 
     configured = False
     handler: _PipeTolerantHandler | None = None
+    #: The root logger's level before configure_logging changed it (put back by reset_logging).
+    root_level: int | None = None
 
 
 _KEY_VALUE = structlog.processors.KeyValueRenderer(key_order=["event"], drop_missing=True)
@@ -381,6 +383,8 @@ def configure_logging(
     _ProcessState.handler = handler
     if batched:
         _flush_at_exit(handler)
+    if _ProcessState.root_level is None:
+        _ProcessState.root_level = root.level
     root.setLevel(level)
     # pika logs every reconnect attempt with a traceback; our own lines say what matters.
     logging.getLogger("pika").setLevel(logging.WARNING)
@@ -450,11 +454,16 @@ def quiet_http_client_logs() -> None:
 
 
 def reset_logging() -> None:
-    """Undo :func:`configure_logging` (tests): remove bgworkers' handler, render as a library."""
+    """Undo :func:`configure_logging` (tests): remove bgworkers' handler and put the root
+    level back, so other libraries' records (aiosmtpd's ``mail.log``) are not written to the
+    real stdout any more; render as a library."""
     root = logging.getLogger()
     for old in list(root.handlers):
         if getattr(old, "_bgworkers", False):
             root.removeHandler(old)
+    if _ProcessState.root_level is not None:
+        root.setLevel(_ProcessState.root_level)
+        _ProcessState.root_level = None
     _ProcessState.configured = False
     _ProcessState.handler = None
 
