@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -15,16 +13,17 @@ from bgworkers.email.actors import process_email_queue, send_email
 from bgworkers.email.api import enqueue_email
 from bgworkers.email.models import EmailStatus, OutboxEmail
 from bgworkers.email.outbox import add_email
+from tests.platform_helpers import wait_for
 
 pytestmark = pytest.mark.integration
 
 
-def wait_until(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
+def wait_for_sent(engine: Engine, email_id: int) -> None:
+    wait_for(
+        lambda: status_of(engine, email_id).status == EmailStatus.SENT,
+        timeout_s=30,
+        what=f"email {email_id} to be marked sent",
+    )
 
 
 def status_of(engine: Engine, email_id: int) -> OutboxEmail:
@@ -54,7 +53,7 @@ def test_enqueued_email_is_delivered(db_engine, rabbit_worker, app_broker, app_m
     [message] = smtp_server.handler.wait_for(1)
     assert message["Subject"] == "Welcome"
     assert message.get_body(("html",)).get_content() == "<p>Hello Ada</p>\n"
-    wait_until(lambda: status_of(db_engine, email_id).status == EmailStatus.SENT)
+    wait_for_sent(db_engine, email_id)
 
 
 def test_duplicated_messages_deliver_once(
@@ -65,9 +64,11 @@ def test_duplicated_messages_deliver_once(
     for _ in range(3):  # RabbitMQ redelivering the message
         send_email.send(email_id)
     app_broker.join("email", timeout=30_000)
-    wait_until(lambda: status_of(db_engine, email_id).status == EmailStatus.SENT)
-    wait_until(
-        lambda: (registry.get_sample_value("bgworkers_email_claims_skipped_total") or 0) == 3
+    wait_for_sent(db_engine, email_id)
+    wait_for(
+        lambda: (registry.get_sample_value("bgworkers_email_claims_skipped_total") or 0) == 3,
+        timeout_s=30,
+        what="the three duplicates' claims to be skipped",
     )
     assert len(smtp_server.handler.received) == 1
     assert status_of(db_engine, email_id).attempts == 1
@@ -80,7 +81,11 @@ def test_busy_server_leads_to_retries_then_delivery(
         ["421 4.3.2 Service not available", "450 4.2.1 Mailbox busy"]
     )
     email_id = queue_email()
-    wait_until(lambda: status_of(db_engine, email_id).status == EmailStatus.SENT, timeout=60)
+    wait_for(
+        lambda: status_of(db_engine, email_id).status == EmailStatus.SENT,
+        timeout_s=60,
+        what="the email to be sent after two deferrals",
+    )
     row = status_of(db_engine, email_id)
     assert row.attempts == 3
     assert row.last_error == "450 4.2.1 Mailbox busy"  # the last deferral stays for the record
@@ -94,13 +99,21 @@ def test_rejected_email_fails_with_the_reply_and_is_not_retried(
 ):  # type: ignore[no-untyped-def]
     smtp_server.handler.rcpt_replies.append("550 5.1.1 <ada@example.org>: Recipient unknown")
     email_id = queue_email()
-    wait_until(lambda: status_of(db_engine, email_id).status == EmailStatus.FAILED)
+    wait_for(
+        lambda: status_of(db_engine, email_id).status == EmailStatus.FAILED,
+        timeout_s=30,
+        what="the email to be marked failed",
+    )
     app_broker.join("email", timeout=30_000)
     row = status_of(db_engine, email_id)
     assert row.last_error == "550 5.1.1 <ada@example.org>: Recipient unknown"
     assert row.attempts == 1
     labels = {"queue": "email", "actor": "send_email"}
-    wait_until(lambda: registry.get_sample_value("bgworkers_messages_processed_total", labels) == 1)
+    wait_for(
+        lambda: registry.get_sample_value("bgworkers_messages_processed_total", labels) == 1,
+        timeout_s=30,
+        what="the message to be counted as processed",
+    )
     assert registry.get_sample_value("bgworkers_messages_retried_total", labels) == 0
     assert smtp_server.handler.received == []
 
@@ -126,7 +139,7 @@ def test_sweep_sends_emails_whose_message_was_lost(
     process_email_queue.send()  # overlapping runs
     assert len(smtp_server.handler.wait_for(3)) == 3
     for email_id in ids:
-        wait_until(lambda email_id=email_id: status_of(db_engine, email_id).status == "sent")
+        wait_for_sent(db_engine, email_id)
     app_broker.join("email", timeout=30_000)
     assert sorted(m["To"] for m in smtp_server.handler.received) == [
         "user0@example.org",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
@@ -16,16 +14,9 @@ from bgworkers.email.models import OutboxEmail
 from bgworkers.reminders.actors import check_due_reminders, fire_reminder, send_daily_email_summary
 from bgworkers.reminders.api import cancel_reminder, create_reminder
 from bgworkers.reminders.models import DailySummary, Reminder, ReminderStatus
+from tests.platform_helpers import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 def settle(app_broker) -> None:  # type: ignore[no-untyped-def]
@@ -62,7 +53,7 @@ def test_due_reminders_fire_once_and_arrive(
     check_due_reminders.send()
     check_due_reminders.send()  # overlapping checks
     fire_reminder.send(once)  # and a duplicated message
-    wait_until(lambda: len(mailer.sent) >= 2)
+    wait_for(lambda: len(mailer.sent) >= 2, timeout_s=30, what="the two reminders' emails")
     settle(app_broker)
     subjects = sorted(m["Subject"] for m in mailer.sent)
     assert subjects == ["Reminder: Pick up the parcel", "Reminder: Take the pills"]
@@ -105,7 +96,7 @@ def test_daily_summaries_go_out_once_per_user(
         )
     send_daily_email_summary.send()
     send_daily_email_summary.send()  # overlapping runs
-    wait_until(lambda: len(mailer.sent) >= 3)
+    wait_for(lambda: len(mailer.sent) >= 3, timeout_s=30, what="the daily summary's email")
     settle(app_broker)
     send_daily_email_summary.send()  # a later run the same morning
     settle(app_broker)

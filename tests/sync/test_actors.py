@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import dramatiq
 import httpx
@@ -25,6 +24,7 @@ from bgworkers.sync.models import (
     NotionPage,
 )
 from bgworkers.sync.store import fan_out
+from tests.platform_helpers import wait_for
 from tests.sync.fakes import FakeGoogleCalendar, FakeNotion
 from tests.sync.helpers import add_user, connect_calendar, connect_notion
 
@@ -116,7 +116,9 @@ def test_sync_through_rabbitmq_fans_out_and_isolates_a_failing_user(
     app_broker.join("sync", timeout=60_000)
     # join() sees only ready messages: a per-user message may still be running, so wait for
     # the state the run must reach before asserting it.
-    wait_until(lambda: settled(sqlite_engine, ok, broken), timeout_s=60)
+    wait_for(
+        lambda: settled(sqlite_engine, ok, broken), timeout_s=60, what="both users' syncs to settle"
+    )
 
     with Session(sqlite_engine) as session:
         events = session.exec(select(CalendarEvent)).all()
@@ -141,14 +143,6 @@ def settled(engine: Engine, ok: int, broken: int) -> bool:
             and notion_rows[ok].last_synced_at is not None
             and notion_rows[broken].status == STATUS_REAUTH_REQUIRED
         )
-
-
-def wait_until(condition: Callable[[], bool], *, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"state not reached within {timeout_s} s")
-        time.sleep(0.05)
 
 
 def google_time():  # type: ignore[no-untyped-def]
