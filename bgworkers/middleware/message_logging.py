@@ -16,6 +16,7 @@ from dramatiq import Broker
 from dramatiq.broker import MessageProxy
 from dramatiq.common import q_name
 
+from bgworkers.logs.failure_reasons import error_text
 from bgworkers.logs.loggers import bind_context, clear_context, log_line
 from bgworkers.middleware.outcome import RunEnd
 from bgworkers.middleware.retry_policy import REASON_ATTR
@@ -58,7 +59,7 @@ class MessageLogging(RunEnd):
             fields["reason"] = "skipped"
         if exception is not None:
             fields["error_type"] = type(exception).__name__
-            fields["error"] = str(exception)[:500]
+            fields["error"] = error_text(exception)
             fields["reason"] = getattr(message, REASON_ATTR, None)
         level = logging.WARNING if skipped else _LEVELS.get(outcome, logging.ERROR)
         log_line(LOGGER, level, "message_processed", **fields)
