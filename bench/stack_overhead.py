@@ -43,8 +43,10 @@ and ``rss_ratio_p1t8=`` (bgworkers / bare).
 ``--tracing`` adds a third group, **bgworkers+tracing**: the bgworkers group with the
 ``OTEL_*`` variables pointing at an OTLP/HTTP sink in this process (it answers 200 and counts
 the payloads), and prints ``tracing_cpu_us_per_msg_<config>=``, the CPU a message costs with
-tracing on beyond the bgworkers group without it (tracing off installs nothing: see
-docs/tracing.md).
+tracing on beyond the bgworkers group without it, and ``tracing_off_share_<config>=``: what
+tracing costs per message while off (it installs nothing; the envelope check of the trace
+options and one look-up remain, timed in this process) over the bgworkers group's CPU per
+message of this run (see docs/tracing.md).
 Usage: python bench/stack_overhead.py [--messages N] [--reps R] [--configs 1x8,2x8] [--tracing]
 """
 
@@ -621,8 +623,52 @@ def main() -> None:
         tracing_summary(results, configs)
 
 
+def tracing_off_us(calls: int = 500_000) -> float:
+    """CPU per message, in microseconds, that tracing costs a worker while it is off.
+
+    Off, no tracing middleware is installed; what remains on an untraced message's path is
+    the envelope check's three entries for the trace-context options (absent from the
+    message) and the logging middleware's look-up of ``traceparent``: that work, net of an
+    empty call, timed in this process (best of 5) and compared with the bgworkers group's
+    CPU per message of this run (``tracing_off_share_``), as ``hook_share_`` is.
+    """
+    from bgworkers.brokers import envelope
+
+    trace_checks = [
+        (name, is_valid)
+        for name, (_, is_valid) in envelope.OPTION_CHECKS.items()
+        if name in ("traceparent", "tracestate", "bgw_first_attempt")
+    ]
+    options: dict[str, Any] = {"retries": 0, "requeue_timestamp": 1_700_000_000_000}
+
+    def tracing_off() -> None:
+        for name, is_valid in trace_checks:
+            if name in options and not is_valid(options[name]):
+                raise AssertionError(name)
+        traceparent = options.get("traceparent")
+        if isinstance(traceparent, str):
+            raise AssertionError(traceparent)
+
+    def empty() -> None:
+        return None
+
+    def best_us(run: Any) -> float:
+        best = float("inf")
+        for _ in range(5):
+            started = time.process_time()
+            for _ in range(calls):
+                run()
+            best = min(best, time.process_time() - started)
+        return best / calls * 1e6
+
+    return max(best_us(tracing_off) - best_us(empty), 0.0)
+
+
 def tracing_summary(results: list[RunResult], configs: list[tuple[int, int]]) -> None:
-    """CPU per message of the traced group beyond the untraced one, per configuration."""
+    """CPU per message of the traced group beyond the untraced one, per configuration, and
+    what tracing costs while off, as a share of the untraced group's CPU per message."""
+    off_us = tracing_off_us()
+    print(f"tracing off costs {off_us:.3f} us of CPU per message")
     for processes, threads in configs:
         config = f"{processes}x{threads}"
 
@@ -640,6 +686,7 @@ def tracing_summary(results: list[RunResult], configs: list[tuple[int, int]]) ->
         print(f"median {config} {TRACED.name}: {drain_on:7,.0f} msg/s, CPU {on:.0f} us/msg")
         print(f"tracing_drain_ratio_p{processes}t{threads}={drain_on / drain_off:.2f}")
         print(f"tracing_cpu_us_per_msg_p{processes}t{threads}={on - off:.0f}")
+        print(f"tracing_off_share_p{processes}t{threads}={off_us / off:.5f}")
 
 
 @contextmanager

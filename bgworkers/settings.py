@@ -122,6 +122,8 @@ class Settings(BaseSettings):
     #: Default: ``sqlite:///<data_dir>/bgworkers.db``.
     database_url: SecretStr = SecretStr("sqlite:///bgworkers.db")
     database_echo: bool = False
+    #: With tracing on (``OTEL_*``), a CLIENT span per SQL statement (no text, no values).
+    trace_sql: bool = False
     #: ``auto``: readable console lines on a terminal, JSON lines otherwise.
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"

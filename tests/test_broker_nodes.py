@@ -108,7 +108,7 @@ def test_no_node_answering_names_the_nodes_tried_without_credentials() -> None:
     import pika.exceptions
 
     from bgworkers.brokers.broker_nodes import open_blocking_connection
-    from bgworkers.metrics.reading import failure_reason
+    from bgworkers.logs.failure_reasons import failure_reason
 
     closed = []
     for _ in range(2):  # two ports nothing listens on
@@ -127,7 +127,7 @@ def test_no_node_answering_names_the_nodes_tried_without_credentials() -> None:
 
 
 def test_a_failure_without_text_still_gets_a_reason() -> None:
-    from bgworkers.metrics.reading import failure_reason
+    from bgworkers.logs.failure_reasons import failure_reason
 
     try:
         try:

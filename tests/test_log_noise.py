@@ -141,7 +141,11 @@ def test_a_database_away_is_one_failed_message_line_a_minute_without_traceback()
     from sqlalchemy.exc import OperationalError
 
     noise = LibraryNoiseFilter(interval_s=60, clock=Clock())
-    away = OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
+    away = OperationalError(
+        "UPDATE email_outbox SET claim_token=%(token)s",
+        {"token": "t0ken"},
+        ConnectionRefusedError("connection refused\n\tIs the server running?"),
+    )
 
     def failed(message: str) -> logging.LogRecord:
         return record(
@@ -153,7 +157,13 @@ def test_a_database_away_is_one_failed_message_line_a_minute_without_traceback()
 
     first = failed("send_email(1)")
     assert noise.filter(first) and first.exc_info is None
-    assert "OperationalError" in first.getMessage()
+    line = first.getMessage()
+    assert line == (
+        "Failed to process message send_email(1): the database did not answer "
+        "(OperationalError: connection refused); the message is retried; start the database "
+        "or fix BGW_DATABASE_URL"
+    )
+    assert first.levelno == logging.WARNING  # retried, not lost: no ERROR line
     assert not noise.filter(failed("send_email(2)"))
     other = record(
         "dramatiq.worker.WorkerThread",

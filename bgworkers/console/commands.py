@@ -99,7 +99,8 @@ def dead_list(settings: Settings, args: argparse.Namespace) -> int:
     for row in make_console(settings).dead_letters(where):
         line = (
             f"{row.message_id}  {row.last_failed_at:%Y-%m-%d %H:%M:%S}  {row.queue:<11} "
-            f"{row.actor:<26} {row.status:<9} retries={row.retries} {row.error[:80]}"
+            f"{row.actor:<26} {row.status:<9} retries={row.retries}"
+            f"{f' trace={row.trace_id}' if row.trace_id else ''} {row.error[:80]}"
         )
         _print(sys.stdout, args, as_dict(row), line)
     return OK

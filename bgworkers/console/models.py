@@ -68,3 +68,18 @@ class AuditEntry(SQLModel, table=True):
     action: str = Field(max_length=50)
     target: str = Field(default="", max_length=300)
     detail: str = Field(default="", max_length=1000)
+
+
+class LoginFailures(SQLModel, table=True):
+    """Recent failed console logins of one client address or user name (the login throttle).
+
+    In the database, not in a console process's memory, so that every console process behind
+    a load balancer counts the same failures. ``key``: ``client:<address>`` or
+    ``user:<name>``; ``last_failed_at``: Unix seconds of the last failure.
+    """
+
+    __tablename__ = "console_login_failures"
+
+    key: str = Field(primary_key=True, max_length=120)
+    failures: int = Field(default=0)
+    last_failed_at: float = Field(index=True)

@@ -125,9 +125,23 @@ def get_engine(settings: Settings | None = None) -> Engine:
 
     def build() -> Engine:
         chosen = settings or get_settings()
-        return make_engine(chosen.database_url.get_secret_value(), echo=chosen.database_echo)
+        engine = make_engine(chosen.database_url.get_secret_value(), echo=chosen.database_echo)
+        if chosen.trace_sql:
+            _trace_sql(engine)
+        return engine
 
     return _ENGINE.get(build)
+
+
+def _trace_sql(engine: Engine) -> None:
+    """SQL spans (``BGW_TRACE_SQL``), when tracing is on: see :mod:`bgworkers.tracing.sql`."""
+    from bgworkers.tracing.spans import active_tracer
+
+    tracer = active_tracer()
+    if tracer is not None:
+        from bgworkers.tracing.sql import trace_statements
+
+        trace_statements(engine, tracer)
 
 
 def use_engine(engine: Engine | None) -> None:

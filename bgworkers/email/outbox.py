@@ -42,6 +42,7 @@ from bgworkers.email.models import EmailStatus, OutboxEmail
 from bgworkers.email.smtp import Mailer, SmtpPermanentError, SmtpTransientError
 from bgworkers.email.wire import envelope_sender, wire_bytes
 from bgworkers.errors import PermanentError
+from bgworkers.logs.intervals import LogInterval
 from bgworkers.logs.loggers import get_logger
 
 log = get_logger(__name__)
@@ -55,6 +56,8 @@ MAX_ERROR_LENGTH = 2000
 #: Seconds a sender keeps trying to record that an email was sent while the database does
 #: not answer, before giving up (the claim then expires and the sweep sends it again).
 RECORD_SENT_PATIENCE_S = 30.0
+#: One ``email_outcome_waiting_for_database`` line a minute per process, not one per attempt.
+_WAITING_NOTICE = LogInterval(60.0)
 
 Outcome = Literal["sent", "failed", "skipped"]
 
@@ -371,7 +374,14 @@ def record_patiently(
             session.rollback()
             if time.monotonic() + pause_s > deadline:
                 raise
-            log.warning("email_outcome_waiting_for_database", error=type(exc.orig).__name__)
+            if _WAITING_NOTICE.due():
+                log.warning(
+                    "email_outcome_waiting_for_database",
+                    error=type(exc.orig).__name__,
+                    hint="the database does not answer: start it or fix BGW_DATABASE_URL; "
+                    f"sent emails are recorded once it answers (up to {patience_s:g} s)",
+                    similar_held_back=_WAITING_NOTICE.held_back,
+                )
             sleep(pause_s)
             pause_s = min(pause_s * 2, 5.0)
 

@@ -4,7 +4,9 @@ Why: with the broker down, pika logs four lines (one with a traceback) per conne
 and dramatiq's consumers retry every 3 s each, queue by queue: about 1,000 lines in 20 s that
 bury bgworkers' own ``broker_unreachable`` line. This filter lets the first line of each kind
 through, then at most one per ``interval_s`` per kind, carrying how many were held back;
-tracebacks of these lines are reduced to the exception's one-line text. bgworkers' own lines
+tracebacks of these lines are reduced to the exception's one-line text. A message that
+failed because the database did not answer is one WARNING a minute naming the fix (the
+message is retried), without the statement and its parameters. bgworkers' own lines
 are never filtered (they are written to be one per condition and interval already).
 
 A "kind" is the logger (queue suffixes like ``ConsumerThread(email)`` folded), the level and
@@ -128,6 +130,9 @@ def _shorten(record: logging.LogRecord, held: int, interval_s: float, nodes: str
     """Fold a traceback into the message and say how many similar lines were held back."""
     full, message = record.getMessage(), _head(record)
     exc = record.exc_info[1] if record.exc_info else None
+    if _database_away(record):
+        record.levelno, record.levelname = logging.WARNING, "WARNING"  # the message is retried
+        message = _database_did_not_answer(full, exc)
     record.exc_info = None
     record.exc_text = None
     if record.levelno > logging.WARNING and any(sign in message for sign in _CONNECTION_LOSS):
@@ -136,6 +141,18 @@ def _shorten(record: logging.LogRecord, held: int, interval_s: float, nodes: str
     if held:
         message = f"{message} [{held} similar line(s) in the last {interval_s:g} s not shown]"
     record.msg, record.args = message, None
+
+
+def _database_did_not_answer(full: str, exc: BaseException | None) -> str:
+    """One line for a message that failed because the database did not answer: what, the
+    driver's first line (never the statement or its parameters) and the fix."""
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    first = reason[0][:300] if reason else ""
+    action = full.split(" with unhandled exception", 1)[0]
+    return (
+        f"{action}: the database did not answer ({type(exc).__name__}: {first}); "
+        "the message is retried; start the database or fix BGW_DATABASE_URL"
+    )
 
 
 def _connection_lost(message: str, full: str, exc: BaseException | None, nodes: str) -> str:

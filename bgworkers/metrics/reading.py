@@ -12,21 +12,11 @@ import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from bgworkers.logs.failure_reasons import failure_reason
 from bgworkers.logs.loggers import get_logger
 
 T = TypeVar("T")
 log = get_logger(__name__)
-
-
-def failure_reason(exc: BaseException) -> str:
-    """``Type: text`` of a failed reading, never an empty reason.
-
-    pika raises some connection errors without a text (``AMQPConnectionError()``): the text of
-    the exception it came from is used then, else the line says that none was given.
-    """
-    origin = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
-    text = str(exc) or str(origin or "")
-    return f"{type(exc).__name__}: {text}" if text else f"{type(exc).__name__} (no reason given)"
 
 
 class BackgroundReading(Generic[T]):

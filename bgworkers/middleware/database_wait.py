@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from dramatiq import Worker
 
+from bgworkers.logs.failure_reasons import failure_reason
 from bgworkers.logs.loggers import get_logger, redact_text
 from bgworkers.processes.diagnosis import EXIT_UNAVAILABLE, Problem, database_problem
 from bgworkers.settings import Settings
@@ -47,7 +48,7 @@ def probe_database(settings: Settings) -> Problem | None:
         return schema_problem(engine)
     except Exception as exc:  # noqa: BLE001 - any failure is the condition we report
         return database_problem(exc, url) or Problem(
-            "database_unreachable", EXIT_UNAVAILABLE, f"the database failed: {exc!r}"[:300]
+            "database_unreachable", EXIT_UNAVAILABLE, f"the database failed: {failure_reason(exc)}"
         )
 
 

@@ -15,10 +15,10 @@ from typing import Any
 from dramatiq import Broker
 from dramatiq.broker import MessageProxy
 from dramatiq.common import q_name
-from dramatiq.middleware import Middleware
 
+from bgworkers.logs.failure_reasons import error_text
 from bgworkers.logs.loggers import bind_context, clear_context, log_line
-from bgworkers.middleware.outcome import outcome_of
+from bgworkers.middleware.outcome import RunEnd
 from bgworkers.middleware.retry_policy import REASON_ATTR
 
 LOGGER = "bgworkers.messages"
@@ -30,7 +30,7 @@ _LEVELS = {"succeeded": logging.INFO, "retried": logging.WARNING}
 STARTED_ATTR = "bgw_logging_started"
 
 
-class MessageLogging(Middleware):
+class MessageLogging(RunEnd):
     """Binds the message context for a run and writes its one ``message_processed`` line."""
 
     def before_process_message(self, broker: Broker, message: MessageProxy) -> None:
@@ -46,33 +46,23 @@ class MessageLogging(Middleware):
             bind_context(trace_id=traceparent[3:35])
         setattr(message, STARTED_ATTR, time.perf_counter())
 
-    def after_process_message(
+    def run_ended(
         self,
-        broker: Broker,
         message: MessageProxy,
+        outcome: str,
+        exception: BaseException | None,
         *,
-        result: Any = None,
-        exception: BaseException | None = None,
+        skipped: bool,
     ) -> None:
-        outcome = outcome_of(message, exception)
         fields: dict[str, Any] = {"outcome": outcome, **self._duration(message)}
+        if skipped:
+            fields["reason"] = "skipped"
         if exception is not None:
             fields["error_type"] = type(exception).__name__
-            fields["error"] = str(exception)[:500]
+            fields["error"] = error_text(exception)
             fields["reason"] = getattr(message, REASON_ATTR, None)
-        log_line(LOGGER, _LEVELS.get(outcome, logging.ERROR), "message_processed", **fields)
-        clear_context()
-
-    def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
-        outcome = "dead_lettered" if message.failed else "skipped"
-        log_line(
-            LOGGER,
-            logging.WARNING,
-            "message_processed",
-            outcome=outcome,
-            reason="skipped",
-            **self._duration(message),
-        )
+        level = logging.WARNING if skipped else _LEVELS.get(outcome, logging.ERROR)
+        log_line(LOGGER, level, "message_processed", **fields)
         clear_context()
 
     def _duration(self, message: MessageProxy) -> dict[str, float]:

@@ -35,6 +35,7 @@ from dramatiq.broker import MessageProxy
 from dramatiq.middleware.retries import Retries
 
 from bgworkers.errors import PermanentError, TransientError
+from bgworkers.logs.failure_reasons import failure_reason
 from bgworkers.logs.loggers import get_logger
 
 log = get_logger(__name__)
@@ -70,7 +71,7 @@ def send_retry(
         except dramatiq.errors.BrokerConnectionError as exc:
             if time.monotonic() + pause_s > deadline:
                 raise
-            log.warning("message_retry_send_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            log.warning("message_retry_send_failed", error=failure_reason(exc)[:300])
             sleep(pause_s)
             pause_s = min(pause_s * 2, 8.0)
 
@@ -146,7 +147,7 @@ class RetryPolicy(Retries):
 
     def _sending_failed(self, message: MessageProxy, exc: Exception) -> str | None:
         """Logs why ``Retries`` raised; returns ``retry_not_sent`` if it was the retry."""
-        error = f"{type(exc).__name__}: {exc}"[:500]
+        error = failure_reason(exc)[:500]
         if message.failed:  # dead-lettered already: on_retry_exhausted could not be told
             log.error("retry_exhausted_callback_failed", error=error)
             return None

@@ -24,6 +24,7 @@ from collections.abc import Callable
 import dramatiq
 from dramatiq.middleware import Middleware
 
+from bgworkers.logs.failure_reasons import failure_reason
 from bgworkers.middleware.database_wait import DatabaseWait
 from bgworkers.processes.diagnosis import EXIT_UNAVAILABLE, Problem, database_problem
 
@@ -74,7 +75,7 @@ def check_schema_or_say_why() -> int:
     except Exception as exc:  # noqa: BLE001 - whatever the database says, the worker stops
         url = settings.database_url.get_secret_value()
         problem = database_problem(exc, url) or Problem(
-            "database_unreachable", EXIT_UNAVAILABLE, f"the database failed: {exc!r}"[:300]
+            "database_unreachable", EXIT_UNAVAILABLE, f"the database failed: {failure_reason(exc)}"
         )
     if problem is None or problem.exit_code == EXIT_UNAVAILABLE:
         return 0 if problem is None else EXIT_UNAVAILABLE  # waited for, logged once booted

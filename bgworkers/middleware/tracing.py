@@ -23,23 +23,22 @@ from typing import Any
 
 from dramatiq import Broker, Message
 from dramatiq.broker import MessageProxy
-from dramatiq.middleware import Middleware
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from bgworkers.middleware.outcome import outcome_of
+from bgworkers.middleware.outcome import RunEnd
 from bgworkers.middleware.retry_policy import REASON_ATTR
 from bgworkers.tracing import carrier
 from bgworkers.tracing.attributes import error_text, message_attributes, span_name
 from bgworkers.tracing.config import flush_tracing
+from bgworkers.tracing.spans import TRACER_NAME
 
-TRACER_NAME = "bgworkers"
 #: Set on the message proxy (one per delivery): the consumer span and its context token.
 SPAN_ATTR = "bgw_tracing_span"
 
 
-class Tracing(Middleware):
+class Tracing(RunEnd):
     """Makes the messaging spans; installed only when tracing is on."""
 
     def __init__(self, *, tracer_provider: trace.TracerProvider | None = None) -> None:
@@ -105,21 +104,14 @@ class Tracing(Middleware):
         token = otel_context.attach(trace.set_span_in_context(span))
         setattr(message, SPAN_ATTR, (span, token))
 
-    def after_process_message(
+    def run_ended(
         self,
-        broker: Broker,
         message: MessageProxy,
+        outcome: str,
+        exception: BaseException | None,
         *,
-        result: Any = None,
-        exception: BaseException | None = None,
+        skipped: bool,
     ) -> None:
-        outcome = outcome_of(message, exception)
-        self._end(message, outcome, exception)
-
-    def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
-        self._end(message, "dead_lettered" if message.failed else "skipped", None)
-
-    def _end(self, message: MessageProxy, outcome: str, exception: BaseException | None) -> None:
         started: tuple[Span, object] | None = message.__dict__.pop(SPAN_ATTR, None)
         if started is None:
             return

@@ -33,8 +33,9 @@ from prometheus_client.registry import Collector
 
 from bgworkers import queues
 from bgworkers.brokers.broker_nodes import open_blocking_connection
+from bgworkers.logs.failure_reasons import failure_reason
 from bgworkers.logs.loggers import get_logger
-from bgworkers.metrics.reading import BackgroundReading, failure_reason
+from bgworkers.metrics.reading import BackgroundReading
 
 log = get_logger(__name__)
 

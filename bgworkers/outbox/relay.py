@@ -34,6 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
 from bgworkers.db.engine import insert_if_absent, utcnow
+from bgworkers.logs.failure_reasons import failure_reason
 from bgworkers.logs.loggers import get_logger
 from bgworkers.outbox.api import RELAY_WAKEUP
 from bgworkers.outbox.metrics import OUTBOX_METRICS
@@ -331,7 +332,7 @@ class Relay:
                 streak.ended()
             except (PublishError, SQLAlchemyError) as exc:
                 backoff = min(max(backoff * 2, 0.25), MAX_BACKOFF_S)
-                streak.failed(f"{type(exc).__name__}: {exc}"[:500], retry_in_s=backoff)
+                streak.failed(failure_reason(exc)[:500], retry_in_s=backoff)
                 stop.wait(backoff)
                 continue
             except Exception:  # a dead relay thread would stop all delivery: log, go on
@@ -345,7 +346,7 @@ class Relay:
         try:
             self.release_lease()
         except SQLAlchemyError as exc:
-            log.warning("outbox_lease_not_released", error=f"{type(exc).__name__}: {exc}")
+            log.warning("outbox_lease_not_released", error=failure_reason(exc))
 
 
 class _FailureStreak:

@@ -19,7 +19,8 @@ from typing import Final
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from bgworkers.logs.loggers import get_logger, redact_text
+from bgworkers.logs.failure_reasons import failure_reason
+from bgworkers.logs.loggers import get_logger
 from bgworkers.scheduling.metrics import SCHEDULE_METRICS
 
 log = get_logger("bgworkers.scheduling")
@@ -79,7 +80,7 @@ def _notice(event: str, job: str, tick: datetime, exc: BaseException, hint: str)
         job=job,
         tick=tick.isoformat(),
         reason=REASON,
-        error=redact_text(f"{type(exc).__name__}: {getattr(exc, 'orig', None) or exc!s}")[:300],
+        error=failure_reason(exc),
         hint=hint,
         similar_held_back=held,
     )

@@ -39,6 +39,7 @@ from dramatiq.middleware import Middleware, SkipMessage
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from bgworkers.db.engine import session_scope, utcnow
+from bgworkers.logs.failure_reasons import failure_reason
 from bgworkers.logs.loggers import get_logger
 from bgworkers.middleware.outcome import outcome_of
 from bgworkers.scheduling.claims import Claim, claim_run, finish_run
@@ -277,7 +278,7 @@ class ScheduleGuard(Middleware):
             tick=tick.isoformat(),
             outcome=outcome,
             duration_s=round(duration_s, 6),
-            error=error,
+            error=failure_reason(exception) if exception is not None else None,
         )
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:

@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from typing import Any, Final, Protocol
 
-from bgworkers.tracing.config import tracing_on
+from bgworkers.tracing.spans import active_tracer, current_span
 
 #: Links kept on one relay span (the SDK's default limit; a batch may hold thousands).
 MAX_LINKS: Final = 128
@@ -34,29 +34,21 @@ def create_span(queue: str, actor: str, *, count: int = 1) -> Iterator[dict[str,
 
     ``count`` > 1: one span for a batch (``enqueue_many``), every message its child.
     """
-    if not tracing_on():
+    tracer = active_tracer()
+    if tracer is None:
         yield {}
         return
-    from opentelemetry import trace
     from opentelemetry.trace import SpanKind
 
     from bgworkers.tracing import carrier
-    from bgworkers.tracing.attributes import SYSTEM, span_name
+    from bgworkers.tracing.attributes import span_name
 
-    attributes: dict[str, Any] = {
-        "messaging.system": SYSTEM,
-        "messaging.operation.name": "create",
-        "messaging.operation.type": "create",
-        "messaging.destination.name": queue,
-        "bgworkers.actor": actor,
-        "bgworkers.outbox": True,
-    }
+    attributes = _attributes("create", queue)
+    attributes["bgworkers.actor"] = actor
     if count != 1:
         attributes["messaging.batch.message_count"] = count
-    tracer = trace.get_tracer("bgworkers")
-    with tracer.start_as_current_span(
-        span_name("create", queue), kind=SpanKind.PRODUCER, attributes=attributes
-    ):
+    name = span_name("create", queue)
+    with current_span(tracer, name, kind=SpanKind.PRODUCER, attributes=attributes):
         options: dict[str, str] = {}
         carrier.inject(options)
         yield options
@@ -64,44 +56,36 @@ def create_span(queue: str, actor: str, *, count: int = 1) -> Iterator[dict[str,
 
 def publish_span(batch: Sequence[_Published]) -> contextlib.AbstractContextManager[Any]:
     """The relay's ``send`` span around publishing ``batch``; a null context when off."""
-    if not tracing_on():
+    tracer = active_tracer()
+    if tracer is None:
         return contextlib.nullcontext()
-    return _publish_span(batch)
-
-
-@contextlib.contextmanager
-def _publish_span(batch: Sequence[_Published]) -> Iterator[Any]:
-    from opentelemetry import context, trace
-    from opentelemetry.trace import SpanKind, Status, StatusCode
+    from opentelemetry import context
+    from opentelemetry.trace import SpanKind
 
     from bgworkers.tracing import carrier
-    from bgworkers.tracing.attributes import SYSTEM, error_text
 
     queues = sorted({item.queue for item in batch})
     destination = queues[0] if len(queues) == 1 else "multiple"
-    attributes: dict[str, Any] = {
-        "messaging.system": SYSTEM,
-        "messaging.operation.name": "send",
-        "messaging.operation.type": "send",
-        "messaging.destination.name": destination,
-        "messaging.batch.message_count": len(batch),
-        "bgworkers.outbox": True,
-    }
-    links = carrier.links_in_bodies([item.body for item in batch], limit=MAX_LINKS)
-    tracer = trace.get_tracer("bgworkers")
+    attributes = _attributes("send", destination)
+    attributes["messaging.batch.message_count"] = len(batch)
     # A root span: the batch belongs to no one message's trace, it links to all of them.
-    with tracer.start_as_current_span(
+    return current_span(
+        tracer,
         f"send {destination}",
         context=context.Context(),
         kind=SpanKind.PRODUCER,
-        links=links,
+        links=carrier.links_in_bodies([item.body for item in batch], limit=MAX_LINKS),
         attributes=attributes,
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as span:
-        try:
-            yield span
-        except Exception as exc:
-            span.set_attribute("error.type", type(exc).__name__)
-            span.set_status(Status(StatusCode.ERROR, error_text(exc)))
-            raise
+    )
+
+
+def _attributes(operation: str, destination: str) -> dict[str, Any]:
+    from bgworkers.tracing.attributes import SYSTEM
+
+    return {
+        "messaging.system": SYSTEM,
+        "messaging.operation.name": operation,
+        "messaging.operation.type": operation,
+        "messaging.destination.name": destination,
+        "bgworkers.outbox": True,
+    }

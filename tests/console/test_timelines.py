@@ -56,6 +56,9 @@ def test_a_dead_letter_shows_its_trace_id_and_its_one_attempt(
     code, out = cli(capsys, "dead", "show", message.message_id)
     text = "\n".join(out)
     assert f"trace_id:        {TRACE_ID}" in text and "#1" in text and "hunter2" not in text
+    code, out = cli(capsys, "dead", "list")  # the list names the trace too
+    [line] = [line for line in out if line.startswith(message.message_id)]
+    assert code == 0 and f"trace={TRACE_ID}" in line
 
 
 def test_a_job_run_retried_then_dead_lettered_has_each_attempt(

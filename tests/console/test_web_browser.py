@@ -268,6 +268,9 @@ def test_a_dead_letter_and_a_job_run_show_each_attempt_and_the_trace_id(
     wait_for(lambda: indexed(postgres_engine, message.message_id), what="the dead letter")
     log_in(page, console_url)
     page.wait_for_selector("text=logged in as web:ops")
+    page.goto(f"{console_url}/dead")
+    listed = page.locator("tr", has=page.locator(f"input[value='{message.message_id}']"))
+    assert listed.locator("code.trace-id").inner_text() == trace_id
     page.goto(f"{console_url}/dead/{message.message_id}")
     assert page.inner_text("code.trace-id") == trace_id
     [attempt] = page.locator("table.timeline tbody tr").all()

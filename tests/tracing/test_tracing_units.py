@@ -21,6 +21,7 @@ from bgworkers.settings import get_settings
 from bgworkers.stack.broker import middleware_stack
 from bgworkers.tracing import carrier
 from bgworkers.tracing.config import tracing_requested
+from bgworkers.tracing.spans import use_tracer
 from tests.platform_helpers import captured_json_logs, running_worker, wait_for
 
 
@@ -222,16 +223,21 @@ def test_traces_asked_for_without_the_extra_stop_a_worker_not_an_application() -
         assert "Traceback" not in done.stderr
 
 
+@pytest.fixture
+def own_spans(provider: TracerProvider) -> Iterator[None]:
+    """bgworkers' client and outbox spans made on the in-memory provider."""
+    use_tracer(provider.get_tracer("bgworkers"))
+    yield
+    use_tracer(None)
+
+
 def test_an_http_request_is_a_client_span_without_path_or_query(
-    provider: TracerProvider, exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+    own_spans: None, exporter: InMemorySpanExporter
 ) -> None:
     import httpx
 
     from bgworkers.sync.http import _send_once
-    from bgworkers.tracing import spans
 
-    monkeypatch.setattr(spans, "tracing_on", lambda: True)
-    monkeypatch.setattr(spans, "_tracer", lambda: provider.get_tracer("bgworkers"))
     client = httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(503)))
     request = client.build_request(
         "GET",

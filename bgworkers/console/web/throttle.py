@@ -13,25 +13,30 @@ larger count decides:
   failure (doubling with each further failure, up to :attr:`~ThrottlePolicy.max_lock_s`).
 
 Counts are forgotten :attr:`~ThrottlePolicy.window_s` seconds after a key's last failure, and
-a successful login clears its address and name. State lives in the console's process (one
-process serves the console); at most :attr:`~ThrottlePolicy.max_keys` keys are kept (the
-oldest are dropped), and a user name counts by its first 100 characters, so the table stays
-small whatever is posted.
+a successful login clears its address and name. The counts live in the database (table
+``console_login_failures``), so every console process, on any host, counts the same failures:
+an attacker gains nothing by spreading guesses over the processes behind a load balancer.
+Times are Unix seconds for the same reason (a monotonic clock is per host). At most
+:attr:`~ThrottlePolicy.max_keys` keys are kept (the oldest are dropped), and a user name counts
+by its first 100 characters, so the table stays small whatever is posted.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NoReturn
 
+from sqlalchemy import delete
+from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from bgworkers.console.models import LoginFailures
 from bgworkers.console.operations import Console
+from bgworkers.db.engine import insert_with_on_conflict
 from bgworkers.logs.loggers import get_logger
 
 log = get_logger(__name__)
@@ -55,56 +60,42 @@ class ThrottlePolicy:
 
 
 @dataclass
-class _Failures:
-    count: int
-    last: float
-
-
-@dataclass
 class LoginThrottle:
-    """The failure counts of one console process; ``clock`` is monotonic seconds."""
+    """The failure counts, read and written in the caller's ``session``; ``clock`` gives
+    Unix seconds."""
 
     policy: ThrottlePolicy = field(default_factory=ThrottlePolicy)
-    clock: Callable[[], float] = time.monotonic
-    _keys: OrderedDict[tuple[str, str], _Failures] = field(default_factory=OrderedDict)
+    clock: Callable[[], float] = time.time
 
-    def retry_after_s(self, *, client: str, user: str) -> float:
+    def retry_after_s(self, session: Session, *, client: str, user: str) -> float:
         """Seconds until this client or name may try again; 0 when it may now."""
         now = self.clock()
         worst = 0.0
-        for failures in self._current(client, user, now):
-            if failures.count >= self.policy.lock_after:
-                worst = max(worst, failures.last + self._lock_s(failures.count) - now)
+        for count, last in self._current(session, client, user, now):
+            if count >= self.policy.lock_after:
+                worst = max(worst, last + self._lock_s(count) - now)
         return max(worst, 0.0)
 
-    def failed(self, *, client: str, user: str) -> float:
+    def failed(self, session: Session, *, client: str, user: str) -> float:
         """Count a failure; return the seconds to wait before answering it."""
         now = self.clock()
-        count = 0
-        for key in _keys(client, user):
-            failures = self._fresh(key, now)
-            failures = _Failures(failures.count + 1 if failures else 1, now)
-            self._keys[key] = failures
-            self._keys.move_to_end(key)
-            count = max(count, failures.count)
-        while len(self._keys) > self.policy.max_keys:
-            self._keys.popitem(last=False)
+        _forget(session, before=now - self.policy.window_s)
+        count = max(_count_failure(session, key, now) for key in _keys(client, user))
+        _keep_newest(session, self.policy.max_keys)
         return self._delay_s(count)
 
-    def succeeded(self, *, client: str, user: str) -> None:
-        for key in _keys(client, user):
-            self._keys.pop(key, None)
+    def succeeded(self, session: Session, *, client: str, user: str) -> None:
+        keys = _keys(client, user)
+        session.execute(delete(LoginFailures).where(col(LoginFailures.key).in_(keys)))
 
-    def _current(self, client: str, user: str, now: float) -> list[_Failures]:
-        found = (self._fresh(key, now) for key in _keys(client, user))
-        return [failures for failures in found if failures is not None]
-
-    def _fresh(self, key: tuple[str, str], now: float) -> _Failures | None:
-        failures = self._keys.get(key)
-        if failures is not None and now - failures.last > self.policy.window_s:
-            del self._keys[key]
-            return None
-        return failures
+    def _current(
+        self, session: Session, client: str, user: str, now: float
+    ) -> list[tuple[int, float]]:
+        query = select(LoginFailures.failures, LoginFailures.last_failed_at).where(
+            col(LoginFailures.key).in_(_keys(client, user)),
+            col(LoginFailures.last_failed_at) >= now - self.policy.window_s,
+        )
+        return [(count, last) for count, last in session.execute(query)]
 
     def _delay_s(self, count: int) -> float:
         beyond = count - self.policy.free_failures
@@ -117,10 +108,40 @@ class LoginThrottle:
         return float(min(self.policy.lock_s * 2**doublings, self.policy.max_lock_s))
 
 
-def _keys(client: str, user: str) -> list[tuple[str, str]]:
-    keys = [("client", client)]
+def _count_failure(session: Session, key: str, now: float) -> int:
+    """One more failure for ``key``, in one statement (two processes may count at once)."""
+    table = LoginFailures.__table__  # type: ignore[attr-defined]
+    insert = insert_with_on_conflict(session.get_bind().dialect.name)
+    statement = (
+        insert(table)
+        .values(key=key, failures=1, last_failed_at=now)
+        .on_conflict_do_update(
+            index_elements=["key"],
+            set_={"failures": table.c.failures + 1, "last_failed_at": now},
+        )
+        .returning(table.c.failures)
+    )
+    return int(session.execute(statement).scalar_one())
+
+
+def _forget(session: Session, *, before: float) -> None:
+    session.execute(delete(LoginFailures).where(col(LoginFailures.last_failed_at) < before))
+
+
+def _keep_newest(session: Session, max_keys: int) -> None:
+    older = (
+        select(LoginFailures.key)
+        .order_by(col(LoginFailures.last_failed_at).desc())
+        .offset(max_keys)
+        .scalar_subquery()
+    )
+    session.execute(delete(LoginFailures).where(col(LoginFailures.key).in_(older)))
+
+
+def _keys(client: str, user: str) -> list[str]:
+    keys = [f"client:{client[:MAX_NAME_CHARS]}"]
     if user:
-        keys.append(("user", user[:MAX_NAME_CHARS]))
+        keys.append(f"user:{user[:MAX_NAME_CHARS]}")
     return keys
 
 

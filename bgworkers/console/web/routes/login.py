@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from bgworkers.console.operations import Console
 from bgworkers.console.web.site import Site
 from bgworkers.console.web.throttle import refuse_login
+
+T = TypeVar("T")
 
 
 def routes(site: Site) -> list[Route]:
@@ -29,8 +34,10 @@ def routes(site: Site) -> list[Route]:
     async def login(request: Request) -> Response:
         form = await site.checked_form(request)
         name, client = str(form.get("user", "")), _client(request)
-        if wait_s := config.throttle.retry_after_s(client=client, user=name):
-            await refuse_login(config.console_for("web:anonymous"), client, wait_s)
+        anonymous = config.console_for("web:anonymous")
+        throttle = config.throttle
+        if wait_s := await counted(anonymous, throttle.retry_after_s, client, name):
+            await refuse_login(anonymous, client, wait_s)
         who = config.credentials.check(
             user=name,
             password=str(form.get("password", "")),
@@ -38,7 +45,7 @@ def routes(site: Site) -> list[Route]:
         )
         console = config.console_for(who or "web:anonymous")
         if who is None:
-            delay_s = config.throttle.failed(client=client, user=name)
+            delay_s = await counted(console, throttle.failed, client, name)
             await run_in_threadpool(console.record_login, ok=False, client=client)
             await asyncio.sleep(delay_s)
             return site.render(
@@ -49,7 +56,7 @@ def routes(site: Site) -> list[Route]:
                 token_login=bool(config.credentials.token),
                 password_login=bool(config.credentials.user),
             )
-        config.throttle.succeeded(client=client, user=name)
+        await counted(console, throttle.succeeded, client, name)
         request.session.clear()  # a fresh session (and CSRF token) after logging in
         request.session["user"] = who
         await run_in_threadpool(console.record_login, ok=True, client=_client(request))
@@ -65,6 +72,16 @@ def routes(site: Site) -> list[Route]:
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
     ]
+
+
+async def counted(console: Console, step: Callable[..., T], client: str, user: str) -> T:
+    """One step of the login throttle, in its own transaction, off the event loop."""
+
+    def run() -> T:
+        with console.session() as session:
+            return step(session, client=client, user=user)
+
+    return await run_in_threadpool(run)
 
 
 def _client(request: Request) -> str:
