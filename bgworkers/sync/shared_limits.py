@@ -144,6 +144,18 @@ class SlotStore:
             ).scalar_one()
         return max(float(until or 0.0) - now, 0.0)
 
+    def paused_keys(self, keys: Sequence[str]) -> dict[str, float]:
+        """The keys of ``keys`` paused now, with the seconds until each pause ends; one
+        statement (a page asks this for all its credentials at once)."""
+        with self.engine.begin() as conn:
+            now = self._now(conn)
+            rows = conn.execute(
+                select(col(RateLimitSlot.key), col(RateLimitSlot.paused_until)).where(
+                    col(RateLimitSlot.key).in_(keys), col(RateLimitSlot.paused_until) > now
+                )
+            ).all()
+        return {row[0]: float(row[1]) - now for row in rows}
+
     def pause(self, key: str, seconds: float) -> None:
         """No slot of ``key`` before ``seconds`` from now, in every process."""
         with self.engine.begin() as conn:
@@ -345,16 +357,16 @@ class SharedLimiter:
             max(self._fallback_limiter(limit).reserve() for limit in limits) for limits in requests
         ]
 
-    def paused_for(self, keys: Sequence[str]) -> float:
-        """Seconds until the latest pause of ``keys`` ends; 0 while the store is down (the
-        local limiters hold their own pauses)."""
+    def paused_keys(self, keys: Sequence[str]) -> dict[str, float]:
+        """Which of ``keys`` are paused now, and for how many seconds; none while the store
+        is down (the local limiters hold their own pauses)."""
         if not self._store_usable():
-            return 0.0
+            return {}
         try:
-            return self.store.paused_for(keys)
+            return self.store.paused_keys(keys)
         except SQLAlchemyError as exc:
             self._store_failed(exc)
-            return 0.0
+            return {}
 
     def pause(self, key: str, seconds: float) -> None:
         """Pause ``key`` for ``seconds`` everywhere (here only, while the store is down)."""
