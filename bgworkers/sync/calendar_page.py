@@ -235,8 +235,8 @@ def _write(
     hand on whoever still fails. Hand-offs are recorded in the same transaction."""
     alone = [a for a in answers if a.hand_off is not None]
     ready = [a for a in answers if a.hand_off is None]
-    try:
-        _write_answers(session, ready, alone, now=now, result=result, hand_off=hand_off)
+    try:  # a copy: the users this attempt adds (more pages) must not outlive its rollback
+        _write_answers(session, ready, [*alone], now=now, result=result, hand_off=hand_off)
         session.commit()
         return
     except (OperationalError, InterfaceError):

@@ -160,17 +160,21 @@ def test_a_poisoned_user_fails_alone_and_is_handed_to_its_own_message(
         calendars.add(postgres_engine, user_id)
     poisoned = users[2]
     calendars.by_id[f"cal-{poisoned}"].put_event("x" * 2000)  # longer than the id column
+    heavy = add_user(postgres_engine, "heavy@example.com")
+    calendars.add(postgres_engine, heavy, events=300)
 
-    result = run_page(postgres_engine, settings, calendars, users)
+    result = run_page(postgres_engine, settings, calendars, [*users, heavy])
 
     others = [u for u in users if u != poisoned]
     assert sorted(result.completed) == others and result.handed_off == [poisoned]
+    assert result.continued == [heavy] and events_of(postgres_engine, heavy) == 250
     for user_id in others:
         assert events_of(postgres_engine, user_id) == 3
         assert connection(postgres_engine, user_id).sync_token
     assert events_of(postgres_engine, poisoned) == 0
     assert connection(postgres_engine, poisoned).sync_token is None
-    assert handed_off(postgres_engine) == [poisoned]  # retried alone; no one else twice
+    # Retried alone; the heavy user goes on once, though the page's first write failed.
+    assert handed_off(postgres_engine) == sorted([poisoned, heavy])
 
 
 def test_a_rate_limited_user_pauses_its_credential_everywhere_and_goes_on_alone(
