@@ -92,7 +92,8 @@ def user_slots(
 
 
 _TAKE_MANY = text(
-    "SELECT u FROM unnest(CAST(:ids AS bigint[])) AS u WHERE pg_try_advisory_lock(:key, u::int)"
+    "SELECT u FROM unnest(CAST(:ids AS int[])) AS u"
+    " WHERE pg_try_advisory_lock(CAST(:key AS int), u)"
 )
 _RELEASE_MANY = text(
     "SELECT bool_and(pg_advisory_unlock(k, u)) FROM unnest(CAST(:keys AS int[]),"
