@@ -94,6 +94,9 @@ class PageResult:
     completed: list[int] = field(default_factory=list)
     continued: list[int] = field(default_factory=list)
     handed_off: list[int] = field(default_factory=list)
+    #: Why users were handed on, and how many for each reason (an error's type name,
+    #: ``rate_limited``, ``paused``), for the page's log line.
+    reasons: dict[str, int] = field(default_factory=dict)
     skipped: list[int] = field(default_factory=list)
     superseded: list[int] = field(default_factory=list)
     upserted: int = 0
@@ -296,7 +299,11 @@ def _write_answers(
         hand_off(session, answer.listing.user_id, answer.delay_ms)
     result.completed.extend(writes.completed)
     result.continued.extend(writes.continued)
-    result.handed_off.extend(a.listing.user_id for a in alone if a.hand_off != "more_pages")
+    for answer in alone:
+        if answer.hand_off != "more_pages":
+            result.handed_off.append(answer.listing.user_id)
+            reason = str(answer.hand_off)
+            result.reasons[reason] = result.reasons.get(reason, 0) + 1
     result.upserted += len(writes.events)
     result.removed += removed
 
@@ -406,6 +413,7 @@ def _deleted(session: Session, statement: Any, params: list[dict[str, Any]]) -> 
 def _reset(result: PageResult) -> None:
     for name in ("completed", "continued", "handed_off", "superseded"):
         getattr(result, name).clear()
+    result.reasons.clear()
     result.upserted = result.removed = 0
 
 
@@ -436,6 +444,7 @@ def _count(result: PageResult) -> None:
         completed=len(result.completed),
         continued=len(result.continued),
         handed_off=len(result.handed_off),
+        handed_off_because=result.reasons,
         skipped=len(result.skipped),
         superseded=len(result.superseded),
         upserted=result.upserted,

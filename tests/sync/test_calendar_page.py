@@ -120,6 +120,7 @@ def test_a_page_writes_its_users_and_hands_on_the_heavy_and_the_failing(
 
     assert sorted(result.completed) == light
     assert result.continued == [heavy] and result.handed_off == [failing]
+    assert result.reasons == {"TransientHTTPError": 1}  # said in the page's log line
     for user_id in light:
         assert events_of(postgres_engine, user_id) == 3
         synced = connection(postgres_engine, user_id)
@@ -168,6 +169,7 @@ def test_a_poisoned_user_fails_alone_and_is_handed_to_its_own_message(
     others = [u for u in users if u != poisoned]
     assert sorted(result.completed) == others and result.handed_off == [poisoned]
     assert result.continued == [heavy] and events_of(postgres_engine, heavy) == 250
+    assert result.reasons == {"DataError": 1}
     for user_id in others:
         assert events_of(postgres_engine, user_id) == 3
         assert connection(postgres_engine, user_id).sync_token
