@@ -239,6 +239,11 @@ class Settings(BaseSettings):
     sync_http_max_attempts: int = Field(default=3, ge=1, le=10)
     sync_http_max_inline_wait_s: float = Field(default=5.0, ge=0, le=60)
     sync_fanout_batch_size: int = Field(default=500, ge=1, le=10_000)
+    #: Users per calendar sync message: a page takes their slots and rate-limit slots in a
+    #: few statements, lists their calendars concurrently and writes them in one transaction.
+    sync_page_size: int = Field(default=50, ge=1, le=500)
+    #: Requests a worker process has in flight at once for its pages (a thread pool).
+    sync_page_concurrency: int = Field(default=32, ge=1, le=256)
     #: Seconds a per-user sync runs before it yields its thread and queues the rest of its
     #: listing behind other users' work; 0 never yields.
     sync_time_slice_s: float = Field(default=30.0, ge=0, le=3600)

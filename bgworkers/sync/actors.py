@@ -1,10 +1,12 @@
 """Actors of the sync domain (queue ``sync``): a periodic fan-out and a per-user sync each.
 
-The periodic actors only list the users with an active connection and record one message
-per user in their transaction (the message outbox); the per-user actors do the work, so one user's
-slow or failing account never holds up the others, and a permanent error dead-letters only
-that user's message. Each per-user run is idempotent: it resumes from the committed
-progress on the connection row, and a duplicate delivery finds nothing new to do.
+The periodic actors only list the users with an active connection and record their messages
+in their transaction (the message outbox): one per user for Notion, one per page of users for
+the calendar (the common one-request sync done together; anything longer or failing goes on
+in the user's own message). The per-user actors do the rest, so one user's slow or failing
+account never holds up the others, and a permanent error dead-letters only that user's
+message. Each run is idempotent: it resumes from the committed progress on the connection
+row, and a duplicate delivery finds nothing new to do.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from bgworkers.sync.metrics import SYNC_METRICS
 from bgworkers.sync.models import CalendarConnection, NotionConnection
 from bgworkers.sync.store import Connection, fan_out
 from bgworkers.tasks import task
-from bgworkers.users.slots import defer, user_slot
+from bgworkers.users.slots import defer, user_slot, user_slots
 
 # The provider clients (httpx, tenacity) are imported by the per-user actors when they run:
 # a worker process that never syncs (``-Q email``, a quiet hour) does not carry them.
@@ -86,10 +88,16 @@ def _fan_out(model: Connection, actor: dramatiq.Actor[Any, Any], provider: str) 
 
 
 def _sender(
-    session: Session, actor: dramatiq.Actor[Any, Any], provider: str
+    session: Session, actor: dramatiq.Actor[Any, Any], provider: str, *, page_size: int = 0
 ) -> Callable[[list[int]], None]:
+    """Record ``actor`` per user, or per ``page_size`` users (the argument is then their list)."""
+
     def send_batch(user_ids: list[int]) -> None:
-        enqueue_many(session, actor, ((u,) for u in user_ids), dedupe_key=per_run_key)
+        if page_size:
+            pages = [user_ids[i : i + page_size] for i in range(0, len(user_ids), page_size)]
+            enqueue_many(session, actor, ((page,) for page in pages), dedupe_key=per_run_key)
+        else:
+            enqueue_many(session, actor, ((u,) for u in user_ids), dedupe_key=per_run_key)
         SYNC_METRICS.get().users_enqueued.labels(provider).inc(len(user_ids))
 
     return send_batch
@@ -105,6 +113,39 @@ def sync_user_calendar(user_id: int) -> None:
     _sync_user(sync_user_calendar, sync_calendar, user_id, limiter=limiter)
 
 
+@task(queue=queues.SYNC, max_retries=5, min_backoff_ms=10_000, time_limit_ms=120_000)
+def sync_calendar_page(user_ids: list[int]) -> None:
+    """Sync a page of users' calendars (:mod:`bgworkers.sync.calendar_page`); a user with
+    more to list, or whose listing failed, goes on in a ``sync_user_calendar`` of its own."""
+    from bgworkers.sync.calendar_page import sync_calendar_page as sync_page
+    from bgworkers.sync.http import get_client
+    from bgworkers.sync.limits import shared_limiter
+    from bgworkers.sync.page_requests import run_all
+
+    settings = get_settings()
+    with user_slots(user_ids, cap=settings.max_concurrent_jobs_per_user) as taken:
+        for user_id in user_ids:
+            if user_id not in taken:
+                defer(sync_user_calendar, user_id)
+        if not taken:
+            return
+        with session_scope() as session:
+            sync_page(
+                session=session,
+                user_ids=[u for u in user_ids if u in taken],
+                client=get_client(settings),
+                settings=settings,
+                limiter=shared_limiter(settings),
+                now=utcnow(),
+                run_all=functools.partial(run_all, settings),
+                hand_off=_hand_off_calendar,
+            )
+
+
+def _hand_off_calendar(session: Session, user_id: int, delay_ms: int | None) -> None:
+    enqueue(session, sync_user_calendar, user_id, delay_ms=delay_ms)
+
+
 @task(queue=queues.SYNC, max_retries=5, min_backoff_ms=10_000, time_limit_ms=600_000)
 def sync_user_notion_pages(user_id: int) -> None:
     """Pull one user's Notion pages."""
@@ -117,8 +158,17 @@ def sync_user_notion_pages(user_id: int) -> None:
 
 @task(queue=queues.SYNC, periodic=True, max_retries=3, time_limit_ms=120_000)
 def sync_calendar_events() -> None:
-    """Hourly: one ``sync_user_calendar`` message per user with an active calendar."""
-    _fan_out(CalendarConnection, sync_user_calendar, "google_calendar")
+    """Hourly: one ``sync_calendar_page`` message per ``BGW_SYNC_PAGE_SIZE`` users with an
+    active calendar."""
+    page_size = get_settings().sync_page_size
+    with session_scope() as session:
+        send = _sender(session, sync_calendar_page, "google_calendar", page_size=page_size)
+        fan_out(
+            session,
+            CalendarConnection,
+            batch_size=get_settings().sync_fanout_batch_size,
+            send_batch=send,
+        )
 
 
 @task(queue=queues.SYNC, periodic=True, max_retries=3, time_limit_ms=120_000)

@@ -202,10 +202,10 @@ def _finish_listing(
         raise UnexpectedResponse("calendar events.list: last page without nextSyncToken")
     if full:
         stale = session.execute(
-            _EVENTS.delete().where(
-                _EVENTS.c.user_id == connection.user_id,
-                _EVENTS.c.calendar_id == connection.calendar_id,
-                _EVENTS.c.sync_generation < connection.generation,
+            EVENTS.delete().where(
+                EVENTS.c.user_id == connection.user_id,
+                EVENTS.c.calendar_id == connection.calendar_id,
+                EVENTS.c.sync_generation < connection.generation,
             )
         )
         removed = int(stale.rowcount or 0)  # type: ignore[attr-defined]
@@ -230,54 +230,78 @@ def _apply_items(
     loading and flushing ORM objects, which was most of a user's sync CPU.
     """
     metrics = SYNC_METRICS.get()
-    latest: dict[str, Mapping[str, Any]] = {}
-    for item in items:
-        if isinstance(item, Mapping) and item.get("id"):
-            latest[str(item["id"])] = item  # a later copy in the same page wins
-    if not latest:
+    page = event_rows(
+        items,
+        user_id=connection.user_id,
+        calendar_id=connection.calendar_id,
+        generation=connection.generation,
+        now=now,
+    )
+    result.malformed += page.malformed
+    rows, cancelled = page.rows, page.cancelled
+    if not rows and not cancelled:
         return
-    key = {"user_id": connection.user_id, "calendar_id": connection.calendar_id}
-    rows: list[dict[str, Any]] = []
-    cancelled: list[str] = []
-    for external_id, item in latest.items():
-        if item.get("status") == "cancelled":
-            cancelled.append(external_id)
-            continue
-        try:
-            fields = parse_event(item)
-        except MalformedEvent as exc:
-            result.malformed += 1
-            metrics.items.labels(PROVIDER, "malformed").inc()
-            log.warning(
-                "calendar_event_malformed", user_id=connection.user_id, error=str(exc)[:200]
-            )
-            continue
-        rows.append(
-            {**key, "external_id": external_id, **fields,
-             "sync_generation": connection.generation, "updated_at": now}
-        )  # fmt: skip
     if rows:
-        session.execute(_upsert(session.get_bind().dialect.name), rows)
+        session.execute(events_upsert(session.get_bind().dialect.name), rows)
         result.upserted += len(rows)
     removed = 0
     if cancelled:
         removed = len(
             session.execute(
-                _EVENTS.delete()
+                EVENTS.delete()
                 .where(
-                    _EVENTS.c.user_id == connection.user_id,
-                    _EVENTS.c.calendar_id == connection.calendar_id,
-                    _EVENTS.c.external_id.in_(cancelled),
+                    EVENTS.c.user_id == connection.user_id,
+                    EVENTS.c.calendar_id == connection.calendar_id,
+                    EVENTS.c.external_id.in_(cancelled),
                 )
-                .returning(_EVENTS.c.id)
+                .returning(EVENTS.c.id)
             ).all()
         )
     result.removed += removed
-    metrics.items.labels(PROVIDER, "upserted").inc(len(latest) - removed)
+    listed = len(rows) + len(cancelled) + page.malformed
+    metrics.items.labels(PROVIDER, "upserted").inc(listed - removed)
     metrics.items.labels(PROVIDER, "removed").inc(removed)
 
 
-_EVENTS = CalendarEvent.__table__  # type: ignore[attr-defined]
+@dataclass
+class EventRows:
+    """One page of a user's events as rows: live ones to upsert, cancelled ids to delete."""
+
+    rows: list[dict[str, Any]]
+    cancelled: list[str]
+    malformed: int = 0
+
+
+def event_rows(
+    items: Iterable[Any], *, user_id: int, calendar_id: str, generation: int, now: datetime
+) -> EventRows:
+    """The rows of one page of ``events.list`` items; a later copy of an id wins, and a
+    malformed event is skipped (logged and counted) without failing the page."""
+    latest: dict[str, Mapping[str, Any]] = {}
+    for item in items:
+        if isinstance(item, Mapping) and item.get("id"):
+            latest[str(item["id"])] = item
+    page = EventRows(rows=[], cancelled=[])
+    key = {"user_id": user_id, "calendar_id": calendar_id}
+    for external_id, item in latest.items():
+        if item.get("status") == "cancelled":
+            page.cancelled.append(external_id)
+            continue
+        try:
+            fields = parse_event(item)
+        except MalformedEvent as exc:
+            page.malformed += 1
+            SYNC_METRICS.get().items.labels(PROVIDER, "malformed").inc()
+            log.warning("calendar_event_malformed", user_id=user_id, error=str(exc)[:200])
+            continue
+        page.rows.append(
+            {**key, "external_id": external_id, **fields,
+             "sync_generation": generation, "updated_at": now}
+        )  # fmt: skip
+    return page
+
+
+EVENTS = CalendarEvent.__table__  # type: ignore[attr-defined]
 _KEY = ("user_id", "calendar_id", "external_id")
 #: What an upsert writes over an existing row: the fields of :func:`parse_event` and ours.
 _CHANGED = (
@@ -293,10 +317,10 @@ _CHANGED = (
 
 
 @functools.cache
-def _upsert(dialect: str) -> Any:
+def events_upsert(dialect: str) -> Any:
     """The page's upsert, built once per dialect and run as an executemany of the rows
     (one compiled statement, cached; a multi-row VALUES was compiled again for every page)."""
-    statement = insert_with_on_conflict(dialect)(_EVENTS)
+    statement = insert_with_on_conflict(dialect)(EVENTS)
     changed = {name: statement.excluded[name] for name in _CHANGED}
     return statement.on_conflict_do_update(index_elements=list(_KEY), set_=changed)
 

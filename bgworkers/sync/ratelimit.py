@@ -36,14 +36,18 @@ class RateLimiter:
 
     def acquire(self) -> float:
         """Wait for the next slot; return the seconds waited."""
+        wait = self.reserve()
+        if wait > 0:
+            self._sleep(wait)
+        return wait
+
+    def reserve(self) -> float:
+        """Reserve the next slot without waiting; return the seconds until it."""
         with self._lock:
             now = self._clock()
             slot = now if self._next_slot is None else max(now, self._next_slot)
             self._next_slot = slot + self.interval_s
-        wait = slot - now
-        if wait > 0:
-            self._sleep(wait)
-        return wait
+        return slot - now
 
     def pause(self, seconds: float) -> None:
         """Grant no slot before ``seconds`` from now (a server's ``Retry-After``)."""

@@ -98,6 +98,41 @@ class SlotStore:
                 return _reserve_postgres(conn, limits)
             return _reserve_sqlite(conn, limits, keys)
 
+    def reserve_many(self, requests: Sequence[Sequence[Limit]]) -> list[float]:
+        """Reserve one slot for each of ``requests`` (each under its own limits), in their
+        order, in one transaction; return the seconds until each slot.
+
+        For a page of requests: the rows are read locked in one statement and written in one,
+        where :meth:`reserve` per request was a transaction each on the same hot rows (the
+        project's cap is one row every request locks).
+        """
+        if not self._postgres:
+            return [self.reserve(limits) for limits in requests]
+        keys = sorted({limit.key for limits in requests for limit in limits})
+        with self.engine.begin() as conn:
+            self._ensure_rows(conn, keys)
+            rows = conn.execute(_LOCK_POSTGRES, {"keys": keys}).all()
+            missing = set(keys) - {row.key for row in rows}
+            if missing:  # known here, but inserted by a transaction not committed then
+                self._insert_rows(conn, sorted(missing))
+                rows = conn.execute(_LOCK_POSTGRES, {"keys": keys}).all()
+            now = max(float(row.now_s) for row in rows)  # the last lock's clock: after all
+            next_at = {row.key: max(row.next_at, row.paused_until) for row in rows}
+            spent = dict.fromkeys(next_at, 0.0)
+            waits = []
+            for limits in requests:
+                slot = max([now, *(next_at[limit.key] for limit in limits)])
+                for limit in limits:
+                    next_at[limit.key] = slot + limit.interval_s
+                    spent[limit.key] += slot - now
+                waits.append(slot - now)
+            conn.execute(
+                _MOVE_POSTGRES,
+                {"keys": keys, "next_at": [next_at[k] for k in keys],
+                 "waited": [spent[k] for k in keys]},
+            )  # fmt: skip
+        return waits
+
     def paused_for(self, keys: Sequence[str]) -> float:
         """Seconds until the latest pause of ``keys`` ends (0 when none is paused)."""
         with self.engine.begin() as conn:
@@ -108,6 +143,18 @@ class SlotStore:
                 )
             ).scalar_one()
         return max(float(until or 0.0) - now, 0.0)
+
+    def paused_keys(self, keys: Sequence[str]) -> dict[str, float]:
+        """The keys of ``keys`` paused now, with the seconds until each pause ends; one
+        statement (a page asks this for all its credentials at once)."""
+        with self.engine.begin() as conn:
+            now = self._now(conn)
+            rows = conn.execute(
+                select(col(RateLimitSlot.key), col(RateLimitSlot.paused_until)).where(
+                    col(RateLimitSlot.key).in_(keys), col(RateLimitSlot.paused_until) > now
+                )
+            ).all()
+        return {row[0]: float(row[1]) - now for row in rows}
 
     def pause(self, key: str, seconds: float) -> None:
         """No slot of ``key`` before ``seconds`` from now, in every process."""
@@ -124,15 +171,20 @@ class SlotStore:
         missing = [key for key in keys if key not in self._known]
         if not missing:
             return
+        self._insert_rows(conn, missing)
+        if len(self._known) > _KNOWN_KEYS_MAX:
+            self._known.clear()  # bounded memory; a forgotten key costs one no-op insert
+        self._known.update(missing)
+
+    def _insert_rows(self, conn: Connection, missing: Sequence[str]) -> None:
+        """Insert the rows of ``missing`` keys; an existing one is left as it is (an insert
+        racing another transaction's waits for it)."""
         rows = [
             {"key": key, "next_at": 0.0, "paused_until": 0.0, "waited_s": 0.0} for key in missing
         ]
         dialect = postgresql if self._postgres else sqlite
         statement = dialect.insert(RateLimitSlot).on_conflict_do_nothing(index_elements=["key"])
         conn.execute(statement, rows)
-        if len(self._known) > _KNOWN_KEYS_MAX:
-            self._known.clear()  # bounded memory; a forgotten key costs one no-op insert
-        self._known.update(missing)
 
     def _now(self, conn: Connection) -> float:
         if self._postgres:
@@ -164,6 +216,28 @@ _RESERVE_POSTGRES = text(
         AS step(key, interval_s)
     WHERE r.key = step.key
     RETURNING slot.at_s - slot.now_s
+    """
+)
+
+
+#: A page's reservation, read: its rows locked in key order, and the clock after the locks.
+_LOCK_POSTGRES = text(
+    """
+    WITH locked AS (
+        SELECT key, next_at, paused_until FROM rate_limit_slots
+        WHERE key = ANY(CAST(:keys AS text[])) ORDER BY key FOR UPDATE
+    )
+    SELECT key, next_at, paused_until, EXTRACT(EPOCH FROM clock_timestamp())::float8 AS now_s
+    FROM locked
+    """
+)
+#: ... and written: each row's next free time (a pause is kept: ``paused_until`` is untouched).
+_MOVE_POSTGRES = text(
+    """
+    UPDATE rate_limit_slots AS r SET next_at = m.next_at, waited_s = r.waited_s + m.waited
+    FROM unnest(CAST(:keys AS text[]), CAST(:next_at AS float8[]), CAST(:waited AS float8[]))
+        AS m(key, next_at, waited)
+    WHERE r.key = m.key
     """
 )
 
@@ -266,6 +340,33 @@ class SharedLimiter:
             waited += wait
             if self.store.paused_for([limit.key for limit in limits]) <= 0:
                 return waited
+
+    def reserve_many(self, requests: Sequence[Sequence[Limit]]) -> list[float]:
+        """Reserve a slot for each of ``requests`` without sleeping; return the seconds until
+        each (the caller waits, or hands a request whose wait is too long to a later
+        message: its slot stays reserved, so nothing bursts)."""
+        if self._store_usable():
+            try:
+                waits = self.store.reserve_many(requests)
+            except SQLAlchemyError as exc:
+                self._store_failed(exc)
+            else:
+                self._store_worked()
+                return waits
+        return [
+            max(self._fallback_limiter(limit).reserve() for limit in limits) for limits in requests
+        ]
+
+    def paused_keys(self, keys: Sequence[str]) -> dict[str, float]:
+        """Which of ``keys`` are paused now, and for how many seconds; none while the store
+        is down (the local limiters hold their own pauses)."""
+        if not self._store_usable():
+            return {}
+        try:
+            return self.store.paused_keys(keys)
+        except SQLAlchemyError as exc:
+            self._store_failed(exc)
+            return {}
 
     def pause(self, key: str, seconds: float) -> None:
         """Pause ``key`` for ``seconds`` everywhere (here only, while the store is down)."""

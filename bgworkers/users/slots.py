@@ -15,12 +15,12 @@ from __future__ import annotations
 import functools
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import dramatiq
-from sqlalchemy import Engine, create_engine, func, select
+from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.engine import Connection
 
 from bgworkers.db.engine import get_engine
@@ -57,6 +57,69 @@ def user_slot(user_id: int, *, cap: int, engine: Engine | None = None) -> Iterat
         finally:
             if key is not None:
                 _release(conn, key)
+
+
+@contextmanager
+def user_slots(
+    user_ids: Sequence[int], *, cap: int, engine: Engine | None = None
+) -> Iterator[set[int]]:
+    """Hold one slot of each of ``user_ids`` that has one free, for the block: yields the
+    ids that got one (the others should be deferred). One statement per slot number for the
+    whole page, on one connection (a page's users share its locks' lifetime), where
+    :func:`user_slot` took a round trip per user. ``cap`` 0 and SQLite yield every id."""
+    engine = engine or get_engine()
+    if cap <= 0 or engine.dialect.name != "postgresql":
+        yield set(user_ids)
+        return
+    with _slot_engine(engine).connect() as conn:
+        held: list[tuple[int, int]] = []
+        try:
+            left = list(dict.fromkeys(user_ids))
+            for slot in range(min(cap, 32)):
+                if not left:
+                    break
+                got = _take_many(conn, left, slot)
+                held.extend((_NAMESPACE + slot, user_id) for user_id in got)
+                left = [user_id for user_id in left if user_id not in got]
+            conn.commit()  # the locks are the session's; no transaction needs to stay open
+        except BaseException:
+            conn.invalidate()  # closing the connection releases whatever it took
+            raise
+        try:
+            yield {user_id for _, user_id in held}
+        finally:
+            _release_many(conn, held)
+
+
+_TAKE_MANY = text(
+    "SELECT u FROM unnest(CAST(:ids AS int[])) AS u"
+    " WHERE pg_try_advisory_lock(CAST(:key AS int), u)"
+)
+_RELEASE_MANY = text(
+    "SELECT bool_and(pg_advisory_unlock(k, u)) FROM unnest(CAST(:keys AS int[]),"
+    " CAST(:ids AS int[])) AS held(k, u)"
+)
+
+
+def _take_many(conn: Connection, user_ids: list[int], slot: int) -> set[int]:
+    rows = conn.execute(_TAKE_MANY, {"ids": user_ids, "key": _NAMESPACE + slot})
+    return {int(row[0]) for row in rows}
+
+
+def _release_many(conn: Connection, held: list[tuple[int, int]]) -> None:
+    """Unlock every key of ``held``; as :func:`_release`, a connection that cannot say it
+    did is closed."""
+    if not held:
+        return
+    keys, ids = [k for k, _ in held], [u for _, u in held]
+    try:
+        released = conn.execute(_RELEASE_MANY, {"keys": keys, "ids": ids}).scalar_one()
+        conn.commit()
+    except BaseException:
+        conn.invalidate()
+        raise
+    if not released:
+        conn.invalidate()
 
 
 def _release(conn: Connection, key: tuple[int, int]) -> None:

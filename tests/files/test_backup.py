@@ -51,7 +51,7 @@ from bgworkers.files.archive import (
     user_dir,
 )
 from bgworkers.files.backup import backup_user, enqueue_user_backups
-from bgworkers.files.ownership import secret_columns, user_tables
+from bgworkers.files.ownership import owned_rows, secret_columns, user_tables
 from bgworkers.files.restore import RestoreConflict, read_archive, restore_archive, verify_archive
 from bgworkers.outbox.models import OutboxMessage
 from bgworkers.users.models import User
@@ -406,3 +406,17 @@ def test_archives_hold_no_tokens_and_no_session_ids(sqlite_engine: Engine, tmp_p
         "access_token",
         "refresh_token",
     ]
+
+
+def test_owned_rows_read_in_keyset_batches_are_every_row_in_key_order(
+    db_engine: Engine,
+) -> None:
+    with db_engine.begin() as conn:
+        fill_user(conn, rows_per_table=5, seed=1)  # another user's rows in the same tables
+        user_id = fill_user(conn, rows_per_table=5, seed=2)
+        expected = database_rows(conn, user_id)
+    with Session(db_engine) as session:
+        email = session.exec(select(User.email).where(User.id == user_id)).one()
+        for table in user_tables():
+            rows = owned_rows(session, table, user_id, email, batch_size=2)
+            assert [dict(row) for row in rows] == expected[table.name], table.name

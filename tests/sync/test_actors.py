@@ -61,11 +61,11 @@ def test_fan_out_records_one_message_per_user_in_the_transaction(db_engine: Engi
     with Session(db_engine) as session:
         assert session.exec(select(OutboxMessage)).all() == []  # a rolled-back fan-out: none
 
-    actors.sync_calendar_events.fn()
+    actors.sync_calendar_events.fn()  # pages of users (BGW_SYNC_PAGE_SIZE, 50)
     with Session(db_engine) as session:
         rows = session.exec(select(OutboxMessage)).all()
-    assert sorted(json.loads(row.body)["args"][0] for row in rows) == sorted(users)
-    assert {row.actor for row in rows} == {"sync_user_calendar"}
+    assert [json.loads(row.body)["args"][0] for row in rows] == [sorted(users)]
+    assert {row.actor for row in rows} == {"sync_calendar_page"}
 
 
 def test_periodic_actors_are_scheduled_on_the_sync_queue() -> None:
@@ -129,8 +129,9 @@ def test_sync_through_rabbitmq_fans_out_and_isolates_a_failing_user(
         assert "404" in (calendar[broken].last_error or "")
         notion_rows = {c.user_id: c for c in session.exec(select(NotionConnection))}
         assert notion_rows[broken].status == STATUS_REAUTH_REQUIRED
-    # Each failing user's message was dead-lettered once, not retried.
-    assert len([c for c in google.event_calls() if "gone" in c.url.path]) == 1
+    # The failing user was tried once in its page, then handed to a message of its own,
+    # which was dead-lettered once, not retried.
+    assert len([c for c in google.event_calls() if "gone" in c.url.path]) == 2
 
 
 def settled(engine: Engine, ok: int, broken: int) -> bool:
