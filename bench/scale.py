@@ -68,7 +68,7 @@ from zoneinfo import ZoneInfo
 
 import _scale_servers as servers
 import httpx
-from sqlalchemy import text, update
+from sqlalchemy import insert, text, update
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, col, func, select
 from stack_overhead import (
@@ -140,12 +140,18 @@ def seed(engine: Engine, args: argparse.Namespace) -> None:
     zone = summary_zone(datetime.now(UTC))
     started = time.perf_counter()
     with Session(engine) as session:
-        for first in range(0, args.users, 1000):
-            session.add_all(
-                User(email=f"u{n}@example.org", display_name=f"User {n}", timezone=zone)
-                for n in range(first, min(first + 1000, args.users))
-            )
-            session.commit()
+        # Set-based: the model's rows (its defaults filled in) in one INSERT per 10,000
+        # users, instead of the unit of work tracking 100,000 objects.
+        for first in range(0, args.users, 10_000):
+            rows = [
+                User(email=f"u{n}@example.org", display_name=f"User {n}", timezone=zone).model_dump(
+                    exclude={"id"}
+                )
+                for n in range(first, min(first + 10_000, args.users))
+            ]
+            session.execute(insert(User), rows)
+        session.commit()
+        users_s = time.perf_counter() - started
         ids = list(session.exec(select(User.id).order_by(col(User.id))).all())
         due = datetime.now(UTC) + timedelta(hours=1)
         for user_id in ids[: args.reminders]:
@@ -165,7 +171,8 @@ def seed(engine: Engine, args: argparse.Namespace) -> None:
         session.commit()
     print(
         f"seeded {args.users} users in {zone}, {args.reminders} reminders, "
-        f"{args.calendars} calendar connections in {time.perf_counter() - started:.1f} s"
+        f"{args.calendars} calendar connections in {time.perf_counter() - started:.1f} s "
+        f"(users {users_s:.1f} s)"
     )
 
 
