@@ -13,8 +13,7 @@ from sqlmodel import Session
 from bgworkers import queues
 from bgworkers.db.engine import session_scope, utcnow
 from bgworkers.email.along import deliver_email_along
-from bgworkers.email.batch import Sending
-from bgworkers.email.outbox import deliver_email, sweep_outbox
+from bgworkers.email.outbox import Sending, deliver_email, sweep_outbox
 from bgworkers.email.smtp import get_mailer
 from bgworkers.outbox import enqueue_many
 from bgworkers.settings import SEND_EMAIL_TIME_LIMIT_S, get_settings

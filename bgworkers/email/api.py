@@ -25,9 +25,9 @@ from sqlmodel import Session, col
 
 from bgworkers.db.engine import utcnow
 from bgworkers.email.actors import dispatch_emails_later, send_email, send_urgent_email
-from bgworkers.email.batch import Delivery, Draft, Sending, add_emails, deliver_emails
+from bgworkers.email.batch import Draft, add_emails, deliver_emails
 from bgworkers.email.models import EmailStatus, OutboxEmail
-from bgworkers.email.outbox import InvalidEmail, add_email, is_email_address
+from bgworkers.email.outbox import Delivery, InvalidEmail, Sending, add_email, is_email_address
 from bgworkers.email.smtp import get_mailer
 from bgworkers.outbox import enqueue
 from bgworkers.outbox.keys import bounded_key

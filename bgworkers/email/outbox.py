@@ -23,8 +23,8 @@ import hashlib
 import re
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.errors import HeaderParseError
 from email.headerregistry import Address
@@ -58,6 +58,10 @@ MAX_ERROR_LENGTH = 2000
 RECORD_SENT_PATIENCE_S = 30.0
 #: One ``email_outcome_waiting_for_database`` line a minute per process, not one per attempt.
 _WAITING_NOTICE = LogInterval(60.0)
+#: Sent rows are marked (and committed) every this many emails of a run.
+MARK_EVERY = 10
+#: ``last_error`` of the emails of a run left untried after the SMTP server did not answer.
+NOT_TRIED = "not tried: the SMTP server did not answer for an earlier email of the page"
 
 Outcome = Literal["sent", "failed", "skipped"]
 
@@ -169,40 +173,55 @@ _SENDING_COLUMNS = (
     _C.last_error,
 )
 
+#: A row a sender may take: ``queued``, or ``sending`` since before ``stale_before`` (its
+#: sender died).
+CLAIMABLE = or_(
+    _C.status == EmailStatus.QUEUED,
+    and_(_C.status == EmailStatus.SENDING, _C.claimed_at < bindparam("stale_before")),
+)
+
+
+def claim_statement(which: Any) -> Any:
+    """The claim of the rows ``which`` selects, as one Core statement to build once.
+
+    One conditional UPDATE, so exactly one concurrent claimer wins each row; it returns what
+    sending needs (Core rows), so no second query reads them. Run it with
+    :func:`run_claim`. Why built once: the ORM's bulk UPDATE path, built per call, was most
+    of a send's CPU; SQLAlchemy compiles a statement once per process and caches it.
+    """
+    return (
+        _TABLE.update()
+        .where(which)
+        .values(
+            status=EmailStatus.SENDING,
+            claimed_at=bindparam("now"),
+            claim_token=bindparam("token"),
+            attempts=_C.attempts + 1,
+            updated_at=bindparam("now"),
+        )
+        .returning(*_SENDING_COLUMNS)
+    )
+
+
+def run_claim(
+    session: Session, statement: Any, *, token: str, now: datetime, stale_before: datetime,
+    **params: object,
+) -> list[Any]:  # fmt: skip
+    """Run a :func:`claim_statement` with ``token``; the rows claimed, by id."""
+    values = {"token": token, "now": now, "stale_before": stale_before, **params}
+    return sorted(session.execute(statement, values).all(), key=lambda row: row.id)
+
+
+_CLAIM = claim_statement(and_(_C.id.in_(bindparam("ids", expanding=True)), CLAIMABLE))
+
 
 def claim_rows(
     session: Session, email_ids: list[int], *, token: str, now: datetime, stale_before: datetime
 ) -> list[Any]:
-    """Claim the given rows for sending with ``token``; return those claimed, by id.
-
-    Claimable: ``queued`` rows, and ``sending`` rows claimed before ``stale_before`` (their
-    sender died). One conditional UPDATE, so exactly one concurrent claimer wins each row;
-    it returns what sending needs (Core rows), so no second query reads them.
-    """
-    params = {"ids": email_ids, "token": token, "now": now, "stale_before": stale_before}
-    return sorted(session.execute(_CLAIM, params).all(), key=lambda row: row.id)
-
-
-#: The claim as one Core statement built once (the ORM's bulk UPDATE path, built per call,
-#: was most of a send's CPU): SQLAlchemy compiles it once per process and caches it.
-_CLAIM = (
-    _TABLE.update()
-    .where(
-        _C.id.in_(bindparam("ids", expanding=True)),
-        or_(
-            _C.status == EmailStatus.QUEUED,
-            and_(_C.status == EmailStatus.SENDING, _C.claimed_at < bindparam("stale_before")),
-        ),
-    )
-    .values(
-        status=EmailStatus.SENDING,
-        claimed_at=bindparam("now"),
-        claim_token=bindparam("token"),
-        attempts=_C.attempts + 1,
-        updated_at=bindparam("now"),
-    )
-    .returning(*_SENDING_COLUMNS)
-)
+    """Claim the given rows (those :data:`CLAIMABLE`) for sending with ``token``; return
+    those claimed, by id."""
+    return run_claim(session, _CLAIM, token=token, now=now, stale_before=stale_before,
+                     ids=email_ids)  # fmt: skip
 
 
 def _finish(session: Session, email_id: int, token: str, **values: object) -> bool:
@@ -253,6 +272,27 @@ def send_row(mailer: Mailer, row: EmailContent, *, sender: str) -> None:
         mailer.send_bytes(sender=envelope_sender(sender), recipients=[row.recipient], data=data)
 
 
+@dataclass(frozen=True)
+class Sending:
+    """How to send: the process's mailer and the outbox settings."""
+
+    mailer: Mailer
+    sender: str
+    sending_timeout_s: float
+    max_attempts: int
+    clock: Callable[[], datetime]
+
+
+@dataclass
+class Delivery:
+    """What :func:`send_claimed` did with the rows it was given, by email id."""
+
+    sent: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    retried: list[int] = field(default_factory=list)
+    skipped: int = 0
+
+
 def deliver_email(
     email_id: int,
     *,
@@ -270,6 +310,8 @@ def deliver_email(
     :class:`SmtpTransientError` after putting the row back in the queue, so the message is
     retried with backoff.
     """
+    sending = Sending(mailer=mailer, sender=sender, sending_timeout_s=sending_timeout_s,
+                      max_attempts=max_attempts, clock=clock)  # fmt: skip
     now = clock()
     token = str(uuid.uuid4())
     stale_before = now - timedelta(seconds=sending_timeout_s)
@@ -279,73 +321,176 @@ def deliver_email(
         EMAIL_METRICS.get().claims_skipped.inc()
         log.info("email_not_claimed", email_id=email_id)
         return "skipped"
-    return send_claimed(
-        claimed[0], token, session=session, mailer=mailer, clock=clock, sender=sender,
-        max_attempts=max_attempts,
-    )  # fmt: skip
+    done = send_claimed(claimed, token, session=session, sending=sending, own=email_id)
+    return own_outcome(done, email_id)
+
+
+def own_outcome(done: Delivery, email_id: int) -> Outcome:
+    """The outcome of the message's own email in ``done`` (``send_claimed(own=email_id)``)."""
+    return "sent" if email_id in done.sent else "failed"
 
 
 def send_claimed(
-    row: Any,
+    claimed: Sequence[Any],
     token: str,
     *,
     session: Session,
-    mailer: Mailer,
-    clock: Callable[[], datetime],
-    sender: str,
-    max_attempts: int,
-) -> Outcome:
-    """Send one row claimed (and committed) with ``token`` and record the outcome; see
-    :func:`deliver_email`."""
+    sending: Sending,
+    retry: Callable[[list[int]], None] | None = None,
+    own: int | None = None,
+) -> Delivery:
+    """Send rows claimed (and committed) with ``token`` on this thread's connection and
+    settle each; the one settle path of every sender (one email, a page, a run with others
+    taken along). Commits as it goes.
+
+    Each row ends in one of these ways:
+
+    * **sent**: marked every :data:`MARK_EVERY` emails, waiting out a short database outage
+      (:func:`record_patiently`);
+    * **failed**: a 5xx reply, or the attempts are used up; recorded, never retried;
+    * **retried later**: a transient reply, or anything unexpected while sending; put back in
+      the queue and given to ``retry`` (which records a ``send_email`` message per id in the
+      session's transaction), so it is retried alone with ``send_email``'s backoff;
+    * **SMTP down** (no answer at all: refused, timed out): that row and every later one go
+      back to the queue (the later ones untried) and to ``retry``, as the rest would each
+      wait up to the SMTP timeout.
+
+    ``own`` is the email whose message this run is (sent first): it is not given to
+    ``retry``. Its transient failure is raised once the others are settled, and anything
+    unexpected at once (the others go back untried), so dramatiq retries and dead-letters
+    that message alone.
+    """
+    rows = sorted(claimed, key=lambda row: row.id != own)  # the own email first
+    done = Delivery()
+    unmarked: list[int] = []
+    raised: SmtpTransientError | None = None
+    for n, row in enumerate(rows):
+        outcome, error = _attempt(row, token, session, sending)
+        if row.id == own and error is not None:
+            if not isinstance(error, SmtpTransientError):
+                # The transaction may be broken. (An interrupt such as a time limit is not
+                # caught: it leaves the rows to the sweep, as a crash would.)
+                session.rollback()
+                requeue_untried(rows[n + 1 :], token, session=session, sending=sending,
+                                retry=retry)  # fmt: skip
+                raise error
+            raised = error
+        elif outcome == "unexpected":
+            _requeue(session, row, token, f"{type(error).__name__}: {error}", sending)
+            done.retried.append(row.id)
+        elif outcome in ("retried", "down"):
+            done.retried.append(row.id)
+        elif outcome == "failed":
+            done.failed.append(row.id)
+        else:
+            unmarked.append(row.id)
+            if len(unmarked) >= MARK_EVERY:
+                _mark_sent(session, unmarked, token, sending.clock())
+                done.sent += unmarked
+                unmarked = []
+        if outcome == "down":
+            for rest in rows[n + 1 :]:
+                _requeue(session, rest, token, NOT_TRIED, sending)
+                done.retried.append(rest.id)
+            break
+    _mark_sent(session, unmarked, token, sending.clock())
+    done.sent += unmarked
+    if done.retried:
+        assert retry is not None, "only the own email may be retried without a retry callback"
+        retry(done.retried)
+    session.commit()
+    EMAIL_METRICS.get().sent.inc(len(done.sent))
+    log.info("emails_delivered", sent=len(done.sent), failed=done.failed, retried=done.retried)
+    if raised is not None:
+        raise raised
+    return done
+
+
+def requeue_untried(
+    claimed: Sequence[Any],
+    token: str,
+    *,
+    session: Session,
+    sending: Sending,
+    retry: Callable[[list[int]], None] | None,
+) -> None:
+    """Put rows claimed with ``token`` back in the queue untried, each with its own retry
+    message (the server did not answer, or their sender failed before reaching them)."""
+    if not claimed:
+        return
+    assert retry is not None, "only the own email may be retried without a retry callback"
+    for row in claimed:
+        _requeue(session, row, token, NOT_TRIED, sending)
+    retry([row.id for row in claimed])
+    session.commit()
+
+
+def _attempt(
+    row: Any, token: str, session: Session, sending: Sending
+) -> tuple[str, BaseException | None]:
+    """Send one claimed row: ``sent``, or ``failed``/``retried`` already recorded on it
+    (``down``: retried, and the server gave no answer at all), with the transient error;
+    or ``unexpected`` with the error, the row still claimed."""
     metrics = EMAIL_METRICS.get()
-    email_id = row.id
-    if row.attempts > max_attempts:
+    if row.attempts > sending.max_attempts:
         # Earlier attempts ended without an SMTP answer (the worker died or crashed).
-        reply = f"gave up after {max_attempts} attempts; last error: {row.last_error}"
-        return _record_failure(
-            session, row, token, reply=reply, clock=clock, reason="attempts_exhausted"
-        )
+        reply = f"gave up after {sending.max_attempts} attempts; last error: {row.last_error}"
+        return _fail(session, row, token, reply, "attempts_exhausted", sending), None
     started = time.perf_counter()
     try:
-        send_row(mailer, row, sender=sender)
+        send_row(sending.mailer, row, sender=sending.sender)
     except SmtpPermanentError as exc:
         metrics.send_errors.labels("permanent").inc()
-        return _record_failure(session, row, token, reply=exc.reply, clock=clock, reason="rejected")
+        return _fail(session, row, token, exc.reply, "rejected", sending), None
     except SmtpTransientError as exc:
         metrics.send_errors.labels("transient").inc()
-        if row.attempts >= max_attempts:
+        if row.attempts >= sending.max_attempts:
             reply = f"gave up after {row.attempts} attempts; last error: {exc.reply}"
-            return _record_failure(
-                session, row, token, reply=reply, clock=clock, reason="attempts_exhausted"
-            )
-        later = clock()
-        _finish(
-            session,
-            email_id,
-            token,
-            status=EmailStatus.QUEUED,
-            last_error=exc.reply[:MAX_ERROR_LENGTH],
-            claim_token=None,
-            dispatch_after=later + REDISPATCH_AFTER,
-            updated_at=later,
-        )
-        session.commit()
-        log.warning("email_send_deferred", email_id=email_id, attempt=row.attempts, error=exc.reply)
-        raise
+            return _fail(session, row, token, reply, "attempts_exhausted", sending), None
+        _requeue(session, row, token, exc.reply, sending)
+        return ("down" if exc.code is None else "retried"), exc
+    except Exception as exc:  # noqa: BLE001 - one bad row must not stop the others: the caller retries it alone
+        return "unexpected", exc
     finally:
         metrics.send_duration.observe(time.perf_counter() - started)
-    done = clock()
+    return "sent", None
+
+
+def _set(session: Session, ids: list[int], token: str, **values: object) -> int:
+    statement = _TABLE.update().where(_C.id.in_(ids), _C.claim_token == token).values(**values)
+    return int(session.execute(statement).rowcount)  # type: ignore[attr-defined]
+
+
+def _mark_sent(session: Session, ids: list[int], token: str, now: datetime) -> None:
+    """Record emails the server accepted; waits out a short database outage (see
+    :func:`record_patiently`)."""
+    if not ids:
+        return
     marked = record_patiently(
         session,
-        lambda: _finish(
-            session, email_id, token, status=EmailStatus.SENT, sent_at=done, updated_at=done
+        lambda: (
+            _set(session, ids, token, status=EmailStatus.SENT, sent_at=now, updated_at=now)
+            == len(ids)
         ),
     )
     if not marked:
-        log.warning("email_claim_lost", email_id=email_id)
-    metrics.sent.inc()
-    log.info("email_sent", email_id=email_id, attempt=row.attempts)
-    return "sent"
+        log.warning("email_claim_lost", email_ids=ids)
+
+
+def _fail(session: Session, row: Any, token: str, reply: str, reason: str, s: Sending) -> str:
+    _set(session, [row.id], token, status=EmailStatus.FAILED,
+         last_error=reply[:MAX_ERROR_LENGTH], updated_at=s.clock())  # fmt: skip
+    EMAIL_METRICS.get().failed.labels(reason).inc()
+    log.error("email_failed", email_id=row.id, reason=reason, error=reply, attempt=row.attempts)
+    return "failed"
+
+
+def _requeue(session: Session, row: Any, token: str, reply: str, s: Sending) -> None:
+    later = s.clock()
+    _set(session, [row.id], token, status=EmailStatus.QUEUED, claim_token=None,
+         last_error=reply[:MAX_ERROR_LENGTH], dispatch_after=later + REDISPATCH_AFTER,
+         updated_at=later)  # fmt: skip
+    log.warning("email_send_deferred", email_id=row.id, attempt=row.attempts, error=reply)
 
 
 def record_patiently(
@@ -384,31 +529,6 @@ def record_patiently(
                 )
             sleep(pause_s)
             pause_s = min(pause_s * 2, 5.0)
-
-
-def _record_failure(
-    session: Session,
-    row: Any,
-    token: str,
-    *,
-    reply: str,
-    clock: Callable[[], datetime],
-    reason: str,
-) -> Outcome:
-    now = clock()
-    assert row.id is not None
-    _finish(
-        session,
-        row.id,
-        token,
-        status=EmailStatus.FAILED,
-        last_error=reply[:MAX_ERROR_LENGTH],
-        updated_at=now,
-    )
-    session.commit()
-    EMAIL_METRICS.get().failed.labels(reason).inc()
-    log.error("email_failed", email_id=row.id, reason=reason, error=reply, attempt=row.attempts)
-    return "failed"
 
 
 @dataclass(frozen=True)
