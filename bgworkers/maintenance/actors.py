@@ -57,3 +57,13 @@ def prune_dead_letters() -> None:
 
     with session_scope() as session:
         prune(session, now=utcnow())
+
+
+@task(queue=queues.MAINTENANCE, periodic=True, max_retries=3, time_limit_ms=5 * 60_000)
+def prune_rate_limit_rows() -> None:
+    """Daily: delete shared rate-limit rows of credentials unused for
+    ``BGW_RATE_LIMIT_ROW_IDLE_DAYS``."""
+    from bgworkers.sync.shared_limits import prune_idle_rows
+
+    idle_days = get_settings().rate_limit_row_idle_days
+    prune_idle_rows(get_engine(), idle_s=idle_days * 86_400)
