@@ -79,9 +79,15 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         max_overflow=10,
         connect_args={"connect_timeout": 10},
     )
+    ping_only_when_idle(engine)
+    return engine
+
+
+def ping_only_when_idle(engine: Engine) -> None:
+    """Ping ``engine``'s pooled connections at checkout only after :data:`TRUSTED_IDLE_S`
+    idle (see there why not on every checkout)."""
     event.listen(engine, "checkin", _note_checkin)
     event.listen(engine, "checkout", functools.partial(_ping_if_idle, engine.dialect))
-    return engine
 
 
 #: Seconds a pooled connection may have been idle and still be used without a ping first.

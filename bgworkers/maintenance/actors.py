@@ -63,7 +63,7 @@ def prune_dead_letters() -> None:
 def prune_rate_limit_rows() -> None:
     """Daily: delete shared rate-limit rows of credentials unused for
     ``BGW_RATE_LIMIT_ROW_IDLE_DAYS``."""
-    from bgworkers.sync.shared_limits import prune_idle_rows
+    from bgworkers.sync.api import prune_idle_rate_limit_rows
 
     idle_days = get_settings().rate_limit_row_idle_days
-    prune_idle_rows(get_engine(), idle_s=idle_days * 86_400)
+    prune_idle_rate_limit_rows(get_engine(), idle_s=idle_days * 86_400)
