@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import dramatiq
-from sqlalchemy import Engine, create_engine, func, select
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import Connection
 
 from bgworkers.db.engine import get_engine, ping_only_when_idle
@@ -35,6 +35,11 @@ _NAMESPACE = 0x62677700
 #: Milliseconds before a job that found its user at the cap runs again (plus up to as much
 #: again at random, so deferred jobs do not return in a herd).
 DEFER_MS = 5_000
+
+
+#: Plain statements: a ``select(func...)`` was compiled (cache key and all) at every job.
+_TRY_LOCK = text("SELECT pg_try_advisory_lock(:a, :b)")
+_UNLOCK = text("SELECT pg_advisory_unlock(:a, :b)")
 
 
 def lock_key(user_id: int, slot: int) -> tuple[int, int]:
@@ -63,7 +68,7 @@ def _release(conn: Connection, key: tuple[int, int]) -> None:
     """Unlock ``key``; a connection that cannot say it did is closed (the lock dies with it),
     so a pooled connection never carries a user's slot into the next job."""
     try:
-        released = conn.execute(select(func.pg_advisory_unlock(*key))).scalar_one()
+        released = conn.execute(_UNLOCK, {"a": key[0], "b": key[1]}).scalar_one()
     except BaseException:
         conn.invalidate()
         raise
@@ -116,7 +121,7 @@ def _slot_engine(engine: Engine) -> Engine:
 def _take_slot(conn: Connection, user_id: int, cap: int) -> tuple[int, int] | None:
     for slot in range(cap):
         key = lock_key(user_id, slot)
-        if conn.execute(select(func.pg_try_advisory_lock(*key))).scalar_one():
+        if conn.execute(_TRY_LOCK, {"a": key[0], "b": key[1]}).scalar_one():
             return key
     return None
 
