@@ -6,7 +6,8 @@ its own (``bench-fair-<random>``, deleted at the end) and a PostgreSQL schema of
 
 1. ``lanes``: N bulk emails are queued through ``enqueue_email`` (the outbox) before the
    worker group starts, as after an outage; the group's relay publishes them and its workers
-   drain them; with the backlog draining, R reminders fall due and the reminder check ticks.
+   drain them; with ``--summaries S``, S users' daily summaries are due and their tick comes
+   too; with all that in flight, R reminders fall due and the reminder check ticks.
    Figure: for each reminder, the seconds from its due time to the SMTP server (aiosmtpd, a
    child process) accepting its email; and how many bulk emails were still waiting when the
    last reminder email left.
@@ -140,7 +141,26 @@ def read_sink(path: Path) -> dict[str, float]:
 
 
 def is_bulk(recipient: str) -> bool:
-    return recipient.startswith("user")
+    """Everything but the reminder emails (``rem<n>@``): notices and daily summaries."""
+    return not recipient.startswith("rem")
+
+
+def add_summary_users(count: int) -> None:
+    """``count`` users whose daily summary is due now (their zone's clock is 08:00-12:00)."""
+    from scale import summary_zone
+    from sqlmodel import Session
+
+    from bgworkers.db.engine import get_engine
+    from bgworkers.users.models import User
+
+    zone = summary_zone(datetime.now(UTC))
+    with Session(get_engine()) as session:
+        for first in range(0, count, 1000):
+            session.add_all(
+                User(email=f"sum{n}@example.org", display_name=f"User {n}", timezone=zone)
+                for n in range(first, min(first + 1000, count))
+            )
+            session.commit()
 
 
 def part_lanes(
@@ -166,11 +186,24 @@ def part_lanes(
                     idempotency_key=f"notice:{n}",
                 )
     print(f"lanes: {args.bulk} bulk emails queued in {time.monotonic() - started:.1f} s")
+    add_summary_users(args.summaries)
     # The workers start on a full outbox, as after an SMTP or worker outage: the relay
-    # publishes the backlog, the group drains it, and then reminders fall due.
+    # publishes the backlog, the group drains it; the daily summaries' tick comes, and with
+    # both in flight, reminders fall due.
     groups.start(threads=8)  # every queue: the default deployment
     flowing = min(50, args.bulk)
     wait_for(lambda: len(read_sink(record)) >= flowing, timeout_s=300, what="bulk email flowing")
+    if args.summaries:
+        from bgworkers.reminders.actors import send_daily_email_summary
+
+        send_daily_email_summary.send()  # the quarter hour's tick
+
+        def summaries_flowing() -> bool:
+            return sum(1 for r in read_sink(record) if r.startswith("sum")) >= min(
+                50, args.summaries
+            )
+
+        wait_for(summaries_flowing, timeout_s=600, what="summary emails flowing")
     due = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
     with Session(get_engine()) as session:
         users = [User(email=f"rem{n}@example.org") for n in range(args.reminders)]
@@ -198,15 +231,18 @@ def part_lanes(
     wait_for(all_reminders_sent, timeout_s=600, what="every reminder email")
     sent = read_sink(record)
     latencies = sorted(at - due.timestamp() for r, at in sent.items() if not is_bulk(r))
-    bulk_sent = sum(1 for r in sent if is_bulk(r))
+    bulk_sent = sum(1 for r in sent if r.startswith("user"))
+    summaries_sent = sum(1 for r in sent if r.startswith("sum"))
     p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99) - 1]
     print(
         f"lanes: {args.reminders} reminders: due -> SMTP p50 {p50:.2f} s, p99 {p99:.2f} s, "
-        f"max {latencies[-1]:.2f} s; {args.bulk - bulk_sent} bulk emails still waiting then"
+        f"max {latencies[-1]:.2f} s; {args.bulk - bulk_sent} bulk emails and "
+        f"{args.summaries - summaries_sent} of {args.summaries} daily summaries still waiting then"
     )
     figure("reminder_latency_p50_s", p50)
     figure("reminder_latency_p99_s", p99)
     figure("bulk_waiting_when_reminders_done", args.bulk - bulk_sent)
+    figure("summaries_waiting_when_reminders_done", args.summaries - summaries_sent)
     groups.stop()
 
 
@@ -454,6 +490,9 @@ def main() -> None:
     parser.add_argument("--parts", default="lanes,share,notion")
     parser.add_argument("--bulk", type=int, default=5_000, help="bulk emails queued")
     parser.add_argument("--reminders", type=int, default=100)
+    parser.add_argument(
+        "--summaries", type=int, default=0, help="users whose daily summary is in flight"
+    )
     parser.add_argument("--ordinary", type=int, default=300, help="ordinary calendar users")
     parser.add_argument("--heavy", type=int, default=10, help="heavy calendar users")
     parser.add_argument("--heavy-pages", type=int, default=60)
