@@ -6,7 +6,14 @@
   after a configurable latency with a few events per user (the user is named by the token),
   a ``nextSyncToken``, and with one changed event on an incremental listing; on the same port,
   Notion's ``POST /v1/search`` with a few pages per token; every ``throttle_every``-th request
-  is refused with ``429`` and ``Retry-After``.
+  is refused with ``429`` and ``Retry-After``;
+- a fake paged API (:func:`run_fake_paged_api`, ``bench/fairness.py``): Google ``events.list``
+  with many pages for the calendars named ``heavy-*``, Notion's search with a number of pages
+  per token, one token refused with 429 at first, and every Notion request's arrival written
+  to a file, ``<unix time> <token>``, so a benchmark can count each token's requests per
+  second;
+- :class:`WorkerGroups`: ``dramatiq bgworkers`` groups started with a benchmark's
+  environment, each with its own data directory and metrics port, all stopped together.
 
 Separate processes, so their CPU is not the worker group's and not the benchmark's.
 """
@@ -15,11 +22,15 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import socket
+import subprocess
+import sys
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 EVENTS_PER_USER = 3
 
@@ -154,6 +165,151 @@ def _response(status: int, reason: str, body: Any, extra_headers: str) -> bytes:
         f"Content-Length: {len(data)}\r\n{extra_headers}\r\n"
     )
     return head.encode() + data
+
+
+def run_fake_paged_api(
+    port: int,
+    latency_s: float,
+    heavy_pages: int,
+    notion_pages: int,
+    storm_token: str,
+    storm_429s: int,
+    arrivals_path: str,
+    ready: Any,
+) -> None:
+    """Child process: paged Google and Notion listings, one asyncio loop (see the module).
+
+    Google: calendar ``heavy-*`` has ``heavy_pages`` pages of one event, any other one page.
+    Notion: ``notion_pages`` pages of one page object per token (``start_cursor`` is the page
+    number); ``storm_token``'s first ``storm_429s`` requests get ``429`` with
+    ``Retry-After: 1``. Every Notion request is appended to ``arrivals_path`` when it
+    arrives, before the latency.
+    """
+    import asyncio
+
+    arrivals = Path(arrivals_path).open("a", buffering=1)  # noqa: SIM115 - the process's life
+    refused = [0]
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                target, headers = _parse_head(head)
+                length = int(headers.get("content-length", "0") or 0)
+                body = await reader.readexactly(length) if length else b""
+                if target.startswith("/v1/"):
+                    token = headers.get("authorization", "").removeprefix("Bearer ")
+                    arrivals.write(f"{time.time():.6f} {token}\n")
+                    if token == storm_token and refused[0] < storm_429s:
+                        refused[0] += 1
+                        writer.write(_notion_answer(target, headers, True))
+                        await writer.drain()
+                        continue
+                    await asyncio.sleep(latency_s)
+                    writer.write(_notion_paged_answer(token, body, notion_pages))
+                else:
+                    await asyncio.sleep(latency_s)
+                    writer.write(_google_paged_answer(target, heavy_pages))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the client closed its connection
+        finally:
+            writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(serve, "127.0.0.1", port, backlog=1024)
+        ready.set()
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
+def _google_paged_answer(target: str, heavy_pages: int) -> bytes:
+    url = urlparse(target)
+    parts = url.path.split("/")
+    calendar = unquote(parts[parts.index("calendars") + 1]) if "calendars" in parts else ""
+    page = int(parse_qs(url.query).get("pageToken", ["0"])[0])
+    pages = heavy_pages if calendar.startswith("heavy-") else 1
+    event = _event(calendar, page, False)
+    event["id"] = f"{calendar}-{page}"
+    body: dict[str, Any] = {"kind": "calendar#events", "items": [event]}
+    if page + 1 < pages:
+        body["nextPageToken"] = str(page + 1)
+    else:
+        body["nextSyncToken"] = "synced"
+    return _response(200, "OK", body, "")
+
+
+def _notion_paged_answer(token: str, body: bytes, pages: int) -> bytes:
+    cursor = json.loads(body or b"{}").get("start_cursor")
+    page_number = int(cursor or 0)
+    page = {
+        "object": "page",
+        "id": f"page-{token}-{page_number}",
+        "url": f"https://www.notion.so/{token}",
+        "last_edited_time": "2026-11-20T10:00:00.000Z",
+        "properties": {"title": {"type": "title", "title": [{"plain_text": token}]}},
+    }
+    more = page_number + 1 < pages
+    answer = {
+        "object": "list",
+        "results": [page],
+        "next_cursor": str(page_number + 1) if more else None,
+        "has_more": more,
+    }
+    return _response(200, "OK", answer, "")
+
+
+def read_arrivals(path: Path) -> dict[str, list[float]]:
+    """The arrival times of each token's requests, from :func:`run_fake_paged_api`'s file."""
+    arrivals: dict[str, list[float]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            at, _, token = line.partition(" ")
+            if token:
+                arrivals.setdefault(token, []).append(float(at))
+    return arrivals
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class WorkerGroups:
+    """``dramatiq bgworkers`` groups with ``env``; each gets a data directory and a metrics
+    port of its own under ``workdir`` (its log: ``group-N.log``)."""
+
+    env: dict[str, str]
+    workdir: Path
+    running: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, *queues: str, processes: int = 1, threads: int = 8) -> None:
+        n = len(self.running)
+        env = {
+            **self.env,
+            "BGW_DATA_DIR": str(self.workdir / f"group-{n}"),
+            "BGW_METRICS_PORT": str(free_port()),
+        }
+        command = [sys.executable, "-m", "dramatiq", "bgworkers", "-p", str(processes)]
+        command += ["-t", str(threads)] + (["-Q", *queues] if queues else [])
+        log = (self.workdir / f"group-{n}.log").open("wb")
+        self.running.append(subprocess.Popen(command, env=env, stdout=log, stderr=log))
+        log.close()  # the child has its own copy
+
+    def stop(self) -> None:
+        for group in self.running:
+            group.terminate()
+        for group in self.running:
+            try:
+                group.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                group.kill()
+        self.running.clear()
 
 
 def start(target: Any, *args: Any) -> multiprocessing.process.BaseProcess:

@@ -6,7 +6,8 @@ its own (``bench-fair-<random>``, deleted at the end) and a PostgreSQL schema of
 
 1. ``lanes``: N bulk emails are queued through ``enqueue_email`` (the outbox) before the
    worker group starts, as after an outage; the group's relay publishes them and its workers
-   drain them; with the backlog draining, R reminders fall due and the reminder check ticks.
+   drain them; with ``--summaries S``, S users' daily summaries are due and their tick comes
+   too; with all that in flight, R reminders fall due and the reminder check ticks.
    Figure: for each reminder, the seconds from its due time to the SMTP server (aiosmtpd, a
    child process) accepting its email; and how many bulk emails were still waiting when the
    last reminder email left.
@@ -26,83 +27,50 @@ Run::
     BGW_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/postgres \\
         python bench/fairness.py [--parts lanes,share,notion] [--bulk 5000] [--reminders 100]
 
+The SMTP sink, the fake APIs and the worker groups are ``bench/_scale_servers.py``'s, each
+in a process of its own. The ``notion`` part also prints the CPU each side used (worker
+groups, the fake API) and how busy the whole machine was, to tell what limits the speed-up.
+
 It ends with ``name=value`` lines.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import collections
-import json
+import contextlib
+import functools
 import os
-import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qs, quote, unquote, urlparse, urlunparse
 
+import _scale_servers as servers
+from _scale_servers import WorkerGroups, free_port
 from sqlalchemy import create_engine, text
+from stack_overhead import cpu_seconds, group_pids, own_vhost
 
 BENCH_DIR = Path(__file__).resolve().parent
 POSTGRES_URL = os.environ.get(
     "BGW_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 FIGURES: dict[str, str] = {}
+#: The token whose first requests the fake Notion refuses with 429.
+STORM_TOKEN = "storm"
 
 
 def figure(name: str, value: float | int | str) -> None:
     FIGURES[name] = f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
-# --- isolation: a vhost and a schema of the benchmark's own ---------------------------------
-
-
-def _management(broker_url: str, method: str, path: str, body: Any = None) -> None:
-    parsed = urlparse(broker_url)
-    user, password = unquote(parsed.username or "guest"), unquote(parsed.password or "guest")
-    base = os.environ.get("BGW_RABBITMQ_MANAGEMENT_URL") or f"http://{parsed.hostname}:15672"
-    request = urllib.request.Request(
-        base.rstrip("/") + path,
-        method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={
-            "Content-Type": "application/json",
-            "Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode(),
-        },
-    )
-    with urllib.request.urlopen(request, timeout=10):
-        pass
-
-
-@contextmanager
-def own_vhost(broker_url: str) -> Iterator[str]:
-    name = f"bench-fair-{uuid.uuid4().hex[:8]}"
-    user = unquote(urlparse(broker_url).username or "guest")
-    path = f"/api/vhosts/{quote(name, safe='')}"
-    _management(broker_url, "PUT", path, {})
-    everything = {"configure": ".*", "write": ".*", "read": ".*"}
-    _management(broker_url, "PUT", f"/api/permissions/{quote(name, safe='')}/{user}", everything)
-    try:
-        yield urlunparse(urlparse(broker_url)._replace(path="/" + quote(name, safe="")))
-    finally:
-        _management(broker_url, "DELETE", path)
-        print(f"bench_vhost={name} (deleted)")
-
-
 @contextmanager
 def own_schema() -> Iterator[str]:
+    """A PostgreSQL schema of the run's own (random name), dropped at the end."""
     schema = f"bench_fair_{uuid.uuid4().hex[:8]}"
     admin = create_engine(POSTGRES_URL)
     with admin.begin() as conn:
@@ -115,46 +83,6 @@ def own_schema() -> Iterator[str]:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
         print(f"bench_schema={schema} (dropped)")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-# --- worker groups -------------------------------------------------------------------------
-
-
-@dataclass
-class Groups:
-    """Starts ``dramatiq bgworkers`` groups with the benchmark's environment; stops them all."""
-
-    env: dict[str, str]
-    workdir: Path
-    running: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    def start(self, *queues: str, processes: int = 1, threads: int = 8) -> None:
-        n = len(self.running)
-        env = {
-            **self.env,
-            "BGW_DATA_DIR": str(self.workdir / f"group-{n}"),
-            "BGW_METRICS_PORT": str(free_port()),
-        }
-        command = [sys.executable, "-m", "dramatiq", "bgworkers", "-p", str(processes)]
-        command += ["-t", str(threads)] + (["-Q", *queues] if queues else [])
-        log = open(self.workdir / f"group-{n}.log", "wb")  # noqa: SIM115 - closed with the process
-        self.running.append(subprocess.Popen(command, env=env, stdout=log, stderr=log))
-
-    def stop(self) -> None:
-        for group in self.running:
-            group.terminate()
-        for group in self.running:
-            try:
-                group.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                group.kill()
-        self.running.clear()
 
 
 def wait_for(condition: Callable[[], bool], *, timeout_s: float, what: str) -> float:
@@ -180,38 +108,64 @@ def wait_for_consumers(vhost_url: str, queue: str, count: int) -> None:
     wait_for(ready, timeout_s=120, what=f"{count} consumer(s) of {queue}")
 
 
+@contextmanager
+def fake_api(args: argparse.Namespace, latency_s: float, arrivals: Path) -> Iterator[None]:
+    """The fake paged API on ``args.api_port`` for the block, at ``latency_s`` per request."""
+    process = servers.start(
+        servers.run_fake_paged_api,
+        args.api_port,
+        latency_s,
+        args.heavy_pages,
+        args.notion_pages,
+        STORM_TOKEN,
+        3,
+        str(arrivals),
+    )
+    args.api_pid = process.pid
+    try:
+        yield
+    finally:
+        process.terminate()
+        process.join(10)
+
+
 # --- part 1: lanes -------------------------------------------------------------------------
 
 
-def run_smtp_server(port: int, record: str) -> None:
-    """Child process: aiosmtpd writing ``subject<TAB>time`` for every accepted email."""
-    import asyncio
-
-    from aiosmtpd.controller import Controller
-
-    out = open(record, "a", buffering=1)  # noqa: SIM115 - open for the child's life
-
-    class Recording:
-        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-            for line in envelope.content.decode("utf-8", "replace").splitlines():
-                if line.startswith("Subject: "):
-                    out.write(f"{line[9:]}\t{time.time()}\n")
-                    break
-            return "250 OK"
-
-    controller = Controller(Recording(), hostname="127.0.0.1", port=port)
-    controller.start()
-    asyncio.run(asyncio.sleep(10**6))
-
-
-def read_record(path: Path) -> dict[str, float]:
+def read_sink(path: Path) -> dict[str, float]:
+    """When the SMTP sink accepted each recipient's email (``<unix time> <recipient>`` lines)."""
     if not path.exists():
         return {}
-    rows = (line.split("\t") for line in path.read_text().splitlines() if "\t" in line)
-    return {subject: float(at) for subject, at in rows}
+    rows = (line.split(" ", 1) for line in path.read_text().splitlines() if " " in line)
+    return {recipient: float(at) for at, recipient in rows}
 
 
-def part_lanes(args: argparse.Namespace, groups: Groups, vhost_url: str, record: Path) -> None:
+def is_bulk(recipient: str) -> bool:
+    """Everything but the reminder emails (``rem<n>@``): notices and daily summaries."""
+    return not recipient.startswith("rem")
+
+
+def add_summary_users(count: int) -> None:
+    """``count`` users whose daily summary is due now (their zone's clock is 08:00-12:00)."""
+    from scale import summary_zone
+    from sqlmodel import Session
+
+    from bgworkers.db.engine import get_engine
+    from bgworkers.users.models import User
+
+    zone = summary_zone(datetime.now(UTC))
+    with Session(get_engine()) as session:
+        for first in range(0, count, 1000):
+            session.add_all(
+                User(email=f"sum{n}@example.org", display_name=f"User {n}", timezone=zone)
+                for n in range(first, min(first + 1000, count))
+            )
+            session.commit()
+
+
+def part_lanes(
+    args: argparse.Namespace, groups: WorkerGroups, vhost_url: str, record: Path
+) -> None:
     from sqlmodel import Session
 
     from bgworkers.db.engine import get_engine, session_scope
@@ -232,11 +186,24 @@ def part_lanes(args: argparse.Namespace, groups: Groups, vhost_url: str, record:
                     idempotency_key=f"notice:{n}",
                 )
     print(f"lanes: {args.bulk} bulk emails queued in {time.monotonic() - started:.1f} s")
+    add_summary_users(args.summaries)
     # The workers start on a full outbox, as after an SMTP or worker outage: the relay
-    # publishes the backlog, the group drains it, and then reminders fall due.
+    # publishes the backlog, the group drains it; the daily summaries' tick comes, and with
+    # both in flight, reminders fall due.
     groups.start(threads=8)  # every queue: the default deployment
     flowing = min(50, args.bulk)
-    wait_for(lambda: len(read_record(record)) >= flowing, timeout_s=300, what="bulk email flowing")
+    wait_for(lambda: len(read_sink(record)) >= flowing, timeout_s=300, what="bulk email flowing")
+    if args.summaries:
+        from bgworkers.reminders.actors import send_daily_email_summary
+
+        send_daily_email_summary.send()  # the quarter hour's tick
+
+        def summaries_flowing() -> bool:
+            return sum(1 for r in read_sink(record) if r.startswith("sum")) >= min(
+                50, args.summaries
+            )
+
+        wait_for(summaries_flowing, timeout_s=600, what="summary emails flowing")
     due = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
     with Session(get_engine()) as session:
         users = [User(email=f"rem{n}@example.org") for n in range(args.reminders)]
@@ -259,134 +226,24 @@ def part_lanes(args: argparse.Namespace, groups: Groups, vhost_url: str, record:
     wanted: int = args.reminders
 
     def all_reminders_sent() -> bool:
-        return sum(1 for s in read_record(record) if not s.startswith("notice")) >= wanted
+        return sum(1 for r in read_sink(record) if not is_bulk(r)) >= wanted
 
     wait_for(all_reminders_sent, timeout_s=600, what="every reminder email")
-    sent = read_record(record)
-    latencies = sorted(at - due.timestamp() for s, at in sent.items() if not s.startswith("notice"))
-    bulk_sent = sum(1 for s in sent if s.startswith("notice"))
+    sent = read_sink(record)
+    latencies = sorted(at - due.timestamp() for r, at in sent.items() if not is_bulk(r))
+    bulk_sent = sum(1 for r in sent if r.startswith("user"))
+    summaries_sent = sum(1 for r in sent if r.startswith("sum"))
     p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99) - 1]
     print(
         f"lanes: {args.reminders} reminders: due -> SMTP p50 {p50:.2f} s, p99 {p99:.2f} s, "
-        f"max {latencies[-1]:.2f} s; {args.bulk - bulk_sent} bulk emails still waiting then"
+        f"max {latencies[-1]:.2f} s; {args.bulk - bulk_sent} bulk emails and "
+        f"{args.summaries - summaries_sent} of {args.summaries} daily summaries still waiting then"
     )
     figure("reminder_latency_p50_s", p50)
     figure("reminder_latency_p99_s", p99)
     figure("bulk_waiting_when_reminders_done", args.bulk - bulk_sent)
+    figure("summaries_waiting_when_reminders_done", args.summaries - summaries_sent)
     groups.stop()
-
-
-# --- fake providers --------------------------------------------------------------------------
-
-
-@dataclass
-class FakeProviders:
-    """Google events.list and Notion search over real HTTP, with a latency per request.
-
-    Google: calendar ``heavy-N`` has ``heavy_pages`` pages, any other one page. Notion: one
-    page per token; the token ``storm`` answers its first ``storm_429s`` requests with 429.
-    Notion arrivals are recorded per token and second.
-    """
-
-    latency_s: float
-    heavy_pages: int = 1
-    notion_pages: int = 1
-    storm_429s: int = 0
-    arrivals: dict[str, list[float]] = field(default_factory=lambda: collections.defaultdict(list))
-    refused: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def answer(self, path: str, headers: Any, body: bytes) -> tuple[int, dict[str, Any]]:
-        if path.startswith("/v1/search"):
-            cursor = json.loads(body or b"{}").get("start_cursor")
-            return self._notion(headers, int(cursor or 0))
-        return self._google(path)
-
-    def _google(self, path: str) -> tuple[int, dict[str, Any]]:
-        time.sleep(self.latency_s)
-        url = urlparse(path)
-        parts = url.path.split("/")
-        calendar = unquote(parts[parts.index("calendars") + 1])
-        page = int(parse_qs(url.query).get("pageToken", ["0"])[0])
-        pages = self.heavy_pages if calendar.startswith("heavy-") else 1
-        item = {
-            "id": f"{calendar}-{page}",
-            "status": "confirmed",
-            "summary": "Meeting",
-            "updated": "2026-11-20T10:00:00Z",
-            "start": {"dateTime": "2026-11-21T10:00:00Z"},
-            "end": {"dateTime": "2026-11-21T11:00:00Z"},
-        }
-        body: dict[str, Any] = {"kind": "calendar#events", "items": [item]}
-        if page + 1 < pages:
-            body["nextPageToken"] = str(page + 1)
-        else:
-            body["nextSyncToken"] = "synced"
-        return 200, body
-
-    def _notion(self, headers: Any, page_number: int) -> tuple[int, dict[str, Any]]:
-        token = str(headers.get("Authorization", "")).removeprefix("Bearer ")
-        with self.lock:
-            self.arrivals[token].append(time.time())
-            if token == "storm" and self.refused < self.storm_429s:
-                self.refused += 1
-                return 429, {"object": "error", "status": 429, "code": "rate_limited"}
-        time.sleep(self.latency_s)
-        page = {
-            "object": "page",
-            "id": f"page-{token}-{page_number}",
-            "url": f"https://www.notion.so/{token}",
-            "last_edited_time": "2026-11-20T10:00:00.000Z",
-            "properties": {"title": {"type": "title", "title": [{"plain_text": token}]}},
-        }
-        more = page_number + 1 < self.notion_pages
-        return 200, {
-            "object": "list",
-            "results": [page],
-            "next_cursor": str(page_number + 1) if more else None,
-            "has_more": more,
-        }
-
-    def worst_second(self) -> int:
-        with self.lock:
-            counts = [
-                max(collections.Counter(int(t) for t in times).values())
-                for times in self.arrivals.values()
-            ]
-        return max(counts, default=0)
-
-
-@contextmanager
-def serve(fake: FakeProviders) -> Iterator[str]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def _handle(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            status, payload = fake.answer(self.path, self.headers, body)
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            if status == 429:
-                self.send_header("Retry-After", "1")
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_POST = _handle
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 # --- part 2: fair share ----------------------------------------------------------------------
@@ -447,7 +304,7 @@ def sync_round(ordinary: list[int], heavy: list[int]) -> tuple[float, float]:
     return done - started, heavy_done - started
 
 
-def part_share(args: argparse.Namespace, groups: Groups, vhost_url: str) -> None:
+def part_share(args: argparse.Namespace, groups: WorkerGroups, vhost_url: str) -> None:
     groups.start("sync", threads=8)
     wait_for_consumers(vhost_url, "sync", 1)
     alone, _ = sync_round(add_calendar_users(args.ordinary, "plain"), [])
@@ -515,30 +372,114 @@ def notion_round(ids: list[int]) -> float:
     return done - started
 
 
+def machine_busy_s() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, all cores (``/proc/stat``)."""
+    fields = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(fields) - idle) / hz, sum(fields) / hz
+
+
+def postgres_backends(database_url: str) -> list[int]:
+    """PostgreSQL's server processes serving ``database_url``'s database on this host (their
+    title is ``postgres: ... <database> <client>``); empty when the server is elsewhere."""
+    from sqlalchemy.engine import make_url
+
+    database = f" {make_url(database_url).database} "
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                if title.startswith("postgres: ") and database in title:
+                    pids.append(int(entry.name))
+    return pids
+
+
+class CpuWatch:
+    """CPU each side used over a span, in cores (CPU seconds per second of the span)."""
+
+    def __init__(self, sides: dict[str, Callable[[], list[int]]]) -> None:
+        self.sides = sides
+        self.started = time.monotonic()
+        self.before = {side: self._per_pid(pids()) for side, pids in sides.items()}
+        self.machine_before = machine_busy_s()
+
+    @staticmethod
+    def _per_pid(pids: list[int]) -> dict[int, float]:
+        return {pid: cpu_seconds([pid]) for pid in pids}
+
+    def cores(self) -> tuple[dict[str, float], float]:
+        """Cores used by each side, and the whole machine's busy share, since the start."""
+        span = time.monotonic() - self.started
+        used = {}
+        for side, pids in self.sides.items():
+            now = self._per_pid(sorted(set(pids()) | set(self.before[side])))
+            used[side] = sum(t - self.before[side].get(p, 0.0) for p, t in now.items()) / span
+        busy, total = machine_busy_s()
+        machine = (busy - self.machine_before[0]) / (total - self.machine_before[1])
+        return used, machine
+
+
+def worst_second(arrivals: dict[str, list[float]]) -> int:
+    """The most requests any token sent within one calendar second."""
+    counts = [max(Counter(int(t) for t in times).values()) for times in arrivals.values()]
+    return max(counts, default=0)
+
+
 def part_notion(
-    args: argparse.Namespace, groups: Groups, vhost_url: str, fake: FakeProviders
+    args: argparse.Namespace, groups: WorkerGroups, vhost_url: str, arrivals: Path
 ) -> None:
     timings = {}
     for count, name in ((1, "one"), (2, "two")):
         for _ in range(count):
             groups.start("sync", threads=8)
         wait_for_consumers(vhost_url, "sync", count)
-        prefix = "storm" if count == 2 else f"n{count}"
-        timings[name] = notion_round(add_notion_users(args.connections, prefix))
+        prefix = STORM_TOKEN if count == 2 else f"n{count}"
+        ids = add_notion_users(args.connections, prefix)
+        workers = [p for group in groups.running for p in group_pids(group.pid)]
+        watch = CpuWatch(
+            {
+                "workers": functools.partial(list, workers),
+                "postgres": lambda: postgres_backends(os.environ["BGW_DATABASE_URL"]),
+                "fake_api": lambda: [args.api_pid],
+                "bench": lambda: [os.getpid()],
+            }
+        )
+        timings[name] = notion_round(ids)
+        cores, machine = watch.cores()
+        print(
+            f"notion: {name} group(s): {timings[name]:.1f} s; CPU in cores: "
+            + ", ".join(f"{side} {used:.2f}" for side, used in cores.items())
+            + f"; machine busy {machine:.0%} of {os.cpu_count()} cores"
+        )
+        per_connection = {
+            side: cores[side] * timings[name] * 1000 / args.connections
+            for side in ("workers", "postgres")
+        }
+        print(
+            f"notion: {name} group(s): CPU per connection: workers "
+            f"{per_connection['workers']:.1f} ms, PostgreSQL {per_connection['postgres']:.1f} ms"
+        )
+        figure(f"notion_{name}_worker_cpu_ms_per_connection", per_connection["workers"])
+        figure(f"notion_{name}_postgres_cpu_ms_per_connection", per_connection["postgres"])
+        figure(f"notion_{name}_workers_cores", cores["workers"])
+        figure(f"notion_{name}_machine_busy", machine)
         groups.stop()
-    storm = fake.arrivals.get("storm", [])
+    seen = servers.read_arrivals(arrivals)
+    storm = seen.get(STORM_TOKEN, [])
     print(
         f"notion: {args.connections} connections x {args.notion_pages} pages at "
         f"{args.latency_ms:g} ms: one group "
         f"{timings['one']:.1f} s, two groups {timings['two']:.1f} s "
         f"(x{timings['one'] / timings['two']:.2f}); most requests of a token in one second: "
-        f"{fake.worst_second()}; the 429 token: {fake.refused} refusals, "
-        f"{len(storm)} requests over {max(storm, default=0) - min(storm, default=0):.1f} s"
+        f"{worst_second(seen)}; the 429 token: {len(storm)} requests (3 refused) over "
+        f"{max(storm, default=0) - min(storm, default=0):.1f} s"
     )
     figure("notion_one_group_s", timings["one"])
     figure("notion_two_groups_s", timings["two"])
     figure("notion_speedup", timings["one"] / timings["two"])
-    figure("notion_max_requests_per_token_second", fake.worst_second())
+    figure("notion_max_requests_per_token_second", worst_second(seen))
 
 
 # --- main --------------------------------------------------------------------------------------
@@ -549,6 +490,9 @@ def main() -> None:
     parser.add_argument("--parts", default="lanes,share,notion")
     parser.add_argument("--bulk", type=int, default=5_000, help="bulk emails queued")
     parser.add_argument("--reminders", type=int, default=100)
+    parser.add_argument(
+        "--summaries", type=int, default=0, help="users whose daily summary is in flight"
+    )
     parser.add_argument("--ordinary", type=int, default=300, help="ordinary calendar users")
     parser.add_argument("--heavy", type=int, default=10, help="heavy calendar users")
     parser.add_argument("--heavy-pages", type=int, default=60)
@@ -560,20 +504,12 @@ def main() -> None:
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     broker_url = os.environ.get("BGW_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
-    smtp_port = free_port()
-    fake = FakeProviders(
-        latency_s=args.latency_ms / 1000,
-        heavy_pages=args.heavy_pages,
-        notion_pages=args.notion_pages,
-        storm_429s=3,
-    )
-    with (
-        own_vhost(broker_url) as vhost_url,
-        own_schema() as database_url,
-        tempfile.TemporaryDirectory() as tmp,
-        serve(fake) as api_url,
-    ):
-        workdir = Path(tmp)
+    smtp_port, args.api_port = free_port(), free_port()
+    api_url = f"http://127.0.0.1:{args.api_port}"
+    with contextlib.ExitStack() as stack:
+        vhost_url = stack.enter_context(own_vhost(broker_url, "bench-fair"))
+        database_url = stack.enter_context(own_schema())
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-fair-")))
         env = {k: v for k, v in os.environ.items() if not k.startswith("BGW_")}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         env.update(
@@ -593,35 +529,29 @@ def main() -> None:
         sys.path.insert(0, str(BENCH_DIR))
         from _isolation import quiet_logs
 
+        import bgworkers
         from bgworkers import migrations
         from bgworkers.db.engine import get_engine
 
         quiet_logs()
         migrations.upgrade(get_engine())
-        groups = Groups(env, workdir)
-        record = workdir / "smtp.tsv"
-        import multiprocessing
-
-        smtp = multiprocessing.Process(
-            target=run_smtp_server, args=(smtp_port, str(record)), daemon=True
-        )
-        smtp.start()
-        try:
-            if "lanes" in parts:
-                part_lanes(args, groups, vhost_url, record)
-            if "share" in parts:
-                fake.latency_s = args.page_latency_ms / 1000
+        stack.callback(bgworkers.broker.close)
+        stack.callback(get_engine().dispose)
+        record = workdir / "smtp.log"
+        record.touch()
+        smtp = servers.start(servers.run_smtp_sink, smtp_port, str(record))
+        stack.callback(smtp.terminate)
+        groups = WorkerGroups(env, workdir)
+        stack.callback(groups.stop)
+        arrivals = workdir / "notion-arrivals.log"
+        if "lanes" in parts:
+            part_lanes(args, groups, vhost_url, record)
+        if "share" in parts:
+            with fake_api(args, args.page_latency_ms / 1000, arrivals):
                 part_share(args, groups, vhost_url)
-            if "notion" in parts:
-                fake.latency_s = args.latency_ms / 1000
-                part_notion(args, groups, vhost_url, fake)
-        finally:
-            groups.stop()
-            smtp.terminate()
-            get_engine().dispose()
-            import bgworkers
-
-            bgworkers.broker.close()
+        if "notion" in parts:
+            with fake_api(args, args.latency_ms / 1000, arrivals):
+                part_notion(args, groups, vhost_url, arrivals)
     for name, value in FIGURES.items():
         print(f"{name}={value}")
 

@@ -235,6 +235,9 @@ class Settings(BaseSettings):
     google_requests_per_second: float = Field(default=100.0, ge=0)
     #: Share of each rate a process allows itself while the shared store is unreachable.
     rate_limit_fallback_share: float = Field(default=0.1, gt=0, le=1)
+    #: Days a credential's shared rate-limit row may stay unused before the daily
+    #: ``prune_rate_limit_rows`` deletes it.
+    rate_limit_row_idle_days: float = Field(default=30.0, gt=0, le=3650)
     http_timeout_s: float = Field(default=10.0, gt=0)
     sync_http_max_attempts: int = Field(default=3, ge=1, le=10)
     sync_http_max_inline_wait_s: float = Field(default=5.0, ge=0, le=60)

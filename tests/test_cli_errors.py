@@ -74,6 +74,14 @@ def test_schedule_on_an_outdated_schema_lists_what_is_pending(tmp_path: Path) ->
     assert_one_line(result, 2, "outdated", "0006_notion_generation", "run `bgworkers migrate`")
 
 
+def test_queues_before_migrate_names_the_fix_for_the_rate_limits(tmp_path: Path) -> None:
+    result = run_command("queues", tmp_path=tmp_path)
+    assert "Traceback" not in result.stdout + result.stderr
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("rate limits:")]
+    assert "no bgworkers schema yet" in line and "run `bgworkers migrate`" in line, line
+    assert "ProgrammingError" not in line and "OperationalError" not in line
+
+
 def test_health_before_migrate_says_why_without_a_traceback(tmp_path: Path) -> None:
     result = run_command("health", tmp_path=tmp_path, BGW_BROKER_URL=closed_broker_url())
     assert "Traceback" not in result.stdout + result.stderr

@@ -86,7 +86,7 @@ def test_each_manifest_fits_its_schema(name: str, doc: dict[str, Any]) -> None:
 
 def test_the_schemas_do_refuse_mistakes() -> None:
     # A check that accepts anything proves nothing: a typo in each family is caught.
-    [(_, scaled)] = [(n, d) for n, d in DOCS if d["kind"] == "ScaledObject"]
+    scaled = by_kind("ScaledObject")["bgworkers-worker"]
     wrong = copy.deepcopy(scaled)
     wrong["spec"]["minReplicaCuont"] = 1
     with pytest.raises(jsonschema.ValidationError):
@@ -114,11 +114,15 @@ def config() -> dict[str, str]:
     return by_kind("ConfigMap")["bgworkers-config"]["data"]
 
 
-def test_worker_probes_and_grace_period() -> None:
-    worker = container("bgworkers-worker")
+WORKERS = ("bgworkers-worker", "bgworkers-worker-urgent")
+
+
+@pytest.mark.parametrize("deployment", WORKERS)
+def test_worker_probes_and_grace_period(deployment: str) -> None:
+    worker = container(deployment)
     assert worker["command"][:2] == ["dramatiq", "bgworkers"]
     shutdown_s = int(option(worker["command"], "--worker-shutdown-timeout")) / 1000
-    pod = by_kind("Deployment")["bgworkers-worker"]["spec"]["template"]["spec"]
+    pod = by_kind("Deployment")[deployment]["spec"]["template"]["spec"]
     # Past the shutdown timeout SIGKILL would cut running messages short.
     assert pod["terminationGracePeriodSeconds"] >= shutdown_s + 15
     port = {p["name"]: p["containerPort"] for p in worker["ports"]}["metrics"]
@@ -126,6 +130,21 @@ def test_worker_probes_and_grace_period() -> None:
     assert config()["BGW_METRICS_HOST"] == "0.0.0.0"  # reachable by the kubelet
     assert worker["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert worker["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+
+
+def consumed_queues(deployment: str) -> list[str]:
+    """The queues after ``--queues`` (the option is greedy: it is last in the command)."""
+    command = container(deployment)["command"]
+    return command[command.index("--queues") + 1 :]
+
+
+def test_each_lane_has_its_own_workers_and_every_queue_one_lane() -> None:
+    urgent = consumed_queues("bgworkers-worker-urgent")
+    bulk = consumed_queues("bgworkers-worker")
+    assert sorted(urgent) == sorted(queues.TIME_CRITICAL)
+    assert not set(urgent) & set(bulk)
+    assert sorted(urgent + bulk) == sorted(queues.ALL)
+    assert by_kind("Deployment")["bgworkers-worker-urgent"]["spec"]["replicas"] >= 2
 
 
 def test_two_schedulers_on_their_own_port() -> None:
@@ -139,29 +158,35 @@ def test_two_schedulers_on_their_own_port() -> None:
     assert scheduler["readinessProbe"]["httpGet"]["path"] == "/readyz"
 
 
-def test_keda_scales_the_workers_on_every_queue_counting_unacknowledged() -> None:
-    [scaled] = by_kind("ScaledObject").values()
-    assert scaled["spec"]["scaleTargetRef"]["name"] in by_kind("Deployment")
-    assert scaled["spec"]["scaleTargetRef"]["name"] == "bgworkers-worker"
-    assert scaled["spec"]["minReplicaCount"] >= 1  # the outbox relay runs in the workers
-    [trigger] = scaled["spec"]["triggers"]
-    meta = trigger["metadata"]
-    assert trigger["type"] == "rabbitmq"
-    assert set(meta) <= RABBITMQ_TRIGGER_KEYS, set(meta) - RABBITMQ_TRIGGER_KEYS
-    assert (meta["protocol"], meta["mode"]) == ("http", "QueueLength")
-    assert meta["excludeUnacknowledged"] == "false"  # ready + unacked
-    assert meta["useRegex"] == "true" and meta["operation"] == "sum"
-    pattern = re.compile(meta["queueName"])
-    for queue in queues.ALL:
-        assert pattern.fullmatch(queue), queue
-        assert not pattern.fullmatch(f"{queue}.DQ") and not pattern.fullmatch(f"{queue}.XQ")
-    int(meta["value"])
-    auth = by_kind("TriggerAuthentication")[trigger["authenticationRef"]["name"]]
-    [ref] = auth["spec"]["secretTargetRef"]
-    assert ref["parameter"] == "host"
-    assert ref["key"] in by_kind("Secret")[ref["name"]]["stringData"]
-    vhost = by_kind("Secret")[ref["name"]]["stringData"]["host"].rsplit("/", 1)[1]
-    assert vhost == meta["vhostName"]
+def test_keda_scales_each_lane_on_its_own_queues_counting_unacknowledged() -> None:
+    scaled_objects = by_kind("ScaledObject").values()
+    assert sorted(o["spec"]["scaleTargetRef"]["name"] for o in scaled_objects) == sorted(WORKERS)
+    for scaled in scaled_objects:
+        target = scaled["spec"]["scaleTargetRef"]["name"]
+        assert scaled["spec"]["minReplicaCount"] >= 1  # the outbox relay runs in the workers
+        [trigger] = scaled["spec"]["triggers"]
+        meta = trigger["metadata"]
+        assert trigger["type"] == "rabbitmq"
+        assert set(meta) <= RABBITMQ_TRIGGER_KEYS, set(meta) - RABBITMQ_TRIGGER_KEYS
+        assert (meta["protocol"], meta["mode"]) == ("http", "QueueLength")
+        assert meta["excludeUnacknowledged"] == "false"  # ready + unacked
+        assert meta["useRegex"] == "true" and meta["operation"] == "sum"
+        pattern = re.compile(meta["queueName"])
+        # Scaled on exactly the queues its pods consume: no more, no fewer.
+        assert [q for q in queues.ALL if pattern.fullmatch(q)] == [
+            q for q in queues.ALL if q in consumed_queues(target)
+        ], target
+        for queue in queues.ALL:
+            assert not pattern.fullmatch(f"{queue}.DQ") and not pattern.fullmatch(f"{queue}.XQ")
+        int(meta["value"])
+        auth = by_kind("TriggerAuthentication")[trigger["authenticationRef"]["name"]]
+        [ref] = auth["spec"]["secretTargetRef"]
+        assert ref["parameter"] == "host"
+        assert ref["key"] in by_kind("Secret")[ref["name"]]["stringData"]
+        vhost = by_kind("Secret")[ref["name"]]["stringData"]["host"].rsplit("/", 1)[1]
+        assert vhost == meta["vhostName"]
+    urgent = by_kind("ScaledObject")["bgworkers-worker-urgent"]["spec"]
+    assert urgent["minReplicaCount"] >= 2  # the lane stays served while a pod restarts
 
 
 def test_references_resolve_and_every_variable_is_a_setting() -> None:

@@ -293,7 +293,7 @@ def _print_rate_limit_waits(args: argparse.Namespace) -> None:
         with session_scope() as session:
             waits = rate_limit_waits(session)
     except SQLAlchemyError as exc:
-        print(f"rate limits: not read ({type(exc).__name__})", file=sys.stderr)
+        print(f"rate limits: not read: {_why_not_read(exc)}", file=sys.stderr)
         return
     if waits and not args.json:
         print("\nprovider      waited  credentials  paused")
@@ -309,6 +309,25 @@ def _print_rate_limit_waits(args: argparse.Namespace) -> None:
             "paused_now": wait.paused_now,
         }
         _print(sys.stdout, args, data, line)
+
+
+def _why_not_read(exc: Exception) -> str:
+    """The reason, with its fix, that the rate-limit table could not be read: most often a
+    schema not migrated yet (the queue figures above came from RabbitMQ and are still good)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from bgworkers.db.engine import get_engine
+    from bgworkers.migrations.schema_check import schema_problem
+    from bgworkers.processes.diagnosis import database_problem
+
+    engine = get_engine()
+    try:
+        problem = schema_problem(engine)
+    except SQLAlchemyError as again:
+        problem = database_problem(again, engine.url.render_as_string(hide_password=True))
+    if problem is not None:
+        return problem.message
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
 
 
 def serve_console(settings: Settings, args: argparse.Namespace) -> int:

@@ -80,10 +80,16 @@ def make_engine(url: str, *, echo: bool = False, trusted_idle_s: float | None = 
         max_overflow=10,
         connect_args={"connect_timeout": 10},
     )
+    ping_only_when_idle(engine, trusted_idle_s=trusted_idle_s)
+    return engine
+
+
+def ping_only_when_idle(engine: Engine, *, trusted_idle_s: float | None = None) -> None:
+    """Ping ``engine``'s pooled connections at checkout only after ``trusted_idle_s``
+    idle (default :data:`TRUSTED_IDLE_S`; see there why not on every checkout)."""
     event.listen(engine, "checkin", _note_checkin)
     trusted = TRUSTED_IDLE_S if trusted_idle_s is None else trusted_idle_s
     event.listen(engine, "checkout", functools.partial(_ping_if_idle, engine.dialect, trusted))
-    return engine
 
 
 #: Seconds a pooled connection may have been idle and still be used without a ping first.

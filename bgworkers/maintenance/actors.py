@@ -48,3 +48,13 @@ def optimize_database() -> None:
 def cleanup_old_sessions() -> None:
     """Daily: delete expired user sessions in bounded batches."""
     delete_expired_sessions(now=utcnow(), batch_size=get_settings().session_cleanup_batch_size)
+
+
+@task(queue=queues.MAINTENANCE, periodic=True, max_retries=3, time_limit_ms=5 * 60_000)
+def prune_rate_limit_rows() -> None:
+    """Daily: delete shared rate-limit rows of credentials unused for
+    ``BGW_RATE_LIMIT_ROW_IDLE_DAYS``."""
+    from bgworkers.sync.api import prune_idle_rate_limit_rows
+
+    idle_days = get_settings().rate_limit_row_idle_days
+    prune_idle_rate_limit_rows(get_engine(), idle_s=idle_days * 86_400)

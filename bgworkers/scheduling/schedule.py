@@ -80,6 +80,11 @@ SCHEDULE: tuple[ScheduledJob, ...] = (
         "drop dead-letter index rows whose message left the XQ (7-day TTL)",
     ),
     ScheduledJob(
+        "prune_rate_limit_rows",
+        "30 4 * * *",
+        "delete shared rate-limit rows of credentials unused for BGW_RATE_LIMIT_ROW_IDLE_DAYS",
+    ),
+    ScheduledJob(
         "catch_up_missed_ticks",
         "* * * * *",
         "re-send ticks missed while the scheduler was down, within each job's window",

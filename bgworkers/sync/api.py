@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select as core_select
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from bgworkers.sync.models import CalendarEvent, RateLimitSlot
@@ -23,8 +24,17 @@ __all__ = [
     "RateLimitWaits",
     "calendar_events_of_users",
     "calendar_events_starting",
+    "prune_idle_rate_limit_rows",
     "rate_limit_waits",
 ]
+
+
+def prune_idle_rate_limit_rows(engine: Engine, *, idle_s: float) -> int:
+    """Delete the shared rate-limit rows unused for ``idle_s`` seconds (the maintenance job);
+    see :func:`bgworkers.sync.shared_limits.prune_idle_rows`."""
+    from bgworkers.sync.shared_limits import prune_idle_rows
+
+    return prune_idle_rows(engine, idle_s=idle_s)
 
 
 def calendar_events_starting(

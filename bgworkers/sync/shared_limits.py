@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sqlalchemy import Engine, func, select, text, update
+from sqlalchemy import Engine, delete, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
@@ -88,15 +88,35 @@ class SlotStore:
         self.engine = engine
         self._known: set[str] = set()
         self._postgres = engine.dialect.name == "postgresql"
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def reserve(self, limits: Sequence[Limit]) -> float:
-        """Reserve the next slot common to ``limits``; return the seconds until it."""
+        """Reserve the next slot common to ``limits``; return the seconds until it.
+
+        A row this process remembers may have been pruned since (:func:`prune_idle_rows`):
+        a reservation that moved fewer rows than it has keys is redone after inserting them,
+        so a pruned credential is never left unlimited.
+        """
         keys = sorted({limit.key for limit in limits})
-        with self.engine.begin() as conn:
-            self._ensure_rows(conn, keys)
+        for _ in range(2):
             if self._postgres:
-                return _reserve_postgres(conn, limits)
-            return _reserve_sqlite(conn, limits, keys)
+                moved, wait = self._reserve_postgres(limits, keys)
+            else:
+                with self.engine.begin() as conn:
+                    self._ensure_rows(conn, keys)
+                    moved, wait = _reserve_sqlite(conn, limits, keys)
+            if moved == len(keys):
+                return wait
+            self._known.difference_update(keys)
+        raise SQLAlchemyError(f"rate limit rows {keys} could not be created")
+
+    def _reserve_postgres(self, limits: Sequence[Limit], keys: list[str]) -> tuple[int, float]:
+        """Autocommit: the reservation is one statement, atomic by itself, so it needs no
+        BEGIN and COMMIT around it (two round trips of three, per request). Should a row be
+        missing, the rows that were there moved one interval: that only spaces requests more."""
+        with self._autocommit.connect() as conn:
+            self._ensure_rows(conn, keys)
+            return _reserve_postgres(conn, limits, keys)
 
     def reserve_many(self, requests: Sequence[Sequence[Limit]]) -> list[float]:
         """Reserve one slot for each of ``requests`` (each under its own limits), in their
@@ -242,7 +262,9 @@ _MOVE_POSTGRES = text(
 )
 
 
-def _reserve_sqlite(conn: Connection, limits: Sequence[Limit], keys: list[str]) -> float:
+def _reserve_sqlite(
+    conn: Connection, limits: Sequence[Limit], keys: list[str]
+) -> tuple[int, float]:
     # Take the write lock first, so no other process reads between our read and our update
     # (SQLite has no SELECT ... FOR UPDATE); SQLite lives on one host: its clock is everyone's.
     conn.execute(
@@ -255,6 +277,8 @@ def _reserve_sqlite(conn: Connection, limits: Sequence[Limit], keys: list[str]) 
             col(RateLimitSlot.key).in_(keys)
         )
     ).all()
+    if len(rows) < len(keys):
+        return len(rows), 0.0
     now = time.time()
     slot: float = max([now, *(r.next_at for r in rows), *(r.paused_until for r in rows)])
     for limit in limits:
@@ -263,14 +287,58 @@ def _reserve_sqlite(conn: Connection, limits: Sequence[Limit], keys: list[str]) 
             .where(col(RateLimitSlot.key) == limit.key)
             .values(next_at=slot + limit.interval_s, waited_s=RateLimitSlot.waited_s + (slot - now))
         )
-    return max(slot - now, 0.0)
+    return len(rows), max(slot - now, 0.0)
 
 
-def _reserve_postgres(conn: Connection, limits: Sequence[Limit]) -> float:
+def _reserve_postgres(
+    conn: Connection, limits: Sequence[Limit], keys: list[str]
+) -> tuple[int, float]:
     params = {"keys": [limit.key for limit in limits],
               "intervals": [limit.interval_s for limit in limits]}  # fmt: skip
     waits = conn.execute(_RESERVE_POSTGRES, params).scalars().all()
-    return float(max([0.0, *waits]))
+    return len(waits), float(max([0.0, *waits]))
+
+
+def prune_idle_rows(engine: Engine, *, idle_s: float, batch_size: int = 1_000) -> int:
+    """Delete the rows of credentials (and caps) unused for ``idle_s`` seconds; return how many.
+
+    Why: a row is created for every credential ever used and nothing else removes it, so a
+    deployment whose users come and go grows the table for ever. A row is idle when both its
+    next slot and its pause ended ``idle_s`` ago: every reservation moves ``next_at`` past the
+    present, so an idle row has neither a reservation nor a pause that could still matter. A
+    credential used again gets a fresh row (see :meth:`SlotStore.reserve`); its ``waited_s``
+    total starts from zero. Deleted ``batch_size`` rows per short transaction, with the
+    cut-off on the database's clock (PostgreSQL), so no long lock is held on the table.
+    """
+    if idle_s <= 0:
+        raise ValueError("idle_s must be positive")
+    deleted = 0
+    while True:
+        with engine.begin() as conn:
+            if engine.dialect.name == "postgresql":
+                now = float(
+                    conn.execute(select(func.extract("epoch", func.clock_timestamp()))).scalar_one()
+                )
+            else:
+                now = time.time()
+            cutoff = now - idle_s
+            idle = (col(RateLimitSlot.next_at) < cutoff) & (
+                col(RateLimitSlot.paused_until) < cutoff
+            )
+            batch = select(col(RateLimitSlot.key)).where(idle).limit(batch_size)
+            if engine.dialect.name == "postgresql":
+                batch = batch.with_for_update(skip_locked=True)
+            outcome = conn.execute(
+                delete(RateLimitSlot).where(
+                    idle, col(RateLimitSlot.key).in_(batch.scalar_subquery())
+                )
+            )
+            count = int(getattr(outcome, "rowcount", 0) or 0)
+        deleted += count
+        if count < batch_size:
+            break
+    log.info("rate_limit_rows_pruned", deleted=deleted, idle_s=idle_s)
+    return deleted
 
 
 @dataclass
@@ -437,4 +505,5 @@ __all__ = [
     "SlotStore",
     "Throttle",
     "credential_key",
+    "prune_idle_rows",
 ]

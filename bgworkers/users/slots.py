@@ -20,10 +20,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import dramatiq
-from sqlalchemy import Engine, create_engine, func, select, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import Connection
 
-from bgworkers.db.engine import get_engine
+from bgworkers.db.engine import get_engine, ping_only_when_idle
 from bgworkers.logs.loggers import get_logger
 from bgworkers.processes.process_resources import ProcessResource
 
@@ -35,6 +35,11 @@ _NAMESPACE = 0x62677700
 #: Milliseconds before a job that found its user at the cap runs again (plus up to as much
 #: again at random, so deferred jobs do not return in a herd).
 DEFER_MS = 5_000
+
+
+#: Plain statements: a ``select(func...)`` was compiled (cache key and all) at every job.
+_TRY_LOCK = text("SELECT pg_try_advisory_lock(:a, :b)")
+_UNLOCK = text("SELECT pg_advisory_unlock(:a, :b)")
 
 
 def lock_key(user_id: int, slot: int) -> tuple[int, int]:
@@ -126,8 +131,7 @@ def _release(conn: Connection, key: tuple[int, int]) -> None:
     """Unlock ``key``; a connection that cannot say it did is closed (the lock dies with it),
     so a pooled connection never carries a user's slot into the next job."""
     try:
-        released = conn.execute(select(func.pg_advisory_unlock(*key))).scalar_one()
-        conn.commit()
+        released = conn.execute(_UNLOCK, {"a": key[0], "b": key[1]}).scalar_one()
     except BaseException:  # even an interrupt: a connection in an unknown state is not reused
         conn.invalidate()
         raise
@@ -157,7 +161,10 @@ def _slot_engine(engine: Engine) -> Engine:
     """An engine on ``engine``'s database for the slot connections, apart from its pool.
 
     A connection goes back to this engine's pool only after its lock was released; one whose
-    unlock failed is invalidated (closed), which releases the lock with it.
+    unlock failed is invalidated (closed), which releases the lock with it. Autocommit: the
+    locks are the session's, so no transaction is needed, and each lock or unlock is one
+    round trip instead of three (BEGIN, the call, COMMIT); a connection is pinged only after
+    it sat idle (:func:`~bgworkers.db.engine.ping_only_when_idle`), not at every checkout.
     """
     url = engine.url.render_as_string(hide_password=False)
     engines = _SLOT_ENGINES.get(dict)
@@ -167,19 +174,18 @@ def _slot_engine(engine: Engine) -> Engine:
                 engine.url,
                 pool_size=KEPT_CONNECTIONS,
                 max_overflow=-1,
-                pool_pre_ping=True,
+                isolation_level="AUTOCOMMIT",
                 connect_args={"connect_timeout": 10},
             )
+            ping_only_when_idle(engines[url])
         return engines[url]
 
 
 def _take_slot(conn: Connection, user_id: int, cap: int) -> tuple[int, int] | None:
     for slot in range(cap):
         key = lock_key(user_id, slot)
-        if conn.execute(select(func.pg_try_advisory_lock(*key))).scalar_one():
-            conn.commit()  # the lock is the session's; no transaction needs to stay open
+        if conn.execute(_TRY_LOCK, {"a": key[0], "b": key[1]}).scalar_one():
             return key
-    conn.commit()
     return None
 
 

@@ -250,3 +250,28 @@ def test_an_interrupted_listing_archives_nothing_until_it_completes(
     assert resumed.pages == 2  # resumed from the committed cursor, not from the start
     stored = pages(db_engine, user)
     assert {i for i, page in stored.items() if page.archived} == {ids[0]}
+
+
+def test_a_malformed_page_fails_only_itself_and_is_not_archived(
+    db_engine: Engine, user: int, notion, notion_client, settings, limiter, policy, registry
+) -> None:
+    ids = fill(notion, 3)
+    run(db_engine, user, notion_client, settings, limiter, policy)
+    # The page is still listed, but with an edit time that cannot be parsed: it is counted
+    # as malformed and keeps its row as it was; the other pages are updated beside it, and
+    # a complete listing does not take it for gone.
+    notion.pages[ids[1]]["last_edited_time"] = "yesterday"
+    notion.put_page("Renamed", edited=EDITED + timedelta(hours=1), page_id=ids[0])
+    result = run(db_engine, user, notion_client, settings, limiter, policy)
+
+    assert (result.upserted, result.malformed, result.archived) == (2, 1, 0)
+    stored = pages(db_engine, user)
+    assert stored[ids[0]].title == "Renamed"
+    assert stored[ids[1]].title == "Page 1" and not stored[ids[1]].archived
+    assert stored[ids[1]].sync_generation == connection(db_engine, user).generation
+    assert (
+        registry.get_sample_value(
+            "bgworkers_sync_items_total", {"provider": "notion", "action": "malformed"}
+        )
+        == 1
+    )

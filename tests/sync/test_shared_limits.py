@@ -32,6 +32,7 @@ from bgworkers.sync.shared_limits import (
     SharedLimiter,
     SlotStore,
     credential_key,
+    prune_idle_rows,
 )
 from tests.sync.fakes import serve_http
 
@@ -206,3 +207,32 @@ def test_a_wait_longer_than_a_thread_should_sleep_goes_back_to_the_broker(
         limiter.acquire(limits)
     assert raised.value.retry_after_s == pytest.approx(60.0, abs=1.0)
     assert slept == []  # no thread slept through it
+
+
+@pytest.mark.parametrize("db_engine", ["sqlite", "postgresql"], indirect=True)
+def test_idle_rows_are_pruned_and_a_pruned_credential_is_still_limited(db_engine: Engine) -> None:
+    store = SlotStore(db_engine)
+    used = Limit(credential_key("notion", "used-token"), 4.0)
+    old = Limit(credential_key("notion", "old-token"), 4.0)
+    paused = Limit(credential_key("notion", "paused-token"), 4.0)
+    for limit in (used, old, paused):
+        store.reserve([limit])
+    store.pause(paused.key, 3_600.0)  # a pause still running keeps its row
+    with Session(db_engine) as session:
+        for limit in (old, paused):
+            row = session.get(RateLimitSlot, limit.key)
+            assert row is not None
+            row.next_at -= 40 * 86_400  # last reserved 40 days ago
+        session.commit()
+
+    assert prune_idle_rows(db_engine, idle_s=30 * 86_400, batch_size=1) == 1
+    with Session(db_engine) as session:
+        assert session.get(RateLimitSlot, old.key) is None
+        assert session.get(RateLimitSlot, used.key) is not None
+        assert session.get(RateLimitSlot, paused.key) is not None
+    assert prune_idle_rows(db_engine, idle_s=30 * 86_400) == 0  # a second run finds nothing
+
+    # The store still believes the pruned row exists; its requests are spaced all the same.
+    slots = [slot_after(store, [old], old.key) for _ in range(3)]
+    gaps = [b - a for a, b in itertools.pairwise(slots)]
+    assert all(gap >= 0.25 - 1e-6 for gap in gaps), gaps
