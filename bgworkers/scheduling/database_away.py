@@ -7,19 +7,19 @@ heartbeat tick (no retries) was dead-lettered while the dead-letter index could 
 it. A periodic job runs again at its next tick, and the catch-up job re-sends ticks missed
 within a job's window, so the right answer to "the database is away" is to skip the tick and
 count it: ``bgworkers_schedule_skipped_ticks_total{reason="database_unavailable"}``, and one
-line a minute (per process) naming the condition and the fix.
+line a minute (per process: the interval belongs to the process's ``ScheduleGuard``) naming
+the condition and the fix.
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from datetime import datetime
 from typing import Final
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from bgworkers.logs.failure_reasons import failure_reason
+from bgworkers.logs.intervals import LogInterval
 from bgworkers.logs.loggers import get_logger
 from bgworkers.scheduling.metrics import SCHEDULE_METRICS
 
@@ -29,10 +29,6 @@ REASON: Final = "database_unavailable"
 #: Seconds between two lines about the database being away.
 LOG_INTERVAL_S: Final = 60.0
 
-_last_logged = [-LOG_INTERVAL_S]
-_held = [0]
-_lock = threading.Lock()
-
 
 def is_database_away(exc: BaseException) -> bool:
     """Whether ``exc`` says the database did not answer (not a bad query or a constraint)."""
@@ -41,10 +37,11 @@ def is_database_away(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
-def skip_tick(job: str, tick: datetime, exc: BaseException) -> None:
-    """Count the skipped tick; log at most one line per :data:`LOG_INTERVAL_S`."""
+def skip_tick(job: str, tick: datetime, exc: BaseException, *, notices: LogInterval) -> None:
+    """Count the skipped tick; log only when ``notices`` says it is due."""
     SCHEDULE_METRICS.get().skipped.labels(job, REASON).inc()
     _notice(
+        notices,
         "scheduled_tick_skipped",
         job,
         tick,
@@ -54,9 +51,12 @@ def skip_tick(job: str, tick: datetime, exc: BaseException) -> None:
     )
 
 
-def outcome_not_recorded(job: str, tick: datetime, exc: BaseException) -> None:
+def outcome_not_recorded(
+    job: str, tick: datetime, exc: BaseException, *, notices: LogInterval
+) -> None:
     """A run ended while the database was away: its claim stays until it goes stale."""
     _notice(
+        notices,
         "scheduled_run_not_recorded",
         job,
         tick,
@@ -66,15 +66,12 @@ def outcome_not_recorded(job: str, tick: datetime, exc: BaseException) -> None:
     )
 
 
-def _notice(event: str, job: str, tick: datetime, exc: BaseException, hint: str) -> None:
-    """One line per :data:`LOG_INTERVAL_S` in this process, saying how many were held back."""
-    now = time.monotonic()
-    with _lock:
-        if now - _last_logged[0] < LOG_INTERVAL_S:
-            _held[0] += 1
-            return
-        _last_logged[0], held = now, _held[0]
-        _held[0] = 0
+def _notice(
+    notices: LogInterval, event: str, job: str, tick: datetime, exc: BaseException, hint: str
+) -> None:
+    """One line per interval of ``notices``, saying how many were held back."""
+    if not notices.due():
+        return
     log.warning(
         event,
         job=job,
@@ -82,5 +79,5 @@ def _notice(event: str, job: str, tick: datetime, exc: BaseException, hint: str)
         reason=REASON,
         error=failure_reason(exc),
         hint=hint,
-        similar_held_back=held,
+        similar_held_back=notices.held_back,
     )

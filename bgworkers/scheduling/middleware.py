@@ -40,10 +40,16 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from bgworkers.db.engine import session_scope, utcnow
 from bgworkers.logs.failure_reasons import failure_reason
+from bgworkers.logs.intervals import LogInterval
 from bgworkers.logs.loggers import get_logger
 from bgworkers.middleware.outcome import outcome_of
 from bgworkers.scheduling.claims import Claim, claim_run, finish_run
-from bgworkers.scheduling.database_away import is_database_away, outcome_not_recorded, skip_tick
+from bgworkers.scheduling.database_away import (
+    LOG_INTERVAL_S,
+    is_database_away,
+    outcome_not_recorded,
+    skip_tick,
+)
 from bgworkers.scheduling.metrics import SCHEDULE_METRICS
 from bgworkers.scheduling.pauses import is_paused
 from bgworkers.scheduling.periodic import CronPeriod
@@ -127,6 +133,11 @@ class ScheduleGuard(Middleware):
     the run (a second delivery of the same tick is skipped), and records the outcome after.
     """
 
+    def __init__(self, *, database_notices: LogInterval | None = None) -> None:
+        """``database_notices``: when to log that the database is away (default: one line
+        a minute for this middleware, i.e. per worker process)."""
+        self.database_notices = database_notices or LogInterval(LOG_INTERVAL_S)
+
     @property
     def actor_options(self) -> set[str]:
         return {"periodic"}
@@ -151,7 +162,8 @@ class ScheduleGuard(Middleware):
         except (OperationalError, InterfaceError, DBAPIError) as exc:
             if not is_database_away(exc):
                 raise
-            skip_tick(period.name, tick, exc)  # not run, not dead-lettered: see database_away
+            # Not run, not dead-lettered: see database_away.
+            skip_tick(period.name, tick, exc, notices=self.database_notices)
             raise SkipMessage() from None
 
     def _claim_or_skip(
@@ -263,7 +275,7 @@ class ScheduleGuard(Middleware):
                 raise
             # The claim stays 'running' and goes stale after the time limit; a retry (or the
             # next tick) claims it again. Counted as the run's outcome below all the same.
-            outcome_not_recorded(job, tick, exc)
+            outcome_not_recorded(job, tick, exc, notices=self.database_notices)
         metrics = SCHEDULE_METRICS.get()
         metrics.runs.labels(job, outcome).inc()
         metrics.last_duration.labels(job).set(duration_s)
