@@ -6,8 +6,10 @@ its own (``bench-fair-<random>``, deleted at the end) and a PostgreSQL schema of
 
 1. ``lanes``: N bulk emails are queued through ``enqueue_email`` (the outbox) before the
    worker group starts, as after an outage; the group's relay publishes them and its workers
-   drain them; with ``--summaries S``, S users' daily summaries are due and their tick comes
-   too; with all that in flight, R reminders fall due and the reminder check ticks.
+   drain them, and R reminders fall due with the backlog draining and the reminder check
+   ticks. With ``--summaries S``, S users' daily summaries come first (their tick, the worker
+   group, their emails flowing), then the bulk emails are queued while the group runs; with
+   both in flight, the reminders fall due.
    Figure: for each reminder, the seconds from its due time to the SMTP server (aiosmtpd, a
    child process) accepting its email; and how many bulk emails were still waiting when the
    last reminder email left.
@@ -174,36 +176,41 @@ def part_lanes(
     from bgworkers.reminders.models import Reminder
     from bgworkers.users.models import User
 
-    started = time.monotonic()
-    for first in range(0, args.bulk, 1000):
-        with session_scope() as session:
-            for n in range(first, min(first + 1000, args.bulk)):
-                enqueue_email(
-                    session=session,
-                    recipient=f"user{n}@example.org",
-                    subject=f"notice {n}",
-                    text="A notice to every user.\n",
-                    idempotency_key=f"notice:{n}",
-                )
-    print(f"lanes: {args.bulk} bulk emails queued in {time.monotonic() - started:.1f} s")
-    add_summary_users(args.summaries)
-    # The workers start on a full outbox, as after an SMTP or worker outage: the relay
-    # publishes the backlog, the group drains it; the daily summaries' tick comes, and with
-    # both in flight, reminders fall due.
-    groups.start(threads=8)  # every queue: the default deployment
-    flowing = min(50, args.bulk)
-    wait_for(lambda: len(read_sink(record)) >= flowing, timeout_s=300, what="bulk email flowing")
+    def queue_bulk() -> None:
+        started = time.monotonic()
+        for first in range(0, args.bulk, 1000):
+            with session_scope() as session:
+                for n in range(first, min(first + 1000, args.bulk)):
+                    enqueue_email(
+                        session=session,
+                        recipient=f"user{n}@example.org",
+                        subject=f"notice {n}",
+                        text="A notice to every user.\n",
+                        idempotency_key=f"notice:{n}",
+                    )
+        print(f"lanes: {args.bulk} bulk emails queued in {time.monotonic() - started:.1f} s")
+
+    def flowing(prefix: str, count: int) -> Callable[[], bool]:
+        return lambda: sum(1 for r in read_sink(record) if r.startswith(prefix)) >= count
+
     if args.summaries:
+        # The daily summaries' tick comes first and their emails flow; then the application
+        # queues the bulk backlog; with both in flight, reminders fall due. (The other way
+        # round, the summaries' pages would wait behind the whole backlog on the email queue.)
+        add_summary_users(args.summaries)
+        groups.start(threads=8)  # every queue: the default deployment
         from bgworkers.reminders.actors import send_daily_email_summary
 
         send_daily_email_summary.send()  # the quarter hour's tick
-
-        def summaries_flowing() -> bool:
-            return sum(1 for r in read_sink(record) if r.startswith("sum")) >= min(
-                50, args.summaries
-            )
-
-        wait_for(summaries_flowing, timeout_s=600, what="summary emails flowing")
+        first_summaries = min(50, args.summaries)
+        wait_for(flowing("sum", first_summaries), timeout_s=600, what="summary emails flowing")
+        queue_bulk()
+    else:
+        # The workers start on a full outbox, as after an SMTP or worker outage: the relay
+        # publishes the backlog, the group drains it, and then reminders fall due.
+        queue_bulk()
+        groups.start(threads=8)
+    wait_for(flowing("user", min(50, args.bulk)), timeout_s=300, what="bulk email flowing")
     due = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
     with Session(get_engine()) as session:
         users = [User(email=f"rem{n}@example.org") for n in range(args.reminders)]

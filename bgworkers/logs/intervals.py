@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 
 class LogInterval:
@@ -37,3 +37,29 @@ class LogInterval:
                 return False
             self._last, self.held_back, self._refused = now, self._refused, 0
             return True
+
+    def reset(self) -> None:
+        """Forget the last line: the condition ended, and if it comes back, its first
+        :meth:`due` is True at once."""
+        with self._lock:
+            self._last, self._refused = None, 0
+
+
+class LogIntervalsByKey:
+    """One :class:`LogInterval` per key (a condition's name, a kind of line), made on first
+    use: two conditions that alternate each get their own line per interval."""
+
+    def __init__(
+        self, interval_s: float = 60.0, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.interval_s = interval_s
+        self._clock = clock
+        self._intervals: dict[Hashable, LogInterval] = {}
+        self._lock = threading.Lock()
+
+    def of(self, key: Hashable) -> LogInterval:
+        with self._lock:
+            interval = self._intervals.get(key)
+            if interval is None:
+                interval = self._intervals[key] = LogInterval(self.interval_s, clock=self._clock)
+            return interval

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
 from collections.abc import Callable, Sequence
+
+from bgworkers.logs.intervals import LogIntervalsByKey
 
 #: Loggers whose repeated lines are rate-limited (prefixes).
 NOISY_LOGGERS = ("pika", "dramatiq.worker.ConsumerThread", "dramatiq.broker", "dramatiq.brokers")
@@ -69,24 +70,15 @@ class LibraryNoiseFilter(logging.Filter):
         super().__init__()
         self.interval_s = interval_s
         self.broker_nodes = " or ".join(broker_nodes) or "unknown"
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._last: dict[tuple[str, int, str], float] = {}
-        self._held: dict[tuple[str, int, str], int] = {}
+        self._notices = LogIntervalsByKey(interval_s, clock=clock)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.name.startswith(NOISY_LOGGERS) and not _database_away(record):
             return True
-        key = _kind(record)
-        now = self._clock()
-        with self._lock:
-            last = self._last.get(key)
-            if last is not None and now - last < self.interval_s:
-                self._held[key] = self._held.get(key, 0) + 1
-                return False
-            self._last[key] = now
-            held = self._held.pop(key, 0)
-        _shorten(record, held, self.interval_s, self.broker_nodes)
+        notices = self._notices.of(_kind(record))
+        if not notices.due():
+            return False
+        _shorten(record, notices.held_back, self.interval_s, self.broker_nodes)
         return True
 
 

@@ -16,12 +16,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable
 
 from dramatiq import Worker
 
 from bgworkers.logs.failure_reasons import failure_reason
+from bgworkers.logs.intervals import LogIntervalsByKey
 from bgworkers.logs.loggers import get_logger, redact_text
 from bgworkers.processes.diagnosis import EXIT_UNAVAILABLE, Problem, database_problem
 from bgworkers.settings import Settings
@@ -81,7 +81,7 @@ class DatabaseWait:
 
     def run(self) -> None:
         self._worker.pause()
-        last_logged: dict[str, float] = {}
+        notices = LogIntervalsByKey(self._log_interval_s)
         while not self.stop.is_set():
             problem = self._probe(self._settings)
             if problem is None:
@@ -95,11 +95,7 @@ class DatabaseWait:
                     handler.flush()  # the line reaches the log before the process ends
                 self._exit(problem.exit_code)
                 return
-            now = time.monotonic()
-            if now - last_logged.get(problem.condition, -self._log_interval_s) >= (
-                self._log_interval_s
-            ):
-                last_logged[problem.condition] = now
+            if notices.of(problem.condition).due():
                 log.error(
                     problem.condition,
                     database_url=self._url(),

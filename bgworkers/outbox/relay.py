@@ -35,6 +35,7 @@ from sqlmodel import Session
 
 from bgworkers.db.engine import insert_if_absent, utcnow
 from bgworkers.logs.failure_reasons import failure_reason
+from bgworkers.logs.intervals import LogInterval
 from bgworkers.logs.loggers import get_logger
 from bgworkers.outbox.api import RELAY_WAKEUP
 from bgworkers.outbox.metrics import OUTBOX_METRICS
@@ -353,16 +354,13 @@ class _FailureStreak:
     """One ``outbox_relay_failed`` line per :data:`FAILURE_LOG_INTERVAL_S` while failing."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
-        self._clock = clock
         self._failures = 0
-        self._last_logged = 0.0
+        self._notices = LogInterval(FAILURE_LOG_INTERVAL_S, clock=clock)
 
     def failed(self, error: str, *, retry_in_s: float) -> None:
         self._failures += 1
-        now = self._clock()
-        if self._failures > 1 and now - self._last_logged < FAILURE_LOG_INTERVAL_S:
+        if not self._notices.due():
             return
-        self._last_logged = now
         log.warning(
             "outbox_relay_failed", error=error, retry_in_s=retry_in_s, failures=self._failures
         )
@@ -371,6 +369,7 @@ class _FailureStreak:
         if self._failures:
             log.info("outbox_relay_recovered", failures=self._failures)
             self._failures = 0
+            self._notices.reset()  # the next streak's first failure is logged at once
 
 
 @dataclass

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from bgworkers.logs.intervals import LogIntervalsByKey
 from bgworkers.logs.loggers import get_logger
 from bgworkers.processes.diagnosis import broker_problem
 
@@ -49,7 +50,7 @@ def send_with_backoff(
 
     failures = 0
     delay = FIRST_DELAY_S
-    logged: dict[str, float] = {}
+    notices = LogIntervalsByKey(LOG_INTERVAL_S, clock=clock)
     while True:
         try:
             send()
@@ -57,9 +58,7 @@ def send_with_backoff(
             failures += 1
             on_failure()
             problem = broker_problem(exc.__cause__ or exc, broker_url)
-            now = clock()
-            if now - logged.get(problem.condition, -LOG_INTERVAL_S) >= LOG_INTERVAL_S:
-                logged[problem.condition] = now
+            if notices.of(problem.condition).due():
                 log.error(
                     problem.condition,
                     job=job,
