@@ -8,8 +8,8 @@ its own (``bench-fair-<random>``, deleted at the end) and a PostgreSQL schema of
    worker group starts, as after an outage; the group's relay publishes them and its workers
    drain them, and R reminders fall due with the backlog draining and the reminder check
    ticks. With ``--summaries S``, S users' daily summaries come first (their tick, the worker
-   group, their emails flowing), then the bulk emails are queued while the group runs; with
-   both in flight, the reminders fall due.
+   group, their emails flowing), the bulk emails are queued behind them (the group paused
+   meanwhile), and the reminders fall due with both in flight.
    Figure: for each reminder, the seconds from its due time to the SMTP server (aiosmtpd, a
    child process) accepting its email; and how many bulk emails were still waiting when the
    last reminder email left.
@@ -194,9 +194,11 @@ def part_lanes(
         return lambda: sum(1 for r in read_sink(record) if r.startswith(prefix)) >= count
 
     if args.summaries:
-        # The daily summaries' tick comes first and their emails flow; then the application
-        # queues the bulk backlog; with both in flight, reminders fall due. (The other way
-        # round, the summaries' pages would wait behind the whole backlog on the email queue.)
+        # The daily summaries' tick comes first (the other way round, their pages would wait
+        # behind the whole backlog on the email queue) and their emails flow; the group stops
+        # while the bulk backlog is queued (queued beside a running group, on this machine,
+        # it took longer than the summaries took to send), then starts again: summary pages
+        # ahead, the bulk backlog behind them, and reminders fall due with both in flight.
         add_summary_users(args.summaries)
         groups.start(threads=8)  # every queue: the default deployment
         from bgworkers.reminders.actors import send_daily_email_summary
@@ -204,13 +206,18 @@ def part_lanes(
         send_daily_email_summary.send()  # the quarter hour's tick
         first_summaries = min(50, args.summaries)
         wait_for(flowing("sum", first_summaries), timeout_s=600, what="summary emails flowing")
+        groups.stop()
         queue_bulk()
+        sent_before = sum(1 for r in read_sink(record) if r.startswith("sum"))
+        groups.start(threads=8)
+        more = min(sent_before + 50, args.summaries)
+        wait_for(flowing("sum", more), timeout_s=600, what="summary emails flowing again")
     else:
         # The workers start on a full outbox, as after an SMTP or worker outage: the relay
         # publishes the backlog, the group drains it, and then reminders fall due.
         queue_bulk()
         groups.start(threads=8)
-    wait_for(flowing("user", min(50, args.bulk)), timeout_s=300, what="bulk email flowing")
+        wait_for(flowing("user", min(50, args.bulk)), timeout_s=300, what="bulk email flowing")
     due = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
     with Session(get_engine()) as session:
         users = [User(email=f"rem{n}@example.org") for n in range(args.reminders)]
