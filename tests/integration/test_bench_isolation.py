@@ -103,7 +103,9 @@ def test_every_benchmark_leaves_the_application_queues_alone(
         assert result.returncode == 0, result.stdout + result.stderr
         lines = result.stdout.splitlines()
         assert not [line for line in lines if line.startswith("{")], result.stdout  # no JSON logs
-        assert len(lines) < 60, result.stdout
+        # A screenful of figures: scale.py prints a block per phase (about 60 lines at these
+        # sizes); a log stream leaking to stdout would be hundreds.
+        assert len(lines) < 100, result.stdout
         own_queues += re.findall(r"^bench_queue=(\S+)", result.stdout, re.MULTILINE)
     channel = filled_app_queues.channel()
     assert {queue: depth(channel, queue) for queue in APP_QUEUES} == dict.fromkeys(
