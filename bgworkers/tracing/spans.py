@@ -86,7 +86,7 @@ def current_span(
     ) as span:
         try:
             yield span
-        except BaseException as exc:
+        except BaseException as exc:  # a time limit or shutdown ends the span as failed too
             span.set_attribute("error.type", type(exc).__name__)
             span.set_status(Status(StatusCode.ERROR, error_text(exc)))
             raise

@@ -87,8 +87,8 @@ def user_slots(
                 held.extend((_NAMESPACE + slot, user_id) for user_id in got)
                 left = [user_id for user_id in left if user_id not in got]
             conn.commit()  # the locks are the session's; no transaction needs to stay open
-        except BaseException:
-            conn.invalidate()  # closing the connection releases whatever it took
+        except BaseException:  # even an interrupt: closing the connection releases what it took
+            conn.invalidate()
             raise
         try:
             yield {user_id for _, user_id in held}
@@ -120,7 +120,7 @@ def _release_many(conn: Connection, held: list[tuple[int, int]]) -> None:
     try:
         released = conn.execute(_RELEASE_MANY, {"keys": keys, "ids": ids}).scalar_one()
         conn.commit()
-    except BaseException:
+    except BaseException:  # even an interrupt: a connection in an unknown state is not reused
         conn.invalidate()
         raise
     if not released:
