@@ -122,6 +122,11 @@ class Settings(BaseSettings):
     #: Default: ``sqlite:///<data_dir>/bgworkers.db``.
     database_url: SecretStr = SecretStr("sqlite:///bgworkers.db")
     database_echo: bool = False
+    #: PostgreSQL ends a session idle inside a transaction this long (0: never). Why: a host
+    #: cut off between a statement and its COMMIT keeps its row locks until the server
+    #: notices the dead client (hours, or never through a proxy), blocking every other
+    #: worker that touches those rows; none of bgworkers' transactions idles for seconds.
+    database_idle_transaction_timeout_s: float = Field(default=60.0, ge=0)
     #: With tracing on (``OTEL_*``), a CLIENT span per SQL statement (no text, no values).
     trace_sql: bool = False
     #: ``auto``: readable console lines on a terminal, JSON lines otherwise.

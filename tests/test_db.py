@@ -109,3 +109,33 @@ def test_an_idle_pooled_connection_the_server_closed_is_replaced_by_the_ping(
             assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() != pid
     finally:
         engine.dispose()
+
+
+def test_a_session_idle_inside_a_transaction_is_ended_by_the_server(
+    postgres_engine: Engine,
+) -> None:
+    """A host cut off between a statement and its COMMIT must not keep its row locks."""
+    from sqlalchemy import text
+
+    from bgworkers.db.engine import make_engine
+    from tests.platform_helpers import wait_for
+
+    url = postgres_engine.url.render_as_string(hide_password=False)
+    engine = make_engine(url, idle_transaction_timeout_s=0.5)
+    try:
+        with engine.connect() as conn:
+            # The URL's own options (the test schema's search_path) are kept beside it.
+            assert conn.execute(text("SHOW search_path")).scalar_one() != '"$user", public'
+            pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()  # BEGIN, then idle
+
+            def ended() -> bool:
+                with postgres_engine.connect() as watcher:
+                    return not watcher.execute(
+                        text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"),
+                        {"pid": pid},
+                    ).scalar_one()
+
+            wait_for(ended, timeout_s=20, what="the server to end the idle transaction")
+            conn.invalidate()
+    finally:
+        engine.dispose()

@@ -58,8 +58,16 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def make_engine(url: str, *, echo: bool = False, trusted_idle_s: float | None = None) -> Engine:
-    """An engine on ``url``; ``trusted_idle_s``: see :data:`TRUSTED_IDLE_S` (its default)."""
+def make_engine(
+    url: str,
+    *,
+    echo: bool = False,
+    trusted_idle_s: float | None = None,
+    idle_transaction_timeout_s: float = 0.0,
+) -> Engine:
+    """An engine on ``url``; ``trusted_idle_s``: see :data:`TRUSTED_IDLE_S` (its default);
+    ``idle_transaction_timeout_s`` (PostgreSQL, 0: none): see
+    ``Settings.database_idle_transaction_timeout_s``."""
     parsed = make_url(url)
     connect_args: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
@@ -73,13 +81,15 @@ def make_engine(url: str, *, echo: bool = False, trusted_idle_s: float | None = 
         return engine
     # connect_timeout (seconds): an unreachable server fails a message or a readiness check
     # instead of hanging it.
-    engine = create_engine(
-        url,
-        echo=echo,
-        pool_size=10,
-        max_overflow=10,
-        connect_args={"connect_timeout": 10},
-    )
+    connect_args = {"connect_timeout": 10}
+    if idle_transaction_timeout_s > 0:
+        timeout_ms = max(int(idle_transaction_timeout_s * 1000), 1)
+        # Added to the URL's own libpq options (connect_args would replace them).
+        own = parsed.query.get("options") or ""
+        own = own if isinstance(own, str) else " ".join(own)
+        timeout = f"-c idle_in_transaction_session_timeout={timeout_ms}"
+        connect_args["options"] = f"{own} {timeout}".strip()
+    engine = create_engine(url, echo=echo, pool_size=10, max_overflow=10, connect_args=connect_args)
     ping_only_when_idle(engine, trusted_idle_s=trusted_idle_s)
     return engine
 
@@ -131,7 +141,11 @@ def get_engine(settings: Settings | None = None) -> Engine:
 
     def build() -> Engine:
         chosen = settings or get_settings()
-        engine = make_engine(chosen.database_url.get_secret_value(), echo=chosen.database_echo)
+        engine = make_engine(
+            chosen.database_url.get_secret_value(),
+            echo=chosen.database_echo,
+            idle_transaction_timeout_s=chosen.database_idle_transaction_timeout_s,
+        )
         if chosen.trace_sql:
             _trace_sql(engine)
         return engine
