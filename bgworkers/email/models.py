@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Index, Text
+from sqlalchemy import Index, Text, text
 from sqlmodel import Field, SQLModel
 
 from bgworkers.db.engine import UtcDateTime, utcnow
@@ -31,6 +31,9 @@ class OutboxEmail(SQLModel, table=True):
     __table_args__ = (
         Index("ix_email_outbox_status_dispatch_after", "status", "dispatch_after"),
         Index("ix_email_outbox_status_claimed_at", "status", "claimed_at"),
+        # A user's backup finds the user's emails by ``lower(recipient)``: without this
+        # index that query reads the whole outbox.
+        Index("ix_email_outbox_recipient_lower", text("lower(recipient)")),
     )
 
     id: int | None = Field(default=None, primary_key=True)

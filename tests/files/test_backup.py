@@ -420,3 +420,36 @@ def test_owned_rows_read_in_keyset_batches_are_every_row_in_key_order(
         for table in user_tables():
             rows = owned_rows(session, table, user_id, email, batch_size=2)
             assert [dict(row) for row in rows] == expected[table.name], table.name
+
+
+def test_the_per_user_outbox_query_uses_the_recipient_index(postgres_engine: Engine) -> None:
+    """A backup's outbox query finds a user's emails through ``lower(recipient)``'s index,
+    not by reading the whole outbox (the plan of the very statement ``owned_rows`` sends)."""
+    with postgres_engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO email_outbox (idempotency_key, recipient, subject, body_text, status,"
+            " attempts, dispatch_after, created_at, updated_at)"
+            " SELECT 'k' || n, 'User' || n || '@Example.org', 's', 'b', 'sent', 1,"
+            " now(), now(), now() FROM generate_series(1, 5000) AS n"
+        )
+        conn.exec_driver_sql("ANALYZE email_outbox")
+    sent: list[tuple[str, object]] = []
+
+    def remember(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        sent.append((statement, parameters))
+
+    outbox = SQLModel.metadata.tables["email_outbox"]
+    event.listen(postgres_engine, "before_cursor_execute", remember)
+    try:
+        with Session(postgres_engine) as session:
+            rows = list(owned_rows(session, outbox, 0, "user42@example.org"))
+    finally:
+        event.remove(postgres_engine, "before_cursor_execute", remember)
+    assert [row["recipient"] for row in rows] == ["User42@Example.org"]
+    statement, parameters = sent[0]
+    with postgres_engine.connect() as conn:
+        plan = "\n".join(
+            line for (line,) in conn.exec_driver_sql(f"EXPLAIN {statement}", parameters)
+        )
+    assert "ix_email_outbox_recipient_lower" in plan, plan
+    assert "Seq Scan" not in plan, plan
