@@ -3,6 +3,7 @@ and first message line, never the statement or the values bound to it."""
 
 from __future__ import annotations
 
+import io
 import threading
 
 import pytest
@@ -11,8 +12,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ProgrammingError
 from sqlmodel import Session
 
+from bgworkers.db.engine import utcnow
 from bgworkers.logs.failure_reasons import error_text, failure_reason
+from bgworkers.monitoring.health import CheckResult, DeadlineCheck
+from bgworkers.monitoring.report import print_health
 from bgworkers.outbox.relay import Relay, RelayConfig
+from bgworkers.settings import load_settings
 from tests.outbox.test_relay import MemoryPublisher
 from tests.platform_helpers import captured_json_logs, wait_for
 
@@ -58,3 +63,40 @@ def test_outbox_relay_failed_carries_no_statement_and_no_parameters(
         assert "[parameters:" not in rendered and "[SQL:" not in rendered
         assert ADDRESS not in rendered
         assert not any(word in rendered for word in ("INSERT", "UPDATE", "SELECT", "DELETE"))
+
+
+def test_a_readiness_detail_carries_no_statement_and_no_parameters(
+    postgres_engine: Engine,
+) -> None:
+    """What ``/readyz`` shows of a check that raised a real PostgreSQL error."""
+
+    def failing_check() -> CheckResult:
+        with postgres_engine.connect() as connection:
+            connection.execute(
+                text("INSERT INTO no_such_table (email) VALUES (:email)"), {"email": ADDRESS}
+            )
+        return CheckResult("database", True, "reachable")
+
+    check = DeadlineCheck("database", failing_check, timeout_s=30.0)
+    check.start()
+    result = check.wait()
+    assert result == CheckResult(
+        "database", False, 'UndefinedTable: relation "no_such_table" does not exist'
+    )
+
+
+def test_the_health_reports_outbox_line_carries_no_statement_and_no_parameters(
+    postgres_engine: Engine, rabbitmq_url: str
+) -> None:
+    """``bgworkers health`` reading an outbox table that is gone (a real PostgreSQL error)."""
+    with postgres_engine.begin() as connection:
+        connection.execute(text("DROP TABLE outbox_messages"))
+    out = io.StringIO()
+    print_health(load_settings(broker_url=rabbitmq_url), out, now=utcnow())
+    lines = [line for line in out.getvalue().splitlines() if line.startswith("outbox")]
+    assert lines == [
+        'outbox       FAILING  UndefinedTable: relation "outbox_messages" does not exist'
+    ]
+    report = out.getvalue()
+    assert "[parameters:" not in report and "[SQL:" not in report
+    assert "SELECT" not in report

@@ -42,6 +42,7 @@ from bgworkers.email.models import EmailStatus, OutboxEmail
 from bgworkers.email.smtp import Mailer, SmtpPermanentError, SmtpTransientError
 from bgworkers.email.wire import envelope_sender, wire_bytes
 from bgworkers.errors import PermanentError
+from bgworkers.logs.failure_reasons import failure_reason
 from bgworkers.logs.intervals import LogInterval
 from bgworkers.logs.loggers import get_logger
 
@@ -376,7 +377,9 @@ def send_claimed(
                 raise error
             raised = error
         elif outcome == "unexpected":
-            _requeue(session, row, token, f"{type(error).__name__}: {error}", sending)
+            assert error is not None, "_attempt gives an unexpected outcome with its error"
+            # Its reason only: a database error's statement and values stay out of last_error.
+            _requeue(session, row, token, failure_reason(error), sending)
             done.retried.append(row.id)
         elif outcome in ("retried", "down"):
             done.retried.append(row.id)

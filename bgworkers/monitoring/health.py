@@ -31,6 +31,7 @@ from sqlalchemy.pool import NullPool
 
 from bgworkers.brokers.probe import probe_broker_problem
 from bgworkers.db.engine import get_engine
+from bgworkers.logs.failure_reasons import failure_reason
 from bgworkers.logs.loggers import redact_text
 from bgworkers.metrics.reading import BackgroundReading
 from bgworkers.processes.diagnosis import database_problem
@@ -93,7 +94,7 @@ def check_database(
             problem = None
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready"; the text says why
         known = database_problem(exc, url)
-        detail = known.message if known else redact_text(f"{type(exc).__name__}: {exc}")[:300]
+        detail = known.message if known else redact_text(failure_reason(exc))[:300]
         return CheckResult("database", False, detail)
     if problem is not None:
         return CheckResult("database", False, problem.message)
@@ -136,7 +137,7 @@ class DeadlineCheck:
         try:
             result = self._check()
         except Exception as exc:  # noqa: BLE001 - a check that raises has failed; say why
-            result = CheckResult(self.name, False, redact_text(f"{type(exc).__name__}: {exc}"))
+            result = CheckResult(self.name, False, redact_text(failure_reason(exc)))
         with self._lock:
             self._result = result
             self._answered = time.monotonic()

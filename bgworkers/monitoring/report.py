@@ -10,6 +10,7 @@ from typing import TextIO
 from sqlmodel import Session
 
 from bgworkers.db.engine import get_engine, utcnow
+from bgworkers.logs.failure_reasons import failure_reason
 from bgworkers.logs.loggers import redact_text
 from bgworkers.maintenance.heartbeat import SOURCE
 from bgworkers.maintenance.models import SchedulerHeartbeat
@@ -39,7 +40,7 @@ def _outbox_line(settings: Settings, out: TextIO, *, now: datetime) -> list[str]
     try:
         backlog = read_backlog_now(settings, now=now)
     except Exception as exc:  # noqa: BLE001 - a report line, not a crash (e.g. not migrated)
-        error = redact_text(f"{type(exc).__name__}: {exc}")[:200]
+        error = redact_text(failure_reason(exc))[:200]
         out.write(f"outbox       FAILING  {error}\n")
         return [f"outbox: cannot read the outbox table ({error}); run `bgworkers migrate`?"]
     stale = backlog.oldest_age_s > STALE_OUTBOX_S

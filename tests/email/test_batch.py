@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from email.message import EmailMessage
 
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -164,3 +165,47 @@ def test_a_server_that_does_not_answer_is_tried_once_per_page(db_engine: Engine)
     assert {row.status for row in rows} == {EmailStatus.QUEUED}
     assert "Connection refused" in (rows[0].last_error or "")
     assert all((row.last_error or "").startswith("not tried") for row in rows[1:])
+
+
+class DatabaseFailingMailer:
+    """Fails one recipient's send with a real PostgreSQL error whose statement and bound
+    values name the recipient; sends the others through ``inner``."""
+
+    def __init__(self, inner: Mailer, poisoned: str, engine: Engine) -> None:
+        self.inner, self.poisoned, self.engine = inner, poisoned, engine
+
+    def _fail(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(
+                text("INSERT INTO no_such_table (email) VALUES (:e)"), {"e": self.poisoned}
+            )
+
+    def send(self, message: EmailMessage) -> None:
+        if message["To"] == self.poisoned:
+            self._fail()
+        self.inner.send(message)
+
+    def send_bytes(self, *, sender: str, recipients: list[str], data: bytes) -> None:
+        if recipients == [self.poisoned]:
+            self._fail()
+        self.inner.send_bytes(sender=sender, recipients=recipients, data=data)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_requeued_email_keeps_a_database_errors_reason_only(
+    postgres_engine: Engine, smtp_server: SmtpServer
+) -> None:
+    """``last_error`` is shown to operators: no statement, no bound values (an address)."""
+    mailer = DatabaseFailingMailer(smtp_server.mailer(), "user1@example.org", postgres_engine)
+    with Session(postgres_engine) as session:
+        ids = sorted(add_emails(session, drafts(3), now=NOW).values())
+        session.commit()
+        retried: list[int] = []
+        deliver_emails(ids, session=session, sending=sending(mailer), retry=retried.extend)
+    assert retried == [ids[1]]
+    with Session(postgres_engine) as session:
+        row = session.get(OutboxEmail, ids[1])
+        assert row is not None and row.status == EmailStatus.QUEUED
+        assert row.last_error == 'UndefinedTable: relation "no_such_table" does not exist'
