@@ -100,6 +100,14 @@ def run_fake_google(port: int, latency_s: float, throttle_every: int, ready: Any
         finally:
             writer.close()
 
+    _serve_forever(serve, port, ready)
+
+
+def _serve_forever(serve: Any, port: int, ready: Any) -> None:
+    """Run ``serve`` (an asyncio connection handler) on 127.0.0.1:``port`` until killed;
+    ``ready`` is set once it listens."""
+    import asyncio
+
     async def main() -> None:
         server = await asyncio.start_server(serve, "127.0.0.1", port, backlog=1024)
         ready.set()
@@ -216,13 +224,7 @@ def run_fake_paged_api(
         finally:
             writer.close()
 
-    async def main() -> None:
-        server = await asyncio.start_server(serve, "127.0.0.1", port, backlog=1024)
-        ready.set()
-        async with server:
-            await server.serve_forever()
-
-    asyncio.run(main())
+    _serve_forever(serve, port, ready)
 
 
 def _google_paged_answer(target: str, heavy_pages: int) -> bytes:

@@ -59,7 +59,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -77,6 +76,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlparse, urlunparse
 
 import pika
+from _scale_servers import free_port
 from dramatiq.common import dq_name, xq_name
 from dramatiq.message import Message
 
@@ -261,13 +261,6 @@ class RunResult:
 def dramatiq_command() -> list[str]:
     script = Path(sys.executable).parent / "dramatiq"
     return [str(script)] if script.exists() else [sys.executable, "-m", "dramatiq"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass
