@@ -20,7 +20,10 @@ log = get_logger(__name__)
 
 
 class BackgroundReading(Generic[T]):
-    """Calls ``read`` every ``interval_s`` seconds on its own thread; keeps the last result."""
+    """Calls ``read`` every ``interval_s`` seconds on its own thread; keeps the last result.
+
+    The collectors and the readiness checks are readings (subclasses) that export the last one.
+    """
 
     def __init__(
         self, name: str, read: Callable[[], T], *, initial: T, interval_s: float, start: bool = True

@@ -62,21 +62,16 @@ def read_recorded_gauges(session: Session) -> list[RecordedGauge]:
     return list(session.exec(select(RecordedGauge)).all())
 
 
-class RecordedGaugeCollector(Collector):
+class RecordedGaugeCollector(BackgroundReading[list[RecordedGauge]], Collector):
     """Exports the table's gauges from the latest background reading (a scrape never waits)."""
 
     def __init__(
         self, read: Callable[[], list[RecordedGauge]], *, interval_s: float, start: bool = True
     ) -> None:
-        self._reading: BackgroundReading[list[RecordedGauge]] = BackgroundReading(
-            "recorded-gauges", read, initial=[], interval_s=interval_s, start=start
-        )
-
-    def refresh(self) -> None:
-        self._reading.refresh()
+        super().__init__("recorded-gauges", read, initial=[], interval_s=interval_s, start=start)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        rows, _, _ = self._reading.snapshot()
+        rows, _, _ = self.snapshot()
         families = {
             name: GaugeMetricFamily(name, family.help, labels=list(family.labels))
             for name, family in FAMILIES.items()

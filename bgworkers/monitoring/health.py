@@ -19,6 +19,7 @@ set-up.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
@@ -165,7 +166,7 @@ def run_checks(checks: Sequence[DeadlineCheck]) -> list[CheckResult]:
     return [check.wait() for check in checks]
 
 
-class Readiness:
+class Readiness(BackgroundReading[list[CheckResult]]):
     """The checks, run by a background thread every ``cache_s`` seconds.
 
     A probe gets the latest results at once, however slow RabbitMQ or the database are; only
@@ -173,28 +174,19 @@ class Readiness:
     """
 
     def __init__(
-        self,
-        checks: Sequence[DeadlineCheck],
-        *,
-        cache_s: float = 5.0,
-        start: bool = True,
+        self, checks: Sequence[DeadlineCheck], *, cache_s: float = 5.0, start: bool = True
     ) -> None:
-        self._checks = list(checks)
         self._first = threading.Lock()
-        self._reading: BackgroundReading[list[CheckResult]] = BackgroundReading(
-            "readiness", self._run, initial=[], interval_s=cache_s, start=start
-        )
-
-    def _run(self) -> list[CheckResult]:
-        return run_checks(self._checks)
+        run = functools.partial(run_checks, list(checks))
+        super().__init__("readiness", run, initial=[], interval_s=cache_s, start=start)
 
     def results(self) -> list[CheckResult]:
-        results, last_read, _ = self._reading.snapshot()
+        results, last_read, _ = self.snapshot()
         if not last_read:
             with self._first:
-                if not self._reading.snapshot()[1]:
-                    self._reading.refresh()
-            results = self._reading.snapshot()[0]
+                if not self.snapshot()[1]:
+                    self.refresh()
+            results = self.snapshot()[0]
         return list(results)
 
 

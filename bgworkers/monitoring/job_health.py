@@ -71,7 +71,7 @@ def read_job_health(session: Session) -> JobHealth:
     )
 
 
-class JobHealthCollector(Collector):
+class JobHealthCollector(BackgroundReading[JobHealth], Collector):
     """Per-job health and the scheduler's last tick, read from the database in the background.
 
     A job with no success yet reports the time this collector started: the overdue alert then
@@ -89,7 +89,7 @@ class JobHealthCollector(Collector):
         self._settings = settings
         self._intervals = expected_intervals(settings)
         self._started_at = time.time()
-        self._reading: BackgroundReading[JobHealth] = BackgroundReading(
+        super().__init__(
             "job-health",
             read or self._read_database,
             initial=JobHealth({}, None),
@@ -97,15 +97,12 @@ class JobHealthCollector(Collector):
             start=start,
         )
 
-    def refresh(self) -> None:
-        self._reading.refresh()
-
     def _read_database(self) -> JobHealth:
         with Session(get_engine(self._settings)) as session:
             return read_job_health(session)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        health, last_read, _ = self._reading.snapshot()
+        health, last_read, _ = self.snapshot()
         last = GaugeMetricFamily(
             "bgworkers_job_last_success_timestamp_seconds",
             "Unix time the periodic job last finished successfully (from the database); "

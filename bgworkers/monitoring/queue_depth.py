@@ -173,21 +173,16 @@ def read_depths_management(
     return depths
 
 
-class QueueDepthCollector(Collector):
+class QueueDepthCollector(BackgroundReading[list[QueueDepth]], Collector):
     """Serves the latest reading; a background thread refreshes it every ``interval_s``."""
 
     def __init__(
         self, read: Callable[[], list[QueueDepth]], *, interval_s: float, start: bool = True
     ) -> None:
-        self._reading: BackgroundReading[list[QueueDepth]] = BackgroundReading(
-            "queue-depth", read, initial=[], interval_s=interval_s, start=start
-        )
-
-    def refresh(self) -> None:
-        self._reading.refresh()
+        super().__init__("queue-depth", read, initial=[], interval_s=interval_s, start=start)
 
     def collect(self) -> Iterator[Metric]:
-        depths, last_success, errors = self._reading.snapshot()
+        depths, last_success, errors = self.snapshot()
         families = {
             "ready": GaugeMetricFamily(
                 "bgworkers_queue_ready_messages", "Messages waiting in the queue.", labels=["queue"]
