@@ -30,7 +30,7 @@ worker picked the message up. A gap longer than ``MAX_GAP`` is only looked at ov
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlmodel import Session, col, select
@@ -47,13 +47,6 @@ log = get_logger("bgworkers.scheduling")
 CATCH_UP_JOB = "catch_up_missed_ticks"
 MAX_GAP = timedelta(days=7)
 _MINUTE = timedelta(minutes=1)
-
-
-@dataclass
-class CatchUpResult:
-    gap: tuple[datetime, datetime] | None = None
-    resent: list[tuple[str, datetime]] = field(default_factory=list)
-    missed: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -77,7 +70,7 @@ def catch_up(
     periods: Iterable[CronPeriod],
     now: datetime,
     send: Callable[[CronPeriod, datetime], None],
-) -> CatchUpResult:
+) -> None:
     """Look for a gap before ``now`` (a tick); re-send or count its unclaimed ticks.
 
     Two transactions around the sends, so a send that fails loses nothing: the first only
@@ -87,14 +80,11 @@ def catch_up(
     send raises, ``checked_until`` is unchanged and the retry of this tick finds the same gap:
     ticks already re-sent go again unless claimed meanwhile (the claim makes the copy harmless).
     """
-    result = CatchUpResult()
     gap = find_gap(session, now)
     if gap is None:
-        return result
-    result.gap = (gap.start, gap.end)
+        return
     to_send, missed = sort_unclaimed_ticks(session, periods, gap)
     session.commit()
-    result.resent = [(p.name, t) for p, t in to_send]
     log.warning(
         "scheduler_gap_found",
         gap_start=gap.start.isoformat(),
@@ -103,8 +93,7 @@ def catch_up(
         missed=sum(len(ticks) for _, ticks in missed),
     )
     resend_ticks(to_send, send)
-    result.missed = record_missed(session, missed, now=now)
-    return result
+    record_missed(session, missed, now=now)
 
 
 def find_gap(session: Session, now: datetime) -> Gap | None:
