@@ -22,8 +22,6 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 TRACEPARENT: Final = "traceparent"
 TRACESTATE: Final = "tracestate"
 FIRST_ATTEMPT: Final = "bgw_first_attempt"
-#: The option keys tracing adds to a message.
-OPTION_KEYS: Final = frozenset({TRACEPARENT, TRACESTATE, FIRST_ATTEMPT})
 
 _PROPAGATOR: Final = TraceContextTextMapPropagator()
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")

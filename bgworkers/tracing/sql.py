@@ -37,9 +37,7 @@ def trace_statements(engine: Engine, tracer: Any) -> None:
     if engine.url.port:
         attributes["server.port"] = engine.url.port
 
-    def before(
-        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
-    ) -> None:
+    def before(statement: str, context: Any, **_: Any) -> None:
         operation = operation_of(statement)
         span = tracer.start_span(
             operation,
@@ -48,9 +46,7 @@ def trace_statements(engine: Engine, tracer: Any) -> None:
         )
         setattr(context, _SPAN_ATTR, span)
 
-    def after(
-        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
-    ) -> None:
+    def after(context: Any, **_: Any) -> None:
         span = context.__dict__.pop(_SPAN_ATTR, None)
         if span is not None:
             span.end()
@@ -68,8 +64,9 @@ def trace_statements(engine: Engine, tracer: Any) -> None:
         span.set_status(Status(StatusCode.ERROR, type(error).__name__))
         span.end()
 
-    event.listen(engine, "before_cursor_execute", before)
-    event.listen(engine, "after_cursor_execute", after)
+    # named=True: SQLAlchemy passes the event's arguments by name; each takes what it reads.
+    event.listen(engine, "before_cursor_execute", before, named=True)
+    event.listen(engine, "after_cursor_execute", after, named=True)
     event.listen(engine, "handle_error", failed)
 
 
