@@ -164,8 +164,7 @@ def _main(argv: Sequence[str] | None) -> int:
     except ConfigurationError as error:
         print(f"bgworkers: {error}", file=sys.stderr)
         return 2
-    handler = args.handler
-    code: int = handler(settings, args)
+    code: int = args.handler(settings, args)
     return code
 
 

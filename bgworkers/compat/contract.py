@@ -46,11 +46,8 @@ def source_digest(obj: object) -> str:
 def problem(use: PrivateUse) -> str | None:
     """None when the installed dependency still offers ``use``; else what to re-check."""
     where = f"{use.target} (used by {use.used_by})"
-    if use.instance_attribute:
-        owner, _, _ = use.target.rpartition(".")
-        target = owner
-    else:
-        target = use.target
+    # An instance attribute is not on the class: its owner is looked up instead.
+    target = use.target.rpartition(".")[0] if use.instance_attribute else use.target
     try:
         obj = resolve(target)
     except (ImportError, AttributeError):

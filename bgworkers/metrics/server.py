@@ -110,7 +110,7 @@ def serve_endpoint(
     (:mod:`bgworkers.monitoring.endpoints`): this package sits below the ones they read.
     """
     try:
-        server = MetricsServer((host, port), registry, readiness)
+        server = start_metrics_server(registry, host, port, readiness)
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             raise
@@ -122,5 +122,4 @@ def serve_endpoint(
         )
         return None
     log.info("metrics_serving", host=host, port=port)
-    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
     return server
