@@ -474,13 +474,8 @@ def _is_test_capture(handler: logging.Handler) -> bool:
 
 
 #: structlog's method name for each level, as ``add_log_level`` turns it into the level field.
-_METHODS: dict[int, str] = {
-    logging.DEBUG: "debug",
-    logging.INFO: "info",
-    logging.WARNING: "warning",
-    logging.ERROR: "error",
-    logging.CRITICAL: "critical",
-}
+_LEVELS = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL)
+_METHODS: dict[int, str] = {level: logging.getLevelName(level).lower() for level in _LEVELS}
 #: The steps of bgworkers' processor chain that add to an event (as ``_CHAIN``'s).
 _ADDING_STEPS: list[Processor] = _shared_processors()
 
