@@ -24,19 +24,17 @@ def start_group_exporter(settings: Settings, directory: Path) -> MetricsServer |
     from bgworkers.metrics.recorded_gauges import recorded_gauge_collector
     from bgworkers.monitoring.job_health import JobHealthCollector
     from bgworkers.monitoring.process_stats import WorkerGroupProcessCollector
-    from bgworkers.monitoring.queue_depth import collector_from_settings
+    from bgworkers.monitoring.queue_depth import QueueDepthCollector, reader_from_settings
     from bgworkers.outbox.metrics import backlog_collector
 
     remove_dead_runs(settings.metrics_dir.resolve(), keep=directory)
     registry = multiprocess_registry(directory)
-    registry.register(
-        collector_from_settings(
-            settings.broker_url.get_secret_value(),
-            settings.rabbitmq_management_url,
-            settings.queue_depth_interval_s,
-        )
+    interval_s = settings.queue_depth_interval_s
+    read_depths = reader_from_settings(
+        settings.broker_url.get_secret_value(), settings.rabbitmq_management_url
     )
-    registry.register(JobHealthCollector(settings, interval_s=settings.queue_depth_interval_s))
+    registry.register(QueueDepthCollector(read_depths, interval_s=interval_s))
+    registry.register(JobHealthCollector(settings, interval_s=interval_s))
     registry.register(backlog_collector(settings))
     registry.register(recorded_gauge_collector(settings))
     registry.register(WorkerGroupProcessCollector())

@@ -278,11 +278,3 @@ def reader_from_settings(
         return read_depths_amqp(broker_url)
 
     return read
-
-
-def collector_from_settings(
-    broker_url: str, management_setting: str | None, interval_s: float, *, start: bool = True
-) -> QueueDepthCollector:
-    return QueueDepthCollector(
-        reader_from_settings(broker_url, management_setting), interval_s=interval_s, start=start
-    )
