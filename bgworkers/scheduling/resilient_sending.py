@@ -15,6 +15,7 @@ fails when periodiq's own changes.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -91,12 +92,8 @@ def install(broker_url: str) -> None:
         now_str = str(now)
         for actor in actors:
             periodiq.logger.info("Scheduling %s at %s.", actor, now_str)
-
-            def send(actor: Any = actor) -> None:
-                actor.send_with_options(scheduled_at=now_str)
-
             send_with_backoff(
-                send,
+                functools.partial(actor.send_with_options, scheduled_at=now_str),
                 job=actor.actor_name,
                 broker_url=broker_url,
                 on_failure=metrics.send_failures.labels(actor.actor_name).inc,
