@@ -9,6 +9,7 @@ always the canonical queue name (``email``, never
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Container, Iterable
 from dataclasses import dataclass
 
@@ -54,50 +55,39 @@ class MessageMetricSet:
 
     @classmethod
     def build(cls, registry: CollectorRegistry) -> MessageMetricSet:
+        counter = functools.partial(Counter, labelnames=LABELS, registry=registry)
         return cls(
-            processed=Counter(
+            processed=counter(
                 "bgworkers_messages_processed_total",
                 "Message runs that finished, successfully or not.",
-                LABELS,
-                registry=registry,
             ),
-            failed=Counter(
+            failed=counter(
                 "bgworkers_messages_failed_total",
                 "Message runs that raised an error (each attempt counts).",
-                LABELS,
-                registry=registry,
             ),
-            retried=Counter(
+            retried=counter(
                 "bgworkers_messages_retried_total",
                 "Failed runs that were scheduled for another attempt.",
-                LABELS,
-                registry=registry,
             ),
-            dead_lettered=Counter(
+            dead_lettered=counter(
                 "bgworkers_messages_dead_lettered_total",
                 "Messages given up and moved to the dead-letter queue (<queue>.XQ).",
-                LABELS,
-                registry=registry,
             ),
-            skipped=Counter(
+            skipped=counter(
                 "bgworkers_messages_skipped_total",
                 "Messages a middleware skipped without running the actor.",
-                LABELS,
-                registry=registry,
             ),
-            invalid=Counter(
+            invalid=counter(
                 "bgworkers_messages_invalid_total",
                 "Deliveries refused before dispatch (not a valid message), by reason; each is "
                 "also counted in bgworkers_messages_dead_lettered_total.",
-                ("queue", "reason"),
-                registry=registry,
+                labelnames=("queue", "reason"),
             ),
-            redelivered=Counter(
+            redelivered=counter(
                 "bgworkers_messages_redelivered_total",
                 "Deliveries RabbitMQ flagged as redelivered: handed out before and not acked "
                 "(a worker died or lost its connection mid-run), by queue.",
-                ("queue",),
-                registry=registry,
+                labelnames=("queue",),
             ),
             in_progress=Gauge(
                 "bgworkers_messages_in_progress",

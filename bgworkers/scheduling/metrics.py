@@ -6,6 +6,7 @@ Prometheus sets ``job`` to the scrape target's name and renames a clashing label
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -30,38 +31,31 @@ class ScheduleMetrics:
 
     @classmethod
     def build(cls, registry: CollectorRegistry) -> ScheduleMetrics:
+        counter = functools.partial(Counter, labelnames=["periodic_job"], registry=registry)
         return cls(
-            runs=Counter(
+            runs=counter(
                 "bgworkers_schedule_runs_total",
                 "Attempts of scheduled ticks, by outcome (succeeded, retried, dead_lettered).",
-                ["periodic_job", "outcome"],
-                registry=registry,
+                labelnames=["periodic_job", "outcome"],
             ),
-            failures=Counter(
+            failures=counter(
                 "bgworkers_schedule_failures_total",
                 "Attempts of scheduled ticks that raised.",
-                ["periodic_job"],
-                registry=registry,
             ),
-            skipped=Counter(
+            skipped=counter(
                 "bgworkers_schedule_skipped_ticks_total",
                 "Scheduled messages not run: duplicate (tick already claimed), overlap "
                 "(the previous run was still going), paused (by an operator) or "
                 "database_unavailable (the tick could not be claimed).",
-                ["periodic_job", "reason"],
-                registry=registry,
+                labelnames=["periodic_job", "reason"],
             ),
-            missed=Counter(
+            missed=counter(
                 "bgworkers_schedule_missed_ticks_total",
                 "Ticks never sent (scheduler down) and older than the job's catch-up window.",
-                ["periodic_job"],
-                registry=registry,
             ),
-            caught_up=Counter(
+            caught_up=counter(
                 "bgworkers_schedule_caught_up_ticks_total",
                 "Missed ticks re-sent on recovery because they were inside the window.",
-                ["periodic_job"],
-                registry=registry,
             ),
             last_success=Gauge(
                 "bgworkers_schedule_last_success_timestamp_seconds",

@@ -11,6 +11,7 @@ job's counters exist at 0 from start-up (:meth:`SchedulerMetrics.zero`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -29,18 +30,15 @@ class SchedulerMetrics:
 
     @classmethod
     def build(cls, registry: CollectorRegistry) -> SchedulerMetrics:
+        counter = functools.partial(Counter, labelnames=["periodic_job"], registry=registry)
         return cls(
-            ticks_sent=Counter(
+            ticks_sent=counter(
                 "bgworkers_scheduler_ticks_sent_total",
                 "Ticks the scheduler sent to RabbitMQ, per periodic job.",
-                ["periodic_job"],
-                registry=registry,
             ),
-            send_failures=Counter(
+            send_failures=counter(
                 "bgworkers_scheduler_send_failures_total",
                 "Failed attempts to send a tick (RabbitMQ away); each is retried.",
-                ["periodic_job"],
-                registry=registry,
             ),
             last_sent=Gauge(
                 "bgworkers_scheduler_last_sent_timestamp_seconds",
