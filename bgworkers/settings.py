@@ -186,8 +186,7 @@ class Settings(BaseSettings):
             value = data.get(name)
             if value in (None, ""):
                 value = cls.model_fields[name].default
-            path = Path(value).expanduser()
-            data[name] = path if path.is_absolute() else data_dir / path
+            data[name] = data_dir / Path(value).expanduser()  # an absolute path stays as is
         return data
 
     @field_validator("email_sending_timeout_s")

@@ -362,11 +362,8 @@ def configure_logging(
     ``broker_nodes``: ``host:port`` of the RabbitMQ nodes, named by a lost connection's line.
     """
     stream = stream or sys.__stdout__ or sys.stdout
-    renderer: Processor
-    if resolve_log_format(log_format, stream) == "console":
-        renderer = structlog.dev.ConsoleRenderer(colors=False)
-    else:
-        renderer = render_json
+    console = resolve_log_format(log_format, stream) == "console"
+    renderer: Processor = structlog.dev.ConsoleRenderer(colors=False) if console else render_json
     formatter = _LineFormatter(
         foreign_pre_chain=_shared_processors(),
         own_processors=[structlog.processors.format_exc_info, redact_secrets, renderer],

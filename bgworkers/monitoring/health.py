@@ -87,12 +87,11 @@ def check_database(
             connection.execute(text("SELECT 1"))
         # The process's own engine (with whatever its owner configured, e.g. a search_path);
         # a hang here is bounded by the caller's deadline (DeadlineCheck).
+        problem = None
         if schema:
             from bgworkers.migrations.schema_check import schema_problem  # alembic: when asked
 
             problem = schema_problem(engine)
-        else:
-            problem = None
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready"; the text says why
         known = database_problem(exc, url)
         detail = known.message if known else redact_text(failure_reason(exc))[:300]
