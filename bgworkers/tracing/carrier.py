@@ -14,7 +14,6 @@ import re
 from collections.abc import Mapping, MutableMapping
 from typing import Any, Final
 
-from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanContext, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -81,9 +80,3 @@ def links_in_bodies(bodies: list[bytes], *, limit: int) -> list[Link]:
         if len(links) >= limit:
             break
     return links
-
-
-def current_traceparent() -> str | None:
-    """The current span's ``traceparent`` (for a log line or the console), or None."""
-    span_context = trace.get_current_span().get_span_context()
-    return traceparent_of(span_context) if span_context.is_valid else None

@@ -79,7 +79,7 @@ def test_a_retry_is_a_new_consumer_span_linked_to_the_first(
 
     @dramatiq.actor(queue_name="traced", max_retries=3, min_backoff=10, max_backoff=20)
     def flaky(token: str) -> None:
-        seen.append(carrier.current_traceparent())
+        seen.append(carrier.traceparent_of(trace.get_current_span().get_span_context()))
         if len(seen) == 1:
             raise RuntimeError("password=hunter2 refused")
 
