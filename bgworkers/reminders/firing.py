@@ -10,12 +10,13 @@ never matches.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import case, literal, or_, update
+from sqlalchemy import bindparam, case, or_, update
 from sqlalchemy import select as core_select
 from sqlmodel import Session, col, select
 
@@ -335,8 +336,8 @@ def _advance(
 
 
 def _advance_page(session: Session, firings: Sequence[Firing], now: datetime) -> set[int]:
-    """Move every reminder of ``firings`` past its occurrence with one conditional UPDATE;
-    return the ids it moved.
+    """Move every reminder of ``firings`` past its occurrence with one conditional UPDATE
+    (per :data:`PAGE_SIZE` of them); return the ids it moved.
 
     The same condition as :func:`_advance`, row by row (``next_due_at`` must still be the
     occurrence the page read, through a ``CASE`` on the id): a row that a duplicate message,
@@ -345,24 +346,46 @@ def _advance_page(session: Session, firings: Sequence[Firing], now: datetime) ->
     matches nothing. Why one statement: one UPDATE per reminder was half of a page's time
     (a database round trip each).
     """
-    if not firings:
-        return set()
+    moved: set[int] = set()
+    for first in range(0, len(firings), PAGE_SIZE):
+        chunk = firings[first : first + PAGE_SIZE]
+        values: dict[str, Any] = {"advanced_at": now}
+        for n, firing in enumerate(chunk):
+            values[f"r{n}_id"] = firing.reminder_id
+            values[f"r{n}_occurrence"] = firing.occurrence
+            values[f"r{n}_following"] = firing.following
+            values[f"r{n}_status"] = (
+                ReminderStatus.SCHEDULED if firing.following is not None else ReminderStatus.FIRED
+            )
+        rows = session.execute(_advance_statement(len(chunk)), values)
+        moved.update(int(reminder_id) for (reminder_id,) in rows)
+    return moved
+
+
+@functools.cache
+def _advance_statement(size: int) -> Any:
+    """The UPDATE of :func:`_advance_page` for ``size`` reminders, built once per size, with
+    named parameters (``r<n>_id``, ``r<n>_occurrence``, ``r<n>_following``, ``r<n>_status``,
+    ``advanced_at``): building its three CASEs for each page was most of its CPU."""
     utc = _R.next_due_at.type
+    ids = [bindparam(f"r{n}_id", type_=_R.id.type) for n in range(size)]
 
-    def by_id(values: dict[int, Any], type_: Any) -> Any:
-        return case({i: literal(v, type_) for i, v in values.items()}, value=_R.id)
+    def by_id(name: str, type_: Any) -> Any:
+        return case(
+            *((_R.id == ids[n], bindparam(f"r{n}_{name}", type_=type_)) for n in range(size))
+        )
 
-    occurrences = by_id({f.reminder_id: f.occurrence for f in firings}, utc)
-    statement = (
+    now = bindparam("advanced_at", type_=utc)
+    return (
         _REMINDERS.update()
         .where(
-            _R.id.in_([f.reminder_id for f in firings]),
+            _R.id.in_(ids),
             _R.status == ReminderStatus.SCHEDULED,
-            _R.next_due_at == occurrences,
+            _R.next_due_at == by_id("occurrence", utc),
         )
         .values(
-            status=by_id({f.reminder_id: _status_after(f) for f in firings}, _R.status.type),
-            next_due_at=by_id({f.reminder_id: f.following for f in firings}, utc),
+            status=by_id("status", _R.status.type),
+            next_due_at=by_id("following", utc),
             dispatched_at=None,
             updated_at=now,
             last_error=None,
@@ -371,11 +394,6 @@ def _advance_page(session: Session, firings: Sequence[Firing], now: datetime) ->
         )
         .returning(_R.id)
     )
-    return {int(reminder_id) for (reminder_id,) in session.execute(statement)}
-
-
-def _status_after(firing: Firing) -> str:
-    return ReminderStatus.SCHEDULED if firing.following is not None else ReminderStatus.FIRED
 
 
 def _mark_failed(session: Session, failure: Failure, now: datetime) -> Outcome:
