@@ -19,8 +19,10 @@ by ``enqueue_email`` in one committed transaction, as the application sends them
 Phases, one after the other:
 
 1. ``summaries``: ``send_daily_email_summary``; an effect is the summary accepted by SMTP;
-2. ``reminders``: every reminder's occurrence is moved to the last minute (one UPDATE, the
-   clock cannot be moved) and ``check_due_reminders`` run; an effect is its email at SMTP;
+2. ``reminders``: every reminder's occurrence is moved to the last minute and scheduled
+   again (one UPDATE, the clock cannot be moved; so ``--phases reminders,reminders`` fires
+   them twice, for the group's memory after a first burst) and ``check_due_reminders`` run;
+   an effect is its email at SMTP;
 3. ``emails``: ``--emails`` emails queued by ``enqueue_email``; an effect is the email at SMTP;
    ``--email-rounds`` rounds, each between two ceiling blasts (its fraction is of their mean;
    the median round is reported);
@@ -50,6 +52,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import smtplib
 import subprocess
 import sys
@@ -345,9 +348,10 @@ class Bench:
         from bgworkers.reminders.models import Reminder
 
         with Session(self.engine) as session:  # due over the last minute, spread by id
-            session.execute(
+            session.execute(  # scheduled again: a second ``reminders`` phase fires them too
                 update(Reminder).values(
-                    next_due_at=func.now() - func.make_interval(0, 0, 0, 0, 0, 0, Reminder.id % 60)
+                    status="scheduled",
+                    next_due_at=func.now() - func.make_interval(0, 0, 0, 0, 0, 0, Reminder.id % 60),
                 )
             )
             session.commit()
@@ -611,6 +615,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--email-rounds", type=int, default=3, help="emails phase rounds, each between ceilings"
     )
+    parser.add_argument(
+        "--keep-worker-log", type=Path, default=None, help="copy the group's log here at the end"
+    )
     args = parser.parse_args()
     for name in ("reminders", "emails", "calendars", "temp_files"):
         if getattr(args, name) is None:
@@ -687,6 +694,8 @@ def main() -> None:
         }
         results = [runs[p]() for p in phases]
         report(args, results, ceilings, bench.fractions)
+        if args.keep_worker_log:
+            shutil.copyfile(workdir / "workers.log", args.keep_worker_log)
 
 
 def report(

@@ -51,6 +51,7 @@ BENCH_ARGS = {
     "fanout.py": ["2000", "200"],
     "message_throughput.py": ["200"],
     "redaction.py": ["--repeat", "1"],
+    "reminder_pages.py": ["--reminders", "100", "--rounds", "1"],
     "scale.py": ["--users", "40", "--ceiling-count", "50", "--timeout-s", "120"],
     "scheduling_matcher.py": ["--calls", "50"],
     "stack_overhead.py": ["--messages", "300", "--reps", "1", "--latency-messages", "50"],

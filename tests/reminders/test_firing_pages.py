@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -91,3 +93,116 @@ def test_a_reminder_whose_firing_raises_is_handed_on_alone(
         assert fire_reminder(ids[1], session=session, now=NOW, dispatch_email=[].append) == (
             "fired"
         )
+
+
+def emails_by_key(engine: Engine) -> dict[str, int]:
+    """How many outbox rows each idempotency key has (the unique index says at most one)."""
+    with Session(engine) as session:
+        keys = [e.idempotency_key for e in session.exec(select(OutboxEmail)).all()]
+    return {key: keys.count(key) for key in keys}
+
+
+def test_a_poisoned_reminder_neither_fails_nor_delays_nor_duplicates_the_others(
+    db_engine: Engine, make_user: Callable[..., int], registry: Any
+) -> None:
+    """A rule broken by hand closes its reminder; an occurrence that formatting cannot
+    write (year 1, west of UTC) is handed on alone; the page's other emails are written in
+    the same call, once, and a redelivered page writes nothing more."""
+    users = [make_user() for _ in range(6)]
+    ids = [new_reminder(db_engine, u, recurrence="daily" if n % 2 else None)
+           for n, u in enumerate(users)]  # fmt: skip
+    broken_rule, unwritable = ids[1], ids[4]
+    with Session(db_engine) as session:
+        row = session.get(Reminder, broken_rule)
+        assert row is not None
+        row.recurrence = "every blue moon"
+        session.add(row)
+        row = session.get(Reminder, unwritable)
+        assert row is not None
+        row.timezone, row.next_due_at = "America/New_York", datetime(1, 1, 1, tzinfo=UTC)
+        session.add(row)
+        session.commit()
+    handed_on: list[int] = []
+    healthy = [i for i in ids if i not in (broken_rule, unwritable)]
+    assert fire_page(db_engine, ids, handed_on.append) == len(healthy)
+    assert fire_page(db_engine, ids, handed_on.append) == 0  # the page message redelivered
+    assert handed_on == [unwritable, unwritable]
+    assert emails_by_key(db_engine) == {occurrence_key(i, DUE): 1 for i in healthy}
+    with Session(db_engine) as session:
+        rows = {r.id: r for r in session.exec(select(Reminder)).all()}
+    assert rows[broken_rule].status == ReminderStatus.FAILED
+    assert rows[unwritable].status == ReminderStatus.SCHEDULED  # still due, for its own message
+    assert rows[unwritable].next_due_at == datetime(1, 1, 1, tzinfo=UTC)
+    assert all(rows[i].fire_count == 1 for i in healthy)
+    assert registry.get_sample_value("bgworkers_reminders_failed_total") == 1
+
+
+def test_a_page_that_another_worker_fires_meanwhile_writes_nothing(
+    db_engine: Engine, make_user: Callable[..., int], registry: Any
+) -> None:
+    """Two workers with one page, the second firing it between the first's read and its
+    UPDATE: each occurrence fires once, the first worker's rows are counted as raced."""
+    ids = [new_reminder(db_engine, make_user(), recurrence="daily") for _ in range(4)]
+    other: list[int] = []
+
+    def render(**fields: Any) -> Any:
+        if not other:  # the other worker fires the whole page and commits first
+            other.append(fire_page(db_engine, ids, pytest.fail))
+        return render_reminder(**fields)
+
+    assert fire_page(db_engine, ids, pytest.fail, render=render) == 0
+    assert other == [len(ids)]
+    assert emails_by_key(db_engine) == {occurrence_key(i, DUE): 1 for i in ids}
+    assert registry.get_sample_value("bgworkers_reminders_skipped_total", {"reason": "raced"}) == 4
+
+
+def test_a_page_rolled_back_fires_in_full_on_its_retry(
+    db_engine: Engine, make_user: Callable[..., int]
+) -> None:
+    """The worker dies before its commit: nothing was advanced, the retry fires each once."""
+    ids = [new_reminder(db_engine, make_user(), recurrence="daily") for _ in range(3)]
+    with Session(db_engine) as session:
+        assert len(fire_reminder_page(ids, session=session, now=NOW, fallback=pytest.fail)) == 3
+        session.rollback()
+    assert emails_by_key(db_engine) == {}
+    assert fire_page(db_engine, ids, pytest.fail) == 3
+    assert emails_by_key(db_engine) == {occurrence_key(i, DUE): 1 for i in ids}
+
+
+@pytest.mark.parametrize("db_engine", ["postgresql"], indirect=True)
+def test_on_postgresql_a_concurrent_page_waits_for_the_first_and_fires_nothing(
+    db_engine: Engine, make_user: Callable[..., int]
+) -> None:
+    """The second worker's UPDATE blocks on the first's uncommitted rows, then finds them
+    advanced: one email per occurrence. (SQLite has one writer at a time: the test above.)"""
+    postgres_engine = db_engine
+    ids = [new_reminder(postgres_engine, make_user(), recurrence="daily") for _ in range(5)]
+    second: list[int] = []
+    with Session(postgres_engine) as first:
+        assert len(fire_reminder_page(ids, session=first, now=NOW, fallback=pytest.fail)) == 5
+        worker = threading.Thread(
+            target=lambda: second.append(fire_page(postgres_engine, ids, pytest.fail))
+        )
+        worker.start()
+        wait_until(lambda: lock_waiters(postgres_engine) == 1)
+        first.commit()
+    worker.join(timeout=30)
+    assert not worker.is_alive() and second == [0]
+    assert emails_by_key(postgres_engine) == {occurrence_key(i, DUE): 1 for i in ids}
+
+
+def lock_waiters(engine: Engine) -> int:
+    """Sessions of this database waiting for a row lock."""
+    with engine.connect() as conn:
+        query = (
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return int(conn.exec_driver_sql(query).scalar_one())
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        time.sleep(0.05)
