@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import itertools
 import os
 import sys
 import tempfile
@@ -527,6 +528,155 @@ def part_notion(
     figure("notion_max_requests_per_token_second", worst_second(seen))
 
 
+# --- part 4: a 429 storm on some tokens --------------------------------------------------------
+
+#: The prefix of the tokens the storm's fake Notion refuses (``run_fake_notion_storm``).
+GALE = "gale"
+
+
+def add_round_users(count: int, prefix: str, stormy: int) -> tuple[list[int], list[int]]:
+    """``count`` Notion users, the first ``stormy`` of them with a token of the storm
+    (``gale...``); returns (every id, the storm's ids)."""
+    from sqlmodel import Session
+
+    from bgworkers.db.engine import get_engine
+    from bgworkers.sync.models import NotionConnection
+    from bgworkers.users.models import User
+
+    with Session(get_engine()) as session:
+        users = [User(email=f"{prefix}{n}@example.org") for n in range(count)]
+        session.add_all(users)
+        session.flush()
+        ids = [u.id for u in users if u.id is not None]
+        for n, user_id in enumerate(ids):
+            token = f"{GALE}-{prefix}-{n}" if n < stormy else f"{prefix}-{n}"
+            session.add(NotionConnection(user_id=user_id, access_token=token))
+        session.commit()
+    return ids, ids[:stormy]
+
+
+def storm_round(ids: list[int], stormy: list[int]) -> tuple[float, float, float, float]:
+    """Send every user (the storm's first); return (unix start, seconds until every other
+    user is synced, seconds until the storm's users are too, unix end of the others)."""
+    from bgworkers.sync.actors import sync_user_notion_pages
+
+    wall, started = time.time(), time.monotonic()
+    for user_id in ids:
+        sync_user_notion_pages.send(user_id)
+    others = [i for i in ids if i not in set(stormy)]
+    done = wait_for(
+        lambda: notion_synced(others) == len(others), timeout_s=900, what="others", every_s=0.25
+    )
+    others_end = time.time()
+    storm_done = wait_for(
+        lambda: notion_synced(stormy) == len(stormy), timeout_s=900, what="storm", every_s=0.25
+    )
+    return wall, done - started, storm_done - started, others_end
+
+
+def paused_spans(rows: list[tuple[float, str, int]]) -> list[tuple[float, float]]:
+    """Per storm token, each span from a 429 to that token's next request."""
+    by_token: dict[str, list[tuple[float, int]]] = {}
+    for at, token, status in rows:
+        if token.startswith(GALE):
+            by_token.setdefault(token, []).append((at, status))
+    spans = []
+    for seen in by_token.values():
+        seen.sort()
+        for (at, status), (after, _) in itertools.pairwise(seen):
+            if status == 429:
+                spans.append((at, after))
+    return spans
+
+
+def others_rate(rows: list[tuple[float, str, int]], start: float, end: float) -> float:
+    """Requests per second of the tokens outside the storm between ``start`` and ``end``."""
+    count = sum(1 for at, token, _ in rows if start <= at < end and not token.startswith(GALE))
+    return count / (end - start) if end > start else 0.0
+
+
+def timeline(rows: list[tuple[float, str, int]], start: float, token: str) -> str:
+    """``status@seconds`` of each request of ``token``, from ``start``."""
+    return " ".join(f"{s}@{at - start:.1f}" for at, t, s in sorted(rows) if t == token)
+
+
+def part_storm(
+    args: argparse.Namespace, groups: WorkerGroups, vhost_url: str, workdir: Path
+) -> None:
+    """Other tokens' sync time with and without a storm on ``--storm-tokens`` tokens, rounds
+    interleaved (calm, storm, storm, calm, ...) so a drift of the machine's load hits both.
+
+    Sized so the group is bound by its threads and the API's latency, not by CPU: a thread
+    parked on a paused token is then a thread's worth of throughput the others lose, and the
+    ratio shows it (a CPU-bound group would hide it: a sleeping thread costs no CPU).
+    """
+    arrivals = workdir / "storm-arrivals.log"
+    process = servers.start(
+        servers.run_fake_notion_storm,
+        args.api_port,
+        args.storm_latency_ms / 1000,
+        GALE,
+        args.storm_s,
+        args.retry_after_s,
+        str(arrivals),
+    )
+    try:
+        groups.start("sync", threads=args.storm_threads)
+        wait_for_consumers(vhost_url, "sync", 1)
+        workers = [p for group in groups.running for p in group_pids(group.pid)]
+        results: dict[str, list[float]] = {"calm": [], "storm": []}
+        rounds = []
+        for pair in range(args.storm_pairs):
+            order = ("calm", "storm") if pair % 2 == 0 else ("storm", "calm")
+            for kind in order:
+                stormy = args.storm_tokens if kind == "storm" else 0
+                ids, storm_ids = add_round_users(args.storm_connections, f"{kind}{pair}r", stormy)
+                watch = CpuWatch({"workers": functools.partial(list, workers)})
+                wall, others_s, storm_s, others_end = storm_round(ids, storm_ids)
+                cores, machine, _ = watch.cores()
+                results[kind].append(others_s)
+                rounds.append((kind, pair, wall, others_end, storm_ids))
+                print(
+                    f"storm: round {pair} {kind}: others synced in {others_s:.1f} s"
+                    + (f", the storm's users after {storm_s:.1f} s" if storm_ids else "")
+                    + f"; workers {cores['workers']:.2f} cores, machine busy {machine:.0%}"
+                )
+    finally:
+        groups.stop()
+        process.terminate()
+        process.join(10)
+    rows = servers.read_storm_arrivals(arrivals)
+    spans = paused_spans(rows)
+    paused_rates, calm_rates = [], []
+    for kind, pair, wall, others_end, _storm_ids in rounds:
+        if kind == "calm":
+            calm_rates.append(others_rate(rows, wall, others_end))
+            continue
+        mine = [(a, b) for a, b in spans if wall <= a < others_end]
+        paused_rates.extend(others_rate(rows, a, min(b, others_end)) for a, b in mine)
+        first = next(t for _, t, _ in sorted(rows) if t.startswith(f"{GALE}-storm{pair}r"))
+        print(f"storm: round {pair} timeline of {first}: {timeline(rows, wall, first)}")
+    calm, storm = (
+        sum(results["calm"]) / len(results["calm"]),
+        sum(results["storm"]) / len(results["storm"]),
+    )
+    refused = sum(1 for _, token, status in rows if status == 429 and token.startswith(GALE))
+    print(
+        f"storm: {args.storm_connections} connections, {args.storm_tokens} in a storm of "
+        f"{args.storm_s:g} s (429, Retry-After {args.retry_after_s:g} s), "
+        f"{args.storm_latency_ms:g} ms latency, -t {args.storm_threads}: others synced in "
+        f"{storm:.1f} s with the storm, {calm:.1f} s without (x{storm / calm:.2f}); "
+        f"{refused} requests refused; the others' requests/s while a storm token was paused: "
+        f"{sum(paused_rates) / max(len(paused_rates), 1):.1f} (without a storm: "
+        f"{sum(calm_rates) / max(len(calm_rates), 1):.1f})"
+    )
+    figure("storm_others_calm_s", calm)
+    figure("storm_others_storm_s", storm)
+    figure("storm_others_slowdown_ratio", storm / calm)
+    figure("storm_others_rate_while_paused", sum(paused_rates) / max(len(paused_rates), 1))
+    figure("storm_others_rate_calm", sum(calm_rates) / max(len(calm_rates), 1))
+
+
 # --- main --------------------------------------------------------------------------------------
 
 
@@ -546,6 +696,13 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=1_000, help="Notion connections")
     parser.add_argument("--latency-ms", type=float, default=30, help="Notion latency")
     parser.add_argument("--notion-pages", type=int, default=1, help="pages per connection")
+    parser.add_argument("--storm-connections", type=int, default=200)
+    parser.add_argument("--storm-tokens", type=int, default=1, help="tokens in the 429 storm")
+    parser.add_argument("--storm-s", type=float, default=30, help="the storm's length")
+    parser.add_argument("--retry-after-s", type=float, default=5, help="the storm's Retry-After")
+    parser.add_argument("--storm-latency-ms", type=float, default=200)
+    parser.add_argument("--storm-threads", type=int, default=4)
+    parser.add_argument("--storm-pairs", type=int, default=2, help="calm/storm round pairs")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     broker_url = os.environ.get("BGW_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -597,6 +754,8 @@ def main() -> None:
         if "notion" in parts:
             with fake_api(args, args.latency_ms / 1000, arrivals):
                 part_notion(args, groups, vhost_url, arrivals)
+        if "storm" in parts:
+            part_storm(args, groups, vhost_url, workdir)
     for name, value in FIGURES.items():
         print(f"{name}={value}")
 
