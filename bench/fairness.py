@@ -55,6 +55,7 @@ import argparse
 import contextlib
 import functools
 import itertools
+import math
 import os
 import sys
 import tempfile
@@ -507,6 +508,18 @@ def worst_second(arrivals: dict[str, list[float]]) -> int:
     return max(counts, default=0)
 
 
+def tightest_gap(arrivals: dict[str, list[float]], *, skip: str = "") -> float:
+    """The shortest time between two requests of one token (``skip`` left out: the 429'd
+    token's refused requests are the server's, not our limiter's); inf when none repeats."""
+    gaps = [
+        b - a
+        for token, times in arrivals.items()
+        if token != skip
+        for a, b in itertools.pairwise(sorted(times))
+    ]
+    return min(gaps, default=math.inf)
+
+
 def part_notion(
     args: argparse.Namespace, groups: WorkerGroups, vhost_url: str, arrivals: Path
 ) -> None:
@@ -566,6 +579,13 @@ def part_notion(
     figure("notion_two_groups_s", timings["two"])
     figure("notion_speedup", timings["one"] / timings["two"])
     figure("notion_max_requests_per_token_second", worst_second(seen))
+    gap = tightest_gap(seen, skip=STORM_TOKEN)
+    print(
+        f"notion: the shortest gap between two requests of one token: {gap:.3f} s "
+        f"(BGW_NOTION_REQUESTS_PER_SECOND {os.environ.get('BGW_NOTION_REQUESTS_PER_SECOND', '2.5')}"
+        " allows no less than its inverse)"
+    )
+    figure("notion_tightest_token_gap_s", gap)
 
 
 # --- part 4: a 429 storm on some tokens --------------------------------------------------------
