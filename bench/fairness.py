@@ -114,7 +114,9 @@ def wait_for(
     return time.monotonic()
 
 
-def wait_for_consumers(vhost_url: str, queue: str, count: int) -> None:
+def wait_for_consumers(vhost_url: str, queue: str, count: int, *, exactly: bool = False) -> None:
+    """Wait until ``queue`` has ``count`` consumers or more (``exactly``: just ``count``; 0
+    after stopping groups, so the next round's count is not the stopped groups' still)."""
     from bgworkers.monitoring.queue_depth import management_url_for, read_depths_management
 
     api = management_url_for(vhost_url, os.environ.get("BGW_RABBITMQ_MANAGEMENT_URL"))
@@ -122,7 +124,8 @@ def wait_for_consumers(vhost_url: str, queue: str, count: int) -> None:
 
     def ready() -> bool:
         [depth] = read_depths_management(api, vhost_url, [queue])
-        return (depth.consumers or 0) >= count
+        consumers = depth.consumers or 0
+        return consumers == count if exactly else consumers >= count
 
     wait_for(ready, timeout_s=120, what=f"{count} consumer(s) of {queue}")
 
@@ -564,6 +567,7 @@ def part_notion(
         figure(f"notion_{name}_workers_cores", cores["workers"])
         figure(f"notion_{name}_machine_busy", machine)
         groups.stop()
+        wait_for_consumers(vhost_url, "sync", 0, exactly=True)
     timings = {name: sum(took) / len(took) for name, took in per_round.items()}
     seen = servers.read_arrivals(arrivals)
     storm = seen.get(STORM_TOKEN, [])
