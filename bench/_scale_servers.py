@@ -12,6 +12,9 @@
   per token, one token refused with 429 at first, and every Notion request's arrival written
   to a file, ``<unix time> <token>``, so a benchmark can count each token's requests per
   second;
+- a fake Notion with a rate-limit storm (:func:`run_fake_notion_storm`, ``bench/fairness.py``):
+  tokens of one prefix refused with 429 and a long ``Retry-After`` for a stretch, every
+  request's arrival and answer written to a file;
 - :class:`WorkerGroups`: ``dramatiq bgworkers`` groups started with a benchmark's
   environment, each with its own data directory and metrics port, all stopped together.
 
@@ -225,6 +228,65 @@ def run_fake_paged_api(
             writer.close()
 
     _serve_forever(serve, port, ready)
+
+
+def run_fake_notion_storm(
+    port: int,
+    latency_s: float,
+    storm_prefix: str,
+    storm_s: float,
+    retry_after_s: float,
+    arrivals_path: str,
+    ready: Any,
+) -> None:
+    """Child process: Notion's search, one page object per token, with a rate-limit storm.
+
+    A token starting with ``storm_prefix`` is answered ``429`` with ``Retry-After:
+    retry_after_s`` for ``storm_s`` seconds from its first request, then normally. Every
+    request is appended to ``arrivals_path`` when it arrives, ``<unix time> <token> <status>``
+    (see :func:`read_storm_arrivals`), so a benchmark can draw each token's timeline.
+    """
+    import asyncio
+
+    arrivals = Path(arrivals_path).open("a", buffering=1)  # noqa: SIM115 - the process's life
+    first_seen: dict[str, float] = {}
+    refusal = {"object": "error", "status": 429, "code": "rate_limited", "message": "Slow down"}
+    retry_after = f"Retry-After: {retry_after_s:g}\r\n"
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                _target, headers = _parse_head(head)
+                length = int(headers.get("content-length", "0") or 0)
+                body = await reader.readexactly(length) if length else b""
+                token = headers.get("authorization", "").removeprefix("Bearer ")
+                now = time.time()
+                began = first_seen.setdefault(token, now)
+                if token.startswith(storm_prefix) and now - began < storm_s:
+                    arrivals.write(f"{now:.6f} {token} 429\n")
+                    writer.write(_response(429, "Too Many Requests", refusal, retry_after))
+                else:
+                    arrivals.write(f"{now:.6f} {token} 200\n")
+                    await asyncio.sleep(latency_s)
+                    writer.write(_notion_paged_answer(token, body, 1))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the client closed its connection
+        finally:
+            writer.close()
+
+    _serve_forever(serve, port, ready)
+
+
+def read_storm_arrivals(path: Path) -> list[tuple[float, str, int]]:
+    """``(unix time, token, status)`` of every request :func:`run_fake_notion_storm` saw."""
+    rows = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            at, token, status = line.split(" ")
+            rows.append((float(at), token, int(status)))
+    return rows
 
 
 def _google_paged_answer(target: str, heavy_pages: int) -> bytes:

@@ -1,6 +1,6 @@
 """Benchmark: urgent work behind bulk, heavy users beside ordinary ones, provider limits.
 
-Three parts, each against real worker groups (``dramatiq bgworkers`` processes), a vhost of
+Four parts, each against real worker groups (``dramatiq bgworkers`` processes), a vhost of
 its own (``bench-fair-<random>``, deleted at the end) and a PostgreSQL schema of its own
 (dropped at the end); nothing outside them is messaged, queued or purged.
 
@@ -14,21 +14,32 @@ its own (``bench-fair-<random>``, deleted at the end) and a PostgreSQL schema of
    child process) accepting its email; and how many bulk emails were still waiting when the
    last reminder email left.
 2. ``share``: ordinary Google Calendar users (one page each) alone, then with heavy users
-   (many pages each) queued ahead of them, against a fake API answering each request after a
-   fixed latency. Figure: time until every ordinary user is synced, with and without the heavy
-   users (the ratio), and until the heavy users finish too.
+   (many pages each) ahead of them in the same hourly tick (``--share-via tick``: the tick's
+   calendar pages, as in production; ``user``: one message per user), against a fake API
+   answering each request after a fixed latency. Figure: time until every ordinary user is
+   synced, with and without the heavy users (the ratio), and until the heavy users finish.
 3. ``notion``: C Notion connections (P pages each: P requests of one token in a row) at a
    fixed latency, by one worker group and then by two; one token answers its first requests
    with 429 and ``Retry-After: 1``.
    Figure: time to sync them all but the 429'd token (its own time is printed apart: its
    retry waits out ``Retry-After`` and would cap the two-group time), and the most requests
    of any token within one second at the fake server (Notion allows an average of 3).
+   ``--notion-order one,two,two,one`` interleaves rounds (times averaged per side);
+   ``--notion-threads``/``--notion-processes`` size each group.
+4. ``storm``: does a 429 storm on some tokens slow the others? Rounds without and with a
+   storm, interleaved (calm, storm, storm, calm): ``--storm-tokens`` tokens are refused with
+   429 and ``Retry-After: --retry-after-s`` for ``--storm-s`` seconds, by a fake Notion that
+   records every request's time, token and status. Figure: the other tokens' sync time with
+   and without the storm (the ratio), their requests per second at the server while a storm
+   token was paused against a calm round's, and a storm token's timeline. The group is sized
+   to be bound by threads and latency (``--storm-threads 4``, ``--storm-latency-ms 200``):
+   a thread parked on a paused token costs no CPU, so a CPU-bound group would hide it.
 
 Run::
 
     BGW_BROKER_URL=amqp://guest:guest@127.0.0.1:5672/ \\
     BGW_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/postgres \\
-        python bench/fairness.py [--parts lanes,share,notion] [--bulk 5000] [--reminders 100]
+        python bench/fairness.py [--parts lanes,share,notion,storm] [--bulk 5000] ...
 
 The SMTP sink, the fake APIs and the worker groups are ``bench/_scale_servers.py``'s, each
 in a process of its own. The ``notion`` part also prints the CPU each side used (worker
@@ -43,6 +54,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import itertools
+import math
 import os
 import sys
 import tempfile
@@ -101,7 +114,9 @@ def wait_for(
     return time.monotonic()
 
 
-def wait_for_consumers(vhost_url: str, queue: str, count: int) -> None:
+def wait_for_consumers(vhost_url: str, queue: str, count: int, *, exactly: bool = False) -> None:
+    """Wait until ``queue`` has ``count`` consumers or more (``exactly``: just ``count``; 0
+    after stopping groups, so the next round's count is not the stopped groups' still)."""
     from bgworkers.monitoring.queue_depth import management_url_for, read_depths_management
 
     api = management_url_for(vhost_url, os.environ.get("BGW_RABBITMQ_MANAGEMENT_URL"))
@@ -109,7 +124,8 @@ def wait_for_consumers(vhost_url: str, queue: str, count: int) -> None:
 
     def ready() -> bool:
         [depth] = read_depths_management(api, vhost_url, [queue])
-        return (depth.consumers or 0) >= count
+        consumers = depth.consumers or 0
+        return consumers == count if exactly else consumers >= count
 
     wait_for(ready, timeout_s=120, what=f"{count} consumer(s) of {queue}")
 
@@ -310,26 +326,49 @@ def synced(ids: list[int]) -> int:
         )
 
 
-def sync_round(ordinary: list[int], heavy: list[int]) -> tuple[float, float]:
-    """Send heavy users first, then the ordinary; seconds until each set is synced."""
-    from bgworkers.sync.actors import sync_user_calendar
+def sync_round(ordinary: list[int], heavy: list[int], *, via: str) -> tuple[float, float]:
+    """Heavy users first, then the ordinary; seconds until each set is synced.
+
+    ``via="tick"``: the hourly tick (``sync_calendar_events``), which sends them in pages of
+    users by id (the heavy ones were added first) as in production; only this round's
+    connections are active (:func:`retire_connections` after each round). ``via="user"``:
+    one ``sync_user_calendar`` message per user, as before calendar pages existed."""
+    from bgworkers.sync.actors import sync_calendar_events, sync_user_calendar
 
     started = time.monotonic()
-    for user_id in [*heavy, *ordinary]:
-        sync_user_calendar.send(user_id)
+    if via == "tick":
+        sync_calendar_events.send()
+    else:
+        for user_id in [*heavy, *ordinary]:
+            sync_user_calendar.send(user_id)
     done = wait_for(lambda: synced(ordinary) == len(ordinary), timeout_s=900, what="ordinary")
     heavy_done = wait_for(lambda: synced(heavy) == len(heavy), timeout_s=1800, what="heavy")
+    retire_connections([*ordinary, *heavy])
     return done - started, heavy_done - started
+
+
+def retire_connections(ids: list[int]) -> None:
+    """Take a round's users out of the next tick's fan-out (their connection deleted)."""
+    from sqlmodel import Session, col, delete
+
+    from bgworkers.db.engine import get_engine
+    from bgworkers.sync.models import CalendarConnection
+
+    with Session(get_engine()) as session:
+        session.exec(delete(CalendarConnection).where(col(CalendarConnection.user_id).in_(ids)))
+        session.commit()
 
 
 def part_share(args: argparse.Namespace, groups: WorkerGroups, vhost_url: str) -> None:
     groups.start("sync", threads=8)
     wait_for_consumers(vhost_url, "sync", 1)
-    alone, _ = sync_round(add_calendar_users(args.ordinary, "plain"), [])
+    alone, _ = sync_round(add_calendar_users(args.ordinary, "plain"), [], via=args.share_via)
     heavy = add_calendar_users(args.heavy, "heavy")
-    beside, heavy_s = sync_round(add_calendar_users(args.ordinary, "other"), heavy)
+    ordinary = add_calendar_users(args.ordinary, "other")
+    beside, heavy_s = sync_round(ordinary, heavy, via=args.share_via)
     print(
-        f"share: {args.ordinary} ordinary users alone {alone:.1f} s; beside {args.heavy} heavy "
+        f"share (via {args.share_via}): {args.ordinary} ordinary users alone {alone:.1f} s; "
+        f"beside {args.heavy} heavy "
         f"users ({args.heavy_pages} pages each) {beside:.1f} s (x{beside / alone:.2f}); "
         f"heavy users done after {heavy_s:.1f} s"
     )
@@ -472,15 +511,31 @@ def worst_second(arrivals: dict[str, list[float]]) -> int:
     return max(counts, default=0)
 
 
+def tightest_gap(arrivals: dict[str, list[float]], *, skip: str = "") -> float:
+    """The shortest time between two requests of one token (``skip`` left out: the 429'd
+    token's refused requests are the server's, not our limiter's); inf when none repeats."""
+    gaps = [
+        b - a
+        for token, times in arrivals.items()
+        if token != skip
+        for a, b in itertools.pairwise(sorted(times))
+    ]
+    return min(gaps, default=math.inf)
+
+
 def part_notion(
     args: argparse.Namespace, groups: WorkerGroups, vhost_url: str, arrivals: Path
 ) -> None:
-    timings = {}
-    for count, name in ((1, "one"), (2, "two")):
+    per_round: dict[str, list[float]] = {"one": [], "two": []}
+    storm_sent = False
+    for index, name in enumerate(args.notion_order.split(",")):
+        count = {"one": 1, "two": 2}[name]
         for _ in range(count):
-            groups.start("sync", threads=8)
+            groups.start("sync", processes=args.notion_processes, threads=args.notion_threads)
         wait_for_consumers(vhost_url, "sync", count)
-        prefix = STORM_TOKEN if count == 2 else f"n{count}"
+        stormy = count == 2 and not storm_sent  # the first two-group round has the 429 token
+        storm_sent = storm_sent or stormy
+        prefix = STORM_TOKEN if stormy else f"n{index}"
         ids = add_notion_users(args.connections, prefix)
         workers = [p for group in groups.running for p in group_pids(group.pid)]
         watch = CpuWatch(
@@ -492,10 +547,11 @@ def part_notion(
                 "bench": lambda: [os.getpid()],
             }
         )
-        timings[name] = notion_round(ids, stormed=ids[0] if prefix == STORM_TOKEN else None)
+        took = notion_round(ids, stormed=ids[0] if stormy else None)
+        per_round[name].append(took)
         cores, machine, span = watch.cores()
         print(
-            f"notion: {name} group(s): {timings[name]:.1f} s; CPU in cores: "
+            f"notion: {name} group(s): {took:.1f} s; CPU in cores: "
             + ", ".join(f"{side} {used:.2f}" for side, used in cores.items())
             + f"; machine busy {machine:.0%} of {os.cpu_count()} cores"
         )
@@ -511,6 +567,8 @@ def part_notion(
         figure(f"notion_{name}_workers_cores", cores["workers"])
         figure(f"notion_{name}_machine_busy", machine)
         groups.stop()
+        wait_for_consumers(vhost_url, "sync", 0, exactly=True)
+    timings = {name: sum(took) / len(took) for name, took in per_round.items()}
     seen = servers.read_arrivals(arrivals)
     storm = seen.get(STORM_TOKEN, [])
     print(
@@ -525,6 +583,177 @@ def part_notion(
     figure("notion_two_groups_s", timings["two"])
     figure("notion_speedup", timings["one"] / timings["two"])
     figure("notion_max_requests_per_token_second", worst_second(seen))
+    gap = tightest_gap(seen, skip=STORM_TOKEN)
+    print(
+        f"notion: the shortest gap between two requests of one token: {gap:.3f} s "
+        f"(BGW_NOTION_REQUESTS_PER_SECOND {os.environ.get('BGW_NOTION_REQUESTS_PER_SECOND', '2.5')}"
+        " allows no less than its inverse)"
+    )
+    figure("notion_tightest_token_gap_s", gap)
+
+
+# --- part 4: a 429 storm on some tokens --------------------------------------------------------
+
+#: The prefix of the tokens the storm's fake Notion refuses (``run_fake_notion_storm``).
+GALE = "gale"
+
+
+def add_round_users(count: int, prefix: str, stormy: int) -> tuple[list[int], list[int]]:
+    """``count`` Notion users, the first ``stormy`` of them with a token of the storm
+    (``gale...``); returns (every id, the storm's ids)."""
+    from sqlmodel import Session
+
+    from bgworkers.db.engine import get_engine
+    from bgworkers.sync.models import NotionConnection
+    from bgworkers.users.models import User
+
+    with Session(get_engine()) as session:
+        users = [User(email=f"{prefix}{n}@example.org") for n in range(count)]
+        session.add_all(users)
+        session.flush()
+        ids = [u.id for u in users if u.id is not None]
+        for n, user_id in enumerate(ids):
+            token = f"{GALE}-{prefix}-{n}" if n < stormy else f"{prefix}-{n}"
+            session.add(NotionConnection(user_id=user_id, access_token=token))
+        session.commit()
+    return ids, ids[:stormy]
+
+
+def storm_round(ids: list[int], stormy: list[int]) -> tuple[float, float, float, float]:
+    """Send every user (the storm's first); return (unix start, seconds until every other
+    user is synced, seconds until the storm's users are too, unix end of the others)."""
+    from bgworkers.sync.actors import sync_user_notion_pages
+
+    wall, started = time.time(), time.monotonic()
+    for user_id in ids:
+        sync_user_notion_pages.send(user_id)
+    others = [i for i in ids if i not in set(stormy)]
+    done = wait_for(
+        lambda: notion_synced(others) == len(others), timeout_s=900, what="others", every_s=0.25
+    )
+    others_end = time.time()
+    storm_done = wait_for(
+        lambda: notion_synced(stormy) == len(stormy), timeout_s=900, what="storm", every_s=0.25
+    )
+    return wall, done - started, storm_done - started, others_end
+
+
+def paused_spans(rows: list[tuple[float, str, int]]) -> list[tuple[float, float]]:
+    """Per storm token, each span from a 429 to that token's next request."""
+    by_token: dict[str, list[tuple[float, int]]] = {}
+    for at, token, status in rows:
+        if token.startswith(GALE):
+            by_token.setdefault(token, []).append((at, status))
+    spans = []
+    for seen in by_token.values():
+        seen.sort()
+        for (at, status), (after, _) in itertools.pairwise(seen):
+            if status == 429:
+                spans.append((at, after))
+    return spans
+
+
+def merged(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """``spans`` with overlapping ones joined (several storm tokens paused at once)."""
+    joined: list[tuple[float, float]] = []
+    for start, end in sorted(spans):
+        if joined and start <= joined[-1][1]:
+            joined[-1] = (joined[-1][0], max(joined[-1][1], end))
+        else:
+            joined.append((start, end))
+    return joined
+
+
+def others_rate(rows: list[tuple[float, str, int]], start: float, end: float) -> float:
+    """Requests per second of the tokens outside the storm between ``start`` and ``end``."""
+    count = sum(1 for at, token, _ in rows if start <= at < end and not token.startswith(GALE))
+    return count / (end - start) if end > start else 0.0
+
+
+def timeline(rows: list[tuple[float, str, int]], start: float, token: str) -> str:
+    """``status@seconds`` of each request of ``token``, from ``start``."""
+    return " ".join(f"{s}@{at - start:.1f}" for at, t, s in sorted(rows) if t == token)
+
+
+def part_storm(
+    args: argparse.Namespace, groups: WorkerGroups, vhost_url: str, workdir: Path
+) -> None:
+    """Other tokens' sync time with and without a storm on ``--storm-tokens`` tokens, rounds
+    interleaved (calm, storm, storm, calm, ...) so a drift of the machine's load hits both.
+
+    Sized so the group is bound by its threads and the API's latency, not by CPU: a thread
+    parked on a paused token is then a thread's worth of throughput the others lose, and the
+    ratio shows it (a CPU-bound group would hide it: a sleeping thread costs no CPU).
+    """
+    arrivals = workdir / "storm-arrivals.log"
+    process = servers.start(
+        servers.run_fake_notion_storm,
+        args.api_port,
+        args.storm_latency_ms / 1000,
+        GALE,
+        args.storm_s,
+        args.retry_after_s,
+        str(arrivals),
+    )
+    try:
+        groups.start("sync", threads=args.storm_threads)
+        wait_for_consumers(vhost_url, "sync", 1)
+        workers = [p for group in groups.running for p in group_pids(group.pid)]
+        results: dict[str, list[float]] = {"calm": [], "storm": []}
+        rounds = []
+        for pair in range(args.storm_pairs):
+            order = ("calm", "storm") if pair % 2 == 0 else ("storm", "calm")
+            for kind in order:
+                stormy = args.storm_tokens if kind == "storm" else 0
+                ids, storm_ids = add_round_users(args.storm_connections, f"{kind}{pair}r", stormy)
+                watch = CpuWatch({"workers": functools.partial(list, workers)})
+                wall, others_s, storm_s, others_end = storm_round(ids, storm_ids)
+                cores, machine, _ = watch.cores()
+                results[kind].append(others_s)
+                rounds.append((kind, pair, wall, others_end, storm_ids))
+                print(
+                    f"storm: round {pair} {kind}: others synced in {others_s:.1f} s"
+                    + (f", the storm's users after {storm_s:.1f} s" if storm_ids else "")
+                    + f"; workers {cores['workers']:.2f} cores, machine busy {machine:.0%}"
+                )
+    finally:
+        groups.stop()
+        process.terminate()
+        process.join(10)
+    rows = servers.read_storm_arrivals(arrivals)
+    spans = paused_spans(rows)
+    paused: list[tuple[float, float]] = []  # (others' requests, seconds) per paused stretch
+    calm_rates = []
+    for kind, pair, wall, others_end, _storm_ids in rounds:
+        if kind == "calm":
+            calm_rates.append(others_rate(rows, wall, others_end))
+            continue
+        clipped = [(max(a, wall), min(b, others_end)) for a, b in spans]
+        for a, b in merged([(a, b) for a, b in clipped if a < b]):
+            paused.append((others_rate(rows, a, b) * (b - a), b - a))
+        first = next(t for _, t, _ in sorted(rows) if t.startswith(f"{GALE}-storm{pair}r"))
+        print(f"storm: round {pair} timeline of {first}: {timeline(rows, wall, first)}")
+    calm, storm = (
+        sum(results["calm"]) / len(results["calm"]),
+        sum(results["storm"]) / len(results["storm"]),
+    )
+    # Pooled: every paused stretch of the storm rounds (until the others were done) together.
+    paused_rate = sum(n for n, _ in paused) / max(sum(t for _, t in paused), 1e-9)
+    refused = sum(1 for _, token, status in rows if status == 429 and token.startswith(GALE))
+    print(
+        f"storm: {args.storm_connections} connections, {args.storm_tokens} in a storm of "
+        f"{args.storm_s:g} s (429, Retry-After {args.retry_after_s:g} s), "
+        f"{args.storm_latency_ms:g} ms latency, -t {args.storm_threads}: others synced in "
+        f"{storm:.1f} s with the storm, {calm:.1f} s without (x{storm / calm:.2f}); "
+        f"{refused} requests refused; the others' requests/s while a storm token was paused: "
+        f"{paused_rate:.1f} (without a storm: "
+        f"{sum(calm_rates) / max(len(calm_rates), 1):.1f})"
+    )
+    figure("storm_others_calm_s", calm)
+    figure("storm_others_storm_s", storm)
+    figure("storm_others_slowdown_ratio", storm / calm)
+    figure("storm_others_rate_while_paused", paused_rate)
+    figure("storm_others_rate_calm", sum(calm_rates) / max(len(calm_rates), 1))
 
 
 # --- main --------------------------------------------------------------------------------------
@@ -542,10 +771,27 @@ def main() -> None:
     parser.add_argument("--heavy", type=int, default=10, help="heavy calendar users")
     parser.add_argument("--heavy-pages", type=int, default=60)
     parser.add_argument("--page-latency-ms", type=float, default=200)
+    parser.add_argument(
+        "--share-via", choices=("tick", "user"), default="tick", help="how users are sent"
+    )
     parser.add_argument("--slice-s", type=float, default=2.0, help="BGW_SYNC_TIME_SLICE_S")
     parser.add_argument("--connections", type=int, default=1_000, help="Notion connections")
     parser.add_argument("--latency-ms", type=float, default=30, help="Notion latency")
     parser.add_argument("--notion-pages", type=int, default=1, help="pages per connection")
+    parser.add_argument("--notion-threads", type=int, default=8, help="-t of each group")
+    parser.add_argument("--notion-processes", type=int, default=1, help="-p of each group")
+    parser.add_argument(
+        "--notion-order",
+        default="one,two",
+        help="rounds of one or two groups, e.g. one,two,two,one",
+    )
+    parser.add_argument("--storm-connections", type=int, default=200)
+    parser.add_argument("--storm-tokens", type=int, default=1, help="tokens in the 429 storm")
+    parser.add_argument("--storm-s", type=float, default=30, help="the storm's length")
+    parser.add_argument("--retry-after-s", type=float, default=5, help="the storm's Retry-After")
+    parser.add_argument("--storm-latency-ms", type=float, default=200)
+    parser.add_argument("--storm-threads", type=int, default=4)
+    parser.add_argument("--storm-pairs", type=int, default=2, help="calm/storm round pairs")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     broker_url = os.environ.get("BGW_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -597,6 +843,8 @@ def main() -> None:
         if "notion" in parts:
             with fake_api(args, args.latency_ms / 1000, arrivals):
                 part_notion(args, groups, vhost_url, arrivals)
+        if "storm" in parts:
+            part_storm(args, groups, vhost_url, workdir)
     for name, value in FIGURES.items():
         print(f"{name}={value}")
 

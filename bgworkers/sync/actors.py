@@ -12,6 +12,7 @@ row, and a duplicate delivery finds nothing new to do.
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -44,7 +45,9 @@ def _sync_user(
 
     Fair share: the run takes one of the user's slots (``BGW_MAX_CONCURRENT_JOBS_PER_USER``)
     or is deferred, and yields after ``BGW_SYNC_TIME_SLICE_S``, queueing the rest of its
-    listing (it resumes from the committed page) behind the other users' messages.
+    listing (it resumes from the committed page) behind the other users' messages. A run
+    whose credential is paused (a 429) stops too, and its message is recorded again for when
+    the pause ends: the thread goes on with other users' work, and no retry is used.
     """
     from bgworkers.sync.http import RequestRetryPolicy, get_client
 
@@ -66,6 +69,20 @@ def _sync_user(
             )
             if result.outcome == "yielded":
                 enqueue(session, actor, user_id)  # committed with the scope: the rest, later
+            elif result.outcome == "paused":
+                enqueue(session, actor, user_id, delay_ms=resume_delay_ms(result.resume_after_s))
+
+
+#: The longest delay a paused run is sent again with, milliseconds: a delayed message waits
+#: unacked in a worker, and RabbitMQ closes the channel of one unacked for 30 minutes. A
+#: longer pause is found again by the run that comes back, which waits out the rest.
+MAX_RESUME_DELAY_MS = 15 * 60 * 1000
+
+
+def resume_delay_ms(resume_after_s: float) -> int:
+    """The delay, in milliseconds, to send a paused run again with: its pause, rounded up,
+    at least 1 ms and at most :data:`MAX_RESUME_DELAY_MS`."""
+    return min(max(math.ceil(resume_after_s * 1000), 1), MAX_RESUME_DELAY_MS)
 
 
 def time_slice(seconds: float) -> Callable[[], bool] | None:

@@ -46,7 +46,7 @@ from bgworkers.sync.http import RequestRetryPolicy, json_object, send
 from bgworkers.sync.limits import google_limits
 from bgworkers.sync.metrics import SYNC_METRICS
 from bgworkers.sync.models import STATUS_ACTIVE, CalendarConnection
-from bgworkers.sync.shared_limits import SharedLimiter
+from bgworkers.sync.shared_limits import RateLimitedLater, SharedLimiter
 
 log = get_logger(__name__)
 
@@ -188,6 +188,9 @@ def _fetch(
             on_rate_limited=pause,
         )
         return _Answer(listing, body=json_object(response, operation="calendar events.list"))
+    except RateLimitedLater as exc:  # paused everywhere: its own message, after the pause
+        delay_ms = math.ceil(float(exc.retry_after_s or 0.0) * 1000)
+        return _Answer(listing, hand_off="rate_limited", delay_ms=delay_ms)
     except Exception as exc:  # noqa: BLE001 - any failure is this user's: its own message
         # classifies it (refresh, full listing, retry, dead letter) as the per-user path does.
         return _Answer(listing, hand_off=type(exc).__name__)

@@ -18,14 +18,19 @@ from sqlmodel import Session, select
 from bgworkers.errors import PermanentError, TransientError
 from bgworkers.sync.metrics import observe_run
 from bgworkers.sync.models import STATUS_ACTIVE, CalendarConnection, NotionConnection
+from bgworkers.sync.shared_limits import RateLimitedLater
 from bgworkers.sync.store import mark_failed
 
 
 class RunResult(Protocol):
-    """What a provider's result carries besides its own counts (all reported as figures)."""
+    """What a provider's result carries besides its own counts (all reported as figures).
+
+    ``resume_after_s``: with outcome ``paused``, the seconds until the credential's pause
+    ends (when the rest of the run should be sent again)."""
 
     user_id: int
     outcome: str
+    resume_after_s: float
 
 
 ResultT = TypeVar("ResultT", bound=RunResult)
@@ -44,7 +49,9 @@ def run_connection_sync(
 ) -> ResultT:
     """Run ``sync_pages(connection)`` for ``result.user_id``'s active connection of ``model``.
 
-    ``sync_pages`` fills ``result`` and commits after every page; a
+    ``sync_pages`` fills ``result`` and commits after every page; a paused credential
+    (:class:`~bgworkers.sync.shared_limits.RateLimitedLater`) ends the run with outcome
+    ``paused`` and ``resume_after_s``; a
     :class:`~bgworkers.errors.TransientError` leaves the committed pages for the retry, a
     :class:`~bgworkers.errors.PermanentError` is recorded on the connection first (with
     ``reauth_error``, the connection is marked ``reauth_required``). ``now`` is the run's
@@ -58,6 +65,12 @@ def run_connection_sync(
         else:
             try:
                 sync_pages(connection)
+            except RateLimitedLater as exc:
+                # The credential is paused: not a failure, and no thread waits it out. The
+                # pages committed so far stay; the caller sends the rest for after the pause.
+                session.rollback()
+                result.outcome = "paused"
+                result.resume_after_s = float(exc.retry_after_s or 0.0)
             except (PermanentError, TransientError) as exc:
                 session.rollback()  # only the page in flight; earlier pages are committed
                 if isinstance(exc, PermanentError):

@@ -59,7 +59,8 @@ class MalformedEvent(ValueError):
 @dataclass
 class CalendarSyncResult:
     user_id: int
-    outcome: str = "completed"  # completed, skipped, superseded or yielded
+    outcome: str = "completed"  # completed, skipped, superseded, yielded or paused
+    resume_after_s: float = 0.0  # paused: seconds until the credential's pause ends
     pages: int = 0
     upserted: int = 0
     removed: int = 0

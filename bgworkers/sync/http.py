@@ -1,6 +1,6 @@
 """The HTTP layer of the sync domain: one client per process, error classification, retries.
 
-Errors raised here (all from :mod:`bgworkers.errors`)::
+Errors raised here (from :mod:`bgworkers.errors`, and the limiter's one)::
 
     TransientHTTPError          transport error, 408, 429, 5xx (and Google's 403 rate limits)
     PermanentHTTPError          any other answer outside 2xx
@@ -8,6 +8,8 @@ Errors raised here (all from :mod:`bgworkers.errors`)::
      |    +-- ReauthorizationRequired  still refused after a refresh: the user must reconnect
      +-- ResourceGone           410: Google's "sync token no longer valid"
     UnexpectedResponse (PermanentError)  a 2xx answer without the documented shape
+    RateLimitedLater (TransientError)    a rate-limit answer to a request whose credential
+                                         the limiter paused (``on_rate_limited``)
 
 Retries happen at two levels, and the split is deliberate. A short wait (a ``Retry-After``
 of a few seconds, or a 5xx/transport blip with no ``Retry-After``) is retried here, inside
@@ -15,7 +17,10 @@ the message, with tenacity: the worker thread sleeps a little and the sync goes 
 in-memory state. A long ``Retry-After`` is not slept through: it would hold a worker thread
 idle and eat into the actor's time limit. Then, and when the in-request attempts run out,
 :class:`TransientHTTPError` carries ``retry_after_s`` up to the retry policy, which re-queues
-the message with that delay; the sync resumes from the last committed page.
+the message with that delay; the sync resumes from the last committed page. A rate-limit
+answer on a credential the limiter paused is never slept through, however short its
+``Retry-After``: the pause holds for every request of that credential, and the per-user run
+stops (outcome ``paused``) and is sent again for when it ends, without using a retry.
 
 Secrets: nothing here puts a URL (Google sends sync and page tokens in the query string), a
 header or a body into an exception message or a log line; errors name an operation instead.
@@ -46,6 +51,7 @@ from bgworkers.logs.redaction import scrub_known
 from bgworkers.processes.process_resources import ProcessResource
 from bgworkers.settings import Settings
 from bgworkers.sync.metrics import SYNC_METRICS
+from bgworkers.sync.shared_limits import RateLimitedLater
 from bgworkers.tracing.spans import client_span, set_http_status
 
 log = get_logger(__name__)
@@ -263,9 +269,12 @@ def send(
 
     ``before_attempt`` runs before every attempt (a rate limiter). ``on_rate_limited`` is
     told the seconds to hold off (``Retry-After``, else :data:`DEFAULT_RATE_LIMIT_PAUSE_S`)
-    when the provider answers that a rate limit was hit, before any retry, so the limiter
-    pauses the credential everywhere. Returns a 2xx response; raises the classified error
-    otherwise (see the module docstring).
+    when the provider answers that a rate limit was hit, so the limiter pauses the credential
+    everywhere; the request is then not retried here but raises
+    :class:`~bgworkers.sync.shared_limits.RateLimitedLater`: the run hands its work back to
+    the broker for after the pause, where sleeping through it would park a worker thread
+    that other credentials' work is waiting for. Returns a 2xx response; raises the
+    classified error otherwise (see the module docstring).
     """
     metrics = SYNC_METRICS.get()
 
@@ -301,7 +310,12 @@ def send(
             response = _send_once(client, build(), operation=operation, provider=provider)
             if on_rate_limited is not None and is_rate_limited(response):
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                on_rate_limited(DEFAULT_RATE_LIMIT_PAUSE_S if retry_after is None else retry_after)
+                pause_s = DEFAULT_RATE_LIMIT_PAUSE_S if retry_after is None else retry_after
+                on_rate_limited(pause_s)
+                raise RateLimitedLater(
+                    f"{operation}: HTTP {response.status_code} (rate limited)",
+                    retry_after_s=pause_s,
+                )
             raise_for_status(response, operation=operation)
             return response
     raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover

@@ -18,6 +18,7 @@ PROVIDERS = ("google_calendar", "notion")
 RUN_OUTCOMES = (
     "completed",
     "yielded",
+    "paused",
     "superseded",
     "skipped",
     "transient_error",
@@ -57,8 +58,8 @@ class SyncMetrics:
         return cls(
             runs=Counter(
                 "bgworkers_sync_runs_total",
-                "Per-user sync runs by provider and outcome (completed, yielded, superseded, "
-                "skipped, transient_error, permanent_error, error).",
+                "Per-user sync runs by provider and outcome (completed, yielded, paused, "
+                "superseded, skipped, transient_error, permanent_error, error).",
                 ["provider", "outcome"],
                 registry=registry,
             ),
@@ -177,7 +178,7 @@ def observe_run(provider: str, user_id: int) -> Iterator[dict[str, Any]]:
         metrics.duration.labels(provider).observe(elapsed)
         level = (
             "info"
-            if figures["outcome"] in ("completed", "yielded", "skipped", "superseded")
+            if figures["outcome"] in ("completed", "yielded", "paused", "skipped", "superseded")
             else "warning"
         )
         getattr(get_logger(__name__), level)(

@@ -56,7 +56,8 @@ class MalformedPage(ValueError):
 @dataclass
 class NotionSyncResult:
     user_id: int
-    outcome: str = "completed"  # completed, skipped, superseded or yielded
+    outcome: str = "completed"  # completed, skipped, superseded, yielded or paused
+    resume_after_s: float = 0.0  # paused: seconds until the credential's pause ends
     pages: int = 0
     upserted: int = 0
     archived: int = 0  # pages no longer listed, marked archived

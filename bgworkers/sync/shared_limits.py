@@ -47,8 +47,10 @@ _KNOWN_KEYS_MAX = 100_000
 
 
 class RateLimitedLater(TransientError):
-    """The next slot is further away than a worker thread should sleep: the message goes back
-    to the broker with ``retry_after_s`` (the slot stays reserved, so nothing bursts)."""
+    """The credential is paused (the provider answered 429), or its next slot is further away
+    than a worker thread should sleep: the run hands its work back to the broker for
+    ``retry_after_s`` seconds later instead of holding a thread through the wait (the slot
+    stays reserved, so nothing bursts)."""
 
 
 class Throttle(Protocol):
@@ -395,8 +397,16 @@ class SharedLimiter:
 
     def _acquire_shared(self, limits: Sequence[Limit]) -> float:
         """Reserve, sleep to the slot; reserve again if a 429 paused a key meanwhile (a slot
-        reserved before the pause must not be used in it)."""
+        reserved before the pause must not be used in it).
+
+        A wait longer than one interval is checked for a pause first, and a paused credential
+        raises :class:`RateLimitedLater` rather than sleeping: every request of that
+        credential would park a worker thread until the pause ends (seconds, from the
+        provider's ``Retry-After``) while other credentials' work waits in the queue. The
+        spacing wait of a busy credential (up to ``max_wait_s``) is slept as before."""
         waited = 0.0
+        keys = [limit.key for limit in limits]
+        longest_interval_s = max(limit.interval_s for limit in limits)
         while True:
             wait = self.store.reserve(limits)
             self._store_worked()
@@ -404,9 +414,14 @@ class SharedLimiter:
                 return waited
             if self.max_wait_s is not None and wait > self.max_wait_s:
                 raise RateLimitedLater(f"rate limit: next slot in {wait:.1f} s", retry_after_s=wait)
+            if wait > longest_interval_s and self.store.paused_for(keys) > 0:
+                raise RateLimitedLater(
+                    f"rate limit: credential paused, next slot in {wait:.1f} s",
+                    retry_after_s=wait,
+                )
             self._sleep(wait)
             waited += wait
-            if self.store.paused_for([limit.key for limit in limits]) <= 0:
+            if self.store.paused_for(keys) <= 0:
                 return waited
 
     def reserve_many(self, requests: Sequence[Sequence[Limit]]) -> list[float]:

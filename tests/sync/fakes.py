@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -451,3 +452,50 @@ def serve_http(handler: Handler) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@dataclass
+class NotionWorkspaces:
+    """Notion's search for many tokens (a :class:`FakeNotion` each), counting per token.
+
+    A token in ``storms`` is answered ``429`` with ``Retry-After: retry_after_s`` for its
+    first ``storms[token]`` requests. ``seen`` is every request as ``(monotonic seconds,
+    token, status)``, in arrival order: each token's timeline at the server.
+    """
+
+    version: str = "2022-06-28"
+    retry_after_s: float = 3.0
+    storms: dict[str, int] = field(default_factory=dict)
+    workspaces: dict[str, FakeNotion] = field(default_factory=dict)
+    seen: list[tuple[float, str, int]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, token: str, *, pages: int = 1) -> None:
+        workspace = FakeNotion(token=token, version=self.version)
+        for n in range(pages):
+            workspace.put_page(f"{token} {n}", edited=datetime(2026, 11, 20, tzinfo=UTC))
+        self.workspaces[token] = workspace
+
+    def requests_of(self, token: str) -> list[tuple[float, int]]:
+        with self.lock:
+            return [(at, status) for at, t, status in self.seen if t == token]
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        with self.lock:
+            storm = self.storms.get(token, 0)
+            if storm > 0:
+                self.storms[token] = storm - 1
+                response = httpx.Response(
+                    429,
+                    json=notion_error(429, "rate_limited", "You have been rate limited."),
+                    headers={"Retry-After": f"{self.retry_after_s:g}"},
+                )
+            elif token in self.workspaces:
+                response = self.workspaces[token](request)
+            else:
+                response = httpx.Response(
+                    401, json=notion_error(401, "unauthorized", "API token is invalid.")
+                )
+            self.seen.append((time.monotonic(), token, response.status_code))
+        return response

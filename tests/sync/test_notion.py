@@ -124,17 +124,23 @@ def test_client_side_rate_limit_keeps_requests_under_the_limit(
     ) == pytest.approx(9 / rate)
 
 
-def test_429_from_notion_is_retried_after_retry_after(
+def test_429_from_notion_pauses_the_run_for_retry_after_without_sleeping(
     db_engine: Engine, user: int, notion, notion_client, settings, policy, clock
 ) -> None:
     fill(notion, 150)
     unlimited = RateLimiter(1000.0, clock=clock.monotonic, sleep=clock.sleep)
 
-    result = run(db_engine, user, notion_client, settings, unlimited, policy)
+    first = run(db_engine, user, notion_client, settings, unlimited, policy)
 
-    # Without client-side spacing the fake rejects the burst; Retry-After: 1 is honoured.
-    assert notion.rate_limited == 1 and result.upserted == 150
-    assert 1.0 in clock.sleeps
+    # Without client-side spacing the fake rejects the burst: the run stops after its
+    # committed page and says when to come back (Retry-After: 1), no thread sleeps on it.
+    assert notion.rate_limited == 1
+    assert (first.outcome, first.resume_after_s, first.upserted) == ("paused", 1.0, 100)
+    assert 1.0 not in clock.sleeps
+    clock.sleep(1.0)  # the run sent again for after the pause
+    second = run(db_engine, user, notion_client, settings, unlimited, policy)
+    assert (second.outcome, second.upserted) == ("completed", 50)  # resumed at its cursor
+    assert len(pages(db_engine, user)) == 150
 
 
 def test_failure_half_way_resumes_from_the_committed_cursor(

@@ -210,6 +210,24 @@ def test_a_wait_longer_than_a_thread_should_sleep_goes_back_to_the_broker(
 
 
 @pytest.mark.parametrize("db_engine", ["sqlite", "postgresql"], indirect=True)
+def test_a_paused_credential_is_handed_back_however_short_the_pause(db_engine: Engine) -> None:
+    slept: list[float] = []
+    limiter = SharedLimiter(
+        SlotStore(db_engine), fallback_share=0.1, max_wait_s=5.0, sleep=slept.append
+    )
+    busy = [Limit(credential_key("notion", "busy-token"), 2.5)]
+    limiter.acquire(busy)
+    limiter.acquire(busy)  # the spacing of a busy credential is slept, as before
+    assert slept == [pytest.approx(0.4, abs=0.1)]
+    paused = [Limit(credential_key("notion", "paused-token"), 2.5)]
+    limiter.pause(paused[0].key, 2.0)  # a 429 with Retry-After: 2, under max_wait_s
+    with pytest.raises(RateLimitedLater) as raised:
+        limiter.acquire(paused)
+    assert raised.value.retry_after_s == pytest.approx(2.0, abs=0.5)
+    assert len(slept) == 1  # no thread sleeps through a pause
+
+
+@pytest.mark.parametrize("db_engine", ["sqlite", "postgresql"], indirect=True)
 def test_idle_rows_are_pruned_and_a_pruned_credential_is_still_limited(db_engine: Engine) -> None:
     store = SlotStore(db_engine)
     used = Limit(credential_key("notion", "used-token"), 4.0)
