@@ -51,10 +51,14 @@ class ValidReminder:
 
 
 def load_zone(name: str) -> ZoneInfo | None:
-    """The IANA zone called ``name``, or None if there is no such zone."""
+    """The IANA zone called ``name``, or None if there is no such zone.
+
+    OSError too: a name that is a folder of the zone database ("Europe") or too long for a
+    file name makes ``ZoneInfo`` raise it, and such a name is as unknown as "Mars/Olympus".
+    """
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         return None
 
 

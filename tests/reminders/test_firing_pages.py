@@ -206,3 +206,25 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met before the deadline"
         time.sleep(0.05)
+
+
+def test_a_zone_name_that_is_a_folder_closes_its_reminder_and_the_page_goes_on(
+    db_engine: Engine, make_user: Callable[..., int], registry: Any
+) -> None:
+    """A zone named after a folder of the zone database ("America"; ``ZoneInfo`` raises
+    OSError there) closes its reminder as failed like any unknown zone, instead of handing
+    it on to fail again and again; the rest of the page fires."""
+    ids = [new_reminder(db_engine, make_user(), recurrence="daily") for _ in range(3)]
+    with Session(db_engine) as session:
+        row = session.get(Reminder, ids[1])
+        assert row is not None
+        row.timezone = "America"
+        session.add(row)
+        session.commit()
+    assert fire_page(db_engine, ids, pytest.fail) == 2
+    assert emails_by_key(db_engine) == {occurrence_key(i, DUE): 1 for i in (ids[0], ids[2])}
+    with Session(db_engine) as session:
+        failed = session.get(Reminder, ids[1])
+        assert failed is not None
+        assert (failed.status, failed.last_error) == (ReminderStatus.FAILED, "unknown time zone")
+    assert registry.get_sample_value("bgworkers_reminders_failed_total") == 1

@@ -45,6 +45,15 @@ def test_due_zones_are_grouped_by_local_date() -> None:
     assert str(user_zone("Nowhere/Atall")) == "UTC"
 
 
+def test_a_zone_name_that_is_a_folder_counts_as_utc_and_stops_no_one() -> None:
+    """A folder of the zone database ("Europe"), where ``ZoneInfo`` raises OSError."""
+    at_8 = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
+    assert str(user_zone("Europe")) == "UTC"
+    assert due_dates_by_zone(["Europe", "Europe/London"], now=at_8) == {
+        TODAY: ["Europe", "Europe/London"]
+    }
+
+
 def test_dispatch_picks_due_users_once_per_day(
     db_engine: Engine, make_user: Callable[..., int]
 ) -> None:

@@ -60,6 +60,15 @@ def test_rejects_unknown_zone() -> None:
     assert "'Mars/Olympus_Mons' is not a known time zone" in problem
 
 
+@pytest.mark.parametrize(
+    "name", ["Europe", "__pycache__", "x" * 300], ids=["folder", "package", "long"]
+)
+def test_rejects_a_name_that_is_a_folder_of_the_zone_database_or_no_file_name(name: str) -> None:
+    """Such names make ``ZoneInfo`` raise OSError (a folder, a name too long for a file)."""
+    [problem] = problems_of(timezone=name)
+    assert f"{name!r} is not a known time zone" in problem
+
+
 @pytest.mark.parametrize("text", ["", "   \n\t"])
 def test_rejects_empty_text(text: str) -> None:
     assert problems_of(text=text) == [
