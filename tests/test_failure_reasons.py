@@ -5,21 +5,27 @@ from __future__ import annotations
 
 import io
 import threading
+from datetime import UTC, datetime
 
+import dramatiq
 import pytest
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ProgrammingError
-from sqlmodel import Session
+from sqlmodel import Session, select
 
-from bgworkers.db.engine import utcnow
+from bgworkers import queues
+from bgworkers.db.engine import session_scope, utcnow
 from bgworkers.logs.failure_reasons import error_text, failure_reason
 from bgworkers.monitoring.health import CheckResult, DeadlineCheck
 from bgworkers.monitoring.report import print_health
 from bgworkers.outbox.relay import Relay, RelayConfig
+from bgworkers.scheduling.models import ScheduledRun
+from bgworkers.scheduling.periodic import CronPeriod
+from bgworkers.scheduling.schedule import ScheduledJob
 from bgworkers.settings import load_settings
 from tests.outbox.test_relay import MemoryPublisher
-from tests.platform_helpers import captured_json_logs, wait_for
+from tests.platform_helpers import captured_json_logs, running_worker, stub_broker, wait_for
 
 ADDRESS = "alice.private@example.com"
 
@@ -100,3 +106,29 @@ def test_the_health_reports_outbox_line_carries_no_statement_and_no_parameters(
     report = out.getvalue()
     assert "[parameters:" not in report and "[SQL:" not in report
     assert "SELECT" not in report
+
+
+def test_a_scheduled_runs_stored_error_carries_no_statement_and_no_parameters(
+    postgres_engine: Engine,
+) -> None:
+    """The job-run row ``bgworkers jobs`` and the console show, for a run that a real
+    PostgreSQL error ended."""
+    broker = stub_broker()
+    period = CronPeriod(ScheduledJob("writes_missing", "* * * * *", "test job"))
+
+    @dramatiq.actor(broker=broker, queue_name=queues.MAINTENANCE, periodic=period, max_retries=0)
+    def writes_missing() -> None:
+        with session_scope() as session:
+            session.execute(
+                text("INSERT INTO no_such_table (email) VALUES (:email)"), {"email": ADDRESS}
+            )
+
+    def stored_errors() -> list[str | None]:
+        with session_scope() as session:
+            return [row.error for row in session.exec(select(ScheduledRun))]
+
+    tick = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+    with running_worker(broker):
+        writes_missing.send_with_options(scheduled_at=tick.isoformat())
+        wait_for(lambda: stored_errors() != [None], what="the run's outcome recorded")
+    assert stored_errors() == ['UndefinedTable: relation "no_such_table" does not exist']
