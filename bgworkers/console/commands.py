@@ -28,6 +28,7 @@ from bgworkers.console.audit import cli_user
 from bgworkers.console.dead_letters import DeadLetterFilter, as_dict
 from bgworkers.console.operations import ActionResult, Console
 from bgworkers.console.sending import SendRefused, parse_arguments
+from bgworkers.logs.failure_reasons import failure_reason
 from bgworkers.logs.loggers import redact_text
 from bgworkers.settings import Settings
 
@@ -83,7 +84,7 @@ def guarded(handler: Handler) -> Handler:
             print(f"bgworkers {args.command}: RabbitMQ did not answer ({error})", file=sys.stderr)
             return UNAVAILABLE
         except SQLAlchemyError as exc:
-            error = redact_text(f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+            error = redact_text(failure_reason(exc))
             print(
                 f"bgworkers {args.command}: the database did not answer ({error})", file=sys.stderr
             )
@@ -327,7 +328,7 @@ def _why_not_read(exc: Exception) -> str:
         problem = database_problem(again, engine.url.render_as_string(hide_password=True))
     if problem is not None:
         return problem.message
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    return failure_reason(exc).splitlines()[0][:200]
 
 
 def serve_console(settings: Settings, args: argparse.Namespace) -> int:
