@@ -5,11 +5,13 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import socket
+import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
@@ -58,10 +60,57 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for(condition: Callable[[], bool], *, timeout_s: float = 20.0, what: str = "") -> None:
-    """Poll ``condition`` until it holds; fail the test after ``timeout_s`` seconds."""
+class Watched(Protocol):
+    """A process a test started: ``check_running`` fails the test, with its log, if it exited."""
+
+    def check_running(self) -> None: ...
+
+
+def wait_for(
+    condition: Callable[[], object],
+    *,
+    timeout_s: float = 20.0,
+    what: str = "",
+    watch: Iterable[Watched] = (),
+) -> None:
+    """Poll ``condition`` until it holds; fail the test after ``timeout_s`` seconds, or at
+    once when a process of ``watch`` has exited (no use waiting out the deadline then)."""
+    watched = list(watch)
     deadline = time.monotonic() + timeout_s
     while not condition():
+        for process in watched:
+            process.check_running()
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or 'the condition'}")
+            raise AssertionError(
+                f"timed out after {timeout_s:g} s waiting for {what or 'the condition'}"
+            )
         time.sleep(0.1)
+
+
+def stop_process(
+    process: subprocess.Popen[Any], *, sig: int = signal.SIGINT, timeout_s: float = 60.0
+) -> int:
+    """Stop a command the test started as a person would (Ctrl-C by default), killing it if it
+    has not exited within ``timeout_s`` seconds; its exit code."""
+    if process.poll() is None:
+        process.send_signal(sig)
+    try:
+        return process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
+@contextmanager
+def smtp_server(handler: Any, *, port: int | None = None) -> Iterator[int]:
+    """An in-process SMTP server (aiosmtpd) on 127.0.0.1 answering with ``handler``; its port
+    (a free one unless given)."""
+    from aiosmtpd.controller import Controller
+
+    port = port or free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield port
+    finally:
+        controller.stop()

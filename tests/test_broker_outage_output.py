@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import pty
-import signal
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from bgworkers import migrations
 from bgworkers.db.engine import make_engine
-from tests.platform_helpers import free_port, wait_for
+from tests.platform_helpers import free_port, stop_process, wait_for
 
 BIN = Path(sys.executable).parent
 #: Seconds a process may take to log its first line about the outage (a deadline).
@@ -59,12 +58,7 @@ def run_for(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[list[str],
         while process.poll() is None and time.monotonic() < observed_until:
             time.sleep(0.2)
         alive = process.poll() is None
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
     return out.read_text().splitlines(), alive
 
 
@@ -120,8 +114,7 @@ def read_pty_until_outage_line(argv: list[str], env: dict[str, str], cwd: Path) 
             time.sleep(0.1)
         except OSError:  # the process closed the terminal
             break
-    process.send_signal(signal.SIGINT)
-    process.wait(timeout=60)
+    stop_process(process)
     os.close(primary)
     return b"".join(chunks).decode(errors="replace")
 

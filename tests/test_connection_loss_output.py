@@ -8,15 +8,10 @@ does to a worker.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
-import socket
-import struct
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -25,68 +20,16 @@ import pytest
 from bgworkers import migrations
 from bgworkers.db.engine import make_engine
 from bgworkers.settings import get_settings
-from tests.platform_helpers import free_port, wait_for
+from tests.platform_helpers import free_port, stop_process, wait_for
+from tests.tcp_relay import TcpRelay
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
 
 
-class CuttableRelay:
-    """Forwards TCP connections from a local port to ``target``; :meth:`cut` resets them."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self.listener.getsockname()[1])
-        self.clients: list[socket.socket] = []
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:  # closed by stop()
-                return
-            upstream = socket.create_connection(self.target)
-            with self._lock:
-                self.clients.append(client)
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_pump, args=(source, sink), daemon=True).start()
-
-    def cut(self) -> int:
-        """Reset every relayed connection (RST, not FIN); return how many."""
-        with self._lock:
-            clients, self.clients = self.clients, []
-        for client in clients:
-            with contextlib.suppress(OSError):  # already closed by its pump: nothing to reset
-                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                client.close()
-        return len(clients)
-
-    def connections(self) -> int:
-        with self._lock:
-            return len(self.clients)
-
-    def stop(self) -> None:
-        self.listener.close()
-        self.cut()
-
-
-def _pump(source: socket.socket, sink: socket.socket) -> None:
-    try:
-        while data := source.recv(65536):
-            sink.sendall(data)
-    except OSError:  # the other side was reset or closed: this direction ends too
-        pass
-    for end in (source, sink):
-        with contextlib.suppress(OSError):
-            end.close()
-
-
 def test_a_reset_connection_is_one_warning_with_the_node_and_the_reason(tmp_path: Path) -> None:
     url = urlsplit(get_settings().broker_url.get_secret_value())
-    relay = CuttableRelay((url.hostname or "127.0.0.1", url.port or 5672))
+    relay = TcpRelay((url.hostname or "127.0.0.1", url.port or 5672)).start()
     relayed = url._replace(netloc=f"{url.username}:{url.password}@127.0.0.1:{relay.port}")
     engine = make_engine(f"sqlite:///{tmp_path}/bgworkers.db")
     migrations.upgrade(engine)
@@ -114,12 +57,7 @@ def test_a_reset_connection_is_one_warning_with_the_node_and_the_reason(tmp_path
             )
             assert process.poll() is None  # dramatiq reconnected: the worker did not exit
         finally:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
             relay.stop()
     lines = out.read_text().splitlines()
     logged = [json.loads(line) for line in lines if line.startswith("{")]

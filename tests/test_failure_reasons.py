@@ -5,21 +5,29 @@ from __future__ import annotations
 
 import io
 import threading
+from datetime import UTC, datetime
 
+import dramatiq
 import pytest
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ProgrammingError
-from sqlmodel import Session
+from sqlmodel import Session, select
 
-from bgworkers.db.engine import utcnow
+from bgworkers import queues
+from bgworkers.console.models import Attempt, DeadLetter
+from bgworkers.db.engine import session_scope, utcnow
+from bgworkers.errors import PermanentError
 from bgworkers.logs.failure_reasons import error_text, failure_reason
 from bgworkers.monitoring.health import CheckResult, DeadlineCheck
 from bgworkers.monitoring.report import print_health
 from bgworkers.outbox.relay import Relay, RelayConfig
+from bgworkers.scheduling.models import ScheduledRun
+from bgworkers.scheduling.periodic import CronPeriod
+from bgworkers.scheduling.schedule import ScheduledJob
 from bgworkers.settings import load_settings
 from tests.outbox.test_relay import MemoryPublisher
-from tests.platform_helpers import captured_json_logs, wait_for
+from tests.platform_helpers import captured_json_logs, running_worker, stub_broker, wait_for
 
 ADDRESS = "alice.private@example.com"
 
@@ -100,3 +108,90 @@ def test_the_health_reports_outbox_line_carries_no_statement_and_no_parameters(
     report = out.getvalue()
     assert "[parameters:" not in report and "[SQL:" not in report
     assert "SELECT" not in report
+
+
+def test_a_scheduled_runs_stored_error_carries_no_statement_and_no_parameters(
+    postgres_engine: Engine,
+) -> None:
+    """The job-run row ``bgworkers jobs`` and the console show, for a run that a real
+    PostgreSQL error ended."""
+    broker = stub_broker()
+    period = CronPeriod(ScheduledJob("writes_missing", "* * * * *", "test job"))
+
+    @dramatiq.actor(broker=broker, queue_name=queues.MAINTENANCE, periodic=period, max_retries=0)
+    def writes_missing() -> None:
+        with session_scope() as session:
+            session.execute(
+                text("INSERT INTO no_such_table (email) VALUES (:email)"), {"email": ADDRESS}
+            )
+
+    def stored_errors() -> list[str | None]:
+        with session_scope() as session:
+            return [row.error for row in session.exec(select(ScheduledRun))]
+
+    tick = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+    with running_worker(broker):
+        writes_missing.send_with_options(scheduled_at=tick.isoformat())
+        wait_for(lambda: stored_errors() != [None], what="the run's outcome recorded")
+    assert stored_errors() == ['UndefinedTable: relation "no_such_table" does not exist']
+
+
+def test_a_dead_letters_index_row_and_timeline_carry_no_statement_and_no_parameters(
+    postgres_engine: Engine,
+) -> None:
+    """The error, traceback and attempts ``bgworkers dead show`` and the console show, for a
+    message that a real PostgreSQL error failed twice (retried, then dead-lettered)."""
+    broker = stub_broker()
+
+    @dramatiq.actor(broker=broker, queue_name=queues.MAINTENANCE, max_retries=1, min_backoff=10)
+    def writes_missing() -> None:
+        with session_scope() as session:
+            session.execute(
+                text("INSERT INTO no_such_table (email) VALUES (:email)"), {"email": ADDRESS}
+            )
+
+    def dead_row() -> DeadLetter | None:
+        with session_scope() as session:
+            return session.get(DeadLetter, message.message_id)
+
+    with running_worker(broker):
+        message = writes_missing.send()
+        wait_for(lambda: dead_row() is not None, what="the dead-letter row")
+    row = dead_row()
+    assert row is not None
+    reason = 'UndefinedTable: relation "no_such_table" does not exist'
+    assert row.error == reason
+    assert row.traceback.rstrip().endswith(reason), row.traceback[-300:]
+    with session_scope() as session:
+        attempts = [attempt.error for attempt in session.exec(select(Attempt))]
+    assert attempts == [reason, reason]
+    for stored in (row.error, row.traceback, *attempts):
+        assert "[SQL:" not in stored and "[parameters:" not in stored and "LINE 1" not in stored
+        assert ADDRESS not in stored and "INSERT" not in stored.replace("cursor.execute", "")
+
+
+def test_the_dead_letter_index_failing_logs_no_statement_and_no_parameters(
+    postgres_engine: Engine,
+) -> None:
+    """The index's own tables are gone: its write fails with a real PostgreSQL error."""
+    with postgres_engine.begin() as connection:
+        connection.execute(text("DROP TABLE console_dead_letters, console_attempts"))
+    broker = stub_broker()
+
+    @dramatiq.actor(broker=broker, queue_name=queues.MAINTENANCE)
+    def refuses(email: str) -> None:
+        raise PermanentError("refused")
+
+    def failures() -> list[dict[str, object]]:
+        events = ("dead_letter_index_failed", "attempt_not_recorded")
+        return [line for line in logs if line["event"] in events]
+
+    with captured_json_logs() as logs, running_worker(broker):
+        refuses.send(ADDRESS)
+        broker.join(queues.MAINTENANCE, timeout=10_000, fail_fast=False)
+    lines = failures()
+    assert [line["event"] for line in lines] == ["dead_letter_index_failed"]
+    reason = 'UndefinedTable: relation "console_dead_letters" does not exist'
+    for line in lines:
+        assert line["error"] == reason, line
+        assert ADDRESS not in str(line) and "[SQL:" not in str(line)

@@ -217,3 +217,36 @@ def test_references_resolve_and_every_variable_is_a_setting() -> None:
         }
     )
     assert len(settings.broker_url.get_secret_value().split(";")) == 3  # the cluster's nodes
+
+
+def test_scaling_md_sizes_max_connections_for_these_manifests() -> None:
+    """The worked example of docs/scaling.md ("PostgreSQL connections"), recomputed from the
+    manifests and the pool sizes: a change to either that the doc does not follow fails."""
+    from bgworkers.db.engine import POOL_MAX_OVERFLOW, POOL_SIZE
+
+    doc = (ROOT / "docs" / "scaling.md").read_text()
+    pool = POOL_SIZE + POOL_MAX_OVERFLOW
+    deployments, scaled = by_kind("Deployment"), by_kind("ScaledObject")
+    total = total_at_max = 0
+    for name in WORKERS:
+        command = container(name)["command"]
+        processes, threads = int(option(command, "--processes")), int(option(command, "--threads"))
+        replicas = deployments[name]["spec"]["replicas"]
+        most = scaled[name]["spec"]["maxReplicaCount"]
+        per_pod = processes * (pool + threads) + 1
+        times = "\N{MULTIPLICATION SIGN}"  # the doc's sign
+        row = (
+            f"| `{name}`: {replicas} pods of {processes} {times} {threads} (KEDA: up to {most}) | "
+            f"{processes} {times} ({pool} + {threads}) + 1 = {per_pod} | "
+            f"{replicas * per_pod} ({most * per_pod} at {most} pods) |"
+        )
+        assert row in doc, row
+        total += replicas * per_pod
+        total_at_max += most * per_pod
+    schedulers = deployments["bgworkers-scheduler"]["spec"]["replicas"]
+    consoles = deployments["bgworkers-console"]["spec"]["replicas"]
+    assert f"| `bgworkers-scheduler`: {schedulers} pods | 1 | {schedulers} |" in doc
+    assert f"| `bgworkers-console`: {consoles} pod | {pool} | {consoles * pool} |" in doc
+    others = schedulers + consoles * pool + 1 + 3  # the migration Job, superuser_reserved
+    total, total_at_max = total + others, total_at_max + others
+    assert f"| **total** | | **{total} ({total_at_max} at KEDA's maxima)** |" in doc

@@ -21,6 +21,7 @@ from typing import Any
 from sqlmodel import Session, col, delete, select
 
 from bgworkers.console.models import Attempt
+from bgworkers.logs.failure_reasons import failure_reason
 from bgworkers.logs.loggers import redact_text
 
 #: Rows kept per message; later attempts of a message retried longer are not recorded.
@@ -43,9 +44,10 @@ def attempt_number(options: Mapping[str, Any]) -> int:
 
 
 def attempt_error(exception: BaseException | None) -> str:
+    """The attempt's failure in one short line (a database error without its statement)."""
     if exception is None:
         return ""
-    text = f"{type(exception).__name__}: {str(exception)[:ATTEMPT_ERROR_MAX_CHARS]}"
+    text = failure_reason(exception)[: ATTEMPT_ERROR_MAX_CHARS * 2]
     return redact_text(text)[:ATTEMPT_ERROR_MAX_CHARS]
 
 

@@ -28,6 +28,7 @@ from bgworkers.console.audit import cli_user
 from bgworkers.console.dead_letters import DeadLetterFilter, as_dict
 from bgworkers.console.operations import ActionResult, Console
 from bgworkers.console.sending import SendRefused, parse_arguments
+from bgworkers.logs.failure_reasons import failure_reason
 from bgworkers.logs.loggers import redact_text
 from bgworkers.settings import Settings
 
@@ -73,17 +74,22 @@ def guarded(handler: Handler) -> Handler:
     """One clear line instead of a traceback when a service is down or the input is bad."""
 
     def run(settings: Settings, args: argparse.Namespace) -> int:
+        from bgworkers.processes.diagnosis import quiet_pika
+
         try:
-            return handler(settings, args)
+            # pika logs each step of a failed connection as an error of its own; the line
+            # below (or the command's error boundary) says it once.
+            with quiet_pika():
+                return handler(settings, args)
         except SendRefused as exc:
             print(f"bgworkers {args.command}: {exc}", file=sys.stderr)
             return BAD_INPUT
         except (pika.exceptions.AMQPError, OSError) as exc:
-            error = redact_text(f"{type(exc).__name__}: {exc}")
+            error = redact_text(failure_reason(exc))
             print(f"bgworkers {args.command}: RabbitMQ did not answer ({error})", file=sys.stderr)
             return UNAVAILABLE
         except SQLAlchemyError as exc:
-            error = redact_text(f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+            error = redact_text(failure_reason(exc))
             print(
                 f"bgworkers {args.command}: the database did not answer ({error})", file=sys.stderr
             )
@@ -248,12 +254,13 @@ def _changed(changed: bool, args: argparse.Namespace, verb: str) -> int:
 
 
 def queues(settings: Settings, args: argparse.Namespace) -> int:
-    from bgworkers.monitoring.queue_depth import reader_from_settings
+    from bgworkers.console.queue_reading import QueuesNotRead, checked_depth_reader
 
-    read = reader_from_settings(
-        settings.broker_url.get_secret_value(), settings.rabbitmq_management_url
-    )
-    depths = read()
+    try:
+        depths = checked_depth_reader(settings)()
+    except QueuesNotRead as exc:
+        print(f"bgworkers {args.command}: queues not read: {exc}", file=sys.stderr)
+        return UNAVAILABLE
     if not args.json:
         header = ("queue", "lane", "ready", "delayed", "dead", "unacked", "consumers", "oldest")
         print("{:<12} {:<7} {:>6} {:>8} {:>6} {:>8} {:>10} {:>8}  type".format(*header))
@@ -327,7 +334,7 @@ def _why_not_read(exc: Exception) -> str:
         problem = database_problem(again, engine.url.render_as_string(hide_password=True))
     if problem is not None:
         return problem.message
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    return failure_reason(exc).splitlines()[0][:200]
 
 
 def serve_console(settings: Settings, args: argparse.Namespace) -> int:

@@ -31,6 +31,7 @@ from bgworkers.console.attempts import (
     trace_id_of,
 )
 from bgworkers.console.models import DeadLetter
+from bgworkers.logs.failure_reasons import failure_reason
 from bgworkers.logs.loggers import redact_text, redact_value
 
 #: How long RabbitMQ keeps a dead letter in ``<queue>.XQ``, in milliseconds (dramatiq's TTL).
@@ -98,15 +99,65 @@ def _bounded(value: Any, depth: int = 0) -> Any:
 
 
 def error_summary(exception: BaseException | None, reason: str) -> tuple[str, str]:
-    """``("Type: message", traceback)``, redacted and capped; the reason alone without one."""
+    """``("Type: message", traceback)``, redacted and capped; the reason alone without one.
+
+    A database error is given by its short reason (:func:`failure_reason`), in the error and
+    in the traceback: SQLAlchemy's text, and the driver's, hold the statement and the values
+    bound to it, which are what our users wrote.
+    """
     if exception is None:
         return reason, ""
-    error = redact_text(cap(f"{type(exception).__name__}: {exception}", ERROR_MAX_CHARS))
-    lines = tb.format_exception(type(exception), exception, exception.__traceback__, limit=30)
-    trace = _FRAME_FILE.sub(_short_path, "".join(lines))
-    if len(trace) > TRACEBACK_MAX_CHARS:  # keep the end: the innermost frames and the error
-        trace = "…" + trace[-(TRACEBACK_MAX_CHARS - 1) :]
-    return error, redact_text(trace)
+    error = redact_text(cap(failure_reason(exception), ERROR_MAX_CHARS))
+    trace = _FRAME_FILE.sub(_short_path, _traceback_text(exception))
+    # The end is kept: the innermost frames and the error.
+    return error, redact_text(trace, limit=TRACEBACK_MAX_CHARS, keep_end=True)
+
+
+_CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
+_CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
+
+
+def _traceback_text(exception: BaseException) -> str:
+    """Python's traceback of ``exception`` and the exceptions it came from (at most 30 frames
+    each), with each exception's line made as :func:`_exception_line` says."""
+    blocks: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exception
+    while current is not None and id(current) not in seen and len(blocks) < 10:
+        seen.add(id(current))
+        frames = tb.format_tb(current.__traceback__, limit=30)
+        head = ["Traceback (most recent call last):\n", *frames] if frames else []
+        cause = current.__cause__
+        context = None if current.__suppress_context__ else current.__context__
+        link = _CAUSE if cause is not None else _CONTEXT if context is not None else ""
+        blocks.append(link + "".join(head) + _exception_line(current, exception) + "\n")
+        current = cause or context
+    return "".join(reversed(blocks)).lstrip("\n")
+
+
+def _exception_line(exc: BaseException, outermost: BaseException) -> str:
+    """``Type: text``; for a SQLAlchemy error or the driver's error it wraps, the database
+    error's short reason instead of the text."""
+    if type(exc).__module__.startswith("sqlalchemy."):
+        return f"{type(exc).__name__}: {failure_reason(exc)}"
+    wrapper = _wrapper_of(exc, outermost)
+    if wrapper is not None:
+        return failure_reason(wrapper)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _wrapper_of(exc: BaseException, outermost: BaseException) -> BaseException | None:
+    """The SQLAlchemy error in ``outermost``'s chain whose ``orig`` is ``exc``, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = outermost
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if getattr(current, "orig", None) is exc and type(current).__module__.startswith(
+            "sqlalchemy."
+        ):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
 
 
 _FRAME_FILE = re.compile(r'File "([^"]+)"')

@@ -35,6 +35,7 @@ from bgworkers.console.dead_letters import (
 )
 from bgworkers.console.index_backlog import IndexBacklog
 from bgworkers.db.engine import session_scope, utcnow
+from bgworkers.logs.failure_reasons import failure_reason
 from bgworkers.logs.loggers import get_logger
 from bgworkers.middleware.retry_policy import REASON_ATTR
 
@@ -123,7 +124,7 @@ class DeadLetterIndex(Middleware):
             self.backlog.add(failure)
             log.error(
                 "dead_letter_index_failed",
-                error=f"{type(exc).__name__}: {str(exc)[:300]}",
+                error=failure_reason(exc)[:300],
                 waiting=len(self.backlog),
                 hint="kept in this process and written once the database answers",
             )
@@ -139,7 +140,9 @@ class DeadLetterIndex(Middleware):
             written = self.backlog.flush(_write)
         except Exception as exc:  # noqa: BLE001 - still away: the backlog waits for the next try
             log.warning(
-                "dead_letter_backlog_waiting", waiting=len(self.backlog), error=repr(exc)[:300]
+                "dead_letter_backlog_waiting",
+                waiting=len(self.backlog),
+                error=failure_reason(exc)[:300],
             )
             return
         if written:
@@ -163,7 +166,7 @@ class DeadLetterIndex(Middleware):
         self._dropped_logged_at = now
         log.warning(
             "attempt_not_recorded",
-            error=f"{type(exc).__name__}: {str(exc)[:300]}",
+            error=failure_reason(exc)[:300],
             dropped=self._attempts_dropped,
             hint="the attempts of retried messages are missing from their timelines meanwhile",
         )
@@ -173,7 +176,7 @@ class DeadLetterIndex(Middleware):
             with session_scope() as session:
                 mark_processed(session, str(message.message_id))
         except Exception as exc:  # noqa: BLE001 - a status line only; the work itself succeeded
-            log.error("dead_letter_index_failed", error=f"{type(exc).__name__}: {str(exc)[:300]}")
+            log.error("dead_letter_index_failed", error=failure_reason(exc)[:300])
 
 
 def _attempt(

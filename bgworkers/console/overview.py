@@ -15,10 +15,12 @@ from bgworkers.console.dead_letters import DeadLetterFilter
 from bgworkers.console.jobs import JobView, broker_periods, job_views
 from bgworkers.console.models import DeadLetter
 from bgworkers.console.operations import Console
+from bgworkers.console.queue_reading import QueuesNotRead, checked_depth_reader
 from bgworkers.db.engine import utcnow
+from bgworkers.logs.failure_reasons import failure_reason
 from bgworkers.logs.loggers import redact_text
 from bgworkers.monitoring.job_health import expected_intervals, last_successes
-from bgworkers.monitoring.queue_depth import QueueDepth, reader_from_settings
+from bgworkers.monitoring.queue_depth import QueueDepth
 from bgworkers.monitoring.report import STALE_HEARTBEAT_S, heartbeat_age_s
 from bgworkers.sync.api import RateLimitWaits, rate_limit_waits
 
@@ -57,18 +59,19 @@ def read_overview(
     read_queues: Callable[[], list[QueueDepth]] | None = None,
     now: datetime | None = None,
 ) -> Overview:
-    """``read_queues``: the queue-depth reader (made once per process; one from the settings
-    when None)."""
+    """``read_queues``: the queue-depth reader (made once per process,
+    :func:`~bgworkers.console.queue_reading.checked_depth_reader`; one from the settings when
+    None). Queues that could not be read leave ``queues`` empty and say why in
+    ``queues_error``."""
     now = now or utcnow()
     view = Overview()
     settings = console.settings
     try:
-        read = read_queues or reader_from_settings(
-            settings.broker_url.get_secret_value(), settings.rabbitmq_management_url
-        )
-        view.queues = read()
+        view.queues = (read_queues or checked_depth_reader(settings))()
+    except QueuesNotRead as exc:
+        view.queues_error = str(exc)
     except Exception as exc:  # noqa: BLE001 - shown on the page; the other parts still load
-        view.queues_error = redact_text(f"{type(exc).__name__}: {exc}")[:300]
+        view.queues_error = redact_text(failure_reason(exc))[:300]
     try:
         view.recent = console.dead_letters(DeadLetterFilter(limit=10))
         view.heartbeat_age_s = heartbeat_age_s(settings, now=now)
@@ -86,7 +89,7 @@ def read_overview(
             overdue = not waiting and _overdue(last, intervals.get(job.name), job, now)
             view.jobs.append(JobHealthRow(job, last, overdue, waiting))
     except Exception as exc:  # noqa: BLE001 - shown on the page instead of an error page
-        view.database_error = redact_text(f"{type(exc).__name__}: {exc}")[:300]
+        view.database_error = redact_text(failure_reason(exc))[:300]
     return view
 
 

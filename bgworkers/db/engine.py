@@ -58,6 +58,12 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+#: Connections a process's pool keeps open, and how many more it opens while that many are in
+#: use at once (closed when returned): a process holds at most their sum (docs/scaling.md).
+POOL_SIZE = 10
+POOL_MAX_OVERFLOW = 10
+
+
 def make_engine(
     url: str,
     *,
@@ -89,7 +95,13 @@ def make_engine(
         own = own if isinstance(own, str) else " ".join(own)
         timeout = f"-c idle_in_transaction_session_timeout={timeout_ms}"
         connect_args["options"] = f"{own} {timeout}".strip()
-    engine = create_engine(url, echo=echo, pool_size=10, max_overflow=10, connect_args=connect_args)
+    engine = create_engine(
+        url,
+        echo=echo,
+        pool_size=POOL_SIZE,
+        max_overflow=POOL_MAX_OVERFLOW,
+        connect_args=connect_args,
+    )
     ping_only_when_idle(engine, trusted_idle_s=trusted_idle_s)
     return engine
 

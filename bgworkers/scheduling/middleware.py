@@ -42,6 +42,7 @@ from bgworkers.db.engine import session_scope, utcnow
 from bgworkers.logs.failure_reasons import failure_reason
 from bgworkers.logs.intervals import LogInterval
 from bgworkers.logs.loggers import get_logger
+from bgworkers.logs.redaction import redact_text
 from bgworkers.middleware.outcome import outcome_of
 from bgworkers.scheduling.claims import Claim, claim_run, finish_run
 from bgworkers.scheduling.database_away import (
@@ -256,7 +257,9 @@ class ScheduleGuard(Middleware):
         duration_s = time.perf_counter() - attempt.started
         outcome = outcome_of(message, exception)
         now = utcnow()
-        error = f"{type(exception).__name__}: {exception}" if exception is not None else None
+        # The stored error is what an operator reads: the log line's short reason, never a
+        # database error's statement and the values bound to it, nor a credential.
+        error = redact_text(failure_reason(exception)) if exception is not None else None
         try:
             with session_scope() as session:
                 finish_run(
@@ -290,7 +293,7 @@ class ScheduleGuard(Middleware):
             tick=tick.isoformat(),
             outcome=outcome,
             duration_s=round(duration_s, 6),
-            error=failure_reason(exception) if exception is not None else None,
+            error=error,
         )
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:

@@ -55,7 +55,8 @@ from bgworkers.settings import broker_urls
 from tests.cluster import effects, netns
 from tests.cluster.rabbitmq_cluster import CLUSTER_ADDRESS, RabbitmqCluster
 from tests.outbox.rabbitmq_node import require_rabbitmq_server
-from tests.scheduling.tcp_proxy import TcpRelay
+from tests.platform_helpers import wait_for
+from tests.tcp_relay import TcpRelay
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
@@ -274,16 +275,6 @@ class Producer(threading.Thread):
             self.broker.close()
 
 
-def wait(predicate: object, timeout_s: float, what: str, processes: list[Process]) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():  # type: ignore[operator]
-        for process in processes:
-            process.check_running()
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.5)
-
-
 @pytest.mark.timeout(600)
 def test_node_losses_and_a_cut_host_lose_nothing_and_run_nothing_twice(
     cluster: RabbitmqCluster, cluster_database: Engine, tmp_path: Path
@@ -307,7 +298,12 @@ def test_node_losses_and_a_cut_host_lose_nothing_and_run_nothing_twice(
             argv = [str(BIN / "periodiq"), "bgworkers", "tests.cluster.effects"]
             processes.append(Process(hosts[i], argv, env, tmp_path / f"host{i}.log"))
         # Workers declare the queues (quorum) when their consumers start.
-        wait(lambda: effects.QUEUE in cluster.queue_types(), 90, "the workers' queues", processes)
+        wait_for(
+            lambda: effects.QUEUE in cluster.queue_types(),
+            timeout_s=90,
+            what="the workers' queues",
+            watch=processes,
+        )
         assert set(cluster.queue_types().values()) == {"quorum"}
 
         producer = Producer(cluster.urls("127.0.0.1"), engine)
@@ -315,11 +311,11 @@ def test_node_losses_and_a_cut_host_lose_nothing_and_run_nothing_twice(
         producer.start()
         done = lambda: count(engine, "SELECT count(*) FROM cluster_effects")  # noqa: E731
 
-        wait(lambda: done() >= 1_500, 120, "1,500 effects", processes)
+        wait_for(lambda: done() >= 1_500, timeout_s=120, what="1,500 effects", watch=processes)
         leader = cluster.leader_of(effects.QUEUE)
         leader_stopped = timeline.mark(f"stop_app {leader.name} (leader of {effects.QUEUE})")
         leader.stop_app()
-        wait(lambda: done() >= 3_500, 120, "3,500 effects", processes)
+        wait_for(lambda: done() >= 3_500, timeout_s=120, what="3,500 effects", watch=processes)
         second = next(n for n in cluster.nodes if n is not leader)
         timeline.mark(f"kill -9 {second.name}: no majority")
         second.kill()
@@ -328,7 +324,7 @@ def test_node_losses_and_a_cut_host_lose_nothing_and_run_nothing_twice(
         leader.start_app()
         second.restart_after_kill()
         back = timeline.mark("both nodes running")
-        wait(lambda: done() >= 6_500, 180, "6,500 effects", processes)
+        wait_for(lambda: done() >= 6_500, timeout_s=180, what="6,500 effects", watch=processes)
 
         with engine.connect() as conn:
             busiest = conn.execute(
@@ -344,34 +340,39 @@ def test_node_losses_and_a_cut_host_lose_nothing_and_run_nothing_twice(
         cut_process = processes[WORKER_HOSTS.index(cut_host.index)]
         alive = [p for p in processes if p is not cut_process]
 
-        wait(producer.finished.is_set, 300, "the producer", alive)
+        wait_for(producer.finished.is_set, timeout_s=300, what="the producer", watch=alive)
         assert producer.error is None, producer.error
-        wait(lambda: done() == MESSAGES, 300, "every effect", alive)
+        wait_for(lambda: done() == MESSAGES, timeout_s=300, what="every effect", watch=alive)
         finished = timeline.mark("all effects recorded")
         # A batch the cut host's relay had published but not yet marked stays locked by its
         # transaction until PostgreSQL ends it (twice the 5 s lease), then is published
         # again by the relay that holds the lease: its copies are duplicates, absorbed below.
-        wait(
+        wait_for(
             lambda: (
                 count(engine, "SELECT count(*) FROM outbox_messages WHERE published_at IS NULL")
                 == 0
             ),
-            60,
-            "every outbox row marked published",
-            alive,
+            timeout_s=60,
+            what="every outbox row marked published",
+            watch=alive,
         )
         # Duplicates still on their way (a delayed copy held until its ETA) drain, too.
-        wait(lambda: not queues_with_messages(cluster), 60, "empty queues", alive)
+        wait_for(
+            lambda: not queues_with_messages(cluster),
+            timeout_s=60,
+            what="empty queues",
+            watch=alive,
+        )
         # A heartbeat tick processed after both nodes were back (ticks come each minute).
-        wait(
+        wait_for(
             lambda: count(
                 engine,
                 "SELECT count(*) FROM scheduler_heartbeat WHERE processed_at > to_timestamp(:t)",
                 t=back,
             ),
-            90,
-            "a heartbeat after the nodes came back",
-            alive,
+            timeout_s=90,
+            what="a heartbeat after the nodes came back",
+            watch=alive,
         )
 
         duplicates = count(engine, "SELECT count(*) FROM cluster_duplicates")

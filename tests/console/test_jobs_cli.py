@@ -19,8 +19,9 @@ from bgworkers import queues
 from bgworkers.cli.admin import main
 from bgworkers.console.models import AuditEntry
 from bgworkers.scheduling.models import ScheduledRun
+from tests.platform_helpers import wait_for
 from tests.scheduling import probe_jobs
-from tests.scheduling.test_processes import Scheduler, at, offset_to, wait_until
+from tests.scheduling.scheduler_process import Scheduler, at, offset_to
 
 pytestmark = pytest.mark.integration
 JOB = "probe_every_minute"
@@ -65,7 +66,12 @@ def test_a_paused_job_skips_its_ticks_with_two_schedulers_and_runs_after_resume(
         for name in ("a", "b")
     )
     schedulers += [a.start(), b.start()]
-    wait_until(lambda: a.sends(JOB) >= 1 and b.sends(JOB) >= 1, 40, "the 10:57 tick", a, b)
+    wait_for(
+        lambda: a.sends(JOB) >= 1 and b.sends(JOB) >= 1,
+        timeout_s=40,
+        what="the 10:57 tick",
+        watch=[a, b],
+    )
     app_broker.join(queues.MAINTENANCE, timeout=30_000)
     paused_sends = a.sends(JOB) + b.sends(JOB)
     assert runs_of(JOB) == []  # sent by both schedulers, run by neither
@@ -83,8 +89,11 @@ def test_a_paused_job_skips_its_ticks_with_two_schedulers_and_runs_after_resume(
 
     assert cli(capsys, "jobs", "resume", JOB)[:2] == (0, [f"{JOB}  resumed"])
     before = (a.sends(JOB), b.sends(JOB))
-    wait_until(
-        lambda: a.sends(JOB) > before[0] and b.sends(JOB) > before[1], 70, "the next tick", a, b
+    wait_for(
+        lambda: a.sends(JOB) > before[0] and b.sends(JOB) > before[1],
+        timeout_s=70,
+        what="the next tick",
+        watch=[a, b],
     )
     for scheduler in (a, b):
         scheduler.kill()
@@ -105,7 +114,7 @@ def test_run_now_is_a_manual_run_even_when_paused(
     assert cli(capsys, "jobs", "pause", JOB, "--reason", "quiet")[0] == 0
     code, out, _ = cli(capsys, "jobs", "run", JOB, "--json")
     assert code == 0 and json.loads(out[0])["result"] == "sent"
-    wait_until(lambda: runs_of(JOB), 20, "the manual run")
+    wait_for(lambda: runs_of(JOB), timeout_s=20, what="the manual run")
     app_broker.join(queues.MAINTENANCE, timeout=10_000)
     with Session(postgres_engine) as session:
         [run] = session.exec(select(ScheduledRun).where(ScheduledRun.job == JOB)).all()

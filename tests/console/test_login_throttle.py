@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import re
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import httpx
-import uvicorn
 from dramatiq.brokers.stub import StubBroker
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from bgworkers.console.models import LoginFailures
 from bgworkers.console.operations import Console
-from bgworkers.console.web.app import WebConfig, create_app
+from bgworkers.console.web.app import WebConfig
 from bgworkers.console.web.security import Credentials, session_key
 from bgworkers.console.web.throttle import LoginThrottle, ThrottlePolicy
 from bgworkers.db.engine import session_scope
 from bgworkers.settings import get_settings
-from tests.platform_helpers import free_port, wait_for
+from tests.console.serving import serving
 
 
 class Clock:
@@ -94,23 +90,6 @@ def csrf_of(page: str) -> str:
     found = re.search(r'name="csrf" value="([^"]+)"', page)
     assert found, page
     return found[1]
-
-
-@contextmanager
-def serving(config: WebConfig) -> Iterator[str]:
-    """The console app served by uvicorn in a thread; its base URL."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_config=None)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, what="the console to listen")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def test_two_console_processes_count_the_same_failures(postgres_engine: Engine) -> None:

@@ -11,14 +11,12 @@ into the test's temporary directory.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
@@ -26,7 +24,7 @@ import bgworkers
 from bgworkers.console.audit import recent
 from bgworkers.console.models import DeadLetter
 from bgworkers.console.operations import Console
-from bgworkers.console.web.app import WebConfig, create_app
+from bgworkers.console.web.app import WebConfig
 from bgworkers.console.web.security import Credentials
 from bgworkers.console.web.throttle import LoginThrottle, ThrottlePolicy
 from bgworkers.db.engine import session_scope, utcnow
@@ -34,7 +32,8 @@ from bgworkers.maintenance.heartbeat import record_heartbeat
 from bgworkers.scheduling.models import ScheduledRun
 from bgworkers.settings import get_settings
 from tests.console import fake_jobs
-from tests.platform_helpers import IN_CI, free_port, wait_for
+from tests.console.serving import serving
+from tests.platform_helpers import IN_CI, wait_for
 
 pytestmark = pytest.mark.integration
 CHROMIUM = Path("/usr/bin/chromium")
@@ -55,16 +54,8 @@ def console_url(postgres_engine: Engine, app_broker) -> Iterator[str]:
         # The default thresholds, with shorter delays (seconds) to keep the test short.
         throttle=LoginThrottle(ThrottlePolicy(first_delay_s=0.1, max_delay_s=0.4)),
     )
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_config=None)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, what="the console to listen")
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serving(config) as url:
+        yield url
 
 
 @pytest.fixture

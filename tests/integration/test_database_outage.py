@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 import threading
 import time
@@ -36,7 +35,6 @@ from typing import Any
 
 import dramatiq
 import pytest
-from aiosmtpd.controller import Controller
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
@@ -50,8 +48,8 @@ from bgworkers.email.models import EmailStatus, OutboxEmail
 from bgworkers.maintenance.models import SchedulerHeartbeat
 from tests.email.helpers import ScriptedHandler
 from tests.integration.own_postgres import OwnPostgres, server_binaries
-from tests.integration.test_end_to_end import Processes, scrape
-from tests.platform_helpers import IN_CI, free_port, wait_for
+from tests.platform_helpers import IN_CI, smtp_server, wait_for
+from tests.service_processes import Processes, process_env, scrape
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
@@ -74,11 +72,8 @@ class SlowSmtpHandler(ScriptedHandler):
 @pytest.fixture
 def smtp() -> Iterator[tuple[SlowSmtpHandler, int]]:
     handler = SlowSmtpHandler()
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield handler, port
-    controller.stop()
+    with smtp_server(handler) as port:
+        yield handler, port
 
 
 @pytest.fixture
@@ -120,23 +115,16 @@ def system(
     smtp: tuple[ScriptedHandler, int],
 ) -> Iterator[Processes]:
     """Worker group and scheduler, not started yet, configured for that server and SMTP."""
-    env = {
-        **os.environ,
-        "BGW_BROKER_URL": rabbitmq_url,
-        "BGW_DATABASE_URL": own_postgres.url,
-        "BGW_DATA_DIR": str(tmp_path),
-        "BGW_METRICS_DIR": str(tmp_path / "metrics"),
-        "BGW_METRICS_PORT": str(free_port()),
-        "BGW_SCHEDULER_METRICS_PORT": str(free_port()),
-        "BGW_RELAY_METRICS_PORT": str(free_port()),
-        "BGW_SMTP_PORT": str(smtp[1]),
-        "BGW_SMTP_TIMEOUT_S": "2",
-        "BGW_RETRY_MIN_BACKOFF_MS": "500",
-        "BGW_EMAIL_SENDING_TIMEOUT_S": "123",
-        "BGW_LOG_FORMAT": "json",
-        "TZ": "UTC",
-    }
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env = process_env(
+        tmp_path,
+        broker_url=rabbitmq_url,
+        database_url=own_postgres.url,
+        BGW_SMTP_PORT=str(smtp[1]),
+        BGW_SMTP_TIMEOUT_S="2",
+        BGW_RETRY_MIN_BACKOFF_MS="500",
+        BGW_EMAIL_SENDING_TIMEOUT_S="123",
+        BGW_LOG_FORMAT="json",
+    )
     processes = Processes(env, tmp_path)
     yield processes
     processes.stop_all()

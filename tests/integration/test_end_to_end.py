@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -14,81 +12,30 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from sqlmodel import Session
 
 from bgworkers import queues
 from bgworkers.db.engine import make_engine
 from bgworkers.maintenance.models import SchedulerHeartbeat
 from tests.platform_helpers import free_port, wait_for
+from tests.service_processes import Processes, process_env, scrape
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
 
 
-class Processes:
-    def __init__(self, env: dict[str, str], workdir: Path) -> None:
-        self.env = env
-        self.workdir = workdir
-        self.started: list[tuple[subprocess.Popen[bytes], Path]] = []
-
-    def start(self, name: str, *argv: str) -> subprocess.Popen[bytes]:
-        out = self.workdir / f"{name}.out"
-        proc = subprocess.Popen(
-            argv,
-            env=self.env,
-            cwd=self.workdir,
-            stdout=out.open("wb"),
-            stderr=(self.workdir / f"{name}.err").open("wb"),
-            start_new_session=True,
-        )
-        self.started.append((proc, out))
-        return proc
-
-    def stop_all(self) -> list[int]:
-        for proc, _ in self.started:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)  # as a supervisor would: the main process only
-        codes = []
-        for proc, _ in self.started:
-            try:
-                codes.append(proc.wait(timeout=60))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                codes.append(proc.wait())
-        return codes
-
-
 @pytest.fixture
 def app(tmp_path: Path, rabbitmq_url: str) -> Iterator[Processes]:
-    env = {
-        **os.environ,
-        "BGW_BROKER_URL": rabbitmq_url,
-        "BGW_DATABASE_URL": f"sqlite:///{tmp_path}/app.db",
-        "BGW_METRICS_DIR": str(tmp_path / "metrics"),
-        "BGW_METRICS_PORT": str(free_port()),
-        "BGW_LOG_FORMAT": "json",
-        "TZ": "UTC",
-    }
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env = process_env(
+        tmp_path,
+        broker_url=rabbitmq_url,
+        database_url=f"sqlite:///{tmp_path}/app.db",
+        BGW_LOG_FORMAT="json",
+    )
     subprocess.run([str(BIN / "bgworkers"), "migrate"], env=env, cwd=tmp_path, check=True)
     processes = Processes(env, tmp_path)
     yield processes
     processes.stop_all()
-
-
-def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of the endpoint; empty while it does not answer yet."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            text = response.read().decode()
-    except OSError:
-        return {}
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
 
 
 def test_worker_and_scheduler_processes_as_an_operator_runs_them(

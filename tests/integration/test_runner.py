@@ -7,12 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.platform_helpers import free_port
+from tests.platform_helpers import free_port, wait_for
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
@@ -23,13 +22,15 @@ def events(path: Path) -> list[dict[str, object]]:
 
 
 def wait_for_event(path: Path, predicate, timeout_s: float = 60) -> dict[str, object]:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for event in events(path):
-            if predicate(event):
-                return event
-        time.sleep(0.2)
-    raise AssertionError(f"no matching event in {path.name}")
+    """The first event of ``path`` that ``predicate`` accepts, once one is there."""
+    found: list[dict[str, object]] = []
+
+    def seen() -> bool:
+        found[:] = [event for event in events(path) if predicate(event)][:1]
+        return bool(found)
+
+    wait_for(seen, timeout_s=timeout_s, what=f"a matching event in {path.name}")
+    return found[0]
 
 
 def test_run_supervises_worker_and_scheduler(tmp_path: Path, rabbitmq_url: str) -> None:

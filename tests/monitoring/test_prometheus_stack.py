@@ -31,7 +31,7 @@ import pytest
 import yaml
 
 from tests.monitoring.ports import METRICS_PORTS, port_from
-from tests.platform_helpers import IN_CI, wait_for
+from tests.platform_helpers import IN_CI, smtp_server, wait_for
 from tools import grafana_dashboards as dashboards
 
 pytestmark = pytest.mark.integration
@@ -181,21 +181,17 @@ def query(port: int, expr: str, *, at: float | None = None) -> list[object]:
 @pytest.fixture
 def outside_world() -> Iterator[dict[str, str]]:
     """A real SMTP server (refusing one recipient) and local Google Calendar and Notion fakes."""
-    from aiosmtpd.controller import Controller
-
     from tests.email.helpers import ScriptedHandler
     from tests.sync.fakes import FakeGoogleCalendar, FakeNotion, serve_http
 
     smtp = ScriptedHandler()
     smtp.rcpt_replies.append("550 5.1.1 no such mailbox")
-    smtp_port = port_from(METRICS_PORTS)
-    controller = Controller(smtp, hostname="127.0.0.1", port=smtp_port)
-    controller.start()
     google, notion = FakeGoogleCalendar(), FakeNotion()
     for n in range(30):
         google.put_event(f"ev{n}", summary=f"Event {n}")
     notion.put_page("Roadmap", edited=datetime.now(UTC) - timedelta(hours=1))
     with ExitStack() as stack:
+        smtp_port = stack.enter_context(smtp_server(smtp, port=port_from(METRICS_PORTS)))
         google_url = stack.enter_context(serve_http(google))
         notion_url = stack.enter_context(serve_http(notion))
         yield {
@@ -208,7 +204,6 @@ def outside_world() -> Iterator[dict[str, str]]:
             "BGW_NOTION_API_BASE_URL": notion_url,
             "notion_token": notion.token,
         }
-    controller.stop()
 
 
 def test_every_dashboard_and_alert_expression_returns_data(

@@ -1,7 +1,7 @@
 """Readiness against services that hang: a relay of the test's own stops forwarding.
 
 A real worker group (``dramatiq bgworkers``) and a real scheduler (``periodiq bgworkers``)
-reach PostgreSQL and RabbitMQ through :class:`BlackHoleRelay`. When the relay black-holes
+reach PostgreSQL and RabbitMQ through :class:`TcpRelay`. When the relay black-holes
 one service (connections open, nothing answers), both ``/readyz`` must turn 503 within a few
 seconds, naming the check; when it forwards again, 200. ``bgworkers health`` against the
 black-holed services must end within its deadlines and print no log line or traceback before
@@ -23,10 +23,10 @@ from urllib.parse import urlparse
 import pytest
 from sqlalchemy.engine import Engine
 
-from tests.monitoring.blackhole import BlackHoleRelay
 from tests.monitoring.ports import METRICS_PORTS, RELAY_PORTS, port_from
 from tests.monitoring.test_prometheus_stack import Stack
 from tests.platform_helpers import wait_for
+from tests.tcp_relay import TcpRelay
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,7 +46,7 @@ def readyz(port: int) -> tuple[int, dict[str, object]]:
         return 0, {}
 
 
-def through(relay: BlackHoleRelay, url: str) -> str:
+def through(relay: TcpRelay, url: str) -> str:
     parsed = urlparse(url)
     netloc = parsed.netloc.rsplit("@", 1)
     host = f"127.0.0.1:{relay.port}"
@@ -61,10 +61,10 @@ def test_readyz_turns_503_while_database_or_broker_hang_and_200_after(
     postgres_url = postgres_engine.url.render_as_string(hide_password=False)
     pg_address = urlparse(postgres_url.replace("+psycopg", ""))
     mq_address = urlparse(rabbitmq_url)
-    pg = BlackHoleRelay(
+    pg = TcpRelay(
         (pg_address.hostname or "127.0.0.1", pg_address.port or 5432), port=port_from(RELAY_PORTS)
     ).start()
-    mq = BlackHoleRelay(
+    mq = TcpRelay(
         (mq_address.hostname or "127.0.0.1", mq_address.port or 5672), port=port_from(RELAY_PORTS)
     ).start()
     database_url = through(pg, postgres_url)
@@ -127,5 +127,5 @@ def test_readyz_turns_503_while_database_or_broker_hang_and_200_after(
             print(f"both 200 again {time.monotonic() - restored:.1f} s after {check} answered")
     finally:
         stack.stop()
-        pg.close()
-        mq.close()
+        pg.stop()
+        mq.stop()

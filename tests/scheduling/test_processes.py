@@ -13,14 +13,8 @@ process (``app_worker``), with the real middleware stack.
 from __future__ import annotations
 
 import itertools
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlparse, urlunparse
 
@@ -33,97 +27,18 @@ from bgworkers import queues
 from bgworkers.db.engine import session_scope
 from bgworkers.scheduling.catch_up import CATCH_UP_JOB
 from bgworkers.scheduling.models import ScheduledRun
-from bgworkers.scheduling.schedule import SCHEDULE
+from tests.platform_helpers import wait_for
 from tests.scheduling import probe_jobs
-from tests.scheduling.tcp_proxy import TcpRelay
+from tests.scheduling.scheduler_process import Scheduler, at, offset_to
+from tests.tcp_relay import TcpRelay
 
 #: Each test starts up to three scheduler processes, each allowed STARTUP_S.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
-ROOT = Path(__file__).resolve().parents[2]
-PERIODIQ = Path(sys.executable).parent / "periodiq"
 MINUTE = timedelta(minutes=1)
 #: Seconds a wait that includes a scheduler's start may take: a ``periodiq bgworkers`` process
 #: imports for seconds, and for over 40 s on a loaded machine. A deadline, not a speed check.
 STARTUP_S = 150
-ONLY_CATCH_UP = {e.actor_name: "off" for e in SCHEDULE if e.actor_name != CATCH_UP_JOB}
-
-
-def at(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)
-
-
-def wait_until(
-    predicate: Callable[[], object], timeout_s: float, what: str, *watch: Scheduler
-) -> None:
-    """Poll ``predicate``; fail at once, with its log, if a watched scheduler has exited."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        for scheduler in watch:
-            scheduler.check_running()
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.1)
-
-
-def offset_to(virtual: datetime) -> int:
-    """Clock offset (whole seconds) that makes the scheduler's now equal ``virtual`` now.
-
-    A scheduler started with it reaches its first tick however long it takes to start: each
-    test leaves a start minutes of slack on the scheduler's clock, or checks which tick came.
-    """
-    return round(virtual.timestamp() - time.time())
-
-
-class Scheduler:
-    """One ``periodiq bgworkers`` process; its log lines are kept in a file."""
-
-    def __init__(self, tmp: Path, name: str, *, url: str, offset_s: int, probes: list[str]):
-        self.log = tmp / f"{name}.log"
-        self.env = {
-            **os.environ,
-            "TZ": "Asia/Kolkata",
-            "BGW_BROKER_URL": url,
-            "BGW_SCHEDULE_OVERRIDES": json.dumps(ONLY_CATCH_UP),
-            "BGW_SCHEDULER_CLOCK_OFFSET_S": str(offset_s),
-            "BGW_TEST_PROBES": ",".join(probes),
-            "BGW_LOG_FORMAT": "json",
-            "BGW_METRICS_DIR": str(tmp / f"{name}-metrics"),
-            "BGW_DATABASE_URL": f"sqlite:///{tmp}/{name}-unused.db",
-        }
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Scheduler:
-        """Starts the process; periodiq itself waits up to 4 s more when its real clock is past
-        second 55 (its start-up padding), which the tests' clocks leave room for."""
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [str(PERIODIQ), "bgworkers", "tests.scheduling.probe_jobs"],
-                cwd=ROOT,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        return self
-
-    def sends(self, job: str) -> int:
-        """How many messages this process has sent for ``job`` (periodiq logs each one)."""
-        if not self.log.exists():
-            return 0
-        text = self.log.read_text(errors="replace")
-        return sum(1 for line in text.splitlines() if f"Scheduling Actor({job}) at" in line)
-
-    def check_running(self) -> None:
-        if self.process is not None and self.process.poll() is not None:
-            tail = self.log.read_text(errors="replace").splitlines()[-15:]
-            raise AssertionError(
-                f"scheduler exited with code {self.process.returncode}:\n" + "\n".join(tail)
-            )
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
 
 
 @pytest.fixture
@@ -186,30 +101,36 @@ def test_two_schedulers_and_a_restart_run_each_tick_once(
         logged = a.sends("probe_every_minute") + b.sends("probe_every_minute")
         return len(probe_runs("probe_every_minute")) + duplicates() >= logged
 
-    wait_until(
+    wait_for(
         lambda: a.sends("probe_every_minute") >= 2 and b.sends("probe_every_minute") >= 2,
-        STARTUP_S,
-        "both schedulers to send two ticks",
-        a,
-        b,
+        timeout_s=STARTUP_S,
+        what="both schedulers to send two ticks",
+        watch=[a, b],
     )
-    wait_until(all_logged_sends_arrived, 30, "the logged sends to arrive", a, b)
+    wait_for(
+        all_logged_sends_arrived, timeout_s=30, what="the logged sends to arrive", watch=[a, b]
+    )
     a.kill()  # restarted inside the minute: periodiq sends that minute again
     sent_before = a.sends("probe_every_minute")
     a.start()
-    wait_until(
-        lambda: a.sends("probe_every_minute") > sent_before, STARTUP_S, "the restart's send", a
+    wait_for(
+        lambda: a.sends("probe_every_minute") > sent_before,
+        timeout_s=STARTUP_S,
+        what="the restart's send",
+        watch=[a],
     )
-    wait_until(all_logged_sends_arrived, 30, "the logged sends to arrive", a, b)
+    wait_for(
+        all_logged_sends_arrived, timeout_s=30, what="the logged sends to arrive", watch=[a, b]
+    )
     for scheduler in (a, b):
         scheduler.kill()
     drain(app_broker)
     sent = a.sends("probe_every_minute") + b.sends("probe_every_minute")
     # join() returns once no message is ready; the last one may still be in a worker thread.
-    wait_until(
+    wait_for(
         lambda: len(probe_runs("probe_every_minute")) + duplicates() >= sent,
-        30,
-        "every sent tick to be run or skipped",
+        timeout_s=30,
+        what="every sent tick to be run or skipped",
     )
     runs = probe_runs("probe_every_minute")
     ticks = [tick for tick, _ in runs]
@@ -235,23 +156,38 @@ def test_missed_ticks_are_caught_up_within_their_window_once(
     )
     schedulers.append(first.start())
     # Its first run, at whichever minute the start reached (10:56 or later on its clock).
-    wait_until(lambda: claimed(CATCH_UP_JOB), STARTUP_S, "the first catch-up run", first)
+    wait_for(
+        lambda: claimed(CATCH_UP_JOB),
+        timeout_s=STARTUP_S,
+        what="the first catch-up run",
+        watch=[first],
+    )
     first.kill()  # down from then to 11:05 (scheduler clock)
     assert first.sends("probe_daily") == 0, "the first scheduler reached 11:00 before it was killed"
     offset = offset_to(at("2026-11-25 11:05:56"))
     second = Scheduler(tmp_path, "second", url=rabbitmq_url, offset_s=offset, probes=probes)
     schedulers.append(second.start())
-    wait_until(lambda: probe_runs("probe_daily"), STARTUP_S, "the 11:00 daily catch-up", second)
-    wait_until(
+    wait_for(
+        lambda: probe_runs("probe_daily"),
+        timeout_s=STARTUP_S,
+        what="the 11:00 daily catch-up",
+        watch=[second],
+    )
+    wait_for(
         lambda: any(r.tick >= at("2026-11-25 11:06") for r in claimed(CATCH_UP_JOB)),
-        STARTUP_S,
-        "the next catch-up run",
-        second,
+        timeout_s=STARTUP_S,
+        what="the next catch-up run",
+        watch=[second],
     )
     second.kill()  # and a restart inside the minute: nothing may run twice
     third = Scheduler(tmp_path, "third", url=rabbitmq_url, offset_s=offset, probes=probes)
     schedulers.append(third.start())
-    wait_until(lambda: third.sends(CATCH_UP_JOB) >= 1, STARTUP_S, "the restart's send", third)
+    wait_for(
+        lambda: third.sends(CATCH_UP_JOB) >= 1,
+        timeout_s=STARTUP_S,
+        what="the restart's send",
+        watch=[third],
+    )
     third.kill()
     drain(app_broker)
 
@@ -282,13 +218,19 @@ def test_a_failing_periodic_job_is_retried_and_dead_lettered(
         probes=["probe_flaky"],
     )
     schedulers.append(scheduler.start())
-    wait_until(lambda: len(probe_runs("probe_flaky")) >= 3, STARTUP_S, "three attempts", scheduler)
+    wait_for(
+        lambda: len(probe_runs("probe_flaky")) >= 3,
+        timeout_s=STARTUP_S,
+        what="three attempts",
+        watch=[scheduler],
+    )
     scheduler.kill()  # before its next tick, about 40 s away
     drain(app_broker)
-    wait_until(
+    wait_for(
         lambda: app_broker.get_queue_message_counts(queues.MAINTENANCE)[2] == 1,
-        10,
-        "the dead letter",
+        timeout_s=10,
+        what="the dead letter",
+        watch=[],
     )
 
     # The tick the start reached: 10:58 unless it took over 40 s.
@@ -328,25 +270,25 @@ def test_the_scheduler_waits_out_a_broker_outage_and_catch_up_covers_a_restart(
     )
     schedulers.append(first.start())
     try:
-        wait_until(
+        wait_for(
             lambda: any(r.tick == at("2026-11-25 10:58") for r in claimed(CATCH_UP_JOB)),
-            STARTUP_S,
-            "the 10:58 catch-up run",
-            first,
+            timeout_s=STARTUP_S,
+            what="the 10:58 catch-up run",
+            watch=[first],
         )
         relay.stop()  # RabbitMQ unreachable for the scheduler (only)
-        wait_until(
+        wait_for(
             lambda: "broker_unreachable" in first.log.read_text(errors="replace"),
-            60,
-            "the scheduler's line about the outage at its 10:59 tick",
-            first,  # and it keeps running: it retries instead of exiting
+            timeout_s=60,
+            what="the scheduler's line about the outage at its 10:59 tick",
+            watch=[first],
         )
         relay.start()
-        wait_until(
+        wait_for(
             lambda: any(r.tick == at("2026-11-25 10:59") for r in claimed(CATCH_UP_JOB)),
-            60,
-            "the 10:59 tick, sent once RabbitMQ was back",
-            first,
+            timeout_s=60,
+            what="the 10:59 tick, sent once RabbitMQ was back",
+            watch=[first],
         )
         # Then the scheduler is down for ten minutes (on its clock) and another one starts.
         first.kill()
@@ -358,7 +300,12 @@ def test_the_scheduler_waits_out_a_broker_outage_and_catch_up_covers_a_restart(
             probes=probes,
         )
         schedulers.append(second.start())
-        wait_until(lambda: probe_runs("probe_daily"), STARTUP_S, "the 11:00 daily catch-up", second)
+        wait_for(
+            lambda: probe_runs("probe_daily"),
+            timeout_s=STARTUP_S,
+            what="the 11:00 daily catch-up",
+            watch=[second],
+        )
         second.kill()
     finally:
         relay.stop()

@@ -14,7 +14,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -22,8 +21,8 @@ from bgworkers.db.engine import utcnow
 from bgworkers.reminders.api import create_reminder
 from bgworkers.users.models import User
 from tests.email.helpers import ScriptedHandler
-from tests.integration.test_end_to_end import Processes
-from tests.platform_helpers import free_port, wait_for
+from tests.platform_helpers import smtp_server, wait_for
+from tests.service_processes import Processes, process_env
 from tests.tracing.otlp_receiver import ReceivedSpan, Receiver, serve, tree, waterfall_svg
 
 pytestmark = pytest.mark.integration
@@ -45,11 +44,8 @@ def receiver() -> Iterator[Receiver]:
 @pytest.fixture
 def smtp() -> Iterator[tuple[ScriptedHandler, int]]:
     handler = ScriptedHandler()
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield handler, port
-    controller.stop()
+    with smtp_server(handler) as port:
+        yield handler, port
 
 
 @pytest.fixture
@@ -60,22 +56,15 @@ def system(
     receiver: Receiver,
     smtp: tuple[ScriptedHandler, int],
 ) -> Iterator[Processes]:
-    env = {
-        **os.environ,
-        "BGW_BROKER_URL": rabbitmq_url,
-        "BGW_DATABASE_URL": postgres_engine.url.render_as_string(hide_password=False),
-        "BGW_DATA_DIR": str(tmp_path),
-        "BGW_METRICS_DIR": str(tmp_path / "metrics"),
-        "BGW_METRICS_PORT": str(free_port()),
-        "BGW_SCHEDULER_METRICS_PORT": str(free_port()),
-        "BGW_RELAY_METRICS_PORT": str(free_port()),
-        "BGW_SMTP_PORT": str(smtp[1]),
-        "BGW_RETRY_MIN_BACKOFF_MS": "200",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
-        "OTEL_BSP_SCHEDULE_DELAY": "200",  # milliseconds between exports
-        "TZ": "UTC",
-    }
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env = process_env(
+        tmp_path,
+        broker_url=rabbitmq_url,
+        database_url=postgres_engine.url.render_as_string(hide_password=False),
+        BGW_SMTP_PORT=str(smtp[1]),
+        BGW_RETRY_MIN_BACKOFF_MS="200",
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver.port}",
+        OTEL_BSP_SCHEDULE_DELAY="200",  # milliseconds between exports
+    )
     processes = Processes(env, tmp_path)
     yield processes
     processes.stop_all()

@@ -9,15 +9,13 @@ from starlette.routing import Route
 
 from bgworkers.console.operations import Console
 from bgworkers.console.overview import read_overview
+from bgworkers.console.queue_reading import checked_depth_reader
 from bgworkers.console.web.site import Site
-from bgworkers.monitoring.queue_depth import reader_from_settings
 
 
 def routes(site: Site) -> list[Route]:
     settings = site.config.settings
-    read_queues = reader_from_settings(
-        settings.broker_url.get_secret_value(), settings.rabbitmq_management_url
-    )
+    read_queues = checked_depth_reader(settings)
 
     async def overview(request: Request, console: Console) -> Response:
         data = await run_in_threadpool(lambda: read_overview(console, read_queues=read_queues))
