@@ -5,28 +5,33 @@ and then one ``send_email`` message per email, each with its own claim, commit, 
 final commit; and those messages queued behind every other step of the fan-out, so the first
 summary left only after the last one was written. Here the step that writes a page of
 emails delivers them right after its commit, on the same thread and connection, so emails go
-out while later pages are still being written.
+out while later pages are still being written. ``send_email_page`` delivers the same way the
+emails one transaction queued with ``enqueue_email`` (:mod:`bgworkers.email.paging`).
 
 The guarantees of :mod:`bgworkers.email.outbox` hold row by row:
 
 * **One row per key**: :func:`add_emails` inserts ``ON CONFLICT (idempotency_key) DO
   NOTHING`` and reports only the rows it wrote; an invalid draft is refused alone.
-* **Atomic claim**: :func:`deliver_emails` claims the page with one conditional UPDATE and
-  commits before talking to SMTP; a row someone else holds or sent is skipped.
+* **Atomic claim**: :func:`deliver_emails` claims the page a part
+  (:data:`~bgworkers.email.outbox.MARK_EVERY` emails) at a time, with one conditional UPDATE
+  committed before talking to SMTP; a row someone else holds or sent is skipped. A part is
+  settled (and committed) before the next is claimed, so a page message delivered again
+  after a crash sends the rows never claimed and skips the others.
 * **At least once in the end**: the rows are written ``queued`` with ``dispatch_after`` one
   minute ahead (:data:`INLINE_REDISPATCH_AFTER`): if the process dies between the commit and
   the delivery, the sweep (every 5 minutes) hands them to ``send_email``. An email whose
   delivery fails transiently, or raises anything unexpected, is put back in the queue and
   given to ``retry`` (one ``send_email`` message each): it is retried alone, with
   ``send_email``'s backoff and dead-lettering, while the rest of the page goes on.
-* **The window**: sent rows are marked every :data:`~bgworkers.email.outbox.MARK_EVERY`
-  emails, so a crash in the middle of a page may send up to that many emails twice (same
+* **The window**: sent rows are marked once per part, so a crash in the middle of a page
+  may send up to :data:`~bgworkers.email.outbox.MARK_EVERY` emails twice (same
   ``Message-ID``) after the sending timeout, where one ``send_email`` could send one.
 """
 
 from __future__ import annotations
 
 import functools
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,6 +44,7 @@ from bgworkers.db.engine import insert_with_on_conflict
 from bgworkers.email.metrics import EMAIL_METRICS
 from bgworkers.email.models import EmailStatus, OutboxEmail
 from bgworkers.email.outbox import (
+    MARK_EVERY,
     Delivery,
     InvalidEmail,
     Sending,
@@ -123,20 +129,55 @@ def deliver_emails(
     session: Session,
     sending: Sending,
     retry: Callable[[list[int]], None],
+    hand_on: Callable[[list[int]], None] | None = None,
+    slice_s: float | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> Delivery:
     """Claim, send and record a page of emails on this thread's SMTP connection.
 
-    ``retry`` records a ``send_email`` message per id in the session's transaction (the
-    outbox), for the emails that failed transiently. Commits as it goes; each email is
-    settled by :func:`bgworkers.email.outbox.send_claimed`.
+    The page is claimed :data:`~bgworkers.email.outbox.MARK_EVERY` emails at a time, each
+    part settled by :func:`bgworkers.email.outbox.send_claimed` (which commits) before the
+    next is claimed: a crash leaves at most one part claimed and unsent; the rest stay
+    ``queued`` for a redelivery of the page to take. ``retry`` records a ``send_email``
+    message per id in the session's transaction (the outbox), for the emails that failed
+    transiently, and for the whole rest of the page when the server gave no answer.
+    ``hand_on``, when given, records the ids not yet claimed as a new page message once
+    ``slice_s`` seconds have passed, so one page never holds a worker thread for long.
     """
-    if not email_ids:
-        return Delivery()
+    pending = sorted(set(email_ids))
+    done = Delivery()
+    started = monotonic()
+    while pending:
+        part, pending = pending[:MARK_EVERY], pending[MARK_EVERY:]
+        done.add(_deliver_part(part, session=session, sending=sending, retry=retry))
+        if not pending:
+            break
+        if done.server_down:
+            retry(pending)  # each retried alone, with send_email's backoff
+            session.commit()
+            done.retried += pending
+            break
+        if hand_on is not None and slice_s is not None and monotonic() - started >= slice_s:
+            hand_on(pending)
+            session.commit()
+            log.info("email_page_handed_on", sent=len(done.sent), handed_on=len(pending))
+            break
+    return done
+
+
+def _deliver_part(
+    email_ids: list[int], *, session: Session, sending: Sending, retry: Callable[[list[int]], None]
+) -> Delivery:
     token = str(uuid.uuid4())
     now = sending.clock()
     stale_before = now - timedelta(seconds=sending.sending_timeout_s)
-    claimed = claim_rows(session, list(email_ids), token=token, now=now, stale_before=stale_before)
+    claimed = claim_rows(session, email_ids, token=token, now=now, stale_before=stale_before)
     session.commit()
+    skipped = len(email_ids) - len(claimed)
+    if skipped:
+        EMAIL_METRICS.get().claims_skipped.inc(skipped)
+    if not claimed:
+        return Delivery(skipped=skipped)
     done = send_claimed(claimed, token, session=session, sending=sending, retry=retry)
-    done.skipped = len(email_ids) - len(claimed)
+    done.skipped = skipped
     return done

@@ -292,6 +292,16 @@ class Delivery:
     failed: list[int] = field(default_factory=list)
     retried: list[int] = field(default_factory=list)
     skipped: int = 0
+    #: The SMTP server gave no answer at all (refused, timed out): the rest went untried.
+    server_down: bool = False
+
+    def add(self, other: Delivery) -> None:
+        """Count ``other`` (a later part of the same page) in this one."""
+        self.sent += other.sent
+        self.failed += other.failed
+        self.retried += other.retried
+        self.skipped += other.skipped
+        self.server_down = self.server_down or other.server_down
 
 
 def deliver_email(
@@ -392,6 +402,7 @@ def send_claimed(
                 done.sent += unmarked
                 unmarked = []
         if outcome == "down":
+            done.server_down = True
             for rest in rows[n + 1 :]:
                 _requeue(session, rest, token, NOT_TRIED, sending)
                 done.retried.append(rest.id)
