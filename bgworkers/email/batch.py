@@ -14,9 +14,10 @@ The guarantees of :mod:`bgworkers.email.outbox` hold row by row:
   NOTHING`` and reports only the rows it wrote; an invalid draft is refused alone.
 * **Atomic claim**: :func:`deliver_emails` claims the page a part
   (:data:`~bgworkers.email.outbox.MARK_EVERY` emails) at a time, with one conditional UPDATE
-  committed before talking to SMTP; a row someone else holds or sent is skipped. A part is
-  settled (and committed) before the next is claimed, so a page message delivered again
-  after a crash sends the rows never claimed and skips the others.
+  committed before talking to SMTP; a row someone else holds or sent is skipped. The next
+  part is claimed in the transaction that settles the one before (one commit per part), so
+  a page message delivered again after a crash sends the rows never claimed and skips the
+  others.
 * **At least once in the end**: the rows are written ``queued`` with ``dispatch_after`` one
   minute ahead (:data:`INLINE_REDISPATCH_AFTER`): if the process dies between the commit and
   the delivery, the sweep (every 5 minutes) hands them to ``send_email``. An email whose
@@ -49,6 +50,7 @@ from bgworkers.email.outbox import (
     InvalidEmail,
     Sending,
     claim_rows,
+    record_patiently,
     send_claimed,
     validate_email_fields,
 )
@@ -135,49 +137,92 @@ def deliver_emails(
 ) -> Delivery:
     """Claim, send and record a page of emails on this thread's SMTP connection.
 
-    The page is claimed :data:`~bgworkers.email.outbox.MARK_EVERY` emails at a time, each
-    part settled by :func:`bgworkers.email.outbox.send_claimed` (which commits) before the
-    next is claimed: a crash leaves at most one part claimed and unsent; the rest stay
-    ``queued`` for a redelivery of the page to take. ``retry`` records a ``send_email``
-    message per id in the session's transaction (the outbox), for the emails that failed
-    transiently, and for the whole rest of the page when the server gave no answer.
-    ``hand_on``, when given, records the ids not yet claimed as a new page message once
-    ``slice_s`` seconds have passed, so one page never holds a worker thread for long.
+    The page is claimed :data:`~bgworkers.email.outbox.MARK_EVERY` emails (a part) at a
+    time, each part settled by :func:`bgworkers.email.outbox.send_claimed`; the next part is
+    claimed in the transaction that records the last outcomes of the one before (one commit
+    per part), so a crash leaves at most one part claimed and unsent, and the rest ``queued``
+    for a redelivery of the page to take. ``retry`` records a ``send_email`` message per id
+    in the session's transaction (the outbox), for the emails that failed transiently, and
+    for the whole rest of the page when the server gave no answer. ``hand_on``, when given,
+    records the ids not yet claimed as a new page message once ``slice_s`` seconds have
+    passed, so one page never holds a worker thread for long.
     """
-    pending = sorted(set(email_ids))
+    ids = sorted(set(email_ids))
+    page = _Page(session=session, sending=sending, retry=retry, hand_on=hand_on,
+                 slice_ends=monotonic() + slice_s if slice_s is not None else None,
+                 monotonic=monotonic, rest=ids[MARK_EVERY:])  # fmt: skip
+    claim: _Part | None = _claim_part(session, ids[:MARK_EVERY], sending)
+    session.commit()
     done = Delivery()
-    started = monotonic()
-    while pending:
-        part, pending = pending[:MARK_EVERY], pending[MARK_EVERY:]
-        done.add(_deliver_part(part, session=session, sending=sending, retry=retry))
-        if not pending:
+    while claim is not None:
+        if claim.rows:
+            part_done = send_claimed(claim.rows, claim.token, session=session, sending=sending,
+                                     retry=retry, and_then=page.go_on)  # fmt: skip
+        else:
+            part_done = Delivery()
+            record_patiently(session, page.go_on_after_nothing)
+        part_done.skipped = claim.skipped
+        done.add(part_done)
+        claim = page.following
+        if claim is None:
+            if page.rest and part_done.server_down:
+                done.retried += page.rest
             break
-        if done.server_down:
-            retry(pending)  # each retried alone, with send_email's backoff
-            session.commit()
-            done.retried += pending
-            break
-        if hand_on is not None and slice_s is not None and monotonic() - started >= slice_s:
-            hand_on(pending)
-            session.commit()
-            log.info("email_page_handed_on", sent=len(done.sent), handed_on=len(pending))
-            break
+        page.rest = page.rest[MARK_EVERY:]
     return done
 
 
-def _deliver_part(
-    email_ids: list[int], *, session: Session, sending: Sending, retry: Callable[[list[int]], None]
-) -> Delivery:
+@dataclass
+class _Page:
+    """The rest of a page being delivered, and what follows each part of it."""
+
+    session: Session
+    sending: Sending
+    retry: Callable[[list[int]], None]
+    hand_on: Callable[[list[int]], None] | None
+    slice_ends: float | None
+    monotonic: Callable[[], float]
+    rest: list[int]
+    following: _Part | None = None
+
+    def go_on(self, part_done: Delivery) -> None:
+        """In the transaction of a part's last outcomes (run again if that is retried):
+        claim the next part, or hand the rest on."""
+        self.following = None
+        if not self.rest:
+            return
+        if part_done.server_down:
+            self.retry(self.rest)  # each retried alone, with send_email's backoff
+        elif (
+            self.hand_on is not None
+            and self.slice_ends is not None
+            and (self.monotonic() >= self.slice_ends)
+        ):
+            self.hand_on(self.rest)
+            log.info("email_page_handed_on", handed_on=len(self.rest))
+        else:
+            self.following = _claim_part(self.session, self.rest[:MARK_EVERY], self.sending)
+
+    def go_on_after_nothing(self) -> bool:
+        """:meth:`go_on` after a part whose emails were all taken (for
+        :func:`~bgworkers.email.outbox.record_patiently`)."""
+        self.go_on(Delivery())
+        return True
+
+
+@dataclass(frozen=True)
+class _Part:
+    token: str
+    rows: list[Any]
+    skipped: int
+
+
+def _claim_part(session: Session, email_ids: list[int], sending: Sending) -> _Part:
     token = str(uuid.uuid4())
     now = sending.clock()
     stale_before = now - timedelta(seconds=sending.sending_timeout_s)
-    claimed = claim_rows(session, email_ids, token=token, now=now, stale_before=stale_before)
-    session.commit()
-    skipped = len(email_ids) - len(claimed)
+    rows = claim_rows(session, email_ids, token=token, now=now, stale_before=stale_before)
+    skipped = len(email_ids) - len(rows)
     if skipped:
         EMAIL_METRICS.get().claims_skipped.inc(skipped)
-    if not claimed:
-        return Delivery(skipped=skipped)
-    done = send_claimed(claimed, token, session=session, sending=sending, retry=retry)
-    done.skipped = skipped
-    return done
+    return _Part(token=token, rows=rows, skipped=skipped)

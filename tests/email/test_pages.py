@@ -9,6 +9,7 @@ from itertools import count
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -215,3 +216,22 @@ def test_a_page_hands_its_rest_on_after_its_time_slice(
     assert {states(db_engine)[f"user{n}@example.org"][0] for n in range(20, 30)} == {
         EmailStatus.QUEUED
     }
+
+
+def test_a_page_commits_once_per_part(db_engine: Engine, smtp_server: SmtpServer) -> None:
+    """The next part is claimed in the transaction that marks the part before it sent."""
+    ids = write_page(db_engine, [f"user{n}@example.org" for n in range(MARK_EVERY * 3)])
+    commits: list[object] = []
+
+    def count(connection: object) -> None:
+        commits.append(connection)
+
+    event.listen(db_engine, "commit", count)
+    try:
+        with Session(db_engine) as session:
+            done = deliver_emails(ids, session=session, sending=sending(smtp_server.mailer()),
+                                  retry=list[int]().extend)  # fmt: skip
+    finally:
+        event.remove(db_engine, "commit", count)
+    assert sorted(done.sent) == ids
+    assert len(commits) == 1 + 3  # the first claim, then one per part
