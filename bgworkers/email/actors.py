@@ -2,6 +2,8 @@
 
 ``send_email`` and ``send_urgent_email`` do the same work; only the queue (and dramatiq's
 in-process priority) differ, so an urgent email never waits behind a backlog of bulk ones.
+``send_email_page`` delivers the emails one transaction queued (:mod:`bgworkers.email.paging`)
+and the pages of the sweep.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from sqlmodel import Session
 from bgworkers import queues
 from bgworkers.db.engine import session_scope, utcnow
 from bgworkers.email.along import deliver_email_along
+from bgworkers.email.batch import deliver_emails
 from bgworkers.email.outbox import Sending, deliver_email, sweep_outbox
+from bgworkers.email.paging import pages_of
 from bgworkers.email.smtp import get_mailer
 from bgworkers.outbox import enqueue_many
 from bgworkers.settings import SEND_EMAIL_TIME_LIMIT_S, get_settings
@@ -75,9 +79,37 @@ def send_urgent_email(email_id: int) -> None:
         )
 
 
+#: Seconds a ``send_email_page`` sends before it hands the rest of its page on to a new
+#: message: a bulk message holds a worker thread about as long as ten emails did, so an
+#: urgent email in a group that consumes both lanes gets a thread soon.
+PAGE_SLICE_S = 5.0
+
+
+# The same policy as send_email: a page only raises when the database fails it (the claim).
+@task(
+    queue=queues.EMAIL,
+    max_retries=8,
+    min_backoff_ms=2_000,
+    time_limit_ms=SEND_EMAIL_TIME_LIMIT_S * 1000,
+)
+def send_email_page(email_ids: list[int]) -> None:
+    """Deliver a page of queued emails on this thread's connection; each email that fails
+    transiently gets its own delayed ``send_email`` message, a duplicate finds them sent."""
+    with session_scope() as session:
+        deliver_emails(
+            email_ids,
+            session=session,
+            sending=_sending(),
+            retry=functools.partial(dispatch_emails_later, session),
+            hand_on=functools.partial(dispatch_emails, session),
+            slice_s=PAGE_SLICE_S,
+        )
+
+
 def dispatch_emails(session: Session, email_ids: list[int]) -> None:
-    """Record one ``send_email`` message per id in ``session``'s transaction (the outbox)."""
-    enqueue_many(session, send_email, ((email_id,) for email_id in email_ids))
+    """Record one ``send_email_page`` message per page of ids in ``session``'s transaction
+    (the outbox)."""
+    enqueue_many(session, send_email_page, ((page,) for page in pages_of(email_ids)))
 
 
 #: Milliseconds before a ``send_email`` retries an email a page could not deliver.

@@ -1,7 +1,8 @@
 """A ``send_email`` run takes a few other waiting emails along on its SMTP connection.
 
-Why: an application that queues many emails at once (``enqueue_email`` in a loop) gets one
-``send_email`` message per email, and each paid a claim, a commit, the SMTP conversation, the
+Why: an application that queues many emails one transaction at a time gets one
+``send_email`` message per email (the emails of one transaction leave as pages instead,
+:mod:`bgworkers.email.paging`), and each paid a claim, a commit, the SMTP conversation, the
 outcome and a second commit: plain email went out at a third of what the SMTP server takes.
 Here one run claims its own email and up to :data:`ALONG` other *never tried* queued emails in
 one statement, sends them over its connection and marks them sent in groups; the later

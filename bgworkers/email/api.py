@@ -4,14 +4,16 @@
 emails: one INSERT for the page, and the job delivers them itself right after its commit
 (see :mod:`bgworkers.email.batch`).
 
-``enqueue_email`` writes the email, and its ``send_email`` message (through the message
-outbox), in the caller's transaction: if the caller rolls back, no email goes out; once it
-commits, the relay publishes the message within a second, RabbitMQ up or not at that
-instant. Calling it again with the same ``idempotency_key`` returns the first email and
-sends nothing more, so callers may retry freely. ``urgent=True`` sends it on the ``urgent``
-lane (time-critical email: a reminder, a sign-in code), which no backlog of ordinary email
-delays. ``cancel_queued_emails`` withdraws the emails of a caller's keys that have not left
-yet; ``is_email_address`` says whether an address can be sent to at all.
+``enqueue_email`` writes the email, and its message (through the message outbox), in the
+caller's transaction: if the caller rolls back, no email goes out; once it commits, the
+relay publishes the message within a second, RabbitMQ up or not at that instant. The
+emails one transaction queues leave as pages, one ``send_email_page`` message per 50
+(:mod:`bgworkers.email.paging`). Calling it again with the same ``idempotency_key``
+returns the first email and sends nothing more, so callers may retry freely.
+``urgent=True`` sends it on the ``urgent`` lane (time-critical email: a reminder, a sign-in
+code), which no backlog of ordinary email delays. ``cancel_queued_emails`` withdraws the
+emails of a caller's keys that have not left yet; ``is_email_address`` says whether an
+address can be sent to at all.
 """
 
 from __future__ import annotations
@@ -19,15 +21,22 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import update
 from sqlmodel import Session, col
 
 from bgworkers.db.engine import utcnow
-from bgworkers.email.actors import dispatch_emails_later, send_email, send_urgent_email
+from bgworkers.email.actors import (
+    dispatch_emails,
+    dispatch_emails_later,
+    send_email,
+    send_urgent_email,
+)
 from bgworkers.email.batch import Draft, add_emails, deliver_emails
 from bgworkers.email.models import EmailStatus, OutboxEmail
 from bgworkers.email.outbox import Delivery, InvalidEmail, Sending, add_email, is_email_address
+from bgworkers.email.paging import note_for_page
 from bgworkers.email.smtp import get_mailer
 from bgworkers.outbox import enqueue
 from bgworkers.outbox.keys import bounded_key
@@ -59,9 +68,11 @@ def enqueue_email(
 ) -> OutboxEmail:
     """Queue an email (raises :class:`InvalidEmail` for bad fields); see the module doc.
 
-    Only for a new row, its ``send_email`` message (``send_urgent_email`` when ``urgent``) is
-    written to the outbox, or, when ``dispatch`` is given, ``dispatch`` is called with the
-    email's id, in the transaction. A re-dispatch by the sweep uses the bulk lane.
+    Only for a new row, its message is written to the outbox in the transaction: when it
+    commits, with the other emails the transaction queued, as ``send_email_page`` messages
+    (``send_email`` for an email queued alone; :mod:`bgworkers.email.paging`); at once, as
+    ``send_urgent_email``, when ``urgent``. When ``dispatch`` is given, ``dispatch`` is
+    called with the email's id instead. A re-dispatch by the sweep uses the bulk lane.
     """
     row, created = add_email(
         session=session,
@@ -76,13 +87,22 @@ def enqueue_email(
         session.flush()
         email_id = row.id
         assert email_id is not None
-        if dispatch is None:
-            # The key: a second message for one email would find it claimed anyway.
-            key = bounded_key(f"send_email:{idempotency_key}")
-            enqueue(session, send_urgent_email if urgent else send_email, email_id, dedupe_key=key)
-        else:
+        if dispatch is not None:
             dispatch(email_id)
+        elif urgent:
+            _record_one(session, email_id, idempotency_key, actor=send_urgent_email)
+        else:
+            note_for_page(session, email_id, idempotency_key,
+                          record_one=_record_one, record_many=dispatch_emails)  # fmt: skip
     return row
+
+
+def _record_one(
+    session: Session, email_id: int, idempotency_key: str, *, actor: Any = send_email
+) -> None:
+    # The key: a second message for one email would find it claimed anyway.
+    key = bounded_key(f"send_email:{idempotency_key}")
+    enqueue(session, actor, email_id, dedupe_key=key)
 
 
 def cancel_queued_emails(

@@ -5,28 +5,34 @@ and then one ``send_email`` message per email, each with its own claim, commit, 
 final commit; and those messages queued behind every other step of the fan-out, so the first
 summary left only after the last one was written. Here the step that writes a page of
 emails delivers them right after its commit, on the same thread and connection, so emails go
-out while later pages are still being written.
+out while later pages are still being written. ``send_email_page`` delivers the same way the
+emails one transaction queued with ``enqueue_email`` (:mod:`bgworkers.email.paging`).
 
 The guarantees of :mod:`bgworkers.email.outbox` hold row by row:
 
 * **One row per key**: :func:`add_emails` inserts ``ON CONFLICT (idempotency_key) DO
   NOTHING`` and reports only the rows it wrote; an invalid draft is refused alone.
-* **Atomic claim**: :func:`deliver_emails` claims the page with one conditional UPDATE and
-  commits before talking to SMTP; a row someone else holds or sent is skipped.
+* **Atomic claim**: :func:`deliver_emails` claims the page a part
+  (:data:`~bgworkers.email.outbox.MARK_EVERY` emails) at a time, with one conditional UPDATE
+  committed before talking to SMTP; a row someone else holds or sent is skipped. The next
+  part is claimed in the transaction that settles the one before (one commit per part), so
+  a page message delivered again after a crash sends the rows never claimed and skips the
+  others.
 * **At least once in the end**: the rows are written ``queued`` with ``dispatch_after`` one
   minute ahead (:data:`INLINE_REDISPATCH_AFTER`): if the process dies between the commit and
   the delivery, the sweep (every 5 minutes) hands them to ``send_email``. An email whose
   delivery fails transiently, or raises anything unexpected, is put back in the queue and
   given to ``retry`` (one ``send_email`` message each): it is retried alone, with
   ``send_email``'s backoff and dead-lettering, while the rest of the page goes on.
-* **The window**: sent rows are marked every :data:`~bgworkers.email.outbox.MARK_EVERY`
-  emails, so a crash in the middle of a page may send up to that many emails twice (same
+* **The window**: sent rows are marked once per part, so a crash in the middle of a page
+  may send up to :data:`~bgworkers.email.outbox.MARK_EVERY` emails twice (same
   ``Message-ID``) after the sending timeout, where one ``send_email`` could send one.
 """
 
 from __future__ import annotations
 
 import functools
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,10 +45,12 @@ from bgworkers.db.engine import insert_with_on_conflict
 from bgworkers.email.metrics import EMAIL_METRICS
 from bgworkers.email.models import EmailStatus, OutboxEmail
 from bgworkers.email.outbox import (
+    MARK_EVERY,
     Delivery,
     InvalidEmail,
     Sending,
     claim_rows,
+    record_patiently,
     send_claimed,
     validate_email_fields,
 )
@@ -123,20 +131,98 @@ def deliver_emails(
     session: Session,
     sending: Sending,
     retry: Callable[[list[int]], None],
+    hand_on: Callable[[list[int]], None] | None = None,
+    slice_s: float | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> Delivery:
     """Claim, send and record a page of emails on this thread's SMTP connection.
 
-    ``retry`` records a ``send_email`` message per id in the session's transaction (the
-    outbox), for the emails that failed transiently. Commits as it goes; each email is
-    settled by :func:`bgworkers.email.outbox.send_claimed`.
+    The page is claimed :data:`~bgworkers.email.outbox.MARK_EVERY` emails (a part) at a
+    time, each part settled by :func:`bgworkers.email.outbox.send_claimed`; the next part is
+    claimed in the transaction that records the last outcomes of the one before (one commit
+    per part), so a crash leaves at most one part claimed and unsent, and the rest ``queued``
+    for a redelivery of the page to take. ``retry`` records a ``send_email`` message per id
+    in the session's transaction (the outbox), for the emails that failed transiently, and
+    for the whole rest of the page when the server gave no answer. ``hand_on``, when given,
+    records the ids not yet claimed as a new page message once ``slice_s`` seconds have
+    passed, so one page never holds a worker thread for long.
     """
-    if not email_ids:
-        return Delivery()
+    ids = sorted(set(email_ids))
+    page = _Page(session=session, sending=sending, retry=retry, hand_on=hand_on,
+                 slice_ends=monotonic() + slice_s if slice_s is not None else None,
+                 monotonic=monotonic, rest=ids[MARK_EVERY:])  # fmt: skip
+    claim: _Part | None = _claim_part(session, ids[:MARK_EVERY], sending)
+    session.commit()
+    done = Delivery()
+    while claim is not None:
+        if claim.rows:
+            part_done = send_claimed(claim.rows, claim.token, session=session, sending=sending,
+                                     retry=retry, and_then=page.go_on)  # fmt: skip
+        else:
+            part_done = Delivery()
+            record_patiently(session, page.go_on_after_nothing)
+        part_done.skipped = claim.skipped
+        done.add(part_done)
+        claim = page.following
+        if claim is None:
+            if page.rest and part_done.server_down:
+                done.retried += page.rest
+            break
+        page.rest = page.rest[MARK_EVERY:]
+    return done
+
+
+@dataclass
+class _Page:
+    """The rest of a page being delivered, and what follows each part of it."""
+
+    session: Session
+    sending: Sending
+    retry: Callable[[list[int]], None]
+    hand_on: Callable[[list[int]], None] | None
+    slice_ends: float | None
+    monotonic: Callable[[], float]
+    rest: list[int]
+    following: _Part | None = None
+
+    def go_on(self, part_done: Delivery) -> None:
+        """In the transaction of a part's last outcomes (run again if that is retried):
+        claim the next part, or hand the rest on."""
+        self.following = None
+        if not self.rest:
+            return
+        if part_done.server_down:
+            self.retry(self.rest)  # each retried alone, with send_email's backoff
+        elif (
+            self.hand_on is not None
+            and self.slice_ends is not None
+            and (self.monotonic() >= self.slice_ends)
+        ):
+            self.hand_on(self.rest)
+            log.info("email_page_handed_on", handed_on=len(self.rest))
+        else:
+            self.following = _claim_part(self.session, self.rest[:MARK_EVERY], self.sending)
+
+    def go_on_after_nothing(self) -> bool:
+        """:meth:`go_on` after a part whose emails were all taken (for
+        :func:`~bgworkers.email.outbox.record_patiently`)."""
+        self.go_on(Delivery())
+        return True
+
+
+@dataclass(frozen=True)
+class _Part:
+    token: str
+    rows: list[Any]
+    skipped: int
+
+
+def _claim_part(session: Session, email_ids: list[int], sending: Sending) -> _Part:
     token = str(uuid.uuid4())
     now = sending.clock()
     stale_before = now - timedelta(seconds=sending.sending_timeout_s)
-    claimed = claim_rows(session, list(email_ids), token=token, now=now, stale_before=stale_before)
-    session.commit()
-    done = send_claimed(claimed, token, session=session, sending=sending, retry=retry)
-    done.skipped = len(email_ids) - len(claimed)
-    return done
+    rows = claim_rows(session, email_ids, token=token, now=now, stale_before=stale_before)
+    skipped = len(email_ids) - len(rows)
+    if skipped:
+        EMAIL_METRICS.get().claims_skipped.inc(skipped)
+    return _Part(token=token, rows=rows, skipped=skipped)

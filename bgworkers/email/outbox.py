@@ -292,6 +292,16 @@ class Delivery:
     failed: list[int] = field(default_factory=list)
     retried: list[int] = field(default_factory=list)
     skipped: int = 0
+    #: The SMTP server gave no answer at all (refused, timed out): the rest went untried.
+    server_down: bool = False
+
+    def add(self, other: Delivery) -> None:
+        """Count ``other`` (a later part of the same page) in this one."""
+        self.sent += other.sent
+        self.failed += other.failed
+        self.retried += other.retried
+        self.skipped += other.skipped
+        self.server_down = self.server_down or other.server_down
 
 
 def deliver_email(
@@ -339,10 +349,12 @@ def send_claimed(
     sending: Sending,
     retry: Callable[[list[int]], None] | None = None,
     own: int | None = None,
+    and_then: Callable[[Delivery], None] | None = None,
 ) -> Delivery:
     """Send rows claimed (and committed) with ``token`` on this thread's connection and
     settle each; the one settle path of every sender (one email, a page, a run with others
-    taken along). Commits as it goes.
+    taken along). Commits as it goes; ``and_then(done)`` runs in the transaction that
+    records the last outcomes (a page claims its next part there: one commit per part).
 
     Each row ends in one of these ways:
 
@@ -387,21 +399,28 @@ def send_claimed(
             done.failed.append(row.id)
         else:
             unmarked.append(row.id)
-            if len(unmarked) >= MARK_EVERY:
+            if len(unmarked) >= MARK_EVERY and n < len(rows) - 1:  # the last are marked below
                 _mark_sent(session, unmarked, token, sending.clock())
                 done.sent += unmarked
                 unmarked = []
         if outcome == "down":
+            done.server_down = True
             for rest in rows[n + 1 :]:
                 _requeue(session, rest, token, NOT_TRIED, sending)
                 done.retried.append(rest.id)
             break
-    _mark_sent(session, unmarked, token, sending.clock())
     done.sent += unmarked
+    retry_alone = retry
     if done.retried:
-        assert retry is not None, "only the own email may be retried without a retry callback"
-        retry(done.retried)
-    session.commit()
+        assert retry_alone is not None, "only the own email may be retried without a retry callback"
+
+    def follow() -> None:
+        if done.retried and retry_alone is not None:
+            retry_alone(done.retried)
+        if and_then is not None:
+            and_then(done)
+
+    _mark_sent(session, unmarked, token, sending.clock(), also=follow)
     EMAIL_METRICS.get().sent.inc(len(done.sent))
     log.info("emails_delivered", sent=len(done.sent), failed=done.failed, retried=done.retried)
     if raised is not None:
@@ -464,19 +483,30 @@ def _set(session: Session, ids: list[int], token: str, **values: object) -> int:
     return int(session.execute(statement).rowcount)  # type: ignore[attr-defined]
 
 
-def _mark_sent(session: Session, ids: list[int], token: str, now: datetime) -> None:
-    """Record emails the server accepted; waits out a short database outage (see
-    :func:`record_patiently`)."""
-    if not ids:
+def _mark_sent(
+    session: Session,
+    ids: list[int],
+    token: str,
+    now: datetime,
+    *,
+    also: Callable[[], None] | None = None,
+) -> None:
+    """Record emails the server accepted, and run ``also`` in the same transaction; commits,
+    waiting out a short database outage (see :func:`record_patiently`: a retry runs both
+    again)."""
+    if not ids and also is None:
         return
-    marked = record_patiently(
-        session,
-        lambda: (
+
+    def write() -> bool:
+        marked = not ids or (
             _set(session, ids, token, status=EmailStatus.SENT, sent_at=now, updated_at=now)
             == len(ids)
-        ),
-    )
-    if not marked:
+        )
+        if also is not None:
+            also()
+        return marked
+
+    if not record_patiently(session, write):
         log.warning("email_claim_lost", email_ids=ids)
 
 

@@ -27,6 +27,7 @@ from bgworkers.db.engine import insert_with_on_conflict, utcnow
 from bgworkers.errors import InvalidArguments
 from bgworkers.outbox.metrics import OUTBOX_METRICS
 from bgworkers.outbox.models import OutboxMessage
+from bgworkers.outbox.wakeup import notify_statement
 from bgworkers.tasks import check_actor_arguments
 from bgworkers.tracing.outbox import create_span
 
@@ -193,10 +194,16 @@ def _insert(session: Session, *, ignore_duplicates: bool) -> Any:
 
 
 def _wake_relay_after_commit(session: Session) -> None:
+    """Wake this process's relay after the commit, and on PostgreSQL every listening relay
+    (:mod:`bgworkers.outbox.wakeup`): one notification per transaction."""
     if not session.info.get("bgw_outbox_listening"):
         event.listen(session, "after_commit", _on_commit)
         event.listen(session, "after_rollback", _on_rollback)
         session.info["bgw_outbox_listening"] = True
+    if not session.info.get("bgw_outbox_pending"):
+        notify = notify_statement(session.get_bind().dialect.name)
+        if notify is not None:
+            session.execute(notify)
     session.info["bgw_outbox_pending"] = True
 
 

@@ -41,6 +41,7 @@ from bgworkers.outbox.api import RELAY_WAKEUP
 from bgworkers.outbox.metrics import OUTBOX_METRICS
 from bgworkers.outbox.models import OutboxMessage, OutboxRelayLease
 from bgworkers.outbox.publishers import Outgoing, Publisher, PublishError
+from bgworkers.outbox.wakeup import LISTEN_TIMEOUT_S, start_listener
 from bgworkers.tracing.outbox import publish_span
 
 log = get_logger(__name__)
@@ -319,6 +320,7 @@ class Relay:
         """
         backoff = 0.0
         streak = _FailureStreak(time.monotonic)
+        listener = self._listen(stop)
         while not stop.is_set():
             try:
                 if not self.hold_lease():
@@ -343,11 +345,23 @@ class Relay:
                 continue
             if published == 0:
                 self._wakeup.wait(self.config.poll_interval_s)
+        if listener is not None:
+            listener.join(timeout=LISTEN_TIMEOUT_S * 2)
         self.close()
         try:
             self.release_lease()
         except SQLAlchemyError as exc:
             log.warning("outbox_lease_not_released", error=failure_reason(exc))
+
+    def _listen(self, stop: threading.Event) -> threading.Thread | None:
+        """Commits in other processes wake this relay too (PostgreSQL; see
+        :mod:`bgworkers.outbox.wakeup`)."""
+        try:
+            engine = self._engine()
+        except SQLAlchemyError as exc:  # no engine yet: the loop reports it; polling still works
+            log.warning("outbox_listener_not_started", error=failure_reason(exc))
+            return None
+        return start_listener(engine, self._wakeup, stop)
 
 
 class _FailureStreak:

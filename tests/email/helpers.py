@@ -22,6 +22,8 @@ class ScriptedHandler:
     mail_replies: deque[str] = field(default_factory=deque)
     rcpt_replies: deque[str] = field(default_factory=deque)
     data_replies: deque[str] = field(default_factory=deque)
+    #: A reply to RCPT for these addresses, every time they are tried.
+    rcpt_by_address: dict[str, str] = field(default_factory=dict)
     connections: int = 0
     arrived: threading.Condition = field(default_factory=threading.Condition)
 
@@ -44,6 +46,8 @@ class ScriptedHandler:
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: Any
     ) -> str:
+        if address in self.rcpt_by_address:
+            return self.rcpt_by_address[address]
         if self.rcpt_replies:
             return self.rcpt_replies.popleft()
         envelope.rcpt_tos.append(address)

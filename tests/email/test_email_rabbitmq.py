@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from bgworkers.db.engine import session_scope, utcnow
 from bgworkers.email.actors import process_email_queue, send_email
@@ -146,3 +146,30 @@ def test_sweep_sends_emails_whose_message_was_lost(
         "user1@example.org",
         "user2@example.org",
     ]
+
+
+def test_emails_queued_in_one_transaction_leave_in_pages_each_once(
+    db_engine, rabbit_worker, app_broker, app_mailer, smtp_server, registry
+):  # type: ignore[no-untyped-def]
+    smtp_server.handler.rcpt_by_address["poison@example.org"] = "550 5.1.1 No such user"
+    recipients = [f"user{n}@example.org" for n in range(60)]
+    recipients[7] = "poison@example.org"
+    with session_scope() as session:
+        for n, recipient in enumerate(recipients):
+            enqueue_email(session=session, recipient=recipient, subject=f"Invoice {n}",
+                          text="Hello\n", idempotency_key=f"invoice-{n}")  # fmt: skip
+    assert len(smtp_server.handler.wait_for(59, timeout=60)) == 59
+    app_broker.join("email", timeout=30_000)
+    received = [m["To"] for m in smtp_server.handler.received]
+    assert sorted(received) == sorted(r for r in recipients if r != "poison@example.org")
+    labels = {"queue": "email", "actor": "send_email_page"}
+    wait_for(
+        lambda: registry.get_sample_value("bgworkers_messages_processed_total", labels) == 2,
+        timeout_s=30,
+        what="two page messages (50 and 10 emails) to be processed",
+    )
+    with Session(db_engine) as session:
+        rows = session.exec(select(OutboxEmail)).all()
+    assert {(r.recipient, r.status) for r in rows if r.status != EmailStatus.SENT} == {
+        ("poison@example.org", EmailStatus.FAILED)
+    }

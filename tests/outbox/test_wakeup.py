@@ -1,0 +1,73 @@
+"""A commit anywhere wakes the relay at once on PostgreSQL (NOTIFY), not at its next poll."""
+
+from __future__ import annotations
+
+import threading
+
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from bgworkers.outbox import enqueue
+from bgworkers.outbox.relay import Relay, RelayConfig
+from bgworkers.outbox.wakeup import CHANNEL
+from tests.outbox.probe import outbox_probe
+from tests.outbox.test_relay import Clock, MemoryPublisher, add
+from tests.platform_helpers import wait_for
+
+
+def listeners(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND query = :listen"
+                ),
+                {"listen": f"LISTEN {CHANNEL}"},
+            ).scalar_one()
+        )
+
+
+def test_a_commit_elsewhere_wakes_the_relay_before_its_poll(postgres_engine: Engine) -> None:
+    publisher, stop, wakeup = MemoryPublisher(), threading.Event(), threading.Event()
+    # Its own wakeup event (not the one this process's commits set), polling every 2 minutes.
+    one = Relay(
+        engine=lambda: postgres_engine,
+        publisher=publisher,
+        config=RelayConfig(use_lease=False, poll_interval_s=120),
+        clock=Clock(),
+        wakeup=wakeup,
+    )
+    before = listeners(postgres_engine)
+    thread = threading.Thread(target=one.run, args=(stop,))
+    thread.start()
+    try:
+        wait_for(lambda: listeners(postgres_engine) > before, timeout_s=20, what="LISTEN")
+        add(postgres_engine, 3)
+        wait_for(
+            lambda: sum(len(batch) for batch in publisher.batches) == 3,
+            timeout_s=20,
+            what="the three messages published long before the next poll",
+        )
+    finally:
+        stop.set()
+        wakeup.set()  # ends the relay's wait for its next poll
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+
+
+def test_a_rolled_back_transaction_wakes_no_one(postgres_engine: Engine) -> None:
+    with postgres_engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        conn.execute(text(f"LISTEN {CHANNEL}"))
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        with Session(postgres_engine) as session:
+            enqueue(session, outbox_probe, "undone")
+            session.rollback()
+            enqueue(session, outbox_probe, "kept")
+            enqueue(session, outbox_probe, "kept too")
+            session.commit()
+        notes = list(raw.notifies(timeout=5, stop_after=2))
+    assert [n.channel for n in notes] == [CHANNEL]  # one for the committed transaction
