@@ -223,6 +223,18 @@ def test_the_catch_up_job_leaves_paused_jobs_out(sqlite_engine: Engine) -> None:
     assert missed["check_due_reminders"] == 0  # ...but not the paused one
 
 
+def test_the_jobs_are_listed_in_declaration_order() -> None:
+    """``bgworkers jobs``, the jobs page and the overview list the jobs in one order, the same
+    in every process."""
+    import bgworkers
+    from bgworkers.console.jobs import broker_periods
+
+    broker = bgworkers.broker
+    declared = [name for name, actor in broker.actors.items() if "periodic" in actor.options]
+    assert len(declared) > 10
+    assert [period.name for period in broker_periods(broker)] == declared
+
+
 def test_bgworkers_schedule_shows_a_pause(sqlite_engine: Engine) -> None:
     import io
 
