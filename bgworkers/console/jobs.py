@@ -92,7 +92,9 @@ def broker_periods(broker: dramatiq.Broker) -> list[CronPeriod]:
     """The ``periodic`` option of every periodic actor of ``broker``, in declaration order."""
     from bgworkers.scheduling.middleware import period_of
 
-    periods = (period_of(broker, name) for name in broker.get_declared_actors())
+    # ``actors``, not ``get_declared_actors()``: a set, whose order changes with each
+    # process's string hashes, shuffling ``bgworkers jobs`` from one run to the next.
+    periods = (period_of(broker, name) for name in broker.actors)
     return [p for p in periods if p is not None]
 
 

@@ -193,6 +193,7 @@ def test_a_paused_job_is_skipped_by_the_guard_but_a_manual_run_runs(
 
 
 def test_the_catch_up_job_leaves_paused_jobs_out(sqlite_engine: Engine) -> None:
+    import bgworkers
     from bgworkers.db.engine import utcnow
     from bgworkers.scheduling.actors import catch_up_missed_ticks
     from bgworkers.scheduling.catch_up import CATCH_UP_JOB
@@ -200,6 +201,11 @@ def test_the_catch_up_job_leaves_paused_jobs_out(sqlite_engine: Engine) -> None:
     from bgworkers.scheduling.cron import floor_minute
     from bgworkers.scheduling.schedule import SCHEDULE
 
+    # The job looks at the periodic actors declared on dramatiq's broker. A worker process
+    # declares every domain's (the CLI loads bgworkers); run alone, this test would have
+    # declared the catch-up job only, which then looks at no job at all.
+    worker_broker = bgworkers.broker
+    assert dramatiq.get_broker() is worker_broker
     now = floor_minute(utcnow())
     with session_scope() as session:
         job_state(session, CATCH_UP_JOB).checked_until = now - timedelta(minutes=10)
@@ -215,6 +221,18 @@ def test_the_catch_up_job_leaves_paused_jobs_out(sqlite_engine: Engine) -> None:
         }
     assert missed["heartbeat"] >= 9  # every-minute job, no window: counted as missed...
     assert missed["check_due_reminders"] == 0  # ...but not the paused one
+
+
+def test_the_jobs_are_listed_in_declaration_order() -> None:
+    """``bgworkers jobs``, the jobs page and the overview list the jobs in one order, the same
+    in every process."""
+    import bgworkers
+    from bgworkers.console.jobs import broker_periods
+
+    broker = bgworkers.broker
+    declared = [name for name, actor in broker.actors.items() if "periodic" in actor.options]
+    assert len(declared) > 10
+    assert [period.name for period in broker_periods(broker)] == declared
 
 
 def test_bgworkers_schedule_shows_a_pause(sqlite_engine: Engine) -> None:
