@@ -34,6 +34,8 @@ ENV_PREFIX = "BGW_"
 SEND_EMAIL_TIME_LIMIT_S = 120
 #: Directory settings that, when relative, live under ``BGW_DATA_DIR``.
 DATA_DIR_PATHS = ("metrics_dir", "temp_dir", "backup_dir")
+#: Characters of an unknown ``BGW_TIMEZONE`` quoted in its error (the line stays one line).
+_MAX_ZONE_SHOWN = 64
 #: Quorum queues: redeliveries of one message before it is dead-lettered
 #: (see :mod:`bgworkers.brokers.queue_types`).
 DEFAULT_DELIVERY_LIMIT = 20
@@ -297,10 +299,13 @@ class Settings(BaseSettings):
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
+        # OSError too: a folder of the zone database ("Europe") or a name too long for a file
+        # makes ZoneInfo fail reading the file; such a name is as unknown as "Mars/Olympus".
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown IANA time zone {value!r}") from exc
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            shown = value if len(value) <= _MAX_ZONE_SHOWN else f"{value[:_MAX_ZONE_SHOWN]}..."
+            raise ValueError(f"unknown IANA time zone {shown!r}") from None
         return value
 
     @property

@@ -164,6 +164,18 @@ def check_actor_arguments(
         check(*args, **kwargs)
 
 
+def is_final_attempt(actor: dramatiq.Actor[Any, Any]) -> bool:
+    """Whether the message being processed is dead-lettered if it raises now (its retries
+    are used up, as the retry policy counts them); False outside a worker."""
+    from dramatiq.middleware import CurrentMessage
+
+    message = CurrentMessage.get_current_message()
+    if message is None:
+        return False
+    max_retries = message.options.get("max_retries", actor.options.get("max_retries"))
+    return max_retries is not None and message.options.get("retries", 0) >= max_retries
+
+
 def task(
     *,
     queue: str,

@@ -114,6 +114,7 @@ DECLARE_ACTORS = frozenset(
         "bgworkers.reminders.actors",
         "bgworkers.reminders.api",
         "bgworkers.reminders.firing",
+        "bgworkers.reminders.giving_up",
         "bgworkers.reminders.summary_pages",
         "bgworkers.reminders.summary",
         "bgworkers.scheduling.actors",

@@ -21,10 +21,11 @@ from bgworkers.email.api import deliver_now
 from bgworkers.outbox import enqueue, enqueue_many
 from bgworkers.outbox.keys import per_run_key
 from bgworkers.reminders import firing
+from bgworkers.reminders.giving_up import close_if_given_up
 from bgworkers.reminders.summary import dispatch_daily_summaries, send_daily_summary
 from bgworkers.reminders.summary_pages import PAGE_SIZE, write_summary_page
 from bgworkers.scheduling.middleware import scheduled_now
-from bgworkers.tasks import task
+from bgworkers.tasks import is_final_attempt, task
 
 
 @task(
@@ -35,9 +36,23 @@ from bgworkers.tasks import task
     priority=queues.URGENT_PRIORITY,
 )
 def fire_reminder(reminder_id: int) -> None:
-    """Fire one due reminder; a duplicate or late message finds nothing to do."""
-    with session_scope() as session:
-        firing.fire_reminder(reminder_id, session=session, now=utcnow())
+    """Fire one due reminder; a duplicate or late message finds nothing to do.
+
+    A failure this message gives up on (last attempt, permanent error; never an outage)
+    closes the reminder as failed, so the minute check stops handing it out.
+    """
+    try:
+        with session_scope() as session:
+            firing.fire_reminder(reminder_id, session=session, now=utcnow())
+    except Exception as exc:  # re-raised: the retry policy decides as before
+        close_if_given_up(
+            reminder_id,
+            exc,
+            final_attempt=is_final_attempt(fire_reminder),
+            open_session=session_scope,
+            now=utcnow(),
+        )
+        raise
 
 
 @task(

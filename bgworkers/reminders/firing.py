@@ -396,6 +396,19 @@ def _advance_statement(size: int) -> Any:
     )
 
 
+def close_as_failed(reminder_id: int, problem: str, *, session: Session, now: datetime) -> Outcome:
+    """Close the reminder's due occurrence as ``failed`` with ``problem`` as its last error.
+
+    For a firing that raised for good (see :mod:`bgworkers.reminders.giving_up`); a reminder
+    that is no longer scheduled and due (fired, cancelled meanwhile) is left alone.
+    """
+    row = session.get(Reminder, reminder_id)
+    reason = _skip_reason(row, now)
+    if reason is not None or row is None or row.next_due_at is None:
+        return _skipped(reason or "missing", reminder_id)
+    return _mark_failed(session, Failure(reminder_id, row.next_due_at, problem), now)
+
+
 def _mark_failed(session: Session, failure: Failure, now: datetime) -> Outcome:
     if not _advance(
         session,

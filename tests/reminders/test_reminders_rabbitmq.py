@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -109,3 +109,37 @@ def test_daily_summaries_go_out_once_per_user(
         records = session.exec(select(DailySummary)).all()
     assert sorted(r.user_id for r in records) == due
     assert {r.local_date for r in records} == {utcnow().astimezone(ZoneInfo(zone)).date()}
+
+
+def test_a_reminder_that_always_raises_is_closed_when_its_retries_run_out(
+    db_engine: Engine, make_user, rabbit_worker, app_broker, mailer, registry
+):  # type: ignore[no-untyped-def]
+    """Year 1 in New York cannot be formatted: every attempt raises. Once the message's
+    retries are used up it is dead-lettered and the reminder closed as failed, so the minute
+    check stops handing it out (it used to, every five minutes, for ever)."""
+    reminder_id = due_reminder(make_user(), text="Far back")
+    with session_scope() as session:
+        row = session.get(Reminder, reminder_id)
+        assert row is not None
+        row.timezone, row.next_due_at = "America/New_York", datetime(1, 1, 1, tzinfo=UTC)
+    fire_reminder.send_with_options(args=(reminder_id,), max_retries=1, min_backoff=100)
+
+    def status() -> str:
+        with Session(db_engine) as session:
+            found = session.get(Reminder, reminder_id)
+            assert found is not None
+            return found.status
+
+    wait_for(lambda: status() == ReminderStatus.FAILED, timeout_s=30, what="the reminder closed")
+    settle(app_broker)
+    with Session(db_engine) as session:
+        closed = session.get(Reminder, reminder_id)
+        assert closed is not None and closed.next_due_at is None
+        assert closed.last_error == "firing failed: OverflowError: date value out of range"
+    assert registry.get_sample_value("bgworkers_reminders_failed_total") == 1
+    labels = {"queue": "reminders", "actor": "fire_reminder"}
+    assert registry.get_sample_value("bgworkers_messages_retried_total", labels) == 1
+    assert registry.get_sample_value("bgworkers_messages_dead_lettered_total", labels) == 1
+    check_due_reminders.send()
+    settle(app_broker)
+    assert status() == ReminderStatus.FAILED and mailer.sent == []
