@@ -7,7 +7,7 @@ line instead (JSON Lines), for scripts. Exit codes:
 * ``1``: something asked for was not found or not done (an unknown message id, a purge not
   confirmed, a job already paused);
 * ``2``: bad input (unknown actor or job, bad arguments); nothing was changed;
-* ``3``: RabbitMQ or the database did not answer.
+* ``3``: RabbitMQ or the database did not answer (the code of every ``bgworkers`` command).
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ from bgworkers.console.operations import ActionResult, Console
 from bgworkers.console.sending import SendRefused, parse_arguments
 from bgworkers.logs.failure_reasons import failure_reason
 from bgworkers.logs.loggers import redact_text
+from bgworkers.processes.diagnosis import EXIT_UNAVAILABLE as UNAVAILABLE
 from bgworkers.settings import Settings
 
-OK, NOT_DONE, BAD_INPUT, UNAVAILABLE = 0, 1, 2, 3
+OK, NOT_DONE, BAD_INPUT = 0, 1, 2
 Handler = Callable[[Settings, argparse.Namespace], int]
 _AGE = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
