@@ -80,3 +80,34 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
+
+
+class Stack:
+    """Processes a test starts by name (worker groups, schedulers, Prometheus), each writing
+    its output to ``<workdir>/<name>.out``; :meth:`stop` ends them as a supervisor would, last
+    started first, and kills one that is still there after 60 s."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=self.workdir,
+            stdout=(self.workdir / f"{name}.out").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        self.processes.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in reversed(self.processes):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.processes:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()

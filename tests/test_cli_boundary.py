@@ -55,7 +55,7 @@ def unreachable_database_error() -> Exception:
         (SchemaNotReady(schema_missing("sqlite:///x.db")), 2, "run `bgworkers migrate`"),
         (pika.exceptions.ProbableAuthenticationError("ACCESS_REFUSED - Login"), 2, "password"),
         (pika.exceptions.ProbableAccessDeniedError("NOT_ALLOWED - vhost v not found"), 2, "vhost"),
-        (ConnectionClosed(pika.exceptions.AMQPConnectionError("refused")), 1, "does not answer"),
+        (ConnectionClosed(pika.exceptions.AMQPConnectionError("refused")), 3, "does not answer"),
     ],
 )
 def test_known_conditions_are_one_line(
@@ -66,8 +66,8 @@ def test_known_conditions_are_one_line(
     assert err.count("\n") == 1 and err.startswith("bgworkers: ") and words in err
 
 
-def test_an_unreachable_database_is_code_1(capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_guarded(raising(unreachable_database_error())) == 1
+def test_an_unreachable_database_is_code_3(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_guarded(raising(unreachable_database_error())) == 3
     assert "the database does not answer" in capsys.readouterr().err
 
 
@@ -97,7 +97,7 @@ def test_run_against_a_closed_port_in_process(
     monkeypatch.setenv("BGW_BROKER_URL", f"amqp://guest:guest@127.0.0.1:{port}/")
     get_settings.cache_clear()
     try:
-        assert cli.main(["run"]) == 1
+        assert cli.main(["run"]) == 3
     finally:
         get_settings.cache_clear()
     assert "RabbitMQ does not answer" in capsys.readouterr().err

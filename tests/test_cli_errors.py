@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bgworkers import migrations
 from bgworkers.db.engine import make_engine
 from tests.cli_helpers import BGWORKERS, assert_one_line, run_command
@@ -94,13 +96,45 @@ def test_health_before_migrate_says_why_without_a_traceback(tmp_path: Path) -> N
 def test_migrate_against_an_unreachable_database(tmp_path: Path) -> None:
     url = f"postgresql+psycopg://postgres:secret@127.0.0.1:{free_port()}/bgworkers"
     result = run_command("migrate", tmp_path=tmp_path, BGW_DATABASE_URL=url)
-    line = assert_one_line(result, 1, "the database does not answer", "BGW_DATABASE_URL")
+    line = assert_one_line(result, 3, "the database does not answer", "BGW_DATABASE_URL")
     assert "secret" not in line
 
 
 def test_run_against_an_unreachable_broker(tmp_path: Path) -> None:
     result = run_command("run", tmp_path=tmp_path, BGW_BROKER_URL=closed_broker_url())
-    assert_one_line(result, 1, "RabbitMQ does not answer", "connection refused", "BGW_BROKER_URL")
+    assert_one_line(result, 3, "RabbitMQ does not answer", "connection refused", "BGW_BROKER_URL")
+
+
+UNREACHABLE_SERVICE = [
+    (("send", "prune_dead_letters"), "broker", "RabbitMQ does not answer"),
+    (("jobs", "run", "prune_dead_letters"), "broker", "RabbitMQ does not answer"),
+    (("queues",), "broker", "RabbitMQ does not answer"),
+    (("dead", "list"), "database", "the database did not answer"),
+    (("schedule",), "database", "the database does not answer"),
+]
+
+
+@pytest.mark.parametrize(("args", "service", "words"), UNREACHABLE_SERVICE)
+def test_every_command_gives_one_exit_code_for_a_service_that_does_not_answer(
+    tmp_path: Path, args: tuple[str, ...], service: str, words: str
+) -> None:
+    """3, one line, whichever command and whichever service: a script can tell "try again
+    later" from every other failure without knowing which command reached what (``backup``:
+    tests/files/test_backup_command.py)."""
+    env = {"BGW_LOG_FORMAT": "json"}
+    if service == "broker":
+        env["BGW_BROKER_URL"] = closed_broker_url()
+        assert run_command("migrate", tmp_path=tmp_path).returncode == 0
+    else:
+        env["BGW_DATABASE_URL"] = (
+            f"postgresql+psycopg://postgres:secret@127.0.0.1:{free_port()}/bgworkers"
+        )
+    result = run_command(*args, tmp_path=tmp_path, **env)
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output, output
+    assert result.returncode == 3, output
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("bgworkers")]
+    assert words in line and "secret" not in line, line
 
 
 def test_a_closed_pipe_ends_health_quietly(tmp_path: Path) -> None:

@@ -3,8 +3,9 @@
 Why a boundary: the commands reach the settings, the database and RabbitMQ; a newcomer who has not
 run ``bgworkers migrate``, or whose PostgreSQL is down, should read one sentence that says what to
 do, not SQLAlchemy's 120 lines. Known conditions (see :mod:`bgworkers.processes.diagnosis`) become
-``bgworkers: <what and the fix>`` on stderr with exit code 2 (something to change) or 1 (a service
-that does not answer). Anything else is a bug and keeps its traceback.
+``bgworkers: <what and the fix>`` on stderr with exit code 2 (something to change) or 3 (a
+service that does not answer, the code every command gives for it; docs/console.md lists them
+all). Anything else is a bug and keeps its traceback.
 
 Also quiet: a reader that closes the pipe (``bgworkers health | head -3``) ends the command
 without a ``BrokenPipeError`` traceback (exit 141, as a shell reports SIGPIPE), and Ctrl-C

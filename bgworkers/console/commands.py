@@ -7,7 +7,7 @@ line instead (JSON Lines), for scripts. Exit codes:
 * ``1``: something asked for was not found or not done (an unknown message id, a purge not
   confirmed, a job already paused);
 * ``2``: bad input (unknown actor or job, bad arguments); nothing was changed;
-* ``3``: RabbitMQ or the database did not answer.
+* ``3``: RabbitMQ or the database did not answer (the code of every ``bgworkers`` command).
 """
 
 from __future__ import annotations
@@ -30,9 +30,11 @@ from bgworkers.console.operations import ActionResult, Console
 from bgworkers.console.sending import SendRefused, parse_arguments
 from bgworkers.logs.failure_reasons import failure_reason
 from bgworkers.logs.loggers import redact_text
+from bgworkers.monitoring.queue_depth import QueueDepth
+from bgworkers.processes.diagnosis import EXIT_UNAVAILABLE as UNAVAILABLE
 from bgworkers.settings import Settings
 
-OK, NOT_DONE, BAD_INPUT, UNAVAILABLE = 0, 1, 2, 3
+OK, NOT_DONE, BAD_INPUT = 0, 1, 2
 Handler = Callable[[Settings, argparse.Namespace], int]
 _AGE = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -261,10 +263,24 @@ def queues(settings: Settings, args: argparse.Namespace) -> int:
     except QueuesNotRead as exc:
         print(f"bgworkers {args.command}: queues not read: {exc}", file=sys.stderr)
         return UNAVAILABLE
+    print_depths(depths, args, sys.stdout)
+    _print_rate_limit_waits(args)
+    return OK
+
+
+def print_depths(depths: list[QueueDepth], args: argparse.Namespace, out: TextIO) -> None:
+    """One line per queue; a queue RabbitMQ does not have yet says so instead of zeros, which
+    would read as "all caught up" on a broker no worker group has used."""
+    from bgworkers.console.queue_reading import NOT_DECLARED
+
     if not args.json:
         header = ("queue", "lane", "ready", "delayed", "dead", "unacked", "consumers", "oldest")
-        print("{:<12} {:<7} {:>6} {:>8} {:>6} {:>8} {:>10} {:>8}  type".format(*header))
+        out.write("{:<12} {:<7} {:>6} {:>8} {:>6} {:>8} {:>10} {:>8}  type\n".format(*header))
     for depth in depths:
+        if not depth.declared:
+            data = {"queue": depth.queue, "lane": depth.lane, "declared": False}
+            _print(out, args, data, f"{depth.queue:<12} {depth.lane:<7} {NOT_DECLARED}")
+            continue
         unacked = "-" if depth.unacked is None else str(depth.unacked)
         consumers = "-" if depth.consumers is None else str(depth.consumers)
         oldest = "-" if depth.oldest_age_s is None else f"{depth.oldest_age_s:.0f}s"
@@ -283,10 +299,9 @@ def queues(settings: Settings, args: argparse.Namespace) -> int:
             "consumers": depth.consumers,
             "oldest_age_s": depth.oldest_age_s,
             "type": depth.queue_type,
+            "declared": True,
         }
-        _print(sys.stdout, args, data, line)
-    _print_rate_limit_waits(args)
-    return OK
+        _print(out, args, data, line)
 
 
 def _print_rate_limit_waits(args: argparse.Namespace) -> None:

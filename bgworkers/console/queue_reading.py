@@ -20,6 +20,10 @@ from bgworkers.monitoring.queue_depth import QueueDepth, reader_from_settings
 from bgworkers.processes.diagnosis import quiet_pika
 from bgworkers.settings import Settings
 
+#: What the console shows for a queue RabbitMQ does not have yet, instead of a row of zeros:
+#: a worker group declares every queue when it starts (``bgworkers run`` starts one).
+NOT_DECLARED = "not declared yet: start a worker group (dramatiq bgworkers, or bgworkers run)"
+
 
 class QueuesNotRead(Exception):
     """The queue depths could not be read; the text says what failed and why, in one line."""

@@ -4,10 +4,12 @@ Each command prints one line per result on stdout and, on failure, one line sayi
 and why on stderr (never a traceback). Exit codes, for scripts::
 
     0  done: archives listed, archive valid, user restored
-    1  the database failed (unreachable, schema not migrated: run ``bgworkers migrate``)
+    1  the database failed (schema not migrated: run ``bgworkers migrate``, or another error)
     2  bad arguments, or an archive of another user than USER_ID
-    3  no such archive, or it is unreadable or fails verification
+    3  the database does not answer (the code of every ``bgworkers`` command for a service
+       that is not reachable)
     4  restore refused: the user still exists (delete it first; no merge over live data)
+    5  no such archive, or it is unreadable or fails verification
 """
 
 from __future__ import annotations
@@ -35,13 +37,14 @@ from bgworkers.files.restore import (
     verify_archive,
 )
 from bgworkers.logs.loggers import redact_text
+from bgworkers.processes.diagnosis import EXIT_UNAVAILABLE, database_problem
 from bgworkers.settings import Settings
 
 EXIT_OK = 0
 EXIT_DATABASE = 1
 EXIT_USAGE = 2
-EXIT_INVALID = 3
 EXIT_CONFLICT = 4
+EXIT_INVALID = 5
 
 #: The ARCHIVE argument of ``restore`` that names the user's newest archive.
 LATEST = "latest"
@@ -113,7 +116,9 @@ _EXIT_CODES: tuple[tuple[type[Exception], int], ...] = (
 )
 
 
-def run_command(name: str, command: Callable[[], int], *, err: TextIO) -> int:
+def run_command(
+    name: str, command: Callable[[], int], *, err: TextIO, database_url: str = ""
+) -> int:
     """Run one ``bgworkers backup`` command; turn its expected failures into an exit code
     and one line on ``err``."""
     try:
@@ -122,6 +127,10 @@ def run_command(name: str, command: Callable[[], int], *, err: TextIO) -> int:
         print(f"bgworkers backup {name}: {exc}", file=err)
         return next(code for kind, code in _EXIT_CODES if isinstance(exc, kind))
     except SQLAlchemyError as exc:
+        problem = database_problem(exc, database_url)
+        if problem is not None and problem.exit_code == EXIT_UNAVAILABLE:
+            print(f"bgworkers backup {name}: {problem.message}", file=err)
+            return EXIT_UNAVAILABLE
         # The driver's message comes first; SQLAlchemy appends the SQL and a link below it.
         detail = redact_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         print(f"bgworkers backup {name}: database error: {detail}", file=err)
@@ -154,4 +163,4 @@ def backup_command(
             out=out,
         )
 
-    return run_command(name, chosen, err=err)
+    return run_command(name, chosen, err=err, database_url=settings.database_url.get_secret_value())

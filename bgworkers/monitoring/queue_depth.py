@@ -53,6 +53,9 @@ class QueueDepth:
     #: Seconds the message at the head of the queue has waited (None: unknown, see
     #: :func:`oldest_age_s`); 0 for an empty queue.
     oldest_age_s: float | None = None
+    #: False when the queue itself does not exist on the broker yet (no worker group has
+    #: declared it): its zeros then mean "nothing there yet", not "all caught up".
+    declared: bool = True
 
     @property
     def lane(self) -> str:
@@ -79,7 +82,8 @@ def oldest_age_s(row: dict[str, Any], *, now: float) -> float | None:
 def read_depths_amqp(
     broker_url: str, names: Iterable[str] = queues.ALL, *, timeout_s: float = 5.0
 ) -> list[QueueDepth]:
-    """Passive declares over one connection; a queue not declared yet reads as empty.
+    """Passive declares over one connection; a queue not declared yet reads as empty, with
+    ``declared`` False when the queue itself is missing.
 
     ``timeout_s`` bounds the connection's set-up (socket and AMQP handshake) on each node."""
     connection = open_blocking_connection(  # any node of the list
@@ -90,6 +94,7 @@ def read_depths_amqp(
         for name in names:
             counts = []
             consumers = 0
+            declared = True
             for suffix in ("", ".DQ", ".XQ"):
                 channel = connection.channel()
                 try:
@@ -100,7 +105,11 @@ def read_depths_amqp(
                     channel.close()
                 except pika.exceptions.ChannelClosedByBroker:
                     counts.append(0)  # 404: the queue does not exist yet
-            depths.append(QueueDepth(name, counts[0], counts[1], counts[2], None, consumers))
+                    declared = declared and bool(suffix)
+            ready, delayed, dead = counts
+            depths.append(
+                QueueDepth(name, ready, delayed, dead, None, consumers, declared=declared)
+            )
         return depths
     finally:
         connection.close()
@@ -168,6 +177,7 @@ def read_depths_management(
                 consumers,
                 kind if isinstance(kind, str) else None,
                 oldest_age_s(row, now=now) if row else 0.0,
+                declared=name in by_name,
             )
         )
     return depths

@@ -25,8 +25,10 @@ from bgworkers.logs.loggers import redact_text
 
 #: A setting, a missing vhost or database, an unmigrated schema: a restart cannot fix it.
 EXIT_CONFIGURATION = 2
-#: A service that does not answer (yet): retrying later may work.
-EXIT_UNAVAILABLE = 1
+#: A service we need (RabbitMQ, the database) does not answer (yet): retrying later may work.
+#: The same code from every ``bgworkers`` command, and the one dramatiq's own command gives for
+#: a broker it cannot reach, so a script tells "try again later" from every other failure.
+EXIT_UNAVAILABLE = 3
 
 
 @dataclass(frozen=True)

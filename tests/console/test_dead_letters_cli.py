@@ -178,8 +178,9 @@ def test_queues_lists_every_queue_with_its_counts(
     assert all(isinstance(by_queue["maintenance"][k], int) for k in ("ready", "delayed", "dead"))
     assert set(by_queue["maintenance"]) == {
         "queue", "lane", "ready", "delayed", "dead", "unacked", "consumers", "oldest_age_s",
-        "type",
+        "type", "declared",
     }  # fmt: skip
+    assert by_queue["maintenance"]["declared"] is True
     # The tests' broker declares classic queues; the type is read from the management API.
     assert by_queue["maintenance"]["type"] == "classic"
     code, out, _ = cli(capsys, "queues")

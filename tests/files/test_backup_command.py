@@ -27,6 +27,7 @@ from bgworkers.files.restore import InvalidBackup, verify_archive
 from bgworkers.reminders.models import Reminder
 from bgworkers.sync.models import STATUS_REAUTH_REQUIRED, CalendarConnection
 from bgworkers.users.models import User
+from tests.platform_helpers import free_port
 
 NOW = datetime(2026, 11, 29, 1, 0, tzinfo=UTC)
 RUN = "20261129T010000Z"
@@ -204,3 +205,12 @@ def test_bad_arguments_and_a_database_without_schema(setup: Setup, tmp_path: Pat
     assert done.code == EXIT_DATABASE
     assert done.error_line.startswith("bgworkers backup restore: database error: ")
     assert "no such table" in done.error_line
+
+
+def test_a_database_that_does_not_answer_is_exit_3(setup: Setup) -> None:
+    """The code every ``bgworkers`` command gives for a service that is not reachable."""
+    url = f"postgresql+psycopg://postgres:secret@127.0.0.1:{free_port()}/bgworkers"
+    done = setup.run("restore", str(setup.user_id), str(setup.archive), database_url=url)
+    assert done.code == 3
+    assert done.error_line.startswith("bgworkers backup restore: the database does not answer")
+    assert "secret" not in done.error_line

@@ -28,8 +28,8 @@ from bgworkers.metrics.messages import DURATION_BUCKETS
 from bgworkers.settings import get_settings
 from bgworkers.stack.known_series import actor_labels, initialise_worker_series, periodic_jobs
 from tests.monitoring.ports import METRICS_PORTS, port_from
-from tests.monitoring.test_prometheus_stack import Stack
 from tests.platform_helpers import wait_for
+from tests.service_processes import Stack
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "metrics.md"

@@ -32,6 +32,7 @@ import yaml
 
 from tests.monitoring.ports import METRICS_PORTS, port_from
 from tests.platform_helpers import IN_CI, smtp_server, wait_for
+from tests.service_processes import Stack
 from tools import grafana_dashboards as dashboards
 
 pytestmark = pytest.mark.integration
@@ -92,33 +93,6 @@ def test_committed_dashboards_match_their_definitions(tmp_path: Path) -> None:
     for path in dashboards.write(tmp_path):
         committed = ROOT / "deploy" / "grafana" / "dashboards" / path.name
         assert committed.read_text() == path.read_text(), f"regenerate {path.name}"
-
-
-class Stack:
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.processes: list[subprocess.Popen[bytes]] = []
-
-    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            argv,
-            env=env,
-            cwd=self.workdir,
-            stdout=(self.workdir / f"{name}.out").open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        self.processes.append(proc)
-        return proc
-
-    def stop(self) -> None:
-        for proc in reversed(self.processes):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.processes:
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 @pytest.fixture

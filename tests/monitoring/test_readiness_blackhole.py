@@ -24,8 +24,8 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from tests.monitoring.ports import METRICS_PORTS, RELAY_PORTS, port_from
-from tests.monitoring.test_prometheus_stack import Stack
 from tests.platform_helpers import wait_for
+from tests.service_processes import Stack
 from tests.tcp_relay import TcpRelay
 
 pytestmark = pytest.mark.integration

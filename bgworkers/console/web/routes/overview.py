@@ -9,7 +9,7 @@ from starlette.routing import Route
 
 from bgworkers.console.operations import Console
 from bgworkers.console.overview import read_overview
-from bgworkers.console.queue_reading import checked_depth_reader
+from bgworkers.console.queue_reading import NOT_DECLARED, checked_depth_reader
 from bgworkers.console.web.site import Site
 
 
@@ -19,6 +19,6 @@ def routes(site: Site) -> list[Route]:
 
     async def overview(request: Request, console: Console) -> Response:
         data = await run_in_threadpool(lambda: read_overview(console, read_queues=read_queues))
-        return site.render(request, "overview.html", view=data)
+        return site.render(request, "overview.html", view=data, not_declared=NOT_DECLARED)
 
     return [Route("/", site.page(overview), methods=["GET"])]
