@@ -40,7 +40,7 @@ from sqlmodel import Session, col, select
 import bgworkers
 from bgworkers import migrations
 from bgworkers.db.engine import make_engine, use_engine, utcnow
-from bgworkers.email.actors import dispatch_emails, send_email
+from bgworkers.email.actors import dispatch_each, dispatch_emails, send_email
 from bgworkers.email.models import EmailStatus, OutboxEmail
 from bgworkers.email.outbox import REDISPATCH_AFTER, add_email, sweep_outbox
 from bgworkers.email.smtp import SmtpMailer, use_mailer
@@ -135,6 +135,7 @@ def bench(args: argparse.Namespace, broker: dramatiq.Broker, queue: str) -> None
             now=utcnow(),
             sending_timeout_s=600,
             dispatch=functools.partial(dispatch_emails, session),  # into the message outbox
+            dispatch_tried=functools.partial(dispatch_each, session),
         )
     sweep_s = time.perf_counter() - started
     _, sweep_peak = tracemalloc.get_traced_memory()

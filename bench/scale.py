@@ -25,7 +25,9 @@ Phases, one after the other:
    an effect is its email at SMTP;
 3. ``emails``: ``--emails`` emails queued by ``enqueue_email``; an effect is the email at SMTP;
    ``--email-rounds`` rounds, each between two ceiling blasts (its fraction is of their mean;
-   the median round is reported);
+   the median round is reported); ``--email-cpu`` adds who used the CPU (the sink, the bare
+   client, the group, the whole machine) during the blasts and during each round, to show
+   what bound the fraction;
 4. ``calendar_first``/``calendar_incremental``: ``sync_calendar_events`` twice; an effect is a
    connection's ``last_synced_at`` moving past the trigger;
 5. ``notion`` (only when named in ``--phases``, as the next two): ``sync_notion_pages`` over
@@ -63,7 +65,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -244,6 +246,33 @@ def result_of(
     )
 
 
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """CPU seconds used so far (``at``: monotonic seconds), for ``--email-cpu``."""
+
+    at: float
+    sink: float
+    bench: float
+    group: float
+    machine: float
+
+    @staticmethod
+    def spent(interval: tuple[CpuSnapshot, CpuSnapshot]) -> CpuSnapshot:
+        start, end = interval
+        return CpuSnapshot(*(b - a for a, b in zip(astuple(start), astuple(end), strict=True)))
+
+    def __add__(self, other: CpuSnapshot) -> CpuSnapshot:
+        return CpuSnapshot(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy since boot (``/proc/stat``: everything but idle and
+    iowait): every process's, ours and the others' on the machine."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 # --- the run ----------------------------------------------------------------------------
 
 
@@ -260,6 +289,12 @@ class Bench:
     #: Fractions of the ceiling measured around each round of a phase, by phase name (the
     #: report gives their median instead of the rate over the ceiling measured at start).
     fractions: dict[str, list[float]] = field(default_factory=dict)
+    #: The SMTP sink's process, for ``--email-cpu``.
+    sink_pid: int | None = None
+    #: ``--email-cpu``: per round, the CPU split of the ceiling blasts and of the round.
+    email_cpu: list[dict[str, float]] = field(default_factory=list)
+    #: CPU used so far when the last emails round committed.
+    round_cpu: CpuSnapshot | None = None
 
     def command(self, *words: str) -> None:
         """A ``bgworkers`` command as an operator types it."""
@@ -369,10 +404,19 @@ class Bench:
         runs on this machine while the phase moved as much, so one ratio meant little."""
         rounds: list[tuple[float, PhaseResult]] = []
         for _ in range(self.args.email_rounds):
+            at_start = self.cpu_snapshot()
             before = smtp_ceiling(self.args.smtp_port, self.args.emails)
+            at_before_end = self.cpu_snapshot()
             result = self.emails_round()
+            at_round, at_round_end = self.round_cpu, self.cpu_snapshot()
             self.wait_idle()
+            at_after = self.cpu_snapshot()
             after = smtp_ceiling(self.args.smtp_port, self.args.emails)
+            at_end = self.cpu_snapshot()
+            if self.args.email_cpu:
+                self.note_email_cpu(
+                    [(at_start, at_before_end), (at_after, at_end)], (at_round, at_round_end)
+                )
             fraction = result.rate / ((before + after) / 2)
             print(f"  SMTP ceiling {before:.0f}/s before, {after:.0f}/s after: {fraction:.3f}")
             rounds.append((fraction, result))
@@ -396,12 +440,55 @@ class Bench:
             )
 
         def trigger() -> float:
+            self.round_cpu = self.cpu_snapshot()  # from the commit on (not the writing)
             t0 = time.time()
             session.commit()
             session.close()
             return t0
 
         return self.phase("emails", self.args.emails, trigger, self.email_effects(before))
+
+    def cpu_snapshot(self) -> CpuSnapshot:
+        group = group_pids(self.group.pid) if self.group is not None else []
+        return CpuSnapshot(
+            at=time.monotonic(),
+            sink=cpu_seconds([self.sink_pid]) if self.sink_pid is not None else 0.0,
+            bench=cpu_seconds([os.getpid()]),
+            group=cpu_seconds(group),
+            machine=machine_busy_seconds(),
+        )
+
+    def note_email_cpu(
+        self,
+        ceilings: list[tuple[CpuSnapshot, CpuSnapshot]],
+        round_: tuple[CpuSnapshot | None, CpuSnapshot],
+    ) -> None:
+        """``--email-cpu``: who took the machine's CPU during the two ceiling blasts (the
+        bare client is this process) and during the round (the group sends), per email and
+        as a share of all cores, so the report shows what bound each rate."""
+        cores = os.cpu_count() or 1
+        emails = self.args.emails
+        ceiling = CpuSnapshot.spent(ceilings[0]) + CpuSnapshot.spent(ceilings[1])
+        assert round_[0] is not None, "set by the round's commit"
+        phase = CpuSnapshot.spent((round_[0], round_[1]))
+        ours = phase.sink + phase.group + phase.bench
+        split = {
+            "ceiling_client_ms": ceiling.bench * 1000 / (2 * emails),
+            "ceiling_sink_ms": ceiling.sink * 1000 / (2 * emails),
+            "ceiling_sink_share": ceiling.sink / (ceiling.at * cores),
+            "ceiling_machine_share": ceiling.machine / (ceiling.at * cores),
+            "round_group_ms": phase.group * 1000 / emails,
+            "round_sink_ms": phase.sink * 1000 / emails,
+            "round_sink_share": phase.sink / (phase.at * cores),
+            "round_group_share": phase.group / (phase.at * cores),
+            "round_app_ms": phase.bench * 1000 / emails,
+            "round_machine_share": phase.machine / (phase.at * cores),
+            "round_rest_share": (phase.machine - ours) / (phase.at * cores),
+            "ceiling_rest_share": (ceiling.machine - ceiling.sink - ceiling.bench)
+            / (ceiling.at * cores),
+        }
+        self.email_cpu.append(split)
+        print("  cpu: " + ", ".join(f"{k} {v:.3f}" for k, v in split.items()), flush=True)
 
     def calendar(self, name: str, *, per_user: bool = False) -> PhaseResult:
         """``sync_calendar_events``; ``per_user``: one ``sync_user_calendar`` message per
@@ -618,6 +705,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--keep-worker-log", type=Path, default=None, help="copy the group's log here at the end"
     )
+    parser.add_argument(
+        "--email-cpu",
+        action="store_true",
+        help="emails phase: also report the CPU of the sink, the bare client, the group and the "
+        "whole machine during the ceiling blasts and the rounds",
+    )
     args = parser.parse_args()
     for name in ("reminders", "emails", "calendars", "temp_files"):
         if getattr(args, name) is None:
@@ -669,7 +762,7 @@ def main() -> None:
         engine = make_engine(db_url)
         stack.callback(engine.dispose)
         bench = Bench(args, environment(args, vhost_url, db_url, workdir), engine,
-                      SinkLog(sink_path), workdir)  # fmt: skip
+                      SinkLog(sink_path), workdir, sink_pid=smtp.pid)  # fmt: skip
         bench.command("migrate")
         seed(engine, args)
         ceilings = {
@@ -694,8 +787,16 @@ def main() -> None:
         }
         results = [runs[p]() for p in phases]
         report(args, results, ceilings, bench.fractions)
+        report_email_cpu(bench.email_cpu)
         if args.keep_worker_log:
             shutil.copyfile(workdir / "workers.log", args.keep_worker_log)
+
+
+def report_email_cpu(rounds: list[dict[str, float]]) -> None:
+    """``--email-cpu``: the median over the rounds of each figure, as ``name=value`` lines."""
+    for key in rounds[0] if rounds else ():
+        values = sorted(r[key] for r in rounds)
+        print(f"emails_cpu_{key}={values[len(values) // 2]:.3f}")
 
 
 def report(

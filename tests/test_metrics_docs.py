@@ -68,3 +68,22 @@ def test_exposition_passes_promtool() -> None:
         [promtool, "check", "metrics"], input=generate_latest(registry), capture_output=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_email_help_texts_match_the_table() -> None:
+    """The table says what each email metric counts, as the exporter does."""
+    from bgworkers.email.metrics import EmailMetrics
+
+    registry = CollectorRegistry()
+    EmailMetrics.build(registry)
+    rows = {}
+    for line in DOC.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`bgworkers_"):
+            rows[cells[0].strip("`")] = cells[3]
+    checked = 0
+    for family in registry.collect():
+        name = family.name + ("_total" if family.type == "counter" else "")
+        assert rows.get(name) == family.documentation, name
+        checked += 1
+    assert checked >= 7

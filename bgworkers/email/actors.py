@@ -136,4 +136,11 @@ def process_email_queue() -> None:
             now=utcnow(),
             sending_timeout_s=settings.email_sending_timeout_s,
             dispatch=functools.partial(dispatch_emails, session),
+            dispatch_tried=functools.partial(dispatch_each, session),
         )
+
+
+def dispatch_each(session: Session, email_ids: list[int]) -> None:
+    """Record one ``send_email`` message per id in ``session``'s transaction (the outbox):
+    for emails tried before, which a page leaves to a message of their own."""
+    enqueue_many(session, send_email, ((email_id,) for email_id in email_ids))

@@ -14,7 +14,8 @@ The guarantees of :mod:`bgworkers.email.outbox` hold row by row:
   NOTHING`` and reports only the rows it wrote; an invalid draft is refused alone.
 * **Atomic claim**: :func:`deliver_emails` claims the page a part
   (:data:`~bgworkers.email.outbox.MARK_EVERY` emails) at a time, with one conditional UPDATE
-  committed before talking to SMTP; a row someone else holds or sent is skipped. The next
+  committed before talking to SMTP; a row someone else holds or sent is skipped, and so is
+  one tried before and waiting for its own retry message (:data:`PAGE_CLAIMABLE`). The next
   part is claimed in the transaction that settles the one before (one commit per part), so
   a page message delivered again after a crash sends the rows never claimed and skips the
   others.
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import and_, bindparam, or_
 from sqlmodel import Session
 
 from bgworkers.db.engine import insert_with_on_conflict
@@ -49,8 +51,9 @@ from bgworkers.email.outbox import (
     Delivery,
     InvalidEmail,
     Sending,
-    claim_rows,
+    claim_statement,
     record_patiently,
+    run_claim,
     send_claimed,
     validate_email_fields,
 )
@@ -64,6 +67,17 @@ INLINE_REDISPATCH_AFTER = timedelta(minutes=1)
 
 _TABLE = OutboxEmail.__table__  # type: ignore[attr-defined]
 _C = _TABLE.c
+
+#: What a page may claim: a never-tried queued email, or one whose sender died (``sending``
+#: past the timeout). Why not every queued email: one tried before and put back has its own
+#: retry message, waiting out ``send_email``'s backoff; a page delivered again after a crash
+#: would otherwise try it early. It is that message's to send (or, if the message is lost,
+#: the sweep's, which hands tried emails to ``send_email`` one by one).
+PAGE_CLAIMABLE = or_(
+    and_(_C.status == EmailStatus.QUEUED, _C.attempts == 0),
+    and_(_C.status == EmailStatus.SENDING, _C.claimed_at < bindparam("stale_before")),
+)
+_PAGE_CLAIM = claim_statement(and_(_C.id.in_(bindparam("ids", expanding=True)), PAGE_CLAIMABLE))
 
 
 @dataclass(frozen=True)
@@ -221,7 +235,8 @@ def _claim_part(session: Session, email_ids: list[int], sending: Sending) -> _Pa
     token = str(uuid.uuid4())
     now = sending.clock()
     stale_before = now - timedelta(seconds=sending.sending_timeout_s)
-    rows = claim_rows(session, email_ids, token=token, now=now, stale_before=stale_before)
+    rows = run_claim(session, _PAGE_CLAIM, token=token, now=now, stale_before=stale_before,
+                     ids=email_ids)  # fmt: skip
     skipped = len(email_ids) - len(rows)
     if skipped:
         EMAIL_METRICS.get().claims_skipped.inc(skipped)

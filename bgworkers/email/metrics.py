@@ -53,7 +53,9 @@ class EmailMetrics:
             ),
             claims_skipped=Counter(
                 "bgworkers_email_claims_skipped_total",
-                "send_email messages that found their email already sent, failed or being sent.",
+                "Emails a sender went to claim and left: already sent, failed or being sent "
+                "(a send_email's own email, each such email of a page), or, for a page, tried "
+                "before and waiting for its own retry.",
                 registry=registry,
             ),
             recovered=Counter(
@@ -63,7 +65,8 @@ class EmailMetrics:
             ),
             dispatched=Counter(
                 "bgworkers_email_dispatched_total",
-                "send_email messages sent by the outbox sweep.",
+                "Emails the outbox sweep handed on again (never tried: in send_email_page "
+                "messages; tried before: a send_email message each).",
                 registry=registry,
             ),
             send_duration=Histogram(

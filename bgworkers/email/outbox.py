@@ -576,14 +576,17 @@ def sweep_outbox(
     now: datetime,
     sending_timeout_s: float,
     dispatch: Callable[[list[int]], None],
+    dispatch_tried: Callable[[list[int]], None],
     page_size: int = 500,
     max_rows: int = 100_000,
 ) -> SweepResult:
-    """Recover stalled sends and hand every waiting email to ``dispatch``, page by page.
+    """Recover stalled sends and hand every waiting email on, page by page.
 
     Each page is a list of at most ``page_size`` ids: it is stamped (``dispatch_after`` moves
-    ahead, so the page leaves the query's range) and given to ``dispatch``, which records the
-    messages in the same transaction, then committed.
+    ahead, so the page leaves the query's range) and handed on in the same transaction, then
+    committed: the never-tried emails to ``dispatch`` (pages of messages), those tried before
+    to ``dispatch_tried`` (a message each), as a page message skips a tried email
+    (:data:`bgworkers.email.batch.PAGE_CLAIMABLE`).
     Memory stays bounded by one page whatever the outbox holds; ``max_rows`` bounds one run.
     """
     stale_before = now - timedelta(seconds=sending_timeout_s)
@@ -608,9 +611,9 @@ def sweep_outbox(
         log.warning("email_sends_recovered", count=recovered)
     dispatched = 0
     while dispatched < max_rows:
-        ids = list(
+        rows = list(
             session.exec(
-                select(OutboxEmail.id)
+                select(OutboxEmail.id, OutboxEmail.attempts)
                 .where(
                     col(OutboxEmail.status) == EmailStatus.QUEUED,
                     col(OutboxEmail.dispatch_after) <= now,
@@ -620,16 +623,21 @@ def sweep_outbox(
                 .with_for_update(skip_locked=True)
             ).all()
         )
-        if not ids:
+        if not rows:
             break
-        page = [i for i in ids if i is not None]
+        page = [i for i, _ in rows if i is not None]
+        tried = {i for i, attempts in rows if i is not None and attempts > 0}
         session.execute(
             update(OutboxEmail)
             .where(col(OutboxEmail.id).in_(page))
             .values(dispatch_after=now + REDISPATCH_AFTER)
             .execution_options(synchronize_session=False)
         )
-        dispatch(page)  # in the transaction that stamps them: the outbox publishes on commit
+        # In the transaction that stamps them: the outbox publishes on commit.
+        if tried:
+            dispatch_tried([i for i in page if i in tried])
+        if len(tried) < len(page):
+            dispatch([i for i in page if i not in tried])
         session.commit()
         dispatched += len(page)
         EMAIL_METRICS.get().dispatched.inc(len(page))

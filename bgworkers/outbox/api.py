@@ -195,22 +195,52 @@ def _insert(session: Session, *, ignore_duplicates: bool) -> Any:
 
 def _wake_relay_after_commit(session: Session) -> None:
     """Wake this process's relay after the commit, and on PostgreSQL every listening relay
-    (:mod:`bgworkers.outbox.wakeup`): one notification per transaction."""
+    (:mod:`bgworkers.outbox.wakeup`): one notification per transaction.
+
+    Why per savepoint: the flag must say whether rows are still in the transaction. Each
+    write notes the transaction (or savepoint) it happened in; rolling back a savepoint drops
+    only the notes made inside it (and its own ``NOTIFY``), so rows written before it still
+    wake the relay, and a row written after it notifies again.
+    """
     if not session.info.get("bgw_outbox_listening"):
         event.listen(session, "after_commit", _on_commit)
         event.listen(session, "after_rollback", _on_rollback)
+        event.listen(session, "after_soft_rollback", _on_soft_rollback)
         session.info["bgw_outbox_listening"] = True
-    if not session.info.get("bgw_outbox_pending"):
+    current = session.get_nested_transaction() or session.get_transaction()
+    written_in: list[Any] = session.info.setdefault(_WRITTEN_IN, [])
+    if not any(_within(current, noted) for noted in written_in):
         notify = notify_statement(session.get_bind().dialect.name)
         if notify is not None:
             session.execute(notify)
-    session.info["bgw_outbox_pending"] = True
+        written_in.append(current)
+
+
+#: ``session.info`` key: the transactions and savepoints that wrote outbox rows (and notified).
+_WRITTEN_IN = "bgw_outbox_written_in"
+
+
+def _within(transaction: Any, outer: Any) -> bool:
+    """``transaction`` is ``outer`` or a savepoint inside it."""
+    while transaction is not None:
+        if transaction is outer:
+            return True
+        transaction = transaction.parent
+    return False
 
 
 def _on_commit(session: Session) -> None:
-    if session.info.pop("bgw_outbox_pending", False):
+    if session.info.pop(_WRITTEN_IN, None):
         RELAY_WAKEUP.set()
 
 
 def _on_rollback(session: Session) -> None:
-    session.info.pop("bgw_outbox_pending", None)
+    if not session.in_transaction():  # the whole transaction, not a savepoint
+        session.info.pop(_WRITTEN_IN, None)
+
+
+def _on_soft_rollback(session: Session, previous_transaction: Any) -> None:
+    """Forget the rows written inside the savepoint (or transaction) just rolled back."""
+    written_in: list[Any] | None = session.info.get(_WRITTEN_IN)
+    if written_in:
+        written_in[:] = [t for t in written_in if not _within(t, previous_transaction)]

@@ -235,3 +235,32 @@ def test_a_page_commits_once_per_part(db_engine: Engine, smtp_server: SmtpServer
         event.remove(db_engine, "commit", count)
     assert sorted(done.sent) == ids
     assert len(commits) == 1 + 3  # the first claim, then one per part
+
+
+def test_a_page_delivered_again_leaves_a_deferred_email_to_its_retry(
+    db_engine: Engine, smtp_server: SmtpServer
+) -> None:
+    """A redelivered page (after a crash) must not try an email whose retry is waiting out its
+    backoff: the email is tried again by its own retry message, once, and not lost."""
+    from bgworkers.email.along import deliver_email_along
+
+    recipients = [f"user{n}@example.org" for n in range(4)] + [FLAKY]
+    ids = write_page(db_engine, recipients)
+    flaky = ids[-1]
+    smtp_server.handler.rcpt_by_address[FLAKY] = "452 4.2.2 Mailbox full"
+    mailer, retried = CountingMailer(smtp_server.mailer()), list[int]()
+    with Session(db_engine) as session:
+        first = deliver_emails(ids, session=session, sending=sending(mailer), retry=retried.extend)
+    assert first.retried == retried == [flaky]
+    del smtp_server.handler.rcpt_by_address[FLAKY]  # the mailbox has room again
+    with Session(db_engine) as session:
+        again = deliver_emails(ids, session=session, sending=sending(mailer), retry=retried.extend)
+    assert again.sent == [] and again.skipped == len(ids) and mailer.tries[FLAKY] == 1
+    assert states(db_engine)[FLAKY] == ("queued", 1, "452 4.2.2 Mailbox full")
+    # Its retry message (send_email, after the backoff) sends it.
+    with Session(db_engine) as session:
+        outcome = deliver_email_along(
+            flaky, session=session, sending=sending(mailer), retry=retried.extend
+        )
+    assert outcome == "sent" and mailer.tries[FLAKY] == 2 and retried == [flaky]
+    assert sorted(m["To"] for m in smtp_server.handler.received) == sorted(recipients)

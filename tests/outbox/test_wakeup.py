@@ -71,3 +71,51 @@ def test_a_rolled_back_transaction_wakes_no_one(postgres_engine: Engine) -> None
             session.commit()
         notes = list(raw.notifies(timeout=5, stop_after=2))
     assert [n.channel for n in notes] == [CHANNEL]  # one for the committed transaction
+
+
+def test_a_rolled_back_savepoint_keeps_the_wakeup_of_rows_written_before_it(
+    postgres_engine: Engine,
+) -> None:
+    from bgworkers.outbox.api import RELAY_WAKEUP
+
+    with postgres_engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        conn.execute(text(f"LISTEN {CHANNEL}"))
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        with Session(postgres_engine) as session:
+            enqueue(session, outbox_probe, "kept")
+            savepoint = session.begin_nested()
+            enqueue(session, outbox_probe, "undone")
+            savepoint.rollback()
+            RELAY_WAKEUP.clear()
+            session.commit()
+            assert RELAY_WAKEUP.is_set()  # "kept" is still in the transaction
+        notes = list(raw.notifies(timeout=5, stop_after=1))
+    assert [n.channel for n in notes] == [CHANNEL]
+
+
+def test_rows_written_only_in_a_rolled_back_savepoint_wake_no_one(
+    postgres_engine: Engine,
+) -> None:
+    from bgworkers.outbox.api import RELAY_WAKEUP
+
+    with postgres_engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        conn.execute(text(f"LISTEN {CHANNEL}"))
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        with Session(postgres_engine) as session:
+            session.execute(text("SELECT 1"))
+            savepoint = session.begin_nested()
+            enqueue(session, outbox_probe, "undone")
+            savepoint.rollback()
+            RELAY_WAKEUP.clear()
+            session.commit()
+            assert not RELAY_WAKEUP.is_set()
+            # A row written after the rolled-back savepoint notifies again.
+            enqueue(session, outbox_probe, "later")
+            session.commit()
+            assert RELAY_WAKEUP.is_set()
+        notes = list(raw.notifies(timeout=5, stop_after=1))
+    assert [n.channel for n in notes] == [CHANNEL]
