@@ -26,7 +26,7 @@ from bgworkers.scheduling.models import ScheduledRun
 from bgworkers.scheduling.periodic import CronPeriod
 from bgworkers.scheduling.schedule import ScheduledJob
 from bgworkers.settings import load_settings
-from tests.outbox.test_relay import MemoryPublisher
+from tests.outbox.helpers import MemoryPublisher
 from tests.platform_helpers import captured_json_logs, running_worker, stub_broker, wait_for
 
 ADDRESS = "alice.private@example.com"

@@ -26,13 +26,6 @@ def test_no_test_imports_from_a_conftest_file() -> None:
     assert offenders == []
 
 
-#: Imports of a test module that predate the rule; each goes when its module is next changed.
-OLDER_TEST_MODULE_IMPORTS = {
-    "test_failure_reasons.py imports tests.outbox.test_relay",
-    "email/test_along.py imports tests.email.test_batch",
-}
-
-
 def test_shared_helpers_live_in_helper_modules_not_in_test_modules() -> None:
     # Importing a test module runs its module-level code and collects its tests a second
     # time under the importer's name, and ties the importer to a file that changes for its
@@ -50,4 +43,4 @@ def test_shared_helpers_live_in_helper_modules_not_in_test_modules() -> None:
             for name in names:
                 if name.startswith("tests.") and name.split(".")[-1].startswith("test_"):
                     imports.add(f"{path.relative_to(TESTS)} imports {name}")
-    assert imports - OLDER_TEST_MODULE_IMPORTS == set()
+    assert imports == set()

@@ -5,11 +5,17 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
 
-from bgworkers.email.smtp import SmtpMailer
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from bgworkers.email.batch import Draft, Sending
+from bgworkers.email.models import OutboxEmail
+from bgworkers.email.smtp import Mailer, SmtpMailer, SmtpTransientError
 
 
 @dataclass
@@ -84,3 +90,71 @@ class SmtpServer:
         mailer = SmtpMailer(host="127.0.0.1", port=self.port, timeout_s=5)
         self.mailers.append(mailer)
         return mailer
+
+
+NOW = datetime(2026, 11, 25, 7, 15, tzinfo=UTC)
+
+
+def drafts(count: int, *, prefix: str = "page") -> list[Draft]:
+    return [
+        Draft(
+            recipient=f"user{n}@example.org",
+            subject=f"Hello {n}",
+            text=f"Body {n}\n",
+            key=f"{prefix}:{n}",
+        )
+        for n in range(count)
+    ]
+
+
+def sending(mailer: Mailer, max_attempts: int = 3) -> Sending:
+    return Sending(
+        mailer=mailer,
+        sender="assistant@example.org",
+        sending_timeout_s=600,
+        max_attempts=max_attempts,
+        clock=lambda: NOW,
+    )
+
+
+def statuses(engine: Engine) -> dict[str, str]:
+    with Session(engine) as session:
+        rows = session.exec(select(OutboxEmail).order_by(col(OutboxEmail.id))).all()
+        return {row.recipient: row.status for row in rows}
+
+
+class PoisonedMailer:
+    """Raises an unexpected error for one recipient, sends the others through ``inner``."""
+
+    def __init__(self, inner: Mailer, poisoned: str) -> None:
+        self.inner, self.poisoned = inner, poisoned
+
+    def send(self, message: EmailMessage) -> None:
+        if message["To"] == self.poisoned:
+            raise RuntimeError("cannot encode this one")
+        self.inner.send(message)
+
+    def send_bytes(self, *, sender: str, recipients: list[str], data: bytes) -> None:
+        if recipients == [self.poisoned]:
+            raise RuntimeError("cannot encode this one")
+        self.inner.send_bytes(sender=sender, recipients=recipients, data=data)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class DownMailer:
+    """An SMTP server that does not answer: every send fails without a reply."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def send(self, message: EmailMessage) -> None:
+        raise AssertionError("the wire form is used")
+
+    def send_bytes(self, *, sender: str, recipients: list[str], data: bytes) -> None:
+        self.calls += 1
+        raise SmtpTransientError("ConnectionRefusedError: [Errno 111] Connection refused")
+
+    def close(self) -> None:
+        return None

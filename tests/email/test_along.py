@@ -13,8 +13,15 @@ from bgworkers.email.along import ALONG, deliver_email_along
 from bgworkers.email.batch import add_emails
 from bgworkers.email.models import EmailStatus, OutboxEmail
 from bgworkers.email.smtp import SmtpTransientError
-from tests.email.helpers import SmtpServer
-from tests.email.test_batch import NOW, DownMailer, PoisonedMailer, drafts, sending, statuses
+from tests.email.helpers import (
+    NOW,
+    DownMailer,
+    PoisonedMailer,
+    SmtpServer,
+    drafts,
+    sending,
+    statuses,
+)
 
 
 def write(engine: Engine, count: int) -> list[int]:

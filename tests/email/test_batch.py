@@ -2,47 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from email.message import EmailMessage
 
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from bgworkers.email.batch import Draft, Sending, add_emails, deliver_emails
+from bgworkers.email.batch import Draft, add_emails, deliver_emails
 from bgworkers.email.models import EmailStatus, OutboxEmail
-from bgworkers.email.smtp import Mailer, SmtpTransientError
-from tests.email.helpers import SmtpServer
-
-NOW = datetime(2026, 11, 25, 7, 15, tzinfo=UTC)
-
-
-def drafts(count: int, *, prefix: str = "page") -> list[Draft]:
-    return [
-        Draft(
-            recipient=f"user{n}@example.org",
-            subject=f"Hello {n}",
-            text=f"Body {n}\n",
-            key=f"{prefix}:{n}",
-        )
-        for n in range(count)
-    ]
-
-
-def sending(mailer: Mailer, max_attempts: int = 3) -> Sending:
-    return Sending(
-        mailer=mailer,
-        sender="assistant@example.org",
-        sending_timeout_s=600,
-        max_attempts=max_attempts,
-        clock=lambda: NOW,
-    )
-
-
-def statuses(engine: Engine) -> dict[str, str]:
-    with Session(engine) as session:
-        rows = session.exec(select(OutboxEmail).order_by(col(OutboxEmail.id))).all()
-        return {row.recipient: row.status for row in rows}
+from bgworkers.email.smtp import Mailer
+from tests.email.helpers import (
+    NOW,
+    DownMailer,
+    PoisonedMailer,
+    SmtpServer,
+    drafts,
+    sending,
+    statuses,
+)
 
 
 def test_a_page_is_written_once_and_a_bad_draft_alone_is_refused(db_engine: Engine) -> None:
@@ -98,26 +75,6 @@ def test_one_refused_and_one_deferred_email_do_not_hold_the_page(
     }
 
 
-class PoisonedMailer:
-    """Raises an unexpected error for one recipient, sends the others through ``inner``."""
-
-    def __init__(self, inner: Mailer, poisoned: str) -> None:
-        self.inner, self.poisoned = inner, poisoned
-
-    def send(self, message: EmailMessage) -> None:
-        if message["To"] == self.poisoned:
-            raise RuntimeError("cannot encode this one")
-        self.inner.send(message)
-
-    def send_bytes(self, *, sender: str, recipients: list[str], data: bytes) -> None:
-        if recipients == [self.poisoned]:
-            raise RuntimeError("cannot encode this one")
-        self.inner.send_bytes(sender=sender, recipients=recipients, data=data)
-
-    def close(self) -> None:
-        self.inner.close()
-
-
 def test_an_unexpected_error_on_one_email_is_retried_alone(
     db_engine: Engine, smtp_server: SmtpServer
 ) -> None:
@@ -133,23 +90,6 @@ def test_an_unexpected_error_on_one_email_is_retried_alone(
         row = session.get(OutboxEmail, ids[1])
         assert row is not None and row.status == EmailStatus.QUEUED
         assert row.claim_token is None and "RuntimeError" in (row.last_error or "")
-
-
-class DownMailer:
-    """An SMTP server that does not answer: every send fails without a reply."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def send(self, message: EmailMessage) -> None:
-        raise AssertionError("the wire form is used")
-
-    def send_bytes(self, *, sender: str, recipients: list[str], data: bytes) -> None:
-        self.calls += 1
-        raise SmtpTransientError("ConnectionRefusedError: [Errno 111] Connection refused")
-
-    def close(self) -> None:
-        return None
 
 
 def test_a_server_that_does_not_answer_is_tried_once_per_page(db_engine: Engine) -> None:

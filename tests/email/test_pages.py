@@ -20,8 +20,7 @@ from bgworkers.email.outbox import MARK_EVERY
 from bgworkers.email.paging import PAGE_SIZE
 from bgworkers.email.smtp import Mailer
 from bgworkers.outbox.models import OutboxMessage
-from tests.email.helpers import SmtpServer
-from tests.email.test_batch import NOW, sending
+from tests.email.helpers import NOW, SmtpServer, sending
 
 POISON = "poison@example.org"  # refused for good (5xx to RCPT)
 FLAKY = "flaky@example.org"  # refused for now (4xx to RCPT)

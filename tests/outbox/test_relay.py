@@ -7,7 +7,7 @@ import json
 import threading
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -19,38 +19,8 @@ from bgworkers.outbox.metrics import Backlog, OutboxBacklogCollector
 from bgworkers.outbox.models import OutboxMessage
 from bgworkers.outbox.publishers import Outgoing, PublishError, delayed_envelope
 from bgworkers.outbox.relay import Relay, RelayConfig
+from tests.outbox.helpers import Clock, MemoryPublisher, add
 from tests.outbox.probe import outbox_probe
-
-
-class MemoryPublisher:
-    """Keeps what it is given; refuses batches while ``down`` is set."""
-
-    def __init__(self) -> None:
-        self.batches: list[list[Outgoing]] = []
-        self.down = False
-
-    def publish(self, batch: Sequence[Outgoing]) -> None:
-        if self.down:
-            raise PublishError("broker down")
-        self.batches.append(list(batch))
-
-    def close(self) -> None:
-        return None
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-def add(engine: Engine, count: int) -> None:
-    with Session(engine) as session:
-        for i in range(count):
-            enqueue(session, outbox_probe, f"k{i}")
-        session.commit()
 
 
 def stored(engine: Engine) -> list[OutboxMessage]:

@@ -11,8 +11,8 @@ from sqlmodel import Session
 from bgworkers.outbox import enqueue
 from bgworkers.outbox.relay import Relay, RelayConfig
 from bgworkers.outbox.wakeup import CHANNEL
+from tests.outbox.helpers import Clock, MemoryPublisher, add
 from tests.outbox.probe import outbox_probe
-from tests.outbox.test_relay import Clock, MemoryPublisher, add
 from tests.platform_helpers import wait_for
 
 
