@@ -264,3 +264,17 @@ def test_a_page_delivered_again_leaves_a_deferred_email_to_its_retry(
         )
     assert outcome == "sent" and mailer.tries[FLAKY] == 2 and retried == [flaky]
     assert sorted(m["To"] for m in smtp_server.handler.received) == sorted(recipients)
+
+
+def test_a_session_on_the_applications_connection_records_its_messages_at_once(
+    db_engine: Engine,
+) -> None:
+    """The application commits its connection's transaction itself, after a flush only: no
+    session commit records pages then, so each email's message is written with it."""
+    with db_engine.begin() as connection:
+        session = Session(bind=connection)
+        ids = queue(session, 3)
+        session.flush()
+    assert messages(db_engine) == [
+        ("send_email", [email_id], f"send_email:bulk:{n}") for n, email_id in enumerate(ids)
+    ]
