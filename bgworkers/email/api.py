@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import update
+from sqlalchemy.engine import Connection
 from sqlmodel import Session, col
 
 from bgworkers.db.engine import utcnow
@@ -91,10 +92,23 @@ def enqueue_email(
             dispatch(email_id)
         elif urgent:
             _record_one(session, email_id, idempotency_key, actor=send_urgent_email)
+        elif not _commits_its_own_transaction(session):
+            _record_one(session, email_id, idempotency_key)
         else:
             note_for_page(session, email_id, idempotency_key,
                           record_one=_record_one, record_many=dispatch_emails)  # fmt: skip
     return row
+
+
+def _commits_its_own_transaction(session: Session) -> bool:
+    """Whether the session's commit is the one that commits its rows.
+
+    Why: pages are recorded when the session commits. A session given an application's
+    ``Connection`` (``Session(bind=connection)``) may only flush, or only release a savepoint,
+    and leave the commit to the application: such a transaction would commit its emails with
+    no message. Those sessions record each email's message at once, as before pages.
+    """
+    return not isinstance(session.get_bind(OutboxEmail), Connection)
 
 
 def _record_one(

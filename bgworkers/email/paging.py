@@ -10,9 +10,10 @@ in that same transaction (the message outbox), so "the email is queued" and "its
 will be delivered" stay one fact. A transaction that queued a single email gets its
 ``send_email`` message, as before.
 
-Savepoints: a page message written at the commit may name an email whose savepoint was
-rolled back; its claim finds no row and sends nothing. Nothing is noted past the end of the
-transaction (commit or rollback).
+Savepoints: an email queued in a savepoint that is rolled back (or inside one that is) is
+forgotten with it, so no message names it: an orphan ``send_email`` would hold the dedupe
+key of its idempotency key, and the email queued again later with that key would get no
+message of its own. Nothing is noted past the end of the transaction (commit or rollback).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ class _Noted:
 
     record_one: Callable[[Session, int, str], None]
     record_many: Callable[[Session, list[int]], None]
-    emails: list[tuple[int, str]] = field(default_factory=list)
+    #: Each email's id, key, and the savepoints open when it was queued (innermost first).
+    emails: list[tuple[int, str, tuple[Any, ...]]] = field(default_factory=list)
 
 
 def note_for_page(
@@ -59,8 +61,9 @@ def note_for_page(
         if not event.contains(session, "before_commit", _record_at_commit):
             event.listen(session, "before_commit", _record_at_commit)
             event.listen(session, "after_transaction_end", _forget_at_end)
+            event.listen(session, "after_soft_rollback", _forget_savepoint)
         noted = session.info[_NOTED] = _Noted(record_one=record_one, record_many=record_many)
-    noted.emails.append((email_id, key))
+    noted.emails.append((email_id, key, _savepoints(session)))
 
 
 def pages_of(email_ids: list[int], size: int = PAGE_SIZE) -> list[list[int]]:
@@ -75,12 +78,29 @@ def _record_at_commit(session: Session) -> None:
     if noted is None or not noted.emails:
         return
     if len(noted.emails) == 1:
-        [(email_id, key)] = noted.emails
+        [(email_id, key, _)] = noted.emails
         noted.record_one(session, email_id, key)
     else:
-        noted.record_many(session, [email_id for email_id, _ in noted.emails])
+        noted.record_many(session, [email_id for email_id, _, _ in noted.emails])
 
 
 def _forget_at_end(session: Session, transaction: Any) -> None:
     if transaction.parent is None:  # the transaction itself, not a savepoint, has ended
         session.info.pop(_NOTED, None)
+
+
+def _savepoints(session: Session) -> tuple[Any, ...]:
+    transaction = session.get_nested_transaction()
+    open_: list[Any] = []
+    while transaction is not None and transaction.nested:
+        open_.append(transaction)
+        transaction = transaction.parent
+    return tuple(open_)
+
+
+def _forget_savepoint(session: Session, rolled_back: Any) -> None:
+    """Forget the emails queued in a savepoint rolled back (its rows are gone)."""
+    noted: _Noted | None = session.info.get(_NOTED)
+    if noted is None or not rolled_back.nested:
+        return
+    noted.emails = [email for email in noted.emails if rolled_back not in email[2]]

@@ -80,7 +80,7 @@ def test_a_rollback_records_no_message_and_a_savepoint_keeps_the_rest(db_engine:
         sent = [i for i in session.exec(select(OutboxEmail.id)).all() if i is not None]
     [(actor, [page], _)] = messages(db_engine)
     assert actor == "send_email_page" and sorted(sent) == kept
-    assert page[:2] == kept  # the undone email's id may follow; its claim finds no row
+    assert page == kept  # the undone email is forgotten with its savepoint
 
 
 class CountingMailer:
@@ -263,3 +263,45 @@ def test_a_page_delivered_again_leaves_a_deferred_email_to_its_retry(
         )
     assert outcome == "sent" and mailer.tries[FLAKY] == 2 and retried == [flaky]
     assert sorted(m["To"] for m in smtp_server.handler.received) == sorted(recipients)
+
+
+def test_a_session_on_the_applications_connection_records_its_messages_at_once(
+    db_engine: Engine,
+) -> None:
+    """The application commits its connection's transaction itself, after a flush only: no
+    session commit records pages then, so each email's message is written with it."""
+    with db_engine.begin() as connection:
+        session = Session(bind=connection)
+        ids = queue(session, 3)
+        session.flush()
+    assert messages(db_engine) == [
+        ("send_email", [email_id], f"send_email:bulk:{n}") for n, email_id in enumerate(ids)
+    ]
+
+
+def test_an_email_of_a_rolled_back_savepoint_gets_no_message(db_engine: Engine) -> None:
+    """Its message would hold the key's dedupe key: the email queued again with that key
+    later would get no message of its own and wait for the sweep."""
+    with Session(db_engine) as session:
+        with pytest.raises(RuntimeError), session.begin_nested():
+            queue(session, 1)
+            raise RuntimeError("the caller changes its mind")
+        with session.begin_nested():
+            kept = queue(session, 2, prefix="kept")
+        session.commit()
+        assert messages(db_engine) == [("send_email_page", [kept], None)]
+        [email_id] = queue(session, 1)  # the same key, queued again
+        session.commit()
+    assert messages(db_engine)[1:] == [("send_email", [email_id], "send_email:bulk:0")]
+
+
+def test_a_savepoint_rolled_back_around_a_released_one_drops_both(db_engine: Engine) -> None:
+    with Session(db_engine) as session:
+        kept = queue(session, 1, prefix="kept")
+        with pytest.raises(RuntimeError), session.begin_nested():
+            with session.begin_nested():
+                queue(session, 2, prefix="inner")
+            queue(session, 1, prefix="outer")
+            raise RuntimeError("the caller changes its mind")
+        session.commit()
+    assert messages(db_engine) == [("send_email", kept, "send_email:kept:0")]
