@@ -256,6 +256,10 @@ class Settings(BaseSettings):
     #: Seconds a per-user sync runs before it yields its thread and queues the rest of its
     #: listing behind other users' work; 0 never yields.
     sync_time_slice_s: float = Field(default=30.0, ge=0, le=3600)
+    #: Seconds a connection's runs may keep being paused by a rate-limit storm before the
+    #: chain of re-sends stops (recorded on the connection) and the next scheduled sync
+    #: starts again; about the shortest sync schedule (the calendar's hour).
+    sync_max_pause_s: float = Field(default=3600.0, gt=0, le=86_400)
     #: Per-user jobs (syncs, backups) of one user running at once, across every process and
     #: host (PostgreSQL); 0 is no cap.
     max_concurrent_jobs_per_user: int = Field(default=2, ge=0, le=100)

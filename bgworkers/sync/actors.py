@@ -15,6 +15,7 @@ import functools
 import math
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import dramatiq
@@ -25,6 +26,7 @@ from bgworkers.db.engine import session_scope, utcnow
 from bgworkers.outbox import enqueue, enqueue_many
 from bgworkers.outbox.keys import per_run_key
 from bgworkers.settings import get_settings
+from bgworkers.sync import pause_chain
 from bgworkers.sync.metrics import SYNC_METRICS
 from bgworkers.sync.models import CalendarConnection, NotionConnection
 from bgworkers.sync.store import Connection, fan_out
@@ -39,7 +41,13 @@ from bgworkers.users.slots import defer, user_slot, user_slots
 
 
 def _sync_user(
-    actor: dramatiq.Actor[Any, Any], sync: Callable[..., Any], user_id: int, **extra: Any
+    actor: dramatiq.Actor[Any, Any],
+    sync: Callable[..., Any],
+    model: Connection,
+    provider: str,
+    user_id: int,
+    paused_since_s: float | None,
+    **extra: Any,
 ) -> None:
     """Run one provider's per-user sync with this process's client and fresh settings.
 
@@ -47,36 +55,69 @@ def _sync_user(
     or is deferred, and yields after ``BGW_SYNC_TIME_SLICE_S``, queueing the rest of its
     listing (it resumes from the committed page) behind the other users' messages. A run
     whose credential is paused (a 429) stops too, and its message is recorded again for when
-    the pause ends: the thread goes on with other users' work, and no retry is used.
+    the pause ends, carrying when the storm began (``paused_since_s``, epoch seconds): the
+    thread goes on with other users' work, no retry is used, and the connection is marked
+    so that no fan-out starts a second chain (:mod:`bgworkers.sync.pause_chain`).
     """
     from bgworkers.sync.http import RequestRetryPolicy, get_client
 
     settings = get_settings()
     with user_slot(user_id, cap=settings.max_concurrent_jobs_per_user) as taken:
         if not taken:
-            defer(actor, user_id)
+            defer(actor, user_id, paused_since_s)
             return
         with session_scope() as session:
+            now = utcnow()
             result = sync(
                 session=session,
                 user_id=user_id,
                 client=get_client(settings),
                 settings=settings,
-                now=utcnow(),
+                now=now,
                 policy=RequestRetryPolicy.from_settings(settings),
                 should_yield=time_slice(settings.sync_time_slice_s),
+                resuming=paused_since_s is not None,
                 **extra,
             )
-            if result.outcome == "yielded":
-                enqueue(session, actor, user_id)  # committed with the scope: the rest, later
-            elif result.outcome == "paused":
-                enqueue(session, actor, user_id, delay_ms=resume_delay_ms(result.resume_after_s))
+            _follow_up(session, actor, model, provider, result, paused_since_s, now=now)
 
 
-#: The longest delay a paused run is sent again with, milliseconds: a delayed message waits
-#: unacked in a worker, and RabbitMQ closes the channel of one unacked for 30 minutes. A
-#: longer pause is found again by the run that comes back, which waits out the rest.
-MAX_RESUME_DELAY_MS = 15 * 60 * 1000
+def _follow_up(
+    session: Session,
+    actor: dramatiq.Actor[Any, Any],
+    model: Connection,
+    provider: str,
+    result: Any,
+    paused_since_s: float | None,
+    *,
+    now: datetime,
+) -> None:
+    """Record what comes after a run in its transaction: the rest of a yielded listing, or
+    the re-send of a paused run while its storm is within ``BGW_SYNC_MAX_PAUSE_S`` (else the
+    chain ends). A redelivered message records the same follow-up once (dedupe key)."""
+    user_id = result.user_id
+    if result.outcome == "paused":
+        since = now.timestamp() if paused_since_s is None else paused_since_s
+        if pause_chain.continue_chain(
+            session,
+            model,
+            user_id,
+            provider=provider,
+            paused_since_s=since,
+            now=now,
+            max_pause_s=get_settings().sync_max_pause_s,
+        ):
+            delay_ms = resume_delay_ms(result.resume_after_s)
+            key = per_run_key((user_id, since))
+            enqueue(session, actor, user_id, since, delay_ms=delay_ms, dedupe_key=key)
+        return
+    if result.outcome == "yielded":
+        enqueue(session, actor, user_id, dedupe_key=per_run_key((user_id,)))  # the rest, later
+
+
+#: The longest delay a paused run is sent again with, milliseconds (see
+#: :data:`bgworkers.sync.pause_chain.MAX_RESUME_DELAY_S`).
+MAX_RESUME_DELAY_MS = pause_chain.MAX_RESUME_DELAY_S * 1000
 
 
 def resume_delay_ms(resume_after_s: float) -> int:
@@ -94,14 +135,22 @@ def time_slice(seconds: float) -> Callable[[], bool] | None:
 
 
 def _fan_out(model: Connection, actor: dramatiq.Actor[Any, Any], provider: str) -> None:
-    """Record ``actor`` once per user with an active ``model`` connection (the outbox)."""
+    """Record ``actor`` once per user with an active ``model`` connection (the outbox); a
+    connection paused by a storm is left to its chain's pending re-send."""
     with session_scope() as session:
+        _leave_paused(session, model, provider)
         fan_out(
             session,
             model,
             batch_size=get_settings().sync_fanout_batch_size,
             send_batch=_sender(session, actor, provider),
         )
+
+
+def _leave_paused(session: Session, model: Connection, provider: str) -> None:
+    pause_chain.leave_paused_to_their_chains(
+        session, model, provider=provider, now=utcnow(), max_pause_s=get_settings().sync_max_pause_s
+    )
 
 
 def _sender(
@@ -121,13 +170,17 @@ def _sender(
 
 
 @task(queue=queues.SYNC, max_retries=5, min_backoff_ms=10_000, time_limit_ms=600_000)
-def sync_user_calendar(user_id: int) -> None:
-    """Pull one user's Google Calendar changes."""
+def sync_user_calendar(user_id: int, paused_since_s: float | None = None) -> None:
+    """Pull one user's Google Calendar changes (``paused_since_s``: see :func:`_sync_user`)."""
     from bgworkers.sync.google_calendar import sync_calendar
     from bgworkers.sync.limits import google_throttle
 
     limiter = google_throttle(get_settings(), user_id)
-    _sync_user(sync_user_calendar, sync_calendar, user_id, limiter=limiter)
+    model = CalendarConnection
+    _sync_user(
+        sync_user_calendar, sync_calendar, model, "google_calendar", user_id, paused_since_s,
+        limiter=limiter,
+    )  # fmt: skip
 
 
 @task(queue=queues.SYNC, max_retries=5, min_backoff_ms=10_000, time_limit_ms=120_000)
@@ -164,13 +217,16 @@ def _hand_off_calendar(session: Session, user_id: int, delay_ms: int | None) -> 
 
 
 @task(queue=queues.SYNC, max_retries=5, min_backoff_ms=10_000, time_limit_ms=600_000)
-def sync_user_notion_pages(user_id: int) -> None:
-    """Pull one user's Notion pages."""
+def sync_user_notion_pages(user_id: int, paused_since_s: float | None = None) -> None:
+    """Pull one user's Notion pages (``paused_since_s``: see :func:`_sync_user`)."""
     from bgworkers.sync.limits import notion_throttle
     from bgworkers.sync.notion import sync_notion
 
     throttle_for = functools.partial(notion_throttle, get_settings())
-    _sync_user(sync_user_notion_pages, sync_notion, user_id, throttle_for=throttle_for)
+    _sync_user(
+        sync_user_notion_pages, sync_notion, NotionConnection, "notion", user_id, paused_since_s,
+        throttle_for=throttle_for,
+    )  # fmt: skip
 
 
 @task(queue=queues.SYNC, periodic=True, max_retries=3, time_limit_ms=120_000)
@@ -179,6 +235,7 @@ def sync_calendar_events() -> None:
     active calendar."""
     page_size = get_settings().sync_page_size
     with session_scope() as session:
+        _leave_paused(session, CalendarConnection, "google_calendar")
         send = _sender(session, sync_calendar_page, "google_calendar", page_size=page_size)
         fan_out(
             session,

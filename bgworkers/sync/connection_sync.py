@@ -1,6 +1,7 @@
 """One per-user sync run, whatever the provider: the skeleton both providers share.
 
-A run finds the user's connection, skips it unless it is active, lets the provider page
+A run finds the user's connection, skips it unless it is active (or paused by a rate-limit
+storm: :mod:`bgworkers.sync.pause_chain`), lets the provider page
 through its API (committing progress after every page), and on a classified error rolls
 back the page in flight, records a permanent error on the connection (taking it out of the
 fan-out when the provider refused its credentials) and re-raises for the retry policy. The
@@ -17,7 +18,13 @@ from sqlmodel import Session, select
 
 from bgworkers.errors import PermanentError, TransientError
 from bgworkers.sync.metrics import observe_run
-from bgworkers.sync.models import STATUS_ACTIVE, CalendarConnection, NotionConnection
+from bgworkers.sync.models import (
+    STATUS_ACTIVE,
+    STATUS_PAUSED,
+    CalendarConnection,
+    NotionConnection,
+)
+from bgworkers.sync.pause_chain import end_chain
 from bgworkers.sync.shared_limits import RateLimitedLater
 from bgworkers.sync.store import mark_failed
 
@@ -33,6 +40,9 @@ class RunResult(Protocol):
     resume_after_s: float
 
 
+#: Statuses a run syncs: ``paused`` is a connection whose chain of re-sends is running.
+_SYNCED = (STATUS_ACTIVE, STATUS_PAUSED)
+
 ResultT = TypeVar("ResultT", bound=RunResult)
 ConnectionT = TypeVar("ConnectionT", CalendarConnection, NotionConnection)
 
@@ -46,6 +56,7 @@ def run_connection_sync(
     now: datetime,
     reauth_error: type[PermanentError],
     sync_pages: Callable[[ConnectionT], None],
+    resuming: bool = False,
 ) -> ResultT:
     """Run ``sync_pages(connection)`` for ``result.user_id``'s active connection of ``model``.
 
@@ -56,13 +67,22 @@ def run_connection_sync(
     :class:`~bgworkers.errors.PermanentError` is recorded on the connection first (with
     ``reauth_error``, the connection is marked ``reauth_required``). ``now`` is the run's
     time, stamped on a recorded error.
+
+    A ``paused`` connection is synced only by its chain's own message (``resuming``): any
+    other (one sent before the pause) is skipped, the chain syncs it. A resuming run that
+    ends other than ``paused`` sets the connection ``active`` again
+    (:mod:`bgworkers.sync.pause_chain`); one that fails leaves it to the message's retries.
     """
     user_id = result.user_id
     with observe_run(provider, user_id) as figures:
         connection = session.exec(select(model).where(model.user_id == user_id)).first()
-        if connection is None or connection.status != STATUS_ACTIVE:
+        if connection is None or connection.status not in _SYNCED:
             result.outcome = "skipped"
+        elif connection.status == STATUS_PAUSED and not resuming:
+            result.outcome = "skipped"
+            figures["reason"] = "paused_chain_pending"
         else:
+            was_paused = connection.status == STATUS_PAUSED
             try:
                 sync_pages(connection)
             except RateLimitedLater as exc:
@@ -83,5 +103,8 @@ def run_connection_sync(
                         reauth=isinstance(exc, reauth_error),
                     )
                 raise
+            else:
+                if was_paused:
+                    end_chain(session, model, user_id, now=now)
         figures.update({k: v for k, v in vars(result).items() if k != "user_id"})
     return result

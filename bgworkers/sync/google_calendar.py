@@ -78,6 +78,7 @@ def sync_calendar(
     policy: RequestRetryPolicy,
     limiter: Throttle | None = None,
     should_yield: Callable[[], bool] | None = None,
+    resuming: bool = False,
 ) -> CalendarSyncResult:
     """Bring the user's stored events up to date with Google; commit after every page.
 
@@ -87,7 +88,8 @@ def sync_calendar(
     rest behind other users' work). Raises :class:`~bgworkers.errors.TransientError` for what
     a later retry may fix (the pages committed so far stay) and
     :class:`~bgworkers.errors.PermanentError` for what it cannot (recorded on the connection
-    first).
+    first). ``resuming``: the run is a paused chain's own message
+    (:func:`~bgworkers.sync.connection_sync.run_connection_sync`).
     """
     result = CalendarSyncResult(user_id=user_id)
 
@@ -105,6 +107,7 @@ def sync_calendar(
         now=now,
         reauth_error=ReauthorizationRequired,
         sync_pages=sync_pages,
+        resuming=resuming,
     )
 
 

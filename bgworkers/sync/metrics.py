@@ -36,6 +36,8 @@ FULL_RESYNC_REASONS = {
 TOKEN_REFRESH_OUTCOMES = {"google_calendar": ("refreshed", "failed"), "notion": ()}
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "transport_error")
 HTTP_RETRY_KINDS = ("inline",)
+#: What becomes of a paused run's chain of re-sends (:mod:`bgworkers.sync.pause_chain`).
+PAUSE_CHAIN_EVENTS = ("tick_skipped", "given_up", "reclaimed")
 #: Providers whose requests wait for the client-side rate limiter.
 RATE_LIMITED = ("notion", "google_calendar")
 
@@ -51,6 +53,7 @@ class SyncMetrics:
     http_retries: Counter
     rate_limit_wait: Counter
     users_enqueued: Counter
+    pause_chains: Counter
     duration: Histogram
 
     @classmethod
@@ -111,6 +114,14 @@ class SyncMetrics:
                 ["provider"],
                 registry=registry,
             ),
+            pause_chains=Counter(
+                "bgworkers_sync_pause_chains_total",
+                "Paused connections by event: a fan-out left one to its pending re-send "
+                "(tick_skipped), a storm outlasted BGW_SYNC_MAX_PAUSE_S (given_up), a paused "
+                "connection whose re-send never came back was synced again (reclaimed).",
+                ["provider", "event"],
+                registry=registry,
+            ),
             duration=Histogram(
                 "bgworkers_sync_duration_seconds",
                 "Duration of one per-user sync run, in seconds.",
@@ -137,6 +148,8 @@ class SyncMetrics:
                 self.http_retries.labels(provider, kind)
             self.pages.labels(provider)
             self.users_enqueued.labels(provider)
+            for event in PAUSE_CHAIN_EVENTS:
+                self.pause_chains.labels(provider, event)
             self.duration.labels(provider)
         for provider in RATE_LIMITED:
             self.rate_limit_wait.labels(provider)

@@ -20,6 +20,10 @@ from bgworkers.db.table_info import RESTORED_VALUES, SECRET_COLUMNS
 
 #: A connection the periodic fan-out syncs.
 STATUS_ACTIVE: Final = "active"
+#: A rate-limit storm: a run of this connection was paused and its message is sent again for
+#: when the pause ends; the fan-out leaves it to that message (one chain per connection).
+#: bgworkers sets it back to ``active`` when the chain ends.
+STATUS_PAUSED: Final = "paused"
 #: The provider refused our credentials even after a refresh: the user must reconnect.
 #: The application sets the status back to ``active`` when it stores new tokens.
 STATUS_REAUTH_REQUIRED: Final = "reauth_required"

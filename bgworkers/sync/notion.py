@@ -75,13 +75,15 @@ def sync_notion(
     limiter: Throttle | None = None,
     throttle_for: Callable[[str], Throttle] | None = None,
     should_yield: Callable[[], bool] | None = None,
+    resuming: bool = False,
 ) -> NotionSyncResult:
     """Upsert the user's Notion pages; commit after every page of results.
 
     Requests wait for ``limiter``, or for ``throttle_for(token)`` (the connection's shared
     limit). When ``should_yield()`` turns true after a committed page and more pages remain,
     the run stops with outcome ``yielded``: the caller queues the rest behind other users'
-    work (fair share). Errors as in :func:`bgworkers.sync.google_calendar.sync_calendar`.
+    work (fair share). Errors and ``resuming`` as in
+    :func:`bgworkers.sync.google_calendar.sync_calendar`.
     """
     result = NotionSyncResult(user_id=user_id)
 
@@ -107,6 +109,7 @@ def sync_notion(
         now=now,
         reauth_error=AuthenticationFailed,
         sync_pages=sync_pages,
+        resuming=resuming,
     )
 
 

@@ -33,6 +33,7 @@ class RateLimiter:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._next_slot: float | None = None
+        self._paused_until = 0.0
 
     def acquire(self) -> float:
         """Wait for the next slot; return the seconds waited."""
@@ -54,6 +55,12 @@ class RateLimiter:
         with self._lock:
             until = self._clock() + seconds
             self._next_slot = until if self._next_slot is None else max(self._next_slot, until)
+            self._paused_until = max(self._paused_until, until)
+
+    def paused_for(self) -> float:
+        """Seconds until the latest :meth:`pause` ends (0 when none holds)."""
+        with self._lock:
+            return max(self._paused_until - self._clock(), 0.0)
 
 
 _lock = threading.Lock()

@@ -15,7 +15,9 @@ server's ``Retry-After``: :meth:`CredentialThrottle.pause` writes ``paused_until
 When the store cannot be reached, each process falls back to a local limiter at
 ``BGW_RATE_LIMIT_FALLBACK_SHARE`` of each rate (conservative: several processes may be in the
 same state), logs that once, and tries the store again after :data:`RETRY_STORE_AFTER_S`.
-Sync never stops for the limiter.
+The fallback holds a 429's pause in this process only, and treats it as the store does: a
+request of a paused credential raises :class:`RateLimitedLater` instead of sleeping through
+the pause. Sync never stops for the limiter.
 """
 
 from __future__ import annotations
@@ -393,7 +395,7 @@ class SharedLimiter:
                 return self._acquire_shared(limits)
             except SQLAlchemyError as exc:
                 self._store_failed(exc)
-        return sum(self._fallback_limiter(limit).acquire() for limit in limits)
+        return self._acquire_local(limits)
 
     def _acquire_shared(self, limits: Sequence[Limit]) -> float:
         """Reserve, sleep to the slot; reserve again if a 429 paused a key meanwhile (a slot
@@ -424,6 +426,25 @@ class SharedLimiter:
             if self.store.paused_for(keys) <= 0:
                 return waited
 
+    def _acquire_local(self, limits: Sequence[Limit]) -> float:
+        """:meth:`_acquire_shared` on the local limiters, while the store is unreachable: a
+        pause of this process's (a 429 it was answered) raises :class:`RateLimitedLater` as
+        the shared one does, and so does a wait over ``max_wait_s``; the conservative local
+        spacing up to it is slept."""
+        local = [self._fallback_limiter(limit) for limit in limits]
+        wait = max(limiter.reserve() for limiter in local)
+        if wait <= 0:
+            return 0.0
+        if self.max_wait_s is not None and wait > self.max_wait_s:
+            raise RateLimitedLater(f"rate limit: next slot in {wait:.1f} s", retry_after_s=wait)
+        longest_interval_s = max(limiter.interval_s for limiter in local)
+        if wait > longest_interval_s and max(limiter.paused_for() for limiter in local) > 0:
+            raise RateLimitedLater(
+                f"rate limit: credential paused, next slot in {wait:.1f} s", retry_after_s=wait
+            )
+        self._sleep(wait)
+        return wait
+
     def reserve_many(self, requests: Sequence[Sequence[Limit]]) -> list[float]:
         """Reserve a slot for each of ``requests`` without sleeping; return the seconds until
         each (the caller waits, or hands a request whose wait is too long to a later
@@ -441,15 +462,17 @@ class SharedLimiter:
         ]
 
     def paused_keys(self, keys: Sequence[str]) -> dict[str, float]:
-        """Which of ``keys`` are paused now, and for how many seconds; none while the store
-        is down (the local limiters hold their own pauses)."""
-        if not self._store_usable():
-            return {}
-        try:
-            return self.store.paused_keys(keys)
-        except SQLAlchemyError as exc:
-            self._store_failed(exc)
-            return {}
+        """Which of ``keys`` are paused now, and for how many seconds; while the store is
+        down, the pauses this process's local limiters hold."""
+        if self._store_usable():
+            try:
+                return self.store.paused_keys(keys)
+            except SQLAlchemyError as exc:
+                self._store_failed(exc)
+        with self._lock:
+            local = {key: self._fallback.limiters.get(key) for key in keys}
+        paused = {key: limiter.paused_for() for key, limiter in local.items() if limiter}
+        return {key: seconds for key, seconds in paused.items() if seconds > 0}
 
     def pause(self, key: str, seconds: float) -> None:
         """Pause ``key`` for ``seconds`` everywhere (here only, while the store is down)."""

@@ -3,7 +3,8 @@
 Run as ``python -m tests.sync.limit_group DB_URL BASE_URL RATE THREADS SECONDS TOKEN...``.
 Every thread loops over the tokens for SECONDS: it waits for the token's shared slot (the
 database at DB_URL), then sends one ``POST /v1/search`` through bgworkers' HTTP layer, which
-pauses the token everywhere on a 429. Prints the number of requests it sent.
+pauses the token everywhere on a 429; a request of a paused token (``RateLimitedLater``) is
+skipped, as a worker hands its message back. Prints the number of requests it sent.
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ import httpx
 from bgworkers.db.engine import make_engine
 from bgworkers.settings import load_settings
 from bgworkers.sync.http import RequestRetryPolicy, build_client, send
-from bgworkers.sync.shared_limits import Limit, SharedLimiter, SlotStore, credential_key
+from bgworkers.sync.shared_limits import (
+    Limit,
+    RateLimitedLater,
+    SharedLimiter,
+    SlotStore,
+    credential_key,
+)
 
 
 def main(argv: list[str]) -> int:
@@ -41,15 +48,18 @@ def main(argv: list[str]) -> int:
                     "POST", f"{base_url}/v1/search", headers={"Authorization": f"Bearer {token}"}
                 )
 
-            send(
-                client,
-                build,
-                operation="search",
-                provider="notion",
-                policy=policy,
-                before_attempt=throttle.acquire,
-                on_rate_limited=throttle.pause,
-            )
+            try:
+                send(
+                    client,
+                    build,
+                    operation="search",
+                    provider="notion",
+                    policy=policy,
+                    before_attempt=throttle.acquire,
+                    on_rate_limited=throttle.pause,
+                )
+            except RateLimitedLater:
+                continue  # paused: a worker hands the message back and goes on, as here
             with lock:
                 sent[0] += 1
 

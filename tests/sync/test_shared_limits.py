@@ -194,6 +194,34 @@ def test_an_unreachable_store_falls_back_to_a_slow_local_rate_and_says_so_once(
     engine.dispose()
 
 
+def test_an_unreachable_store_hands_a_paused_credential_back_as_the_store_does(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    engine = make_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")
+    slept: list[float] = []
+    limiter = SharedLimiter(
+        SlotStore(engine), fallback_share=0.5, max_wait_s=5.0, sleep=slept.append
+    )
+    busy = [Limit("notion:token:busy", 1.0)]
+    limiter.acquire(busy)
+    limiter.acquire(busy)  # the conservative local spacing (half of 1/s) is still slept
+    assert slept == [pytest.approx(2.0, abs=0.1)]
+    paused = [Limit("notion:token:paused", 1.0)]
+    limiter.acquire(paused)
+    limiter.pause(paused[0].key, 3.0)  # a 429 with Retry-After: 3, under max_wait_s
+    with pytest.raises(RateLimitedLater) as raised:
+        limiter.acquire(paused)
+    assert raised.value.retry_after_s == pytest.approx(3.0, abs=0.5)
+    with pytest.raises(RateLimitedLater):  # the slot after the pause stays reserved
+        limiter.acquire(paused)
+    assert len(slept) == 1  # no thread slept through the pause
+    # ... and a calendar page sees the pause too (it asks before reserving its slots).
+    assert list(limiter.paused_keys([paused[0].key, busy[0].key])) == [paused[0].key]
+    said = [r for r in caplog.records if "rate_limit_store_unavailable" in r.getMessage()]
+    assert len(said) == 1
+    engine.dispose()
+
+
 def test_a_wait_longer_than_a_thread_should_sleep_goes_back_to_the_broker(
     sqlite_engine: Engine,
 ) -> None:

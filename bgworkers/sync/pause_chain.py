@@ -1,0 +1,125 @@
+"""One chain of re-sends per connection through a rate-limit storm, and an end to it.
+
+A per-user run whose credential is paused ends ``paused`` and records its message again for
+when the pause ends (:mod:`bgworkers.sync.actors`). Without a record of that, each periodic
+fan-out during a long storm would send the user one more message, which would pause and
+re-send itself too: one more chain per tick. So the run that pauses marks its connection
+``paused`` in the transaction that records the re-send (the outbox): the fan-out sends
+nothing for a paused connection, and the chain's own message, which carries when the storm
+began (``paused_since_s``), is the only one that syncs it. A chain whose storm lasted longer
+than ``BGW_SYNC_MAX_PAUSE_S`` stops: the connection is set ``active`` again with the reason in
+``last_error``, and the next scheduled fan-out starts afresh. A paused connection whose
+re-send never came back (dead-lettered after its retries) is taken back by the fan-out once
+it is older than a chain can be (:func:`stale_after_s`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, update
+from sqlmodel import Session, col, select
+
+from bgworkers.logs.loggers import get_logger
+from bgworkers.sync.metrics import SYNC_METRICS
+from bgworkers.sync.models import STATUS_ACTIVE, STATUS_PAUSED
+from bgworkers.sync.store import Connection
+
+log = get_logger(__name__)
+
+#: The longest delay a paused run is sent again with, seconds: a delayed message waits
+#: unacked in a worker, and RabbitMQ closes the channel of one unacked for 30 minutes. A
+#: longer pause is found again by the run that comes back, which is paused again.
+MAX_RESUME_DELAY_S = 15 * 60
+#: User ids named in a fan-out's log line about the connections it skipped.
+_LOGGED_IDS = 20
+
+
+def stale_after_s(max_pause_s: float) -> float:
+    """Seconds after which a ``paused`` mark whose re-send has not come back is presumed
+    lost: a live chain refreshes its mark at least every :data:`MAX_RESUME_DELAY_S`, and
+    stops after ``max_pause_s``; twice the resume delay leaves room for a busy queue."""
+    return max_pause_s + 2 * MAX_RESUME_DELAY_S
+
+
+def continue_chain(
+    session: Session,
+    model: Connection,
+    user_id: int,
+    *,
+    provider: str,
+    paused_since_s: float,
+    now: datetime,
+    max_pause_s: float,
+) -> bool:
+    """Mark the connection ``paused`` and return True (its re-send is recorded by the caller
+    in this transaction), or, once the storm began more than ``max_pause_s`` ago, set it
+    ``active`` with the reason in ``last_error`` and return False (no re-send)."""
+    connection = session.exec(select(model).where(model.user_id == user_id)).first()
+    if connection is None:
+        return False
+    paused_for_s = now.timestamp() - paused_since_s
+    connection.updated_at = now
+    if paused_for_s <= max_pause_s:
+        connection.status = STATUS_PAUSED
+        session.add(connection)
+        return True
+    connection.status = STATUS_ACTIVE
+    connection.last_error = (
+        f"rate limited for {paused_for_s:.0f} s (over {max_pause_s:g} s): "
+        "left to the next scheduled sync"
+    )
+    connection.last_error_at = now
+    session.add(connection)
+    SYNC_METRICS.get().pause_chains.labels(provider, "given_up").inc()
+    log.warning(
+        "sync_pause_chain_given_up",
+        provider=provider,
+        user_id=user_id,
+        paused_for_s=round(paused_for_s, 1),
+        max_pause_s=max_pause_s,
+    )
+    return False
+
+
+def end_chain(session: Session, model: Connection, user_id: int, *, now: datetime) -> None:
+    """The run got through (or stopped for another reason than a pause): a ``paused``
+    connection is ``active`` again, for the fan-outs to come."""
+    session.execute(
+        update(model)
+        .where(col(model.user_id) == user_id, col(model.status) == STATUS_PAUSED)
+        .values(status=STATUS_ACTIVE, updated_at=now)
+    )
+
+
+def leave_paused_to_their_chains(
+    session: Session, model: Connection, *, provider: str, now: datetime, max_pause_s: float
+) -> int:
+    """Before a fan-out: take back the ``paused`` connections whose chain is presumed lost
+    (they become ``active`` and are sent), then count, log and return the ones left to
+    their pending re-send (the fan-out sends only ``active`` connections)."""
+    metrics = SYNC_METRICS.get().pause_chains
+    cutoff = now - timedelta(seconds=stale_after_s(max_pause_s))
+    paused = col(model.status) == STATUS_PAUSED
+    reclaimed = session.execute(
+        update(model)
+        .where(paused, col(model.updated_at) < cutoff)
+        .values(status=STATUS_ACTIVE, updated_at=now)
+    )
+    taken_back = int(getattr(reclaimed, "rowcount", 0) or 0)
+    skipped = int(session.exec(select(func.count()).select_from(model).where(paused)).one())
+    if taken_back:
+        metrics.labels(provider, "reclaimed").inc(taken_back)
+        log.warning("sync_pause_chains_reclaimed", provider=provider, connections=taken_back)
+    if skipped:
+        metrics.labels(provider, "tick_skipped").inc(skipped)
+        first = session.exec(
+            select(model.user_id).where(paused).order_by(col(model.user_id)).limit(_LOGGED_IDS)
+        ).all()
+        log.info(
+            "sync_fanout_skipped_paused",
+            provider=provider,
+            connections=skipped,
+            user_ids=list(first),
+        )
+    return skipped

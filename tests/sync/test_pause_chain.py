@@ -1,0 +1,189 @@
+"""A rate-limit storm longer than the fan-out's ticks keeps one chain of re-sends per
+connection, and a storm longer than ``BGW_SYNC_MAX_PAUSE_S`` ends it with a recorded reason
+(real PostgreSQL and its outbox, Notion faked at the HTTP layer; the ticks and deliveries are
+driven by calling the actors' functions, not by waiting for the clock)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+
+import dramatiq
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+from sqlalchemy import update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from bgworkers.db.engine import utcnow
+from bgworkers.outbox.models import OutboxMessage
+from bgworkers.settings import get_settings
+from bgworkers.sync import actors
+from bgworkers.sync.http import build_client, use_client
+from bgworkers.sync.models import (
+    STATUS_ACTIVE,
+    STATUS_PAUSED,
+    NotionConnection,
+    RateLimitSlot,
+)
+from bgworkers.sync.pause_chain import leave_paused_to_their_chains, stale_after_s
+from tests.sync.fakes import NotionWorkspaces
+from tests.sync.helpers import add_user, connect_notion
+
+STORM = "secret_storm"
+ACTOR = actors.sync_user_notion_pages.actor_name
+
+
+@pytest.fixture
+def workspaces() -> Iterator[NotionWorkspaces]:
+    settings = get_settings()
+    # A pause far longer than this test: every delivery of the chain finds it still holding.
+    fake = NotionWorkspaces(version=settings.notion_version, retry_after_s=600)
+    use_client(build_client(settings, transport=httpx.MockTransport(fake)))
+    yield fake
+    use_client(None)
+
+
+@pytest.fixture
+def fresh_settings() -> Iterator[None]:
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def pending(engine: Engine) -> list[OutboxMessage]:
+    """The per-user Notion messages recorded and not yet delivered: the live chains."""
+    with Session(engine) as session:
+        rows = select(OutboxMessage).where(
+            OutboxMessage.actor == ACTOR, col(OutboxMessage.published_at).is_(None)
+        )
+        return list(session.exec(rows))
+
+
+def deliver(engine: Engine) -> None:
+    """Run every pending per-user message once, as a worker would (delays not waited)."""
+    for row in pending(engine):
+        with Session(engine) as session:
+            stored = session.get(OutboxMessage, row.id)
+            assert stored is not None
+            stored.published_at = utcnow()
+            session.add(stored)
+            session.commit()
+        envelope = json.loads(row.body)
+        actors.sync_user_notion_pages.fn(*envelope["args"], **envelope["kwargs"])
+
+
+def connection(engine: Engine, user_id: int) -> NotionConnection:
+    with Session(engine) as session:
+        row = session.exec(select(NotionConnection).where(NotionConnection.user_id == user_id))
+        return row.one()
+
+
+@pytest.mark.integration
+def test_a_storm_longer_than_two_ticks_keeps_one_chain_and_ends_it_after_the_bound(
+    postgres_engine: Engine,
+    app_broker: dramatiq.Broker,
+    workspaces: NotionWorkspaces,
+    registry: CollectorRegistry,
+    fresh_settings: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    user_id = add_user(postgres_engine, "storm@example.com")
+    connect_notion(postgres_engine, user_id, token=STORM)
+    workspaces.add(STORM)
+    workspaces.storms[STORM] = 1_000  # every request refused: a storm with no end in sight
+
+    chains = []
+    actors.sync_notion_pages.fn()  # tick 1
+    deliver(postgres_engine)  # 429: paused, the chain's re-send recorded
+    chains.append(len(pending(postgres_engine)))
+    assert connection(postgres_engine, user_id).status == STATUS_PAUSED
+    actors.sync_notion_pages.fn()  # tick 2, during the storm
+    chains.append(len(pending(postgres_engine)))
+    deliver(postgres_engine)  # the chain comes back, finds the pause, re-sends itself
+    chains.append(len(pending(postgres_engine)))
+    actors.sync_notion_pages.fn()  # tick 3, still during the storm
+    chains.append(len(pending(postgres_engine)))
+    assert chains == [1, 1, 1, 1]
+    actors.sync_user_notion_pages.fn(user_id)  # a message sent before the pause: skipped
+    assert len(pending(postgres_engine)) == 1
+    [chain] = pending(postgres_engine)
+    assert json.loads(chain.body)["args"][1] is not None  # carries when the storm began
+    skipped = {"provider": "notion", "event": "tick_skipped"}
+    assert registry.get_sample_value("bgworkers_sync_pause_chains_total", skipped) == 2
+    # The pause held: the provider saw the first request only.
+    assert [status for _, status in workspaces.requests_of(STORM)] == [429]
+
+    # The storm has now lasted longer than the bound: the chain ends, with its reason.
+    monkeypatch.setenv("BGW_SYNC_MAX_PAUSE_S", "0.001")
+    get_settings.cache_clear()
+    deliver(postgres_engine)
+    assert pending(postgres_engine) == []
+    ended = connection(postgres_engine, user_id)
+    assert ended.status == STATUS_ACTIVE
+    assert ended.last_error is not None and ended.last_error.startswith("rate limited for")
+    given_up = {"provider": "notion", "event": "given_up"}
+    assert registry.get_sample_value("bgworkers_sync_pause_chains_total", given_up) == 1
+    runs = "bgworkers_sync_runs_total"
+    assert registry.get_sample_value(runs, {"provider": "notion", "outcome": "paused"}) == 3
+
+    actors.sync_notion_pages.fn()  # tick 4: the next scheduled sync starts again
+    [restarted] = pending(postgres_engine)
+    assert json.loads(restarted.body)["args"] == [user_id]
+
+
+@pytest.mark.integration
+def test_a_chain_that_gets_through_sets_its_connection_active_for_the_next_ticks(
+    postgres_engine: Engine,
+    app_broker: dramatiq.Broker,
+    workspaces: NotionWorkspaces,
+    registry: CollectorRegistry,
+) -> None:
+    user_id = add_user(postgres_engine, "short-storm@example.com")
+    connect_notion(postgres_engine, user_id, token=STORM)
+    workspaces.add(STORM)
+    workspaces.storms[STORM] = 1
+    actors.sync_notion_pages.fn()
+    deliver(postgres_engine)
+    assert connection(postgres_engine, user_id).status == STATUS_PAUSED
+    with Session(postgres_engine) as session:  # the pause is over (as its Retry-After ends)
+        session.execute(update(RateLimitSlot).values(paused_until=0.0, next_at=0.0))
+        session.commit()
+    deliver(postgres_engine)
+    synced = connection(postgres_engine, user_id)
+    assert synced.status == STATUS_ACTIVE and synced.last_synced_at is not None
+    assert pending(postgres_engine) == []
+    actors.sync_notion_pages.fn()
+    assert len(pending(postgres_engine)) == 1
+    runs = "bgworkers_sync_runs_total"
+    assert registry.get_sample_value(runs, {"provider": "notion", "outcome": "completed"}) == 1
+
+
+@pytest.mark.parametrize("db_engine", ["sqlite", "postgresql"], indirect=True)
+def test_a_paused_mark_whose_resend_never_came_back_is_taken_back_by_the_fan_out(
+    db_engine: Engine, registry: CollectorRegistry
+) -> None:
+    lost, live = add_user(db_engine, "lost@example.com"), add_user(db_engine, "live@example.com")
+    now = utcnow()
+    with Session(db_engine) as session:
+        for user_id, age_s in ((lost, stale_after_s(60.0) + 1), (live, 30.0)):
+            session.add(
+                NotionConnection(
+                    user_id=user_id,
+                    access_token=f"secret_{user_id}",
+                    status=STATUS_PAUSED,
+                    updated_at=now - timedelta(seconds=age_s),
+                )
+            )
+        session.commit()
+        skipped = leave_paused_to_their_chains(
+            session, NotionConnection, provider="notion", now=now, max_pause_s=60.0
+        )
+        session.commit()
+    assert skipped == 1
+    assert connection(db_engine, lost).status == STATUS_ACTIVE
+    assert connection(db_engine, live).status == STATUS_PAUSED
+    reclaimed = {"provider": "notion", "event": "reclaimed"}
+    assert registry.get_sample_value("bgworkers_sync_pause_chains_total", reclaimed) == 1
