@@ -5,8 +5,8 @@ queue of its own (``bench-email-...``, deleted at the end; the application's ``e
 is never touched):
 
 1. fill: ``add_email`` for N emails (committed every 1,000);
-2. sweep: ``sweep_outbox`` (the ``process_email_queue`` work) records a ``send_email``
-   message for every row in the message outbox (the worker's relay publishes them); its
+2. sweep: ``sweep_outbox`` (the ``process_email_queue`` work) records a ``send_email_page``
+   message for every 50 rows in the message outbox (the worker's relay publishes them); its
    Python allocation peak is traced to show that memory is
    bounded by the page size, not by the outbox;
 3. deliver: an in-process dramatiq worker on the ``email`` queue claims, sends over SMTP
@@ -40,7 +40,7 @@ from sqlmodel import Session, col, select
 import bgworkers
 from bgworkers import migrations
 from bgworkers.db.engine import make_engine, use_engine, utcnow
-from bgworkers.email.actors import dispatch_each, dispatch_emails, send_email
+from bgworkers.email.actors import dispatch_each, dispatch_emails, send_email, send_email_page
 from bgworkers.email.models import EmailStatus, OutboxEmail
 from bgworkers.email.outbox import REDISPATCH_AFTER, add_email, sweep_outbox
 from bgworkers.email.smtp import SmtpMailer, use_mailer
@@ -86,8 +86,9 @@ def main() -> None:
     quiet_logs()
     broker = bgworkers.broker
     with own_queue(broker, "email") as queue:
-        # send_email's messages go to the benchmark's queue, and its worker serves only that.
-        send_email.queue_name = queue
+        # send_email's and send_email_page's messages go to the benchmark's queue, and its
+        # worker serves only that.
+        send_email.queue_name = send_email_page.queue_name = queue
         bench(args, broker, queue)
     broker.close()
 
