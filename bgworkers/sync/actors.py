@@ -12,7 +12,6 @@ row, and a duplicate delivery finds nothing new to do.
 from __future__ import annotations
 
 import functools
-import math
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -106,6 +105,7 @@ def _follow_up(
             paused_since_s=since,
             now=now,
             max_pause_s=get_settings().sync_max_pause_s,
+            starts=paused_since_s is None,
         ):
             delay_ms = resume_delay_ms(result.resume_after_s)
             key = per_run_key((user_id, since))
@@ -123,7 +123,7 @@ MAX_RESUME_DELAY_MS = pause_chain.MAX_RESUME_DELAY_S * 1000
 def resume_delay_ms(resume_after_s: float) -> int:
     """The delay, in milliseconds, to send a paused run again with: its pause, rounded up,
     at least 1 ms and at most :data:`MAX_RESUME_DELAY_MS`."""
-    return min(max(math.ceil(resume_after_s * 1000), 1), MAX_RESUME_DELAY_MS)
+    return pause_chain.resume_delay_ms(resume_after_s)
 
 
 def time_slice(seconds: float) -> Callable[[], bool] | None:

@@ -46,6 +46,7 @@ from bgworkers.sync.http import RequestRetryPolicy, json_object, send
 from bgworkers.sync.limits import google_limits
 from bgworkers.sync.metrics import SYNC_METRICS
 from bgworkers.sync.models import STATUS_ACTIVE, CalendarConnection
+from bgworkers.sync.pause_chain import resume_delay_ms
 from bgworkers.sync.shared_limits import RateLimitedLater, SharedLimiter
 
 log = get_logger(__name__)
@@ -161,7 +162,7 @@ def _fetch(
     user's alone and is handed to its own message)."""
     limits = google_limits(settings, listing.user_id)
     if wait > settings.sync_http_max_inline_wait_s:
-        return _Answer(listing, hand_off="rate_limited", delay_ms=int(wait * 1000))
+        return _Answer(listing, hand_off="rate_limited", delay_ms=resume_delay_ms(wait))
     if wait > 0:
         sleep(wait)
         SYNC_METRICS.get().rate_limit_wait.labels(PROVIDER).inc(wait)
@@ -189,7 +190,7 @@ def _fetch(
         )
         return _Answer(listing, body=json_object(response, operation="calendar events.list"))
     except RateLimitedLater as exc:  # paused everywhere: its own message, after the pause
-        delay_ms = math.ceil(float(exc.retry_after_s or 0.0) * 1000)
+        delay_ms = resume_delay_ms(float(exc.retry_after_s or 0.0))
         return _Answer(listing, hand_off="rate_limited", delay_ms=delay_ms)
     except Exception as exc:  # noqa: BLE001 - any failure is this user's: its own message
         # classifies it (refresh, full listing, retry, dead letter) as the per-user path does.

@@ -71,7 +71,8 @@ def run_connection_sync(
     A ``paused`` connection is synced only by its chain's own message (``resuming``): any
     other (one sent before the pause) is skipped, the chain syncs it. A resuming run that
     ends other than ``paused`` sets the connection ``active`` again
-    (:mod:`bgworkers.sync.pause_chain`); one that fails leaves it to the message's retries.
+    (:mod:`bgworkers.sync.pause_chain`); one that fails transiently leaves it to the message's
+    retries, one that fails for good (never retried) sets it ``active`` for the next fan-out.
     """
     user_id = result.user_id
     with observe_run(provider, user_id) as figures:
@@ -94,6 +95,8 @@ def run_connection_sync(
             except (PermanentError, TransientError) as exc:
                 session.rollback()  # only the page in flight; earlier pages are committed
                 if isinstance(exc, PermanentError):
+                    if was_paused:  # no retry comes back for the chain: the next tick syncs it
+                        end_chain(session, model, user_id, now=now)
                     mark_failed(
                         session,
                         model,

@@ -15,6 +15,7 @@ it is older than a chain can be (:func:`stale_after_s`).
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, update
@@ -31,6 +32,15 @@ log = get_logger(__name__)
 #: unacked in a worker, and RabbitMQ closes the channel of one unacked for 30 minutes. A
 #: longer pause is found again by the run that comes back, which is paused again.
 MAX_RESUME_DELAY_S = 15 * 60
+
+
+def resume_delay_ms(resume_after_s: float) -> int:
+    """The delay, in milliseconds, to send rate-limited work again with: the wait, rounded
+    up, at least 1 ms and at most :data:`MAX_RESUME_DELAY_S` (a per-user run's re-send, or a
+    calendar page's hand-off of a user whose credential is paused)."""
+    return min(max(math.ceil(resume_after_s * 1000), 1), MAX_RESUME_DELAY_S * 1000)
+
+
 #: User ids named in a fan-out's log line about the connections it skipped.
 _LOGGED_IDS = 20
 
@@ -51,10 +61,22 @@ def continue_chain(
     paused_since_s: float,
     now: datetime,
     max_pause_s: float,
+    starts: bool = False,
 ) -> bool:
     """Mark the connection ``paused`` and return True (its re-send is recorded by the caller
     in this transaction), or, once the storm began more than ``max_pause_s`` ago, set it
-    ``active`` with the reason in ``last_error`` and return False (no re-send)."""
+    ``active`` with the reason in ``last_error`` and return False (no re-send).
+
+    ``starts``: the run was no chain's (it found the connection ``active``). If another run
+    of the user paused the connection meanwhile (two at once, up to
+    ``BGW_MAX_CONCURRENT_JOBS_PER_USER``), that run's chain syncs it: False, no second chain.
+    The row is locked, so of two runs pausing at once the second sees the first's mark."""
+    status = session.exec(
+        select(col(model.status)).where(col(model.user_id) == user_id).with_for_update()
+    ).first()
+    if starts and status == STATUS_PAUSED:
+        log.info("sync_pause_chain_already_running", provider=provider, user_id=user_id)
+        return False
     connection = session.exec(select(model).where(model.user_id == user_id)).first()
     if connection is None:
         return False

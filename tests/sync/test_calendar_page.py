@@ -27,6 +27,7 @@ from bgworkers.sync.http import build_client, use_client
 from bgworkers.sync.limits import google_limits
 from bgworkers.sync.models import CalendarConnection, CalendarEvent
 from bgworkers.sync.page_requests import run_all
+from bgworkers.sync.pause_chain import MAX_RESUME_DELAY_S
 from bgworkers.sync.shared_limits import Limit, SharedLimiter, SlotStore
 from bgworkers.users.slots import user_slot, user_slots
 from tests.sync.fakes import FakeGoogleCalendar
@@ -197,6 +198,33 @@ def test_a_rate_limited_user_pauses_its_credential_everywhere_and_goes_on_alone(
     own_key = google_limits(settings, limited)[0].key
     assert store.paused_for([own_key]) > 20  # every process holds off this credential
     assert store.paused_for([google_limits(settings, users[0])[0].key]) == 0
+
+
+def test_a_long_retry_after_hands_the_user_on_no_later_than_a_worker_may_hold_it(
+    postgres_engine: Engine, settings: Settings, calendars: Calendars
+) -> None:
+    users = [add_user(postgres_engine, f"u{n}@example.com") for n in range(2)]
+    for user_id in users:
+        calendars.add(postgres_engine, user_id)
+    limited = users[1]
+    calendars.by_id[f"cal-{limited}"].inject(
+        "events", 429, reason="rateLimitExceeded", headers={"Retry-After": "3600"}
+    )
+
+    result = run_page(postgres_engine, settings, calendars, users)
+    assert result.handed_off == [limited]
+    again = run_page(postgres_engine, settings, calendars, [limited])  # found paused, 1 h
+    assert again.handed_off == [limited]
+
+    with Session(postgres_engine) as session:
+        rows = session.exec(
+            select(OutboxMessage).where(OutboxMessage.actor == "sync_user_calendar")
+        ).all()
+    delays = [(row.available_at - row.created_at).total_seconds() for row in rows]
+    # A delayed message waits unacknowledged in a worker: longer than RabbitMQ's consumer
+    # timeout (30 min) and the channel is closed; the pause is found again after the delay.
+    assert len(delays) == 2
+    assert all(0 < delay <= MAX_RESUME_DELAY_S for delay in delays), delays
 
 
 def test_reserving_a_page_spaces_each_credential_and_the_shared_cap(

@@ -6,6 +6,7 @@ driven by calling the actors' functions, not by waiting for the clock)."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -18,6 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from bgworkers.db.engine import utcnow
+from bgworkers.errors import PermanentHTTPError
 from bgworkers.outbox.models import OutboxMessage
 from bgworkers.settings import get_settings
 from bgworkers.sync import actors
@@ -187,3 +189,79 @@ def test_a_paused_mark_whose_resend_never_came_back_is_taken_back_by_the_fan_out
     assert connection(db_engine, live).status == STATUS_PAUSED
     reclaimed = {"provider": "notion", "event": "reclaimed"}
     assert registry.get_sample_value("bgworkers_sync_pause_chains_total", reclaimed) == 1
+
+
+@pytest.mark.integration
+def test_two_runs_of_one_user_paused_at_once_leave_one_chain(
+    postgres_engine: Engine,
+    app_broker: dramatiq.Broker,
+    registry: CollectorRegistry,
+    fresh_settings: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BGW_MAX_CONCURRENT_JOBS_PER_USER", "2")  # two of a user's jobs at once
+    get_settings.cache_clear()
+    settings = get_settings()
+    user_id = add_user(postgres_engine, "twice@example.com")
+    connect_notion(postgres_engine, user_id, token=STORM)
+    fake = NotionWorkspaces(version=settings.notion_version, retry_after_s=600)
+    fake.add(STORM)
+    fake.storms[STORM] = 2
+    both_in_flight = threading.Barrier(2, timeout=20)
+
+    def answer_both_together(request: httpx.Request) -> httpx.Response:
+        both_in_flight.wait()  # the two runs' requests are out before either is refused
+        return fake(request)
+
+    use_client(build_client(settings, transport=httpx.MockTransport(answer_both_together)))
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            actors.sync_user_notion_pages.fn(user_id)  # e.g. a tick's and a continuation
+        except BaseException as exc:  # any failure of a run is reported by the assertion below
+            failures.append(exc)
+
+    try:
+        runs = [threading.Thread(target=run) for _ in range(2)]
+        for thread in runs:
+            thread.start()
+        for thread in runs:
+            thread.join(timeout=60)
+    finally:
+        use_client(None)
+    assert failures == []
+    paused = {"provider": "notion", "outcome": "paused"}
+    assert registry.get_sample_value("bgworkers_sync_runs_total", paused) == 2
+    assert connection(postgres_engine, user_id).status == STATUS_PAUSED
+    assert len(pending(postgres_engine)) == 1  # one chain, not one per run that paused
+
+
+@pytest.mark.integration
+def test_a_chain_run_refused_for_good_leaves_its_connection_to_the_next_tick(
+    postgres_engine: Engine,
+    app_broker: dramatiq.Broker,
+    workspaces: NotionWorkspaces,
+    registry: CollectorRegistry,
+) -> None:
+    user_id = add_user(postgres_engine, "refused@example.com")
+    connect_notion(postgres_engine, user_id, token=STORM)
+    workspaces.add(STORM)
+    workspaces.storms[STORM] = 1
+    actors.sync_notion_pages.fn()
+    deliver(postgres_engine)
+    assert connection(postgres_engine, user_id).status == STATUS_PAUSED
+    with Session(postgres_engine) as session:  # the pause is over (as its Retry-After ends)
+        session.execute(update(RateLimitSlot).values(paused_until=0.0, next_at=0.0))
+        session.commit()
+    workspaces.workspaces[STORM].inject(400, code="validation_error")  # permanent: no retry
+
+    with pytest.raises(PermanentHTTPError):
+        deliver(postgres_engine)  # the chain's message is dead-lettered
+
+    refused = connection(postgres_engine, user_id)
+    assert refused.last_error is not None and "400" in refused.last_error
+    assert refused.status == STATUS_ACTIVE
+    actors.sync_notion_pages.fn()  # the next scheduled run tries again, as for any 4xx
+    [retried] = pending(postgres_engine)
+    assert json.loads(retried.body)["args"] == [user_id]
