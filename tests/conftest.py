@@ -14,6 +14,7 @@ from pathlib import Path
 # user's data directory; set before bgworkers reads its settings.
 os.environ.setdefault("BGW_DATA_DIR", str(Path(__file__).resolve().parents[1] / "var"))
 
+import signal
 import socket
 import uuid
 from collections.abc import Iterator
@@ -32,6 +33,12 @@ from bgworkers.logs.loggers import reset_logging
 from bgworkers.metrics import use_registry
 from bgworkers.settings import get_settings
 from tests.platform_helpers import IN_CI
+
+# A shell without job control starts a background command with SIGINT ignored, and every
+# process it starts inherits that: the commands these tests stop with Ctrl-C would then never
+# see it. Give the suite, and so its children, the default that a terminal gives.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # The broker the app itself uses (BGW_BROKER_URL): integration tests drive bgworkers' own broker.
 RABBITMQ_URL = get_settings().broker_url.get_secret_value()
