@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,6 +17,7 @@ from bgworkers.reminders.firing import fire_reminder, fire_reminder_page, occurr
 from bgworkers.reminders.formatting import render_reminder
 from bgworkers.reminders.models import Reminder, ReminderStatus
 from bgworkers.users.models import User
+from tests.platform_helpers import wait_for
 from tests.reminders.helpers import DUE, new_reminder
 
 NOW = DUE + timedelta(seconds=5)
@@ -184,7 +184,11 @@ def test_on_postgresql_a_concurrent_page_waits_for_the_first_and_fires_nothing(
             target=lambda: second.append(fire_page(postgres_engine, ids, pytest.fail))
         )
         worker.start()
-        wait_until(lambda: lock_waiters(postgres_engine) == 1)
+        wait_for(
+            lambda: lock_waiters(postgres_engine) == 1,
+            timeout_s=30,
+            what="the second page to wait on the first page's row locks",
+        )
         first.commit()
     worker.join(timeout=30)
     assert not worker.is_alive() and second == [0]
@@ -199,13 +203,6 @@ def lock_waiters(engine: Engine) -> int:
             "WHERE datname = current_database() AND wait_event_type = 'Lock'"
         )
         return int(conn.exec_driver_sql(query).scalar_one())
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        time.sleep(0.05)
 
 
 def test_a_zone_name_that_is_a_folder_closes_its_reminder_and_the_page_goes_on(
