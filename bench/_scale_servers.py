@@ -84,32 +84,35 @@ def run_fake_google(port: int, latency_s: float, throttle_every: int, ready: Any
 
     counter = [0]
 
+    async def answer(target: str, headers: dict[str, str], body: bytes) -> bytes:
+        counter[0] += 1
+        throttled = throttle_every > 0 and counter[0] % throttle_every == 0
+        await asyncio.sleep(latency_s)
+        reply = _notion_answer if target.startswith("/v1/") else _google_answer
+        return reply(target, headers, throttled)
+
+    _serve_forever(answer, port, ready)
+
+
+def _serve_forever(answer: Any, port: int, ready: Any) -> None:
+    """Serve HTTP/1.1 keep-alive connections on 127.0.0.1:``port`` until killed, each request
+    answered by ``await answer(target, headers, body)`` (the whole response, bytes);
+    ``ready`` is set once it listens."""
+    import asyncio
+
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 target, headers = _parse_head(head)
                 length = int(headers.get("content-length", "0") or 0)
-                if length:
-                    await reader.readexactly(length)
-                counter[0] += 1
-                throttled = throttle_every > 0 and counter[0] % throttle_every == 0
-                await asyncio.sleep(latency_s)
-                answer = _notion_answer if target.startswith("/v1/") else _google_answer
-                writer.write(answer(target, headers, throttled))
+                body = await reader.readexactly(length) if length else b""
+                writer.write(await answer(target, headers, body))
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the client closed its connection
         finally:
             writer.close()
-
-    _serve_forever(serve, port, ready)
-
-
-def _serve_forever(serve: Any, port: int, ready: Any) -> None:
-    """Run ``serve`` (an asyncio connection handler) on 127.0.0.1:``port`` until killed;
-    ``ready`` is set once it listens."""
-    import asyncio
 
     async def main() -> None:
         server = await asyncio.start_server(serve, "127.0.0.1", port, backlog=1024)
@@ -201,33 +204,19 @@ def run_fake_paged_api(
     arrivals = Path(arrivals_path).open("a", buffering=1)  # noqa: SIM115 - the process's life
     refused = [0]
 
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                target, headers = _parse_head(head)
-                length = int(headers.get("content-length", "0") or 0)
-                body = await reader.readexactly(length) if length else b""
-                if target.startswith("/v1/"):
-                    token = headers.get("authorization", "").removeprefix("Bearer ")
-                    arrivals.write(f"{time.time():.6f} {token}\n")
-                    if token == storm_token and refused[0] < storm_429s:
-                        refused[0] += 1
-                        writer.write(_notion_answer(target, headers, True))
-                        await writer.drain()
-                        continue
-                    await asyncio.sleep(latency_s)
-                    writer.write(_notion_paged_answer(token, body, notion_pages))
-                else:
-                    await asyncio.sleep(latency_s)
-                    writer.write(_google_paged_answer(target, heavy_pages))
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass  # the client closed its connection
-        finally:
-            writer.close()
+    async def answer(target: str, headers: dict[str, str], body: bytes) -> bytes:
+        if target.startswith("/v1/"):
+            token = headers.get("authorization", "").removeprefix("Bearer ")
+            arrivals.write(f"{time.time():.6f} {token}\n")
+            if token == storm_token and refused[0] < storm_429s:
+                refused[0] += 1
+                return _notion_answer(target, headers, True)
+            await asyncio.sleep(latency_s)
+            return _notion_paged_answer(token, body, notion_pages)
+        await asyncio.sleep(latency_s)
+        return _google_paged_answer(target, heavy_pages)
 
-    _serve_forever(serve, port, ready)
+    _serve_forever(answer, port, ready)
 
 
 def run_fake_notion_storm(
@@ -253,30 +242,18 @@ def run_fake_notion_storm(
     refusal = {"object": "error", "status": 429, "code": "rate_limited", "message": "Slow down"}
     retry_after = f"Retry-After: {retry_after_s:g}\r\n"
 
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                _target, headers = _parse_head(head)
-                length = int(headers.get("content-length", "0") or 0)
-                body = await reader.readexactly(length) if length else b""
-                token = headers.get("authorization", "").removeprefix("Bearer ")
-                now = time.time()
-                began = first_seen.setdefault(token, now)
-                if token.startswith(storm_prefix) and now - began < storm_s:
-                    arrivals.write(f"{now:.6f} {token} 429\n")
-                    writer.write(_response(429, "Too Many Requests", refusal, retry_after))
-                else:
-                    arrivals.write(f"{now:.6f} {token} 200\n")
-                    await asyncio.sleep(latency_s)
-                    writer.write(_notion_paged_answer(token, body, 1))
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass  # the client closed its connection
-        finally:
-            writer.close()
+    async def answer(target: str, headers: dict[str, str], body: bytes) -> bytes:
+        token = headers.get("authorization", "").removeprefix("Bearer ")
+        now = time.time()
+        began = first_seen.setdefault(token, now)
+        if token.startswith(storm_prefix) and now - began < storm_s:
+            arrivals.write(f"{now:.6f} {token} 429\n")
+            return _response(429, "Too Many Requests", refusal, retry_after)
+        arrivals.write(f"{now:.6f} {token} 200\n")
+        await asyncio.sleep(latency_s)
+        return _notion_paged_answer(token, body, 1)
 
-    _serve_forever(serve, port, ready)
+    _serve_forever(answer, port, ready)
 
 
 def read_storm_arrivals(path: Path) -> list[tuple[float, str, int]]:
