@@ -294,11 +294,27 @@ def test_every_dashboard_and_alert_expression_returns_data(
     )
 
     # Restart one group mid-run: its counters start again from 0 (a reset for Prometheus).
+    # What a process counts after its last scrape is lost with it (Prometheus's semantics, in
+    # production too), so the group is stopped when it is idle and Prometheus holds its counts.
+    restarted = f'instance="127.0.0.1:{group_ports[0]}"'
+    idle_since = time.time()
+    wait_for(
+        lambda: stopped_counting(
+            group_ports[0],
+            {
+                series["metric"]["__name__"]: float(series["value"][1])  # type: ignore[index]
+                for series in query(prom_port, f"sum by (__name__) ({{{COUNTS}, {restarted}}})")
+            },
+            env["BGW_DATABASE_URL"],
+        ),
+        timeout_s=60,
+        what="group 0 idle, with every count it holds scraped",
+    )
+    print(f"group 0 idle and scraped after {time.time() - idle_since:.1f} s")
     restarted_at = time.time()
     groups[0].send_signal(signal.SIGTERM)
     groups[0].wait(timeout=60)
     groups[0] = start_group(0)
-    restarted = f'instance="127.0.0.1:{group_ports[0]}"'
     wait_for(
         lambda: (
             value(f"count(bgworkers_messages_processed_total{{{restarted}}})") is not None
@@ -380,6 +396,44 @@ def test_every_dashboard_and_alert_expression_returns_data(
     # though both groups export the queue's depth.
     pending = firing(prom_port, "BgworkersDeadLetters", state="pending|firing")
     assert [labels["queue"] for labels in pending] == ["maintenance"], pending
+
+
+#: The counts a group exposes: every ``bgworkers_*_total`` but the ``*_seconds_total``
+#: ones, which run on by themselves (the group's CPU time).
+COUNTS = r'__name__=~"bgworkers_.+_total", __name__!~".+_seconds_total"'
+
+
+def exposed_counts(port: int) -> dict[str, float]:
+    """Each of :data:`COUNTS`, summed over its series, as a group exposes it now."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if re.fullmatch(r"bgworkers_.+_total", sample.name) and not sample.name.endswith(
+                "_seconds_total"
+            ):
+                counts[sample.name] = counts.get(sample.name, 0.0) + sample.value
+    return counts
+
+
+def stopped_counting(port: int, scraped: dict[str, float], database_url: str) -> bool:
+    """True when Prometheus's last scrape of a group (``scraped``) holds every count the group
+    exposes now, and no scheduled run is in progress (a run that ends later would be counted
+    after the stop, and lost)."""
+    from sqlalchemy import text
+
+    from bgworkers.db.engine import make_engine
+
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        running = conn.execute(
+            text("SELECT count(*) FROM scheduled_runs WHERE status = 'running'")
+        ).scalar_one()
+    engine.dispose()
+    return running == 0 and scraped == exposed_counts(port)
 
 
 def firing(port: int, alert: str, *, state: str = "firing") -> list[dict[str, str]]:
