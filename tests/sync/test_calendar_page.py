@@ -30,6 +30,7 @@ from bgworkers.sync.page_requests import run_all
 from bgworkers.sync.pause_chain import MAX_RESUME_DELAY_S
 from bgworkers.sync.shared_limits import Limit, SharedLimiter, SlotStore
 from bgworkers.users.slots import user_slot, user_slots
+from tests.platform_helpers import wait_for
 from tests.sync.fakes import FakeGoogleCalendar
 from tests.sync.helpers import add_user, connect_calendar
 
@@ -82,6 +83,14 @@ def run_page(engine: Engine, settings: Settings, route: Calendars, users: list[i
             run_all=lambda fn, items: run_all(settings, fn, items),
             hand_off=actors._hand_off_calendar,
         )
+
+
+def with_calendars(engine: Engine, calendars: Calendars, count: int) -> list[int]:
+    """``count`` new users, each with a connected calendar of three events."""
+    users = [add_user(engine, f"u{n}@example.com") for n in range(count)]
+    for user_id in users:
+        calendars.add(engine, user_id)
+    return users
 
 
 def handed_off(engine: Engine) -> list[int]:
@@ -157,9 +166,7 @@ def test_an_incremental_page_applies_changes_and_cancellations(
 def test_a_poisoned_user_fails_alone_and_is_handed_to_its_own_message(
     postgres_engine: Engine, settings: Settings, calendars: Calendars
 ) -> None:
-    users = [add_user(postgres_engine, f"u{n}@example.com") for n in range(4)]
-    for user_id in users:
-        calendars.add(postgres_engine, user_id)
+    users = with_calendars(postgres_engine, calendars, 4)
     poisoned = users[2]
     calendars.by_id[f"cal-{poisoned}"].put_event("x" * 2000)  # longer than the id column
     heavy = add_user(postgres_engine, "heavy@example.com")
@@ -183,9 +190,7 @@ def test_a_poisoned_user_fails_alone_and_is_handed_to_its_own_message(
 def test_a_rate_limited_user_pauses_its_credential_everywhere_and_goes_on_alone(
     postgres_engine: Engine, settings: Settings, calendars: Calendars
 ) -> None:
-    users = [add_user(postgres_engine, f"u{n}@example.com") for n in range(3)]
-    for user_id in users:
-        calendars.add(postgres_engine, user_id)
+    users = with_calendars(postgres_engine, calendars, 3)
     limited = users[1]
     calendars.by_id[f"cal-{limited}"].inject(
         "events", 429, reason="rateLimitExceeded", headers={"Retry-After": "30"}
@@ -203,9 +208,7 @@ def test_a_rate_limited_user_pauses_its_credential_everywhere_and_goes_on_alone(
 def test_a_long_retry_after_hands_the_user_on_no_later_than_a_worker_may_hold_it(
     postgres_engine: Engine, settings: Settings, calendars: Calendars
 ) -> None:
-    users = [add_user(postgres_engine, f"u{n}@example.com") for n in range(2)]
-    for user_id in users:
-        calendars.add(postgres_engine, user_id)
+    users = with_calendars(postgres_engine, calendars, 2)
     limited = users[1]
     calendars.by_id[f"cal-{limited}"].inject(
         "events", 429, reason="rateLimitExceeded", headers={"Retry-After": "3600"}
@@ -287,40 +290,28 @@ def test_pages_through_rabbitmq_sync_everyone_once_and_the_poisoned_alone(
     app_worker: dramatiq.Worker,
     worker_calendars: Calendars,
 ) -> None:
-    users = [add_user(postgres_engine, f"u{n}@example.com") for n in range(25)]
-    for user_id in users:
-        worker_calendars.add(postgres_engine, user_id)
+    users = with_calendars(postgres_engine, worker_calendars, 25)
     poisoned = users[12]
     worker_calendars.by_id[f"cal-{poisoned}"].put_event("x" * 2000)
 
     actors.sync_calendar_events.send()
 
     others = [u for u in users if u != poisoned]
-    wait_for(lambda: all(connection(postgres_engine, u).sync_token for u in others), 60)
+    wait_for(lambda: all(connection(postgres_engine, u).sync_token for u in others), timeout_s=60)
     # The poisoned user's own message ran (and failed) alone, on its own retries.
-    wait_for(lambda: len(worker_calendars.by_id[f"cal-{poisoned}"].event_calls()) >= 2, 60)
+    wait_for(
+        lambda: len(worker_calendars.by_id[f"cal-{poisoned}"].event_calls()) >= 2, timeout_s=60
+    )
     for user_id in others:
         assert events_of(postgres_engine, user_id) == 3
         assert len(worker_calendars.by_id[f"cal-{user_id}"].event_calls()) == 1
     assert connection(postgres_engine, poisoned).sync_token is None
 
 
-def wait_for(condition, timeout_s: float) -> None:  # type: ignore[no-untyped-def]
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"state not reached within {timeout_s} s")
-        time.sleep(0.05)
-
-
 def test_a_connection_moved_by_another_delivery_is_left_to_it(
     postgres_engine: Engine, settings: Settings, calendars: Calendars
 ) -> None:
-    users = [add_user(postgres_engine, f"u{n}@example.com") for n in range(2)]
-    for user_id in users:
-        calendars.add(postgres_engine, user_id)
+    users = with_calendars(postgres_engine, calendars, 2)
     moved = users[0]
     original = calendars.by_id[f"cal-{moved}"]
 

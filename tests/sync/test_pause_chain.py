@@ -83,6 +83,22 @@ def connection(engine: Engine, user_id: int) -> NotionConnection:
         return row.one()
 
 
+def paused_by_a_one_request_storm_now_over(
+    engine: Engine, workspaces: NotionWorkspaces, user_id: int
+) -> None:
+    """The user's connection is paused by a storm of one refused request, whose pause is
+    then over (as its Retry-After ends): the chain's next delivery gets through."""
+    connect_notion(engine, user_id, token=STORM)
+    workspaces.add(STORM)
+    workspaces.storms[STORM] = 1
+    actors.sync_notion_pages.fn()
+    deliver(engine)
+    assert connection(engine, user_id).status == STATUS_PAUSED
+    with Session(engine) as session:
+        session.execute(update(RateLimitSlot).values(paused_until=0.0, next_at=0.0))
+        session.commit()
+
+
 @pytest.mark.integration
 def test_a_storm_longer_than_two_ticks_keeps_one_chain_and_ends_it_after_the_bound(
     postgres_engine: Engine,
@@ -144,15 +160,7 @@ def test_a_chain_that_gets_through_sets_its_connection_active_for_the_next_ticks
     registry: CollectorRegistry,
 ) -> None:
     user_id = add_user(postgres_engine, "short-storm@example.com")
-    connect_notion(postgres_engine, user_id, token=STORM)
-    workspaces.add(STORM)
-    workspaces.storms[STORM] = 1
-    actors.sync_notion_pages.fn()
-    deliver(postgres_engine)
-    assert connection(postgres_engine, user_id).status == STATUS_PAUSED
-    with Session(postgres_engine) as session:  # the pause is over (as its Retry-After ends)
-        session.execute(update(RateLimitSlot).values(paused_until=0.0, next_at=0.0))
-        session.commit()
+    paused_by_a_one_request_storm_now_over(postgres_engine, workspaces, user_id)
     deliver(postgres_engine)
     synced = connection(postgres_engine, user_id)
     assert synced.status == STATUS_ACTIVE and synced.last_synced_at is not None
@@ -245,15 +253,7 @@ def test_a_chain_run_refused_for_good_leaves_its_connection_to_the_next_tick(
     registry: CollectorRegistry,
 ) -> None:
     user_id = add_user(postgres_engine, "refused@example.com")
-    connect_notion(postgres_engine, user_id, token=STORM)
-    workspaces.add(STORM)
-    workspaces.storms[STORM] = 1
-    actors.sync_notion_pages.fn()
-    deliver(postgres_engine)
-    assert connection(postgres_engine, user_id).status == STATUS_PAUSED
-    with Session(postgres_engine) as session:  # the pause is over (as its Retry-After ends)
-        session.execute(update(RateLimitSlot).values(paused_until=0.0, next_at=0.0))
-        session.commit()
+    paused_by_a_one_request_storm_now_over(postgres_engine, workspaces, user_id)
     workspaces.workspaces[STORM].inject(400, code="validation_error")  # permanent: no retry
 
     with pytest.raises(PermanentHTTPError):
