@@ -154,19 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = make_parser().parse_args(argv)
-    from bgworkers.errors import ConfigurationError
+    # A bad setting raises ConfigurationError here: the boundary prints it, exit code 2.
+    import bgworkers  # noqa: F401 - settings and broker, as the workers have them
+    from bgworkers.processes.boot import boot_process
 
-    try:
-        import bgworkers  # noqa: F401 - settings and broker, as the workers have them
-        from bgworkers.processes.boot import boot_process
-
-        settings = boot_process()
-    except ConfigurationError as error:
-        print(f"bgworkers: {error}", file=sys.stderr)
-        return 2
-    code: int = args.handler(settings, args)
+    code: int = args.handler(boot_process(), args)
     return code
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

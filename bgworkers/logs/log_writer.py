@@ -35,20 +35,14 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 
-#: Seconds a line may wait for its batch.
-DEFAULT_INTERVAL_S = 0.05
-#: Lines in a batch that is written at once, however young.
-DEFAULT_MAX_LINES = 512
-
 
 class BatchedLineWriter:
-    """Writes text lines to ``write`` (then ``flush``) in batches.
+    """Writes text lines to ``write`` (then ``flush``) in batches, as the module says.
 
-    The thread whose line makes a batch due (``interval_s`` old or ``max_lines`` long) writes
-    it, if no other thread is writing (a lock tried without waiting, so no thread ever sleeps
-    on it); a daemon thread writes what an idle process left waiting. ``write`` and ``flush``
-    are called under ``lock`` (the handler's), never concurrently. In a forked child the
-    lines queued in the parent before the fork are dropped (the parent writes them).
+    ``interval_s``: seconds a line may wait for its batch; ``max_lines``: a batch that long is
+    written at once, however young. ``write`` and ``flush`` are called under ``lock`` (the
+    handler's), never concurrently. In a forked child the lines queued in the parent before
+    the fork are dropped (the parent writes them).
     """
 
     def __init__(
@@ -57,8 +51,8 @@ class BatchedLineWriter:
         flush: Callable[[], object],
         lock: threading.RLock,
         *,
-        interval_s: float = DEFAULT_INTERVAL_S,
-        max_lines: int = DEFAULT_MAX_LINES,
+        interval_s: float = 0.05,
+        max_lines: int = 512,
     ) -> None:
         self._write = write
         self._flush = flush

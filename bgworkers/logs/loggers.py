@@ -2,17 +2,12 @@
 
 Two situations, on purpose:
 
-- **Imported by an application** (to enqueue work), bgworkers is a library: it changes no
-  handler, level or structlog setting of the application. Its loggers are structlog loggers
-  wrapped around standard-library loggers named ``bgworkers.*`` with a processor chain of their
-  own (not structlog's global configuration, which belongs to the application), so its events
-  reach the application's handlers as one ``event key=value ...`` line, secrets scrubbed.
-- **In the processes bgworkers starts** (``dramatiq bgworkers`` workers,
-  ``periodiq bgworkers``, the ``bgworkers`` command), :func:`configure_logging` is called once
-  from the process's boot hook (see :mod:`bgworkers.processes.boot`): one handler on the root logger
-  renders every line as JSON (or console text), library loggers (dramatiq, pika, periodiq)
-  included, so every line on stdout has one shape and carries the message context bound by the
-  logging middleware.
+- **Imported by an application**, bgworkers changes no handler, level or structlog setting:
+  its ``bgworkers.*`` loggers have a processor chain of their own (not structlog's global
+  configuration) and hand the application's handlers one scrubbed ``event key=value`` line.
+- **In the processes bgworkers starts**, :func:`configure_logging` (called once at boot, see
+  :mod:`bgworkers.processes.boot`) puts one handler on the root logger, so every line on stdout,
+  the libraries' included, is JSON (or console text) with the message context bound to it.
 
 Lines go to the process's original stdout (``sys.__stdout__``): dramatiq's CLI points
 ``sys.stdout`` of its worker processes at a pipe that it copies to stderr, while operators
@@ -102,11 +97,6 @@ def _remember(verdicts: dict[str, bool], text: str, verdict: bool) -> bool:
 _PLAIN_SCALARS: frozenset[type] = frozenset({int, float, bool, type(None)})
 
 
-def _json_fallback(value: Any) -> str:
-    # As structlog's JSONRenderer: what JSON has no type for is logged as its repr.
-    return repr(value)
-
-
 _ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
@@ -115,16 +105,17 @@ def render_json(_: WrappedLogger, __: str, event_dict: EventDict) -> str:
 
     orjson renders a line in a tenth of the standard encoder's time (``message_processed``
     is written once per message). The content is the standard library's: datetimes and
-    dataclasses still go to the repr fallback, and a line with non-ASCII text, a key that is
-    not a string or an integer beyond 64 bits is rendered by ``json.dumps`` (ASCII-escaped,
-    as before), so no stream encoding can refuse it. Only the separators are compact.
+    dataclasses still go to the repr fallback (as with structlog's JSONRenderer), and a line
+    with non-ASCII text, a key that is not a string or an integer beyond 64 bits is rendered
+    by ``json.dumps`` (ASCII-escaped), so no stream encoding can refuse it. Only the
+    separators are compact.
     """
     try:
-        rendered = orjson.dumps(event_dict, default=_json_fallback, option=_ORJSON_OPTIONS)
+        rendered = orjson.dumps(event_dict, default=repr, option=_ORJSON_OPTIONS)
     except TypeError:  # orjson.JSONEncodeError: non-str keys, big ints, lone surrogates
-        return json.dumps(event_dict, default=_json_fallback)
+        return json.dumps(event_dict, default=repr)
     if not rendered.isascii():
-        return json.dumps(event_dict, default=_json_fallback)
+        return json.dumps(event_dict, default=repr)
     return rendered.decode("ascii")
 
 
@@ -280,18 +271,13 @@ class _PipeTolerantHandler(logging.StreamHandler):  # type: ignore[type-arg]
             step(*args)
         except RecursionError:
             raise
-        except Exception:  # noqa: BLE001 - as logging's own handlers: report, never raise
-            self._write_failed()
-
-    def _write_failed(self) -> None:
-        # Called under the handler's lock while a batch is written: setStream would flush
-        # again.
-        if isinstance(sys.exc_info()[1], BrokenPipeError):
+        except BrokenPipeError:
+            # Under the handler's lock while a batch is written: setStream would flush again.
             self.stream = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the handler
-            return
-        # As logging.Handler.handleError for a batch: what failed, on stderr, once per batch.
-        if logging.raiseExceptions and sys.stderr:
-            sys.stderr.write(f"--- Logging error --- {sys.exc_info()[1]!r} (lines lost)\n")
+        except Exception as exc:  # noqa: BLE001 - as logging's own handlers: report, never raise
+            # As logging.Handler.handleError for a batch: what failed, on stderr, once per batch.
+            if logging.raiseExceptions and sys.stderr:
+                sys.stderr.write(f"--- Logging error --- {exc!r} (lines lost)\n")
 
     def handleError(self, record: logging.LogRecord) -> None:
         if isinstance(sys.exc_info()[1], BrokenPipeError):
@@ -371,39 +357,29 @@ def configure_logging(
     handler = _PipeTolerantHandler(stream, batched=batched)
     handler.setFormatter(formatter)
     handler.addFilter(LibraryNoiseFilter(broker_nodes=broker_nodes))
+    reset_logging()
     root = logging.getLogger()
     for old in list(root.handlers):
-        if getattr(old, "_bgworkers", False) or not _is_test_capture(old):
+        # pytest's caplog/report handlers live on the root logger; kept so tests still see logs.
+        if not type(old).__module__.startswith("_pytest"):
             root.removeHandler(old)
     handler._bgworkers = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     _ProcessState.handler = handler
     if batched:
-        _flush_at_exit(handler)
-    if _ProcessState.root_level is None:
-        _ProcessState.root_level = root.level
+        # logging.shutdown runs at interpreter exit, but a dramatiq worker process is a
+        # multiprocessing child, which ends with os._exit after only multiprocessing's own
+        # exit finalizers: one of those writes the lines still waiting, last.
+        import multiprocessing.util
+
+        multiprocessing.util.Finalize(handler, handler.flush, exitpriority=-100)
+    _ProcessState.root_level = root.level
     root.setLevel(level)
     # pika logs every reconnect attempt with a traceback; our own lines say what matters.
     logging.getLogger("pika").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     quiet_http_client_logs()
     _ProcessState.configured = True
-
-
-def _flush_at_exit(handler: logging.Handler) -> None:
-    """Write the lines still waiting when the process ends.
-
-    :func:`logging.shutdown` runs at interpreter exit, but a dramatiq worker process is a
-    ``multiprocessing`` child, which ends with ``os._exit`` after running only
-    ``multiprocessing``'s own exit finalizers: one of those flushes the handler, last.
-    """
-    import multiprocessing.util
-
-    multiprocessing.util.Finalize(handler, handler.flush, exitpriority=-100)
-
-
-#: The loggers of the HTTP client libraries; their request lines carry full URLs.
-HTTP_CLIENT_LOGGERS: tuple[str, ...] = ("httpx", "httpcore")
 
 
 class _QueryRedactingFilter(logging.Filter):
@@ -442,7 +418,7 @@ def quiet_http_client_logs() -> None:
     unless someone chose a level for them, and their records lose their query strings.
     Idempotent.
     """
-    for name in HTTP_CLIENT_LOGGERS:
+    for name in ("httpx", "httpcore"):
         logger = logging.getLogger(name)
         if logger.level == logging.NOTSET:
             logger.setLevel(logging.WARNING)
@@ -451,9 +427,9 @@ def quiet_http_client_logs() -> None:
 
 
 def reset_logging() -> None:
-    """Undo :func:`configure_logging` (tests): remove bgworkers' handler and put the root
-    level back, so other libraries' records (aiosmtpd's ``mail.log``) are not written to the
-    real stdout any more; render as a library."""
+    """Undo :func:`configure_logging`: remove bgworkers' handler and put the root level back,
+    so other libraries' records (aiosmtpd's ``mail.log`` in tests) are not written to the real
+    stdout any more; render as a library."""
     root = logging.getLogger()
     for old in list(root.handlers):
         if getattr(old, "_bgworkers", False):
@@ -463,11 +439,6 @@ def reset_logging() -> None:
         _ProcessState.root_level = None
     _ProcessState.configured = False
     _ProcessState.handler = None
-
-
-def _is_test_capture(handler: logging.Handler) -> bool:
-    # pytest's caplog/report handlers live on the root logger; keep them so tests still see logs.
-    return type(handler).__module__.startswith("_pytest")
 
 
 #: structlog's method name for each level, as ``add_log_level`` turns it into the level field.
