@@ -13,16 +13,11 @@ tried, so no thread ever waits on it. A daemon thread writes what an idle proces
 waiting. A first design, with a writer thread writing every batch, was slower than no
 batching: that thread had to win the GIL from busy worker threads for every batch.
 
-What is given up, and bounded:
-
-- an INFO line reaches the stream up to ``interval_s`` later (50 ms by default);
-- a process killed with SIGKILL loses at most its last ``interval_s`` of INFO lines. Lines at
-  WARNING and above are written at once, after everything queued before them, so the lines
-  that explain a failure are never held back; an orderly exit (``sys.exit``, the end of a
-  dramatiq worker process) writes everything, through :func:`logging.shutdown`.
-
-Order is kept: lines are written in the order they were queued, and a thread's urgent line
-comes after its own earlier lines.
+What is given up, and bounded (docs/architecture.md, "Logging"): an INFO line reaches the
+stream up to ``interval_s`` (50 ms) later, and is lost if the process is killed with SIGKILL
+meanwhile. Lines at WARNING and above are written at once, after everything queued before
+them (order is kept), so the lines that explain a failure are never held back; an orderly
+exit writes everything.
 """
 
 from __future__ import annotations

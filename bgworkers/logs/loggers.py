@@ -48,12 +48,10 @@ from bgworkers.logs.redaction import redact_value as redact_value
 def redact_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     """structlog processor: no password, token or credential reaches the output.
 
-    Every field goes through :func:`redact_value`, except cases decided here without its
-    calls, which are most fields of most lines (a number, or an id, name or outcome that is
-    short and has none of the characters any secret pattern needs): they come out of
-    :func:`redact_value` unchanged anyway, and this runs on every line of every message.
-    A line's keys and most of its short values (event, level, logger, actor, queue,
-    outcome) repeat from line to line, so both verdicts are remembered.
+    It runs on every line of every message, so the fields :func:`redact_value` would return
+    unchanged (a number; a short text with none of the characters a secret pattern needs) are
+    decided here without its calls, and the verdicts on keys and short values (event, level,
+    actor, queue, outcome), which repeat from line to line, are remembered.
     """
     for key, value in event_dict.items():  # values replaced in place: the size never changes
         if key == "timestamp":
@@ -342,10 +340,9 @@ def configure_logging(
 ) -> None:
     """Route every logger of this process to one handler on ``stream`` (bgworkers' processes).
 
-    Only the processes bgworkers starts call this (see :mod:`bgworkers.processes.boot`); an
-    application that imports bgworkers keeps its own logging. ``batched``: lines below WARNING are
-    written a batch at a time (worker processes, see :mod:`bgworkers.logs.log_writer`).
-    ``broker_nodes``: ``host:port`` of the RabbitMQ nodes, named by a lost connection's line.
+    ``batched``: lines below WARNING are written a batch at a time (worker processes, see
+    :mod:`bgworkers.logs.log_writer`). ``broker_nodes``: ``host:port`` of the RabbitMQ nodes,
+    named by a lost connection's line.
     """
     stream = stream or sys.__stdout__ or sys.stdout
     console = resolve_log_format(log_format, stream) == "console"
@@ -510,11 +507,8 @@ def _only_our_handler(logger: logging.Logger, handler: logging.Handler, level: i
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
-    """A structlog logger; call it with an event name and key/value data.
-
-    Wrapped around ``logging.getLogger(name)`` with bgworkers' own processor chain, so it works
-    the same whatever the application did (or did not do) with ``structlog.configure``.
-    """
+    """A structlog logger with bgworkers' own processor chain (see the module); call it with
+    an event name and key/value data."""
     logger: structlog.stdlib.BoundLogger = structlog.wrap_logger(
         logging.getLogger(name),
         processors=_CHAIN,

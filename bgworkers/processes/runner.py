@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bgworkers.logs.loggers import get_logger
+from bgworkers.processes.diagnosis import EXIT_CONFIGURATION
 
 log = get_logger(__name__)
 
@@ -132,13 +133,9 @@ class Child:
         return reap_group(self.process.pid, name=self.name)
 
 
-#: Exit codes that a restart cannot fix: 2, a bad setting (bgworkers' configuration error) or
-#: a module that does not import (dramatiq's code for it).
-PERMANENT_EXIT_CODES = frozenset({2})
 #: dramatiq's own graceful stop (finish running messages), in milliseconds; kept below the
 #: supervisor's kill deadline so messages get the whole of it.
 WORKER_SHUTDOWN_TIMEOUT_MS = 50_000
-STOP_TIMEOUT_S = 60.0
 
 
 def default_children(*, processes: int, threads: int) -> list[Child]:
@@ -164,7 +161,7 @@ def default_children(*, processes: int, threads: int) -> list[Child]:
     ]
 
 
-def supervise(children: list[Child], *, stop_timeout_s: float = STOP_TIMEOUT_S) -> int:
+def supervise(children: list[Child], *, stop_timeout_s: float = 60.0) -> int:
     """Run ``children`` until a stop signal; return the exit code for the shell.
 
     0 after a clean stop; the child's code when it exited with a permanent error (it is not
@@ -192,14 +189,16 @@ def supervise(children: list[Child], *, stop_timeout_s: float = STOP_TIMEOUT_S) 
                 # dramatiq's worker processes outlive a killed main process: never run a
                 # second set beside them.
                 child.reap()
-                if code in PERMANENT_EXIT_CODES:
+                # A bad setting (bgworkers' configuration error) or a module that does not
+                # import (dramatiq's code for it): a restart cannot fix it.
+                if code == EXIT_CONFIGURATION:
                     log.error(
                         "process_failed_permanently",
                         process=child.name,
                         code=code,
                         hint="a restart cannot fix this: read the lines above (configuration?)",
                     )
-                    failed_code = code or 1
+                    failed_code = EXIT_CONFIGURATION
                     stopping = True
                     break
                 # Restart quickly after a long healthy run, slower after repeated crashes.
