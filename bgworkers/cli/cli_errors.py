@@ -14,6 +14,7 @@ prints ``bgworkers: interrupted`` (exit 130).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable
@@ -78,9 +79,6 @@ def problem_of(exc: BaseException) -> Problem | None:
 def _silence_stdout() -> None:
     # Python flushes stdout again at exit and would report the broken pipe there too.
     devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
+    with contextlib.suppress(OSError, ValueError):  # stdout closed or not a real file
         os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):  # stdout already closed or not a real file: nothing to do
-        pass
-    finally:
-        os.close(devnull)
+    os.close(devnull)

@@ -35,14 +35,9 @@ _TEXT_TRACEBACK = re.compile(r"[;:]?\s*(?:Caller's stack:|Traceback \(most recen
 #: Exceptions of a database that does not answer (SQLAlchemy's and psycopg's).
 _DATABASE_AWAY = frozenset({"OperationalError", "InterfaceError"})
 #: What a lost connection's line says, whichever library writes it.
-_CONNECTION_LOSS = (
-    "Connection reset by peer",
-    "ConnectionResetError",
-    "StreamLostError",
-    "Broken pipe",
-    "BrokenPipeError",
-    "Transport indicated EOF",
-    "Socket EOF",
+_CONNECTION_LOSS = re.compile(
+    "Connection reset by peer|ConnectionResetError|StreamLostError|Broken pipe|BrokenPipeError"
+    "|Transport indicated EOF|Socket EOF"
 )
 #: The peer of a socket in pika's text: ``raddr=('127.0.0.1', 5672)``.
 _PEER = re.compile(r"raddr=\('([^']{1,255})', (\d{1,5})\)")
@@ -80,7 +75,7 @@ class LibraryNoiseFilter(logging.Filter):
 def _kind(record: logging.LogRecord) -> tuple[str, int, str]:
     """The kind of a line: a lost connection is one kind whichever library line says it (pika
     writes three for one reset: the transport, the connection, the channel's caller)."""
-    if record.levelno > logging.WARNING and _connection_loss(record):
+    if record.levelno > logging.WARNING and _CONNECTION_LOSS.search(_head(record)):
         return ("", logging.WARNING, "broker connection lost")
     return (_QUEUE_SUFFIX.sub("", record.name), record.levelno, str(record.msg)[:200])
 
@@ -93,11 +88,6 @@ def _head(record: logging.LogRecord) -> str:
         message = message[: in_text.start()]
     exc = record.exc_info[1] if record.exc_info else None
     return f"{message} ({type(exc).__name__}: {exc})" if exc is not None else message
-
-
-def _connection_loss(record: logging.LogRecord) -> bool:
-    head = _head(record)
-    return any(sign in head for sign in _CONNECTION_LOSS)
 
 
 def _database_away(record: logging.LogRecord) -> bool:
@@ -122,7 +112,7 @@ def _shorten(record: logging.LogRecord, held: int, interval_s: float, nodes: str
         message = _database_did_not_answer(full, exc)
     record.exc_info = None
     record.exc_text = None
-    if record.levelno > logging.WARNING and any(sign in message for sign in _CONNECTION_LOSS):
+    if record.levelno > logging.WARNING and _CONNECTION_LOSS.search(message):
         record.levelno, record.levelname = logging.WARNING, "WARNING"  # dramatiq reconnects
         message = _connection_lost(message, full, exc, nodes)
     if held:

@@ -150,10 +150,9 @@ def _shared_processors() -> list[Processor]:
 
 
 class _ProcessState:
-    """Whether this process renders through bgworkers' handler (set by configure_logging),
-    and that handler with its formatter."""
+    """The handler this process renders through, set by configure_logging (None: bgworkers
+    renders as a library)."""
 
-    configured = False
     handler: _PipeTolerantHandler | None = None
     #: The root logger's level before configure_logging changed it (put back by reset_logging).
     root_level: int | None = None
@@ -169,7 +168,7 @@ def _hand_to_stdlib(logger: WrappedLogger, method: str, event_dict: EventDict) -
     which renders it (JSON or console). In an application's process no bgworkers handler
     exists: the application's formatter gets a plain, already scrubbed ``event=... k=v`` text.
     """
-    if _ProcessState.configured:
+    if _ProcessState.handler is not None:
         return structlog.stdlib.ProcessorFormatter.wrap_for_formatter(logger, method, event_dict)
     for key in ("timestamp", "level", "logger"):
         event_dict.pop(key, None)
@@ -376,7 +375,6 @@ def configure_logging(
     logging.getLogger("pika").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     quiet_http_client_logs()
-    _ProcessState.configured = True
 
 
 class _QueryRedactingFilter(logging.Filter):
@@ -434,7 +432,6 @@ def reset_logging() -> None:
     if _ProcessState.root_level is not None:
         root.setLevel(_ProcessState.root_level)
         _ProcessState.root_level = None
-    _ProcessState.configured = False
     _ProcessState.handler = None
 
 
