@@ -456,13 +456,13 @@ def log_line(name: str, level: int, event: str, **fields: Any) -> None:
     """
     method = _METHODS[level]
     handler = _ProcessState.handler
-    logger = _stdlib_logger(name)
+    logger, bound_logger = _loggers(name)
     if (
         handler is None
         or not logger.isEnabledFor(level)
         or not _only_our_handler(logger, handler, level)
     ):
-        getattr(_bound_logger(name), method)(event, **fields)
+        getattr(bound_logger, method)(event, **fields)
         return
     event_dict: Any = fields
     event_dict["event"] = event
@@ -472,15 +472,10 @@ def log_line(name: str, level: int, event: str, **fields: Any) -> None:
 
 
 @functools.lru_cache(maxsize=64)
-def _bound_logger(name: str) -> structlog.stdlib.BoundLogger:
-    return get_logger(name)
-
-
-@functools.lru_cache(maxsize=64)
-def _stdlib_logger(name: str) -> logging.Logger:
+def _loggers(name: str) -> tuple[logging.Logger, structlog.stdlib.BoundLogger]:
     # logging.getLogger takes logging's module lock on every call: eight threads asking for
     # it once per message each queued on that lock.
-    return logging.getLogger(name)
+    return logging.getLogger(name), get_logger(name)
 
 
 def _only_our_handler(logger: logging.Logger, handler: logging.Handler, level: int) -> bool:
