@@ -294,13 +294,8 @@ class _LineFormatter(structlog.stdlib.ProcessorFormatter):
     """
 
     def __init__(self, *, own_processors: list[Processor], **kwargs: Any) -> None:
-        super().__init__(
-            processors=[
-                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                *own_processors,
-            ],
-            **kwargs,
-        )
+        remove_meta = structlog.stdlib.ProcessorFormatter.remove_processors_meta
+        super().__init__(processors=[remove_meta, *own_processors], **kwargs)
         self._own_processors = own_processors
 
     def format(self, record: logging.LogRecord) -> str:

@@ -113,10 +113,8 @@ class Child:
     started_at: float = 0.0
 
     def start(self) -> None:
-        # Own process group: Ctrl-C in the terminal reaches the supervisor only, which then
-        # stops children in order instead of all of them dying at once; and the group is what
-        # :meth:`reap` kills, grandchildren included. The parent-death signal stops the child
-        # if the supervisor itself is killed.
+        # Own process group (see the module): Ctrl-C in the terminal reaches the supervisor
+        # only, which then stops children in order instead of all of them dying at once.
         self.process = subprocess.Popen(
             self.argv, start_new_session=True, preexec_fn=set_parent_death_signal
         )
