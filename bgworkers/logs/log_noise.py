@@ -110,8 +110,7 @@ def _shorten(record: logging.LogRecord, held: int, interval_s: float, nodes: str
     if _database_away(record):
         record.levelno, record.levelname = logging.WARNING, "WARNING"  # the message is retried
         message = _database_did_not_answer(full, exc)
-    record.exc_info = None
-    record.exc_text = None
+    record.exc_info = record.exc_text = None
     if record.levelno > logging.WARNING and _CONNECTION_LOSS.search(message):
         record.levelno, record.levelname = logging.WARNING, "WARNING"  # dramatiq reconnects
         message = _connection_lost(message, full, exc, nodes)

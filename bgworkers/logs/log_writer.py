@@ -102,8 +102,7 @@ class BatchedLineWriter:
             if self._owner_pid is not None:
                 self._pending = deque()
             self._owner_pid = os.getpid()
-        thread = threading.Thread(target=self._run, name="bgworkers-log-writer", daemon=True)
-        thread.start()
+        threading.Thread(target=self._run, name="bgworkers-log-writer", daemon=True).start()
 
     def _run(self) -> None:
         while True:

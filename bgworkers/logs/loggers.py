@@ -162,12 +162,9 @@ _KEY_VALUE = structlog.processors.KeyValueRenderer(key_order=["event"], drop_mis
 
 
 def _hand_to_stdlib(logger: WrappedLogger, method: str, event_dict: EventDict) -> Any:
-    """Last step of bgworkers' chain: a structured record for our handler, else one text line.
-
-    In bgworkers' own processes the event dict goes to the root handler's ProcessorFormatter,
-    which renders it (JSON or console). In an application's process no bgworkers handler
-    exists: the application's formatter gets a plain, already scrubbed ``event=... k=v`` text.
-    """
+    """Last step of bgworkers' chain: in bgworkers' own processes, the event dict for the root
+    handler's formatter (JSON or console); in an application's process, where no bgworkers
+    handler exists, one scrubbed ``event=... k=v`` text for the application's formatter."""
     if _ProcessState.handler is not None:
         return structlog.stdlib.ProcessorFormatter.wrap_for_formatter(logger, method, event_dict)
     for key in ("timestamp", "level", "logger"):
