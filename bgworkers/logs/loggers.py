@@ -83,6 +83,7 @@ _SECRET_KEY_VERDICTS: dict[str, bool] = {}
 _PLAIN_TEXTS: dict[str, bool] = {}
 _REMEMBERED_ENTRIES = 4096
 _REMEMBERED_TEXT_CHARS = 64
+_PLAIN_SCALARS: frozenset[type] = frozenset({int, float, bool, type(None)})
 
 
 def _remember(verdicts: dict[str, bool], text: str, verdict: bool) -> bool:
@@ -90,9 +91,6 @@ def _remember(verdicts: dict[str, bool], text: str, verdict: bool) -> bool:
         verdicts.clear()
     verdicts[text] = verdict
     return verdict
-
-
-_PLAIN_SCALARS: frozenset[type] = frozenset({int, float, bool, type(None)})
 
 
 _ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
@@ -204,47 +202,35 @@ class _PipeTolerantHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def handle(self, record: logging.LogRecord) -> bool:
         if not self.filter(record):
             return False
-        try:
-            line = self.format(record) + self.terminator
-        except RecursionError:  # as logging.StreamHandler.emit
-            raise
-        except Exception:  # noqa: BLE001 - as logging's own handlers: report, never raise
-            self.handleError(record)
-            return True
-        self._write_line(line, urgent=record.levelno >= logging.WARNING, record=lambda: record)
+        self._emit(lambda: self.format(record), record.levelno >= logging.WARNING, lambda: record)
         return True
 
     def write_event(self, logger: logging.Logger, event_dict: EventDict, *, urgent: bool) -> None:
         """Render a structured event (see :func:`log_line`) and write it like a record."""
-
-        def as_record() -> logging.LogRecord:  # only for handleError's report
-            return logging.makeLogRecord({"msg": event_dict, "name": logger.name})
-
         formatter = self.formatter
         assert isinstance(formatter, _LineFormatter)
-        try:
-            line = formatter.render_event(logger, event_dict, event_dict["level"]) + self.terminator
-        except RecursionError:
-            raise
-        except Exception:  # noqa: BLE001 - as logging's own handlers: report, never raise
-            self.handleError(as_record())
-            return
-        self._write_line(line, urgent=urgent, record=as_record)
+        self._emit(
+            lambda: formatter.render_event(logger, event_dict, event_dict["level"]),
+            urgent,
+            lambda: logging.makeLogRecord({"msg": event_dict, "name": logger.name}),
+        )
 
-    def _write_line(
-        self, line: str, *, urgent: bool, record: Callable[[], logging.LogRecord]
+    def _emit(
+        self, render: Callable[[], str], urgent: bool, record: Callable[[], logging.LogRecord]
     ) -> None:
-        if self._writer is not None:
-            self._writer.submit(line, urgent=urgent)
-            return
-        with self.lock:  # type: ignore[union-attr]
-            try:
+        """Render a line and write it; ``record`` is made only for handleError's report."""
+        try:
+            line = render() + self.terminator
+            if self._writer is not None:
+                self._writer.submit(line, urgent=urgent)
+                return
+            with self.lock:  # type: ignore[union-attr]
                 self.stream.write(line)
                 self.flush()
-            except RecursionError:
-                raise
-            except Exception:  # noqa: BLE001 - as logging's own handlers: report, never raise
-                self.handleError(record())
+        except RecursionError:  # as logging.StreamHandler.emit
+            raise
+        except Exception:  # noqa: BLE001 - as logging's own handlers: report, never raise
+            self.handleError(record())
 
     def flush(self) -> None:
         if self._writer is not None:
