@@ -124,11 +124,10 @@ class Child:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def reap(self) -> int:
+    def reap(self) -> None:
         """Stop whatever is left of this child's process group (its orphaned workers)."""
-        if self.process is None:
-            return 0
-        return reap_group(self.process.pid, name=self.name)
+        if self.process is not None:
+            reap_group(self.process.pid, name=self.name)
 
 
 #: dramatiq's own graceful stop (finish running messages), in milliseconds; kept below the
