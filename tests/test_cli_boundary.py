@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from bgworkers import cli
-from bgworkers.cli.cli_errors import run_guarded
+from bgworkers.cli.admin import run_guarded
 from bgworkers.db.engine import make_engine
 from bgworkers.errors import ConfigurationError
 from bgworkers.logs.loggers import reset_logging

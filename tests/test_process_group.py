@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bgworkers.processes.process_group import group_members, reap_group
+from bgworkers.processes.runner import group_members, reap_group
 from tests.platform_helpers import wait_for
 
 pytestmark = pytest.mark.skipif(not Path("/proc").is_dir(), reason="Linux process table")
@@ -39,7 +39,7 @@ def test_reaping_a_group_stops_grandchildren_that_ignore_sigterm() -> None:
 def test_an_orphan_with_a_parent_death_signal_stops() -> None:
     orphan = (
         "import signal, time; "
-        "from bgworkers.processes.process_group import set_parent_death_signal; "
+        "from bgworkers.processes.runner import set_parent_death_signal; "
         "assert set_parent_death_signal(signal.SIGKILL); print('armed', flush=True); "
         "time.sleep(120)"
     )

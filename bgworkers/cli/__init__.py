@@ -1,7 +1,7 @@
 """``bgworkers``, the admin command.
 
-- ``admin``: the command's parser and subcommands (``main``);
-- ``cli_errors``: its error boundary, one line with the fix, never a traceback.
+- ``admin``: the command's parser and subcommands (``main``), and its error boundary: one
+  line with the fix, never a traceback.
 
 ``bgworkers.cli:main`` is the console script; ``python -m bgworkers.cli`` runs it too.
 """

@@ -1,25 +1,21 @@
-"""Rate-limit the libraries' repeated lines while RabbitMQ is away.
+"""Rate-limit the libraries' repeated lines while RabbitMQ is away (docs/architecture.md).
 
 Why: with the broker down, pika logs four lines (one with a traceback) per connection attempt
 and dramatiq's consumers retry every 3 s each, queue by queue: about 1,000 lines in 20 s that
 bury bgworkers' own ``broker_unreachable`` line. This filter lets the first line of each kind
-through, then at most one per ``interval_s`` per kind, carrying how many were held back;
-tracebacks of these lines are reduced to the exception's one-line text. A message that
-failed because the database did not answer is one WARNING a minute naming the fix (the
-message is retried), without the statement and its parameters. bgworkers' own lines
-are never filtered (they are written to be one per condition and interval already).
+through, then at most one per ``interval_s`` per kind, carrying how many were held back; a
+traceback (the record's, or the one pika writes in its text after "Caller's stack:") becomes
+the exception's one-line text. bgworkers' own lines are never filtered (they are written to be
+one per condition and interval already).
 
 A "kind" is the logger (queue suffixes like ``ConsumerThread(email)`` folded), the level and
 the message template before its arguments: "Connection workflow failed: %r" is one kind
-whatever the address or error in it.
-
-A lost connection that dramatiq recovers from on its own (reset by the peer, a broken pipe,
-an unexpected EOF) is one WARNING, not pika's three ERROR lines or dramatiq's CRITICAL (they
-are one kind, so one line per interval), that names the node
-(``host:port``: the peer address in pika's text, else the configured node(s); never a user or
-password) and the reason in one line; and pika's
-"Wrapped func exited with exception. Caller's stack: ..." carries the traceback in its text,
-which is cut off like any other.
+whatever the address or error in it. Two kinds are rewritten. A message that failed because
+the database did not answer is one WARNING naming the fix (the message is retried), without
+the statement and its parameters. A lost connection that dramatiq recovers from on its own
+(reset by the peer, a broken pipe, an unexpected EOF) is one WARNING, not pika's three ERROR
+lines or dramatiq's CRITICAL, naming the node (``host:port``: the peer in pika's text, else the
+configured node(s); never a user or password) and the reason in one line.
 """
 
 from __future__ import annotations
@@ -33,21 +29,15 @@ from bgworkers.logs.intervals import LogIntervalsByKey
 
 #: Loggers whose repeated lines are rate-limited (prefixes).
 NOISY_LOGGERS = ("pika", "dramatiq.worker.ConsumerThread", "dramatiq.broker", "dramatiq.brokers")
-DEFAULT_INTERVAL_S = 60.0
 _QUEUE_SUFFIX = re.compile(r"\(.*\)$")
 #: Where a traceback starts inside a library's message text.
 _TEXT_TRACEBACK = re.compile(r"[;:]?\s*(?:Caller's stack:|Traceback \(most recent call last\))")
 #: Exceptions of a database that does not answer (SQLAlchemy's and psycopg's).
 _DATABASE_AWAY = frozenset({"OperationalError", "InterfaceError"})
 #: What a lost connection's line says, whichever library writes it.
-_CONNECTION_LOSS = (
-    "Connection reset by peer",
-    "ConnectionResetError",
-    "StreamLostError",
-    "Broken pipe",
-    "BrokenPipeError",
-    "Transport indicated EOF",
-    "Socket EOF",
+_CONNECTION_LOSS = re.compile(
+    "Connection reset by peer|ConnectionResetError|StreamLostError|Broken pipe|BrokenPipeError"
+    "|Transport indicated EOF|Socket EOF"
 )
 #: The peer of a socket in pika's text: ``raddr=('127.0.0.1', 5672)``.
 _PEER = re.compile(r"raddr=\('([^']{1,255})', (\d{1,5})\)")
@@ -61,7 +51,7 @@ class LibraryNoiseFilter(logging.Filter):
     def __init__(
         self,
         *,
-        interval_s: float = DEFAULT_INTERVAL_S,
+        interval_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         broker_nodes: Sequence[str] = (),
     ) -> None:
@@ -85,7 +75,7 @@ class LibraryNoiseFilter(logging.Filter):
 def _kind(record: logging.LogRecord) -> tuple[str, int, str]:
     """The kind of a line: a lost connection is one kind whichever library line says it (pika
     writes three for one reset: the transport, the connection, the channel's caller)."""
-    if record.levelno > logging.WARNING and _connection_loss(record):
+    if record.levelno > logging.WARNING and _CONNECTION_LOSS.search(_head(record)):
         return ("", logging.WARNING, "broker connection lost")
     return (_QUEUE_SUFFIX.sub("", record.name), record.levelno, str(record.msg)[:200])
 
@@ -98,11 +88,6 @@ def _head(record: logging.LogRecord) -> str:
         message = message[: in_text.start()]
     exc = record.exc_info[1] if record.exc_info else None
     return f"{message} ({type(exc).__name__}: {exc})" if exc is not None else message
-
-
-def _connection_loss(record: logging.LogRecord) -> bool:
-    head = _head(record)
-    return any(sign in head for sign in _CONNECTION_LOSS)
 
 
 def _database_away(record: logging.LogRecord) -> bool:
@@ -125,9 +110,8 @@ def _shorten(record: logging.LogRecord, held: int, interval_s: float, nodes: str
     if _database_away(record):
         record.levelno, record.levelname = logging.WARNING, "WARNING"  # the message is retried
         message = _database_did_not_answer(full, exc)
-    record.exc_info = None
-    record.exc_text = None
-    if record.levelno > logging.WARNING and any(sign in message for sign in _CONNECTION_LOSS):
+    record.exc_info = record.exc_text = None
+    if record.levelno > logging.WARNING and _CONNECTION_LOSS.search(message):
         record.levelno, record.levelname = logging.WARNING, "WARNING"  # dramatiq reconnects
         message = _connection_lost(message, full, exc, nodes)
     if held:

@@ -13,16 +13,11 @@ tried, so no thread ever waits on it. A daemon thread writes what an idle proces
 waiting. A first design, with a writer thread writing every batch, was slower than no
 batching: that thread had to win the GIL from busy worker threads for every batch.
 
-What is given up, and bounded:
-
-- an INFO line reaches the stream up to ``interval_s`` later (50 ms by default);
-- a process killed with SIGKILL loses at most its last ``interval_s`` of INFO lines. Lines at
-  WARNING and above are written at once, after everything queued before them, so the lines
-  that explain a failure are never held back; an orderly exit (``sys.exit``, the end of a
-  dramatiq worker process) writes everything, through :func:`logging.shutdown`.
-
-Order is kept: lines are written in the order they were queued, and a thread's urgent line
-comes after its own earlier lines.
+What is given up, and bounded (docs/architecture.md, "Logging"): an INFO line reaches the
+stream up to ``interval_s`` (50 ms) later, and is lost if the process is killed with SIGKILL
+meanwhile. Lines at WARNING and above are written at once, after everything queued before
+them (order is kept), so the lines that explain a failure are never held back; an orderly
+exit writes everything.
 """
 
 from __future__ import annotations
@@ -35,20 +30,14 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 
-#: Seconds a line may wait for its batch.
-DEFAULT_INTERVAL_S = 0.05
-#: Lines in a batch that is written at once, however young.
-DEFAULT_MAX_LINES = 512
-
 
 class BatchedLineWriter:
-    """Writes text lines to ``write`` (then ``flush``) in batches.
+    """Writes text lines to ``write`` (then ``flush``) in batches, as the module says.
 
-    The thread whose line makes a batch due (``interval_s`` old or ``max_lines`` long) writes
-    it, if no other thread is writing (a lock tried without waiting, so no thread ever sleeps
-    on it); a daemon thread writes what an idle process left waiting. ``write`` and ``flush``
-    are called under ``lock`` (the handler's), never concurrently. In a forked child the
-    lines queued in the parent before the fork are dropped (the parent writes them).
+    ``interval_s``: seconds a line may wait for its batch; ``max_lines``: a batch that long is
+    written at once, however young. ``write`` and ``flush`` are called under ``lock`` (the
+    handler's), never concurrently. In a forked child the lines queued in the parent before
+    the fork are dropped (the parent writes them).
     """
 
     def __init__(
@@ -57,8 +46,8 @@ class BatchedLineWriter:
         flush: Callable[[], object],
         lock: threading.RLock,
         *,
-        interval_s: float = DEFAULT_INTERVAL_S,
-        max_lines: int = DEFAULT_MAX_LINES,
+        interval_s: float = 0.05,
+        max_lines: int = 512,
     ) -> None:
         self._write = write
         self._flush = flush
@@ -113,8 +102,7 @@ class BatchedLineWriter:
             if self._owner_pid is not None:
                 self._pending = deque()
             self._owner_pid = os.getpid()
-        thread = threading.Thread(target=self._run, name="bgworkers-log-writer", daemon=True)
-        thread.start()
+        threading.Thread(target=self._run, name="bgworkers-log-writer", daemon=True).start()
 
     def _run(self) -> None:
         while True:

@@ -2,17 +2,12 @@
 
 Two situations, on purpose:
 
-- **Imported by an application** (to enqueue work), bgworkers is a library: it changes no
-  handler, level or structlog setting of the application. Its loggers are structlog loggers
-  wrapped around standard-library loggers named ``bgworkers.*`` with a processor chain of their
-  own (not structlog's global configuration, which belongs to the application), so its events
-  reach the application's handlers as one ``event key=value ...`` line, secrets scrubbed.
-- **In the processes bgworkers starts** (``dramatiq bgworkers`` workers,
-  ``periodiq bgworkers``, the ``bgworkers`` command), :func:`configure_logging` is called once
-  from the process's boot hook (see :mod:`bgworkers.processes.boot`): one handler on the root logger
-  renders every line as JSON (or console text), library loggers (dramatiq, pika, periodiq)
-  included, so every line on stdout has one shape and carries the message context bound by the
-  logging middleware.
+- **Imported by an application**, bgworkers changes no handler, level or structlog setting:
+  its ``bgworkers.*`` loggers have a processor chain of their own (not structlog's global
+  configuration) and hand the application's handlers one scrubbed ``event key=value`` line.
+- **In the processes bgworkers starts**, :func:`configure_logging` (called once at boot, see
+  :mod:`bgworkers.processes.boot`) puts one handler on the root logger, so every line on stdout,
+  the libraries' included, is JSON (or console text) with the message context bound to it.
 
 Lines go to the process's original stdout (``sys.__stdout__``): dramatiq's CLI points
 ``sys.stdout`` of its worker processes at a pipe that it copies to stderr, while operators
@@ -53,12 +48,10 @@ from bgworkers.logs.redaction import redact_value as redact_value
 def redact_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     """structlog processor: no password, token or credential reaches the output.
 
-    Every field goes through :func:`redact_value`, except cases decided here without its
-    calls, which are most fields of most lines (a number, or an id, name or outcome that is
-    short and has none of the characters any secret pattern needs): they come out of
-    :func:`redact_value` unchanged anyway, and this runs on every line of every message.
-    A line's keys and most of its short values (event, level, logger, actor, queue,
-    outcome) repeat from line to line, so both verdicts are remembered.
+    It runs on every line of every message, so the fields :func:`redact_value` would return
+    unchanged (a number; a short text with none of the characters a secret pattern needs) are
+    decided here without its calls, and the verdicts on keys and short values (event, level,
+    actor, queue, outcome), which repeat from line to line, are remembered.
     """
     for key, value in event_dict.items():  # values replaced in place: the size never changes
         if key == "timestamp":
@@ -90,6 +83,7 @@ _SECRET_KEY_VERDICTS: dict[str, bool] = {}
 _PLAIN_TEXTS: dict[str, bool] = {}
 _REMEMBERED_ENTRIES = 4096
 _REMEMBERED_TEXT_CHARS = 64
+_PLAIN_SCALARS: frozenset[type] = frozenset({int, float, bool, type(None)})
 
 
 def _remember(verdicts: dict[str, bool], text: str, verdict: bool) -> bool:
@@ -97,14 +91,6 @@ def _remember(verdicts: dict[str, bool], text: str, verdict: bool) -> bool:
         verdicts.clear()
     verdicts[text] = verdict
     return verdict
-
-
-_PLAIN_SCALARS: frozenset[type] = frozenset({int, float, bool, type(None)})
-
-
-def _json_fallback(value: Any) -> str:
-    # As structlog's JSONRenderer: what JSON has no type for is logged as its repr.
-    return repr(value)
 
 
 _ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
@@ -115,16 +101,17 @@ def render_json(_: WrappedLogger, __: str, event_dict: EventDict) -> str:
 
     orjson renders a line in a tenth of the standard encoder's time (``message_processed``
     is written once per message). The content is the standard library's: datetimes and
-    dataclasses still go to the repr fallback, and a line with non-ASCII text, a key that is
-    not a string or an integer beyond 64 bits is rendered by ``json.dumps`` (ASCII-escaped,
-    as before), so no stream encoding can refuse it. Only the separators are compact.
+    dataclasses still go to the repr fallback (as with structlog's JSONRenderer), and a line
+    with non-ASCII text, a key that is not a string or an integer beyond 64 bits is rendered
+    by ``json.dumps`` (ASCII-escaped), so no stream encoding can refuse it. Only the
+    separators are compact.
     """
     try:
-        rendered = orjson.dumps(event_dict, default=_json_fallback, option=_ORJSON_OPTIONS)
+        rendered = orjson.dumps(event_dict, default=repr, option=_ORJSON_OPTIONS)
     except TypeError:  # orjson.JSONEncodeError: non-str keys, big ints, lone surrogates
-        return json.dumps(event_dict, default=_json_fallback)
+        return json.dumps(event_dict, default=repr)
     if not rendered.isascii():
-        return json.dumps(event_dict, default=_json_fallback)
+        return json.dumps(event_dict, default=repr)
     return rendered.decode("ascii")
 
 
@@ -161,10 +148,9 @@ def _shared_processors() -> list[Processor]:
 
 
 class _ProcessState:
-    """Whether this process renders through bgworkers' handler (set by configure_logging),
-    and that handler with its formatter."""
+    """The handler this process renders through, set by configure_logging (None: bgworkers
+    renders as a library)."""
 
-    configured = False
     handler: _PipeTolerantHandler | None = None
     #: The root logger's level before configure_logging changed it (put back by reset_logging).
     root_level: int | None = None
@@ -174,13 +160,10 @@ _KEY_VALUE = structlog.processors.KeyValueRenderer(key_order=["event"], drop_mis
 
 
 def _hand_to_stdlib(logger: WrappedLogger, method: str, event_dict: EventDict) -> Any:
-    """Last step of bgworkers' chain: a structured record for our handler, else one text line.
-
-    In bgworkers' own processes the event dict goes to the root handler's ProcessorFormatter,
-    which renders it (JSON or console). In an application's process no bgworkers handler
-    exists: the application's formatter gets a plain, already scrubbed ``event=... k=v`` text.
-    """
-    if _ProcessState.configured:
+    """Last step of bgworkers' chain: in bgworkers' own processes, the event dict for the root
+    handler's formatter (JSON or console); in an application's process, where no bgworkers
+    handler exists, one scrubbed ``event=... k=v`` text for the application's formatter."""
+    if _ProcessState.handler is not None:
         return structlog.stdlib.ProcessorFormatter.wrap_for_formatter(logger, method, event_dict)
     for key in ("timestamp", "level", "logger"):
         event_dict.pop(key, None)
@@ -219,47 +202,35 @@ class _PipeTolerantHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def handle(self, record: logging.LogRecord) -> bool:
         if not self.filter(record):
             return False
-        try:
-            line = self.format(record) + self.terminator
-        except RecursionError:  # as logging.StreamHandler.emit
-            raise
-        except Exception:  # noqa: BLE001 - as logging's own handlers: report, never raise
-            self.handleError(record)
-            return True
-        self._write_line(line, urgent=record.levelno >= logging.WARNING, record=lambda: record)
+        self._emit(lambda: self.format(record), record.levelno >= logging.WARNING, lambda: record)
         return True
 
     def write_event(self, logger: logging.Logger, event_dict: EventDict, *, urgent: bool) -> None:
         """Render a structured event (see :func:`log_line`) and write it like a record."""
-
-        def as_record() -> logging.LogRecord:  # only for handleError's report
-            return logging.makeLogRecord({"msg": event_dict, "name": logger.name})
-
         formatter = self.formatter
         assert isinstance(formatter, _LineFormatter)
-        try:
-            line = formatter.render_event(logger, event_dict, event_dict["level"]) + self.terminator
-        except RecursionError:
-            raise
-        except Exception:  # noqa: BLE001 - as logging's own handlers: report, never raise
-            self.handleError(as_record())
-            return
-        self._write_line(line, urgent=urgent, record=as_record)
+        self._emit(
+            lambda: formatter.render_event(logger, event_dict, event_dict["level"]),
+            urgent,
+            lambda: logging.makeLogRecord({"msg": event_dict, "name": logger.name}),
+        )
 
-    def _write_line(
-        self, line: str, *, urgent: bool, record: Callable[[], logging.LogRecord]
+    def _emit(
+        self, render: Callable[[], str], urgent: bool, record: Callable[[], logging.LogRecord]
     ) -> None:
-        if self._writer is not None:
-            self._writer.submit(line, urgent=urgent)
-            return
-        with self.lock:  # type: ignore[union-attr]
-            try:
+        """Render a line and write it; ``record`` is made only for handleError's report."""
+        try:
+            line = render() + self.terminator
+            if self._writer is not None:
+                self._writer.submit(line, urgent=urgent)
+                return
+            with self.lock:  # type: ignore[union-attr]
                 self.stream.write(line)
                 self.flush()
-            except RecursionError:
-                raise
-            except Exception:  # noqa: BLE001 - as logging's own handlers: report, never raise
-                self.handleError(record())
+        except RecursionError:  # as logging.StreamHandler.emit
+            raise
+        except Exception:  # noqa: BLE001 - as logging's own handlers: report, never raise
+            self.handleError(record())
 
     def flush(self) -> None:
         if self._writer is not None:
@@ -280,18 +251,13 @@ class _PipeTolerantHandler(logging.StreamHandler):  # type: ignore[type-arg]
             step(*args)
         except RecursionError:
             raise
-        except Exception:  # noqa: BLE001 - as logging's own handlers: report, never raise
-            self._write_failed()
-
-    def _write_failed(self) -> None:
-        # Called under the handler's lock while a batch is written: setStream would flush
-        # again.
-        if isinstance(sys.exc_info()[1], BrokenPipeError):
+        except BrokenPipeError:
+            # Under the handler's lock while a batch is written: setStream would flush again.
             self.stream = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the handler
-            return
-        # As logging.Handler.handleError for a batch: what failed, on stderr, once per batch.
-        if logging.raiseExceptions and sys.stderr:
-            sys.stderr.write(f"--- Logging error --- {sys.exc_info()[1]!r} (lines lost)\n")
+        except Exception as exc:  # noqa: BLE001 - as logging's own handlers: report, never raise
+            # As logging.Handler.handleError for a batch: what failed, on stderr, once per batch.
+            if logging.raiseExceptions and sys.stderr:
+                sys.stderr.write(f"--- Logging error --- {exc!r} (lines lost)\n")
 
     def handleError(self, record: logging.LogRecord) -> None:
         if isinstance(sys.exc_info()[1], BrokenPipeError):
@@ -311,13 +277,8 @@ class _LineFormatter(structlog.stdlib.ProcessorFormatter):
     """
 
     def __init__(self, *, own_processors: list[Processor], **kwargs: Any) -> None:
-        super().__init__(
-            processors=[
-                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                *own_processors,
-            ],
-            **kwargs,
-        )
+        remove_meta = structlog.stdlib.ProcessorFormatter.remove_processors_meta
+        super().__init__(processors=[remove_meta, *own_processors], **kwargs)
         self._own_processors = own_processors
 
     def format(self, record: logging.LogRecord) -> str:
@@ -356,10 +317,9 @@ def configure_logging(
 ) -> None:
     """Route every logger of this process to one handler on ``stream`` (bgworkers' processes).
 
-    Only the processes bgworkers starts call this (see :mod:`bgworkers.processes.boot`); an
-    application that imports bgworkers keeps its own logging. ``batched``: lines below WARNING are
-    written a batch at a time (worker processes, see :mod:`bgworkers.logs.log_writer`).
-    ``broker_nodes``: ``host:port`` of the RabbitMQ nodes, named by a lost connection's line.
+    ``batched``: lines below WARNING are written a batch at a time (worker processes, see
+    :mod:`bgworkers.logs.log_writer`). ``broker_nodes``: ``host:port`` of the RabbitMQ nodes,
+    named by a lost connection's line.
     """
     stream = stream or sys.__stdout__ or sys.stdout
     console = resolve_log_format(log_format, stream) == "console"
@@ -371,39 +331,28 @@ def configure_logging(
     handler = _PipeTolerantHandler(stream, batched=batched)
     handler.setFormatter(formatter)
     handler.addFilter(LibraryNoiseFilter(broker_nodes=broker_nodes))
+    reset_logging()
     root = logging.getLogger()
     for old in list(root.handlers):
-        if getattr(old, "_bgworkers", False) or not _is_test_capture(old):
+        # pytest's caplog/report handlers live on the root logger; kept so tests still see logs.
+        if not type(old).__module__.startswith("_pytest"):
             root.removeHandler(old)
     handler._bgworkers = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     _ProcessState.handler = handler
     if batched:
-        _flush_at_exit(handler)
-    if _ProcessState.root_level is None:
-        _ProcessState.root_level = root.level
+        # logging.shutdown runs at interpreter exit, but a dramatiq worker process is a
+        # multiprocessing child, which ends with os._exit after only multiprocessing's own
+        # exit finalizers: one of those writes the lines still waiting, last.
+        import multiprocessing.util
+
+        multiprocessing.util.Finalize(handler, handler.flush, exitpriority=-100)
+    _ProcessState.root_level = root.level
     root.setLevel(level)
     # pika logs every reconnect attempt with a traceback; our own lines say what matters.
     logging.getLogger("pika").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     quiet_http_client_logs()
-    _ProcessState.configured = True
-
-
-def _flush_at_exit(handler: logging.Handler) -> None:
-    """Write the lines still waiting when the process ends.
-
-    :func:`logging.shutdown` runs at interpreter exit, but a dramatiq worker process is a
-    ``multiprocessing`` child, which ends with ``os._exit`` after running only
-    ``multiprocessing``'s own exit finalizers: one of those flushes the handler, last.
-    """
-    import multiprocessing.util
-
-    multiprocessing.util.Finalize(handler, handler.flush, exitpriority=-100)
-
-
-#: The loggers of the HTTP client libraries; their request lines carry full URLs.
-HTTP_CLIENT_LOGGERS: tuple[str, ...] = ("httpx", "httpcore")
 
 
 class _QueryRedactingFilter(logging.Filter):
@@ -442,7 +391,7 @@ def quiet_http_client_logs() -> None:
     unless someone chose a level for them, and their records lose their query strings.
     Idempotent.
     """
-    for name in HTTP_CLIENT_LOGGERS:
+    for name in ("httpx", "httpcore"):
         logger = logging.getLogger(name)
         if logger.level == logging.NOTSET:
             logger.setLevel(logging.WARNING)
@@ -451,9 +400,9 @@ def quiet_http_client_logs() -> None:
 
 
 def reset_logging() -> None:
-    """Undo :func:`configure_logging` (tests): remove bgworkers' handler and put the root
-    level back, so other libraries' records (aiosmtpd's ``mail.log``) are not written to the
-    real stdout any more; render as a library."""
+    """Undo :func:`configure_logging`: remove bgworkers' handler and put the root level back,
+    so other libraries' records (aiosmtpd's ``mail.log`` in tests) are not written to the real
+    stdout any more; render as a library."""
     root = logging.getLogger()
     for old in list(root.handlers):
         if getattr(old, "_bgworkers", False):
@@ -461,13 +410,7 @@ def reset_logging() -> None:
     if _ProcessState.root_level is not None:
         root.setLevel(_ProcessState.root_level)
         _ProcessState.root_level = None
-    _ProcessState.configured = False
     _ProcessState.handler = None
-
-
-def _is_test_capture(handler: logging.Handler) -> bool:
-    # pytest's caplog/report handlers live on the root logger; keep them so tests still see logs.
-    return type(handler).__module__.startswith("_pytest")
 
 
 #: structlog's method name for each level, as ``add_log_level`` turns it into the level field.
@@ -491,13 +434,13 @@ def log_line(name: str, level: int, event: str, **fields: Any) -> None:
     """
     method = _METHODS[level]
     handler = _ProcessState.handler
-    logger = _stdlib_logger(name)
+    logger, bound_logger = _loggers(name)
     if (
         handler is None
         or not logger.isEnabledFor(level)
         or not _only_our_handler(logger, handler, level)
     ):
-        getattr(_bound_logger(name), method)(event, **fields)
+        getattr(bound_logger, method)(event, **fields)
         return
     event_dict: Any = fields
     event_dict["event"] = event
@@ -507,15 +450,10 @@ def log_line(name: str, level: int, event: str, **fields: Any) -> None:
 
 
 @functools.lru_cache(maxsize=64)
-def _bound_logger(name: str) -> structlog.stdlib.BoundLogger:
-    return get_logger(name)
-
-
-@functools.lru_cache(maxsize=64)
-def _stdlib_logger(name: str) -> logging.Logger:
+def _loggers(name: str) -> tuple[logging.Logger, structlog.stdlib.BoundLogger]:
     # logging.getLogger takes logging's module lock on every call: eight threads asking for
     # it once per message each queued on that lock.
-    return logging.getLogger(name)
+    return logging.getLogger(name), get_logger(name)
 
 
 def _only_our_handler(logger: logging.Logger, handler: logging.Handler, level: int) -> bool:
@@ -539,11 +477,8 @@ def _only_our_handler(logger: logging.Logger, handler: logging.Handler, level: i
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
-    """A structlog logger; call it with an event name and key/value data.
-
-    Wrapped around ``logging.getLogger(name)`` with bgworkers' own processor chain, so it works
-    the same whatever the application did (or did not do) with ``structlog.configure``.
-    """
+    """A structlog logger with bgworkers' own processor chain (see the module); call it with
+    an event name and key/value data."""
     logger: structlog.stdlib.BoundLogger = structlog.wrap_logger(
         logging.getLogger(name),
         processors=_CHAIN,

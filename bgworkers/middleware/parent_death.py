@@ -1,5 +1,5 @@
 """Worker processes stop when dramatiq's main process dies
-(see :mod:`bgworkers.processes.process_group`).
+(see :mod:`bgworkers.processes.runner`).
 
 Why a middleware: dramatiq forks its worker processes itself; ``process_boot`` is the first
 hook that runs inside each of them. SIGTERM is dramatiq's own "stop gracefully" signal, so an
@@ -13,7 +13,7 @@ import signal
 import dramatiq
 from dramatiq.middleware import Middleware
 
-from bgworkers.processes.process_group import set_parent_death_signal
+from bgworkers.processes.runner import set_parent_death_signal
 
 
 class StopWithParent(Middleware):

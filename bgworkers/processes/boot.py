@@ -1,19 +1,11 @@
-"""Wiring of the processes bgworkers starts, kept out of ``import bgworkers``.
+"""Wiring of the processes bgworkers starts (logging, tracing), kept out of ``import bgworkers``:
+an application that imports bgworkers keeps its own logging and starts no thread or server.
 
-Why a module of its own: an application imports bgworkers to enqueue work and must keep its
-logging, get exceptions it can catch and find no thread or server started (see
-:mod:`bgworkers`). The processes that bgworkers *is* — the ``dramatiq bgworkers`` workers (one
-of which also serves the group's metrics), the ``periodiq bgworkers`` scheduler and the
-``bgworkers`` command — need more: logging set up once, and the scheduler's HTTP endpoint.
-Each calls one function here at its start:
-
-- worker processes: dramatiq's ``process_boot`` hook (:class:`WorkerProcessBoot`, on the
-  broker a CLI loads), emitted by dramatiq's CLI right after it imported the broker module;
-- the scheduler: periodiq has no hook, so the CLI's wiring
-  (:func:`bgworkers.stack.wire_for_cli`) calls
-  :func:`bgworkers.scheduling.scheduler_boot.boot_scheduler` when periodiq
-  is the CLI loading bgworkers;
-- the ``bgworkers`` command: :func:`bgworkers.cli.admin.main` calls :func:`boot_process`.
+Each process calls one function here at its start (docs/architecture.md, "Processes"): a
+``dramatiq bgworkers`` worker process through dramatiq's ``process_boot`` hook
+(:class:`WorkerProcessBoot`); ``periodiq bgworkers``, which has no hook, through
+:func:`bgworkers.scheduling.scheduler_boot.boot_scheduler`; the ``bgworkers`` command from its
+``main()``.
 """
 
 from __future__ import annotations

@@ -88,12 +88,11 @@ def broker_problem(exc: BaseException, url: str) -> Problem:
             f"RabbitMQ at {place} refused access to the vhost for this user; grant it "
             "(rabbitmqctl set_permissions -p <vhost> <user> '.*' '.*' '.*')",
         )
-    reason = _short_reason(exc)
     return Problem(
         "broker_unreachable",
         EXIT_UNAVAILABLE,
-        f"RabbitMQ does not answer at {place} ({reason}); start it (make broker does on "
-        "Debian: deploy/ensure-rabbitmq.sh) or point BGW_BROKER_URL at a running broker",
+        f"RabbitMQ does not answer at {place} ({_short_reason(exc)}); start it (make broker "
+        "does on Debian: deploy/ensure-rabbitmq.sh) or point BGW_BROKER_URL at a running broker",
     )
 
 

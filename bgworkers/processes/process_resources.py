@@ -36,12 +36,8 @@ def close_all() -> None:
 
 
 class ProcessResource(Generic[T]):
-    """One ``T`` per worker process: built on first use, replaceable by tests, never shared
-    with a forked child, and (given ``close``) closed when the worker stops.
-
-    The database engine, the sync HTTP client and the SMTP mailer all follow this life cycle;
-    each declares one instance instead of its own global, lock and fork hook.
-    """
+    """One ``T`` per worker process, with the life cycle above (``replace``: for tests); each
+    shared resource declares one instead of its own global, lock and fork hook."""
 
     def __init__(
         self,

@@ -1,4 +1,5 @@
-"""``bgworkers run``: the worker and the scheduler under one supervisor, for a single machine.
+"""``bgworkers run``: the worker and the scheduler under one supervisor, for a single machine,
+and the guards that keep any worker from outliving the process that supervises it.
 
 Why a supervisor: dramatiq's CLI exits when a worker process dies, and periodiq, like any
 process, may crash (it waits out a RabbitMQ outage, see
@@ -6,27 +7,100 @@ process, may crash (it waits out a RabbitMQ outage, see
 restarts them; on a developer's machine this command does the same: it starts
 ``dramatiq bgworkers`` and ``periodiq bgworkers``, restarts whichever exits unexpectedly
 (with a growing delay, capped), and on Ctrl-C or SIGTERM stops both gracefully, then
-forcefully after a timeout. Each child runs in a process group of its own that is reaped as a
-whole before a restart and at the end: when dramatiq's main process is killed, its worker
-processes are stopped too, never left running beside the new set (see
-:mod:`bgworkers.processes.process_group`).
+forcefully after a timeout.
+
+Why the guards: dramatiq's CLI forks its worker processes; when its main process dies by
+SIGKILL (or an OOM kill) they keep running as children of PID 1, consuming messages
+unsupervised with old code, beside the set a restart starts. So every child of
+``bgworkers run`` starts in a process group of its own, which the supervisor reaps as a whole
+(:func:`reap_group`) before a restart and when it stops; and each process asks the kernel for
+a signal when its parent dies (:func:`set_parent_death_signal`, Linux
+``prctl(PR_SET_PDEATHSIG)``), so an orphan stops by itself even when nobody is left to reap it.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from bgworkers.logs.loggers import get_logger
-from bgworkers.processes.process_group import reap_group, set_parent_death_signal
+from bgworkers.processes.diagnosis import EXIT_CONFIGURATION
 
 log = get_logger(__name__)
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_PROC = Path("/proc")
+
+
+def set_parent_death_signal(signum: int = signal.SIGTERM) -> bool:
+    """Have the kernel send ``signum`` to this process when its parent exits (Linux only).
+
+    Returns False where unsupported. If the parent died while the call was made (this
+    process was reparented meanwhile), the signal is sent to ourselves at once. (A parent that
+    is PID 1 is legitimate: a container's entry point, or systemd.)
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    parent = os.getppid()
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
+        return False
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signum)
+    return True
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group ``pgid``."""
+    if not _PROC.is_dir():  # not Linux: the kernel's answer, zombies included
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return []
+        return [pgid]
+    members = []
+    for entry in _PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # the process ended while we looked
+            continue
+        # Fields after "(comm)": state ppid pgrp ...; comm itself may hold spaces or ")".
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def reap_group(pgid: int, *, name: str, term_timeout_s: float = 5.0) -> int:
+    """SIGTERM what is left of group ``pgid``, SIGKILL it after ``term_timeout_s``.
+
+    Returns how many processes were still running when the reaping began (0: nothing to do).
+    """
+    left = group_members(pgid)
+    if not left:
+        return 0
+    log.warning("process_group_reaped", process=name, pgid=pgid, remaining=len(left))
+    for signum, wait_s in ((signal.SIGTERM, term_timeout_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, signum)
+        except ProcessLookupError:
+            return len(left)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if not group_members(pgid):
+                return len(left)
+            time.sleep(0.1)
+    return len(left)
 
 
 @dataclass
@@ -36,13 +110,11 @@ class Child:
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     next_start: float = 0.0
-    started_at: float = field(default=0.0)
+    started_at: float = 0.0
 
     def start(self) -> None:
-        # Own process group: Ctrl-C in the terminal reaches the supervisor only, which then
-        # stops children in order instead of all of them dying at once; and the group is what
-        # :meth:`reap` kills, grandchildren included. The parent-death signal stops the child
-        # if the supervisor itself is killed.
+        # Own process group (see the module): Ctrl-C in the terminal reaches the supervisor
+        # only, which then stops children in order instead of all of them dying at once.
         self.process = subprocess.Popen(
             self.argv, start_new_session=True, preexec_fn=set_parent_death_signal
         )
@@ -52,46 +124,31 @@ class Child:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def reap(self) -> int:
+    def reap(self) -> None:
         """Stop whatever is left of this child's process group (its orphaned workers)."""
-        if self.process is None:
-            return 0
-        return reap_group(self.process.pid, name=self.name)
+        if self.process is not None:
+            reap_group(self.process.pid, name=self.name)
 
 
-#: Exit codes that a restart cannot fix: 2, a bad setting (bgworkers' configuration error) or
-#: a module that does not import (dramatiq's code for it).
-PERMANENT_EXIT_CODES = frozenset({2})
 #: dramatiq's own graceful stop (finish running messages), in milliseconds; kept below the
 #: supervisor's kill deadline so messages get the whole of it.
 WORKER_SHUTDOWN_TIMEOUT_MS = 50_000
-STOP_TIMEOUT_S = 60.0
 
 
 def default_children(*, processes: int, threads: int) -> list[Child]:
     python = sys.executable
+    worker = (
+        f"-m dramatiq bgworkers --processes {processes} --threads {threads}"
+        f" --worker-shutdown-timeout {WORKER_SHUTDOWN_TIMEOUT_MS}"
+    )
     return [
-        Child(
-            "worker",
-            [
-                python,
-                "-m",
-                "dramatiq",
-                "bgworkers",
-                "--processes",
-                str(processes),
-                "--threads",
-                str(threads),
-                "--worker-shutdown-timeout",
-                str(WORKER_SHUTDOWN_TIMEOUT_MS),
-            ],
-        ),
+        Child("worker", [python, *worker.split()]),
         # periodiq has no ``__main__``: run its console script from this environment.
         Child("scheduler", [str(Path(python).parent / "periodiq"), "bgworkers"]),
     ]
 
 
-def supervise(children: list[Child], *, stop_timeout_s: float = STOP_TIMEOUT_S) -> int:
+def supervise(children: list[Child], *, stop_timeout_s: float = 60.0) -> int:
     """Run ``children`` until a stop signal; return the exit code for the shell.
 
     0 after a clean stop; the child's code when it exited with a permanent error (it is not
@@ -119,14 +176,16 @@ def supervise(children: list[Child], *, stop_timeout_s: float = STOP_TIMEOUT_S) 
                 # dramatiq's worker processes outlive a killed main process: never run a
                 # second set beside them.
                 child.reap()
-                if code in PERMANENT_EXIT_CODES:
+                # A bad setting (bgworkers' configuration error) or a module that does not
+                # import (dramatiq's code for it): a restart cannot fix it.
+                if code == EXIT_CONFIGURATION:
                     log.error(
                         "process_failed_permanently",
                         process=child.name,
                         code=code,
                         hint="a restart cannot fix this: read the lines above (configuration?)",
                     )
-                    failed_code = code or 1
+                    failed_code = EXIT_CONFIGURATION
                     stopping = True
                     break
                 # Restart quickly after a long healthy run, slower after repeated crashes.

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bgworkers.processes.process_group import group_members
+from bgworkers.processes.runner import group_members
 from tests.platform_helpers import free_port, wait_for
 
 pytestmark = pytest.mark.integration
