@@ -37,7 +37,7 @@ DATA_DIR_PATHS = ("metrics_dir", "temp_dir", "backup_dir")
 #: Characters of an unknown ``BGW_TIMEZONE`` quoted in its error (the line stays one line).
 _MAX_ZONE_SHOWN = 64
 #: Quorum queues: redeliveries of one message before it is dead-lettered
-#: (see :mod:`bgworkers.brokers.queue_types`).
+#: (see docs/scaling.md, "Queue types").
 DEFAULT_DELIVERY_LIMIT = 20
 #: Below this a few worker restarts during one retry delay would dead-letter healthy messages.
 MIN_DELIVERY_LIMIT = 5
@@ -114,7 +114,7 @@ class Settings(BaseSettings):
     #: change the type of an existing queue: switching needs the migration described there.
     queue_type: Literal["classic", "quorum"] = "classic"
     #: Quorum queues: redeliveries of one message (worker crash, lost connection) before it
-    #: is dead-lettered; retries do not count (see bgworkers.brokers.queue_types).
+    #: is dead-lettered; retries do not count (see docs/scaling.md, "Queue types").
     queue_delivery_limit: int = Field(
         default=DEFAULT_DELIVERY_LIMIT, ge=MIN_DELIVERY_LIMIT, le=1000
     )

@@ -3,9 +3,9 @@
 - ``rabbitmq``: the broker class and its screening consumer (``build_broker``, which puts
   the middleware on it, is in :mod:`bgworkers.stack.broker`);
 - ``wiring``: the broker made on first need;
-- ``cluster_broker``: quorum or classic queue arguments, logged (re)connections;
+- ``cluster_broker``: the arguments of every queue bgworkers declares (quorum or classic),
+  logged (re)connections;
 - ``broker_nodes``: several RabbitMQ nodes in ``BGW_BROKER_URL``;
-- ``queue_types``: the arguments of every queue bgworkers declares;
 - ``envelope``: the check of a delivered message's envelope (poison messages);
 - ``coalesced_acks``: acks handed to the consumer's connection in batches;
 - ``hook_dispatch``: middleware hooks called only where they are defined;
