@@ -5,10 +5,9 @@
 - ``wiring``: the broker made on first need;
 - ``cluster_broker``: the arguments of every queue bgworkers declares (quorum or classic),
   logged (re)connections;
-- ``broker_nodes``: several RabbitMQ nodes in ``BGW_BROKER_URL``;
+- ``broker_nodes``: several RabbitMQ nodes in ``BGW_BROKER_URL``; whether RabbitMQ answers;
 - ``envelope``: the check of a delivered message's envelope (poison messages);
 - ``coalesced_acks``: acks handed to the consumer's connection in batches;
 - ``hook_dispatch``: middleware hooks called only where they are defined;
-- ``probe``: whether RabbitMQ answers, as a first-day diagnosis;
 - ``queue_move``: ``bgworkers move-queues``, moving messages to another vhost.
 """

@@ -12,7 +12,7 @@ the old vhost any more (old workers stopped): a message a worker holds is not th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pika
@@ -32,30 +32,22 @@ class Moved:
     messages: int
 
 
-def queue_names(names: Iterable[str] = queues.ALL) -> list[str]:
-    """Every queue bgworkers has for ``names``: ``<q>``, ``<q>.DQ``, ``<q>.XQ``."""
-    return [name for q in names for name in (q, dq_name(q), xq_name(q))]
-
-
 def move_queues(
-    from_url: str,
-    broker: RabbitmqBroker,
-    *,
-    names: Iterable[str] = queues.ALL,
-    report: Callable[[Moved], None] = lambda _: None,
+    from_url: str, broker: RabbitmqBroker, *, report: Callable[[Moved], None] = lambda _: None
 ) -> list[Moved]:
-    """Move every message of ``names``' queues at ``from_url`` to ``broker``'s queues."""
+    """Move every message of bgworkers' queues at ``from_url`` to ``broker``'s queues."""
     source = open_blocking_connection(from_url, socket_timeout=10)
     moved = []
     try:
-        for queue in names:
+        for queue in queues.ALL:
             broker.declare_queue(queue, ensure=True)
         target = broker.connection.channel()
         target.confirm_delivery()
-        for name in queue_names(names):
-            result = Moved(name, _move_one(source, target, name))
-            report(result)
-            moved.append(result)
+        for queue in queues.ALL:
+            for name in (queue, dq_name(queue), xq_name(queue)):
+                result = Moved(name, _move_one(source, target, name))
+                report(result)
+                moved.append(result)
         target.close()
     finally:
         source.close()

@@ -25,7 +25,7 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
-    from bgworkers.brokers.probe import probe_broker_problem
+    from bgworkers.brokers.broker_nodes import probe_broker_problem
     from bgworkers.cli.cli_errors import say
     from bgworkers.processes.runner import default_children, supervise
 
