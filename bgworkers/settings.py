@@ -110,11 +110,10 @@ class Settings(BaseSettings):
     # --- platform -------------------------------------------------------------------------
     #: One URL, or several nodes of one cluster separated by ``;`` (tried in that order).
     broker_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
-    #: ``quorum``: replicated queues for a RabbitMQ cluster (docs/scaling.md). RabbitMQ cannot
-    #: change the type of an existing queue: switching needs the migration described there.
+    #: ``quorum``: replicated queues for a RabbitMQ cluster; switching needs a migration
+    #: (docs/scaling.md).
     queue_type: Literal["classic", "quorum"] = "classic"
-    #: Quorum queues: redeliveries of one message (worker crash, lost connection) before it
-    #: is dead-lettered; retries do not count (see docs/scaling.md, "Queue types").
+    #: Quorum queues: redeliveries before a message is dead-lettered (docs/scaling.md).
     queue_delivery_limit: int = Field(
         default=DEFAULT_DELIVERY_LIMIT, ge=MIN_DELIVERY_LIMIT, le=1000
     )
@@ -124,10 +123,8 @@ class Settings(BaseSettings):
     #: Default: ``sqlite:///<data_dir>/bgworkers.db``.
     database_url: SecretStr = SecretStr("sqlite:///bgworkers.db")
     database_echo: bool = False
-    #: PostgreSQL ends a session idle inside a transaction this long (0: never). Why: a host
-    #: cut off between a statement and its COMMIT keeps its row locks until the server
-    #: notices the dead client (hours, or never through a proxy), blocking every other
-    #: worker that touches those rows; none of bgworkers' transactions idles for seconds.
+    #: PostgreSQL ends a session idle inside a transaction this long (0: never): a cut-off
+    #: host would keep its row locks for hours (docs/configuration.md).
     database_idle_transaction_timeout_s: float = Field(default=60.0, ge=0)
     #: With tracing on (``OTEL_*``), a CLIENT span per SQL statement (no text, no values).
     trace_sql: bool = False
@@ -248,17 +245,15 @@ class Settings(BaseSettings):
     sync_http_max_attempts: int = Field(default=3, ge=1, le=10)
     sync_http_max_inline_wait_s: float = Field(default=5.0, ge=0, le=60)
     sync_fanout_batch_size: int = Field(default=500, ge=1, le=10_000)
-    #: Users per calendar sync message: a page takes their slots and rate-limit slots in a
-    #: few statements, lists their calendars concurrently and writes them in one transaction.
+    #: Users per calendar sync message (one transaction per page; docs/configuration.md).
     sync_page_size: int = Field(default=50, ge=1, le=500)
     #: Requests a worker process has in flight at once for its pages (a thread pool).
     sync_page_concurrency: int = Field(default=32, ge=1, le=256)
     #: Seconds a per-user sync runs before it yields its thread and queues the rest of its
     #: listing behind other users' work; 0 never yields.
     sync_time_slice_s: float = Field(default=30.0, ge=0, le=3600)
-    #: Seconds a connection's runs may keep being paused by a rate-limit storm before the
-    #: chain of re-sends stops (recorded on the connection) and the next scheduled sync
-    #: starts again; about the shortest sync schedule (the calendar's hour).
+    #: Seconds a connection's runs may stay paused by a rate-limit storm before the chain of
+    #: re-sends stops; about the shortest sync schedule (the calendar's hour).
     sync_max_pause_s: float = Field(default=3600.0, gt=0, le=86_400)
     #: Per-user jobs (syncs, backups) of one user running at once, across every process and
     #: host (PostgreSQL); 0 is no cap.
@@ -329,14 +324,11 @@ def load_settings(**overrides: object) -> Settings:
     except SettingsError as exc:
         # A value that is not even parseable (``BGW_SCHEDULE_OVERRIDES='not json'``): pydantic
         # reports it before validation, naming the field only inside its message.
-        raise ConfigurationError(f"invalid configuration: {_unparseable(exc)}") from None
-
-
-def _unparseable(exc: SettingsError) -> str:
-    match = re.search(r'field "([a-z_]+)"', str(exc))
-    if match is None:
-        return str(exc)
-    return f"{ENV_PREFIX}{match.group(1).upper()}: not valid JSON (expected a JSON object)"
+        match = re.search(r'field "([a-z_]+)"', str(exc))
+        problem = str(exc)
+        if match:
+            problem = f"{ENV_PREFIX}{match[1].upper()}: not valid JSON (expected a JSON object)"
+        raise ConfigurationError(f"invalid configuration: {problem}") from None
 
 
 @functools.cache

@@ -136,22 +136,6 @@ def _fast_binder(
     return bind
 
 
-def checked_arguments(fn: Callable[P, R]) -> Callable[P, R]:
-    """Wrap ``fn`` so that bad arguments raise :class:`InvalidArguments` before it runs.
-
-    The wrapper's ``check_arguments`` attribute is the check alone (see
-    :func:`check_actor_arguments`).
-    """
-    check = argument_checker(fn)
-
-    @functools.wraps(fn)
-    def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        return fn(**check(*args, **kwargs))  # type: ignore[call-arg]
-
-    run.check_arguments = check  # type: ignore[attr-defined]
-    return run
-
-
 def check_actor_arguments(
     actor: dramatiq.Actor[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> None:
@@ -213,14 +197,20 @@ def task(
 
         if periodic:
             actor_options["periodic"] = periodic_option(fn.__name__)
+        check = argument_checker(fn)
 
+        @functools.wraps(fn)
+        def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            return fn(**check(*args, **kwargs))  # type: ignore[call-arg]
+
+        run.check_arguments = check  # type: ignore[attr-defined]  # see check_actor_arguments
         declare = dramatiq.actor(
             actor_name=fn.__name__,
             queue_name=queue,
             broker=broker if broker is not None else app_broker(),
             **actor_options,
         )
-        actor: dramatiq.Actor[P, R] = declare(checked_arguments(fn))
+        actor: dramatiq.Actor[P, R] = declare(run)
         return actor
 
     return decorate
