@@ -21,10 +21,8 @@ if TYPE_CHECKING:
 
 
 def build_app_broker(*, worker_process: bool = False) -> dramatiq.Broker:
-    """bgworkers' broker from the process's settings, installed as dramatiq's broker.
-
-    What :func:`bgworkers.brokers.wiring.app_broker` calls, once per process.
-    """
+    """bgworkers' broker from the process's settings, installed as dramatiq's broker (what
+    :func:`bgworkers.brokers.wiring.app_broker` calls, once per process)."""
     import dramatiq
 
     from bgworkers.settings import get_settings

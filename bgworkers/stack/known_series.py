@@ -29,12 +29,8 @@ def actor_labels(actors: Mapping[str, Any]) -> list[tuple[str, str]]:
     """``(queue, actor)`` of every declared actor on one of bgworkers' queues."""
     from dramatiq.common import q_name
 
-    pairs = []
-    for name, actor in sorted(actors.items()):
-        queue = q_name(actor.queue_name)
-        if queue in queues.ALL:
-            pairs.append((queue, name))
-    return pairs
+    pairs = [(q_name(actor.queue_name), name) for name, actor in sorted(actors.items())]
+    return [(queue, name) for queue, name in pairs if queue in queues.ALL]
 
 
 def periodic_jobs() -> list[str]:
@@ -71,16 +67,12 @@ def initialise_worker_series(
 
 
 def initialise_from_settings(actors: Mapping[str, Any]) -> None:
-    """:func:`initialise_worker_series` for this process's database: what
+    """:func:`initialise_worker_series` for this process's database (its SQL dialect's name,
+    ``sqlite`` or ``postgresql``, as the optimiser labels it): what
     :class:`~bgworkers.middleware.metrics.MessageMetrics` calls at worker boot."""
-    from bgworkers.settings import get_settings
-
-    url = get_settings().database_url.get_secret_value()
-    initialise_worker_series(actors, database_backend=database_backend(url))
-
-
-def database_backend(url: str) -> str:
-    """The SQL dialect name of ``url`` (``sqlite``, ``postgresql``), as the optimiser labels it."""
     from sqlalchemy.engine import make_url
 
-    return make_url(url).get_backend_name()
+    from bgworkers.settings import get_settings
+
+    url = make_url(get_settings().database_url.get_secret_value())
+    initialise_worker_series(actors, database_backend=url.get_backend_name())
