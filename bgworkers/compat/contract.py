@@ -10,10 +10,9 @@ source fails the contract test at once instead of silently losing an upstream fi
 from __future__ import annotations
 
 import hashlib
-import importlib
 import inspect
+import pkgutil
 from dataclasses import dataclass
-from functools import reduce
 
 
 @dataclass(frozen=True)
@@ -33,34 +32,24 @@ class PrivateUse:
     instance_attribute: bool = False
 
 
-def resolve(target: str) -> object:
-    module_name, _, path = target.partition(":")
-    module = importlib.import_module(module_name)
-    return reduce(getattr, path.split("."), module) if path else module
-
-
-def source_digest(obj: object) -> str:
-    return hashlib.sha256(inspect.getsource(obj).encode()).hexdigest()[:16]  # type: ignore[arg-type]
-
-
 def problem(use: PrivateUse) -> str | None:
     """None when the installed dependency still offers ``use``; else what to re-check."""
     where = f"{use.target} (used by {use.used_by})"
     # An instance attribute is not on the class: its owner is looked up instead.
     target = use.target.rpartition(".")[0] if use.instance_attribute else use.target
     try:
-        obj = resolve(target)
+        obj = pkgutil.resolve_name(target)
     except (ImportError, AttributeError):
         return f"{where} is gone from the installed version. Re-check: {use.recheck}"
     if use.signature is not None:
-        found = str(inspect.signature(obj))  # type: ignore[arg-type]
+        found = str(inspect.signature(obj))
         if found != use.signature:
             return (
                 f"{where} now has the signature {found} (we rely on {use.signature}). "
                 f"Re-check: {use.recheck}"
             )
     if use.source_sha256 is not None:
-        found = source_digest(obj)
+        found = hashlib.sha256(inspect.getsource(obj).encode()).hexdigest()[:16]
         if found != use.source_sha256:
             return (
                 f"{where} changed upstream (source digest {found}, written against "

@@ -15,10 +15,7 @@ from dramatiq.message import Message
 
 from bgworkers.compat.contract import PrivateUse
 
-#: dramatiq's RabbitMQ consumer: our screening consumer subclasses it (connection handling,
-#: prefetch, nack, close are dramatiq's).
 RabbitmqConsumer = _RabbitmqConsumer
-#: dramatiq's message proxy with the delivery tag; our bounded ``str`` subclasses it.
 RabbitmqMessage = _RabbitmqMessage
 
 
@@ -59,8 +56,8 @@ USES: tuple[PrivateUse, ...] = (
     ),
     PrivateUse(
         f"{_RMQ}:_RabbitmqConsumer.ack",
-        used_by="bgworkers.brokers.coalesced_acks.CoalescedAcks.ack",
-        why="replaced, to send acks in batches without a flush each (see coalesced_acks)",
+        used_by="bgworkers.brokers.rabbitmq.CoalescedAcks.ack",
+        why="replaced, to send acks in batches without a flush each (see CoalescedAcks)",
         recheck="diff dramatiq's ack with ours (known_tags, the errors it maps)",
         source_sha256="43b0f4c20080bed0",
     ),
