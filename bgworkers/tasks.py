@@ -1,16 +1,10 @@
 """``@task``: the one way to declare an actor, with the house retry and time-limit policy.
 
 Why a project decorator: dramatiq's defaults (20 retries over up to a week, a 10-minute time
-limit, every exception retried) are wrong for most of our jobs. ``@task`` sets explicit
-defaults from the settings, routes the actor to its domain's queue, makes permanent errors
-dead-letter at once, and checks a message's arguments against the function's signature
-before running it, so a malformed message fails with :class:`InvalidArguments` (never
-retried) instead of a ``TypeError`` deep inside the actor. Arguments also carry bounds:
-``int`` within the database's ``INTEGER`` range, ``str`` at most :data:`MAX_STR_CHARS`
-characters, so ``2**70`` is refused, not retried as a database error.
-
-Periodic actors take their cron expression from :mod:`bgworkers.scheduling.schedule`, the one
-schedule table; an actor never spells its own cron line.
+limit, every exception retried) are wrong for most of our jobs. What ``@task`` sets and checks
+is in docs/architecture.md ("Declaring an actor"); a malformed message fails with
+:class:`InvalidArguments` (never retried) instead of a ``TypeError`` deep inside the actor,
+and ``2**70`` is refused, not retried as a database error.
 """
 
 from __future__ import annotations

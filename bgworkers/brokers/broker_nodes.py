@@ -1,18 +1,12 @@
 """Several RabbitMQ nodes in ``BGW_BROKER_URL``: ``amqp://...@node1/vh;amqp://...@node2/vh``.
 
-Why: with a RabbitMQ cluster any node serves any queue, so a process that lost its node
-should open its next connection to another one by itself. pika's ``BlockingConnection``
-takes a list of connection parameters and tries them in order; dramatiq's broker builds that
-list from a ``;``-separated URL. Every other connection bgworkers opens (the outbox relay's
-publisher, the console's dead-letter walks, the AMQP queue-depth reader, the start-up probe)
-goes through :func:`connection_parameters` so that it fails over the same way, and every
-(re)connection is logged with :func:`node_of`, password removed.
-:func:`probe_broker_problem` (whether RabbitMQ answers) is here, beside the node list it
-connects through, so that the diagnosis vocabulary (:mod:`bgworkers.processes.diagnosis`)
-needs no broker code.
-
-The order of the URLs is the order of preference: list them in another order on some hosts
-to spread connections over the nodes.
+Why: any node of a cluster serves any queue, so a process that lost its node should connect
+to the next one by itself (docs/scaling.md, "Setting up a cluster"). pika's
+``BlockingConnection`` tries a list of parameters in order, and dramatiq's broker builds that
+list from a ``;``-separated URL; every other connection bgworkers opens goes through
+:func:`connection_parameters` to fail over the same way, and is logged with :func:`node_of`.
+:func:`probe_broker_problem` is here, beside the node list it connects through, so that the
+diagnosis vocabulary (:mod:`bgworkers.processes.diagnosis`) needs no broker code.
 """
 
 from __future__ import annotations

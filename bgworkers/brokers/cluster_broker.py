@@ -13,9 +13,8 @@ connection is opened, and dramatiq opens a new one after every connection error 
 after 3 s, publishers at once), so failing over needs no code of ours; each publishing or
 consuming connection is logged as ``broker_connected`` with its node.
 
-A queue's type and arguments cannot change once declared: RabbitMQ answers a declaration with
-other arguments with ``PRECONDITION_FAILED`` and closes the channel; :func:`mismatch_message`
-turns that into one line that names the queue and the way out.
+RabbitMQ answers a declaration with other arguments with ``PRECONDITION_FAILED`` and closes
+the channel; :func:`mismatch_message` turns that into one line naming the queue and the way out.
 """
 
 from __future__ import annotations

@@ -1,20 +1,17 @@
 """Middleware hooks called only on the middleware that implement them.
 
 Why: dramatiq's ``Broker.emit_before``/``emit_after`` call the hook on *every* middleware,
-most of them :class:`~dramatiq.middleware.Middleware`'s empty defaults. bgworkers' stack has
-17 middleware and dramatiq emits six signals per message (process, ack, and their after-hooks),
-so about a hundred calls per message did nothing. :class:`SelectiveHooks` keeps dramatiq's
-order and error handling exactly (a :class:`~dramatiq.middleware.MiddlewareError` from a
-``before_*`` hook propagates, any other exception is logged as dramatiq logs it) and skips
-the middleware whose class leaves the hook at the default. The list per signal is rebuilt
-whenever the broker's middleware list changes (``add_middleware`` or a direct edit).
+most of them :class:`~dramatiq.middleware.Middleware`'s empty defaults: with bgworkers' 17
+middleware, about a hundred calls per message did nothing. :class:`SelectiveHooks` keeps
+dramatiq's order and error handling exactly (a :class:`~dramatiq.middleware.MiddlewareError`
+from a ``before_*`` hook propagates, any other exception is logged as dramatiq logs it) and
+skips the middleware whose class leaves the hook at the default. The list per signal is
+rebuilt whenever the broker's middleware list changes (``add_middleware`` or a direct edit).
 
-Kept rather than left to dramatiq because of what it saves: ``bench/stack_overhead.py`` prints
-it (``hook_share_p1t8``: dramatiq's dispatch against this one over the worker's CPU per
-message). Measured on a shared 2-core machine: 17-41 us of 310-380 us per message, 5.5-11% of
-a CPU-bound worker's drain rate, above the 5% for which it would be left to dramatiq. It
-replaces dramatiq's public ``emit_before``/``emit_after``: :mod:`bgworkers.compat.dramatiq`
-pins their source.
+Kept rather than left to dramatiq because it saves 5.5-11% of a CPU-bound worker's drain rate
+(``hook_share_p1t8`` of ``bench/stack_overhead.py``; docs/architecture.md, "What the stack
+costs"), above the 5% for which it would be left to dramatiq. It replaces dramatiq's public
+``emit_before``/``emit_after``: :mod:`bgworkers.compat.dramatiq` pins their source.
 """
 
 from __future__ import annotations

@@ -1,13 +1,9 @@
 """``bgworkers move-queues --from URL``: the last step of changing the queue type.
 
-RabbitMQ cannot change a queue's type, so bgworkers' queues move to a new vhost (see
-docs/scaling.md, "Changing the queue type"). This takes what is left in the old vhost's
-``<q>``, ``<q>.DQ`` and ``<q>.XQ`` and publishes each message, unchanged, to the queue of the
-same name that the configured broker declares (with ``BGW_QUEUE_TYPE``'s arguments): a
-delayed message keeps its ETA in ``.DQ``, a dead letter stays a dead letter. Each message is
-acknowledged in the old queue only after RabbitMQ confirmed its copy, so a crash in between
-leaves a duplicate (absorbed by idempotent actors), never a loss. Run it when nothing consumes
-the old vhost any more (old workers stopped): a message a worker holds is not there to move.
+What is left in the old vhost's ``<q>``, ``<q>.DQ`` and ``<q>.XQ`` is published unchanged to
+the configured broker's queue of the same name (docs/scaling.md, "Changing the queue type").
+Each message is acknowledged in the old queue only after RabbitMQ confirmed its copy: a
+crash in between leaves a duplicate (absorbed by idempotent actors), never a loss.
 """
 
 from __future__ import annotations

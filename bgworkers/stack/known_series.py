@@ -1,20 +1,12 @@
 """Every known label set of every counter, exported at 0 from a process's start.
 
-Why: Prometheus's ``increase()`` and ``rate()`` need two samples of a series. A counter that
-first appears at its first event (value 1, or 34 after a long outage) has no earlier sample,
-so ``increase(...[1h])`` reads 0 and an alert on it never fires; a panel summing increases
-misses the first events of every label set. A series that exists at 0 from start-up makes
-the first event a visible step.
+Why: ``increase()`` and ``rate()`` need two samples of a series, so a counter that first
+appears at its first event reads 0 and an alert on it never fires (docs/metrics.md). Gauges
+holding timestamps or sizes are left alone: 0 would be a false reading.
 
-The label sets are known in advance: queue x actor from the declared actors, the periodic
-jobs from the schedule table, and each domain's fixed words (reasons, outcomes, modes), which
-each domain's ``metrics`` module lists next to its metrics. Gauges holding timestamps or
-sizes are left alone: 0 would be a false reading.
-
-Called in each worker process at boot (:class:`bgworkers.middleware.metrics.MessageMetrics`),
-where multiprocess value files are written, and in the scheduler
-(:func:`bgworkers.scheduling.resilient_sending.install`). It runs once per process, never per
-message.
+Called once per process, never per message: in each worker process at boot
+(:class:`bgworkers.middleware.metrics.MessageMetrics`) and in the scheduler
+(:func:`bgworkers.scheduling.resilient_sending.install`).
 """
 
 from __future__ import annotations
