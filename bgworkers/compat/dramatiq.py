@@ -13,7 +13,7 @@ from dramatiq.broker import MessageProxy
 from dramatiq.brokers.rabbitmq import _RabbitmqConsumer, _RabbitmqMessage
 from dramatiq.message import Message
 
-from bgworkers.compat.contract import PrivateUse
+from bgworkers.compat import PrivateUse
 
 RabbitmqConsumer = _RabbitmqConsumer
 RabbitmqMessage = _RabbitmqMessage

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bgworkers.compat.contract import PrivateUse
+from bgworkers.compat import PrivateUse
 
 
 def async_channel(channel: Any) -> Any:
