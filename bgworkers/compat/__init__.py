@@ -5,17 +5,14 @@
 - ``periodiq``: the scheduler's send loop;
 - ``structlog``: the records ``ProcessorFormatter`` renders.
 
-Code that needs one of these names takes it from here, never from the dependency directly;
-``tests/test_dependency_contracts.py`` checks every listed use against the installed versions
-(pinned exactly in pyproject.toml) and says what to re-check when one is gone or changed.
-docs/dependencies.md is the reader's version of these lists.
-
-Each use is a :class:`PrivateUse`, checked by :func:`problem`. Why a check and not only a pin:
-pyproject pins each dependency exactly, but a pin is changed by whoever upgrades, who cannot
-know which underscore names our code reaches for. Each use records the name, why we need it,
-what to re-check, and, where our code copies or replaces the dependency's code, a digest of
-the source it was written against: an upgrade that changes that source fails the contract
-test at once instead of silently losing an upstream fix.
+Code that needs one of these names takes it from here, never from the dependency directly.
+Each use is a :class:`PrivateUse`: the name, why we need it, what to re-check, and, where our
+code copies or replaces the dependency's code, a digest of the source it was written against.
+Why a check and not only a pin: pyproject pins each dependency exactly, but whoever upgrades
+cannot know which underscore names our code reaches for; ``tests/test_dependency_contracts.py``
+runs :func:`problem` on every use against the installed versions, so an upgrade that changes
+a used name or source fails at once, saying what to re-check, instead of silently losing an
+upstream fix. docs/dependencies.md is the reader's version of these lists.
 """
 
 from __future__ import annotations
