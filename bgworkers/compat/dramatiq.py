@@ -132,14 +132,14 @@ USES: tuple[PrivateUse, ...] = (
     ),
     PrivateUse(
         "dramatiq.broker:Broker.emit_before",
-        used_by="bgworkers.brokers.hook_dispatch.SelectiveHooks",
+        used_by="bgworkers.brokers.rabbitmq.SelectiveHooks",
         why="public, but replaced: hooks are called only on the middleware that define them",
         recheck="diff dramatiq's emit_before with ours (the SkipMessage handling)",
         source_sha256="583dfd2a7233ae1a",
     ),
     PrivateUse(
         "dramatiq.broker:Broker.emit_after",
-        used_by="bgworkers.brokers.hook_dispatch.SelectiveHooks",
+        used_by="bgworkers.brokers.rabbitmq.SelectiveHooks",
         why="public, but replaced: hooks are called only on the middleware that define them",
         recheck="diff dramatiq's emit_after with ours (reverse order, errors logged)",
         source_sha256="5cdc14acc687e8c7",
