@@ -45,11 +45,9 @@ BROKER_URL_SCHEMES = ("amqp", "amqps")
 
 
 def broker_urls(text: str) -> list[str]:
-    """The URLs of ``BGW_BROKER_URL`` (``;``-separated, spaces around them ignored).
-
-    Here, below the brokers that connect with them, so the setting is checked by the same
-    parser. Raises :class:`ConfigurationError` for an empty list or a URL that is not AMQP.
-    """
+    """The URLs of ``BGW_BROKER_URL`` (``;``-separated, spaces around them ignored), parsed
+    here so that the setting is checked by the brokers' own parser; :class:`ConfigurationError`
+    for an empty list or a URL that is not AMQP."""
     urls = [part.strip() for part in text.split(";") if part.strip()]
     if not urls:
         raise ConfigurationError("BGW_BROKER_URL is empty; give one or more amqp:// URLs")
@@ -64,11 +62,8 @@ def broker_urls(text: str) -> list[str]:
 
 
 def broker_addresses(text: str) -> list[str]:
-    """``host:port`` of each node of ``BGW_BROKER_URL`` (no user, no password).
-
-    Raises :class:`ConfigurationError` (see :func:`broker_urls`) or ``ValueError`` (a port
-    that is not a number).
-    """
+    """``host:port`` of each node of ``BGW_BROKER_URL`` (no user, no password); raises as
+    :func:`broker_urls` does, or ``ValueError`` for a port that is not a number."""
     addresses = []
     for url in broker_urls(text):
         parts = urlsplit(url)
@@ -136,8 +131,7 @@ class Settings(BaseSettings):
     metrics_dir: Path = Path("metrics")
     scheduler_metrics_port: int = Field(default=9192, ge=1, le=65535)
     relay_metrics_port: int = Field(default=9193, ge=1, le=65535)
-    #: RabbitMQ's management API (``http://127.0.0.1:15672``); without it queue depths come from
-    #: AMQP and have no unacknowledged count.
+    #: RabbitMQ's management API (``http://127.0.0.1:15672``; docs/configuration.md).
     rabbitmq_management_url: str | None = None
     queue_depth_interval_s: float = Field(default=15.0, ge=1)
     #: Seconds one readiness check (RabbitMQ, database) may take before it counts as failed.
@@ -233,8 +227,7 @@ class Settings(BaseSettings):
     notion_global_requests_per_second: float = Field(default=0.0, ge=0)
     #: Requests per second per Google user (their quota: 600 per minute per user).
     google_requests_per_second_per_user: float = Field(default=5.0, gt=0, le=1000)
-    #: Cap on all Google Calendar requests per second (the project's quota: 10,000 per
-    #: minute); 0 is none.
+    #: Cap on all Google Calendar requests per second (the project's quota); 0 is none.
     google_requests_per_second: float = Field(default=100.0, ge=0)
     #: Share of each rate a process allows itself while the shared store is unreachable.
     rate_limit_fallback_share: float = Field(default=0.1, gt=0, le=1)
@@ -280,8 +273,8 @@ class Settings(BaseSettings):
     console_cookie_secure: bool = False
 
     # --- scheduling -----------------------------------------------------------------------
-    #: Per-job cron override or "off", as JSON: {"sync_notion_pages": "0 */4 * * *"}. Checked
-    #: against the schedule table by :func:`bgworkers.scheduling.overrides.check_overrides`.
+    #: Per-job cron override or "off", as JSON (docs/configuration.md); checked against the
+    #: schedule table by :func:`bgworkers.scheduling.overrides.check_overrides`.
     schedule_overrides: dict[str, str] = Field(default_factory=dict)
     #: Test only: the scheduler acts as if the time were now + this many (whole) seconds.
     scheduler_clock_offset_s: float = 0.0
