@@ -39,12 +39,10 @@ def hand_over(
     *, builder: Callable[..., dramatiq.Broker], periodic_option: Callable[[str], Any]
 ) -> None:
     """Name what makes the broker (:func:`bgworkers.stack.build_app_broker`) and what gives a
-    ``@task(periodic=True)`` actor its ``periodic`` option
-    (:func:`bgworkers.scheduling.schedule.periodic_option`).
+    ``@task(periodic=True)`` actor its ``periodic`` option (from the schedule table).
 
-    Why handed in: the builder names the middleware of packages far above this one, and the
-    schedule table sits above the task declaration that reads it; the package's ``__init__``,
-    imported before any of its modules, hands both over.
+    Why handed in: both sit far above this package; the package's ``__init__``, imported
+    before any of its modules, hands them over.
     """
     global _builder, _schedule
     _builder, _schedule = builder, periodic_option

@@ -1,8 +1,9 @@
 """Build the broker with bgworkers' middleware stack: the composition root.
 
 Order matters: dramatiq runs ``before_*`` hooks in list order and ``after_*`` hooks in
-reverse; docs/architecture.md ("Middleware (in order)", checked against this list by a test)
-says why each sits where it does.
+reverse, so logging comes first (every later hook logs with the message's context) and the
+retry policy decides before logging and metrics report the outcome; docs/architecture.md
+("Middleware (in order)", checked against this list by a test) says where each other sits.
 
 Why here, above every other package: the stack names middleware of many packages (outbox,
 scheduling, console, processes); the broker class (:mod:`bgworkers.brokers.rabbitmq`) and
