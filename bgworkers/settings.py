@@ -169,17 +169,14 @@ class Settings(BaseSettings):
         database against it, so no file location depends on the working directory."""
         if not isinstance(data, dict):
             return data
-        raw = data.get("data_dir")
-        data_dir = Path(raw).expanduser() if raw not in (None, "") else default_data_dir()
-        data_dir = data_dir if data_dir.is_absolute() else Path.cwd() / data_dir
+        # Joining onto an absolute path gives that path: only relative ones move.
+        data_dir = Path.cwd() / Path(data.get("data_dir") or default_data_dir()).expanduser()
         data["data_dir"] = data_dir
-        if data.get("database_url") in (None, ""):
+        if not data.get("database_url"):
             data["database_url"] = f"sqlite:///{data_dir / 'bgworkers.db'}"
         for name in DATA_DIR_PATHS:
-            value = data.get(name)
-            if value in (None, ""):
-                value = cls.model_fields[name].default
-            data[name] = data_dir / Path(value).expanduser()  # an absolute path stays as is
+            value = data.get(name) or cls.model_fields[name].default
+            data[name] = data_dir / Path(value).expanduser()
         return data
 
     @field_validator("email_sending_timeout_s")
