@@ -25,22 +25,16 @@ from typing import TYPE_CHECKING
 
 from bgworkers.brokers import wiring as _wiring
 from bgworkers.brokers.wiring import ACTOR_MODULES
+from bgworkers.stack import build_app_broker as _build_app_broker  # imports on call only
 
 if TYPE_CHECKING:
-    import dramatiq
     from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
     broker: RabbitmqBroker
 
 
-def _build_app_broker(*, worker_process: bool = False) -> dramatiq.Broker:
-    from bgworkers.stack import build_app_broker
-
-    return build_app_broker(worker_process=worker_process)
-
-
 def _periodic_option(actor_name: str) -> object:
-    from bgworkers.scheduling.schedule import periodic_option
+    from bgworkers.scheduling.schedule import periodic_option  # the table, on first use
 
     return periodic_option(actor_name)
 
