@@ -11,7 +11,7 @@ Called once per process, never per message: in each worker process at boot
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from bgworkers import queues
@@ -31,9 +31,7 @@ def periodic_jobs() -> list[str]:
     return [job.actor_name for job in SCHEDULE]
 
 
-def initialise_worker_series(
-    actors: Mapping[str, Any], *, database_backend: str, jobs: Iterable[str] | None = None
-) -> None:
+def initialise_worker_series(actors: Mapping[str, Any], *, database_backend: str) -> None:
     """Build every metric set a worker process records to, with every known label set at 0."""
     from bgworkers.brokers.envelope import InvalidEnvelope
     from bgworkers.email.metrics import EMAIL_METRICS
@@ -47,7 +45,7 @@ def initialise_worker_series(
     from bgworkers.sync.metrics import SYNC_METRICS
 
     MESSAGE_METRICS.get().zero(actor_labels(actors), InvalidEnvelope.CODES)
-    SCHEDULE_METRICS.get().zero(periodic_jobs() if jobs is None else jobs)
+    SCHEDULE_METRICS.get().zero(periodic_jobs())
     MAINTENANCE_METRICS.get().zero(database_backend)
     HEARTBEAT_METRICS.get()  # unlabelled: built is enough
     EMAIL_METRICS.get().zero()
