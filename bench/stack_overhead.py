@@ -492,11 +492,11 @@ def hook_dispatch_saving_us(calls: int = 200_000) -> float:
     """CPU per message, in microseconds, that selective hook dispatch saves a worker thread.
 
     dramatiq calls every middleware's hook for each signal, most of them the empty default;
-    :mod:`bgworkers.brokers.hook_dispatch` skips those. Measured in this process on stand-ins
-    of the worker's middleware list (each one's own hooks made no-ops, the others left at
+    :class:`bgworkers.brokers.rabbitmq.SelectiveHooks` skips those. Measured in this process on
+    stand-ins of the worker's middleware list (each one's own hooks made no-ops, the others left at
     dramatiq's defaults): dramatiq's ``emit_before``/``emit_after`` against the selective ones,
     for the four per-message signals. Compared with the group's CPU per message
-    (``hook_share_``), it says what dropping the module would cost: a worker that drains is
+    (``hook_share_``), it says what dropping it would cost: a worker that drains is
     CPU-bound, so the share is the drain rate it would lose.
     """
     import logging
@@ -504,7 +504,7 @@ def hook_dispatch_saving_us(calls: int = 200_000) -> float:
     from dramatiq.broker import Broker
     from dramatiq.middleware import Middleware
 
-    from bgworkers.brokers.hook_dispatch import SelectiveHooks, implements
+    from bgworkers.brokers.rabbitmq import SelectiveHooks, implements
     from bgworkers.settings import get_settings
     from bgworkers.stack.broker import build_broker
 

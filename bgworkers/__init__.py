@@ -2,16 +2,12 @@
 
 The package root holds what an application or an operator names: :mod:`~bgworkers.settings`,
 :mod:`~bgworkers.errors`, :mod:`~bgworkers.tasks` (``@task``), :mod:`~bgworkers.queues`, and
-this module, which ``dramatiq bgworkers`` and ``periodiq bgworkers`` load. The platform is in
-``brokers/``, ``logs/``, ``processes/``, ``cli/``, ``db/``, ``middleware/``, ``metrics/``,
-``monitoring/``, ``scheduling/``, ``outbox/`` and ``console/``; the domains each have a
-package of their own (docs/architecture.md draws the map).
+this module, which ``dramatiq bgworkers`` and ``periodiq bgworkers`` load; docs/architecture.md
+draws the map of the platform's packages and the domains'.
 
-Importing bgworkers, or any module of it, builds nothing: no broker, no connection, no
-thread or server, no change to the application's logging. The broker and the actors are made
-on first need (:mod:`bgworkers.brokers.wiring`, built by :mod:`bgworkers.stack`):
-``bgworkers.broker`` gives them to an application, and a bad ``BGW_*`` value then raises
-:class:`~bgworkers.errors.ConfigurationError`, which it can catch.
+Importing bgworkers, or any module of it, builds nothing (docs/architecture.md, "Processes"):
+the broker and the actors are made on first need (:mod:`bgworkers.brokers.wiring`), and
+``bgworkers.broker`` gives them to an application.
 
 The one exception is being loaded by dramatiq's or periodiq's CLI. Both load their module
 argument with ``dramatiq.cli.import_broker``, whose contract for a bare module name is "the
@@ -29,30 +25,23 @@ from typing import TYPE_CHECKING
 
 from bgworkers.brokers import wiring as _wiring
 from bgworkers.brokers.wiring import ACTOR_MODULES
+from bgworkers.stack import build_app_broker as _build_app_broker  # imports on call only
 
 if TYPE_CHECKING:
-    import dramatiq
     from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
     broker: RabbitmqBroker
 
 
-def _build_app_broker(*, worker_process: bool = False) -> dramatiq.Broker:
-    from bgworkers.stack import build_app_broker
-
-    return build_app_broker(worker_process=worker_process)
-
-
 def _periodic_option(actor_name: str) -> object:
-    from bgworkers.scheduling.schedule import periodic_option
+    from bgworkers.scheduling.schedule import periodic_option  # the table, on first use
 
     return periodic_option(actor_name)
 
 
 # Here, since this module is imported before any other of the package: whatever declares the
-# first actor finds the builder and the schedule (see bgworkers.brokers.wiring.use_builder).
-_wiring.use_builder(_build_app_broker)
-_wiring.use_schedule(_periodic_option)
+# first actor finds the builder and the schedule (see bgworkers.brokers.wiring.hand_over).
+_wiring.hand_over(builder=_build_app_broker, periodic_option=_periodic_option)
 
 
 def __getattr__(name: str) -> object:

@@ -1,12 +1,8 @@
 """The queues, one per domain plus the urgent lane, so operators can give each its own workers.
 
-``dramatiq bgworkers -Q email`` runs only email work; a slow calendar sync or backup never
-delays a reminder. ``urgent`` is a lane rather than a domain: time-critical work (a reminder's
-email, an email the application marks ``urgent=True``) goes there, so a bulk backlog on
-``email`` (a notice to every user, the catch-up after an SMTP outage) never sits in front of
-it. Quorum queues have no priorities on RabbitMQ 3.x, so a lane is a queue of its own.
-Each queue also has ``<name>.DQ`` (delayed and retried messages) and ``<name>.XQ`` (dead
-letters), which RabbitMQ holds for 7 days.
+docs/architecture.md ("Queues") lists each queue's actors and why ``urgent`` is a lane (a queue
+of its own: quorum queues have no priorities on RabbitMQ 3.x). Each queue also has
+``<name>.DQ`` (delayed and retried messages) and ``<name>.XQ`` (dead letters, kept 7 days).
 """
 
 from __future__ import annotations

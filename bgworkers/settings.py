@@ -37,7 +37,7 @@ DATA_DIR_PATHS = ("metrics_dir", "temp_dir", "backup_dir")
 #: Characters of an unknown ``BGW_TIMEZONE`` quoted in its error (the line stays one line).
 _MAX_ZONE_SHOWN = 64
 #: Quorum queues: redeliveries of one message before it is dead-lettered
-#: (see :mod:`bgworkers.brokers.queue_types`).
+#: (see docs/scaling.md, "Queue types").
 DEFAULT_DELIVERY_LIMIT = 20
 #: Below this a few worker restarts during one retry delay would dead-letter healthy messages.
 MIN_DELIVERY_LIMIT = 5
@@ -45,11 +45,9 @@ BROKER_URL_SCHEMES = ("amqp", "amqps")
 
 
 def broker_urls(text: str) -> list[str]:
-    """The URLs of ``BGW_BROKER_URL`` (``;``-separated, spaces around them ignored).
-
-    Here, below the brokers that connect with them, so the setting is checked by the same
-    parser. Raises :class:`ConfigurationError` for an empty list or a URL that is not AMQP.
-    """
+    """The URLs of ``BGW_BROKER_URL`` (``;``-separated, spaces around them ignored), parsed
+    here so that the setting is checked by the brokers' own parser; :class:`ConfigurationError`
+    for an empty list or a URL that is not AMQP."""
     urls = [part.strip() for part in text.split(";") if part.strip()]
     if not urls:
         raise ConfigurationError("BGW_BROKER_URL is empty; give one or more amqp:// URLs")
@@ -64,11 +62,8 @@ def broker_urls(text: str) -> list[str]:
 
 
 def broker_addresses(text: str) -> list[str]:
-    """``host:port`` of each node of ``BGW_BROKER_URL`` (no user, no password).
-
-    Raises :class:`ConfigurationError` (see :func:`broker_urls`) or ``ValueError`` (a port
-    that is not a number).
-    """
+    """``host:port`` of each node of ``BGW_BROKER_URL`` (no user, no password); raises as
+    :func:`broker_urls` does, or ``ValueError`` for a port that is not a number."""
     addresses = []
     for url in broker_urls(text):
         parts = urlsplit(url)
@@ -110,11 +105,10 @@ class Settings(BaseSettings):
     # --- platform -------------------------------------------------------------------------
     #: One URL, or several nodes of one cluster separated by ``;`` (tried in that order).
     broker_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
-    #: ``quorum``: replicated queues for a RabbitMQ cluster (docs/scaling.md). RabbitMQ cannot
-    #: change the type of an existing queue: switching needs the migration described there.
+    #: ``quorum``: replicated queues for a RabbitMQ cluster; switching needs a migration
+    #: (docs/scaling.md).
     queue_type: Literal["classic", "quorum"] = "classic"
-    #: Quorum queues: redeliveries of one message (worker crash, lost connection) before it
-    #: is dead-lettered; retries do not count (see bgworkers.brokers.queue_types).
+    #: Quorum queues: redeliveries before a message is dead-lettered (docs/scaling.md).
     queue_delivery_limit: int = Field(
         default=DEFAULT_DELIVERY_LIMIT, ge=MIN_DELIVERY_LIMIT, le=1000
     )
@@ -124,10 +118,8 @@ class Settings(BaseSettings):
     #: Default: ``sqlite:///<data_dir>/bgworkers.db``.
     database_url: SecretStr = SecretStr("sqlite:///bgworkers.db")
     database_echo: bool = False
-    #: PostgreSQL ends a session idle inside a transaction this long (0: never). Why: a host
-    #: cut off between a statement and its COMMIT keeps its row locks until the server
-    #: notices the dead client (hours, or never through a proxy), blocking every other
-    #: worker that touches those rows; none of bgworkers' transactions idles for seconds.
+    #: PostgreSQL ends a session idle inside a transaction this long (0: never): a cut-off
+    #: host would keep its row locks for hours (docs/configuration.md).
     database_idle_transaction_timeout_s: float = Field(default=60.0, ge=0)
     #: With tracing on (``OTEL_*``), a CLIENT span per SQL statement (no text, no values).
     trace_sql: bool = False
@@ -139,8 +131,7 @@ class Settings(BaseSettings):
     metrics_dir: Path = Path("metrics")
     scheduler_metrics_port: int = Field(default=9192, ge=1, le=65535)
     relay_metrics_port: int = Field(default=9193, ge=1, le=65535)
-    #: RabbitMQ's management API (``http://127.0.0.1:15672``); without it queue depths come from
-    #: AMQP and have no unacknowledged count.
+    #: RabbitMQ's management API (``http://127.0.0.1:15672``; docs/configuration.md).
     rabbitmq_management_url: str | None = None
     queue_depth_interval_s: float = Field(default=15.0, ge=1)
     #: Seconds one readiness check (RabbitMQ, database) may take before it counts as failed.
@@ -178,17 +169,14 @@ class Settings(BaseSettings):
         database against it, so no file location depends on the working directory."""
         if not isinstance(data, dict):
             return data
-        raw = data.get("data_dir")
-        data_dir = Path(raw).expanduser() if raw not in (None, "") else default_data_dir()
-        data_dir = data_dir if data_dir.is_absolute() else Path.cwd() / data_dir
+        # Joining onto an absolute path gives that path: only relative ones move.
+        data_dir = Path.cwd() / Path(data.get("data_dir") or default_data_dir()).expanduser()
         data["data_dir"] = data_dir
-        if data.get("database_url") in (None, ""):
+        if not data.get("database_url"):
             data["database_url"] = f"sqlite:///{data_dir / 'bgworkers.db'}"
         for name in DATA_DIR_PATHS:
-            value = data.get(name)
-            if value in (None, ""):
-                value = cls.model_fields[name].default
-            data[name] = data_dir / Path(value).expanduser()  # an absolute path stays as is
+            value = data.get(name) or cls.model_fields[name].default
+            data[name] = data_dir / Path(value).expanduser()
         return data
 
     @field_validator("email_sending_timeout_s")
@@ -236,8 +224,7 @@ class Settings(BaseSettings):
     notion_global_requests_per_second: float = Field(default=0.0, ge=0)
     #: Requests per second per Google user (their quota: 600 per minute per user).
     google_requests_per_second_per_user: float = Field(default=5.0, gt=0, le=1000)
-    #: Cap on all Google Calendar requests per second (the project's quota: 10,000 per
-    #: minute); 0 is none.
+    #: Cap on all Google Calendar requests per second (the project's quota); 0 is none.
     google_requests_per_second: float = Field(default=100.0, ge=0)
     #: Share of each rate a process allows itself while the shared store is unreachable.
     rate_limit_fallback_share: float = Field(default=0.1, gt=0, le=1)
@@ -248,17 +235,15 @@ class Settings(BaseSettings):
     sync_http_max_attempts: int = Field(default=3, ge=1, le=10)
     sync_http_max_inline_wait_s: float = Field(default=5.0, ge=0, le=60)
     sync_fanout_batch_size: int = Field(default=500, ge=1, le=10_000)
-    #: Users per calendar sync message: a page takes their slots and rate-limit slots in a
-    #: few statements, lists their calendars concurrently and writes them in one transaction.
+    #: Users per calendar sync message (one transaction per page; docs/configuration.md).
     sync_page_size: int = Field(default=50, ge=1, le=500)
     #: Requests a worker process has in flight at once for its pages (a thread pool).
     sync_page_concurrency: int = Field(default=32, ge=1, le=256)
     #: Seconds a per-user sync runs before it yields its thread and queues the rest of its
     #: listing behind other users' work; 0 never yields.
     sync_time_slice_s: float = Field(default=30.0, ge=0, le=3600)
-    #: Seconds a connection's runs may keep being paused by a rate-limit storm before the
-    #: chain of re-sends stops (recorded on the connection) and the next scheduled sync
-    #: starts again; about the shortest sync schedule (the calendar's hour).
+    #: Seconds a connection's runs may stay paused by a rate-limit storm before the chain of
+    #: re-sends stops; about the shortest sync schedule (the calendar's hour).
     sync_max_pause_s: float = Field(default=3600.0, gt=0, le=86_400)
     #: Per-user jobs (syncs, backups) of one user running at once, across every process and
     #: host (PostgreSQL); 0 is no cap.
@@ -285,8 +270,8 @@ class Settings(BaseSettings):
     console_cookie_secure: bool = False
 
     # --- scheduling -----------------------------------------------------------------------
-    #: Per-job cron override or "off", as JSON: {"sync_notion_pages": "0 */4 * * *"}. Checked
-    #: against the schedule table by :func:`bgworkers.scheduling.overrides.check_overrides`.
+    #: Per-job cron override or "off", as JSON (docs/configuration.md); checked against the
+    #: schedule table by :func:`bgworkers.scheduling.overrides.check_overrides`.
     schedule_overrides: dict[str, str] = Field(default_factory=dict)
     #: Test only: the scheduler acts as if the time were now + this many (whole) seconds.
     scheduler_clock_offset_s: float = 0.0
@@ -329,14 +314,11 @@ def load_settings(**overrides: object) -> Settings:
     except SettingsError as exc:
         # A value that is not even parseable (``BGW_SCHEDULE_OVERRIDES='not json'``): pydantic
         # reports it before validation, naming the field only inside its message.
-        raise ConfigurationError(f"invalid configuration: {_unparseable(exc)}") from None
-
-
-def _unparseable(exc: SettingsError) -> str:
-    match = re.search(r'field "([a-z_]+)"', str(exc))
-    if match is None:
-        return str(exc)
-    return f"{ENV_PREFIX}{match.group(1).upper()}: not valid JSON (expected a JSON object)"
+        match = re.search(r'field "([a-z_]+)"', str(exc))
+        problem = str(exc)
+        if match:
+            problem = f"{ENV_PREFIX}{match[1].upper()}: not valid JSON (expected a JSON object)"
+        raise ConfigurationError(f"invalid configuration: {problem}") from None
 
 
 @functools.cache

@@ -1,16 +1,10 @@
 """``@task``: the one way to declare an actor, with the house retry and time-limit policy.
 
 Why a project decorator: dramatiq's defaults (20 retries over up to a week, a 10-minute time
-limit, every exception retried) are wrong for most of our jobs. ``@task`` sets explicit
-defaults from the settings, routes the actor to its domain's queue, makes permanent errors
-dead-letter at once, and checks a message's arguments against the function's signature
-before running it, so a malformed message fails with :class:`InvalidArguments` (never
-retried) instead of a ``TypeError`` deep inside the actor. Arguments also carry bounds:
-``int`` within the database's ``INTEGER`` range, ``str`` at most :data:`MAX_STR_CHARS`
-characters, so ``2**70`` is refused, not retried as a database error.
-
-Periodic actors take their cron expression from :mod:`bgworkers.scheduling.schedule`, the one
-schedule table; an actor never spells its own cron line.
+limit, every exception retried) are wrong for most of our jobs. What ``@task`` sets and checks
+is in docs/architecture.md ("Declaring an actor"); a malformed message fails with
+:class:`InvalidArguments` (never retried) instead of a ``TypeError`` deep inside the actor,
+and ``2**70`` is refused, not retried as a database error.
 """
 
 from __future__ import annotations
@@ -136,22 +130,6 @@ def _fast_binder(
     return bind
 
 
-def checked_arguments(fn: Callable[P, R]) -> Callable[P, R]:
-    """Wrap ``fn`` so that bad arguments raise :class:`InvalidArguments` before it runs.
-
-    The wrapper's ``check_arguments`` attribute is the check alone (see
-    :func:`check_actor_arguments`).
-    """
-    check = argument_checker(fn)
-
-    @functools.wraps(fn)
-    def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        return fn(**check(*args, **kwargs))  # type: ignore[call-arg]
-
-    run.check_arguments = check  # type: ignore[attr-defined]
-    return run
-
-
 def check_actor_arguments(
     actor: dramatiq.Actor[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> None:
@@ -213,14 +191,20 @@ def task(
 
         if periodic:
             actor_options["periodic"] = periodic_option(fn.__name__)
+        check = argument_checker(fn)
 
+        @functools.wraps(fn)
+        def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            return fn(**check(*args, **kwargs))  # type: ignore[call-arg]
+
+        run.check_arguments = check  # type: ignore[attr-defined]  # see check_actor_arguments
         declare = dramatiq.actor(
             actor_name=fn.__name__,
             queue_name=queue,
             broker=broker if broker is not None else app_broker(),
             **actor_options,
         )
-        actor: dramatiq.Actor[P, R] = declare(checked_arguments(fn))
+        actor: dramatiq.Actor[P, R] = declare(run)
         return actor
 
     return decorate

@@ -64,8 +64,8 @@ def test_the_broker_gets_every_node_and_the_setting_is_checked() -> None:
 
 
 def test_every_client_skips_a_dead_node_and_says_where_it_went(rabbitmq_url: str) -> None:
+    from bgworkers.brokers.broker_nodes import probe_broker_problem
     from bgworkers.brokers.cluster_broker import ClusterRabbitmqBroker
-    from bgworkers.brokers.probe import probe_broker_problem
     from bgworkers.monitoring.queue_depth import read_depths_amqp
     from bgworkers.outbox.publishers import Outgoing, RabbitmqConfirmPublisher
     from tests.platform_helpers import captured_json_logs, free_port

@@ -12,7 +12,7 @@ import pika.exceptions
 import pytest
 from dramatiq.errors import ConnectionClosed
 
-from bgworkers.brokers.coalesced_acks import CoalescedAcks
+from bgworkers.brokers.rabbitmq import CoalescedAcks
 
 
 @dataclass

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bgworkers.compat import dramatiq, periodiq, pika, structlog
-from bgworkers.compat.contract import PrivateUse, problem
+from bgworkers.compat import PrivateUse, dramatiq, periodiq, pika, problem, structlog
 
 USES = [*dramatiq.USES, *pika.USES, *periodiq.USES, *structlog.USES]
 PACKAGE = Path(dramatiq.__file__).resolve().parents[1]

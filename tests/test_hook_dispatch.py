@@ -8,7 +8,7 @@ import pytest
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Middleware, SkipMessage
 
-from bgworkers.brokers.hook_dispatch import SelectiveHooks, implements
+from bgworkers.brokers.rabbitmq import SelectiveHooks, implements
 
 
 class Recording(Middleware):

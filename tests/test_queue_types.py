@@ -6,8 +6,8 @@ import pika.exceptions
 import pytest
 from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL, RabbitmqBroker
 
-from bgworkers.brokers.cluster_broker import ClusterRabbitmqBroker
-from bgworkers.brokers.queue_types import (
+from bgworkers.brokers.cluster_broker import (
+    ClusterRabbitmqBroker,
     QueueArgumentsMismatch,
     dead_letter_queue_arguments,
     mismatch_message,

@@ -1,15 +1,12 @@
 """Several RabbitMQ nodes in ``BGW_BROKER_URL``: ``amqp://...@node1/vh;amqp://...@node2/vh``.
 
-Why: with a RabbitMQ cluster any node serves any queue, so a process that lost its node
-should open its next connection to another one by itself. pika's ``BlockingConnection``
-takes a list of connection parameters and tries them in order; dramatiq's broker builds that
-list from a ``;``-separated URL. Every other connection bgworkers opens (the outbox relay's
-publisher, the console's dead-letter walks, the AMQP queue-depth reader, the start-up probe)
-goes through :func:`connection_parameters` so that it fails over the same way, and every
-(re)connection is logged with :func:`node_of`, password removed.
-
-The order of the URLs is the order of preference: list them in another order on some hosts
-to spread connections over the nodes.
+Why: any node of a cluster serves any queue, so a process that lost its node should connect
+to the next one by itself (docs/scaling.md, "Setting up a cluster"). pika's
+``BlockingConnection`` tries a list of parameters in order, and dramatiq's broker builds that
+list from a ``;``-separated URL; every other connection bgworkers opens goes through
+:func:`connection_parameters` to fail over the same way, and is logged with :func:`node_of`.
+:func:`probe_broker_problem` is here, beside the node list it connects through, so that the
+diagnosis vocabulary (:mod:`bgworkers.processes.diagnosis`) needs no broker code.
 """
 
 from __future__ import annotations
@@ -19,6 +16,7 @@ from typing import Any
 import pika
 
 from bgworkers.compat.pika import parameters_in_use
+from bgworkers.processes.diagnosis import Problem, broker_problem, quiet_pika
 from bgworkers.settings import broker_urls
 
 
@@ -65,3 +63,25 @@ def open_blocking_connection(text: str, **overrides: Any) -> pika.BlockingConnec
         tried = ", ".join(describe_parameters(params) for params in parameters)
         message = f"no connection to {tried} (refused, unreachable or timed out)"
         raise pika.exceptions.AMQPConnectionError(message) from exc
+
+
+def probe_broker_problem(url: str, *, timeout_s: float = 5.0) -> Problem | None:
+    """Open and close one AMQP connection to any node of ``url``; None if it worked, else
+    what is wrong.
+
+    pika's own error lines about this connection are held back: the answer says it all.
+    """
+    with quiet_pika():
+        try:
+            parameters = connection_parameters(
+                url,
+                socket_timeout=timeout_s,
+                connection_attempts=1,
+                blocked_connection_timeout=timeout_s,
+                stack_timeout=timeout_s,  # the whole set-up: TCP, AMQP handshake, channel
+            )
+            connection = pika.BlockingConnection(parameters)
+        except Exception as exc:  # noqa: BLE001 - any failure to connect is what we report
+            return broker_problem(exc, url)
+        connection.close()
+    return None

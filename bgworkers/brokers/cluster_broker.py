@@ -1,37 +1,123 @@
 """dramatiq's RabbitMQ broker with bgworkers' queue arguments and logged (re)connections.
 
-Two things dramatiq 2.2 does not do for a cluster: declare quorum queues (its
-``_build_queue_arguments``, ``_declare_queue``, ``_declare_dq_queue`` and
-``_declare_xq_queue`` are overridden here with :mod:`bgworkers.brokers.queue_types`), and say which
-node a connection went to. With several URLs (:mod:`bgworkers.brokers.broker_nodes`) pika tries them
-in order whenever a connection is opened, and dramatiq opens a new one after every
-connection error (consumers after 3 s, publishers at once), so failing over needs no code of
-ours; each publishing or consuming connection is logged as ``broker_connected`` with its
-node. These are private methods of dramatiq: pyproject pins dramatiq exactly.
+Two things dramatiq 2.2 does not do for a cluster: declare quorum queues, and say which node a
+connection went to. ``BGW_QUEUE_TYPE`` picks classic queues (exactly dramatiq's arguments, so
+existing queues keep matching) or quorum queues (replicated over the cluster's nodes) for
+``<q>``, ``<q>.DQ`` and ``<q>.XQ`` alike; docs/scaling.md ("Queue types") says why each
+argument is set, and why the XQ has no delivery limit. dramatiq's ``_build_queue_arguments``,
+``_declare_queue``, ``_declare_dq_queue`` and ``_declare_xq_queue`` are overridden here: these
+are private methods of dramatiq, and pyproject pins dramatiq exactly.
+
+With several URLs (:mod:`bgworkers.brokers.broker_nodes`) pika tries them in order whenever a
+connection is opened, and dramatiq opens a new one after every connection error (consumers
+after 3 s, publishers at once), so failing over needs no code of ours; each publishing or
+consuming connection is logged as ``broker_connected`` with its node.
+
+RabbitMQ answers a declaration with other arguments with ``PRECONDITION_FAILED`` and closes
+the channel; :func:`mismatch_message` turns that into one line naming the queue and the way out.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Literal
 
 import pika.exceptions
-from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL, RabbitmqBroker
 from dramatiq.common import dq_name, xq_name
 from dramatiq.errors import ConnectionClosed
 
 from bgworkers.brokers.broker_nodes import node_of
-from bgworkers.brokers.queue_types import (
-    QueueArgumentsMismatch,
-    QueueType,
-    dead_letter_queue_arguments,
-    queue_arguments,
-)
+from bgworkers.errors import ConfigurationError
 from bgworkers.logs.loggers import get_logger
 from bgworkers.settings import DEFAULT_DELIVERY_LIMIT
 
 log = get_logger("bgworkers.broker")
 #: AMQP's reply code for a declaration whose arguments differ from the existing queue's.
 PRECONDITION_FAILED = 406
+QueueType = Literal["classic", "quorum"]
+MIGRATION_DOC = "docs/scaling.md, 'Changing the queue type'"
+
+
+def queue_arguments(
+    queue_name: str, *, queue_type: QueueType, delivery_limit: int
+) -> dict[str, Any]:
+    """Arguments of ``q`` and ``q.DQ`` (both dead-letter to ``q.XQ``); ``delivery_limit`` is
+    ``BGW_QUEUE_DELIVERY_LIMIT``, redeliveries before a quorum queue dead-letters a message."""
+    arguments: dict[str, Any] = {
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": xq_name(queue_name),
+    }
+    if queue_type == "quorum":
+        arguments.update(
+            {
+                "x-queue-type": "quorum",
+                "x-dead-letter-strategy": "at-least-once",
+                "x-overflow": "reject-publish",
+                "x-delivery-limit": delivery_limit,
+            }
+        )
+    return arguments
+
+
+def dead_letter_queue_arguments(*, queue_type: QueueType) -> dict[str, Any]:
+    """Arguments of ``q.XQ``: dramatiq's message TTL (a static value: messages expire from
+    the head of the queue in order)."""
+    arguments: dict[str, Any] = {"x-message-ttl": DEAD_MESSAGE_TTL}
+    if queue_type == "quorum":
+        arguments["x-queue-type"] = "quorum"
+    return arguments
+
+
+class QueueArgumentsMismatch(ConfigurationError):
+    """A queue exists with other arguments (another type, another delivery limit)."""
+
+    def __init__(self, queue: str, *, queue_type: QueueType, broker_reply: str) -> None:
+        super().__init__(mismatch_message(queue, queue_type=queue_type, broker_reply=broker_reply))
+        self.queue = queue
+
+
+_INEQUIVALENT = re.compile(
+    r"inequivalent arg '(?P<arg>[^']+)' for queue '[^']*' in vhost '(?P<vhost>[^']*)': "
+    r"received (?P<received>.+?) but current is (?P<current>.+)$"
+)
+
+
+#: Arguments bgworkers sets on quorum queues only: a mismatch on one of them is a type mismatch.
+_QUORUM_ONLY = frozenset({"x-queue-type", "x-dead-letter-strategy", "x-overflow"})
+
+
+def mismatch_message(queue: str, *, queue_type: QueueType, broker_reply: str) -> str:
+    """One line: which queue, what it is, which argument differs, and the way out."""
+    match = _INEQUIVALENT.search(broker_reply)
+    kind = "with other arguments"
+    if match is None:
+        detail = broker_reply.removeprefix("PRECONDITION_FAILED - ")[:200]
+        where = ""
+    else:
+        current, received = _short(match["current"]), _short(match["received"])
+        detail = f"{match['arg']} is {current} there, bgworkers declares {received}"
+        where = f" in vhost {match['vhost']!r}"
+        if match["arg"] in _QUORUM_ONLY:
+            if queue_type == "quorum" and current == "unset":
+                kind = "as a classic queue"
+            elif queue_type == "classic" and received == "unset":
+                kind = "as a quorum queue"
+    return (
+        f"queue {queue!r}{where} already exists {kind} ({detail}); "
+        f"RabbitMQ cannot change a queue's type or arguments, and BGW_QUEUE_TYPE is "
+        f"{queue_type!r}: move to new queues and drain the old ones as {MIGRATION_DOC} "
+        "describes, or set BGW_QUEUE_TYPE back to what the queues are"
+    )
+
+
+def _short(value: str) -> str:
+    """``the value 'quorum' of type 'longstr'`` -> ``'quorum'``; ``none`` -> ``unset``."""
+    value = value.strip()
+    if value == "none":
+        return "unset"
+    quoted = re.match(r"(?:the value )?('[^']*')", value)
+    return quoted.group(1) if quoted else value[:40]
 
 
 class ClusterRabbitmqBroker(RabbitmqBroker):

@@ -52,10 +52,8 @@ ACTOR_ONLY_OPTIONS: Final = frozenset({"throws", "retry_when", "on_retry_exhaust
 class InvalidEnvelope(PermanentError):
     """A delivery that is not a message bgworkers can run; dead-lettered at once.
 
-    ``code`` is one of a few fixed words (a metric label): ``too_large``, ``not_utf8``,
-    ``not_json``, ``not_an_object``, ``bad_field``, ``wrong_queue``, ``unknown_actor``,
-    ``bad_option``, ``too_deep``. ``message_id`` and ``actor`` are set when the envelope
-    had a usable one, so the log line can be keyed by them.
+    ``code`` is one of the fixed words of :data:`CODES` (a metric label). ``message_id`` and
+    ``actor`` are set when the envelope had a usable one, so the log line can be keyed by them.
     """
 
     CODES: Final = (

@@ -1,18 +1,14 @@
 """``bgworkers move-queues --from URL``: the last step of changing the queue type.
 
-RabbitMQ cannot change a queue's type, so bgworkers' queues move to a new vhost (see
-docs/scaling.md, "Changing the queue type"). This takes what is left in the old vhost's
-``<q>``, ``<q>.DQ`` and ``<q>.XQ`` and publishes each message, unchanged, to the queue of the
-same name that the configured broker declares (with ``BGW_QUEUE_TYPE``'s arguments): a
-delayed message keeps its ETA in ``.DQ``, a dead letter stays a dead letter. Each message is
-acknowledged in the old queue only after RabbitMQ confirmed its copy, so a crash in between
-leaves a duplicate (absorbed by idempotent actors), never a loss. Run it when nothing consumes
-the old vhost any more (old workers stopped): a message a worker holds is not there to move.
+What is left in the old vhost's ``<q>``, ``<q>.DQ`` and ``<q>.XQ`` is published unchanged to
+the configured broker's queue of the same name (docs/scaling.md, "Changing the queue type").
+Each message is acknowledged in the old queue only after RabbitMQ confirmed its copy: a
+crash in between leaves a duplicate (absorbed by idempotent actors), never a loss.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pika
@@ -32,30 +28,22 @@ class Moved:
     messages: int
 
 
-def queue_names(names: Iterable[str] = queues.ALL) -> list[str]:
-    """Every queue bgworkers has for ``names``: ``<q>``, ``<q>.DQ``, ``<q>.XQ``."""
-    return [name for q in names for name in (q, dq_name(q), xq_name(q))]
-
-
 def move_queues(
-    from_url: str,
-    broker: RabbitmqBroker,
-    *,
-    names: Iterable[str] = queues.ALL,
-    report: Callable[[Moved], None] = lambda _: None,
+    from_url: str, broker: RabbitmqBroker, *, report: Callable[[Moved], None] = lambda _: None
 ) -> list[Moved]:
-    """Move every message of ``names``' queues at ``from_url`` to ``broker``'s queues."""
+    """Move every message of bgworkers' queues at ``from_url`` to ``broker``'s queues."""
     source = open_blocking_connection(from_url, socket_timeout=10)
     moved = []
     try:
-        for queue in names:
+        for queue in queues.ALL:
             broker.declare_queue(queue, ensure=True)
         target = broker.connection.channel()
         target.confirm_delivery()
-        for name in queue_names(names):
-            result = Moved(name, _move_one(source, target, name))
-            report(result)
-            moved.append(result)
+        for queue in queues.ALL:
+            for name in (queue, dq_name(queue), xq_name(queue)):
+                result = Moved(name, _move_one(source, target, name))
+                report(result)
+                moved.append(result)
         target.close()
     finally:
         source.close()

@@ -1,18 +1,10 @@
 """The broker bgworkers' actors live on: built on first need, installed once per process.
 
-Why on demand: importing a module of bgworkers must build nothing (an application imports
-``bgworkers.errors`` or an ``api`` module, a test imports one function). The broker is made
-the first time something needs it:
-
-- an actor is declared (``@task``, when an actor module is imported): :func:`app_broker`;
-- an application or a test reads ``bgworkers.broker``: :func:`wire` (the broker and every
-  domain's actors);
-- dramatiq's or periodiq's CLI loads ``bgworkers`` by name:
-  :func:`bgworkers.stack.wire_for_cli`, from the package's ``__init__`` (see there why
-  it is the one import that wires).
-
-Making the broker opens no connection: RabbitMQ is first contacted when a worker starts or a
-message is sent.
+Why on demand: importing a module of bgworkers must build nothing (docs/architecture.md,
+"Processes"). The broker is made when an actor is declared (:func:`app_broker`), when
+``bgworkers.broker`` is read (:func:`wire`: the broker and every domain's actors), or when a
+CLI loads ``bgworkers`` (:func:`bgworkers.stack.wire_for_cli`; the package's ``__init__``
+says why). Making it opens no connection.
 """
 
 from __future__ import annotations
@@ -43,22 +35,17 @@ _builder: Callable[..., dramatiq.Broker] | None = None
 _schedule: Callable[[str], Any] | None = None
 
 
-def use_builder(builder: Callable[..., dramatiq.Broker]) -> None:
-    """Name what makes the broker: :func:`bgworkers.stack.build_app_broker`.
+def hand_over(
+    *, builder: Callable[..., dramatiq.Broker], periodic_option: Callable[[str], Any]
+) -> None:
+    """Name what makes the broker (:func:`bgworkers.stack.build_app_broker`) and what gives a
+    ``@task(periodic=True)`` actor its ``periodic`` option (from the schedule table).
 
-    Why handed in: the builder names the middleware of packages far above this one; the
-    package's ``__init__``, imported before any of its modules, hands it over.
+    Why handed in: both sit far above this package; the package's ``__init__``, imported
+    before any of its modules, hands them over.
     """
-    global _builder
-    _builder = builder
-
-
-def use_schedule(periodic_option: Callable[[str], Any]) -> None:
-    """Name what gives a ``@task(periodic=True)`` actor its ``periodic`` option:
-    :func:`bgworkers.scheduling.schedule.periodic_option` (handed over like the builder, since
-    the schedule table sits above the task declaration that reads it)."""
-    global _schedule
-    _schedule = periodic_option
+    global _builder, _schedule
+    _builder, _schedule = builder, periodic_option
 
 
 def periodic_option(actor_name: str) -> Any:

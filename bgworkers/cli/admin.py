@@ -52,7 +52,7 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
-    from bgworkers.brokers.probe import probe_broker_problem
+    from bgworkers.brokers.broker_nodes import probe_broker_problem
     from bgworkers.processes.runner import default_children, supervise
 
     problem = probe_broker_problem(settings.broker_url.get_secret_value(), timeout_s=3.0)

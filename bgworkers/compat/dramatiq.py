@@ -13,12 +13,9 @@ from dramatiq.broker import MessageProxy
 from dramatiq.brokers.rabbitmq import _RabbitmqConsumer, _RabbitmqMessage
 from dramatiq.message import Message
 
-from bgworkers.compat.contract import PrivateUse
+from bgworkers.compat import PrivateUse
 
-#: dramatiq's RabbitMQ consumer: our screening consumer subclasses it (connection handling,
-#: prefetch, nack, close are dramatiq's).
 RabbitmqConsumer = _RabbitmqConsumer
-#: dramatiq's message proxy with the delivery tag; our bounded ``str`` subclasses it.
 RabbitmqMessage = _RabbitmqMessage
 
 
@@ -59,8 +56,8 @@ USES: tuple[PrivateUse, ...] = (
     ),
     PrivateUse(
         f"{_RMQ}:_RabbitmqConsumer.ack",
-        used_by="bgworkers.brokers.coalesced_acks.CoalescedAcks.ack",
-        why="replaced, to send acks in batches without a flush each (see coalesced_acks)",
+        used_by="bgworkers.brokers.rabbitmq.CoalescedAcks.ack",
+        why="replaced, to send acks in batches without a flush each (see CoalescedAcks)",
         recheck="diff dramatiq's ack with ours (known_tags, the errors it maps)",
         source_sha256="43b0f4c20080bed0",
     ),
@@ -135,14 +132,14 @@ USES: tuple[PrivateUse, ...] = (
     ),
     PrivateUse(
         "dramatiq.broker:Broker.emit_before",
-        used_by="bgworkers.brokers.hook_dispatch.SelectiveHooks",
+        used_by="bgworkers.brokers.rabbitmq.SelectiveHooks",
         why="public, but replaced: hooks are called only on the middleware that define them",
         recheck="diff dramatiq's emit_before with ours (the SkipMessage handling)",
         source_sha256="583dfd2a7233ae1a",
     ),
     PrivateUse(
         "dramatiq.broker:Broker.emit_after",
-        used_by="bgworkers.brokers.hook_dispatch.SelectiveHooks",
+        used_by="bgworkers.brokers.rabbitmq.SelectiveHooks",
         why="public, but replaced: hooks are called only on the middleware that define them",
         recheck="diff dramatiq's emit_after with ours (reverse order, errors logged)",
         source_sha256="5cdc14acc687e8c7",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bgworkers.compat.contract import PrivateUse
+from bgworkers.compat import PrivateUse
 
 
 def replace_send_actors(send_actors: Callable[[Any, list[Any], Any], None]) -> None:

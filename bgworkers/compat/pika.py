@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bgworkers.compat.contract import PrivateUse
+from bgworkers.compat import PrivateUse
 
 
 def async_channel(channel: Any) -> Any:
@@ -27,7 +27,7 @@ def parameters_in_use(connection: Any) -> Any:
 USES: tuple[PrivateUse, ...] = (
     PrivateUse(
         "pika.adapters.blocking_connection:BlockingChannel.__init__",
-        used_by="bgworkers.compat.pika.async_channel (bgworkers.brokers.coalesced_acks)",
+        used_by="bgworkers.compat.pika.async_channel (bgworkers.brokers.rabbitmq.CoalescedAcks)",
         why="acks sent on the asynchronous channel, a batch per wake-up, without the "
         "blocking channel's flush per ack",
         recheck="that BlockingChannel still keeps the asynchronous channel in self._impl and "

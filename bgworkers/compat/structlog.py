@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from bgworkers.compat.contract import PrivateUse
+from bgworkers.compat import PrivateUse
 
 
 def structlog_source(record: logging.LogRecord) -> tuple[Any, str, dict[str, Any]] | None:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import pika.exceptions
 
-from bgworkers.brokers.probe import probe_broker_problem
+from bgworkers.brokers.broker_nodes import probe_broker_problem
 from bgworkers.logs.failure_reasons import failure_reason
 from bgworkers.logs.redaction import redact_text
 from bgworkers.monitoring.queue_depth import QueueDepth, reader_from_settings

@@ -35,7 +35,7 @@ class BrokerConnectivityCheck(Middleware):
         self._stop.set()
 
     def _watch(self) -> None:
-        from bgworkers.brokers.probe import probe_broker_problem
+        from bgworkers.brokers.broker_nodes import probe_broker_problem
 
         while not self._stop.is_set():
             problem = probe_broker_problem(self.url)

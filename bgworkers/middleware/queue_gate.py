@@ -18,7 +18,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.errors import BrokerConnectionError
 from dramatiq.middleware import Middleware
 
-from bgworkers.brokers.queue_types import QueueArgumentsMismatch
+from bgworkers.brokers.cluster_broker import QueueArgumentsMismatch
 from bgworkers.processes.diagnosis import EXIT_CONFIGURATION
 
 

@@ -30,7 +30,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
-from bgworkers.brokers.probe import probe_broker_problem
+from bgworkers.brokers.broker_nodes import probe_broker_problem
 from bgworkers.db.engine import get_engine
 from bgworkers.logs.failure_reasons import failure_reason
 from bgworkers.logs.loggers import redact_text

@@ -5,9 +5,7 @@
 - ``known_series``: every domain's counters at 0 from a worker's start (handed to
   ``MessageMetrics``).
 
-It sits above every other package (the package's ``__init__`` and ``cli`` aside) and nothing
-below imports it: :mod:`bgworkers.brokers.wiring` is handed its builder at start-up.
-
+Nothing below imports it: :mod:`bgworkers.brokers.wiring` is handed its builder at start-up.
 Here (not in ``broker``): :func:`build_app_broker` and :func:`wire_for_cli`, which import
 the stack only after a worker process's metrics directory is set up.
 """
@@ -21,10 +19,8 @@ if TYPE_CHECKING:
 
 
 def build_app_broker(*, worker_process: bool = False) -> dramatiq.Broker:
-    """bgworkers' broker from the process's settings, installed as dramatiq's broker.
-
-    What :func:`bgworkers.brokers.wiring.app_broker` calls, once per process.
-    """
+    """bgworkers' broker from the process's settings, installed as dramatiq's broker (what
+    :func:`bgworkers.brokers.wiring.app_broker` calls, once per process)."""
     import dramatiq
 
     from bgworkers.settings import get_settings

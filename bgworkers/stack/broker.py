@@ -1,10 +1,9 @@
 """Build the broker with bgworkers' middleware stack: the composition root.
 
 Order matters: dramatiq runs ``before_*`` hooks in list order and ``after_*`` hooks in
-reverse. Logging comes first so every later hook logs with the message's context; the retry
-policy is the last middleware with message hooks, so its decision (retry or dead-letter) is
-made before the logging and metrics middleware report the outcome. The connectivity check
-and the worker-process boot, added after it on the RabbitMQ broker, have no message hooks.
+reverse, so logging comes first (every later hook logs with the message's context) and the
+retry policy decides before logging and metrics report the outcome; docs/architecture.md
+("Middleware (in order)", checked against this list by a test) says where each other sits.
 
 Why here, above every other package: the stack names middleware of many packages (outbox,
 scheduling, console, processes); the broker class (:mod:`bgworkers.brokers.rabbitmq`) and
@@ -50,8 +49,13 @@ if TYPE_CHECKING:
 
 
 def middleware_stack(settings: Settings) -> list[Middleware]:
+    tracing: list[Middleware] = []
+    if tracing_on():  # only when the OTEL_* variables ask for traces
+        from bgworkers.middleware.tracing import Tracing
+
+        tracing.append(Tracing())
     return [
-        *tracing_middleware(),  # first: its spans enclose every other hook of a message
+        *tracing,  # first: its spans enclose every other hook of a message
         MessageLogging(),
         MessageMetrics(initialise=initialise_from_settings),
         AgeLimit(),
@@ -77,35 +81,34 @@ def build_broker(settings: Settings, *, worker_process: bool = False) -> Screeni
 
     Several ``;``-separated URLs are several nodes of one cluster, tried in order.
     ``worker_process``: the broker of a process run by dramatiq's or periodiq's CLI (see
-    :mod:`bgworkers.brokers.wiring`), which also gets the middleware with process hooks: only
-    such a process sets up its own logging, dies with its parent, checks the schema and the
-    queues at boot and may serve the group's metrics. An application's broker, or one a test
-    builds and boots in-process, has none of them.
+    :mod:`bgworkers.brokers.wiring`), which also gets the middleware with process hooks (its
+    own logging, dying with its parent, the schema and queue checks at boot, the group's
+    metrics); an application's broker, or one a test boots in-process, has none of them.
     """
+    process_middleware: list[Middleware] = []
     if worker_process:
         require_extra()  # bgworkers' own processes: a missing extra is one line and exit 2
+        process_middleware = [
+            WorkerProcessBoot(),
+            StopWithParent(),
+            SchemaGate(),
+            QueueArgumentsGate(),
+            GroupExporter(serve=serve_group_metrics),  # served by one worker process
+        ]
     url = settings.broker_url.get_secret_value()
     # confirm_delivery: without it a publish that RabbitMQ drops is lost silently.
-    broker = ScreeningRabbitmqBroker(
+    return ScreeningRabbitmqBroker(
         url=broker_urls(url),
         confirm_delivery=True,
         queue_type=settings.queue_type,
         delivery_limit=settings.queue_delivery_limit,
-        middleware=middleware_stack(settings),
+        middleware=[
+            *middleware_stack(settings),
+            BrokerConnectivityCheck(url=url),  # the RabbitMQ broker only: worker hooks only
+            *process_middleware,
+        ],
         message_max_bytes=settings.message_max_bytes,
     )
-    broker.add_middleware(BrokerConnectivityCheck(url=url))
-    if not worker_process:
-        return broker
-    # Only the RabbitMQ broker, which dramatiq's CLI boots: logging of a worker process.
-    broker.add_middleware(WorkerProcessBoot())
-    # Worker processes only (process_boot), not in the stub stack:
-    broker.add_middleware(StopWithParent())
-    broker.add_middleware(SchemaGate())
-    broker.add_middleware(QueueArgumentsGate())
-    # The group's /metrics, served by one worker process (see bgworkers.middleware.exporter):
-    broker.add_middleware(GroupExporter(serve=serve_group_metrics))
-    return broker
 
 
 def serve_group_metrics(directory: Path) -> MetricsServer | None:
@@ -114,15 +117,6 @@ def serve_group_metrics(directory: Path) -> MetricsServer | None:
     from bgworkers.settings import get_settings
 
     return start_group_exporter(get_settings(), directory)
-
-
-def tracing_middleware() -> list[Middleware]:
-    """The tracing middleware when the ``OTEL_*`` variables ask for traces; else none."""
-    if not tracing_on():
-        return []
-    from bgworkers.middleware.tracing import Tracing
-
-    return [Tracing()]
 
 
 def build_stub_broker(settings: Settings) -> StubBroker:

@@ -1,25 +1,17 @@
 """Every known label set of every counter, exported at 0 from a process's start.
 
-Why: Prometheus's ``increase()`` and ``rate()`` need two samples of a series. A counter that
-first appears at its first event (value 1, or 34 after a long outage) has no earlier sample,
-so ``increase(...[1h])`` reads 0 and an alert on it never fires; a panel summing increases
-misses the first events of every label set. A series that exists at 0 from start-up makes
-the first event a visible step.
+Why: ``increase()`` and ``rate()`` need two samples of a series, so a counter that first
+appears at its first event reads 0 and an alert on it never fires (docs/metrics.md). Gauges
+holding timestamps or sizes are left alone: 0 would be a false reading.
 
-The label sets are known in advance: queue x actor from the declared actors, the periodic
-jobs from the schedule table, and each domain's fixed words (reasons, outcomes, modes), which
-each domain's ``metrics`` module lists next to its metrics. Gauges holding timestamps or
-sizes are left alone: 0 would be a false reading.
-
-Called in each worker process at boot (:class:`bgworkers.middleware.metrics.MessageMetrics`),
-where multiprocess value files are written, and in the scheduler
-(:func:`bgworkers.scheduling.resilient_sending.install`). It runs once per process, never per
-message.
+Called once per process, never per message: in each worker process at boot
+(:class:`bgworkers.middleware.metrics.MessageMetrics`) and in the scheduler
+(:func:`bgworkers.scheduling.resilient_sending.install`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from bgworkers import queues
@@ -29,12 +21,8 @@ def actor_labels(actors: Mapping[str, Any]) -> list[tuple[str, str]]:
     """``(queue, actor)`` of every declared actor on one of bgworkers' queues."""
     from dramatiq.common import q_name
 
-    pairs = []
-    for name, actor in sorted(actors.items()):
-        queue = q_name(actor.queue_name)
-        if queue in queues.ALL:
-            pairs.append((queue, name))
-    return pairs
+    pairs = [(q_name(actor.queue_name), name) for name, actor in sorted(actors.items())]
+    return [(queue, name) for queue, name in pairs if queue in queues.ALL]
 
 
 def periodic_jobs() -> list[str]:
@@ -43,9 +31,7 @@ def periodic_jobs() -> list[str]:
     return [job.actor_name for job in SCHEDULE]
 
 
-def initialise_worker_series(
-    actors: Mapping[str, Any], *, database_backend: str, jobs: Iterable[str] | None = None
-) -> None:
+def initialise_worker_series(actors: Mapping[str, Any], *, database_backend: str) -> None:
     """Build every metric set a worker process records to, with every known label set at 0."""
     from bgworkers.brokers.envelope import InvalidEnvelope
     from bgworkers.email.metrics import EMAIL_METRICS
@@ -59,7 +45,7 @@ def initialise_worker_series(
     from bgworkers.sync.metrics import SYNC_METRICS
 
     MESSAGE_METRICS.get().zero(actor_labels(actors), InvalidEnvelope.CODES)
-    SCHEDULE_METRICS.get().zero(periodic_jobs() if jobs is None else jobs)
+    SCHEDULE_METRICS.get().zero(periodic_jobs())
     MAINTENANCE_METRICS.get().zero(database_backend)
     HEARTBEAT_METRICS.get()  # unlabelled: built is enough
     EMAIL_METRICS.get().zero()
@@ -71,16 +57,12 @@ def initialise_worker_series(
 
 
 def initialise_from_settings(actors: Mapping[str, Any]) -> None:
-    """:func:`initialise_worker_series` for this process's database: what
+    """:func:`initialise_worker_series` for this process's database (its SQL dialect's name,
+    ``sqlite`` or ``postgresql``, as the optimiser labels it): what
     :class:`~bgworkers.middleware.metrics.MessageMetrics` calls at worker boot."""
-    from bgworkers.settings import get_settings
-
-    url = get_settings().database_url.get_secret_value()
-    initialise_worker_series(actors, database_backend=database_backend(url))
-
-
-def database_backend(url: str) -> str:
-    """The SQL dialect name of ``url`` (``sqlite``, ``postgresql``), as the optimiser labels it."""
     from sqlalchemy.engine import make_url
 
-    return make_url(url).get_backend_name()
+    from bgworkers.settings import get_settings
+
+    url = make_url(get_settings().database_url.get_secret_value())
+    initialise_worker_series(actors, database_backend=url.get_backend_name())

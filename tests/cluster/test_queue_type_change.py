@@ -16,8 +16,7 @@ from pathlib import Path
 import dramatiq
 import pytest
 
-from bgworkers.brokers.cluster_broker import ClusterRabbitmqBroker
-from bgworkers.brokers.queue_types import QueueArgumentsMismatch
+from bgworkers.brokers.cluster_broker import ClusterRabbitmqBroker, QueueArgumentsMismatch
 from tests.cli_helpers import run_command
 from tests.outbox.rabbitmq_node import RabbitmqNode, private_node
 
