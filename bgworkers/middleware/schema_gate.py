@@ -1,17 +1,25 @@
-"""Worker processes refuse to start on a database whose schema is missing or outdated.
+"""Worker processes refuse to start on a database whose schema is missing or outdated, and
+wait, paused, for a database that does not answer.
 
 Why: a worker on an unmigrated database failed every scheduled message in a middleware
 ("no such table") and dead-lettered work that would have run fine after ``bgworkers
 migrate``. Checked once per worker process at boot (``process_boot``, before any consumer
 starts): one line naming the fix on stderr, then exit code 2, which dramatiq's CLI passes on
-and which ``bgworkers run`` and the deploy files treat as "a restart will not help". A
-database that does not answer is waited for instead: the worker boots paused and resumes once
-it answers (:mod:`bgworkers.middleware.database_wait`).
+and which ``bgworkers run`` and the deploy files treat as "a restart will not help".
 
 The check runs in a short-lived child process (``os.fork``; the worker process has started no
 thread yet at ``process_boot``): it needs the migration tooling (alembic and the migration
 scripts, about 10 MiB), which the worker itself never uses again. The child prints the line,
 if any, and exits with the code; the worker process exits with the same code.
+
+Why wait for an absent database: a worker process that found none at boot used to exit with
+code 1, so a supervisor restarted the whole group in a loop (and systemd gives up after a few
+tries), where the same group started without RabbitMQ simply waits. Such a worker now boots;
+once it has booted, it is paused (nothing is consumed), the group's ``/healthz`` answers 200
+and ``/readyz`` 503 (its database check fails), and :class:`DatabaseWait` probes the database
+every few seconds, logging one line a minute named by the condition with the password-free URL
+and the fix. When the database answers, its schema is checked as at boot: current, the worker
+resumes; missing or outdated, the process exits with code 2 after one line.
 """
 
 from __future__ import annotations
@@ -19,14 +27,19 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable
 
 import dramatiq
 from dramatiq.middleware import Middleware
 
 from bgworkers.logs.failure_reasons import failure_reason
-from bgworkers.middleware.database_wait import DatabaseWait
+from bgworkers.logs.intervals import LogIntervalsByKey
+from bgworkers.logs.loggers import get_logger, redact_text
 from bgworkers.processes.diagnosis import EXIT_UNAVAILABLE, Problem, database_problem
+from bgworkers.settings import Settings
+
+log = get_logger(__name__)
 
 
 class SchemaGate(Middleware):
@@ -55,28 +68,36 @@ class SchemaGate(Middleware):
             self._wait.stop.set()
 
 
-def check_schema_or_say_why() -> int:
-    """0 when the schema is current; else print one line on stderr and return the exit code."""
-    from bgworkers.db.engine import get_engine
-    from bgworkers.settings import get_settings
+def probe_database(settings: Settings, *, dispose: bool = False) -> Problem | None:
+    """None when the database answers and has the current schema; else why not.
 
-    settings = get_settings()
-    # The child runs before the worker's logging is set up (after-hooks run in reverse order):
-    # alembic's own INFO lines ("setup plugin ...", "Context impl ...") would reach stderr.
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    from bgworkers.migrations.schema_check import schema_problem  # alembic: in the child only
+    ``dispose``: close the engine's connections afterwards (a child about to exit closes
+    them rather than leave them to the kernel).
+    """
+    from bgworkers.db.engine import get_engine
+    from bgworkers.migrations.schema_check import schema_problem
 
     try:
         engine = get_engine(settings)
         try:
-            problem = schema_problem(engine)
+            return schema_problem(engine)  # raises the database's error when it does not answer
         finally:
-            engine.dispose()  # closed before the child exits, not dropped by the kernel
-    except Exception as exc:  # noqa: BLE001 - whatever the database says, the worker stops
-        url = settings.database_url.get_secret_value()
-        problem = database_problem(exc, url) or Problem(
+            if dispose:
+                engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - any failure is the condition we report
+        return database_problem(exc, settings.database_url.get_secret_value()) or Problem(
             "database_unreachable", EXIT_UNAVAILABLE, f"the database failed: {failure_reason(exc)}"
         )
+
+
+def check_schema_or_say_why() -> int:
+    """0 when the schema is current; else print one line on stderr and return the exit code."""
+    from bgworkers.settings import get_settings
+
+    # The child runs before the worker's logging is set up (after-hooks run in reverse order):
+    # alembic's own INFO lines ("setup plugin ...", "Context impl ...") would reach stderr.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    problem = probe_database(get_settings(), dispose=True)
     if problem is None or problem.exit_code == EXIT_UNAVAILABLE:
         return 0 if problem is None else EXIT_UNAVAILABLE  # waited for, logged once booted
     # stderr of the process as started: dramatiq redirects sys.stderr to its log pipe.
@@ -96,3 +117,61 @@ def _in_child(check: Callable[[], int]) -> int:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else EXIT_UNAVAILABLE
+
+
+class DatabaseWait:
+    """Pauses ``worker`` and resumes it once the database answers (a thread of its own).
+
+    ``interval_s``: seconds between two probes; ``log_interval_s``: between two lines about
+    the same condition.
+    """
+
+    def __init__(
+        self,
+        worker: dramatiq.Worker,
+        settings: Settings,
+        *,
+        probe: Callable[[Settings], Problem | None] = probe_database,
+        interval_s: float = 5.0,
+        log_interval_s: float = 60.0,
+        exit_process: Callable[[int], None] = os._exit,
+    ) -> None:
+        self._worker = worker
+        self._settings = settings
+        self._probe = probe
+        self._interval_s = interval_s
+        self._log_interval_s = log_interval_s
+        self._exit = exit_process
+        self.stop = threading.Event()
+        self.resumed = threading.Event()
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run, name="database-wait", daemon=True)
+        thread.start()
+        return thread
+
+    def run(self) -> None:
+        self._worker.pause()
+        notices = LogIntervalsByKey(self._log_interval_s)
+        url = redact_text(self._settings.database_url.get_secret_value())
+        while not self.stop.is_set():
+            problem = self._probe(self._settings)
+            if problem is None:
+                log.info("database_reachable", database_url=url)
+                self._worker.resume()
+                self.resumed.set()
+                return
+            if problem.exit_code != EXIT_UNAVAILABLE:  # a schema to migrate: a restart won't do
+                log.error(problem.condition, database_url=url, hint=problem.message)
+                for handler in logging.getLogger().handlers:
+                    handler.flush()  # the line reaches the log before the process ends
+                self._exit(problem.exit_code)
+                return
+            if notices.of(problem.condition).due():
+                log.error(
+                    problem.condition,
+                    database_url=url,
+                    hint=f"{problem.message}. The worker waits for it and consumes nothing "
+                    "meanwhile; messages wait in RabbitMQ.",
+                )
+            self.stop.wait(self._interval_s)
