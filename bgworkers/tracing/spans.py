@@ -1,25 +1,58 @@
-"""Client spans around bgworkers' own I/O: an SMTP conversation, an HTTP request.
+"""The spans bgworkers makes outside the message middleware: SMTP and HTTP client spans, and
+the outbox's ``create`` and relay ``send`` (each described in docs/tracing.md, "The spans").
 
-Why a context manager that may do nothing: the callers (the mailer, the sync HTTP layer) run
-with tracing off in nearly every installation; then :func:`client_span` is one cached check
-and a shared null context, and OpenTelemetry is never imported.
+Why context managers that may do nothing: their callers (the mailer, the sync HTTP layer, the
+outbox) run with tracing off in nearly every installation; then each is one cached check and a
+null context, and OpenTelemetry is never imported.
 
-Attributes name the peer (``server.address``, ``server.port``) and what was done, never who
-it was for: no recipient, URL path or query (Google puts sync tokens in the query).
+Attributes hold only ids, names, counts and the peer: never a message's arguments, an address,
+a URL path or query, or an error text that has not been through
+:func:`bgworkers.logs.redaction.redact_text`.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Final, Protocol
 
+from dramatiq.common import q_name
+
+from bgworkers.logs.redaction import redact_text
 from bgworkers.tracing.config import tracing_on
 
 TRACER_NAME = "bgworkers"
+#: Characters of a (redacted) error text kept in a span's status.
+MAX_ERROR_CHARS: Final = 300
+#: Links kept on one relay span (the SDK's default limit; a batch may hold thousands).
+MAX_LINKS: Final = 128
 _NOTHING: contextlib.nullcontext[None] = contextlib.nullcontext()
 #: The tracer given to :func:`use_tracer`, if any.
 _used: list[Any] = [None]
+
+
+def messaging_attributes(
+    operation: str, queue_name: str, attributes: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The attributes every messaging span has (``operation`` is also its type), then
+    ``attributes``."""
+    return {
+        "messaging.system": "rabbitmq",
+        "messaging.operation.name": operation,
+        "messaging.operation.type": operation,
+        "messaging.destination.name": q_name(queue_name),
+        **attributes,
+    }
+
+
+def span_name(operation: str, queue_name: str) -> str:
+    """``{operation} {queue}``, as the conventions name messaging spans."""
+    return f"{operation} {q_name(queue_name)}"
+
+
+def error_text(exception: BaseException) -> str:
+    """``Type: text`` with secrets scrubbed, cut to :data:`MAX_ERROR_CHARS`."""
+    return redact_text(f"{type(exception).__name__}: {exception}")[:MAX_ERROR_CHARS]
 
 
 def use_tracer(tracer: Any | None) -> None:
@@ -46,9 +79,8 @@ def active_tracer() -> Any | None:
 def client_span(name: str, attributes: Mapping[str, Any]) -> contextlib.AbstractContextManager[Any]:
     """A CLIENT span named ``name``, child of the current span, while the block runs.
 
-    An exception leaving the block sets ``error.type`` and the status ERROR (its text
-    redacted); the span object (or None when tracing is off) is what ``as`` binds, so the
-    caller can add what it learns (``http.response.status_code``).
+    The span object (or None when tracing is off) is what ``as`` binds, so the caller can add
+    what it learns (``http.response.status_code``).
     """
     tracer = active_tracer()
     if tracer is None:
@@ -72,8 +104,6 @@ def current_span(
     ``error.type`` and the status ERROR with the redacted text (OpenTelemetry's own recording
     would keep the unredacted message and traceback)."""
     from opentelemetry.trace import Status, StatusCode
-
-    from bgworkers.tracing.attributes import error_text
 
     with tracer.start_as_current_span(
         name,
@@ -102,3 +132,64 @@ def set_http_status(span: Any, status_code: int) -> None:
 
         span.set_attribute("error.type", str(status_code))
         span.set_status(Status(StatusCode.ERROR, f"HTTP {status_code}"))
+
+
+@contextlib.contextmanager
+def create_span(queue: str, actor: str, *, count: int = 1) -> Iterator[dict[str, str]]:
+    """The outbox's ``create`` span while the caller writes its row: yields the options that
+    carry its context (empty when tracing is off), for the stored envelope.
+
+    ``count`` > 1: one span for a batch (``enqueue_many``), every message its child.
+    """
+    tracer = active_tracer()
+    if tracer is None:
+        yield {}
+        return
+    from opentelemetry.trace import SpanKind
+
+    from bgworkers.tracing import carrier
+
+    attributes: dict[str, Any] = {"bgworkers.outbox": True, "bgworkers.actor": actor}
+    if count != 1:
+        attributes["messaging.batch.message_count"] = count
+    with current_span(
+        tracer,
+        span_name("create", queue),
+        kind=SpanKind.PRODUCER,
+        attributes=messaging_attributes("create", queue, attributes),
+    ):
+        options: dict[str, str] = {}
+        carrier.inject(options)
+        yield options
+
+
+class _Published(Protocol):
+    @property
+    def queue(self) -> str: ...
+
+    @property
+    def body(self) -> bytes: ...
+
+
+def publish_span(batch: Sequence[_Published]) -> contextlib.AbstractContextManager[Any]:
+    """The relay's ``send`` span around publishing ``batch``; a null context when off."""
+    tracer = active_tracer()
+    if tracer is None:
+        return contextlib.nullcontext()
+    from opentelemetry import context
+    from opentelemetry.trace import SpanKind
+
+    from bgworkers.tracing import carrier
+
+    queues = sorted({item.queue for item in batch})
+    destination = queues[0] if len(queues) == 1 else "multiple"
+    attributes = {"bgworkers.outbox": True, "messaging.batch.message_count": len(batch)}
+    # A root span: the batch belongs to no one message's trace, it links to all of them.
+    return current_span(
+        tracer,
+        span_name("send", destination),
+        context=context.Context(),
+        kind=SpanKind.PRODUCER,
+        links=carrier.links_in_bodies([item.body for item in batch], limit=MAX_LINKS),
+        attributes=messaging_attributes("send", destination, attributes),
+    )

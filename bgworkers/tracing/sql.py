@@ -1,14 +1,8 @@
-"""Optional CLIENT spans for SQL statements, through SQLAlchemy's engine events.
+"""Optional CLIENT spans for SQL statements, through SQLAlchemy's engine events
+(``BGW_TRACE_SQL=true``; docs/tracing.md, "The spans", says why they are off by default).
 
-Why optional: a message runs a handful of statements, so their spans multiply what a trace
-holds and what tracing costs; they are worth it while finding where a slow message waits
-for the database, and are turned on with ``BGW_TRACE_SQL=true`` (with tracing on).
-
-Why so little in them: a statement's text holds literal values in some queries, and its
-parameters hold user data (addresses, tokens). A span names the database system
-(``db.system``), the operation (``db.operation.name``: SELECT, INSERT, ...) and the server
-(``server.address``/``server.port``), never the statement, its parameters, the user or the
-password.
+A span names the database system, the operation and the server, never the statement (its text
+holds literal values in some queries), its parameters (user data), the user or the password.
 """
 
 from __future__ import annotations
@@ -20,7 +14,7 @@ from sqlalchemy.engine import Engine
 
 #: Where the open span of a statement is kept on SQLAlchemy's execution context.
 _SPAN_ATTR: Final = "_bgw_sql_span"
-#: Characters of the statement's first word used as its operation (an unknown word is OTHER).
+#: The statement's first words kept as its operation (any other is OTHER).
 _OPERATIONS: Final = frozenset(
     {"SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "BEGIN", "COMMIT", "ROLLBACK", "CREATE"}
     | {"ALTER", "DROP", "PRAGMA", "SET", "SAVEPOINT", "RELEASE", "VACUUM", "ANALYZE", "LOCK"}
