@@ -2,8 +2,8 @@
 puts them in order (docs/architecture.md, "Middleware (in order)").
 
 Message hooks: ``tracing`` (spans, only when ``OTEL_*`` asks), ``message_logging`` (context
-and one line per message), ``metrics``, ``retry_policy`` (retry or dead-letter), ``outcome``
-(what the retry policy decided, shared).
+and one line per message), ``metrics``, ``retry_policy`` (retry or dead-letter; what it
+decided, read by the others).
 Worker hooks: ``connectivity`` (RabbitMQ unreachable, said plainly), ``resources`` (shared
 clients closed at shutdown), ``exporter`` (the group's metrics endpoint).
 Process hooks of the worker processes a CLI starts: ``parent_death``, ``schema_gate``,

@@ -19,8 +19,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from bgworkers.middleware.outcome import RunEnd
-from bgworkers.middleware.retry_policy import REASON_ATTR
+from bgworkers.middleware.retry_policy import REASON_ATTR, RunEnd
 from bgworkers.tracing import carrier
 from bgworkers.tracing.config import flush_tracing
 from bgworkers.tracing.spans import TRACER_NAME, error_text, messaging_attributes, span_name
