@@ -1,45 +1,75 @@
-"""Worker processes refuse to start on a database whose schema is missing or outdated, and
-wait, paused, for a database that does not answer.
+"""Process hooks of the worker processes a CLI starts (``process_boot`` is the first hook that
+runs inside each of the processes dramatiq forks): stop with the parent, and refuse to start
+where a restart will not help.
 
-Why: a worker on an unmigrated database failed every scheduled message in a middleware
-("no such table") and dead-lettered work that would have run fine after ``bgworkers
-migrate``. Checked once per worker process at boot (``process_boot``, before any consumer
-starts): one line naming the fix on stderr, then exit code 2, which dramatiq's CLI passes on
-and which ``bgworkers run`` and the deploy files treat as "a restart will not help".
+:class:`StopWithParent`: worker processes stop when dramatiq's main process dies (see
+:mod:`bgworkers.processes.process_group`). SIGTERM is dramatiq's own "stop gracefully" signal,
+so an orphaned worker finishes or returns its messages instead of consuming unsupervised.
 
-The check runs in a short-lived child process (``os.fork``; the worker process has started no
-thread yet at ``process_boot``): it needs the migration tooling (alembic and the migration
-scripts, about 10 MiB), which the worker itself never uses again. The child prints the line,
-if any, and exits with the code; the worker process exits with the same code.
+:class:`SchemaGate`: a worker on an unmigrated database failed every scheduled message in a
+middleware ("no such table") and dead-lettered work that would have run fine after
+``bgworkers migrate``. Checked once per worker process at boot, before any consumer starts:
+one line naming the fix on stderr, then exit code 2, which dramatiq's CLI passes on and which
+``bgworkers run`` and the deploy files treat as "a restart will not help". The check runs in a
+short-lived child process (``os.fork``; the worker process has started no thread yet at
+``process_boot``): it needs the migration tooling (alembic and the migration scripts, about
+10 MiB), which the worker itself never uses again. The child prints the line, if any, and
+exits with the code; the worker process exits with the same code.
 
-Why wait for an absent database: a worker process that found none at boot used to exit with
-code 1, so a supervisor restarted the whole group in a loop (and systemd gives up after a few
-tries), where the same group started without RabbitMQ simply waits. Such a worker now boots;
-once it has booted, it is paused (nothing is consumed), the group's ``/healthz`` answers 200
-and ``/readyz`` 503 (its database check fails), and :class:`DatabaseWait` probes the database
-every few seconds, logging one line a minute named by the condition with the password-free URL
-and the fix. When the database answers, its schema is checked as at boot: current, the worker
-resumes; missing or outdated, the process exits with code 2 after one line.
+A database that does not answer is waited for (:class:`DatabaseWait`; what the waiting worker
+does is in docs/architecture.md, ``SchemaGate``). Why: a worker process that found none at
+boot used to exit with code 1, so a supervisor restarted the whole group in a loop (and
+systemd gives up after a few tries), where the same group started without RabbitMQ simply
+waits. Once the database answers, its schema is checked as at boot.
+
+:class:`QueueArgumentsGate`: RabbitMQ cannot change a queue's type. A worker started with
+``BGW_QUEUE_TYPE=quorum`` on a vhost whose queues are classic (or the other way round) would
+otherwise log a refused declaration every 3 s per consumer and never consume. Every declared
+queue is declared once at boot (``<q>``, ``<q>.DQ``, ``<q>.XQ``); a mismatch prints one line
+naming the queue and the migration procedure, then exit code 2. RabbitMQ not answering is left
+to the consumers, which wait for it as before.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable
 
 import dramatiq
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.errors import BrokerConnectionError
 from dramatiq.middleware import Middleware
 
+from bgworkers.brokers.queue_types import QueueArgumentsMismatch
 from bgworkers.logs.failure_reasons import failure_reason
 from bgworkers.logs.intervals import LogIntervalsByKey
 from bgworkers.logs.loggers import get_logger, redact_text
-from bgworkers.processes.diagnosis import EXIT_UNAVAILABLE, Problem, database_problem
+from bgworkers.processes.diagnosis import (
+    EXIT_CONFIGURATION,
+    EXIT_UNAVAILABLE,
+    Problem,
+    database_problem,
+)
+from bgworkers.processes.process_group import set_parent_death_signal
 from bgworkers.settings import Settings
 
 log = get_logger(__name__)
+
+
+def _say_why_not_started(why: object) -> None:
+    # stderr of the process as started: dramatiq redirects sys.stderr to its log pipe.
+    print(f"bgworkers: worker not started: {why}", file=sys.__stderr__ or sys.stderr, flush=True)
+
+
+class StopWithParent(Middleware):
+    """Asks the kernel to send SIGTERM to this worker process when its parent dies."""
+
+    def after_process_boot(self, broker: dramatiq.Broker) -> None:
+        set_parent_death_signal(signal.SIGTERM)
 
 
 class SchemaGate(Middleware):
@@ -100,9 +130,7 @@ def check_schema_or_say_why() -> int:
     problem = probe_database(get_settings(), dispose=True)
     if problem is None or problem.exit_code == EXIT_UNAVAILABLE:
         return 0 if problem is None else EXIT_UNAVAILABLE  # waited for, logged once booted
-    # stderr of the process as started: dramatiq redirects sys.stderr to its log pipe.
-    err = sys.__stderr__ or sys.stderr
-    print(f"bgworkers: worker not started: {problem.message}", file=err, flush=True)
+    _say_why_not_started(problem.message)
     return problem.exit_code
 
 
@@ -175,3 +203,32 @@ class DatabaseWait:
                     "meanwhile; messages wait in RabbitMQ.",
                 )
             self.stop.wait(self._interval_s)
+
+
+class QueueArgumentsGate(Middleware):
+    """Stops a ``dramatiq bgworkers`` worker process at boot on a queue-type mismatch."""
+
+    def after_process_boot(self, broker: dramatiq.Broker) -> None:
+        problem = first_mismatch(broker)
+        if problem is not None:
+            _say_why_not_started(problem)
+            raise SystemExit(EXIT_CONFIGURATION)
+
+
+def first_mismatch(broker: dramatiq.Broker) -> QueueArgumentsMismatch | None:
+    """Declare every queue of ``broker``; the first refused one, or None.
+
+    The connection used is closed afterwards (this thread does not publish later).
+    """
+    if not isinstance(broker, RabbitmqBroker):
+        return None
+    try:
+        for queue in sorted(broker.get_declared_queues()):
+            broker.declare_queue(queue, ensure=True)
+    except QueueArgumentsMismatch as exc:
+        return exc
+    except BrokerConnectionError:
+        return None  # unreachable now: the consumers retry and log it
+    finally:
+        del broker.connection
+    return None
