@@ -29,13 +29,11 @@ from dramatiq.middleware import (
 
 from bgworkers.brokers.rabbitmq import ScreeningRabbitmqBroker, StackStubBroker
 from bgworkers.console.middleware import DeadLetterIndex
-from bgworkers.middleware.connectivity import BrokerConnectivityCheck
-from bgworkers.middleware.exporter import GroupExporter
 from bgworkers.middleware.message_logging import MessageLogging
 from bgworkers.middleware.metrics import MessageMetrics
 from bgworkers.middleware.process_hooks import QueueArgumentsGate, SchemaGate, StopWithParent
-from bgworkers.middleware.resources import CloseResources
 from bgworkers.middleware.retry_policy import RetryPolicy
+from bgworkers.middleware.worker_hooks import BrokerConnectivityCheck, CloseResources, GroupExporter
 from bgworkers.outbox.middleware import OutboxRelay
 from bgworkers.processes.boot import WorkerProcessBoot
 from bgworkers.scheduling.middleware import ScheduleGuard
@@ -101,7 +99,7 @@ def build_broker(settings: Settings, *, worker_process: bool = False) -> Screeni
     broker.add_middleware(StopWithParent())
     broker.add_middleware(SchemaGate())
     broker.add_middleware(QueueArgumentsGate())
-    # The group's /metrics, served by one worker process (see bgworkers.middleware.exporter):
+    # The group's /metrics, served by one worker process (see bgworkers.middleware.worker_hooks):
     broker.add_middleware(GroupExporter(serve=serve_group_metrics))
     return broker
 
