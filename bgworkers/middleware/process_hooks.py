@@ -1,33 +1,23 @@
-"""Process hooks of the worker processes a CLI starts (``process_boot`` is the first hook that
-runs inside each of the processes dramatiq forks): stop with the parent, and refuse to start
-where a restart will not help.
+"""Process hooks of the worker processes a CLI starts (docs/architecture.md, "Middleware (in
+order)", says what each does). ``process_boot`` is the first hook that runs inside each process
+dramatiq forks, before any consumer starts.
 
-:class:`StopWithParent`: worker processes stop when dramatiq's main process dies (see
-:mod:`bgworkers.processes.process_group`). SIGTERM is dramatiq's own "stop gracefully" signal,
-so an orphaned worker finishes or returns its messages instead of consuming unsupervised.
+:class:`StopWithParent`: SIGTERM is dramatiq's own "stop gracefully" signal, so an orphaned
+worker finishes or returns its messages instead of consuming unsupervised.
 
-:class:`SchemaGate`: a worker on an unmigrated database failed every scheduled message in a
-middleware ("no such table") and dead-lettered work that would have run fine after
-``bgworkers migrate``. Checked once per worker process at boot, before any consumer starts:
-one line naming the fix on stderr, then exit code 2, which dramatiq's CLI passes on and which
-``bgworkers run`` and the deploy files treat as "a restart will not help". The check runs in a
-short-lived child process (``os.fork``; the worker process has started no thread yet at
-``process_boot``): it needs the migration tooling (alembic and the migration scripts, about
-10 MiB), which the worker itself never uses again. The child prints the line, if any, and
-exits with the code; the worker process exits with the same code.
+:class:`SchemaGate`. Why: a worker on an unmigrated database failed every scheduled message in
+a middleware ("no such table") and dead-lettered work that would have run fine after
+``bgworkers migrate``. Its exit code 2 is passed on by dramatiq's CLI, and ``bgworkers run``
+and the deploy files treat it as "a restart will not help". The check runs in a short-lived
+forked child (the worker process has started no thread yet): it needs the migration tooling
+(alembic and the migration scripts, about 10 MiB), which the worker itself never uses again.
+A database that does not answer is waited for (:class:`DatabaseWait`): a worker process that
+exited instead made a supervisor restart the whole group in a loop (and systemd gives up after
+a few tries), where the same group started without RabbitMQ simply waits.
 
-A database that does not answer is waited for (:class:`DatabaseWait`; what the waiting worker
-does is in docs/architecture.md, ``SchemaGate``). Why: a worker process that found none at
-boot used to exit with code 1, so a supervisor restarted the whole group in a loop (and
-systemd gives up after a few tries), where the same group started without RabbitMQ simply
-waits. Once the database answers, its schema is checked as at boot.
-
-:class:`QueueArgumentsGate`: RabbitMQ cannot change a queue's type. A worker started with
+:class:`QueueArgumentsGate`. Why: RabbitMQ cannot change a queue's type; a worker started with
 ``BGW_QUEUE_TYPE=quorum`` on a vhost whose queues are classic (or the other way round) would
-otherwise log a refused declaration every 3 s per consumer and never consume. Every declared
-queue is declared once at boot (``<q>``, ``<q>.DQ``, ``<q>.XQ``); a mismatch prints one line
-naming the queue and the migration procedure, then exit code 2. RabbitMQ not answering is left
-to the consumers, which wait for it as before.
+otherwise log a refused declaration every 3 s per consumer and never consume.
 """
 
 from __future__ import annotations
@@ -38,6 +28,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
@@ -55,7 +46,7 @@ from bgworkers.processes.diagnosis import (
     database_problem,
 )
 from bgworkers.processes.process_group import set_parent_death_signal
-from bgworkers.settings import Settings
+from bgworkers.settings import Settings, get_settings
 
 log = get_logger(__name__)
 
@@ -88,8 +79,6 @@ class SchemaGate(Middleware):
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         if self._database_away:
-            from bgworkers.settings import get_settings
-
             self._wait = DatabaseWait(worker, get_settings())
             self._wait.start()
 
@@ -122,8 +111,6 @@ def probe_database(settings: Settings, *, dispose: bool = False) -> Problem | No
 
 def check_schema_or_say_why() -> int:
     """0 when the schema is current; else print one line on stderr and return the exit code."""
-    from bgworkers.settings import get_settings
-
     # The child runs before the worker's logging is set up (after-hooks run in reverse order):
     # alembic's own INFO lines ("setup plugin ...", "Context impl ...") would reach stderr.
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -147,6 +134,7 @@ def _in_child(check: Callable[[], int]) -> int:
     return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else EXIT_UNAVAILABLE
 
 
+@dataclass
 class DatabaseWait:
     """Pauses ``worker`` and resumes it once the database answers (a thread of its own).
 
@@ -154,24 +142,15 @@ class DatabaseWait:
     the same condition.
     """
 
-    def __init__(
-        self,
-        worker: dramatiq.Worker,
-        settings: Settings,
-        *,
-        probe: Callable[[Settings], Problem | None] = probe_database,
-        interval_s: float = 5.0,
-        log_interval_s: float = 60.0,
-        exit_process: Callable[[int], None] = os._exit,
-    ) -> None:
-        self._worker = worker
-        self._settings = settings
-        self._probe = probe
-        self._interval_s = interval_s
-        self._log_interval_s = log_interval_s
-        self._exit = exit_process
-        self.stop = threading.Event()
-        self.resumed = threading.Event()
+    worker: dramatiq.Worker
+    settings: Settings
+    _: KW_ONLY
+    probe: Callable[[Settings], Problem | None] = probe_database
+    interval_s: float = 5.0
+    log_interval_s: float = 60.0
+    exit_process: Callable[[int], None] = os._exit
+    stop: threading.Event = field(init=False, default_factory=threading.Event)
+    resumed: threading.Event = field(init=False, default_factory=threading.Event)
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.run, name="database-wait", daemon=True)
@@ -179,21 +158,21 @@ class DatabaseWait:
         return thread
 
     def run(self) -> None:
-        self._worker.pause()
-        notices = LogIntervalsByKey(self._log_interval_s)
-        url = redact_text(self._settings.database_url.get_secret_value())
+        self.worker.pause()
+        notices = LogIntervalsByKey(self.log_interval_s)
+        url = redact_text(self.settings.database_url.get_secret_value())
         while not self.stop.is_set():
-            problem = self._probe(self._settings)
+            problem = self.probe(self.settings)
             if problem is None:
                 log.info("database_reachable", database_url=url)
-                self._worker.resume()
+                self.worker.resume()
                 self.resumed.set()
                 return
             if problem.exit_code != EXIT_UNAVAILABLE:  # a schema to migrate: a restart won't do
                 log.error(problem.condition, database_url=url, hint=problem.message)
                 for handler in logging.getLogger().handlers:
                     handler.flush()  # the line reaches the log before the process ends
-                self._exit(problem.exit_code)
+                self.exit_process(problem.exit_code)
                 return
             if notices.of(problem.condition).due():
                 log.error(
@@ -202,7 +181,7 @@ class DatabaseWait:
                     hint=f"{problem.message}. The worker waits for it and consumes nothing "
                     "meanwhile; messages wait in RabbitMQ.",
                 )
-            self.stop.wait(self._interval_s)
+            self.stop.wait(self.interval_s)
 
 
 class QueueArgumentsGate(Middleware):
