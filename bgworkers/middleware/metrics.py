@@ -1,13 +1,7 @@
-"""Prometheus metrics of message processing, without the faults of dramatiq's own middleware.
-
-Differences that matter (each has a test):
-
-* a retried message is counted once per attempt under its canonical queue: a message waiting
-  in ``<queue>.DQ`` is neither processed nor counted until it runs;
-* the in-progress gauge only goes down for messages it counted up, so a message skipped by
-  an earlier middleware can never drive it negative;
-* metric objects are made at worker boot on the current registry (a fresh one in tests),
-  not at import, so an in-process ``Worker`` works without ``process_boot``.
+"""Prometheus metrics of message processing, without the faults of dramatiq's own middleware
+(docs/metrics.md lists the differences; each has a test). Metric objects are made at worker
+boot on the current registry (a fresh one in tests), not at import, so an in-process
+``Worker`` works without ``process_boot``.
 """
 
 from __future__ import annotations

@@ -195,10 +195,8 @@ class QueueArgumentsGate(Middleware):
 
 
 def first_mismatch(broker: dramatiq.Broker) -> QueueArgumentsMismatch | None:
-    """Declare every queue of ``broker``; the first refused one, or None.
-
-    The connection used is closed afterwards (this thread does not publish later).
-    """
+    """Declare every queue of ``broker``; the first refused one, or None. The connection used
+    is closed afterwards (this thread does not publish later)."""
     if not isinstance(broker, RabbitmqBroker):
         return None
     try:

@@ -22,8 +22,7 @@ What :class:`RetryPolicy` adds, each through ``Retries``' public hook and argume
   metrics and dead-letter index middleware, and a failing ``on_retry_exhausted`` send is
   logged, not raised (the message is dead-lettered either way).
 
-The middleware that report each delivery read the decision with :func:`outcome_of` and
-:class:`RunEnd`.
+Read by the middleware that report each delivery: :func:`outcome_of`, :class:`RunEnd`.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ class Tracing(RunEnd):
         span = self._tracer.start_span(
             span_name("send", message.queue_name), kind=SpanKind.PRODUCER, attributes=attributes
         )
-        carrier.inject(message.options, trace.set_span_in_context(span))
+        carrier.PROPAGATOR.inject(message.options, context=trace.set_span_in_context(span))
         # A thread sends one message at a time: a send still pending here raised (broker away).
         unsent: tuple[str, Span] | None = getattr(self._sending, "pending", None)
         if unsent is not None:

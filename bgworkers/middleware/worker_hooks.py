@@ -114,9 +114,8 @@ class GroupExporter(Middleware):
         if not directory or not is_dramatiq_cli_child() or self._claim is not None:
             return  # not a worker of dramatiq's CLI: tests and tools serve their own registry
         self._claim = claim_exporter(Path(directory))
-        if self._claim is None:
-            return
-        self._server = self._serve(Path(directory))
+        if self._claim is not None:
+            self._server = self._serve(Path(directory))
 
     def before_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
         server, self._server = self._server, None

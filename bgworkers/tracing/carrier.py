@@ -10,7 +10,7 @@ propagated (it could carry anything into a queue).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from typing import Any, Final
 
 from opentelemetry.context import Context
@@ -21,15 +21,11 @@ TRACEPARENT: Final = "traceparent"
 TRACESTATE: Final = "tracestate"
 FIRST_ATTEMPT: Final = "bgw_first_attempt"
 
-_PROPAGATOR: Final = TraceContextTextMapPropagator()
+#: Writes a context's span (default: the current one) into a message's options, and reads it.
+PROPAGATOR: Final = TraceContextTextMapPropagator()
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 #: A traceparent as it appears in an encoded envelope (for the relay, without parsing JSON).
 _IN_BODY = re.compile(rb'"traceparent":"(00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2})"')
-
-
-def inject(options: MutableMapping[str, Any], context: Context | None = None) -> None:
-    """Write the context's span (default: the current one) into ``options``."""
-    _PROPAGATOR.inject(options, context=context)
 
 
 def extract(options: Mapping[str, Any]) -> Context | None:
@@ -37,7 +33,7 @@ def extract(options: Mapping[str, Any]) -> Context | None:
     if TRACEPARENT not in options:
         return None
     carrier = {key: options[key] for key in (TRACEPARENT, TRACESTATE) if key in options}
-    return _PROPAGATOR.extract(carrier)
+    return PROPAGATOR.extract(carrier)
 
 
 def traceparent_of(span_context: SpanContext) -> str:

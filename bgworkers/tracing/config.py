@@ -89,7 +89,6 @@ def flush_tracing(timeout_ms: int = 5_000) -> None:
         return
     from opentelemetry import trace
 
-    provider = trace.get_tracer_provider()
-    flush = getattr(provider, "force_flush", None)
+    flush = getattr(trace.get_tracer_provider(), "force_flush", None)
     if flush is not None:
         flush(timeout_ms)

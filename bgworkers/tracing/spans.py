@@ -57,11 +57,8 @@ def error_text(exception: BaseException) -> str:
 
 def use_tracer(tracer: Any | None) -> None:
     """Make bgworkers' own spans (client, outbox) with ``tracer`` whatever the ``OTEL_*``
-    variables say; None goes back to them (the global provider when tracing is on).
-
-    For tests (an in-memory exporter), and an application that wants bgworkers' spans on a
-    provider other than its global one; as :func:`bgworkers.db.engine.use_engine` for the engine.
-    """
+    variables say; None goes back to them. For tests (an in-memory exporter), and an
+    application that wants bgworkers' spans on a provider other than its global one."""
     _used[0] = tracer
 
 
@@ -159,7 +156,7 @@ def create_span(queue: str, actor: str, *, count: int = 1) -> Iterator[dict[str,
         attributes=messaging_attributes("create", queue, attributes),
     ):
         options: dict[str, str] = {}
-        carrier.inject(options)
+        carrier.PROPAGATOR.inject(options)
         yield options
 
 
@@ -175,7 +172,7 @@ def publish_span(batch: Sequence[_Published]) -> contextlib.AbstractContextManag
     """The relay's ``send`` span around publishing ``batch``; a null context when off."""
     tracer = active_tracer()
     if tracer is None:
-        return contextlib.nullcontext()
+        return _NOTHING
     from opentelemetry import context
     from opentelemetry.trace import SpanKind
 

@@ -23,7 +23,7 @@ _OPERATIONS: Final = frozenset(
 
 def trace_statements(engine: Engine, tracer: Any) -> None:
     """Make a CLIENT span with ``tracer`` around each statement ``engine`` runs."""
-    from opentelemetry.trace import SpanKind
+    from opentelemetry.trace import SpanKind, Status, StatusCode
 
     attributes: dict[str, Any] = {"db.system": engine.dialect.name}
     if engine.url.host:
@@ -50,8 +50,6 @@ def trace_statements(engine: Engine, tracer: Any) -> None:
         span = context.__dict__.pop(_SPAN_ATTR, None) if context is not None else None
         if span is None:
             return
-        from opentelemetry.trace import Status, StatusCode
-
         error = exception_context.original_exception
         span.set_attribute("error.type", type(error).__name__)
         # The driver's text may quote the statement or a value: the type is what is kept.
