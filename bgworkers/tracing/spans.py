@@ -1,5 +1,6 @@
-"""The spans bgworkers makes outside the message middleware: SMTP and HTTP client spans, and
-the outbox's ``create`` and relay ``send`` (each described in docs/tracing.md, "The spans").
+"""The spans bgworkers makes outside the message middleware: SMTP and HTTP client spans, the
+outbox's ``create`` and relay ``send``, and SQL statements' with ``BGW_TRACE_SQL=true`` (each
+described in docs/tracing.md, "The spans", with why SQL spans are off by default).
 
 Why context managers that may do nothing: their callers (the mailer, the sync HTTP layer, the
 outbox) run with tracing off in nearly every installation; then each is one cached check and a
@@ -7,25 +8,37 @@ null context, and OpenTelemetry is never imported.
 
 Attributes hold only ids, names, counts and the peer: never a message's arguments, an address,
 a URL path or query, or an error text that has not been through
-:func:`bgworkers.logs.redaction.redact_text`.
+:func:`bgworkers.logs.redaction.redact_text`. A SQL span names the database system, the
+operation and the server, never the statement (its text holds literal values in some queries),
+its parameters (user data), the user or the password.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from dramatiq.common import q_name
 
 from bgworkers.logs.redaction import redact_text
 from bgworkers.tracing.config import tracing_on
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
 TRACER_NAME = "bgworkers"
 #: Characters of a (redacted) error text kept in a span's status.
 MAX_ERROR_CHARS: Final = 300
 #: Links kept on one relay span (the SDK's default limit; a batch may hold thousands).
 MAX_LINKS: Final = 128
+#: Where the open span of a statement is kept on SQLAlchemy's execution context.
+_SQL_SPAN_ATTR: Final = "_bgw_sql_span"
+#: The statement's first words kept as its operation (any other is OTHER).
+_OPERATIONS: Final = frozenset(
+    {"SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "BEGIN", "COMMIT", "ROLLBACK", "CREATE"}
+    | {"ALTER", "DROP", "PRAGMA", "SET", "SAVEPOINT", "RELEASE", "VACUUM", "ANALYZE", "LOCK"}
+)
 _NOTHING: contextlib.nullcontext[None] = contextlib.nullcontext()
 #: The tracer given to :func:`use_tracer`, if any.
 _used: list[Any] = [None]
@@ -190,3 +203,52 @@ def publish_span(batch: Sequence[_Published]) -> contextlib.AbstractContextManag
         links=carrier.links_in_bodies([item.body for item in batch], limit=MAX_LINKS),
         attributes=messaging_attributes("send", destination, attributes),
     )
+
+
+def trace_statements(engine: Engine, tracer: Any) -> None:
+    """Make a CLIENT span with ``tracer`` around each statement ``engine`` runs."""
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+    from sqlalchemy import event
+
+    attributes: dict[str, Any] = {"db.system": engine.dialect.name}
+    if engine.url.host:
+        attributes["server.address"] = engine.url.host
+    if engine.url.port:
+        attributes["server.port"] = engine.url.port
+
+    def before(statement: str, context: Any, **_: Any) -> None:
+        operation = operation_of(statement)
+        span = tracer.start_span(
+            operation,
+            kind=SpanKind.CLIENT,
+            attributes={**attributes, "db.operation.name": operation},
+        )
+        setattr(context, _SQL_SPAN_ATTR, span)
+
+    def after(context: Any, **_: Any) -> None:
+        span = context.__dict__.pop(_SQL_SPAN_ATTR, None)
+        if span is not None:
+            span.end()
+
+    def failed(exception_context: Any) -> None:
+        context = exception_context.execution_context
+        span = context.__dict__.pop(_SQL_SPAN_ATTR, None) if context is not None else None
+        if span is None:
+            return
+        error = exception_context.original_exception
+        span.set_attribute("error.type", type(error).__name__)
+        # The driver's text may quote the statement or a value: the type is what is kept.
+        span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+        span.end()
+
+    # named=True: SQLAlchemy passes the event's arguments by name; each takes what it reads.
+    event.listen(engine, "before_cursor_execute", before, named=True)
+    event.listen(engine, "after_cursor_execute", after, named=True)
+    event.listen(engine, "handle_error", failed)
+
+
+def operation_of(statement: str) -> str:
+    """The statement's first keyword in capitals (``SELECT``), ``OTHER`` if not a known one."""
+    words = statement.lstrip(" \t\r\n(").split(None, 1)
+    word = words[0].upper() if words else ""
+    return word if word in _OPERATIONS else "OTHER"
