@@ -88,11 +88,9 @@ class SchemaGate(Middleware):
 
 
 def probe_database(settings: Settings, *, dispose: bool = False) -> Problem | None:
-    """None when the database answers and has the current schema; else why not.
-
-    ``dispose``: close the engine's connections afterwards (a child about to exit closes
-    them rather than leave them to the kernel).
-    """
+    """None when the database answers and has the current schema; else why not. ``dispose``:
+    close the engine's connections afterwards (a child about to exit, not to leave them to the
+    kernel)."""
     from bgworkers.db.engine import get_engine
     from bgworkers.migrations.schema_check import schema_problem
 

@@ -1,11 +1,10 @@
 """Retry policy: dramatiq's ``Retries``, plus what it cannot express; and what it decided.
 
-dramatiq's ``Retries`` decides: ``throws`` (``@task`` lists :class:`PermanentError` and the
-actor's permanent errors) dead-letters at once; otherwise the message is retried with
-exponential backoff (milliseconds) until ``max_retries`` (or ``retry_when``) says no, then
-dead-lettered and ``on_retry_exhausted`` told; a raised ``dramatiq.Retry(delay=ms)`` sets the
-delay. The defaults are the settings' (``BGW_RETRY_*``; docs/architecture.md, "Retry policy"),
-not dramatiq's 20 retries over 7 days. Envelope screening (:mod:`bgworkers.brokers.envelope`)
+dramatiq's ``Retries`` decides (docs/architecture.md, "Retry policy"): ``throws`` (``@task``
+lists :class:`PermanentError` and the actor's permanent errors) dead-letters at once; otherwise
+exponential backoff (milliseconds) until ``max_retries`` or ``retry_when`` says no, then the
+dead letter and ``on_retry_exhausted``. The defaults are the settings' (``BGW_RETRY_*``), not
+dramatiq's 20 retries over 7 days. Envelope screening (:mod:`bgworkers.brokers.envelope`)
 refuses a message that sets ``throws``, ``retry_when`` or ``on_retry_exhausted`` itself, so
 only the actor decides those.
 
