@@ -34,11 +34,8 @@ def tracing_requested(environ: Mapping[str, str] | None = None) -> bool:
 @functools.cache
 def tracing_on() -> bool:
     """Whether this process traces (checked once; the I/O hooks ask per call): the ``OTEL_*``
-    variables ask for it and the OpenTelemetry API is installed.
-
-    An application whose environment asks for traces without the extra installed keeps
-    working untraced; bgworkers' own processes refuse to start (:func:`require_extra`).
-    """
+    variables ask for it and the OpenTelemetry API is installed (else an application keeps
+    working untraced; bgworkers' own processes refuse to start, :func:`require_extra`)."""
     if not tracing_requested():
         return False
     try:

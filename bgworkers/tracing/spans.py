@@ -6,11 +6,9 @@ Why context managers that may do nothing: their callers (the mailer, the sync HT
 outbox) run with tracing off in nearly every installation; then each is one cached check and a
 null context, and OpenTelemetry is never imported.
 
-Attributes hold only ids, names, counts and the peer: never a message's arguments, an address,
-a URL path or query, or an error text that has not been through
-:func:`bgworkers.logs.redaction.redact_text`. A SQL span names the database system, the
-operation and the server, never the statement (its text holds literal values in some queries),
-its parameters (user data), the user or the password.
+Attributes hold only ids, names, counts and the peer, never what docs/tracing.md, "What is
+never in a span", lists (a SQL statement's text holds literal values in some queries); error
+texts go through :func:`bgworkers.logs.redaction.redact_text`.
 """
 
 from __future__ import annotations
