@@ -1,11 +1,8 @@
 """The ``send {queue}`` (PRODUCER) and ``process {queue}`` (CONSUMER) spans around dramatiq's
-enqueue and each delivery (docs/tracing.md, "The spans").
-
-A message that already carries a trace context when sent (a retry, an outbox message the
-relay or a test broker publishes) keeps it: no second send span. The consumer span is current
-on the worker thread while the other middleware and the actor run, so SMTP and HTTP spans are
-its children. The middleware is the first of the stack: its ``before_*`` hooks run before all
-others and its ``after_process_message`` after the retry policy has decided.
+enqueue and each delivery (docs/tracing.md, "The spans"). The middleware is the first of the
+stack: its ``before_*`` hooks run before all others, so the consumer span is current while the
+other middleware and the actor run, and its ``after_process_message`` runs after the retry
+policy has decided.
 """
 
 from __future__ import annotations
