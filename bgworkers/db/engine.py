@@ -166,12 +166,12 @@ def get_engine(settings: Settings | None = None) -> Engine:
 
 
 def _trace_sql(engine: Engine) -> None:
-    """SQL spans (``BGW_TRACE_SQL``), when tracing is on: see :mod:`bgworkers.tracing.sql`."""
+    """SQL spans (``BGW_TRACE_SQL``), when tracing is on: see :mod:`bgworkers.tracing.spans`."""
     from bgworkers.tracing.spans import active_tracer
 
     tracer = active_tracer()
     if tracer is not None:
-        from bgworkers.tracing.sql import trace_statements
+        from bgworkers.tracing.spans import trace_statements
 
         trace_statements(engine, tracer)
 

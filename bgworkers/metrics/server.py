@@ -1,7 +1,7 @@
 """The HTTP endpoint Prometheus scrapes: ``/metrics``, ``/healthz`` and ``/readyz``.
 
 Under ``dramatiq bgworkers`` one worker process of the group serves it from a thread (see
-:class:`bgworkers.middleware.exporter.GroupExporter` and
+:class:`bgworkers.middleware.worker_hooks.GroupExporter` and
 :func:`bgworkers.monitoring.endpoints.start_group_exporter`), reading every worker process's
 values from the group's shared multiprocess directory. Tests
 and single-process tools call :func:`start_metrics_server` with their own registry. Bound to

@@ -18,13 +18,10 @@ from dramatiq.common import q_name
 
 from bgworkers.logs.failure_reasons import error_text
 from bgworkers.logs.loggers import bind_context, clear_context, log_line
-from bgworkers.middleware.outcome import RunEnd
-from bgworkers.middleware.retry_policy import REASON_ATTR
+from bgworkers.middleware.retry_policy import REASON_ATTR, RunEnd
 
 LOGGER = "bgworkers.messages"
 _LEVELS = {"succeeded": logging.INFO, "retried": logging.WARNING}
-
-
 #: Set on the message proxy (one per delivery), never in a dict keyed by message id: a retry
 #: keeps the id and may start on another thread before this attempt's after-hooks have run.
 STARTED_ATTR = "bgw_logging_started"
@@ -54,7 +51,10 @@ class MessageLogging(RunEnd):
         *,
         skipped: bool,
     ) -> None:
-        fields: dict[str, Any] = {"outcome": outcome, **self._duration(message)}
+        fields: dict[str, Any] = {"outcome": outcome}
+        started: float | None = message.__dict__.pop(STARTED_ATTR, None)
+        if started is not None:
+            fields["duration_s"] = round(time.perf_counter() - started, 6)
         if skipped:
             fields["reason"] = "skipped"
         if exception is not None:
@@ -64,9 +64,3 @@ class MessageLogging(RunEnd):
         level = logging.WARNING if skipped else _LEVELS.get(outcome, logging.ERROR)
         log_line(LOGGER, level, "message_processed", **fields)
         clear_context()
-
-    def _duration(self, message: MessageProxy) -> dict[str, float]:
-        started: float | None = message.__dict__.pop(STARTED_ATTR, None)
-        if started is None:
-            return {}
-        return {"duration_s": round(time.perf_counter() - started, 6)}

@@ -1,13 +1,7 @@
-"""Prometheus metrics of message processing, without the faults of dramatiq's own middleware.
-
-Differences that matter (each has a test):
-
-* a retried message is counted once per attempt under its canonical queue: a message waiting
-  in ``<queue>.DQ`` is neither processed nor counted until it runs;
-* the in-progress gauge only goes down for messages it counted up, so a message skipped by
-  an earlier middleware can never drive it negative;
-* metric objects are made at worker boot on the current registry (a fresh one in tests),
-  not at import, so an in-process ``Worker`` works without ``process_boot``.
+"""Prometheus metrics of message processing, without the faults of dramatiq's own middleware
+(docs/metrics.md lists the differences; each has a test). Metric objects are made at worker
+boot on the current registry (a fresh one in tests), not at import, so an in-process
+``Worker`` works without ``process_boot``.
 """
 
 from __future__ import annotations
@@ -15,8 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from dramatiq import Broker, Worker
 from dramatiq.broker import MessageProxy
@@ -24,16 +17,9 @@ from dramatiq.middleware import Middleware
 
 from bgworkers.metrics.messages import MESSAGE_METRICS, MessageMetricSet, bounded_labels
 from bgworkers.metrics.multiproc import ENV_VAR
-from bgworkers.middleware.outcome import outcome_of
-
-#: Set on the message proxy (one per delivery): when this attempt started and its labels.
-#: Not a dict keyed by message id: a retry keeps its id and may start on another thread
-#: before this attempt's after-hooks have run.
-STARTED_ATTR = "bgw_metrics_started"
 
 
-@dataclass(frozen=True)
-class _LabelledSeries:
+class _LabelledSeries(NamedTuple):
     """The series of one ``(queue, actor)`` written for every message, looked up once.
 
     prometheus_client's ``labels()`` takes a lock and builds a key on every call; with four
@@ -44,13 +30,12 @@ class _LabelledSeries:
     duration: Any
     processed: Any
 
-    @classmethod
-    def of(cls, metrics: MessageMetricSet, labels: tuple[str, str]) -> _LabelledSeries:
-        return cls(
-            in_progress=metrics.in_progress.labels(*labels),
-            duration=metrics.duration.labels(*labels),
-            processed=metrics.processed.labels(*labels),
-        )
+
+#: Set on the message proxy (one per delivery): when this attempt started, its labels and their
+#: series (the same series counted down as was counted up). Not a dict keyed by message id: a
+#: retry keeps its id and may start on another thread before this attempt's after-hooks ran.
+STARTED_ATTR = "bgw_metrics_started"
+_Started = tuple[float, tuple[str, str], _LabelledSeries]
 
 
 class MessageMetrics(Middleware):
@@ -66,18 +51,18 @@ class MessageMetrics(Middleware):
         self._series: tuple[MessageMetricSet | None, dict[tuple[str, str], _LabelledSeries]]
         self._series = (None, {})
 
-    @property
-    def _metrics(self) -> MessageMetricSet:
-        return MESSAGE_METRICS.get()
-
     def _labelled(self, labels: tuple[str, str]) -> _LabelledSeries:
-        metrics = self._metrics
-        built_for, series = self._series
-        if built_for is not metrics:
-            built_for, series = self._series = (metrics, {})
+        metrics = MESSAGE_METRICS.get()
+        if self._series[0] is not metrics:
+            self._series = (metrics, {})
+        series = self._series[1]
         found = series.get(labels)
         if found is None:
-            found = series[labels] = _LabelledSeries.of(metrics, labels)
+            found = series[labels] = _LabelledSeries(
+                metrics.in_progress.labels(*labels),
+                metrics.duration.labels(*labels),
+                metrics.processed.labels(*labels),
+            )
         return found
 
     def before_worker_boot(self, broker: Broker, worker: Worker) -> None:
@@ -108,7 +93,7 @@ class MessageMetrics(Middleware):
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
-        started = _pop_started(message)
+        started: _Started | None = message.__dict__.pop(STARTED_ATTR, None)
         if started is None:
             return
         start, labels, series = started
@@ -117,30 +102,19 @@ class MessageMetrics(Middleware):
         series.processed.inc()
         if exception is None and not message.failed:
             return  # succeeded: nothing more to count
-        metrics = self._metrics
-        outcome = outcome_of(message, exception)
+        metrics = MESSAGE_METRICS.get()
         if exception is not None:
             metrics.failed.labels(*labels).inc()
-        if outcome == "retried":
-            metrics.retried.labels(*labels).inc()
-        elif outcome == "dead_lettered":
-            metrics.dead_lettered.labels(*labels).inc()
+        # As the retry policy decided (its after-hook ran first): given up, or to run again.
+        counter = metrics.dead_lettered if message.failed else metrics.retried
+        counter.labels(*labels).inc()
 
     def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
         labels = bounded_labels(message.queue_name, message.actor_name, broker.actors)
-        started = _pop_started(message)
+        started: _Started | None = message.__dict__.pop(STARTED_ATTR, None)
         if started is not None:
             started[2].in_progress.dec()
-        self._metrics.skipped.labels(*labels).inc()
+        metrics = MESSAGE_METRICS.get()
+        metrics.skipped.labels(*labels).inc()
         if message.failed:
-            self._metrics.dead_lettered.labels(*labels).inc()
-
-
-def _pop_started(message: MessageProxy) -> _Started | None:
-    started: _Started | None = message.__dict__.pop(STARTED_ATTR, None)
-    return started
-
-
-#: What ``before_process_message`` leaves on the proxy: start time, labels and their series
-#: (looked up once per message, and the same series counted down as was counted up).
-_Started = tuple[float, tuple[str, str], _LabelledSeries]
+            metrics.dead_lettered.labels(*labels).inc()

@@ -1,13 +1,12 @@
-"""Retry policy: dramatiq's ``Retries``, plus what it cannot express.
+"""Retry policy: dramatiq's ``Retries``, plus what it cannot express; and what it decided.
 
-dramatiq's ``Retries`` decides: ``throws`` (``@task`` lists :class:`PermanentError` and the
-actor's permanent errors) dead-letters at once; otherwise the message is retried with
-exponential backoff until ``max_retries`` (or ``retry_when``) says no, then dead-lettered and
-``on_retry_exhausted`` told; a raised ``dramatiq.Retry(delay=ms)`` sets the delay. Backoffs are
-in milliseconds. The defaults are the settings' (``BGW_RETRY_*``), not dramatiq's 20 retries
-over 7 days (beyond RabbitMQ's 30-minute consumer timeout). Envelope screening
-(:mod:`bgworkers.brokers.envelope`) refuses a message that sets ``throws``, ``retry_when`` or
-``on_retry_exhausted`` itself, so only the actor decides those.
+dramatiq's ``Retries`` decides (docs/architecture.md, "Retry policy"): ``throws`` (``@task``
+lists :class:`PermanentError` and the actor's permanent errors) dead-letters at once; otherwise
+exponential backoff (milliseconds) until ``max_retries`` or ``retry_when`` says no, then the
+dead letter and ``on_retry_exhausted``. The defaults are the settings' (``BGW_RETRY_*``), not
+dramatiq's 20 retries over 7 days. Envelope screening (:mod:`bgworkers.brokers.envelope`)
+refuses a message that sets ``throws``, ``retry_when`` or ``on_retry_exhausted`` itself, so
+only the actor decides those.
 
 What :class:`RetryPolicy` adds, each through ``Retries``' public hook and arguments:
 
@@ -21,17 +20,20 @@ What :class:`RetryPolicy` adds, each through ``Retries``' public hook and argume
 * the reason of the decision is set on the message (:data:`REASON_ATTR`) for the logging,
   metrics and dead-letter index middleware, and a failing ``on_retry_exhausted`` send is
   logged, not raised (the message is dead-lettered either way).
+
+Read by the middleware that report each delivery: :func:`outcome_of`, :class:`RunEnd`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Literal
 
 import dramatiq
 from dramatiq import Broker, Message
 from dramatiq.broker import MessageProxy
+from dramatiq.middleware import Middleware
 from dramatiq.middleware.retries import Retries
 
 from bgworkers.errors import PermanentError, TransientError
@@ -167,3 +169,48 @@ class RetryPolicy(Retries):
         if throws and isinstance(exception, throws):
             return "permanent_error"
         return "retry_when_declined" if actor.options.get("retry_when") else "retries_exhausted"
+
+
+Outcome = Literal["succeeded", "retried", "dead_lettered"]
+
+
+def outcome_of(message: MessageProxy, exception: BaseException | None) -> Outcome:
+    """``succeeded``, ``retried`` or ``dead_lettered``.
+
+    Read in ``after_process_message`` hooks that run after the retry policy's (hooks run in
+    reverse order there), so ``message.failed`` already holds its decision.
+    """
+    if exception is None and not message.failed:
+        return "succeeded"
+    return "dead_lettered" if message.failed else "retried"
+
+
+class RunEnd(Middleware):
+    """Calls :meth:`run_ended` once per delivery: after it ran (its outcome as the retry
+    policy decided) or when a middleware skipped it (``dead_lettered`` if it was failed on
+    the way, else ``skipped``). For a middleware that reports each delivery once (the
+    canonical log line, the consumer span), however it ended."""
+
+    def after_process_message(
+        self,
+        broker: Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        self.run_ended(message, outcome_of(message, exception), exception, skipped=False)
+
+    def after_skip_message(self, broker: Broker, message: MessageProxy) -> None:
+        outcome = "dead_lettered" if message.failed else "skipped"
+        self.run_ended(message, outcome, None, skipped=True)
+
+    def run_ended(
+        self,
+        message: MessageProxy,
+        outcome: str,
+        exception: BaseException | None,
+        *,
+        skipped: bool,
+    ) -> None:
+        raise NotImplementedError

@@ -1,19 +1,8 @@
-"""Producer and consumer spans around dramatiq's enqueue and each actor run.
-
-* ``send {queue}`` (kind PRODUCER): a message sent without a trace context yet — by the
-  application (``actor.send``), an actor (a follow-up message) or the scheduler (a tick,
-  which starts its trace there). Its context goes into the message's options before dramatiq
-  encodes it. A message that already carries one (a retry, an outbox message the relay or a
-  test broker publishes) keeps it: no second send span.
-* ``process {queue}`` (kind CONSUMER): one per delivery, the child of the sender's context
-  and linked to it, current on the worker thread while the other middleware and the actor
-  run (so SMTP and HTTP spans are its children). A retry is a new delivery: a new span,
-  linked to the first attempt's. Its outcome (``succeeded``, ``retried``, ``dead_lettered``
-  or ``skipped``), the retry policy's reason and the error type are attributes; a failed
-  attempt's status is ERROR.
-
-The middleware is the first of the stack: its ``before_*`` hooks run before all others and
-its ``after_process_message`` after the retry policy has decided.
+"""The ``send {queue}`` (PRODUCER) and ``process {queue}`` (CONSUMER) spans around dramatiq's
+enqueue and each delivery (docs/tracing.md, "The spans"). The middleware is the first of the
+stack: its ``before_*`` hooks run before all others, so the consumer span is current while the
+other middleware and the actor run, and its ``after_process_message`` runs after the retry
+policy has decided.
 """
 
 from __future__ import annotations
@@ -27,12 +16,10 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from bgworkers.middleware.outcome import RunEnd
-from bgworkers.middleware.retry_policy import REASON_ATTR
+from bgworkers.middleware.retry_policy import REASON_ATTR, RunEnd
 from bgworkers.tracing import carrier
-from bgworkers.tracing.attributes import error_text, message_attributes, span_name
 from bgworkers.tracing.config import flush_tracing
-from bgworkers.tracing.spans import TRACER_NAME
+from bgworkers.tracing.spans import TRACER_NAME, error_text, messaging_attributes, span_name
 
 #: Set on the message proxy (one per delivery): the consumer span and its context token.
 SPAN_ATTR = "bgw_tracing_span"
@@ -51,9 +38,7 @@ class Tracing(RunEnd):
     def before_enqueue(self, broker: Broker, message: Message[Any], delay: int | None) -> None:
         if carrier.TRACEPARENT in message.options:
             return  # a retry or a published outbox message: it keeps its sender's context
-        attributes = message_attributes(
-            "send", "send", message.queue_name, message.message_id, message.actor_name
-        )
+        attributes = messaging_attributes("send", message.queue_name, self._ids(message))
         if delay:
             attributes["bgworkers.delay_ms"] = delay
         if "scheduled_at" in message.options:
@@ -61,8 +46,12 @@ class Tracing(RunEnd):
         span = self._tracer.start_span(
             span_name("send", message.queue_name), kind=SpanKind.PRODUCER, attributes=attributes
         )
-        carrier.inject(message.options, trace.set_span_in_context(span))
-        self._end_unsent()
+        carrier.PROPAGATOR.inject(message.options, context=trace.set_span_in_context(span))
+        # A thread sends one message at a time: a send still pending here raised (broker away).
+        unsent: tuple[str, Span] | None = getattr(self._sending, "pending", None)
+        if unsent is not None:
+            unsent[1].set_status(Status(StatusCode.ERROR, "not sent"))
+            unsent[1].end()
         self._sending.pending = (message.message_id, span)
 
     def after_enqueue(self, broker: Broker, message: Message[Any], delay: int | None) -> None:
@@ -71,13 +60,9 @@ class Tracing(RunEnd):
             self._sending.pending = None
             pending[1].end()
 
-    def _end_unsent(self) -> None:
-        """End the span of this thread's previous send if it never completed: a thread sends
-        one message at a time, so a send still pending here raised (broker away)."""
-        pending: tuple[str, Span] | None = getattr(self._sending, "pending", None)
-        if pending is not None:
-            pending[1].set_status(Status(StatusCode.ERROR, "not sent"))
-            pending[1].end()
+    @staticmethod
+    def _ids(message: Message[Any] | MessageProxy) -> dict[str, str]:
+        return {"messaging.message.id": message.message_id, "bgworkers.actor": message.actor_name}
 
     # --- consumer ---------------------------------------------------------------------
 
@@ -87,9 +72,7 @@ class Tracing(RunEnd):
         links = carrier.link_to(options.get(carrier.TRACEPARENT), kind="sender")
         if retries:
             links += carrier.link_to(options.get(carrier.FIRST_ATTEMPT), kind="first_attempt")
-        attributes = message_attributes(
-            "process", "process", message.queue_name, message.message_id, message.actor_name
-        )
+        attributes = messaging_attributes("process", message.queue_name, self._ids(message))
         attributes["bgworkers.retries"] = retries
         span = self._tracer.start_span(
             span_name("process", message.queue_name),

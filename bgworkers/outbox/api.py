@@ -29,7 +29,7 @@ from bgworkers.outbox.metrics import OUTBOX_METRICS
 from bgworkers.outbox.models import OutboxMessage
 from bgworkers.outbox.wakeup import notify_statement
 from bgworkers.tasks import check_actor_arguments
-from bgworkers.tracing.outbox import create_span
+from bgworkers.tracing.spans import create_span
 
 #: Bytes; a larger envelope is refused: messages carry ids, not documents.
 MAX_BODY_BYTES = 256 * 1024

@@ -42,7 +42,7 @@ from bgworkers.outbox.metrics import OUTBOX_METRICS
 from bgworkers.outbox.models import OutboxMessage, OutboxRelayLease
 from bgworkers.outbox.publishers import Outgoing, Publisher, PublishError
 from bgworkers.outbox.wakeup import LISTEN_TIMEOUT_S, start_listener
-from bgworkers.tracing.outbox import publish_span
+from bgworkers.tracing.spans import publish_span
 
 log = get_logger(__name__)
 

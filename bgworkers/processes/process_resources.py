@@ -3,7 +3,7 @@
 Why: each is made once per process, on first use (never at import, never per message), must
 not be inherited by a forked child, and should be closed when the worker stops so keep-alive
 connections end cleanly. :class:`ProcessResource` does all three; the closing itself is run by
-:class:`bgworkers.middleware.resources.CloseResources` after the worker's last message.
+:class:`bgworkers.middleware.worker_hooks.CloseResources` after the worker's last message.
 """
 
 from __future__ import annotations

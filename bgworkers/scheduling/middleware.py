@@ -43,7 +43,7 @@ from bgworkers.logs.failure_reasons import failure_reason
 from bgworkers.logs.intervals import LogInterval
 from bgworkers.logs.loggers import get_logger
 from bgworkers.logs.redaction import redact_text
-from bgworkers.middleware.outcome import outcome_of
+from bgworkers.middleware.retry_policy import outcome_of
 from bgworkers.scheduling.claims import Claim, claim_run, finish_run
 from bgworkers.scheduling.database_away import (
     LOG_INTERVAL_S,

@@ -28,15 +28,11 @@ from dramatiq.middleware import (
 
 from bgworkers.brokers.rabbitmq import ScreeningRabbitmqBroker, StackStubBroker
 from bgworkers.console.middleware import DeadLetterIndex
-from bgworkers.middleware.connectivity import BrokerConnectivityCheck
-from bgworkers.middleware.exporter import GroupExporter
 from bgworkers.middleware.message_logging import MessageLogging
 from bgworkers.middleware.metrics import MessageMetrics
-from bgworkers.middleware.parent_death import StopWithParent
-from bgworkers.middleware.queue_gate import QueueArgumentsGate
-from bgworkers.middleware.resources import CloseResources
+from bgworkers.middleware.process_hooks import QueueArgumentsGate, SchemaGate, StopWithParent
 from bgworkers.middleware.retry_policy import RetryPolicy
-from bgworkers.middleware.schema_gate import SchemaGate
+from bgworkers.middleware.worker_hooks import BrokerConnectivityCheck, CloseResources, GroupExporter
 from bgworkers.outbox.middleware import OutboxRelay
 from bgworkers.processes.boot import WorkerProcessBoot
 from bgworkers.scheduling.middleware import ScheduleGuard

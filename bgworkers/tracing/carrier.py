@@ -1,17 +1,16 @@
-"""The trace context a message carries, in its dramatiq ``options``.
+"""The trace context a message carries, in its dramatiq ``options`` (docs/tracing.md, "How the
+context travels").
 
-Why options: they travel with the message through every path it takes — ``actor.send``, the
-outbox row (the whole envelope is stored and published as is), the delay queue and every
-retry — and the envelope check bounds them. The keys are W3C Trace Context's own
-(``traceparent``, ``tracestate``), so the options dict is the propagator's carrier; baggage
-is not propagated (it could carry anything into a queue). ``bgw_first_attempt`` holds the
-first attempt's consumer span, which each retry links to.
+Why options: they travel with the message through every path it takes (``actor.send``, the
+outbox row, the delay queue, every retry) and the envelope check bounds them. The keys are W3C
+Trace Context's own, so the options dict is the propagator's carrier; baggage is not
+propagated (it could carry anything into a queue).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from typing import Any, Final
 
 from opentelemetry.context import Context
@@ -22,15 +21,11 @@ TRACEPARENT: Final = "traceparent"
 TRACESTATE: Final = "tracestate"
 FIRST_ATTEMPT: Final = "bgw_first_attempt"
 
-_PROPAGATOR: Final = TraceContextTextMapPropagator()
+#: Writes a context's span (default: the current one) into a message's options, and reads it.
+PROPAGATOR: Final = TraceContextTextMapPropagator()
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 #: A traceparent as it appears in an encoded envelope (for the relay, without parsing JSON).
 _IN_BODY = re.compile(rb'"traceparent":"(00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2})"')
-
-
-def inject(options: MutableMapping[str, Any], context: Context | None = None) -> None:
-    """Write the context's span (default: the current one) into ``options``."""
-    _PROPAGATOR.inject(options, context=context)
 
 
 def extract(options: Mapping[str, Any]) -> Context | None:
@@ -38,7 +33,7 @@ def extract(options: Mapping[str, Any]) -> Context | None:
     if TRACEPARENT not in options:
         return None
     carrier = {key: options[key] for key in (TRACEPARENT, TRACESTATE) if key in options}
-    return _PROPAGATOR.extract(carrier)
+    return PROPAGATOR.extract(carrier)
 
 
 def traceparent_of(span_context: SpanContext) -> str:
@@ -48,23 +43,19 @@ def traceparent_of(span_context: SpanContext) -> str:
     )
 
 
-def span_context_of(traceparent: object) -> SpanContext | None:
-    """The remote span context a ``traceparent`` string names, or None if it names none."""
-    if not isinstance(traceparent, str):
-        return None
-    match = _TRACEPARENT.fullmatch(traceparent)
+def link_to(traceparent: object, **attributes: str) -> list[Link]:
+    """A one-element list with a link to the span a ``traceparent`` string names, or an empty
+    one when it names none."""
+    match = _TRACEPARENT.fullmatch(traceparent) if isinstance(traceparent, str) else None
     if match is None:
-        return None
+        return []
     trace_id, span_id = int(match[1], 16), int(match[2], 16)
     if not trace_id or not span_id:
-        return None
-    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(int(match[3], 16)))
-
-
-def link_to(traceparent: object, **attributes: str) -> list[Link]:
-    """A one-element list with a link to ``traceparent``'s span, or an empty one."""
-    span_context = span_context_of(traceparent)
-    return [] if span_context is None else [Link(span_context, attributes or None)]
+        return []
+    flags = TraceFlags(int(match[3], 16))
+    return [
+        Link(SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags), attributes or None)
+    ]
 
 
 def links_in_bodies(bodies: list[bytes], *, limit: int) -> list[Link]:

@@ -1,15 +1,9 @@
-"""When tracing is on, and the tracer provider of bgworkers' own processes.
+"""When tracing is on, and the tracer provider of bgworkers' own processes (docs/tracing.md,
+"Set-up": the ``OTEL_*`` variables that turn it on; every other one is the SDK's own).
 
-Tracing is on when the standard variables configure an exporter: ``OTEL_TRACES_EXPORTER``
-set to anything but ``none``, or an OTLP endpoint (``OTEL_EXPORTER_OTLP_ENDPOINT`` or
-``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``); ``OTEL_SDK_DISABLED=true`` turns it off whatever
-else is set. Every other ``OTEL_*`` variable (service name, sampler, headers, batch sizes) is
-read by the OpenTelemetry SDK itself.
-
-The processes bgworkers starts (workers, scheduler, the ``bgworkers`` command) install the
-SDK's tracer provider with an OTLP/HTTP exporter (:func:`configure_tracing`). An application
-that imports bgworkers keeps its own provider: bgworkers' spans go wherever the application
-sends its own, and nowhere when it has none.
+The processes bgworkers starts install the SDK's tracer provider (:func:`configure_tracing`).
+An application that imports bgworkers keeps its own provider: bgworkers' spans go wherever the
+application sends its own, and nowhere when it has none.
 """
 
 from __future__ import annotations
@@ -21,7 +15,9 @@ from collections.abc import Mapping
 from bgworkers.errors import ConfigurationError
 
 _ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-_EXTRA_HINT = "install the tracing extra: pip install 'bgworkers[tracing]'"
+_NO_EXTRA = (
+    "OTEL_*: traces are configured but install the tracing extra: pip install 'bgworkers[tracing]'"
+)
 
 
 def tracing_requested(environ: Mapping[str, str] | None = None) -> bool:
@@ -38,11 +34,8 @@ def tracing_requested(environ: Mapping[str, str] | None = None) -> bool:
 @functools.cache
 def tracing_on() -> bool:
     """Whether this process traces (checked once; the I/O hooks ask per call): the ``OTEL_*``
-    variables ask for it and the OpenTelemetry API is installed.
-
-    An application whose environment asks for traces without the extra installed keeps
-    working untraced; bgworkers' own processes refuse to start (:func:`require_extra`).
-    """
+    variables ask for it and the OpenTelemetry API is installed (else an application keeps
+    working untraced; bgworkers' own processes refuse to start, :func:`require_extra`)."""
     if not tracing_requested():
         return False
     try:
@@ -55,7 +48,7 @@ def tracing_on() -> bool:
 def require_extra() -> None:
     """Raise :class:`ConfigurationError` if traces are asked for but cannot be sent."""
     if tracing_requested() and not tracing_on():
-        raise ConfigurationError(f"OTEL_*: traces are configured but {_EXTRA_HINT}")
+        raise ConfigurationError(_NO_EXTRA)
 
 
 def configure_tracing(service_name: str) -> bool:
@@ -70,7 +63,8 @@ def configure_tracing(service_name: str) -> bool:
         return False
     from opentelemetry import trace
 
-    if _has_sdk_provider(trace.get_tracer_provider()):
+    # The API's default is a proxy (or no-op) provider; anything with span processors is real.
+    if hasattr(trace.get_tracer_provider(), "add_span_processor"):
         return True
     try:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -78,7 +72,7 @@ def configure_tracing(service_name: str) -> bool:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
     except ImportError:
-        raise ConfigurationError(f"OTEL_*: traces are configured but {_EXTRA_HINT}") from None
+        raise ConfigurationError(_NO_EXTRA) from None
     name = os.environ.get("OTEL_SERVICE_NAME") or service_name
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
@@ -92,12 +86,6 @@ def flush_tracing(timeout_ms: int = 5_000) -> None:
         return
     from opentelemetry import trace
 
-    provider = trace.get_tracer_provider()
-    flush = getattr(provider, "force_flush", None)
+    flush = getattr(trace.get_tracer_provider(), "force_flush", None)
     if flush is not None:
         flush(timeout_ms)
-
-
-def _has_sdk_provider(provider: object) -> bool:
-    # The API's default is a proxy (or no-op) provider; anything with span processors is real.
-    return hasattr(provider, "add_span_processor")

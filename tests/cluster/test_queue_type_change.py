@@ -111,7 +111,7 @@ def worker(
     }
     if not seconds:  # declare every queue with the configured type, as the gate does
         code = (
-            "import bgworkers; from bgworkers.middleware.queue_gate import first_mismatch; "
+            "import bgworkers; from bgworkers.middleware.process_hooks import first_mismatch; "
             "print(first_mismatch(bgworkers.broker))"
         )
         return subprocess.run(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from bgworkers.middleware.database_wait import DatabaseWait
+from bgworkers.middleware.process_hooks import DatabaseWait
 from bgworkers.processes.diagnosis import EXIT_CONFIGURATION, EXIT_UNAVAILABLE, Problem
 from bgworkers.settings import Settings, load_settings
 from tests.platform_helpers import captured_json_logs, wait_for

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bgworkers.middleware.exporter import LOCK_NAME, GroupExporter, claim_exporter
 from bgworkers.middleware.metrics import MessageMetrics
+from bgworkers.middleware.worker_hooks import LOCK_NAME, GroupExporter, claim_exporter
 from bgworkers.settings import get_settings
 from bgworkers.stack.broker import build_broker, serve_group_metrics
 from tests.platform_helpers import free_port, wait_for

@@ -8,7 +8,7 @@ import sys
 
 CHILD_CHECK = """
 import sys
-from bgworkers.middleware.schema_gate import _in_child
+from bgworkers.middleware.process_hooks import _in_child
 
 def check():
     import xml.dom.minidom  # stands for the migration tooling
@@ -25,7 +25,7 @@ import logging
 import sys
 logging.basicConfig(level=logging.INFO)  # as dramatiq's CLI sets up a worker process
 import bgworkers
-from bgworkers.middleware.schema_gate import SchemaGate
+from bgworkers.middleware.process_hooks import SchemaGate
 try:
     SchemaGate().after_process_boot(bgworkers.broker)
     outcome = 0

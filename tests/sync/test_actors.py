@@ -155,7 +155,7 @@ def google_time():  # type: ignore[no-untyped-def]
 def test_worker_shutdown_closes_the_process_client() -> None:
     from dramatiq.brokers.stub import StubBroker
 
-    from bgworkers.middleware.resources import CloseResources
+    from bgworkers.middleware.worker_hooks import CloseResources
     from bgworkers.sync.http import close_client, get_client
 
     broker = StubBroker(middleware=[CloseResources()])

@@ -18,8 +18,7 @@ from sqlmodel import Session
 
 from bgworkers.db.engine import get_engine, make_engine, use_engine
 from bgworkers.settings import Settings
-from bgworkers.tracing.spans import use_tracer
-from bgworkers.tracing.sql import operation_of, trace_statements
+from bgworkers.tracing.spans import operation_of, trace_statements, use_tracer
 
 SECRET = "ada-s3cret@example.org"
 
