@@ -2,7 +2,8 @@
 
 Discovered, not listed: the user's row of ``users`` plus every row of every table in
 ``SQLModel.metadata`` that has a ``user_id`` column, so a domain that adds a table is covered
-without touching the files domain. A table without ``user_id`` whose rows belong to a user
+without touching the files domain (a process's entry point registers every table there by
+importing :mod:`bgworkers.stack.tables`). A table without ``user_id`` whose rows belong to a user
 through an email address is declared (:data:`EMAIL_OWNED_TABLES`, or the table's
 ``info[OWNER_EMAIL_COLUMN]``): its rows whose column equals ``users.email``, case aside, are the
 user's (the email outbox is kept by ``recipient``). ``user_sessions`` is never covered (login
@@ -20,7 +21,6 @@ from sqlalchemy import ColumnElement, MetaData, Table, func, select
 from sqlalchemy.engine import RowMapping
 from sqlmodel import Session, SQLModel
 
-import bgworkers.db.models  # noqa: F401 - registers every domain's tables on SQLModel.metadata
 from bgworkers.db.table_info import OWNER_EMAIL_COLUMN, RESTORED_VALUES, SECRET_COLUMNS
 from bgworkers.files.archive import USERS_TABLE, BackupError
 

@@ -3,7 +3,8 @@
 - ``broker``: ``build_broker`` (the middleware, in order) and the stub broker with the same
   stack;
 - ``known_series``: every domain's counters at 0 from a worker's start (handed to
-  ``MessageMetrics``).
+  ``MessageMetrics``);
+- ``tables``: every module that declares tables, so ``SQLModel.metadata`` knows them all.
 
 It sits above every other package (the package's ``__init__`` and ``cli`` aside) and nothing
 below imports it: :mod:`bgworkers.brokers.wiring` is handed its builder at start-up.
