@@ -286,7 +286,7 @@ class Settings(BaseSettings):
 
     # --- scheduling -----------------------------------------------------------------------
     #: Per-job cron override or "off", as JSON: {"sync_notion_pages": "0 */4 * * *"}. Checked
-    #: against the schedule table by :func:`bgworkers.scheduling.overrides.check_overrides`.
+    #: against the schedule table by :func:`bgworkers.scheduling.schedule.check_overrides`.
     schedule_overrides: dict[str, str] = Field(default_factory=dict)
     #: Test only: the scheduler acts as if the time were now + this many (whole) seconds.
     scheduler_clock_offset_s: float = 0.0

@@ -11,7 +11,7 @@ Each calls one function here at its start:
   broker a CLI loads), emitted by dramatiq's CLI right after it imported the broker module;
 - the scheduler: periodiq has no hook, so the CLI's wiring
   (:func:`bgworkers.stack.wire_for_cli`) calls
-  :func:`bgworkers.scheduling.scheduler_boot.boot_scheduler` when periodiq
+  :func:`bgworkers.scheduling.resilient_sending.boot_scheduler` when periodiq
   is the CLI loading bgworkers;
 - the ``bgworkers`` command: :func:`bgworkers.cli.admin.main` calls :func:`boot_process`.
 """

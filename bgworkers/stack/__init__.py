@@ -54,7 +54,7 @@ def wire_for_cli() -> dramatiq.Broker:
     broker = wire(worker_process=True)
     if "periodiq" in sys.modules:
         from bgworkers.monitoring.endpoints import start_scheduler_endpoint
-        from bgworkers.scheduling.scheduler_boot import boot_scheduler
+        from bgworkers.scheduling.resilient_sending import boot_scheduler
 
         boot_scheduler(start_scheduler_endpoint)
     return broker
