@@ -158,22 +158,16 @@ def get_engine(settings: Settings | None = None) -> Engine:
             echo=chosen.database_echo,
             idle_transaction_timeout_s=chosen.database_idle_transaction_timeout_s,
         )
-        if chosen.trace_sql:
-            _trace_sql(engine)
+        if chosen.trace_sql:  # SQL spans when tracing is on: see bgworkers.tracing.sql
+            from bgworkers.tracing.spans import active_tracer
+            from bgworkers.tracing.sql import trace_statements
+
+            tracer = active_tracer()
+            if tracer is not None:
+                trace_statements(engine, tracer)
         return engine
 
     return _ENGINE.get(build)
-
-
-def _trace_sql(engine: Engine) -> None:
-    """SQL spans (``BGW_TRACE_SQL``), when tracing is on: see :mod:`bgworkers.tracing.sql`."""
-    from bgworkers.tracing.spans import active_tracer
-
-    tracer = active_tracer()
-    if tracer is not None:
-        from bgworkers.tracing.sql import trace_statements
-
-        trace_statements(engine, tracer)
 
 
 def use_engine(engine: Engine | None) -> None:

@@ -18,29 +18,32 @@ from bgworkers.db.engine import get_engine
 
 
 def alembic_config(engine: Engine | None = None) -> Config:
+    """alembic's configuration; ``env.py`` migrates ``engine`` (default: this process's)."""
     config = Config()
     config.set_main_option("script_location", "bgworkers:migrations")
-    config.attributes["engine"] = engine or get_engine()
+    config.attributes["engine"] = engine
     return config
 
 
-def upgrade(engine: Engine | None = None, revision: str = "heads") -> list[str]:
-    """Bring the schema up to date; safe to run on every start (no-op when current).
+def upgrade(engine: Engine | None = None) -> list[str]:
+    """Bring the schema up to every head; safe to run on every start (no-op when current).
 
     Returns the revisions applied, oldest first (empty when the schema was already current),
     so ``bgworkers migrate`` can say what it did.
     """
     engine = engine or get_engine()
     before = applied_revisions(engine)
-    command.upgrade(alembic_config(engine), revision)
-    if revision != "heads":
-        return []
+    command.upgrade(alembic_config(engine), "heads")
     return [rev for rev in _ordered_revisions() if rev not in before]
+
+
+def downgrade(revision: str, engine: Engine | None = None) -> None:
+    command.downgrade(alembic_config(engine), revision)
 
 
 def known_revisions() -> set[str]:
     """Every revision this version of bgworkers ships."""
-    return {rev.revision for rev in _scripts().walk_revisions()}
+    return set(_ordered_revisions())
 
 
 def current_revisions(engine: Engine) -> set[str]:
@@ -57,7 +60,7 @@ def applied_revisions(engine: Engine) -> set[str]:
     current = current_revisions(engine)
     if not current:
         return set()
-    scripts = _scripts()
+    scripts = ScriptDirectory.from_config(alembic_config())
     return {rev.revision for rev in scripts.iterate_revisions(tuple(current), "base")}
 
 
@@ -67,17 +70,8 @@ def pending_revisions(engine: Engine) -> list[str]:
     return [rev for rev in _ordered_revisions() if rev not in done]
 
 
-def _scripts() -> ScriptDirectory:
-    config = Config()
-    config.set_main_option("script_location", "bgworkers:migrations")
-    return ScriptDirectory.from_config(config)
-
-
 def _ordered_revisions() -> list[str]:
     # Revision ids start with their sequence number (0001_platform, 0002_...): sorted is
     # the order a person reads, and a valid order since a branch only adds later numbers.
-    return sorted(rev.revision for rev in _scripts().walk_revisions())
-
-
-def downgrade(revision: str, engine: Engine | None = None) -> None:
-    command.downgrade(alembic_config(engine), revision)
+    scripts = ScriptDirectory.from_config(alembic_config())
+    return sorted(rev.revision for rev in scripts.walk_revisions())
