@@ -38,7 +38,7 @@ def probe_database(settings: Settings) -> Problem | None:
     from sqlalchemy import text
 
     from bgworkers.db.engine import get_engine
-    from bgworkers.migrations.schema_check import schema_problem
+    from bgworkers.migrations import schema_problem
 
     url = settings.database_url.get_secret_value()
     try:

@@ -64,7 +64,7 @@ def check_schema_or_say_why() -> int:
     # The child runs before the worker's logging is set up (after-hooks run in reverse order):
     # alembic's own INFO lines ("setup plugin ...", "Context impl ...") would reach stderr.
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    from bgworkers.migrations.schema_check import schema_problem  # alembic: in the child only
+    from bgworkers.migrations import schema_problem  # alembic: in the child only
 
     try:
         engine = get_engine(settings)

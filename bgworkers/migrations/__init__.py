@@ -2,8 +2,10 @@
 
 Each domain owns a branch of revisions rooted at the platform's first revision
 (``down_revision = "0001_platform"``, ``branch_labels = ("<domain>",)``), so domains evolve
-their tables independently; ``bgworkers migrate`` upgrades every head. ``schema_check`` says
-whether a database's schema is the one this version ships (the worker's boot gate, health).
+their tables independently; ``bgworkers migrate`` upgrades every head. :func:`schema_problem`
+says whether a database's schema is the one this version ships (the worker's boot gate,
+health), as a :class:`~bgworkers.processes.diagnosis.Problem`: here, beside the revisions it
+compares, so that the diagnosis vocabulary needs no migration code.
 """
 
 from __future__ import annotations
@@ -15,6 +17,13 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
 from bgworkers.db.engine import get_engine
+from bgworkers.processes.diagnosis import (
+    EXIT_CONFIGURATION,
+    Problem,
+    SchemaNotReady,
+    database_place,
+    schema_missing,
+)
 
 
 def alembic_config(engine: Engine | None = None) -> Config:
@@ -75,3 +84,38 @@ def _ordered_revisions() -> list[str]:
     # the order a person reads, and a valid order since a branch only adds later numbers.
     scripts = ScriptDirectory.from_config(alembic_config())
     return sorted(rev.revision for rev in scripts.walk_revisions())
+
+
+def schema_problem(engine: Engine) -> Problem | None:
+    """None when the database is at every head of this version's migrations.
+
+    Raises the database's own error (e.g. ``OperationalError``) when it does not answer.
+    """
+    url = engine.url.render_as_string(hide_password=True)
+    current = current_revisions(engine)
+    if not current:
+        return schema_missing(url)
+    pending = pending_revisions(engine)
+    unknown = current - known_revisions()
+    if unknown:
+        return Problem(
+            "schema_newer",
+            EXIT_CONFIGURATION,
+            f"the database's schema is newer than this bgworkers ({', '.join(sorted(unknown))} "
+            f"unknown here); upgrade bgworkers on this machine ({database_place(url)})",
+        )
+    if pending:
+        return Problem(
+            "schema_outdated",
+            EXIT_CONFIGURATION,
+            f"the database's schema is outdated ({len(pending)} migration(s) pending: "
+            f"{', '.join(pending)}); run `bgworkers migrate`",
+        )
+    return None
+
+
+def check_schema(engine: Engine) -> None:
+    """Raise :class:`SchemaNotReady` unless the schema is current (see :func:`schema_problem`)."""
+    problem = schema_problem(engine)
+    if problem is not None:
+        raise SchemaNotReady(problem)
