@@ -75,19 +75,19 @@ def make_engine(
     ``idle_transaction_timeout_s`` (PostgreSQL, 0: none): see
     ``Settings.database_idle_transaction_timeout_s``."""
     parsed = make_url(url)
-    connect_args: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         # Worker threads share the pool; SQLite's own locking (with a busy timeout) serialises
         # writers, and WAL lets readers go on while one writes.
-        connect_args = {"check_same_thread": False, "timeout": 30}
-        engine = create_engine(url, echo=echo, connect_args=connect_args)
+        engine = create_engine(
+            url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30}
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     # connect_timeout (seconds): an unreachable server fails a message or a readiness check
     # instead of hanging it.
-    connect_args = {"connect_timeout": 10}
+    connect_args: dict[str, Any] = {"connect_timeout": 10}
     if idle_transaction_timeout_s > 0:
         timeout_ms = max(int(idle_transaction_timeout_s * 1000), 1)
         # Added to the URL's own libpq options (connect_args would replace them).

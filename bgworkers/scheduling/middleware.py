@@ -161,11 +161,8 @@ class _Attempt:
 
 
 class ScheduleGuard(Middleware):
-    """One run per (job, tick), no overlap, outcome recorded: the worker side of scheduling.
-
-    Stamps each scheduled message with its tick when periodiq sends it, claims the tick before
-    the run (a second delivery of the same tick is skipped), and records the outcome after.
-    """
+    """Stamps each scheduled message with its tick when periodiq sends it, claims the tick
+    before the run (a second delivery of the same tick is skipped), records the outcome after."""
 
     def __init__(self, *, database_notices: LogInterval | None = None) -> None:
         """``database_notices``: when to log that the database is away (default: one line

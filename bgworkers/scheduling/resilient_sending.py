@@ -6,11 +6,9 @@ periodiq has no process hook: :func:`bgworkers.stack.wire_for_cli` calls
 
 Why: periodiq's ``Scheduler.send_actors`` lets a failed publish escape its loop; the process
 then exits with "Unhandled error" and an invitation to file an issue with periodiq, for what is
-an outage of our broker. Here each due actor's send is retried with a growing delay (1 s
-doubling to :data:`MAX_DELAY_S`), logging one line per condition (unreachable, credentials,
-vhost) and interval with the fix, until RabbitMQ takes it; the message keeps the tick it was
-due at (``scheduled_at``), and ticks that pass meanwhile are the catch-up job's (see
-docs/scheduling.md).
+an outage of our broker. Here each due actor's send is retried with a growing delay until
+RabbitMQ takes it, with one line per condition and interval saying what to fix; the message
+keeps the tick it was due at (docs/scheduling.md, guarantee 7).
 
 How: :func:`install` replaces ``periodiq.Scheduler.send_actors`` (a method of the class
 periodiq's CLI instantiates) through :mod:`bgworkers.compat.periodiq`, whose contract test
@@ -32,6 +30,7 @@ from bgworkers.settings import Settings
 
 log = get_logger("bgworkers.scheduling")
 
+#: Seconds before the second attempt, doubled after each failure up to MAX_DELAY_S.
 FIRST_DELAY_S = 1.0
 #: Seconds; the longest wait between two attempts.
 MAX_DELAY_S = 30.0
