@@ -55,12 +55,10 @@ def catch_up(
 ) -> None:
     """Look for a gap before ``now`` (a tick); re-send or count its unclaimed ticks.
 
-    Two transactions around the sends, so a send that fails loses nothing: the first only
-    reads (and commits, releasing the catch-up row's lock before talking to RabbitMQ),
-    ``send(period, tick)`` is then called once per re-sent tick, and only after every send
-    succeeded does the second advance ``checked_until`` and count the missed ticks. When a
-    send raises, ``checked_until`` is unchanged and the retry of this tick finds the same gap:
-    ticks already re-sent go again unless claimed meanwhile (the claim makes the copy harmless).
+    Two transactions around the sends, so a send that fails loses nothing (docs/scheduling.md,
+    guarantee 3): the first only reads, and commits, releasing the catch-up row's lock before
+    talking to RabbitMQ; ``send(period, tick)`` is called once per re-sent tick; only then does
+    the second advance ``checked_until`` and count the missed ticks.
     """
     gap = find_gap(session, now)
     if gap is None:

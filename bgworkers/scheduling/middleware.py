@@ -14,12 +14,10 @@ An attempt's claim lives on its message proxy (one per delivery), never in a dic
 message id: a retry keeps the id and may be claimed on another thread before this attempt's
 after-hook has run (the retry policy's after-hook, later in the stack, runs first).
 
-A tick that meets a database that does not answer is skipped, not dead-lettered. Before, the
-claim raised inside the middleware (a traceback per message), the job ran anyway and failed,
-and a heartbeat tick (no retries) was dead-lettered while the dead-letter index could not
-record it. The job runs again at its next tick and the catch-up job re-sends ticks missed
-within its window, so the tick is skipped and counted (``reason="database_unavailable"``), with
-one line a minute per process (the interval belongs to the process's ``ScheduleGuard``).
+A tick that meets a database that does not answer is skipped and counted, with one line a
+minute per process (guarantee 7). Before, the claim raised inside the middleware (a traceback
+per message), the job ran anyway and failed, and a heartbeat tick (no retries) was
+dead-lettered while the dead-letter index could not record it.
 """
 
 from __future__ import annotations
@@ -44,7 +42,7 @@ from bgworkers.logs.redaction import redact_text
 from bgworkers.middleware.outcome import outcome_of
 from bgworkers.scheduling.claims import Claim, claim_run, finish_run
 from bgworkers.scheduling.metrics import SCHEDULE_METRICS
-from bgworkers.scheduling.pauses import is_paused
+from bgworkers.scheduling.pauses import JobPause
 from bgworkers.scheduling.periodic import CronPeriod
 
 log = get_logger("bgworkers.scheduling")
@@ -141,7 +139,7 @@ def scheduled_now(*, fallback: datetime) -> datetime:
 
 def job_is_paused(job: str) -> bool:
     with session_scope() as session:
-        return is_paused(session, job)
+        return session.get(JobPause, job) is not None
 
 
 def max_busy_retries(stale_after: timedelta) -> int:

@@ -96,22 +96,18 @@ SCHEDULE: tuple[ScheduledJob, ...] = (
 )
 
 
-def job(actor_name: str) -> ScheduledJob:
-    for entry in SCHEDULE:
-        if entry.actor_name == actor_name:
-            return entry
-    raise KeyError(
-        f"{actor_name!r} is not in the schedule table (bgworkers/scheduling/schedule.py)"
-    )
-
-
 def periodic_option(actor_name: str) -> Any:
     """The value of an actor's ``periodic`` option, read by periodiq's scheduler."""
     from bgworkers.settings import get_settings
 
     settings = get_settings()
     check_overrides(settings.schedule_overrides)  # ConfigurationError naming the variable
-    return CronPeriod.from_settings(job(actor_name), settings)
+    entry = next((entry for entry in SCHEDULE if entry.actor_name == actor_name), None)
+    if entry is None:
+        raise KeyError(
+            f"{actor_name!r} is not in the schedule table (bgworkers/scheduling/schedule.py)"
+        )
+    return CronPeriod.from_settings(entry, settings)
 
 
 def check_overrides(overrides: dict[str, str]) -> None:
