@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from bgworkers.brokers import wiring as _wiring
 from bgworkers.brokers.wiring import ACTOR_MODULES
+from bgworkers.db import tables as _tables
 
 if TYPE_CHECKING:
     import dramatiq
@@ -43,6 +44,10 @@ def _build_app_broker(*, worker_process: bool = False) -> dramatiq.Broker:
     return build_app_broker(worker_process=worker_process)
 
 
+def _load_tables() -> None:
+    import bgworkers.stack.tables  # noqa: F401 - every table on SQLModel.metadata
+
+
 def _periodic_option(actor_name: str) -> object:
     from bgworkers.scheduling.schedule import periodic_option
 
@@ -50,9 +55,11 @@ def _periodic_option(actor_name: str) -> object:
 
 
 # Here, since this module is imported before any other of the package: whatever declares the
-# first actor finds the builder and the schedule (see bgworkers.brokers.wiring.use_builder).
+# first actor finds the builder and the schedule (see bgworkers.brokers.wiring.use_builder),
+# and whatever reads the whole schema finds every table (bgworkers.db.tables).
 _wiring.use_builder(_build_app_broker)
 _wiring.use_schedule(_periodic_option)
+_tables.use_loader(_load_tables)
 
 
 def __getattr__(name: str) -> object:

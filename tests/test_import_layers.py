@@ -3,12 +3,12 @@
 Read from the source (every import statement, those inside functions included, since a
 function-level import is a dependency too; ``TYPE_CHECKING`` blocks left out). A node is a
 package directly under ``bgworkers/`` (its subpackages included) or a module at the root,
-except a package's ``__main__`` (``python -m bgworkers.outbox``) and alembic's
-``migrations/env.py``: a process's entry point, which nothing imports, so it sits at the very
-top like the command line. :data:`LAYERS` orders the nodes from the bottom up; no package
-imports one further up, so the package graph has no cycle. Where a package needs something
-from above (the broker's builder, the schedule table, a metrics endpoint's collectors), the
-composition root or the package's ``__init__`` hands it in.
+except a package's ``__main__`` (``python -m bgworkers.outbox``): a process's entry point,
+which nothing imports, so it sits at the very top like the command line. :data:`LAYERS`
+orders the nodes from the bottom up; no package imports one further up, so the package graph
+has no cycle. Where a package needs something from above (the broker's builder, the schedule
+table, a metrics endpoint's collectors), the composition root or the package's ``__init__``
+hands it in.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from pathlib import Path
 import bgworkers
 
 PACKAGE = Path(bgworkers.__file__).resolve().parent
-#: alembic's environment, a script alembic runs: it imports the list of every table.
-ALEMBIC_ENV = Path("migrations/env.py")
 
 #: Bottom first. A package may import those before it.
 LAYERS: tuple[str, ...] = (
@@ -51,7 +49,7 @@ LAYERS: tuple[str, ...] = (
     "stack",  # the composition root: build_broker puts every package's middleware in order
     "bgworkers",  # the package's __init__: what the CLIs load; it hands the wiring its builder
     "cli",
-    "__main__",  # each package's ``python -m`` entry point, and alembic's env.py
+    "__main__",  # each package's ``python -m`` entry point
 )
 
 
@@ -81,8 +79,7 @@ def import_graph() -> dict[tuple[str, str], list[str]]:
             continue
         source = relative.parts[0].removesuffix(".py")
         source = "bgworkers" if source == "__init__" else source
-        if relative.name == "__main__.py" or relative == ALEMBIC_ENV:
-            source = "__main__"
+        source = "__main__" if relative.name == "__main__.py" else source
         tree = ast.parse(path.read_text())
         skipped = _type_checking_nodes(tree)
         for node in ast.walk(tree):

@@ -10,10 +10,10 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SAWarning
-from sqlmodel import SQLModel
 
 import bgworkers
 from bgworkers import migrations
+from bgworkers.db.tables import every_table
 from bgworkers.stack.tables import TABLE_MODULES
 
 
@@ -31,7 +31,7 @@ def test_migrations_match_models(db_engine: Engine) -> None:
                 "ignore", "autogenerate skipping metadata-specified expression-based index"
             )
         context = MigrationContext.configure(conn, opts={"compare_type": False})
-        differences = compare_metadata(context, SQLModel.metadata)
+        differences = compare_metadata(context, every_table())
     assert differences == []
 
 
@@ -68,10 +68,10 @@ def test_every_table_module_is_listed() -> None:
 
 
 def test_alembic_environment_registers_every_table(tmp_path: Path) -> None:
-    """alembic's environment imports the tables itself, as when alembic's own command line
-    runs it: in a process that imported no model, a migration leaves ``SQLModel.metadata``
-    knowing every table it created (with an empty metadata an autogenerate would propose
-    dropping them all)."""
+    """alembic's environment gets every table itself, as when alembic's own command line runs
+    it: in a process that imported no model, a migration leaves ``SQLModel.metadata`` knowing
+    every table it created (with an empty metadata an autogenerate would propose dropping them
+    all)."""
     script = (
         "import sys\n"
         "from sqlalchemy import inspect\n"
@@ -89,3 +89,18 @@ def test_alembic_environment_registers_every_table(tmp_path: Path) -> None:
         [sys.executable, "-c", script, url], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_every_table_loads_the_table_modules_in_a_fresh_process() -> None:
+    """What reads the whole schema (the backup, a restore from Python, the optimisation) gets
+    every table with no broker built and no migration run first."""
+    script = (
+        "import sys\n"
+        "from bgworkers.db.tables import every_table\n"
+        "every_table()\n"
+        "print(' '.join(name for name in sys.modules if name.startswith('bgworkers.')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert {module.__name__ for module in TABLE_MODULES} <= set(result.stdout.split())

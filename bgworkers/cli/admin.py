@@ -53,7 +53,6 @@ def _health(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _backup(settings: Settings, args: argparse.Namespace) -> int:
-    import bgworkers.stack.tables  # noqa: F401 - a backup and a restore cover every table
     from bgworkers.files.commands import backup_command
 
     return backup_command(

@@ -2,8 +2,7 @@
 
 Discovered, not listed: the user's row of ``users`` plus every row of every table in
 ``SQLModel.metadata`` that has a ``user_id`` column, so a domain that adds a table is covered
-without touching the files domain (a process's entry point registers every table there by
-importing :mod:`bgworkers.stack.tables`). A table without ``user_id`` whose rows belong to a user
+without touching the files domain. A table without ``user_id`` whose rows belong to a user
 through an email address is declared (:data:`EMAIL_OWNED_TABLES`, or the table's
 ``info[OWNER_EMAIL_COLUMN]``): its rows whose column equals ``users.email``, case aside, are the
 user's (the email outbox is kept by ``recipient``). ``user_sessions`` is never covered (login
@@ -19,9 +18,10 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, MetaData, Table, func, select
 from sqlalchemy.engine import RowMapping
-from sqlmodel import Session, SQLModel
+from sqlmodel import Session
 
 from bgworkers.db.table_info import OWNER_EMAIL_COLUMN, RESTORED_VALUES, SECRET_COLUMNS
+from bgworkers.db.tables import every_table
 from bgworkers.files.archive import USERS_TABLE, BackupError
 
 #: Rows read (or keys looked up) per round trip, so memory stays bounded for a large user.
@@ -57,7 +57,7 @@ def restored_values(table: Table) -> Mapping[str, Any]:
 def user_tables(metadata: MetaData | None = None) -> list[Table]:
     """``users`` first, then, in dependency order, every table with a ``user_id`` column or
     declared as owned by email, except :data:`EXCLUDED_TABLES`."""
-    metadata = metadata or SQLModel.metadata
+    metadata = metadata or every_table()
     users = metadata.tables[USERS_TABLE]
     return [users] + [
         table
@@ -91,7 +91,7 @@ def owns_row(table: Table, row: Mapping[str, Any], user_id: int, email: str) -> 
 
 def user_email(session: Session, user_id: int) -> str:
     """The user's email address (raises if the user does not exist)."""
-    users = SQLModel.metadata.tables[USERS_TABLE]
+    users = every_table().tables[USERS_TABLE]
     email: str = session.execute(select(users.c.email).where(users.c.id == user_id)).scalar_one()
     return email
 

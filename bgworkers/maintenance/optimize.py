@@ -1,12 +1,11 @@
 """Keep the database compact and its planner statistics fresh.
 
-PostgreSQL: ``VACUUM (ANALYZE)`` of each of bgworkers' tables (those in ``SQLModel.metadata``,
-where the worker's stack registers every one, that exist), one statement per table on an
-autocommit connection, since VACUUM cannot run inside a transaction. Plain VACUUM takes no
-exclusive lock, so the application keeps working; it makes dead rows' space reusable and
-refreshes statistics, but rarely shrinks files (that would need ``VACUUM FULL``, which locks
-tables and is not done here). Size is the sum of ``pg_total_relation_size`` (table, indexes,
-TOAST) over those tables, in bytes.
+PostgreSQL: ``VACUUM (ANALYZE)`` of each of bgworkers' tables (those in ``SQLModel.metadata``
+that exist), one statement per table on an autocommit connection, since VACUUM cannot run
+inside a transaction. Plain VACUUM takes no exclusive lock, so the application keeps working;
+it makes dead rows' space reusable and refreshes statistics, but rarely shrinks files (that
+would need ``VACUUM FULL``, which locks tables and is not done here). Size is the sum of
+``pg_total_relation_size`` (table, indexes, TOAST) over those tables, in bytes.
 
 SQLite: ``PRAGMA optimize`` always (cheap: it analyses only what needs it), ``VACUUM`` only
 when the free-page list is both a large share of the file and large in bytes, because VACUUM
@@ -21,8 +20,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
-from sqlmodel import SQLModel
 
+from bgworkers.db.tables import every_table
 from bgworkers.errors import PermanentError
 from bgworkers.logs.loggers import get_logger
 from bgworkers.maintenance.metrics import MAINTENANCE_METRICS
@@ -71,7 +70,7 @@ def optimize_engine(
     with engine.connect() as connection:
         conn = connection.execution_options(isolation_level="AUTOCOMMIT")
         if backend == "postgresql":
-            names = sorted(SQLModel.metadata.tables) if table_names is None else list(table_names)
+            names = sorted(every_table().tables) if table_names is None else list(table_names)
             before, after, tables = _postgresql(conn, names, statement_timeout_ms, clock)
             vacuumed = bool(tables)
         elif backend == "sqlite":

@@ -27,7 +27,6 @@ from dramatiq.middleware import (
     TimeLimit,
 )
 
-import bgworkers.stack.tables  # noqa: F401 - every table, for a worker's backup and optimisation
 from bgworkers.brokers.rabbitmq import ScreeningRabbitmqBroker, StackStubBroker
 from bgworkers.console.middleware import DeadLetterIndex
 from bgworkers.middleware.connectivity import BrokerConnectivityCheck

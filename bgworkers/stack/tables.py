@@ -1,9 +1,9 @@
 """Every module that declares tables, imported so ``SQLModel.metadata`` knows them all.
 
-What needs the whole schema imports this module: the migrations' environment (alembic compares
-the models with the database), the broker's stack (a worker's backup and table optimisation
-read ``SQLModel.metadata``) and the ``bgworkers backup`` command. Add a domain's table module
-to :data:`TABLE_MODULES` when it gets one (``tests/test_schema.py`` fails on one left out).
+Imported on first need by :func:`bgworkers.db.tables.every_table` (the package's ``__init__``
+hands it the loader), for the migrations, the backup and restore, the table optimisation. Add a
+domain's table module to :data:`TABLE_MODULES` when it gets one (``tests/test_schema.py``
+fails on one left out).
 """
 
 from __future__ import annotations
