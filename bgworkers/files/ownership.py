@@ -8,7 +8,7 @@ through an email address is declared (:data:`EMAIL_OWNED_TABLES`, or the table's
 user's (the email outbox is kept by ``recipient``). ``user_sessions`` is never covered (login
 session ids are live credentials, and worthless in a restore).
 
-The ``info`` keys a table sets to be treated specially are in :mod:`bgworkers.db.table_info`.
+The ``info`` keys a table sets to be treated specially are in :mod:`bgworkers.db.tables`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from sqlalchemy import ColumnElement, MetaData, Table, func, select
 from sqlalchemy.engine import RowMapping
 from sqlmodel import Session
 
-from bgworkers.db.table_info import OWNER_EMAIL_COLUMN, RESTORED_VALUES, SECRET_COLUMNS
-from bgworkers.db.tables import every_table
+from bgworkers.db.tables import OWNER_EMAIL_COLUMN, RESTORED_VALUES, SECRET_COLUMNS, every_table
 from bgworkers.files.archive import USERS_TABLE, BackupError
 
 #: Rows read (or keys looked up) per round trip, so memory stays bounded for a large user.
