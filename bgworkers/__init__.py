@@ -25,12 +25,17 @@ from typing import TYPE_CHECKING
 
 from bgworkers.brokers import wiring as _wiring
 from bgworkers.brokers.wiring import ACTOR_MODULES
+from bgworkers.db import tables as _tables
 from bgworkers.stack import build_app_broker as _build_app_broker  # imports on call only
 
 if TYPE_CHECKING:
     from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
     broker: RabbitmqBroker
+
+
+def _load_tables() -> None:
+    import bgworkers.stack.tables  # noqa: F401 - every table on SQLModel.metadata
 
 
 def _periodic_option(actor_name: str) -> object:
@@ -40,8 +45,10 @@ def _periodic_option(actor_name: str) -> object:
 
 
 # Here, since this module is imported before any other of the package: whatever declares the
-# first actor finds the builder and the schedule (see bgworkers.brokers.wiring.hand_over).
+# first actor finds the builder and the schedule (see bgworkers.brokers.wiring.hand_over),
+# and whatever reads the whole schema finds every table (bgworkers.db.tables).
 _wiring.hand_over(builder=_build_app_broker, periodic_option=_periodic_option)
+_tables.use_loader(_load_tables)
 
 
 def __getattr__(name: str) -> object:

@@ -271,7 +271,7 @@ class Settings(BaseSettings):
 
     # --- scheduling -----------------------------------------------------------------------
     #: Per-job cron override or "off", as JSON (docs/configuration.md); checked against the
-    #: schedule table by :func:`bgworkers.scheduling.overrides.check_overrides`.
+    #: schedule table by :func:`bgworkers.scheduling.schedule.check_overrides`.
     schedule_overrides: dict[str, str] = Field(default_factory=dict)
     #: Test only: the scheduler acts as if the time were now + this many (whole) seconds.
     scheduler_clock_offset_s: float = 0.0

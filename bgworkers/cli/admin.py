@@ -64,7 +64,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 
 def _schedule(settings: Settings, args: argparse.Namespace) -> int:
     from bgworkers.db.engine import get_engine
-    from bgworkers.migrations.schema_check import check_schema
+    from bgworkers.migrations import check_schema
     from bgworkers.scheduling.report import print_schedule
 
     check_schema(get_engine(settings))

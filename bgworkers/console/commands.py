@@ -339,7 +339,7 @@ def _why_not_read(exc: Exception) -> str:
     from sqlalchemy.exc import SQLAlchemyError
 
     from bgworkers.db.engine import get_engine
-    from bgworkers.migrations.schema_check import schema_problem
+    from bgworkers.migrations import schema_problem
     from bgworkers.processes.diagnosis import database_problem
 
     engine = get_engine()

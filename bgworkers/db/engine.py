@@ -75,19 +75,19 @@ def make_engine(
     ``idle_transaction_timeout_s`` (PostgreSQL, 0: none): see
     ``Settings.database_idle_transaction_timeout_s``."""
     parsed = make_url(url)
-    connect_args: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         # Worker threads share the pool; SQLite's own locking (with a busy timeout) serialises
         # writers, and WAL lets readers go on while one writes.
-        connect_args = {"check_same_thread": False, "timeout": 30}
-        engine = create_engine(url, echo=echo, connect_args=connect_args)
+        engine = create_engine(
+            url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30}
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     # connect_timeout (seconds): an unreachable server fails a message or a readiness check
     # instead of hanging it.
-    connect_args = {"connect_timeout": 10}
+    connect_args: dict[str, Any] = {"connect_timeout": 10}
     if idle_transaction_timeout_s > 0:
         timeout_ms = max(int(idle_transaction_timeout_s * 1000), 1)
         # Added to the URL's own libpq options (connect_args would replace them).
@@ -158,22 +158,15 @@ def get_engine(settings: Settings | None = None) -> Engine:
             echo=chosen.database_echo,
             idle_transaction_timeout_s=chosen.database_idle_transaction_timeout_s,
         )
-        if chosen.trace_sql:
-            _trace_sql(engine)
+        if chosen.trace_sql:  # SQL spans when tracing is on: see bgworkers.tracing.spans
+            from bgworkers.tracing.spans import active_tracer, trace_statements
+
+            tracer = active_tracer()
+            if tracer is not None:
+                trace_statements(engine, tracer)
         return engine
 
     return _ENGINE.get(build)
-
-
-def _trace_sql(engine: Engine) -> None:
-    """SQL spans (``BGW_TRACE_SQL``), when tracing is on: see :mod:`bgworkers.tracing.spans`."""
-    from bgworkers.tracing.spans import active_tracer
-
-    tracer = active_tracer()
-    if tracer is not None:
-        from bgworkers.tracing.spans import trace_statements
-
-        trace_statements(engine, tracer)
 
 
 def use_engine(engine: Engine | None) -> None:

@@ -32,9 +32,10 @@ from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, SQLModel
+from sqlmodel import Session
 
 from bgworkers.db.engine import session_scope
+from bgworkers.db.tables import every_table
 from bgworkers.files.archive import (
     TEMP_PREFIX,
     USERS_TABLE,
@@ -196,7 +197,7 @@ def enqueue_user_backups(
     they go out once it has committed. Returns the number of users.
     """
     check_run_id(run_id)
-    users = SQLModel.metadata.tables[USERS_TABLE]
+    users = every_table().tables[USERS_TABLE]
     total, last_id = 0, 0
     while True:
         with session_scope(engine) as session:

@@ -8,7 +8,7 @@ through an email address is declared (:data:`EMAIL_OWNED_TABLES`, or the table's
 user's (the email outbox is kept by ``recipient``). ``user_sessions`` is never covered (login
 session ids are live credentials, and worthless in a restore).
 
-The ``info`` keys a table sets to be treated specially are in :mod:`bgworkers.db.table_info`.
+The ``info`` keys a table sets to be treated specially are in :mod:`bgworkers.db.tables`.
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, MetaData, Table, func, select
 from sqlalchemy.engine import RowMapping
-from sqlmodel import Session, SQLModel
+from sqlmodel import Session
 
-import bgworkers.db.models  # noqa: F401 - registers every domain's tables on SQLModel.metadata
-from bgworkers.db.table_info import OWNER_EMAIL_COLUMN, RESTORED_VALUES, SECRET_COLUMNS
+from bgworkers.db.tables import OWNER_EMAIL_COLUMN, RESTORED_VALUES, SECRET_COLUMNS, every_table
 from bgworkers.files.archive import USERS_TABLE, BackupError
 
 #: Rows read (or keys looked up) per round trip, so memory stays bounded for a large user.
@@ -57,7 +56,7 @@ def restored_values(table: Table) -> Mapping[str, Any]:
 def user_tables(metadata: MetaData | None = None) -> list[Table]:
     """``users`` first, then, in dependency order, every table with a ``user_id`` column or
     declared as owned by email, except :data:`EXCLUDED_TABLES`."""
-    metadata = metadata or SQLModel.metadata
+    metadata = metadata or every_table()
     users = metadata.tables[USERS_TABLE]
     return [users] + [
         table
@@ -91,7 +90,7 @@ def owns_row(table: Table, row: Mapping[str, Any], user_id: int, email: str) -> 
 
 def user_email(session: Session, user_id: int) -> str:
     """The user's email address (raises if the user does not exist)."""
-    users = SQLModel.metadata.tables[USERS_TABLE]
+    users = every_table().tables[USERS_TABLE]
     email: str = session.execute(select(users.c.email).where(users.c.id == user_id)).scalar_one()
     return email
 

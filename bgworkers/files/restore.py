@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import MetaData, Table, select, text
-from sqlmodel import Session, SQLModel
+from sqlmodel import Session
 
+from bgworkers.db.tables import every_table
 from bgworkers.files.archive import (
     DAMAGED,
     USERS_TABLE,
@@ -86,7 +87,7 @@ def read_archive(path: Path, *, metadata: MetaData | None = None) -> BackupConte
     Every row must belong to the archive's user and have exactly the manifest's columns;
     a table or column the schema no longer has is an :class:`InvalidBackup`.
     """
-    metadata = metadata or SQLModel.metadata
+    metadata = metadata or every_table()
     with open_archive(path) as tar:
         try:
             manifest = load_manifest(tar, path)
@@ -161,7 +162,7 @@ def restore_archive(
     email-owned tables still present are left as they are (and not counted). Nothing is
     committed here: the caller's transaction holds all of it or none.
     """
-    metadata = metadata or SQLModel.metadata
+    metadata = metadata or every_table()
     contents = read_archive(path, metadata=metadata)
     users = metadata.tables[USERS_TABLE]
     user_id = contents.manifest["user_id"]

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
-from sqlmodel import SQLModel
 
-import bgworkers.db.models  # noqa: F401 - registers every domain's tables on SQLModel.metadata
+from bgworkers.db.tables import every_table
 from bgworkers.errors import PermanentError
 from bgworkers.logs.loggers import get_logger
 from bgworkers.maintenance.metrics import MAINTENANCE_METRICS
@@ -71,7 +70,7 @@ def optimize_engine(
     with engine.connect() as connection:
         conn = connection.execution_options(isolation_level="AUTOCOMMIT")
         if backend == "postgresql":
-            names = sorted(SQLModel.metadata.tables) if table_names is None else list(table_names)
+            names = sorted(every_table().tables) if table_names is None else list(table_names)
             before, after, tables = _postgresql(conn, names, statement_timeout_ms, clock)
             vacuumed = bool(tables)
         elif backend == "sqlite":

@@ -92,7 +92,7 @@ def probe_database(settings: Settings, *, dispose: bool = False) -> Problem | No
     close the engine's connections afterwards (a child about to exit, not to leave them to the
     kernel)."""
     from bgworkers.db.engine import get_engine
-    from bgworkers.migrations.schema_check import schema_problem
+    from bgworkers.migrations import schema_problem
 
     try:
         engine = get_engine(settings)

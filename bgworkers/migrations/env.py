@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlmodel import SQLModel
 
-import bgworkers.db.models  # noqa: F401 - registers every table on SQLModel.metadata
 from bgworkers.db.engine import get_engine
+from bgworkers.db.tables import every_table
 
 engine = context.config.attributes.get("engine") or get_engine()
 
 with engine.connect() as connection:
     context.configure(
         connection=connection,
-        target_metadata=SQLModel.metadata,
+        target_metadata=every_table(),
         render_as_batch=connection.dialect.name == "sqlite",  # SQLite cannot ALTER most things
         compare_type=True,
     )

@@ -89,7 +89,7 @@ def check_database(
         # a hang here is bounded by the caller's deadline (DeadlineCheck).
         problem = None
         if schema:
-            from bgworkers.migrations.schema_check import schema_problem  # alembic: when asked
+            from bgworkers.migrations import schema_problem  # alembic: when asked
 
             problem = schema_problem(engine)
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready"; the text says why

@@ -4,7 +4,7 @@ an application that imports bgworkers keeps its own logging and starts no thread
 Each process calls one function here at its start (docs/architecture.md, "Processes"): a
 ``dramatiq bgworkers`` worker process through dramatiq's ``process_boot`` hook
 (:class:`WorkerProcessBoot`); ``periodiq bgworkers``, which has no hook, through
-:func:`bgworkers.scheduling.scheduler_boot.boot_scheduler`; the ``bgworkers`` command from its
+:func:`bgworkers.scheduling.resilient_sending.boot_scheduler`; the ``bgworkers`` command from its
 ``main()``.
 """
 

@@ -13,7 +13,6 @@ duplicate work (see ``docs/scheduling.md``):
   them unrun);
 * :mod:`~bgworkers.scheduling.catch_up`: missed ticks re-sent within each job's window;
 * :mod:`~bgworkers.scheduling.report`: ``bgworkers schedule``;
-* :mod:`~bgworkers.scheduling.resilient_sending` and
-  :mod:`~bgworkers.scheduling.scheduler_boot`: the scheduler process keeps sending through a
-  RabbitMQ outage, and is set up when periodiq's CLI loads bgworkers.
+* :mod:`~bgworkers.scheduling.resilient_sending`: the scheduler process keeps sending through
+  a RabbitMQ outage, and is set up when periodiq's CLI loads bgworkers.
 """

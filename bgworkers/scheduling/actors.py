@@ -23,12 +23,6 @@ from bgworkers.tasks import task
 RUN_HISTORY = timedelta(days=14)
 
 
-def periodic_periods(broker: Any) -> list[CronPeriod]:
-    """The ``periodic`` options of every actor declared on ``broker``."""
-    periods = (period_of(broker, name) for name in broker.get_declared_actors())
-    return [p for p in periods if p is not None]
-
-
 def resend_tick(broker: Any, period: CronPeriod, tick: datetime) -> None:
     """Send ``period``'s actor for an earlier ``tick``; the worker claims it like any tick."""
     stamp = tick.isoformat()
@@ -48,7 +42,8 @@ def catch_up_missed_ticks() -> None:
     period = period_of(broker, "catch_up_missed_ticks")
     tick = message_tick(message, period) if message is not None and period is not None else None
     now = tick or floor_minute(utcnow())
-    periods = periodic_periods(broker)
+    declared = (period_of(broker, name) for name in broker.get_declared_actors())
+    periods = [p for p in declared if p is not None]
     with session_scope() as session:
         paused = paused_jobs(session)  # a paused job's ticks are neither re-sent nor missed
         catch_up(

@@ -1,30 +1,12 @@
 """Catch-up: ticks missed while no scheduler was running, re-sent within each job's window.
 
-How a gap is seen: the ``catch_up_missed_ticks`` job runs every minute, sent by the same
-scheduler as every other job. Each run stores its tick as ``checked_until``; when a run finds
-the previous one more than a minute older, no scheduler sent anything in between. For every
-periodic job, each tick inside that gap that no worker has claimed is either
-
-* re-sent once, stamped with its own tick, when ``now - tick`` is within the job's
-  ``catch_up_window`` (the claim on ``(job, tick)`` makes a re-send that races a late
-  original harmless), or
-* counted and logged as missed (the tick is not recorded as claimed: should its original
-  message still arrive, it runs).
-
-The gap excludes its end ``now`` (that tick is being sent) and, for jobs without a window, its
-start. For jobs with a window it includes its start, the previous catch-up tick: periodiq
-sends the jobs of a tick in declaration order and the catch-up job is declared last, so a
-scheduler that died inside a tick has sent that tick's catch-up job only if it sent every
-other job of the tick; the start is looked at again anyway, a re-send of a tick that ran
-being a duplicate the claim skips.
-
-Re-sends happen between two transactions: ``checked_until`` advances, and missed ticks are
-counted, only once every re-send was published, so a publish that fails part-way is redone
-by the retry of the catch-up message instead of being lost.
-
-``now`` is the catch-up run's own tick, so the decision does not depend on how late the
-worker picked the message up. A gap longer than ``MAX_GAP`` is only looked at over its last
-``MAX_GAP``.
+docs/scheduling.md (guarantee 3) says which ticks are re-sent, which are counted as missed, and
+why a gap includes its start for jobs with a window. How a gap is seen: the
+``catch_up_missed_ticks`` job runs every minute, sent by the same scheduler as every other job,
+and stores its tick as ``checked_until``; a run that finds the previous one more than a minute
+older finds that no scheduler sent anything in between. ``now`` is the catch-up run's own tick,
+so the decision does not depend on how late the worker picked the message up. A gap longer than
+``MAX_GAP`` is only looked at over its last ``MAX_GAP``.
 """
 
 from __future__ import annotations
@@ -73,12 +55,10 @@ def catch_up(
 ) -> None:
     """Look for a gap before ``now`` (a tick); re-send or count its unclaimed ticks.
 
-    Two transactions around the sends, so a send that fails loses nothing: the first only
-    reads (and commits, releasing the catch-up row's lock before talking to RabbitMQ),
-    ``send(period, tick)`` is then called once per re-sent tick, and only after every send
-    succeeded does the second advance ``checked_until`` and count the missed ticks. When a
-    send raises, ``checked_until`` is unchanged and the retry of this tick finds the same gap:
-    ticks already re-sent go again unless claimed meanwhile (the claim makes the copy harmless).
+    Two transactions around the sends, so a send that fails loses nothing (docs/scheduling.md,
+    guarantee 3): the first only reads, and commits, releasing the catch-up row's lock before
+    talking to RabbitMQ; ``send(period, tick)`` is called once per re-sent tick; only then does
+    the second advance ``checked_until`` and count the missed ticks.
     """
     gap = find_gap(session, now)
     if gap is None:
@@ -92,7 +72,11 @@ def catch_up(
         resent=len(to_send),
         missed=sum(len(ticks) for _, ticks in missed),
     )
-    resend_ticks(to_send, send)
+    metrics = SCHEDULE_METRICS.get()
+    for period, tick in to_send:  # stamped with its own tick; a failure propagates, see above
+        send(period, tick)
+        metrics.caught_up.labels(period.name).inc()
+        log.info("scheduled_tick_caught_up", job=period.name, tick=tick.isoformat())
     record_missed(session, missed, now=now)
 
 
@@ -157,19 +141,9 @@ def unclaimed_ticks(session: Session, period: CronPeriod, gap: Gap) -> list[date
     return [t for t in ticks if t not in claimed]
 
 
-def resend_ticks(to_send: list[Resend], send: Callable[[CronPeriod, datetime], None]) -> None:
-    """Send each tick again, stamped with its own tick; a failure propagates (and the retry of
-    the catch-up message redoes the whole gap, see :func:`catch_up`)."""
-    metrics = SCHEDULE_METRICS.get()
-    for period, tick in to_send:
-        send(period, tick)
-        metrics.caught_up.labels(period.name).inc()
-        log.info("scheduled_tick_caught_up", job=period.name, tick=tick.isoformat())
-
-
-def record_missed(session: Session, missed: list[Missed], *, now: datetime) -> dict[str, int]:
-    """Advance ``checked_until`` to ``now`` and record the ticks too old to re-send; returns
-    the count recorded per job (counted in metrics once the transaction commits).
+def record_missed(session: Session, missed: list[Missed], *, now: datetime) -> None:
+    """Advance ``checked_until`` to ``now`` and record the ticks too old to re-send (counted in
+    metrics once the transaction commits).
 
     Records nothing if a newer catch-up covered this gap meanwhile (it counted the misses),
     and only ticks after what another catch-up checked meanwhile: each miss counted once.
@@ -177,15 +151,27 @@ def record_missed(session: Session, missed: list[Missed], *, now: datetime) -> d
     mark = job_state(session, CATCH_UP_JOB)
     checked = mark.checked_until
     if checked is not None and checked >= now:
-        return {}
+        return
     mark.checked_until = now
     session.add(mark)
     recorded: dict[str, int] = {}
     for period, too_old in missed:
         ticks = [t for t in too_old if checked is None or t > checked]
-        if ticks:
-            _record_missed(session, period, ticks, period.job.catch_up_window)
-            recorded[period.name] = len(ticks)
+        if not ticks:
+            continue
+        state = job_state(session, period.name)
+        state.missed_ticks += len(ticks)
+        state.last_missed_tick = max(filter(None, (state.last_missed_tick, ticks[-1])))
+        session.add(state)
+        log.warning(
+            "scheduled_ticks_missed",
+            job=period.name,
+            count=len(ticks),
+            first=ticks[0].isoformat(),
+            last=ticks[-1].isoformat(),
+            catch_up_window_s=period.job.catch_up_window.total_seconds(),
+        )
+        recorded[period.name] = len(ticks)
     metrics = SCHEDULE_METRICS.get()
 
     def count_missed() -> None:
@@ -193,21 +179,3 @@ def record_missed(session: Session, missed: list[Missed], *, now: datetime) -> d
             metrics.missed.labels(name).inc(count)
 
     after_commit(session, count_missed)
-    return recorded
-
-
-def _record_missed(
-    session: Session, period: CronPeriod, missed: list[datetime], window: timedelta
-) -> None:
-    state = job_state(session, period.name)
-    state.missed_ticks += len(missed)
-    state.last_missed_tick = max(filter(None, (state.last_missed_tick, missed[-1])))
-    session.add(state)
-    log.warning(
-        "scheduled_ticks_missed",
-        job=period.name,
-        count=len(missed),
-        first=missed[0].isoformat(),
-        last=missed[-1].isoformat(),
-        catch_up_window_s=window.total_seconds(),
-    )

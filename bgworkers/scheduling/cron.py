@@ -5,23 +5,12 @@ skips Sundays in ranges, and matches in the process's local zone, so a fall-back
 and a spring-forward hour is lost. Ticks here come from croniter started in the configured zone;
 the machine's zone plays no part.
 
-Semantics (croniter's, restricted to five fields; Vixie cron's for the fall-back hour):
-
-* five fields, ``minute hour day-of-month month day-of-week``, with croniter's syntax (ranges,
-  steps, lists, month and weekday names, Sunday ``0`` or ``7``) and the aliases ``@hourly
-  @daily @midnight @weekly @monthly @yearly @annually``; a range that runs backwards
-  (``5-1``) is refused, where croniter would wrap it around;
-* when both day fields are restricted (neither is ``*``), a day matches if either does;
-* a wall-clock time skipped by a spring-forward change fires once, at the first instant after
-  the gap (02:30 on the change day in Paris runs at 03:00 summer time), unless the job runs
-  every hour (``17 * * * *``): its next tick comes within the hour, so the skipped one is dropped
-  (both as croniter does);
-* a wall-clock time repeated by a fall-back change fires once, at its first occurrence, unless
-  the minute or hour field starts with ``*`` (``*/5 * * * *``, ``0 * * * *``): such a job runs
-  by real time, in both copies of the repeated hour, so an every-5-minutes job never pauses.
-  croniter fires every job in both copies: :meth:`ZonedCron.dropped` is the one filter we add.
-
-Ticks are minute-aligned UTC datetimes.
+The semantics are croniter's for five fields and its aliases (docs/scheduling.md, guarantee 1,
+states them, daylight-saving changes included), with two differences: a range that runs
+backwards (``5-1``) is refused, where croniter would wrap it around; and a fixed-time tick of a
+fall-back change's repeated hour fires once, where croniter fires it in both copies (jobs whose
+minute or hour field starts with ``*`` run by real time, in both): :meth:`ZonedCron.dropped` is
+the one filter we add. Ticks are minute-aligned UTC datetimes.
 """
 
 from __future__ import annotations

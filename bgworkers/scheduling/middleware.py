@@ -1,27 +1,23 @@
 """Worker side of scheduling: one run per (job, tick), no overlap, outcome recorded.
 
-Replaces periodiq's ``PeriodiqMiddleware``, which acks without running any periodic message
-older than ``skip_delay`` (30 s), including that message's own retries: a failing periodic
-job was silently dropped instead of retried and dead-lettered. Here age never drops a message;
-instead each scheduled message claims its ``(job, tick)`` (:mod:`~.claims`) before it runs:
-
-* the tick already belongs to another message (two schedulers, a restart inside the minute, a
-  catch-up racing the real tick) or already succeeded: skipped, ``reason="duplicate"``;
-* the job's previous run is still going: this tick is skipped, ``reason="overlap"``;
-* a retry of a claimed tick runs again (same message id, same tick) under the retry policy;
-  if a later tick of the job is running by then, the retry waits for it (re-sent after
-  ``BUSY_RETRY_AFTER_S``, counted in ``bgw_busy_retries``, not in the retry budget), and
-  gives up (``failed``, dead-lettered) once that wait exceeds the running tick's stale-lock age.
+What is guaranteed and how is in docs/scheduling.md (guarantees 2, 4, 5 and 7). This replaces
+periodiq's ``PeriodiqMiddleware``, which acks without running any periodic message older than
+``skip_delay`` (30 s), that message's own retries included: a failing periodic job was
+silently dropped instead of retried and dead-lettered. Here age never drops a message; each
+scheduled message claims its ``(job, tick)`` (:mod:`~.claims`) before it runs, and is skipped
+as a duplicate, an overlap or a tick of a paused job (:mod:`~.pauses`; a run asked for by hand,
+``bgw_manual``, still runs). On the scheduler side, ``before_enqueue`` stamps the tick into the
+message (``bgw_tick``), so every delivery and retry names the same tick. Messages sent by hand
+(no ``scheduled_at``) run as usual, unclaimed.
 
 An attempt's claim lives on its message proxy (one per delivery), never in a dict keyed by
 message id: a retry keeps the id and may be claimed on another thread before this attempt's
 after-hook has run (the retry policy's after-hook, later in the stack, runs first).
 
-On the scheduler side, ``before_enqueue`` stamps the tick into the message (``bgw_tick``),
-computed with the scheduler's clock, so every delivery and retry names the same tick.
-Messages sent by hand (no ``scheduled_at``) run as usual, unclaimed. A tick of a paused job
-(:mod:`~.pauses`) is skipped, ``reason="paused"``, unless it is a manual run
-(``bgw_manual``, sent by ``bgworkers jobs run`` with its own tick: the send time).
+A tick that meets a database that does not answer is skipped and counted, with one line a
+minute per process (guarantee 7). Before, the claim raised inside the middleware (a traceback
+per message), the job ran anyway and failed, and a heartbeat tick (no retries) was
+dead-lettered while the dead-letter index could not record it.
 """
 
 from __future__ import annotations
@@ -45,14 +41,8 @@ from bgworkers.logs.loggers import get_logger
 from bgworkers.logs.redaction import redact_text
 from bgworkers.middleware.retry_policy import outcome_of
 from bgworkers.scheduling.claims import Claim, claim_run, finish_run
-from bgworkers.scheduling.database_away import (
-    LOG_INTERVAL_S,
-    is_database_away,
-    outcome_not_recorded,
-    skip_tick,
-)
 from bgworkers.scheduling.metrics import SCHEDULE_METRICS
-from bgworkers.scheduling.pauses import is_paused
+from bgworkers.scheduling.pauses import JobPause
 from bgworkers.scheduling.periodic import CronPeriod
 
 log = get_logger("bgworkers.scheduling")
@@ -70,6 +60,47 @@ BUSY_RETRIES_OPTION = "bgw_busy_retries"
 #: Attribute of the message proxy holding the attempt in progress (:class:`_Attempt`).
 _ATTEMPT_ATTR = "bgw_schedule_attempt"
 _STATUS = {"succeeded": "succeeded", "retried": "retrying", "dead_lettered": "failed"}
+#: Seconds between two lines about the database being away.
+LOG_INTERVAL_S = 60.0
+_DATABASE_AWAY = "the database does not answer: start it or fix BGW_DATABASE_URL; "
+
+
+def is_database_away(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database did not answer (not a bad query or a constraint)."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def skip_tick(job: str, tick: datetime, exc: BaseException, *, notices: LogInterval) -> None:
+    """Count a tick skipped for the database being away; log only when ``notices`` says so."""
+    SCHEDULE_METRICS.get().skipped.labels(job, "database_unavailable").inc()
+    hint = "the job runs again at its next tick, and ticks within its catch-up window are re-sent"
+    _database_notice(notices, "scheduled_tick_skipped", job, tick, exc, hint)
+
+
+def outcome_not_recorded(
+    job: str, tick: datetime, exc: BaseException, *, notices: LogInterval
+) -> None:
+    """A run ended while the database was away: its claim stays until it goes stale."""
+    hint = "the run's claim expires after its time limit"
+    _database_notice(notices, "scheduled_run_not_recorded", job, tick, exc, hint)
+
+
+def _database_notice(
+    notices: LogInterval, event: str, job: str, tick: datetime, exc: BaseException, hint: str
+) -> None:
+    """One line per interval of ``notices``, saying how many were held back."""
+    if notices.due():
+        log.warning(
+            event,
+            job=job,
+            tick=tick.isoformat(),
+            reason="database_unavailable",
+            error=failure_reason(exc),
+            hint=_DATABASE_AWAY + hint,
+            similar_held_back=notices.held_back,
+        )
 
 
 def period_of(broker: Broker, actor_name: str) -> CronPeriod | None:
@@ -108,7 +139,7 @@ def scheduled_now(*, fallback: datetime) -> datetime:
 
 def job_is_paused(job: str) -> bool:
     with session_scope() as session:
-        return is_paused(session, job)
+        return session.get(JobPause, job) is not None
 
 
 def max_busy_retries(stale_after: timedelta) -> int:
@@ -128,11 +159,8 @@ class _Attempt:
 
 
 class ScheduleGuard(Middleware):
-    """One run per (job, tick), no overlap, outcome recorded: the worker side of scheduling.
-
-    Stamps each scheduled message with its tick when periodiq sends it, claims the tick before
-    the run (a second delivery of the same tick is skipped), and records the outcome after.
-    """
+    """Stamps each scheduled message with its tick when periodiq sends it, claims the tick
+    before the run (a second delivery of the same tick is skipped), records the outcome after."""
 
     def __init__(self, *, database_notices: LogInterval | None = None) -> None:
         """``database_notices``: when to log that the database is away (default: one line
@@ -160,10 +188,10 @@ class ScheduleGuard(Middleware):
             return
         try:
             self._claim_or_skip(broker, message, period, tick)
-        except (OperationalError, InterfaceError, DBAPIError) as exc:
+        except DBAPIError as exc:  # OperationalError and InterfaceError among them
             if not is_database_away(exc):
                 raise
-            # Not run, not dead-lettered: see database_away.
+            # Not run, not dead-lettered: see the module docstring.
             skip_tick(period.name, tick, exc, notices=self.database_notices)
             raise SkipMessage() from None
 
@@ -273,7 +301,7 @@ class ScheduleGuard(Middleware):
                     error=error,
                     claimed_at=attempt.claimed_at,
                 )
-        except (OperationalError, InterfaceError, DBAPIError) as exc:
+        except DBAPIError as exc:
             if not is_database_away(exc):
                 raise
             # The claim stays 'running' and goes stale after the time limit; a retry (or the

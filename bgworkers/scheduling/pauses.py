@@ -48,7 +48,3 @@ def resume_job(session: Session, *, job: str) -> bool:
 def paused_jobs(session: Session) -> dict[str, JobPause]:
     """Every pause, by job name."""
     return {p.job: p for p in session.exec(select(JobPause).order_by(col(JobPause.job)))}
-
-
-def is_paused(session: Session, job: str) -> bool:
-    return session.get(JobPause, job) is not None

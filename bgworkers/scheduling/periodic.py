@@ -5,15 +5,11 @@ periodiq's ``Scheduler`` calls, for every periodic actor at every wake-up, ``val
 and prints ``str(option)``. ``now`` is ``pendulum.now()`` in the process's local zone, rounded
 to the second; :class:`CronPeriod` turns it into a UTC instant first, so the machine's zone
 never matters, and answers from :class:`~bgworkers.scheduling.cron.ZonedCron` in the
-configured zone.
-
-A *tick* is the minute-aligned UTC instant a run belongs to; it identifies the run (the
-worker claims ``(job, tick)`` once) whatever the delivery or the scheduler that sent it.
+configured zone. A *tick* is the minute-aligned UTC instant a run belongs to.
 
 ``clock_offset_s`` (``BGW_SCHEDULER_CLOCK_OFFSET_S``) is for tests only: the scheduler
-behaves as if the time were ``now + offset`` (whole seconds), so a test can put a real
-``periodiq`` process a few seconds before a chosen tick, or "restart it three hours later",
-without waiting.
+behaves as if the time were ``now + offset`` (whole seconds); docs/scheduling.md says how the
+tests use it to avoid waiting real minutes.
 """
 
 from __future__ import annotations

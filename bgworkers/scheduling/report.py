@@ -15,7 +15,7 @@ from sqlmodel import Session, col, select
 
 from bgworkers.db.engine import get_engine, session_scope, utcnow
 from bgworkers.scheduling.models import ScheduledJobState, ScheduledRun
-from bgworkers.scheduling.pauses import JobPause, paused_jobs
+from bgworkers.scheduling.pauses import paused_jobs
 from bgworkers.scheduling.periodic import CronPeriod
 from bgworkers.scheduling.schedule import SCHEDULE
 from bgworkers.settings import Settings
@@ -32,7 +32,7 @@ def schedule_rows(session: Session, settings: Settings, *, now: datetime) -> lis
     paused = paused_jobs(session)
     for entry in SCHEDULE:
         period = CronPeriod.from_settings(entry, settings)
-        following = period.next_tick(now)
+        cron = period.cron + (" (override)" if period.overridden else "")
         last = session.exec(
             select(ScheduledRun)
             .where(ScheduledRun.job == entry.actor_name)
@@ -40,24 +40,22 @@ def schedule_rows(session: Session, settings: Settings, *, now: datetime) -> lis
             .limit(1)
         ).first()
         state = session.get(ScheduledJobState, entry.actor_name)
+        pause = paused.get(entry.actor_name)
         rows.append(
             (
                 entry.actor_name,
-                _cron_cell(period),
+                cron if period.enabled else str(period),  # str: "off (<the table's line>)"
                 settings.timezone,
-                _when(following, zone) if period.enabled else "disabled",
+                _when(period.next_tick(now), zone) if period.enabled else "disabled",
                 _when(last.tick, zone) if last else "never",
-                last.status if last else WAITING,
+                # Not a fault before the job's first tick.
+                last.status if last else "waiting for its first run",
                 f"{last.duration_s:.3f}" if last and last.duration_s is not None else "-",
                 str(state.missed_ticks if state else 0),
-                _paused_cell(paused.get(entry.actor_name)),
+                f"since {pause.paused_at:%Y-%m-%d %H:%M} UTC: {pause.reason}" if pause else "-",
             )
         )
     return rows
-
-
-#: The outcome column of a job that has never run: not a fault before its first tick.
-WAITING = "waiting for its first run"
 
 
 def print_schedule(settings: Settings, out: TextIO, *, now: datetime | None = None) -> None:
@@ -68,16 +66,6 @@ def print_schedule(settings: Settings, out: TextIO, *, now: datetime | None = No
     for row in (_HEADERS, *rows):
         cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
         out.write("  ".join(cells).rstrip() + "\n")
-
-
-def _paused_cell(pause: JobPause | None) -> str:
-    return "-" if pause is None else f"since {pause.paused_at:%Y-%m-%d %H:%M} UTC: {pause.reason}"
-
-
-def _cron_cell(period: CronPeriod) -> str:
-    if not period.enabled:
-        return f"off ({period.job.cron})"
-    return period.cron + (" (override)" if period.overridden else "")
 
 
 def _when(instant: datetime | None, zone: ZoneInfo) -> str:

@@ -1,12 +1,14 @@
-"""The scheduler keeps running while RabbitMQ is away: sends are retried with backoff.
+"""The start of a ``periodiq bgworkers`` scheduler process, whose sends are retried with
+backoff, so the scheduler keeps running while RabbitMQ is away.
+
+periodiq has no process hook: :func:`bgworkers.stack.wire_for_cli` calls
+:func:`boot_scheduler` when periodiq's CLI is the one loading bgworkers.
 
 Why: periodiq's ``Scheduler.send_actors`` lets a failed publish escape its loop; the process
 then exits with "Unhandled error" and an invitation to file an issue with periodiq, for what is
-an outage of our broker. Here each due actor's send is retried with a growing delay (1 s
-doubling to :data:`MAX_DELAY_S`), logging one line per condition (unreachable, credentials,
-vhost) and interval with the fix, until RabbitMQ takes it; the message keeps the tick it was
-due at (``scheduled_at``), and ticks that pass meanwhile are the catch-up job's (see
-docs/scheduling.md).
+an outage of our broker. Here each due actor's send is retried with a growing delay until
+RabbitMQ takes it, with one line per condition and interval saying what to fix; the message
+keeps the tick it was due at (docs/scheduling.md, guarantee 7).
 
 How: :func:`install` replaces ``periodiq.Scheduler.send_actors`` (a method of the class
 periodiq's CLI instantiates) through :mod:`bgworkers.compat.periodiq`, whose contract test
@@ -22,10 +24,13 @@ from typing import Any
 
 from bgworkers.logs.intervals import LogIntervalsByKey
 from bgworkers.logs.loggers import get_logger
+from bgworkers.processes.boot import boot_process
 from bgworkers.processes.diagnosis import broker_problem
+from bgworkers.settings import Settings
 
 log = get_logger("bgworkers.scheduling")
 
+#: Seconds before the second attempt, doubled after each failure up to MAX_DELAY_S.
 FIRST_DELAY_S = 1.0
 #: Seconds; the longest wait between two attempts.
 MAX_DELAY_S = 30.0
@@ -75,14 +80,28 @@ def send_with_backoff(
         return failures
 
 
+def boot_scheduler(
+    start_scheduler_endpoint: Callable[[Settings], object], settings: Settings | None = None
+) -> None:
+    """The scheduler's logging, its ``/metrics``, ``/healthz`` and ``/readyz`` endpoint, and
+    sends retried while RabbitMQ is away (:func:`install`).
+
+    ``start_scheduler_endpoint``: handed in by the stack, since what the endpoint serves
+    (readiness checks, the registry) is put together in a package above this one.
+    """
+    settings = boot_process(settings, service="bgworkers-scheduler")
+    install(settings.broker_url.get_secret_value())
+    start_scheduler_endpoint(settings)
+
+
 def install(broker_url: str) -> None:
     """Make periodiq's scheduler retry its sends instead of exiting (see the module doc), and
-    count them (:mod:`bgworkers.scheduling.scheduler_metrics`)."""
+    count them (:data:`~bgworkers.scheduling.metrics.SCHEDULER_METRICS`)."""
     import periodiq
 
     from bgworkers.compat.periodiq import replace_send_actors
+    from bgworkers.scheduling.metrics import SCHEDULER_METRICS
     from bgworkers.scheduling.schedule import SCHEDULE
-    from bgworkers.scheduling.scheduler_metrics import SCHEDULER_METRICS
 
     SCHEDULER_METRICS.get().zero([job.actor_name for job in SCHEDULE])
 

@@ -19,6 +19,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from bgworkers.errors import ConfigurationError
+from bgworkers.scheduling.cron import CronError, CronExpression
+from bgworkers.scheduling.periodic import OFF, CronPeriod
+
 NO_CATCH_UP = timedelta(0)
 
 
@@ -92,21 +96,42 @@ SCHEDULE: tuple[ScheduledJob, ...] = (
 )
 
 
-def job(actor_name: str) -> ScheduledJob:
-    for entry in SCHEDULE:
-        if entry.actor_name == actor_name:
-            return entry
-    raise KeyError(
-        f"{actor_name!r} is not in the schedule table (bgworkers/scheduling/schedule.py)"
-    )
-
-
 def periodic_option(actor_name: str) -> Any:
     """The value of an actor's ``periodic`` option, read by periodiq's scheduler."""
-    from bgworkers.scheduling.overrides import check_overrides
-    from bgworkers.scheduling.periodic import CronPeriod
     from bgworkers.settings import get_settings
 
     settings = get_settings()
     check_overrides(settings.schedule_overrides)  # ConfigurationError naming the variable
-    return CronPeriod.from_settings(job(actor_name), settings)
+    entry = next((entry for entry in SCHEDULE if entry.actor_name == actor_name), None)
+    if entry is None:
+        raise KeyError(
+            f"{actor_name!r} is not in the schedule table (bgworkers/scheduling/schedule.py)"
+        )
+    return CronPeriod.from_settings(entry, settings)
+
+
+def check_overrides(overrides: dict[str, str]) -> None:
+    """Raise :class:`ConfigurationError` naming ``BGW_SCHEDULE_OVERRIDES`` and each problem
+    unless every key is a scheduled job and every value a cron line or ``off``.
+
+    Why: a typo in a job name or a cron field would otherwise leave a job running on its old
+    schedule (or not at all) without a word; checked when the first periodic actor is declared,
+    so every process refuses a bad value. Here, not in :mod:`bgworkers.settings`, so that the
+    settings depend on nothing of the schedule (which itself reads the settings).
+    """
+    known = {entry.actor_name for entry in SCHEDULE}
+    problems: list[str] = []
+    for name, value in overrides.items():
+        if name not in known:
+            problems.append(f"{name!r} is not in the schedule table ({', '.join(sorted(known))})")
+            continue
+        if value.strip().lower() == OFF:
+            continue
+        try:
+            CronExpression.parse(value)
+        except CronError as exc:
+            problems.append(f"{name}: {exc}")
+    if problems:
+        raise ConfigurationError(
+            f"invalid configuration: BGW_SCHEDULE_OVERRIDES: {'; '.join(problems)}"
+        )

@@ -3,7 +3,8 @@
 - ``broker``: ``build_broker`` (the middleware, in order) and the stub broker with the same
   stack;
 - ``known_series``: every domain's counters at 0 from a worker's start (handed to
-  ``MessageMetrics``).
+  ``MessageMetrics``);
+- ``tables``: every module that declares tables, so ``SQLModel.metadata`` knows them all.
 
 Nothing below imports it: :mod:`bgworkers.brokers.wiring` is handed its builder at start-up.
 Here (not in ``broker``): :func:`build_app_broker` and :func:`wire_for_cli`, which import
@@ -49,7 +50,7 @@ def wire_for_cli() -> dramatiq.Broker:
     broker = wire(worker_process=True)
     if "periodiq" in sys.modules:
         from bgworkers.monitoring.endpoints import start_scheduler_endpoint
-        from bgworkers.scheduling.scheduler_boot import boot_scheduler
+        from bgworkers.scheduling.resilient_sending import boot_scheduler
 
         boot_scheduler(start_scheduler_endpoint)
     return broker

@@ -4,7 +4,7 @@ Progress lives on the connection row and is committed with each page of results,
 that stops half-way (crash, time limit, an API error) resumes from the last committed page
 token or cursor instead of starting over. Every table carries ``user_id`` (the per-user backup
 finds a user's data that way); the connection tables mark their credential columns in the
-table's ``info`` (:mod:`bgworkers.db.table_info`) so an exporter can leave them out.
+table's ``info`` (:mod:`bgworkers.db.tables`) so an exporter can leave them out.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from sqlalchemy import Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from bgworkers.db.engine import UtcDateTime, utcnow
-from bgworkers.db.table_info import RESTORED_VALUES, SECRET_COLUMNS
+from bgworkers.db.tables import RESTORED_VALUES, SECRET_COLUMNS
 
 #: A connection the periodic fan-out syncs.
 STATUS_ACTIVE: Final = "active"

@@ -150,7 +150,7 @@ def test_every_declared_metric_set_is_built_at_start_up() -> None:
     """No metric set may be left lazy (it would appear only at its first use)."""
     registry = zeroed_registry()
     built = {family.name for family in registry.collect()}
-    from bgworkers.scheduling.scheduler_metrics import SCHEDULER_METRICS
+    from bgworkers.scheduling.metrics import SCHEDULER_METRICS
 
     for metric_set in LazyMetrics.declared:
         if metric_set is SCHEDULER_METRICS:

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from bgworkers import queues
 from bgworkers.db.engine import make_engine, use_engine
 from bgworkers.logs.intervals import LogInterval
-from bgworkers.scheduling.database_away import outcome_not_recorded, skip_tick
+from bgworkers.scheduling.middleware import outcome_not_recorded, skip_tick
 from bgworkers.scheduling.periodic import CronPeriod
 from bgworkers.scheduling.schedule import ScheduledJob
 from tests.platform_helpers import captured_json_logs, running_worker, stub_broker, wait_for

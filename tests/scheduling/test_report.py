@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from bgworkers.errors import ConfigurationError
-from bgworkers.scheduling.overrides import check_overrides
 from bgworkers.scheduling.report import print_schedule
+from bgworkers.scheduling.schedule import check_overrides
 from bgworkers.settings import load_settings
 from tests.scheduling.recorded_runs import record_run
 
