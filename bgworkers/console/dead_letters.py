@@ -22,14 +22,7 @@ from typing import Any
 from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL
 from sqlmodel import Session, col, delete, select
 
-from bgworkers.console.attempts import (
-    AttemptRecord,
-    attempts_of,
-    prune_attempts,
-    record_attempt,
-    timeline,
-    trace_id_of,
-)
+from bgworkers.console.attempts import AttemptRecord, prune_attempts, record_attempt, trace_id_of
 from bgworkers.console.models import DeadLetter
 from bgworkers.logs.failure_reasons import failure_reason
 from bgworkers.logs.loggers import redact_text, redact_value
@@ -245,10 +238,6 @@ def list_dead_letters(session: Session, where: DeadLetterFilter) -> list[DeadLet
     return list(session.exec(query))
 
 
-def get_dead_letter(session: Session, message_id: str) -> DeadLetter | None:
-    return session.get(DeadLetter, message_id)
-
-
 def prune_dead_letters(session: Session, *, now: datetime) -> int:
     """Delete rows whose message RabbitMQ has expired from the XQ, and attempts as old;
     return how many dead letters."""
@@ -279,11 +268,6 @@ def as_dict(row: DeadLetter, *, full: bool = False) -> dict[str, Any]:
     if full:
         data["traceback"] = row.traceback
     return data
-
-
-def dead_letter_timeline(session: Session, message_id: str) -> list[dict[str, Any]]:
-    """Each recorded attempt of a dead letter's message (see :mod:`bgworkers.console.attempts`)."""
-    return timeline(attempts_of(session, message_id))
 
 
 def _loads(text: str) -> Any:

@@ -10,20 +10,18 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import dramatiq
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 from bgworkers.console import audit, xq
-from bgworkers.console.dead_letters import (
-    DeadLetterFilter,
-    dead_letter_timeline,
-    get_dead_letter,
-    list_dead_letters,
-)
+from bgworkers.console.attempts import attempts_of, timeline
+from bgworkers.console.dead_letters import DeadLetterFilter, list_dead_letters
 from bgworkers.console.models import DeadLetter
 from bgworkers.console.sending import SendRefused, send
 from bgworkers.db.engine import session_scope, utcnow
@@ -38,20 +36,11 @@ class UnknownJob(SendRefused):
 
 @dataclass
 class ActionResult:
-    """What a requeue or purge did: ids handled, ids not found, messages left in place."""
+    """What a requeue or purge did: ids handled, ids not found, whether the walk stopped short."""
 
     done: list[str] = field(default_factory=list)
     not_found: list[str] = field(default_factory=list)
-    kept: int = 0
     truncated: bool = False
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "done": self.done,
-            "not_found": self.not_found,
-            "kept": self.kept,
-            "truncated": self.truncated,
-        }
 
 
 @dataclass
@@ -66,8 +55,13 @@ class Console:
     def broker_url(self) -> str:
         return self.settings.broker_url.get_secret_value()
 
-    def session(self) -> Any:
+    def session(self) -> AbstractContextManager[Session]:
         return session_scope(self.engine)
+
+    def _audit(self, session: Session, action: str, target: str, detail: str = "") -> None:
+        """Record an action of :attr:`who` in ``session``, the transaction of the change."""
+        now = self.clock()
+        audit.record(session, who=self.who, action=action, target=target, detail=detail, now=now)
 
     # --- dead letters ---------------------------------------------------------------------
     def dead_letters(self, where: DeadLetterFilter) -> list[DeadLetter]:
@@ -76,12 +70,12 @@ class Console:
 
     def dead_letter(self, message_id: str) -> DeadLetter | None:
         with self.session() as session:
-            return get_dead_letter(session, message_id)
+            return session.get(DeadLetter, message_id)
 
     def dead_letter_timeline(self, message_id: str) -> list[dict[str, Any]]:
         """Each recorded attempt of the message, oldest first."""
         with self.session() as session:
-            return dead_letter_timeline(session, message_id)
+            return timeline(attempts_of(session, message_id))
 
     def job_runs(self, job: str, runs: int = 10) -> list[dict[str, Any]]:
         """The job's last runs, newest first, each with its attempts."""
@@ -110,11 +104,10 @@ class Console:
         message_ids: Iterable[str],
         action: Callable[[str, list[str]], ActionResult],
     ) -> ActionResult:
-        wanted = list(dict.fromkeys(message_ids))
         by_queue: dict[str, list[str]] = defaultdict(list)
         result = ActionResult()
         with self.session() as session:
-            for message_id in wanted:
+            for message_id in dict.fromkeys(message_ids):
                 row = session.get(DeadLetter, message_id)
                 if row is None or row.status != "dead":
                     result.not_found.append(message_id)
@@ -124,7 +117,6 @@ class Console:
             part = action(queue, ids)
             result.done += part.done
             result.not_found += part.not_found
-            result.kept += part.kept
             result.truncated |= part.truncated
         return result
 
@@ -132,10 +124,7 @@ class Console:
         walk = xq.requeue(self.broker_url, queue, message_ids=ids, publish=self._publish)
         with self.session() as session:
             for message_id in walk.handled:
-                audit.record(
-                    session, who=self.who, action="requeue", target=message_id,
-                    detail=f"queue={queue}", now=self.clock(),
-                )  # fmt: skip
+                self._audit(session, "requeue", message_id, f"queue={queue}")
         return self._result(walk, ids)
 
     def _publish(self, message: dramatiq.Message[Any]) -> None:
@@ -157,7 +146,6 @@ class Console:
 
     def _purge_queue(self, queue: str, ids: list[str] | None) -> ActionResult:
         walk = xq.purge(self.broker_url, queue, message_ids=ids)
-        now = self.clock()
         with self.session() as session:
             gone = set(walk.handled) | set(ids or ())  # indexed ids no longer in the XQ too
             for message_id in sorted(gone):
@@ -165,26 +153,20 @@ class Console:
                 if row is not None:
                     session.delete(row)
             for message_id in walk.handled:
-                audit.record(
-                    session, who=self.who, action="purge", target=message_id,
-                    detail=f"queue={queue}", now=now,
-                )  # fmt: skip
+                self._audit(session, "purge", message_id, f"queue={queue}")
         return self._result(walk, ids)
 
     @staticmethod
     def _result(walk: xq.WalkResult, ids: list[str] | None) -> ActionResult:
         missing = [] if ids is None else [i for i in ids if i not in set(walk.handled)]
-        return ActionResult(walk.handled, missing, walk.kept, walk.truncated)
+        return ActionResult(walk.handled, missing, walk.truncated)
 
     # --- messages and jobs ----------------------------------------------------------------
     def send(self, actor_name: str, kwargs: dict[str, Any]) -> dramatiq.Message[Any]:
         message = send(self.broker, actor_name, kwargs)
+        detail = f"message_id={message.message_id} arguments={sorted(kwargs)}"
         with self.session() as session:
-            audit.record(
-                session, who=self.who, action="send", target=actor_name,
-                detail=f"message_id={message.message_id} arguments={sorted(kwargs)}",
-                now=self.clock(),
-            )  # fmt: skip
+            self._audit(session, "send", actor_name, detail)
         return message
 
     def pause(self, job: str, reason: str) -> bool:
@@ -193,9 +175,7 @@ class Console:
         with self.session() as session:
             changed = pause_job(session, job=job, reason=reason, who=self.who, now=now)
             if changed:
-                audit.record(
-                    session, who=self.who, action="pause", target=job, detail=reason, now=now
-                )
+                self._audit(session, "pause", job, reason)
         return changed
 
     def resume(self, job: str) -> bool:
@@ -203,7 +183,7 @@ class Console:
         with self.session() as session:
             changed = resume_job(session, job=job)
             if changed:
-                audit.record(session, who=self.who, action="resume", target=job, now=self.clock())
+                self._audit(session, "resume", job)
         return changed
 
     def run_job(self, job: str) -> dramatiq.Message[Any]:
@@ -219,18 +199,15 @@ class Console:
         options: dict[str, Any] = {TICK_OPTION: tick.isoformat(), MANUAL_OPTION: True}
         message = actor.send_with_options(**options)
         with self.session() as session:
-            audit.record(
-                session, who=self.who, action="run_job", target=job,
-                detail=f"message_id={message.message_id}", now=self.clock(),
-            )  # fmt: skip
+            self._audit(session, "run_job", job, f"message_id={message.message_id}")
         return message
 
     def record_login(self, *, ok: bool, client: str, throttled: bool = False) -> None:
         """Audit a login: ``login``, ``login_failed`` or ``login_throttled`` (refused unchecked,
         429)."""
+        action = "login" if ok else "login_throttled" if throttled else "login_failed"
         with self.session() as session:
-            action = "login" if ok else "login_throttled" if throttled else "login_failed"
-            audit.record(session, who=self.who, action=action, target=client, now=self.clock())
+            self._audit(session, action, client)
 
     def audit_log(self, limit: int = 200) -> list[Any]:
         with self.session() as session:

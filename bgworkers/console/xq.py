@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dramatiq import Message
+from dramatiq.common import xq_name
 from pika.adapters.blocking_connection import BlockingChannel
 
 from bgworkers.brokers.broker_nodes import open_blocking_connection
@@ -30,14 +31,9 @@ _RESET_OPTIONS = ("retries", "traceback", "requeue_timestamp", "eta", FIRST_FAIL
 MAX_WALK = 100_000
 
 
-def xq_name(queue: str) -> str:
-    return f"{queue}.XQ"
-
-
 @dataclass
 class WalkResult:
     handled: list[str] = field(default_factory=list)  # message ids, in XQ order
-    kept: int = 0  # messages looked at and given back
     truncated: bool = False  # MAX_WALK reached before the end of the queue
 
 
@@ -66,21 +62,23 @@ def walk_xq(
     broker_url: str,
     queue: str,
     *,
-    wanted: Callable[[Message[Any]], bool],
+    message_ids: Iterable[str] | None,
     handle: Callable[[Message[Any]], None],
 ) -> WalkResult:
-    """Take every message of ``queue``'s XQ that ``wanted`` picks, calling ``handle`` on each.
+    """Take the given messages (every one when ``message_ids`` is None) out of ``queue``'s XQ,
+    calling ``handle`` on each.
 
     A message is acknowledged (removed from the XQ) only after ``handle`` returned; when
     ``handle`` raises, it and every message not yet handled are given back, and the error
     propagates.
     """
+    ids = None if message_ids is None else set(message_ids)
     result = WalkResult()
     connection = open_blocking_connection(broker_url, socket_timeout=10)  # any node of the list
     try:
         channel = connection.channel()
         try:
-            _walk(channel, xq_name(queue), wanted, handle, result)
+            _walk(channel, xq_name(queue), ids, handle, result)
         finally:
             if channel.is_open:
                 # Everything still held goes back; the handled ones were acked already.
@@ -94,7 +92,7 @@ def walk_xq(
 def _walk(
     channel: BlockingChannel,
     name: str,
-    wanted: Callable[[Message[Any]], bool],
+    ids: set[str] | None,
     handle: Callable[[Message[Any]], None],
     result: WalkResult,
 ) -> None:
@@ -103,12 +101,10 @@ def _walk(
         if method is None:
             return
         message = decode(body)
-        if message is not None and wanted(message):
+        if message is not None and (ids is None or message.message_id in ids):
             handle(message)
             channel.basic_ack(method.delivery_tag)
             result.handled.append(message.message_id)
-        else:
-            result.kept += 1
     result.truncated = True
 
 
@@ -120,21 +116,11 @@ def requeue(
     publish: Callable[[Message[Any]], None],
 ) -> WalkResult:
     """Send the given messages (every one when ``message_ids`` is None) back to their queue."""
-    ids = None if message_ids is None else set(message_ids)
     return walk_xq(
-        broker_url,
-        queue,
-        wanted=lambda m: ids is None or m.message_id in ids,
-        handle=lambda m: publish(fresh_copy(m)),
+        broker_url, queue, message_ids=message_ids, handle=lambda m: publish(fresh_copy(m))
     )
 
 
 def purge(broker_url: str, queue: str, *, message_ids: Iterable[str] | None) -> WalkResult:
     """Remove the given messages (every one when ``message_ids`` is None) from the XQ."""
-    ids = None if message_ids is None else set(message_ids)
-    return walk_xq(
-        broker_url,
-        queue,
-        wanted=lambda m: ids is None or m.message_id in ids,
-        handle=lambda m: None,
-    )
+    return walk_xq(broker_url, queue, message_ids=message_ids, handle=lambda message: None)
