@@ -1,13 +1,7 @@
 """The console's ``bgworkers`` subcommands: ``dead``, ``send``, ``jobs``, ``queues``, ``console``.
 
-Output is one line per item, readable on a terminal; ``--json`` prints one JSON object per
-line instead (JSON Lines), for scripts. Exit codes:
-
-* ``0``: done;
-* ``1``: something asked for was not found or not done (an unknown message id, a purge not
-  confirmed, a job already paused);
-* ``2``: bad input (unknown actor or job, bad arguments); nothing was changed;
-* ``3``: RabbitMQ or the database did not answer (the code of every ``bgworkers`` command).
+One line per item, or one JSON object per line with ``--json``; the exit codes (0 done, 1 not
+found or not done, 2 bad input, 3 a service did not answer) are in ``docs/console.md``.
 """
 
 from __future__ import annotations
@@ -68,8 +62,10 @@ def parse_since(text: str, *, now: datetime | None = None) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def _print(out: TextIO, args: argparse.Namespace, data: dict[str, Any], line: str) -> None:
-    out.write((json.dumps(data, default=str) if args.json else line) + "\n")
+def _print(
+    args: argparse.Namespace, data: dict[str, Any], line: str, out: TextIO | None = None
+) -> None:
+    (out or sys.stdout).write((json.dumps(data, default=str) if args.json else line) + "\n")
 
 
 def guarded(handler: Handler) -> Handler:
@@ -86,15 +82,10 @@ def guarded(handler: Handler) -> Handler:
         except SendRefused as exc:
             print(f"bgworkers {args.command}: {exc}", file=sys.stderr)
             return BAD_INPUT
-        except (pika.exceptions.AMQPError, OSError) as exc:
+        except (pika.exceptions.AMQPError, OSError, SQLAlchemyError) as exc:
+            service = "the database" if isinstance(exc, SQLAlchemyError) else "RabbitMQ"
             error = redact_text(failure_reason(exc))
-            print(f"bgworkers {args.command}: RabbitMQ did not answer ({error})", file=sys.stderr)
-            return UNAVAILABLE
-        except SQLAlchemyError as exc:
-            error = redact_text(failure_reason(exc))
-            print(
-                f"bgworkers {args.command}: the database did not answer ({error})", file=sys.stderr
-            )
+            print(f"bgworkers {args.command}: {service} did not answer ({error})", file=sys.stderr)
             return UNAVAILABLE
 
     return run
@@ -110,7 +101,7 @@ def dead_list(settings: Settings, args: argparse.Namespace) -> int:
             f"{row.actor:<26} {row.status:<9} retries={row.retries}"
             f"{f' trace={row.trace_id}' if row.trace_id else ''} {row.error[:80]}"
         )
-        _print(sys.stdout, args, as_dict(row), line)
+        _print(args, as_dict(row), line)
     return OK
 
 
@@ -122,7 +113,7 @@ def dead_show(settings: Settings, args: argparse.Namespace) -> int:
         return NOT_DONE
     data = as_dict(row, full=True) | {"attempts": console.dead_letter_timeline(args.id)}
     if args.json:
-        _print(sys.stdout, args, data, "")
+        _print(args, data, "")
         return OK
     for key in ("message_id", "queue", "actor", "status", "reason", "error", "retries"):
         print(f"{key + ':':<16} {data[key]}")
@@ -137,38 +128,33 @@ def dead_show(settings: Settings, args: argparse.Namespace) -> int:
     return OK
 
 
-def _targets(args: argparse.Namespace) -> str | None:
-    """An error line when the ids/--all/--queue combination is wrong, else None."""
+def _bad_targets(args: argparse.Namespace) -> bool:
+    """Say so on stderr when the ids/--all/--queue combination is wrong."""
     if args.all and args.ids:
-        return "give message ids or --all --queue Q, not both"
-    if args.all and not args.queue:
-        return "--all needs --queue Q (one queue at a time)"
-    if not args.all and not args.ids:
-        return "give one or more message ids, or --all --queue Q"
-    return None
+        problem = "give message ids or --all --queue Q, not both"
+    elif args.all and not args.queue:
+        problem = "--all needs --queue Q (one queue at a time)"
+    elif not args.all and not args.ids:
+        problem = "give one or more message ids, or --all --queue Q"
+    else:
+        return False
+    print(f"bgworkers dead {args.dead_action}: {problem}", file=sys.stderr)
+    return True
 
 
 def _report(args: argparse.Namespace, verb: str, result: ActionResult) -> int:
     for message_id in result.done:
-        _print(
-            sys.stdout, args, {"message_id": message_id, "result": verb}, f"{message_id}  {verb}"
-        )
+        _print(args, {"message_id": message_id, "result": verb}, f"{message_id}  {verb}")
     for message_id in result.not_found:
-        _print(
-            sys.stdout,
-            args,
-            {"message_id": message_id, "result": "not_found"},
-            f"{message_id}  not found (not a dead letter in the index, or no longer in the XQ)",
-        )
+        line = f"{message_id}  not found (not a dead letter in the index, or no longer in the XQ)"
+        _print(args, {"message_id": message_id, "result": "not_found"}, line)
     if result.truncated:
         print("bgworkers dead: stopped after looking at 100000 messages", file=sys.stderr)
     return NOT_DONE if result.not_found or result.truncated else OK
 
 
 def dead_requeue(settings: Settings, args: argparse.Namespace) -> int:
-    problem = _targets(args)
-    if problem:
-        print(f"bgworkers dead requeue: {problem}", file=sys.stderr)
+    if _bad_targets(args):
         return BAD_INPUT
     console = make_console(settings)
     result = console.requeue_all(args.queue) if args.all else console.requeue(args.ids)
@@ -176,9 +162,7 @@ def dead_requeue(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def dead_purge(settings: Settings, args: argparse.Namespace) -> int:
-    problem = _targets(args)
-    if problem:
-        print(f"bgworkers dead purge: {problem}", file=sys.stderr)
+    if _bad_targets(args):
         return BAD_INPUT
     what = f"every dead letter of {args.queue}" if args.all else f"{len(args.ids)} dead letter(s)"
     if not args.yes and not confirm(f"Delete {what} for good? [y/N] "):
@@ -203,9 +187,7 @@ def send_message(settings: Settings, args: argparse.Namespace) -> int:
     kwargs = parse_arguments(args.arg)
     message = make_console(settings).send(args.actor, kwargs)
     data = {"message_id": message.message_id, "actor": args.actor, "queue": message.queue_name}
-    _print(
-        sys.stdout, args, data, f"{message.message_id}  sent to {args.actor} ({message.queue_name})"
-    )
+    _print(args, data, f"{message.message_id}  sent to {args.actor} ({message.queue_name})")
     return OK
 
 
@@ -223,7 +205,7 @@ def jobs(settings: Settings, args: argparse.Namespace) -> int:
     if action == "run":
         message = make_console(settings).run_job(args.job)
         data = {"job": args.job, "message_id": message.message_id, "result": "sent"}
-        _print(sys.stdout, args, data, f"{args.job}  manual run sent ({message.message_id})")
+        _print(args, data, f"{args.job}  manual run sent ({message.message_id})")
         return OK
     console = make_console(settings)
     with console.session() as session:
@@ -231,7 +213,7 @@ def jobs(settings: Settings, args: argparse.Namespace) -> int:
     if not args.json:
         print_jobs(views, sys.stdout, zone=settings.tzinfo)
     for view in views if args.json else ():
-        _print(sys.stdout, args, view.as_dict(), "")
+        _print(args, view.as_dict(), "")
     return OK
 
 
@@ -245,13 +227,13 @@ def job_runs(settings: Settings, args: argparse.Namespace) -> int:
             f" after its tick, took {duration}  message {run['message_id']}\n"
             + "\n".join(timeline_lines(run["attempts"]))
         )
-        _print(sys.stdout, args, run, line)
+        _print(args, run, line)
     return OK
 
 
 def _changed(changed: bool, args: argparse.Namespace, verb: str) -> int:
     result = verb if changed else f"already {verb}"
-    _print(sys.stdout, args, {"job": args.job, "result": result}, f"{args.job}  {result}")
+    _print(args, {"job": args.job, "result": result}, f"{args.job}  {result}")
     return OK if changed else NOT_DONE
 
 
@@ -279,7 +261,7 @@ def print_depths(depths: list[QueueDepth], args: argparse.Namespace, out: TextIO
     for depth in depths:
         if not depth.declared:
             data = {"queue": depth.queue, "lane": depth.lane, "declared": False}
-            _print(out, args, data, f"{depth.queue:<12} {depth.lane:<7} {NOT_DECLARED}")
+            _print(args, data, f"{depth.queue:<12} {depth.lane:<7} {NOT_DECLARED}", out)
             continue
         unacked = "-" if depth.unacked is None else str(depth.unacked)
         consumers = "-" if depth.consumers is None else str(depth.consumers)
@@ -301,13 +283,11 @@ def print_depths(depths: list[QueueDepth], args: argparse.Namespace, out: TextIO
             "type": depth.queue_type,
             "declared": True,
         }
-        _print(out, args, data, line)
+        _print(args, data, line, out)
 
 
 def _print_rate_limit_waits(args: argparse.Namespace) -> None:
     """Provider rate limits' waiting time, from the database (skipped when it cannot answer)."""
-    from sqlalchemy.exc import SQLAlchemyError
-
     from bgworkers.db.engine import session_scope
     from bgworkers.sync.api import rate_limit_waits
 
@@ -330,14 +310,12 @@ def _print_rate_limit_waits(args: argparse.Namespace) -> None:
             "credentials": wait.credentials,
             "paused_now": wait.paused_now,
         }
-        _print(sys.stdout, args, data, line)
+        _print(args, data, line)
 
 
 def _why_not_read(exc: Exception) -> str:
     """The reason, with its fix, that the rate-limit table could not be read: most often a
     schema not migrated yet (the queue figures above came from RabbitMQ and are still good)."""
-    from sqlalchemy.exc import SQLAlchemyError
-
     from bgworkers.db.engine import get_engine
     from bgworkers.migrations.schema_check import schema_problem
     from bgworkers.processes.diagnosis import database_problem
