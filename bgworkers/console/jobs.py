@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TextIO
@@ -12,6 +12,7 @@ import dramatiq
 from sqlmodel import Session, col, select
 
 from bgworkers.console.attempts import attempts_of, timeline
+from bgworkers.console.operations import is_manual_tick
 from bgworkers.scheduling.models import ScheduledJobState, ScheduledRun
 from bgworkers.scheduling.pauses import JobPause, paused_jobs
 from bgworkers.scheduling.periodic import CronPeriod
@@ -66,12 +67,7 @@ def job_views(
     pauses = paused_jobs(session)
     views = []
     for period in periods:
-        rows = session.exec(
-            select(ScheduledRun)
-            .where(ScheduledRun.job == period.name)
-            .order_by(col(ScheduledRun.tick).desc())
-            .limit(runs)
-        ).all()
+        rows = _last_runs(session, period.name, runs)
         state = session.get(ScheduledJobState, period.name)
         views.append(
             JobView(
@@ -127,8 +123,7 @@ def _when(instant: datetime | None, zone: ZoneInfo) -> str:
 
 
 def _run_view(run: ScheduledRun) -> RunView:
-    manual = bool(run.tick.second or run.tick.microsecond)  # see Console.run_job
-    return RunView(run.tick, run.status, run.duration_s, manual, run.error)
+    return RunView(run.tick, run.status, run.duration_s, is_manual_tick(run.tick), run.error)
 
 
 def duration_chart(runs: list[RunView], *, width: int = 180, height: int = 36) -> str:
@@ -171,13 +166,13 @@ def job_run_timelines(session: Session, job: str, *, runs: int = 10) -> list[dic
     A run whose message never failed has no recorded attempt: its one attempt is the run
     itself, from claim to finish (see :mod:`bgworkers.console.attempts`).
     """
-    rows = session.exec(
-        select(ScheduledRun)
-        .where(ScheduledRun.job == job)
-        .order_by(col(ScheduledRun.tick).desc())
-        .limit(runs)
-    ).all()
-    return [_run_timeline(session, row) for row in rows]
+    return [_run_timeline(session, row) for row in _last_runs(session, job, runs)]
+
+
+def _last_runs(session: Session, job: str, runs: int) -> Sequence[ScheduledRun]:
+    """The job's last ``runs`` runs, newest first."""
+    query = select(ScheduledRun).where(ScheduledRun.job == job)
+    return session.exec(query.order_by(col(ScheduledRun.tick).desc()).limit(runs)).all()
 
 
 def _run_timeline(session: Session, run: ScheduledRun) -> dict[str, Any]:
@@ -200,7 +195,7 @@ def _run_timeline(session: Session, run: ScheduledRun) -> dict[str, Any]:
         "tick": run.tick.isoformat(),
         "message_id": run.message_id,
         "status": run.status,
-        "manual": _run_view(run).manual,
+        "manual": is_manual_tick(run.tick),
         "claimed_at": run.claimed_at.isoformat(),
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,
         "duration_s": run.duration_s,

@@ -232,4 +232,5 @@ def manual_tick(now: datetime) -> datetime:
 
 
 def is_manual_tick(tick: datetime) -> bool:
+    """Whether ``tick`` is a manual run's (see :meth:`Console.run_job`)."""
     return bool(tick.second or tick.microsecond)

@@ -42,28 +42,16 @@ def parse_arguments(pairs: Iterable[str]) -> dict[str, Any]:
     return kwargs
 
 
-def find_actor(broker: dramatiq.Broker, name: str) -> dramatiq.Actor[Any, Any]:
+def send(broker: dramatiq.Broker, actor_name: str, kwargs: dict[str, Any]) -> dramatiq.Message[Any]:
+    """Check, then enqueue; returns the message sent."""
     try:
-        actor: dramatiq.Actor[Any, Any] = broker.get_actor(name)
+        actor: dramatiq.Actor[Any, Any] = broker.get_actor(actor_name)
     except ActorNotFound:
         known = ", ".join(sorted(broker.get_declared_actors()))
-        raise SendRefused(f"unknown actor {name!r}; known actors: {known}") from None
-    return actor
-
-
-def check_message(actor: dramatiq.Actor[Any, Any], kwargs: dict[str, Any]) -> None:
-    """Raise :class:`SendRefused` when the actor's argument check refuses ``kwargs``."""
+        raise SendRefused(f"unknown actor {actor_name!r}; known actors: {known}") from None
     fn = getattr(actor.fn, "__wrapped__", actor.fn)  # @task wraps the function with its check
     try:
         argument_checker(fn)(**kwargs)
     except InvalidArguments as exc:
-        raise SendRefused(f"bad arguments for {actor.actor_name}: {exc}") from None
-
-
-def send(
-    broker: dramatiq.Broker, actor_name: str, kwargs: dict[str, Any], **options: Any
-) -> dramatiq.Message[Any]:
-    """Check, then enqueue; returns the message sent."""
-    actor = find_actor(broker, actor_name)
-    check_message(actor, kwargs)
-    return actor.send_with_options(kwargs=kwargs, **options)
+        raise SendRefused(f"bad arguments for {actor_name}: {exc}") from None
+    return actor.send_with_options(kwargs=kwargs)
