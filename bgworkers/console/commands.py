@@ -20,8 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bgworkers.console.attempts import timeline_lines
 from bgworkers.console.audit import cli_user
 from bgworkers.console.dead_letters import DeadLetterFilter, as_dict
-from bgworkers.console.operations import ActionResult, Console
-from bgworkers.console.sending import SendRefused, parse_arguments
+from bgworkers.console.operations import ActionResult, Console, SendRefused, parse_arguments
 from bgworkers.logs.failure_reasons import failure_reason
 from bgworkers.logs.loggers import redact_text
 from bgworkers.monitoring.queue_depth import QueueDepth
@@ -238,7 +237,7 @@ def _changed(changed: bool, args: argparse.Namespace, verb: str) -> int:
 
 
 def queues(settings: Settings, args: argparse.Namespace) -> int:
-    from bgworkers.console.queue_reading import QueuesNotRead, checked_depth_reader
+    from bgworkers.console.overview import QueuesNotRead, checked_depth_reader
 
     try:
         depths = checked_depth_reader(settings)()
@@ -253,7 +252,7 @@ def queues(settings: Settings, args: argparse.Namespace) -> int:
 def print_depths(depths: list[QueueDepth], args: argparse.Namespace, out: TextIO) -> None:
     """One line per queue; a queue RabbitMQ does not have yet says so instead of zeros, which
     would read as "all caught up" on a broker no worker group has used."""
-    from bgworkers.console.queue_reading import NOT_DECLARED
+    from bgworkers.console.overview import NOT_DECLARED
 
     if not args.json:
         header = ("queue", "lane", "ready", "delayed", "dead", "unacked", "consumers", "oldest")

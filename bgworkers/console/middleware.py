@@ -17,7 +17,12 @@ retry policy re-enqueues it, so the row can tell "first failed" from "last faile
 
 from __future__ import annotations
 
+import threading
 import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,7 +38,6 @@ from bgworkers.console.dead_letters import (
     mark_processed,
     record_dead_letter,
 )
-from bgworkers.console.index_backlog import IndexBacklog
 from bgworkers.db.engine import session_scope, utcnow
 from bgworkers.logs.failure_reasons import failure_reason
 from bgworkers.logs.loggers import get_logger
@@ -51,11 +55,67 @@ def _write(failure: Failure) -> None:
         record_dead_letter(session, failure)
 
 
+@dataclass
+class IndexBacklog:
+    """Dead letters the index could not record while the database was away, written once it
+    is back; ``clock`` in monotonic seconds.
+
+    Why: the message always reaches ``<queue>.XQ``, but an operator looks at the index, where
+    a dead letter that fell in a database outage would be missing. Each worker process keeps
+    at most :attr:`max_items` (the oldest are dropped, and counted in the log) and tries again
+    at most every :attr:`retry_every_s` seconds, after a later message. A process that dies
+    first loses its backlog; the XQ still has the messages (``bgworkers dead requeue --all``).
+    """
+
+    max_items: int = 500
+    retry_every_s: float = 10.0
+    clock: Callable[[], float] = time.monotonic
+    dropped: int = 0
+    _items: deque[Failure] = field(default_factory=deque)
+    _next_try: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, failure: Failure) -> None:
+        if failure.exception is not None and failure.exception.__traceback__ is not None:
+            # Keep the lines of the traceback, not the frames' local variables.
+            traceback.clear_frames(failure.exception.__traceback__)
+        with self._lock:
+            self._items.append(failure)
+            while len(self._items) > self.max_items:
+                self._items.popleft()
+                self.dropped += 1
+            self._next_try = self.clock() + self.retry_every_s
+
+    def flush(self, write: Callable[[Failure], None]) -> int:
+        """Write what waits, oldest first, if it is time to try; return how many were written.
+
+        Stops at the first failure (the database is still away) and tries again later.
+        """
+        with self._lock:
+            if not self._items or self.clock() < self._next_try:
+                return 0
+            items, self._items = list(self._items), deque()
+        written = 0
+        try:
+            for failure in items:
+                write(failure)
+                written += 1
+        except Exception:  # whatever stopped the write: keep the rest for later, re-raise
+            with self._lock:
+                self._items.extendleft(reversed(items[written:]))
+                self._next_try = self.clock() + self.retry_every_s
+            raise
+        return written
+
+
 class DeadLetterIndex(Middleware):
     """Indexes dead-lettered messages; marks requeued ones that then succeed.
 
     What cannot be written while the database is away waits in :attr:`backlog`
-    (:mod:`bgworkers.console.index_backlog`) and is written after a later message.
+    (:class:`IndexBacklog`) and is written after a later message.
     """
 
     def __init__(self) -> None:

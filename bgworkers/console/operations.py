@@ -4,10 +4,18 @@
 database engine, who acts and a clock), so the CLI, the web pages and the tests build one
 with their own parts. Every change is recorded in the audit log in the same transaction as
 the change itself.
+
+``bgworkers send ACTOR --arg k=v`` reads each value as JSON when it parses as JSON (``5``,
+``true``, ``"text"``, ``[1, 2]``) and as a plain string otherwise (``k=hello``); the arguments
+go through the actor's own check (:func:`bgworkers.tasks.argument_checker`) before anything is
+enqueued, so an unknown actor, an unknown or missing argument or a value of the wrong type is
+refused with one line and the queue is untouched. What is enqueued are the values as given
+(JSON primitives), as any caller would send them.
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
@@ -16,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import dramatiq
+from dramatiq.errors import ActorNotFound
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -23,11 +32,33 @@ from bgworkers.console import audit, xq
 from bgworkers.console.attempts import attempts_of, timeline
 from bgworkers.console.dead_letters import DeadLetterFilter, list_dead_letters
 from bgworkers.console.models import DeadLetter
-from bgworkers.console.sending import SendRefused, send
 from bgworkers.db.engine import session_scope, utcnow
+from bgworkers.errors import BgworkersError, InvalidArguments
 from bgworkers.scheduling.middleware import MANUAL_OPTION, TICK_OPTION, period_of
 from bgworkers.scheduling.pauses import pause_job, resume_job
 from bgworkers.settings import Settings
+from bgworkers.tasks import argument_checker
+
+
+class SendRefused(BgworkersError):
+    """``send`` would enqueue something the worker cannot run; nothing was sent."""
+
+
+def parse_arguments(pairs: Iterable[str]) -> dict[str, Any]:
+    """``["k=v", ...]`` as keyword arguments (JSON values where they parse)."""
+    kwargs: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        name = name.strip()
+        if not sep or not name.isidentifier():
+            raise SendRefused(f"--arg {pair!r}: expected NAME=VALUE")
+        if name in kwargs:
+            raise SendRefused(f"--arg {name}: given twice")
+        try:
+            kwargs[name] = json.loads(text)
+        except ValueError:
+            kwargs[name] = text
+    return kwargs
 
 
 class UnknownJob(SendRefused):
@@ -163,7 +194,18 @@ class Console:
 
     # --- messages and jobs ----------------------------------------------------------------
     def send(self, actor_name: str, kwargs: dict[str, Any]) -> dramatiq.Message[Any]:
-        message = send(self.broker, actor_name, kwargs)
+        """Check, then enqueue (see the module's docstring); returns the message sent."""
+        try:
+            actor: dramatiq.Actor[Any, Any] = self.broker.get_actor(actor_name)
+        except ActorNotFound:
+            known = ", ".join(sorted(self.broker.get_declared_actors()))
+            raise SendRefused(f"unknown actor {actor_name!r}; known actors: {known}") from None
+        fn = getattr(actor.fn, "__wrapped__", actor.fn)  # @task wraps the function with its check
+        try:
+            argument_checker(fn)(**kwargs)
+        except InvalidArguments as exc:
+            raise SendRefused(f"bad arguments for {actor_name}: {exc}") from None
+        message = actor.send_with_options(kwargs=kwargs)
         detail = f"message_id={message.message_id} arguments={sorted(kwargs)}"
         with self.session() as session:
             self._audit(session, "send", actor_name, detail)

@@ -26,8 +26,7 @@ from bgworkers.console.dead_letters import (
 )
 from bgworkers.console.jobs import RunView, duration_chart
 from bgworkers.console.models import DeadLetter
-from bgworkers.console.operations import is_manual_tick, manual_tick
-from bgworkers.console.sending import SendRefused, parse_arguments
+from bgworkers.console.operations import SendRefused, is_manual_tick, manual_tick, parse_arguments
 from bgworkers.console.web.security import Credentials, check_startup, csrf_ok, is_loopback
 from bgworkers.db.engine import session_scope
 from bgworkers.errors import ConfigurationError, PermanentError

@@ -9,8 +9,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bgworkers.console.jobs import JobView, broker_periods, duration_chart, job_views
-from bgworkers.console.operations import Console
-from bgworkers.console.sending import SendRefused
+from bgworkers.console.operations import Console, SendRefused
 from bgworkers.console.web.site import Site
 from bgworkers.db.engine import utcnow
 
