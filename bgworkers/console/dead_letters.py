@@ -1,12 +1,10 @@
 """The dead-letter index: what failed, why and when, one row per dead-lettered message.
 
-Why an index: AMQP has no non-destructive read, so ``<queue>.XQ`` cannot be browsed; the
-message itself stays there as the backstop (RabbitMQ drops it after
-:data:`DEAD_MESSAGE_TTL_MS`) and the row says what it is. Rows are written by the worker at
-the moment of dead-lettering (:class:`~bgworkers.console.middleware.DeadLetterIndex`) and
-pruned once their message has expired from the XQ (:func:`prune_dead_letters`, the
-``prune_dead_letters`` job). Arguments are redacted like log lines and capped, so the index
-never holds a secret or a megabyte blob.
+Why an index: AMQP has no non-destructive read, so ``<queue>.XQ`` cannot be browsed (see
+docs/console.md). Rows are written by :class:`~bgworkers.console.middleware.DeadLetterIndex`
+and pruned once their message has expired from the XQ (:func:`prune_dead_letters`).
+Arguments are redacted like log lines and capped, so the index never holds a secret or a
+megabyte blob.
 """
 
 from __future__ import annotations

@@ -5,11 +5,8 @@ order, so this one sees the policy's decision (``message.failed``, the reason it
 exception. A message failed by an earlier hook and skipped (the schedule guard giving up, an
 age limit) is indexed from ``after_skip_message``. Writing the row must never change what
 happens to the message: a database error is logged and the message still goes to the XQ,
-which stays the backstop.
-
-Every attempt of a message that fails at least once is also written to its timeline
-(:mod:`bgworkers.console.attempts`): when it started (stamped by ``before_process_message``),
-how long it ran, how it ended. A first attempt that succeeds writes nothing.
+which stays the backstop. It also writes each attempt of a message that fails at least once
+(:mod:`bgworkers.console.attempts`).
 
 ``before_enqueue`` stamps the time of a message's first failure into its options when the
 retry policy re-enqueues it, so the row can tell "first failed" from "last failed".

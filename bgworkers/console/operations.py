@@ -3,14 +3,7 @@
 :class:`Console` holds what the actions need (the settings, the broker to publish with, the
 database engine, who acts and a clock), so the CLI, the web pages and the tests build one
 with their own parts. Every change is recorded in the audit log in the same transaction as
-the change itself.
-
-``bgworkers send ACTOR --arg k=v`` reads each value as JSON when it parses as JSON (``5``,
-``true``, ``"text"``, ``[1, 2]``) and as a plain string otherwise (``k=hello``); the arguments
-go through the actor's own check (:func:`bgworkers.tasks.argument_checker`) before anything is
-enqueued, so an unknown actor, an unknown or missing argument or a value of the wrong type is
-refused with one line and the queue is untouched. What is enqueued are the values as given
-(JSON primitives), as any caller would send them.
+the change itself. What each action does is in docs/console.md ("Commands").
 """
 
 from __future__ import annotations
@@ -194,7 +187,8 @@ class Console:
 
     # --- messages and jobs ----------------------------------------------------------------
     def send(self, actor_name: str, kwargs: dict[str, Any]) -> dramatiq.Message[Any]:
-        """Check, then enqueue (see the module's docstring); returns the message sent."""
+        """Check ``kwargs`` with the actor's own check, then enqueue them as given (JSON
+        primitives, as any caller would send them); returns the message sent."""
         try:
             actor: dramatiq.Actor[Any, Any] = self.broker.get_actor(actor_name)
         except ActorNotFound:

@@ -4,12 +4,9 @@ heartbeat and job health.
 Each part is read on its own, so a RabbitMQ that does not answer still leaves the database's
 parts on the page (and says what failed, redacted).
 
-Why the queue depths are read only from a broker that answers: they come from RabbitMQ's
-management API when it answers, found on the broker's host at port 15672 whatever the broker
-URL's port, and it may answer when the broker of ``BGW_BROKER_URL`` does not (a wrong port, a
-stopped node beside another, AMQP blocked). Its figures, zeros for every queue it does not
-hold, then read as all well. One AMQP connection opened and closed first (the readiness
-probe's) makes "not read" the answer instead (:func:`checked_depth_reader`).
+The queue depths are read only from a broker that answers (:func:`checked_depth_reader`):
+the management API may answer when the broker of ``BGW_BROKER_URL`` does not, and its zeros
+would then read as all well (docs/console.md, ``bgworkers queues``).
 """
 
 from __future__ import annotations
