@@ -336,15 +336,13 @@ def serve_console(settings: Settings, args: argparse.Namespace) -> int:
 
 
 # --- parser ---------------------------------------------------------------------------------
-def _json_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="one JSON object per line")
-
-
 def add_commands(sub: Any) -> None:
     """Register the console's subcommands on ``bgworkers``' subparsers."""
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="one JSON object per line")
     dead = sub.add_parser("dead", help="dead letters: list, show, requeue, purge")
     dead_sub = dead.add_subparsers(dest="dead_action", required=True)
-    listing = dead_sub.add_parser("list", help="dead letters, newest first")
+    listing = dead_sub.add_parser("list", help="dead letters, newest first", parents=[as_json])
     listing.add_argument("--queue", help="only this queue")
     listing.add_argument("--actor", help="only this actor")
     listing.add_argument("--since", type=parse_since, help="age (30m, 2h, 7d) or ISO time")
@@ -355,59 +353,59 @@ def add_commands(sub: Any) -> None:
         help="dead (default: still in the XQ), requeued, processed or all",
     )
     listing.add_argument("--limit", type=int, default=200, help="at most this many (200)")
-    _json_flag(listing)
     listing.set_defaults(handler=guarded(dead_list))
-    show = dead_sub.add_parser("show", help="one dead letter with its traceback")
+    show = dead_sub.add_parser("show", help="one dead letter with its traceback", parents=[as_json])
     show.add_argument("id", help="message id")
-    _json_flag(show)
     show.set_defaults(handler=guarded(dead_show))
     for name, handler, text in (
         ("requeue", dead_requeue, "send back to its queue, retries reset"),
         ("purge", dead_purge, "delete from the XQ and the index"),
     ):
-        action = dead_sub.add_parser(name, help=text)
+        action = dead_sub.add_parser(name, help=text, parents=[as_json])
         action.add_argument("ids", nargs="*", metavar="ID", help="message ids")
         action.add_argument("--all", action="store_true", help="every dead letter of --queue")
         action.add_argument("--queue", help="the queue, with --all")
         if name == "purge":
             action.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-        _json_flag(action)
         action.set_defaults(handler=guarded(handler))
 
-    send = sub.add_parser("send", help="enqueue a message by hand, checked like the worker does")
+    send = sub.add_parser(
+        "send", help="enqueue a message by hand, checked like the worker does", parents=[as_json]
+    )
     send.add_argument("actor", help="actor name, e.g. send_email")
     send.add_argument(
         "--arg", action="append", default=[], metavar="NAME=VALUE", help="JSON or plain text"
     )
-    _json_flag(send)
     send.set_defaults(handler=guarded(send_message))
 
-    job = sub.add_parser("jobs", help="periodic jobs; pause, resume or run one now")
-    _json_flag(job)
-    job.set_defaults(handler=guarded(jobs))
+    job = sub.add_parser(
+        "jobs", help="periodic jobs; pause, resume or run one now", parents=[as_json]
+    )
+    job.set_defaults(handler=guarded(jobs))  # its subcommands' too: jobs() dispatches on them
     job_sub = job.add_subparsers(dest="job_action")
-    pause = job_sub.add_parser("pause", help="skip the job's ticks until resumed")
+    pause = job_sub.add_parser(
+        "pause", help="skip the job's ticks until resumed", parents=[as_json]
+    )
     pause.add_argument("job")
     pause.add_argument("--reason", required=True, help="why (shown everywhere the pause is)")
-    resume = job_sub.add_parser("resume", help="run the job on its schedule again")
+    resume = job_sub.add_parser(
+        "resume", help="run the job on its schedule again", parents=[as_json]
+    )
     resume.add_argument("job")
-    run = job_sub.add_parser("run", help="run the job now, outside its schedule")
+    run = job_sub.add_parser("run", help="run the job now, outside its schedule", parents=[as_json])
     run.add_argument("job")
     runs = job_sub.add_parser(
-        "runs", help="the job's last runs, each attempt: when, how long, error"
+        "runs", help="the job's last runs, each attempt: when, how long, error", parents=[as_json]
     )
     runs.add_argument("job")
     runs.add_argument("--limit", type=int, default=10, help="at most this many runs (10)")
-    for action in (pause, resume, run, runs):
-        _json_flag(action)
-        action.set_defaults(handler=guarded(jobs))
 
     queue = sub.add_parser(
         "queues",
         help="per queue and lane: ready, delayed, dead, unacked, consumers, the oldest "
         "message's age; time waited on provider rate limits",
+        parents=[as_json],
     )
-    _json_flag(queue)
     queue.set_defaults(handler=guarded(queues))
 
     web = sub.add_parser("console", help="the web console (see docs/console.md)")
