@@ -91,20 +91,16 @@ class Overview:
 
 
 def read_overview(
-    console: Console,
-    *,
-    read_queues: Callable[[], list[QueueDepth]] | None = None,
-    now: datetime | None = None,
+    console: Console, *, read_queues: Callable[[], list[QueueDepth]], now: datetime | None = None
 ) -> Overview:
-    """``read_queues``: the queue-depth reader (made once per process,
-    :func:`checked_depth_reader`; one from the settings when
-    None). Queues that could not be read leave ``queues`` empty and say why in
-    ``queues_error``."""
+    """``read_queues``: the queue-depth reader, made once per process
+    (:func:`checked_depth_reader`). Queues that could not be read leave ``queues`` empty and
+    say why in ``queues_error``."""
     now = now or utcnow()
     view = Overview()
     settings = console.settings
     try:
-        view.queues = (read_queues or checked_depth_reader(settings))()
+        view.queues = read_queues()
     except QueuesNotRead as exc:
         view.queues_error = str(exc)
     except Exception as exc:  # noqa: BLE001 - shown on the page; the other parts still load

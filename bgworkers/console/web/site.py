@@ -81,10 +81,7 @@ class Site:
             path=request.url.path,
             auth=not self.config.no_auth,
         )
-        response: Response = self.templates.TemplateResponse(
-            request, name, context, status_code=status_code
-        )
-        return response
+        return self.templates.TemplateResponse(request, name, context, status_code=status_code)
 
     async def checked_form(self, request: Request) -> FormData:
         form = await request.form()
