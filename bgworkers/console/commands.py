@@ -191,8 +191,7 @@ def send_message(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def jobs(settings: Settings, args: argparse.Namespace) -> int:
-    from bgworkers.console.jobs import broker_periods, job_views, print_jobs
-    from bgworkers.db.engine import utcnow
+    from bgworkers.console.jobs import print_jobs
 
     action = getattr(args, "job_action", None)
     if action == "pause":
@@ -206,9 +205,7 @@ def jobs(settings: Settings, args: argparse.Namespace) -> int:
         data = {"job": args.job, "message_id": message.message_id, "result": "sent"}
         _print(args, data, f"{args.job}  manual run sent ({message.message_id})")
         return OK
-    console = make_console(settings)
-    with console.session() as session:
-        views = job_views(session, broker_periods(console.broker), now=utcnow())
+    views = make_console(settings).jobs()
     if not args.json:
         print_jobs(views, sys.stdout, zone=settings.tzinfo)
     for view in views if args.json else ():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
@@ -12,7 +12,6 @@ import dramatiq
 from sqlmodel import Session, col, select
 
 from bgworkers.console.attempts import attempts_of, timeline
-from bgworkers.console.operations import is_manual_tick
 from bgworkers.scheduling.models import ScheduledJobState, ScheduledRun
 from bgworkers.scheduling.pauses import JobPause, paused_jobs
 from bgworkers.scheduling.periodic import CronPeriod
@@ -124,6 +123,18 @@ def _when(instant: datetime | None, zone: ZoneInfo) -> str:
 
 def _run_view(run: ScheduledRun) -> RunView:
     return RunView(run.tick, run.status, run.duration_s, is_manual_tick(run.tick), run.error)
+
+
+def manual_tick(now: datetime) -> datetime:
+    """The tick of a manual run: ``now``, never a whole minute."""
+    if now.second == 0 and now.microsecond == 0:
+        now += timedelta(microseconds=1)
+    return now
+
+
+def is_manual_tick(tick: datetime) -> bool:
+    """Whether ``tick`` is a manual run's (see ``Console.run_job``)."""
+    return bool(tick.second or tick.microsecond)
 
 
 def duration_chart(runs: list[RunView], *, width: int = 180, height: int = 36) -> str:

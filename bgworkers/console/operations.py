@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import dramatiq
@@ -24,6 +24,13 @@ from sqlmodel import Session
 from bgworkers.console import audit, xq
 from bgworkers.console.attempts import attempts_of, timeline
 from bgworkers.console.dead_letters import DeadLetterFilter, list_dead_letters
+from bgworkers.console.jobs import (
+    JobView,
+    broker_periods,
+    job_run_timelines,
+    job_views,
+    manual_tick,
+)
 from bgworkers.console.models import DeadLetter
 from bgworkers.db.engine import session_scope, utcnow
 from bgworkers.errors import BgworkersError, InvalidArguments
@@ -101,10 +108,13 @@ class Console:
         with self.session() as session:
             return timeline(attempts_of(session, message_id))
 
+    def jobs(self) -> list[JobView]:
+        """Every periodic job of the broker, in declaration order, with its last runs."""
+        with self.session() as session:
+            return job_views(session, broker_periods(self.broker), now=self.clock())
+
     def job_runs(self, job: str, runs: int = 10) -> list[dict[str, Any]]:
         """The job's last runs, newest first, each with its attempts."""
-        from bgworkers.console.jobs import job_run_timelines
-
         known_job(self.broker, job)
         with self.session() as session:
             return job_run_timelines(session, job, runs=runs)
@@ -258,15 +268,3 @@ def known_job(broker: dramatiq.Broker, job: str) -> None:
     if period_of(broker, job) is None:
         names = sorted(n for n in broker.get_declared_actors() if period_of(broker, n))
         raise UnknownJob(f"unknown job {job!r}; periodic jobs: {', '.join(names)}")
-
-
-def manual_tick(now: datetime) -> datetime:
-    """The tick of a manual run: ``now``, never a whole minute."""
-    if now.second == 0 and now.microsecond == 0:
-        now += timedelta(microseconds=1)
-    return now
-
-
-def is_manual_tick(tick: datetime) -> bool:
-    """Whether ``tick`` is a manual run's (see :meth:`Console.run_job`)."""
-    return bool(tick.second or tick.microsecond)

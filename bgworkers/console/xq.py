@@ -20,7 +20,6 @@ from typing import Any
 
 from dramatiq import Message
 from dramatiq.common import xq_name
-from pika.adapters.blocking_connection import BlockingChannel
 
 from bgworkers.brokers.broker_nodes import open_blocking_connection
 from bgworkers.console.dead_letters import FIRST_FAILURE_OPTION, REQUEUES_OPTION
@@ -78,7 +77,17 @@ def walk_xq(
     try:
         channel = connection.channel()
         try:
-            _walk(channel, xq_name(queue), ids, handle, result)
+            for _ in range(MAX_WALK):
+                method, _properties, body = channel.basic_get(xq_name(queue), auto_ack=False)
+                if method is None:
+                    break
+                message = decode(body)
+                if message is not None and (ids is None or message.message_id in ids):
+                    handle(message)
+                    channel.basic_ack(method.delivery_tag)
+                    result.handled.append(message.message_id)
+            else:
+                result.truncated = True
         finally:
             if channel.is_open:
                 # Everything still held goes back; the handled ones were acked already.
@@ -87,25 +96,6 @@ def walk_xq(
     finally:
         connection.close()
     return result
-
-
-def _walk(
-    channel: BlockingChannel,
-    name: str,
-    ids: set[str] | None,
-    handle: Callable[[Message[Any]], None],
-    result: WalkResult,
-) -> None:
-    for _ in range(MAX_WALK):
-        method, _properties, body = channel.basic_get(name, auto_ack=False)
-        if method is None:
-            return
-        message = decode(body)
-        if message is not None and (ids is None or message.message_id in ids):
-            handle(message)
-            channel.basic_ack(method.delivery_tag)
-            result.handled.append(message.message_id)
-    result.truncated = True
 
 
 def requeue(

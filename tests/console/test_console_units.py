@@ -24,9 +24,9 @@ from bgworkers.console.dead_letters import (
     record_dead_letter,
     summarise_arguments,
 )
-from bgworkers.console.jobs import RunView, duration_chart
+from bgworkers.console.jobs import RunView, duration_chart, is_manual_tick, manual_tick
 from bgworkers.console.models import DeadLetter
-from bgworkers.console.operations import SendRefused, is_manual_tick, manual_tick, parse_arguments
+from bgworkers.console.operations import SendRefused, parse_arguments
 from bgworkers.console.web.security import Credentials, check_startup, csrf_ok, is_loopback
 from bgworkers.db.engine import session_scope
 from bgworkers.errors import ConfigurationError, PermanentError
