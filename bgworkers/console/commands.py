@@ -46,12 +46,12 @@ def make_console(settings: Settings, who: str | None = None) -> Console:
     )
 
 
-def parse_since(text: str, *, now: datetime | None = None) -> datetime:
+def parse_since(text: str) -> datetime:
     """``30m``, ``2h``, ``7d`` (ago) or an ISO 8601 time (UTC when it names no zone)."""
     match = _AGE.match(text.strip())
     if match:
         amount, unit = int(match.group(1)), match.group(2)
-        return (now or datetime.now(UTC)) - timedelta(**{_UNITS[unit]: amount})
+        return datetime.now(UTC) - timedelta(**{_UNITS[unit]: amount})
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
@@ -251,9 +251,10 @@ def print_depths(depths: list[QueueDepth], args: argparse.Namespace, out: TextIO
     would read as "all caught up" on a broker no worker group has used."""
     from bgworkers.console.overview import NOT_DECLARED
 
+    row = "{:<12} {:<7} {:>6} {:>8} {:>6} {:>8} {:>10} {:>8}  {}"
     if not args.json:
         header = ("queue", "lane", "ready", "delayed", "dead", "unacked", "consumers", "oldest")
-        out.write("{:<12} {:<7} {:>6} {:>8} {:>6} {:>8} {:>10} {:>8}  type\n".format(*header))
+        out.write(row.format(*header, "type") + "\n")
     for depth in depths:
         if not depth.declared:
             data = {"queue": depth.queue, "lane": depth.lane, "declared": False}
@@ -262,11 +263,8 @@ def print_depths(depths: list[QueueDepth], args: argparse.Namespace, out: TextIO
         unacked = "-" if depth.unacked is None else str(depth.unacked)
         consumers = "-" if depth.consumers is None else str(depth.consumers)
         oldest = "-" if depth.oldest_age_s is None else f"{depth.oldest_age_s:.0f}s"
-        line = (
-            f"{depth.queue:<12} {depth.lane:<7} {depth.ready:>6} {depth.delayed:>8} "
-            f"{depth.dead_letters:>6} {unacked:>8} {consumers:>10} {oldest:>8}  "
-            f"{depth.queue_type or '-'}"
-        )
+        counts = (depth.ready, depth.delayed, depth.dead_letters, unacked, consumers, oldest)
+        line = row.format(depth.queue, depth.lane, *counts, depth.queue_type or "-")
         data = {
             "queue": depth.queue,
             "lane": depth.lane,

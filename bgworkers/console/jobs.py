@@ -181,7 +181,6 @@ def job_run_timelines(session: Session, job: str, *, runs: int = 10) -> list[dic
 
 
 def _last_runs(session: Session, job: str, runs: int) -> Sequence[ScheduledRun]:
-    """The job's last ``runs`` runs, newest first."""
     query = select(ScheduledRun).where(ScheduledRun.job == job)
     return session.exec(query.order_by(col(ScheduledRun.tick).desc()).limit(runs)).all()
 

@@ -233,12 +233,8 @@ class Console:
         return changed
 
     def run_job(self, job: str) -> dramatiq.Message[Any]:
-        """Run a periodic job now, outside its schedule (even when paused).
-
-        Its run is claimed under its own tick, the send time to the microsecond, which no
-        cron tick (whole minutes) can equal: it shows in ``jobs`` as a manual run, never
-        takes a scheduled tick's place, and still cannot overlap a running scheduled run.
-        """
+        """Run a periodic job now, outside its schedule (even when paused), under a tick of its
+        own that no cron tick can equal (why: docs/console.md, ``bgworkers jobs run``)."""
         known_job(self.broker, job)
         actor = self.broker.get_actor(job)
         tick = manual_tick(self.clock())
@@ -261,10 +257,8 @@ class Console:
 
 
 def known_job(broker: dramatiq.Broker, job: str) -> None:
-    """Raise :class:`UnknownJob` unless ``job`` is a periodic actor of ``broker``.
-
-    The schedule table's jobs are; so is a periodic actor an application declares itself.
-    """
+    """Raise :class:`UnknownJob` unless ``job`` is a periodic actor of ``broker`` (the
+    schedule table's, or one an application declares itself)."""
     if period_of(broker, job) is None:
         names = sorted(n for n in broker.get_declared_actors() if period_of(broker, n))
         raise UnknownJob(f"unknown job {job!r}; periodic jobs: {', '.join(names)}")
