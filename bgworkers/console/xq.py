@@ -39,13 +39,11 @@ class WalkResult:
 def decode(body: bytes) -> Message[Any] | None:
     """The dramatiq message in ``body``, or None for anything else."""
     try:
-        data = json.loads(body)
-        message: Message[Any] | None = Message(**data) if isinstance(data, dict) else None
-    except (ValueError, TypeError):
+        message: Message[Any] = Message(**json.loads(body))
+    except (ValueError, TypeError):  # not JSON, or not an object of a message's fields
         return None
-    if message is None or not isinstance(message.options, dict):
-        return None
-    return message if isinstance(message.message_id, str) else None
+    valid = isinstance(message.options, dict) and isinstance(message.message_id, str)
+    return message if valid else None
 
 
 def fresh_copy(message: Message[Any]) -> Message[Any]:
