@@ -55,14 +55,10 @@ def _write(failure: Failure) -> None:
 @dataclass
 class IndexBacklog:
     """Dead letters the index could not record while the database was away, written once it
-    is back; ``clock`` in monotonic seconds.
-
-    Why: the message always reaches ``<queue>.XQ``, but an operator looks at the index, where
-    a dead letter that fell in a database outage would be missing. Each worker process keeps
-    at most :attr:`max_items` (the oldest are dropped, and counted in the log) and tries again
-    at most every :attr:`retry_every_s` seconds, after a later message. A process that dies
-    first loses its backlog; the XQ still has the messages (``bgworkers dead requeue --all``).
-    """
+    is back (after a later message): an operator looks at the index, where a dead letter that
+    fell in a database outage would otherwise be missing. Limits and losses: docs/console.md
+    ("The dead-letter index"). ``clock`` in monotonic seconds; the oldest beyond
+    :attr:`max_items` are dropped and counted."""
 
     max_items: int = 500
     retry_every_s: float = 10.0

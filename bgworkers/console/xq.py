@@ -1,13 +1,11 @@
 """Taking messages out of ``<queue>.XQ``: requeue them (retries reset) or purge them.
 
-AMQP cannot read a queue without taking from it, so both walk the XQ with ``basic_get``:
-every message is held unacknowledged on one channel while the walk goes on (RabbitMQ never
-hands a held message out twice on the channel, so the walk ends when the queue has nothing
-left to give), the chosen ones are handled, and every other one is given back with
-``basic_nack(requeue=True)`` when the walk ends, in its original place. A requeued message
-is published to its queue (through the broker, with publisher confirms) *before* its XQ copy
-is acknowledged: a crash in between leaves a duplicate, never a loss, and actors are
-idempotent. Messages that are not dramatiq messages are never touched.
+AMQP cannot read a queue without taking from it, so both walk the XQ with ``basic_get``, as
+docs/console.md (``bgworkers dead requeue``) describes: every message is held unacknowledged
+on one channel while the walk goes on (RabbitMQ never hands a held message out twice on the
+channel, so the walk ends when the queue has nothing left to give) and every one not handled
+is given back in its place when the walk ends. Messages that are not dramatiq messages are
+never touched.
 """
 
 from __future__ import annotations
@@ -65,9 +63,9 @@ def walk_xq(
     """Take the given messages (every one when ``message_ids`` is None) out of ``queue``'s XQ,
     calling ``handle`` on each.
 
-    A message is acknowledged (removed from the XQ) only after ``handle`` returned; when
-    ``handle`` raises, it and every message not yet handled are given back, and the error
-    propagates.
+    A message is acknowledged (removed from the XQ) only after ``handle`` returned (a crash in
+    between leaves a duplicate, never a loss: actors are idempotent); when ``handle`` raises,
+    it and every message not yet handled are given back, and the error propagates.
     """
     ids = None if message_ids is None else set(message_ids)
     result = WalkResult()
