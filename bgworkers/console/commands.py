@@ -172,13 +172,12 @@ def dead_purge(settings: Settings, args: argparse.Namespace) -> int:
     return _report(args, "purged", result)
 
 
-def confirm(question: str, *, stdin: TextIO | None = None) -> bool:
-    stream = stdin or sys.stdin
-    if not stream.isatty():
+def confirm(question: str) -> bool:
+    if not sys.stdin.isatty():
         return False  # no one to ask: a script must say --yes
     sys.stdout.write(question)
     sys.stdout.flush()
-    return stream.readline().strip().lower() in {"y", "yes"}
+    return sys.stdin.readline().strip().lower() in {"y", "yes"}
 
 
 # --- send, jobs, queues ---------------------------------------------------------------------
