@@ -10,7 +10,7 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bgworkers.console.attempts import timeline_lines
 from bgworkers.console.audit import cli_user
 from bgworkers.console.dead_letters import DeadLetterFilter, as_dict
-from bgworkers.console.operations import ActionResult, Console, SendRefused, parse_arguments
+from bgworkers.console.operations import ActionResult, Console, SendRefused
 from bgworkers.logs.failure_reasons import failure_reason
 from bgworkers.logs.loggers import redact_text
 from bgworkers.monitoring.queue_depth import QueueDepth
@@ -181,6 +181,23 @@ def confirm(question: str) -> bool:
 
 
 # --- send, jobs, queues ---------------------------------------------------------------------
+def parse_arguments(pairs: Iterable[str]) -> dict[str, Any]:
+    """``["k=v", ...]`` as keyword arguments (JSON values where they parse)."""
+    kwargs: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        name = name.strip()
+        if not sep or not name.isidentifier():
+            raise SendRefused(f"--arg {pair!r}: expected NAME=VALUE")
+        if name in kwargs:
+            raise SendRefused(f"--arg {name}: given twice")
+        try:
+            kwargs[name] = json.loads(text)
+        except ValueError:
+            kwargs[name] = text
+    return kwargs
+
+
 def send_message(settings: Settings, args: argparse.Namespace) -> int:
     kwargs = parse_arguments(args.arg)
     message = make_console(settings).send(args.actor, kwargs)

@@ -8,7 +8,6 @@ the change itself. What each action does is in docs/console.md ("Commands").
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
@@ -42,23 +41,6 @@ from bgworkers.tasks import argument_checker
 
 class SendRefused(BgworkersError):
     """``send`` would enqueue something the worker cannot run; nothing was sent."""
-
-
-def parse_arguments(pairs: Iterable[str]) -> dict[str, Any]:
-    """``["k=v", ...]`` as keyword arguments (JSON values where they parse)."""
-    kwargs: dict[str, Any] = {}
-    for pair in pairs:
-        name, sep, text = pair.partition("=")
-        name = name.strip()
-        if not sep or not name.isidentifier():
-            raise SendRefused(f"--arg {pair!r}: expected NAME=VALUE")
-        if name in kwargs:
-            raise SendRefused(f"--arg {name}: given twice")
-        try:
-            kwargs[name] = json.loads(text)
-        except ValueError:
-            kwargs[name] = text
-    return kwargs
 
 
 class UnknownJob(SendRefused):
