@@ -20,7 +20,7 @@ T = TypeVar("T")
 
 def routes(site: Site) -> list[Route]:
     config = site.config
-    forms = {
+    offered = {  # which login forms the page shows
         "token_login": bool(config.credentials.token),
         "password_login": bool(config.credentials.user),
     }
@@ -28,7 +28,7 @@ def routes(site: Site) -> list[Route]:
     async def login_page(request: Request) -> Response:
         if site.user_of(request) is not None:
             return RedirectResponse("/", status_code=303)
-        return site.render(request, "login.html", **forms)
+        return site.render(request, "login.html", **offered)
 
     async def login(request: Request) -> Response:
         form = await site.checked_form(request)
@@ -48,7 +48,7 @@ def routes(site: Site) -> list[Route]:
             await run_in_threadpool(console.record_login, ok=False, client=client)
             await asyncio.sleep(delay_s)
             error = "wrong user, password or token"
-            return site.render(request, "login.html", status_code=401, error=error, **forms)
+            return site.render(request, "login.html", status_code=401, error=error, **offered)
         await counted(console, throttle.succeeded, client, name)
         request.session.clear()  # a fresh session (and CSRF token) after logging in
         request.session["user"] = who
