@@ -6,8 +6,11 @@
 * :mod:`~bgworkers.console.actors`: ``prune_dead_letters``, the index's hourly upkeep;
 * :mod:`~bgworkers.console.xq`: requeue and purge messages kept in ``<queue>.XQ``;
 * :mod:`~bgworkers.console.audit`: every action, who and when;
-* :mod:`~bgworkers.console.sending` and :mod:`~bgworkers.console.jobs`: enqueue by hand, run,
-  pause and resume periodic jobs (pauses themselves live in :mod:`bgworkers.scheduling.pauses`);
+* :mod:`~bgworkers.console.operations`: every action (requeue, purge, enqueue by hand, run,
+  pause and resume periodic jobs), for the CLI and the web; pauses themselves live in
+  :mod:`bgworkers.scheduling.pauses`;
+* :mod:`~bgworkers.console.jobs` and :mod:`~bgworkers.console.overview`: what the pages and
+  commands show of the jobs, the queues and the system;
 * :mod:`~bgworkers.console.commands`: the ``bgworkers`` subcommands;
 * :mod:`~bgworkers.console.web`: the web console (``bgworkers console``).
 

@@ -1,13 +1,8 @@
 """Timelines: each attempt of a message — when it started, how long it ran, how it ended.
 
-Why: "why did it take so long" is answered by the attempts and the waits between them. Only
-messages that failed at least once get rows (:class:`~bgworkers.console.models.Attempt`),
-written by :class:`~bgworkers.console.middleware.DeadLetterIndex`: a message that succeeds
-first time costs nothing. Rows are bounded: at most :data:`MAX_ATTEMPTS_RECORDED` per
-message, errors redacted and capped, pruned with the dead letters.
-
-A job run's timeline is the attempts of its message; a run that succeeded at once has none,
-and its ``scheduled_runs`` row (claimed, finished, duration) is its one attempt.
+Only messages that failed at least once get rows, written by
+:class:`~bgworkers.console.middleware.DeadLetterIndex`, so a message that succeeds first time
+costs nothing; docs/console.md ("Timelines") says what is kept and for how long.
 """
 
 from __future__ import annotations

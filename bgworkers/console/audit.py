@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import getpass
 from datetime import datetime
-from typing import Any
 
 from sqlmodel import Session, col, select
 
@@ -31,11 +30,10 @@ def record(
     return entry
 
 
-def recent(session: Session, *, limit: int = 200, action: str | None = None) -> list[AuditEntry]:
-    query = select(AuditEntry)
-    if action:
-        query = query.where(AuditEntry.action == action)
-    return list(session.exec(query.order_by(col(AuditEntry.id).desc()).limit(limit)))
+def recent(session: Session, *, limit: int = 200) -> list[AuditEntry]:
+    """The newest entries first."""
+    query = select(AuditEntry).order_by(col(AuditEntry.id).desc()).limit(limit)
+    return list(session.exec(query))
 
 
 def cli_user() -> str:
@@ -44,14 +42,3 @@ def cli_user() -> str:
         return f"cli:{getpass.getuser()}"
     except (KeyError, OSError):  # no login name in a bare container
         return "cli:unknown"
-
-
-def as_dict(entry: AuditEntry) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "at": entry.at.isoformat(),
-        "who": entry.who,
-        "action": entry.action,
-        "target": entry.target,
-        "detail": entry.detail,
-    }

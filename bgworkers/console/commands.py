@@ -1,13 +1,7 @@
 """The console's ``bgworkers`` subcommands: ``dead``, ``send``, ``jobs``, ``queues``, ``console``.
 
-Output is one line per item, readable on a terminal; ``--json`` prints one JSON object per
-line instead (JSON Lines), for scripts. Exit codes:
-
-* ``0``: done;
-* ``1``: something asked for was not found or not done (an unknown message id, a purge not
-  confirmed, a job already paused);
-* ``2``: bad input (unknown actor or job, bad arguments); nothing was changed;
-* ``3``: RabbitMQ or the database did not answer (the code of every ``bgworkers`` command).
+One line per item, or one JSON object per line with ``--json``; the exit codes (0 done, 1 not
+found or not done, 2 bad input, 3 a service did not answer) are in ``docs/console.md``.
 """
 
 from __future__ import annotations
@@ -16,7 +10,7 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
@@ -26,8 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bgworkers.console.attempts import timeline_lines
 from bgworkers.console.audit import cli_user
 from bgworkers.console.dead_letters import DeadLetterFilter, as_dict
-from bgworkers.console.operations import ActionResult, Console
-from bgworkers.console.sending import SendRefused, parse_arguments
+from bgworkers.console.operations import ActionResult, Console, SendRefused
 from bgworkers.logs.failure_reasons import failure_reason
 from bgworkers.logs.loggers import redact_text
 from bgworkers.monitoring.queue_depth import QueueDepth
@@ -53,12 +46,12 @@ def make_console(settings: Settings, who: str | None = None) -> Console:
     )
 
 
-def parse_since(text: str, *, now: datetime | None = None) -> datetime:
+def parse_since(text: str) -> datetime:
     """``30m``, ``2h``, ``7d`` (ago) or an ISO 8601 time (UTC when it names no zone)."""
     match = _AGE.match(text.strip())
     if match:
         amount, unit = int(match.group(1)), match.group(2)
-        return (now or datetime.now(UTC)) - timedelta(**{_UNITS[unit]: amount})
+        return datetime.now(UTC) - timedelta(**{_UNITS[unit]: amount})
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
@@ -68,8 +61,10 @@ def parse_since(text: str, *, now: datetime | None = None) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def _print(out: TextIO, args: argparse.Namespace, data: dict[str, Any], line: str) -> None:
-    out.write((json.dumps(data, default=str) if args.json else line) + "\n")
+def _print(
+    args: argparse.Namespace, data: dict[str, Any], line: str, out: TextIO | None = None
+) -> None:
+    (out or sys.stdout).write((json.dumps(data, default=str) if args.json else line) + "\n")
 
 
 def guarded(handler: Handler) -> Handler:
@@ -86,15 +81,10 @@ def guarded(handler: Handler) -> Handler:
         except SendRefused as exc:
             print(f"bgworkers {args.command}: {exc}", file=sys.stderr)
             return BAD_INPUT
-        except (pika.exceptions.AMQPError, OSError) as exc:
+        except (pika.exceptions.AMQPError, OSError, SQLAlchemyError) as exc:
+            service = "the database" if isinstance(exc, SQLAlchemyError) else "RabbitMQ"
             error = redact_text(failure_reason(exc))
-            print(f"bgworkers {args.command}: RabbitMQ did not answer ({error})", file=sys.stderr)
-            return UNAVAILABLE
-        except SQLAlchemyError as exc:
-            error = redact_text(failure_reason(exc))
-            print(
-                f"bgworkers {args.command}: the database did not answer ({error})", file=sys.stderr
-            )
+            print(f"bgworkers {args.command}: {service} did not answer ({error})", file=sys.stderr)
             return UNAVAILABLE
 
     return run
@@ -110,7 +100,7 @@ def dead_list(settings: Settings, args: argparse.Namespace) -> int:
             f"{row.actor:<26} {row.status:<9} retries={row.retries}"
             f"{f' trace={row.trace_id}' if row.trace_id else ''} {row.error[:80]}"
         )
-        _print(sys.stdout, args, as_dict(row), line)
+        _print(args, as_dict(row), line)
     return OK
 
 
@@ -122,7 +112,7 @@ def dead_show(settings: Settings, args: argparse.Namespace) -> int:
         return NOT_DONE
     data = as_dict(row, full=True) | {"attempts": console.dead_letter_timeline(args.id)}
     if args.json:
-        _print(sys.stdout, args, data, "")
+        _print(args, data, "")
         return OK
     for key in ("message_id", "queue", "actor", "status", "reason", "error", "retries"):
         print(f"{key + ':':<16} {data[key]}")
@@ -137,38 +127,33 @@ def dead_show(settings: Settings, args: argparse.Namespace) -> int:
     return OK
 
 
-def _targets(args: argparse.Namespace) -> str | None:
-    """An error line when the ids/--all/--queue combination is wrong, else None."""
+def _bad_targets(args: argparse.Namespace) -> bool:
+    """Say so on stderr when the ids/--all/--queue combination is wrong."""
     if args.all and args.ids:
-        return "give message ids or --all --queue Q, not both"
-    if args.all and not args.queue:
-        return "--all needs --queue Q (one queue at a time)"
-    if not args.all and not args.ids:
-        return "give one or more message ids, or --all --queue Q"
-    return None
+        problem = "give message ids or --all --queue Q, not both"
+    elif args.all and not args.queue:
+        problem = "--all needs --queue Q (one queue at a time)"
+    elif not args.all and not args.ids:
+        problem = "give one or more message ids, or --all --queue Q"
+    else:
+        return False
+    print(f"bgworkers dead {args.dead_action}: {problem}", file=sys.stderr)
+    return True
 
 
 def _report(args: argparse.Namespace, verb: str, result: ActionResult) -> int:
     for message_id in result.done:
-        _print(
-            sys.stdout, args, {"message_id": message_id, "result": verb}, f"{message_id}  {verb}"
-        )
+        _print(args, {"message_id": message_id, "result": verb}, f"{message_id}  {verb}")
     for message_id in result.not_found:
-        _print(
-            sys.stdout,
-            args,
-            {"message_id": message_id, "result": "not_found"},
-            f"{message_id}  not found (not a dead letter in the index, or no longer in the XQ)",
-        )
+        line = f"{message_id}  not found (not a dead letter in the index, or no longer in the XQ)"
+        _print(args, {"message_id": message_id, "result": "not_found"}, line)
     if result.truncated:
         print("bgworkers dead: stopped after looking at 100000 messages", file=sys.stderr)
     return NOT_DONE if result.not_found or result.truncated else OK
 
 
 def dead_requeue(settings: Settings, args: argparse.Namespace) -> int:
-    problem = _targets(args)
-    if problem:
-        print(f"bgworkers dead requeue: {problem}", file=sys.stderr)
+    if _bad_targets(args):
         return BAD_INPUT
     console = make_console(settings)
     result = console.requeue_all(args.queue) if args.all else console.requeue(args.ids)
@@ -176,9 +161,7 @@ def dead_requeue(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def dead_purge(settings: Settings, args: argparse.Namespace) -> int:
-    problem = _targets(args)
-    if problem:
-        print(f"bgworkers dead purge: {problem}", file=sys.stderr)
+    if _bad_targets(args):
         return BAD_INPUT
     what = f"every dead letter of {args.queue}" if args.all else f"{len(args.ids)} dead letter(s)"
     if not args.yes and not confirm(f"Delete {what} for good? [y/N] "):
@@ -189,29 +172,42 @@ def dead_purge(settings: Settings, args: argparse.Namespace) -> int:
     return _report(args, "purged", result)
 
 
-def confirm(question: str, *, stdin: TextIO | None = None) -> bool:
-    stream = stdin or sys.stdin
-    if not stream.isatty():
+def confirm(question: str) -> bool:
+    if not sys.stdin.isatty():
         return False  # no one to ask: a script must say --yes
     sys.stdout.write(question)
     sys.stdout.flush()
-    return stream.readline().strip().lower() in {"y", "yes"}
+    return sys.stdin.readline().strip().lower() in {"y", "yes"}
 
 
 # --- send, jobs, queues ---------------------------------------------------------------------
+def parse_arguments(pairs: Iterable[str]) -> dict[str, Any]:
+    """``["k=v", ...]`` as keyword arguments (JSON values where they parse)."""
+    kwargs: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        name = name.strip()
+        if not sep or not name.isidentifier():
+            raise SendRefused(f"--arg {pair!r}: expected NAME=VALUE")
+        if name in kwargs:
+            raise SendRefused(f"--arg {name}: given twice")
+        try:
+            kwargs[name] = json.loads(text)
+        except ValueError:
+            kwargs[name] = text
+    return kwargs
+
+
 def send_message(settings: Settings, args: argparse.Namespace) -> int:
     kwargs = parse_arguments(args.arg)
     message = make_console(settings).send(args.actor, kwargs)
     data = {"message_id": message.message_id, "actor": args.actor, "queue": message.queue_name}
-    _print(
-        sys.stdout, args, data, f"{message.message_id}  sent to {args.actor} ({message.queue_name})"
-    )
+    _print(args, data, f"{message.message_id}  sent to {args.actor} ({message.queue_name})")
     return OK
 
 
 def jobs(settings: Settings, args: argparse.Namespace) -> int:
-    from bgworkers.console.jobs import broker_periods, job_views, print_jobs
-    from bgworkers.db.engine import utcnow
+    from bgworkers.console.jobs import print_jobs
 
     action = getattr(args, "job_action", None)
     if action == "pause":
@@ -223,15 +219,13 @@ def jobs(settings: Settings, args: argparse.Namespace) -> int:
     if action == "run":
         message = make_console(settings).run_job(args.job)
         data = {"job": args.job, "message_id": message.message_id, "result": "sent"}
-        _print(sys.stdout, args, data, f"{args.job}  manual run sent ({message.message_id})")
+        _print(args, data, f"{args.job}  manual run sent ({message.message_id})")
         return OK
-    console = make_console(settings)
-    with console.session() as session:
-        views = job_views(session, broker_periods(console.broker), now=utcnow())
+    views = make_console(settings).jobs()
     if not args.json:
         print_jobs(views, sys.stdout, zone=settings.tzinfo)
     for view in views if args.json else ():
-        _print(sys.stdout, args, view.as_dict(), "")
+        _print(args, view.as_dict(), "")
     return OK
 
 
@@ -245,18 +239,18 @@ def job_runs(settings: Settings, args: argparse.Namespace) -> int:
             f" after its tick, took {duration}  message {run['message_id']}\n"
             + "\n".join(timeline_lines(run["attempts"]))
         )
-        _print(sys.stdout, args, run, line)
+        _print(args, run, line)
     return OK
 
 
 def _changed(changed: bool, args: argparse.Namespace, verb: str) -> int:
     result = verb if changed else f"already {verb}"
-    _print(sys.stdout, args, {"job": args.job, "result": result}, f"{args.job}  {result}")
+    _print(args, {"job": args.job, "result": result}, f"{args.job}  {result}")
     return OK if changed else NOT_DONE
 
 
 def queues(settings: Settings, args: argparse.Namespace) -> int:
-    from bgworkers.console.queue_reading import QueuesNotRead, checked_depth_reader
+    from bgworkers.console.overview import QueuesNotRead, checked_depth_reader
 
     try:
         depths = checked_depth_reader(settings)()
@@ -271,24 +265,22 @@ def queues(settings: Settings, args: argparse.Namespace) -> int:
 def print_depths(depths: list[QueueDepth], args: argparse.Namespace, out: TextIO) -> None:
     """One line per queue; a queue RabbitMQ does not have yet says so instead of zeros, which
     would read as "all caught up" on a broker no worker group has used."""
-    from bgworkers.console.queue_reading import NOT_DECLARED
+    from bgworkers.console.overview import NOT_DECLARED
 
+    row = "{:<12} {:<7} {:>6} {:>8} {:>6} {:>8} {:>10} {:>8}  {}"
     if not args.json:
         header = ("queue", "lane", "ready", "delayed", "dead", "unacked", "consumers", "oldest")
-        out.write("{:<12} {:<7} {:>6} {:>8} {:>6} {:>8} {:>10} {:>8}  type\n".format(*header))
+        out.write(row.format(*header, "type") + "\n")
     for depth in depths:
         if not depth.declared:
             data = {"queue": depth.queue, "lane": depth.lane, "declared": False}
-            _print(out, args, data, f"{depth.queue:<12} {depth.lane:<7} {NOT_DECLARED}")
+            _print(args, data, f"{depth.queue:<12} {depth.lane:<7} {NOT_DECLARED}", out)
             continue
         unacked = "-" if depth.unacked is None else str(depth.unacked)
         consumers = "-" if depth.consumers is None else str(depth.consumers)
         oldest = "-" if depth.oldest_age_s is None else f"{depth.oldest_age_s:.0f}s"
-        line = (
-            f"{depth.queue:<12} {depth.lane:<7} {depth.ready:>6} {depth.delayed:>8} "
-            f"{depth.dead_letters:>6} {unacked:>8} {consumers:>10} {oldest:>8}  "
-            f"{depth.queue_type or '-'}"
-        )
+        counts = (depth.ready, depth.delayed, depth.dead_letters, unacked, consumers, oldest)
+        line = row.format(depth.queue, depth.lane, *counts, depth.queue_type or "-")
         data = {
             "queue": depth.queue,
             "lane": depth.lane,
@@ -301,13 +293,11 @@ def print_depths(depths: list[QueueDepth], args: argparse.Namespace, out: TextIO
             "type": depth.queue_type,
             "declared": True,
         }
-        _print(out, args, data, line)
+        _print(args, data, line, out)
 
 
 def _print_rate_limit_waits(args: argparse.Namespace) -> None:
     """Provider rate limits' waiting time, from the database (skipped when it cannot answer)."""
-    from sqlalchemy.exc import SQLAlchemyError
-
     from bgworkers.db.engine import session_scope
     from bgworkers.sync.api import rate_limit_waits
 
@@ -330,14 +320,12 @@ def _print_rate_limit_waits(args: argparse.Namespace) -> None:
             "credentials": wait.credentials,
             "paused_now": wait.paused_now,
         }
-        _print(sys.stdout, args, data, line)
+        _print(args, data, line)
 
 
 def _why_not_read(exc: Exception) -> str:
     """The reason, with its fix, that the rate-limit table could not be read: most often a
     schema not migrated yet (the queue figures above came from RabbitMQ and are still good)."""
-    from sqlalchemy.exc import SQLAlchemyError
-
     from bgworkers.db.engine import get_engine
     from bgworkers.migrations import schema_problem
     from bgworkers.processes.diagnosis import database_problem
@@ -359,15 +347,13 @@ def serve_console(settings: Settings, args: argparse.Namespace) -> int:
 
 
 # --- parser ---------------------------------------------------------------------------------
-def _json_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="one JSON object per line")
-
-
 def add_commands(sub: Any) -> None:
     """Register the console's subcommands on ``bgworkers``' subparsers."""
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="one JSON object per line")
     dead = sub.add_parser("dead", help="dead letters: list, show, requeue, purge")
     dead_sub = dead.add_subparsers(dest="dead_action", required=True)
-    listing = dead_sub.add_parser("list", help="dead letters, newest first")
+    listing = dead_sub.add_parser("list", help="dead letters, newest first", parents=[as_json])
     listing.add_argument("--queue", help="only this queue")
     listing.add_argument("--actor", help="only this actor")
     listing.add_argument("--since", type=parse_since, help="age (30m, 2h, 7d) or ISO time")
@@ -378,59 +364,59 @@ def add_commands(sub: Any) -> None:
         help="dead (default: still in the XQ), requeued, processed or all",
     )
     listing.add_argument("--limit", type=int, default=200, help="at most this many (200)")
-    _json_flag(listing)
     listing.set_defaults(handler=guarded(dead_list))
-    show = dead_sub.add_parser("show", help="one dead letter with its traceback")
+    show = dead_sub.add_parser("show", help="one dead letter with its traceback", parents=[as_json])
     show.add_argument("id", help="message id")
-    _json_flag(show)
     show.set_defaults(handler=guarded(dead_show))
     for name, handler, text in (
         ("requeue", dead_requeue, "send back to its queue, retries reset"),
         ("purge", dead_purge, "delete from the XQ and the index"),
     ):
-        action = dead_sub.add_parser(name, help=text)
+        action = dead_sub.add_parser(name, help=text, parents=[as_json])
         action.add_argument("ids", nargs="*", metavar="ID", help="message ids")
         action.add_argument("--all", action="store_true", help="every dead letter of --queue")
         action.add_argument("--queue", help="the queue, with --all")
         if name == "purge":
             action.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-        _json_flag(action)
         action.set_defaults(handler=guarded(handler))
 
-    send = sub.add_parser("send", help="enqueue a message by hand, checked like the worker does")
+    send = sub.add_parser(
+        "send", help="enqueue a message by hand, checked like the worker does", parents=[as_json]
+    )
     send.add_argument("actor", help="actor name, e.g. send_email")
     send.add_argument(
         "--arg", action="append", default=[], metavar="NAME=VALUE", help="JSON or plain text"
     )
-    _json_flag(send)
     send.set_defaults(handler=guarded(send_message))
 
-    job = sub.add_parser("jobs", help="periodic jobs; pause, resume or run one now")
-    _json_flag(job)
-    job.set_defaults(handler=guarded(jobs))
+    job = sub.add_parser(
+        "jobs", help="periodic jobs; pause, resume or run one now", parents=[as_json]
+    )
+    job.set_defaults(handler=guarded(jobs))  # its subcommands' too: jobs() dispatches on them
     job_sub = job.add_subparsers(dest="job_action")
-    pause = job_sub.add_parser("pause", help="skip the job's ticks until resumed")
+    pause = job_sub.add_parser(
+        "pause", help="skip the job's ticks until resumed", parents=[as_json]
+    )
     pause.add_argument("job")
     pause.add_argument("--reason", required=True, help="why (shown everywhere the pause is)")
-    resume = job_sub.add_parser("resume", help="run the job on its schedule again")
+    resume = job_sub.add_parser(
+        "resume", help="run the job on its schedule again", parents=[as_json]
+    )
     resume.add_argument("job")
-    run = job_sub.add_parser("run", help="run the job now, outside its schedule")
+    run = job_sub.add_parser("run", help="run the job now, outside its schedule", parents=[as_json])
     run.add_argument("job")
     runs = job_sub.add_parser(
-        "runs", help="the job's last runs, each attempt: when, how long, error"
+        "runs", help="the job's last runs, each attempt: when, how long, error", parents=[as_json]
     )
     runs.add_argument("job")
     runs.add_argument("--limit", type=int, default=10, help="at most this many runs (10)")
-    for action in (pause, resume, run, runs):
-        _json_flag(action)
-        action.set_defaults(handler=guarded(jobs))
 
     queue = sub.add_parser(
         "queues",
         help="per queue and lane: ready, delayed, dead, unacked, consumers, the oldest "
         "message's age; time waited on provider rate limits",
+        parents=[as_json],
     )
-    _json_flag(queue)
     queue.set_defaults(handler=guarded(queues))
 
     web = sub.add_parser("console", help="the web console (see docs/console.md)")

@@ -1,12 +1,10 @@
 """The dead-letter index: what failed, why and when, one row per dead-lettered message.
 
-Why an index: AMQP has no non-destructive read, so ``<queue>.XQ`` cannot be browsed; the
-message itself stays there as the backstop (RabbitMQ drops it after
-:data:`DEAD_MESSAGE_TTL_MS`) and the row says what it is. Rows are written by the worker at
-the moment of dead-lettering (:class:`~bgworkers.console.middleware.DeadLetterIndex`) and
-pruned once their message has expired from the XQ (:func:`prune_dead_letters`, the
-``prune_dead_letters`` job). Arguments are redacted like log lines and capped, so the index
-never holds a secret or a megabyte blob.
+Why an index: AMQP has no non-destructive read, so ``<queue>.XQ`` cannot be browsed (see
+docs/console.md). Rows are written by :class:`~bgworkers.console.middleware.DeadLetterIndex`
+and pruned once their message has expired from the XQ (:func:`prune_dead_letters`).
+Arguments are redacted like log lines and capped, so the index never holds a secret or a
+megabyte blob.
 """
 
 from __future__ import annotations
@@ -22,14 +20,7 @@ from typing import Any
 from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL
 from sqlmodel import Session, col, delete, select
 
-from bgworkers.console.attempts import (
-    AttemptRecord,
-    attempts_of,
-    prune_attempts,
-    record_attempt,
-    timeline,
-    trace_id_of,
-)
+from bgworkers.console.attempts import AttemptRecord, prune_attempts, record_attempt, trace_id_of
 from bgworkers.console.models import DeadLetter
 from bgworkers.logs.failure_reasons import failure_reason
 from bgworkers.logs.loggers import redact_text, redact_value
@@ -245,10 +236,6 @@ def list_dead_letters(session: Session, where: DeadLetterFilter) -> list[DeadLet
     return list(session.exec(query))
 
 
-def get_dead_letter(session: Session, message_id: str) -> DeadLetter | None:
-    return session.get(DeadLetter, message_id)
-
-
 def prune_dead_letters(session: Session, *, now: datetime) -> int:
     """Delete rows whose message RabbitMQ has expired from the XQ, and attempts as old;
     return how many dead letters."""
@@ -279,11 +266,6 @@ def as_dict(row: DeadLetter, *, full: bool = False) -> dict[str, Any]:
     if full:
         data["traceback"] = row.traceback
     return data
-
-
-def dead_letter_timeline(session: Session, message_id: str) -> list[dict[str, Any]]:
-    """Each recorded attempt of a dead letter's message (see :mod:`bgworkers.console.attempts`)."""
-    return timeline(attempts_of(session, message_id))
 
 
 def _loads(text: str) -> Any:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
@@ -66,12 +66,7 @@ def job_views(
     pauses = paused_jobs(session)
     views = []
     for period in periods:
-        rows = session.exec(
-            select(ScheduledRun)
-            .where(ScheduledRun.job == period.name)
-            .order_by(col(ScheduledRun.tick).desc())
-            .limit(runs)
-        ).all()
+        rows = _last_runs(session, period.name, runs)
         state = session.get(ScheduledJobState, period.name)
         views.append(
             JobView(
@@ -127,8 +122,19 @@ def _when(instant: datetime | None, zone: ZoneInfo) -> str:
 
 
 def _run_view(run: ScheduledRun) -> RunView:
-    manual = bool(run.tick.second or run.tick.microsecond)  # see Console.run_job
-    return RunView(run.tick, run.status, run.duration_s, manual, run.error)
+    return RunView(run.tick, run.status, run.duration_s, is_manual_tick(run.tick), run.error)
+
+
+def manual_tick(now: datetime) -> datetime:
+    """The tick of a manual run: ``now``, never a whole minute."""
+    if now.second == 0 and now.microsecond == 0:
+        now += timedelta(microseconds=1)
+    return now
+
+
+def is_manual_tick(tick: datetime) -> bool:
+    """Whether ``tick`` is a manual run's (see ``Console.run_job``)."""
+    return bool(tick.second or tick.microsecond)
 
 
 def duration_chart(runs: list[RunView], *, width: int = 180, height: int = 36) -> str:
@@ -171,13 +177,12 @@ def job_run_timelines(session: Session, job: str, *, runs: int = 10) -> list[dic
     A run whose message never failed has no recorded attempt: its one attempt is the run
     itself, from claim to finish (see :mod:`bgworkers.console.attempts`).
     """
-    rows = session.exec(
-        select(ScheduledRun)
-        .where(ScheduledRun.job == job)
-        .order_by(col(ScheduledRun.tick).desc())
-        .limit(runs)
-    ).all()
-    return [_run_timeline(session, row) for row in rows]
+    return [_run_timeline(session, row) for row in _last_runs(session, job, runs)]
+
+
+def _last_runs(session: Session, job: str, runs: int) -> Sequence[ScheduledRun]:
+    query = select(ScheduledRun).where(ScheduledRun.job == job)
+    return session.exec(query.order_by(col(ScheduledRun.tick).desc()).limit(runs)).all()
 
 
 def _run_timeline(session: Session, run: ScheduledRun) -> dict[str, Any]:
@@ -200,7 +205,7 @@ def _run_timeline(session: Session, run: ScheduledRun) -> dict[str, Any]:
         "tick": run.tick.isoformat(),
         "message_id": run.message_id,
         "status": run.status,
-        "manual": _run_view(run).manual,
+        "manual": is_manual_tick(run.tick),
         "claimed_at": run.claimed_at.isoformat(),
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,
         "duration_s": run.duration_s,

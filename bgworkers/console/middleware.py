@@ -5,11 +5,8 @@ order, so this one sees the policy's decision (``message.failed``, the reason it
 exception. A message failed by an earlier hook and skipped (the schedule guard giving up, an
 age limit) is indexed from ``after_skip_message``. Writing the row must never change what
 happens to the message: a database error is logged and the message still goes to the XQ,
-which stays the backstop.
-
-Every attempt of a message that fails at least once is also written to its timeline
-(:mod:`bgworkers.console.attempts`): when it started (stamped by ``before_process_message``),
-how long it ran, how it ended. A first attempt that succeeds writes nothing.
+which stays the backstop. It also writes each attempt of a message that fails at least once
+(:mod:`bgworkers.console.attempts`).
 
 ``before_enqueue`` stamps the time of a message's first failure into its options when the
 retry policy re-enqueues it, so the row can tell "first failed" from "last failed".
@@ -17,7 +14,12 @@ retry policy re-enqueues it, so the row can tell "first failed" from "last faile
 
 from __future__ import annotations
 
+import threading
 import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,7 +35,6 @@ from bgworkers.console.dead_letters import (
     mark_processed,
     record_dead_letter,
 )
-from bgworkers.console.index_backlog import IndexBacklog
 from bgworkers.db.engine import session_scope, utcnow
 from bgworkers.logs.failure_reasons import failure_reason
 from bgworkers.logs.loggers import get_logger
@@ -51,11 +52,63 @@ def _write(failure: Failure) -> None:
         record_dead_letter(session, failure)
 
 
+@dataclass
+class IndexBacklog:
+    """Dead letters the index could not record while the database was away, written once it
+    is back (after a later message): an operator looks at the index, where a dead letter that
+    fell in a database outage would otherwise be missing. Limits and losses: docs/console.md
+    ("The dead-letter index"). ``clock`` in monotonic seconds; the oldest beyond
+    :attr:`max_items` are dropped and counted."""
+
+    max_items: int = 500
+    retry_every_s: float = 10.0
+    clock: Callable[[], float] = time.monotonic
+    dropped: int = 0
+    _items: deque[Failure] = field(default_factory=deque)
+    _next_try: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, failure: Failure) -> None:
+        if failure.exception is not None and failure.exception.__traceback__ is not None:
+            # Keep the lines of the traceback, not the frames' local variables.
+            traceback.clear_frames(failure.exception.__traceback__)
+        with self._lock:
+            self._items.append(failure)
+            while len(self._items) > self.max_items:
+                self._items.popleft()
+                self.dropped += 1
+            self._next_try = self.clock() + self.retry_every_s
+
+    def flush(self, write: Callable[[Failure], None]) -> int:
+        """Write what waits, oldest first, if it is time to try; return how many were written.
+
+        Stops at the first failure (the database is still away) and tries again later.
+        """
+        with self._lock:
+            if not self._items or self.clock() < self._next_try:
+                return 0
+            items, self._items = list(self._items), deque()
+        written = 0
+        try:
+            for failure in items:
+                write(failure)
+                written += 1
+        except Exception:  # whatever stopped the write: keep the rest for later, re-raise
+            with self._lock:
+                self._items.extendleft(reversed(items[written:]))
+                self._next_try = self.clock() + self.retry_every_s
+            raise
+        return written
+
+
 class DeadLetterIndex(Middleware):
     """Indexes dead-lettered messages; marks requeued ones that then succeed.
 
     What cannot be written while the database is away waits in :attr:`backlog`
-    (:mod:`bgworkers.console.index_backlog`) and is written after a later message.
+    (:class:`IndexBacklog`) and is written after a later message.
     """
 
     def __init__(self) -> None:

@@ -1,4 +1,4 @@
-"""Tables of the console: the dead-letter index and the audit log."""
+"""Tables of the console: the dead-letter index, attempts, the audit log, login failures."""
 
 from __future__ import annotations
 
@@ -10,14 +10,8 @@ from bgworkers.db.engine import UtcDateTime
 
 
 class DeadLetter(SQLModel, table=True):
-    """One dead-lettered message; the message itself stays in ``<queue>.XQ``.
-
-    ``status``: ``dead`` (in the XQ), ``requeued`` (sent back to its queue by an operator) or
-    ``processed`` (a requeued copy then succeeded). ``arguments`` is redacted JSON, capped at
-    :data:`~bgworkers.console.dead_letters.ARGUMENTS_MAX_CHARS`; ``dead_count`` counts how many
-    times the message was dead-lettered (a requeued message may fail again). ``trace_id``: the
-    message's OpenTelemetry trace (32 hex digits) when it carried a ``traceparent``, else "".
-    """
+    """One dead-lettered message; the message itself stays in ``<queue>.XQ``. Each field is
+    described in docs/console.md ("The dead-letter index")."""
 
     __tablename__ = "console_dead_letters"
 
@@ -38,13 +32,8 @@ class DeadLetter(SQLModel, table=True):
 
 
 class Attempt(SQLModel, table=True):
-    """One run of a message that did not simply succeed at once: a failed attempt, or the
-    attempt that ended a message's retries (``outcome``: ``retried``, ``dead`` or
-    ``succeeded``). A message that succeeds first time writes none, so the common path costs
-    nothing; a job run's single attempt is then its ``scheduled_runs`` row.
-
-    ``duration_s`` in seconds; ``error`` redacted and capped like the dead-letter index's.
-    """
+    """One run of a message that did not simply succeed at once (``outcome``: ``retried``,
+    ``dead`` or ``succeeded``); ``duration_s`` in seconds. See docs/console.md ("Timelines")."""
 
     __tablename__ = "console_attempts"
 
@@ -71,12 +60,9 @@ class AuditEntry(SQLModel, table=True):
 
 
 class LoginFailures(SQLModel, table=True):
-    """Recent failed console logins of one client address or user name (the login throttle).
-
-    In the database, not in a console process's memory, so that every console process behind
-    a load balancer counts the same failures. ``key``: ``client:<address>`` or
-    ``user:<name>``; ``last_failed_at``: Unix seconds of the last failure.
-    """
+    """Recent failed console logins of one client address or user name (the login throttle,
+    :mod:`bgworkers.console.web.throttle`, says why in the database). ``key``:
+    ``client:<address>`` or ``user:<name>``; ``last_failed_at``: Unix seconds."""
 
     __tablename__ = "console_login_failures"
 

@@ -3,33 +3,44 @@
 :class:`Console` holds what the actions need (the settings, the broker to publish with, the
 database engine, who acts and a clock), so the CLI, the web pages and the tests build one
 with their own parts. Every change is recorded in the audit log in the same transaction as
-the change itself.
+the change itself. What each action does is in docs/console.md ("Commands").
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import dramatiq
+from dramatiq.errors import ActorNotFound
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 from bgworkers.console import audit, xq
-from bgworkers.console.dead_letters import (
-    DeadLetterFilter,
-    dead_letter_timeline,
-    get_dead_letter,
-    list_dead_letters,
+from bgworkers.console.attempts import attempts_of, timeline
+from bgworkers.console.dead_letters import DeadLetterFilter, list_dead_letters
+from bgworkers.console.jobs import (
+    JobView,
+    broker_periods,
+    job_run_timelines,
+    job_views,
+    manual_tick,
 )
 from bgworkers.console.models import DeadLetter
-from bgworkers.console.sending import SendRefused, send
 from bgworkers.db.engine import session_scope, utcnow
+from bgworkers.errors import BgworkersError, InvalidArguments
 from bgworkers.scheduling.middleware import MANUAL_OPTION, TICK_OPTION, period_of
 from bgworkers.scheduling.pauses import pause_job, resume_job
 from bgworkers.settings import Settings
+from bgworkers.tasks import argument_checker
+
+
+class SendRefused(BgworkersError):
+    """``send`` would enqueue something the worker cannot run; nothing was sent."""
 
 
 class UnknownJob(SendRefused):
@@ -38,20 +49,11 @@ class UnknownJob(SendRefused):
 
 @dataclass
 class ActionResult:
-    """What a requeue or purge did: ids handled, ids not found, messages left in place."""
+    """What a requeue or purge did: ids handled, ids not found, whether the walk stopped short."""
 
     done: list[str] = field(default_factory=list)
     not_found: list[str] = field(default_factory=list)
-    kept: int = 0
     truncated: bool = False
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "done": self.done,
-            "not_found": self.not_found,
-            "kept": self.kept,
-            "truncated": self.truncated,
-        }
 
 
 @dataclass
@@ -66,8 +68,13 @@ class Console:
     def broker_url(self) -> str:
         return self.settings.broker_url.get_secret_value()
 
-    def session(self) -> Any:
+    def session(self) -> AbstractContextManager[Session]:
         return session_scope(self.engine)
+
+    def _audit(self, session: Session, action: str, target: str, detail: str = "") -> None:
+        """Record an action of :attr:`who` in ``session``, the transaction of the change."""
+        now = self.clock()
+        audit.record(session, who=self.who, action=action, target=target, detail=detail, now=now)
 
     # --- dead letters ---------------------------------------------------------------------
     def dead_letters(self, where: DeadLetterFilter) -> list[DeadLetter]:
@@ -76,17 +83,20 @@ class Console:
 
     def dead_letter(self, message_id: str) -> DeadLetter | None:
         with self.session() as session:
-            return get_dead_letter(session, message_id)
+            return session.get(DeadLetter, message_id)
 
     def dead_letter_timeline(self, message_id: str) -> list[dict[str, Any]]:
         """Each recorded attempt of the message, oldest first."""
         with self.session() as session:
-            return dead_letter_timeline(session, message_id)
+            return timeline(attempts_of(session, message_id))
+
+    def jobs(self) -> list[JobView]:
+        """Every periodic job of the broker, in declaration order, with its last runs."""
+        with self.session() as session:
+            return job_views(session, broker_periods(self.broker), now=self.clock())
 
     def job_runs(self, job: str, runs: int = 10) -> list[dict[str, Any]]:
         """The job's last runs, newest first, each with its attempts."""
-        from bgworkers.console.jobs import job_run_timelines
-
         known_job(self.broker, job)
         with self.session() as session:
             return job_run_timelines(session, job, runs=runs)
@@ -110,11 +120,10 @@ class Console:
         message_ids: Iterable[str],
         action: Callable[[str, list[str]], ActionResult],
     ) -> ActionResult:
-        wanted = list(dict.fromkeys(message_ids))
         by_queue: dict[str, list[str]] = defaultdict(list)
         result = ActionResult()
         with self.session() as session:
-            for message_id in wanted:
+            for message_id in dict.fromkeys(message_ids):
                 row = session.get(DeadLetter, message_id)
                 if row is None or row.status != "dead":
                     result.not_found.append(message_id)
@@ -124,7 +133,6 @@ class Console:
             part = action(queue, ids)
             result.done += part.done
             result.not_found += part.not_found
-            result.kept += part.kept
             result.truncated |= part.truncated
         return result
 
@@ -132,10 +140,7 @@ class Console:
         walk = xq.requeue(self.broker_url, queue, message_ids=ids, publish=self._publish)
         with self.session() as session:
             for message_id in walk.handled:
-                audit.record(
-                    session, who=self.who, action="requeue", target=message_id,
-                    detail=f"queue={queue}", now=self.clock(),
-                )  # fmt: skip
+                self._audit(session, "requeue", message_id, f"queue={queue}")
         return self._result(walk, ids)
 
     def _publish(self, message: dramatiq.Message[Any]) -> None:
@@ -157,7 +162,6 @@ class Console:
 
     def _purge_queue(self, queue: str, ids: list[str] | None) -> ActionResult:
         walk = xq.purge(self.broker_url, queue, message_ids=ids)
-        now = self.clock()
         with self.session() as session:
             gone = set(walk.handled) | set(ids or ())  # indexed ids no longer in the XQ too
             for message_id in sorted(gone):
@@ -165,26 +169,32 @@ class Console:
                 if row is not None:
                     session.delete(row)
             for message_id in walk.handled:
-                audit.record(
-                    session, who=self.who, action="purge", target=message_id,
-                    detail=f"queue={queue}", now=now,
-                )  # fmt: skip
+                self._audit(session, "purge", message_id, f"queue={queue}")
         return self._result(walk, ids)
 
     @staticmethod
     def _result(walk: xq.WalkResult, ids: list[str] | None) -> ActionResult:
         missing = [] if ids is None else [i for i in ids if i not in set(walk.handled)]
-        return ActionResult(walk.handled, missing, walk.kept, walk.truncated)
+        return ActionResult(walk.handled, missing, walk.truncated)
 
     # --- messages and jobs ----------------------------------------------------------------
     def send(self, actor_name: str, kwargs: dict[str, Any]) -> dramatiq.Message[Any]:
-        message = send(self.broker, actor_name, kwargs)
+        """Check ``kwargs`` with the actor's own check, then enqueue them as given (JSON
+        primitives, as any caller would send them); returns the message sent."""
+        try:
+            actor: dramatiq.Actor[Any, Any] = self.broker.get_actor(actor_name)
+        except ActorNotFound:
+            known = ", ".join(sorted(self.broker.get_declared_actors()))
+            raise SendRefused(f"unknown actor {actor_name!r}; known actors: {known}") from None
+        fn = getattr(actor.fn, "__wrapped__", actor.fn)  # @task wraps the function with its check
+        try:
+            argument_checker(fn)(**kwargs)
+        except InvalidArguments as exc:
+            raise SendRefused(f"bad arguments for {actor_name}: {exc}") from None
+        message = actor.send_with_options(kwargs=kwargs)
+        detail = f"message_id={message.message_id} arguments={sorted(kwargs)}"
         with self.session() as session:
-            audit.record(
-                session, who=self.who, action="send", target=actor_name,
-                detail=f"message_id={message.message_id} arguments={sorted(kwargs)}",
-                now=self.clock(),
-            )  # fmt: skip
+            self._audit(session, "send", actor_name, detail)
         return message
 
     def pause(self, job: str, reason: str) -> bool:
@@ -193,9 +203,7 @@ class Console:
         with self.session() as session:
             changed = pause_job(session, job=job, reason=reason, who=self.who, now=now)
             if changed:
-                audit.record(
-                    session, who=self.who, action="pause", target=job, detail=reason, now=now
-                )
+                self._audit(session, "pause", job, reason)
         return changed
 
     def resume(self, job: str) -> bool:
@@ -203,34 +211,27 @@ class Console:
         with self.session() as session:
             changed = resume_job(session, job=job)
             if changed:
-                audit.record(session, who=self.who, action="resume", target=job, now=self.clock())
+                self._audit(session, "resume", job)
         return changed
 
     def run_job(self, job: str) -> dramatiq.Message[Any]:
-        """Run a periodic job now, outside its schedule (even when paused).
-
-        Its run is claimed under its own tick, the send time to the microsecond, which no
-        cron tick (whole minutes) can equal: it shows in ``jobs`` as a manual run, never
-        takes a scheduled tick's place, and still cannot overlap a running scheduled run.
-        """
+        """Run a periodic job now, outside its schedule (even when paused), under a tick of its
+        own that no cron tick can equal (why: docs/console.md, ``bgworkers jobs run``)."""
         known_job(self.broker, job)
         actor = self.broker.get_actor(job)
         tick = manual_tick(self.clock())
         options: dict[str, Any] = {TICK_OPTION: tick.isoformat(), MANUAL_OPTION: True}
         message = actor.send_with_options(**options)
         with self.session() as session:
-            audit.record(
-                session, who=self.who, action="run_job", target=job,
-                detail=f"message_id={message.message_id}", now=self.clock(),
-            )  # fmt: skip
+            self._audit(session, "run_job", job, f"message_id={message.message_id}")
         return message
 
     def record_login(self, *, ok: bool, client: str, throttled: bool = False) -> None:
         """Audit a login: ``login``, ``login_failed`` or ``login_throttled`` (refused unchecked,
         429)."""
+        action = "login" if ok else "login_throttled" if throttled else "login_failed"
         with self.session() as session:
-            action = "login" if ok else "login_throttled" if throttled else "login_failed"
-            audit.record(session, who=self.who, action=action, target=client, now=self.clock())
+            self._audit(session, action, client)
 
     def audit_log(self, limit: int = 200) -> list[Any]:
         with self.session() as session:
@@ -238,21 +239,8 @@ class Console:
 
 
 def known_job(broker: dramatiq.Broker, job: str) -> None:
-    """Raise :class:`UnknownJob` unless ``job`` is a periodic actor of ``broker``.
-
-    The schedule table's jobs are; so is a periodic actor an application declares itself.
-    """
+    """Raise :class:`UnknownJob` unless ``job`` is a periodic actor of ``broker`` (the
+    schedule table's, or one an application declares itself)."""
     if period_of(broker, job) is None:
         names = sorted(n for n in broker.get_declared_actors() if period_of(broker, n))
         raise UnknownJob(f"unknown job {job!r}; periodic jobs: {', '.join(names)}")
-
-
-def manual_tick(now: datetime) -> datetime:
-    """The tick of a manual run: ``now``, never a whole minute."""
-    if now.second == 0 and now.microsecond == 0:
-        now += timedelta(microseconds=1)
-    return now
-
-
-def is_manual_tick(tick: datetime) -> bool:
-    return bool(tick.second or tick.microsecond)

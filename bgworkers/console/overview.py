@@ -3,6 +3,10 @@ heartbeat and job health.
 
 Each part is read on its own, so a RabbitMQ that does not answer still leaves the database's
 parts on the page (and says what failed, redacted).
+
+The queue depths are read only from a broker that answers (:func:`checked_depth_reader`):
+the management API may answer when the broker of ``BGW_BROKER_URL`` does not, and its zeros
+would then read as all well (docs/console.md, ``bgworkers queues``).
 """
 
 from __future__ import annotations
@@ -11,18 +15,51 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import pika.exceptions
+
+from bgworkers.brokers.broker_nodes import probe_broker_problem
 from bgworkers.console.dead_letters import DeadLetterFilter
 from bgworkers.console.jobs import JobView, broker_periods, job_views
 from bgworkers.console.models import DeadLetter
 from bgworkers.console.operations import Console
-from bgworkers.console.queue_reading import QueuesNotRead, checked_depth_reader
 from bgworkers.db.engine import utcnow
 from bgworkers.logs.failure_reasons import failure_reason
-from bgworkers.logs.loggers import redact_text
+from bgworkers.logs.redaction import redact_text
 from bgworkers.monitoring.job_health import expected_intervals, last_successes
-from bgworkers.monitoring.queue_depth import QueueDepth
+from bgworkers.monitoring.queue_depth import QueueDepth, reader_from_settings
 from bgworkers.monitoring.report import STALE_HEARTBEAT_S, heartbeat_age_s
+from bgworkers.processes.diagnosis import quiet_pika
+from bgworkers.settings import Settings
 from bgworkers.sync.api import RateLimitWaits, rate_limit_waits
+
+#: What the console shows for a queue RabbitMQ does not have yet, instead of a row of zeros:
+#: a worker group declares every queue when it starts (``bgworkers run`` starts one).
+NOT_DECLARED = "not declared yet: start a worker group (dramatiq bgworkers, or bgworkers run)"
+
+
+class QueuesNotRead(Exception):
+    """The queue depths could not be read; the text says what failed and why, in one line."""
+
+
+def checked_depth_reader(settings: Settings) -> Callable[[], list[QueueDepth]]:
+    """A reader (made once per process) that raises :class:`QueuesNotRead` unless the broker
+    of the settings answers and its depths were read."""
+    url = settings.broker_url.get_secret_value()
+    read = reader_from_settings(url, settings.rabbitmq_management_url)
+
+    def read_checked() -> list[QueueDepth]:
+        problem = probe_broker_problem(url, timeout_s=settings.readiness_timeout_s)
+        if problem is not None:
+            raise QueuesNotRead(problem.message)
+        try:
+            with quiet_pika():
+                return read()
+        except (pika.exceptions.AMQPError, OSError) as exc:  # gone since the probe
+            reason = redact_text(failure_reason(exc)).splitlines()[0][:300]
+            raise QueuesNotRead(f"RabbitMQ stopped answering ({reason})") from None
+
+    return read_checked
+
 
 #: A job is overdue when its last success is older than this many expected intervals plus
 #: the grace below, in seconds (the overdue alert's rule, docs/monitoring.md).
@@ -54,20 +91,16 @@ class Overview:
 
 
 def read_overview(
-    console: Console,
-    *,
-    read_queues: Callable[[], list[QueueDepth]] | None = None,
-    now: datetime | None = None,
+    console: Console, *, read_queues: Callable[[], list[QueueDepth]], now: datetime | None = None
 ) -> Overview:
-    """``read_queues``: the queue-depth reader (made once per process,
-    :func:`~bgworkers.console.queue_reading.checked_depth_reader`; one from the settings when
-    None). Queues that could not be read leave ``queues`` empty and say why in
-    ``queues_error``."""
+    """``read_queues``: the queue-depth reader, made once per process
+    (:func:`checked_depth_reader`). Queues that could not be read leave ``queues`` empty and
+    say why in ``queues_error``."""
     now = now or utcnow()
     view = Overview()
     settings = console.settings
     try:
-        view.queues = (read_queues or checked_depth_reader(settings))()
+        view.queues = read_queues()
     except QueuesNotRead as exc:
         view.queues_error = str(exc)
     except Exception as exc:  # noqa: BLE001 - shown on the page; the other parts still load

@@ -1,13 +1,11 @@
 """Taking messages out of ``<queue>.XQ``: requeue them (retries reset) or purge them.
 
-AMQP cannot read a queue without taking from it, so both walk the XQ with ``basic_get``:
-every message is held unacknowledged on one channel while the walk goes on (RabbitMQ never
-hands a held message out twice on the channel, so the walk ends when the queue has nothing
-left to give), the chosen ones are handled, and every other one is given back with
-``basic_nack(requeue=True)`` when the walk ends, in its original place. A requeued message
-is published to its queue (through the broker, with publisher confirms) *before* its XQ copy
-is acknowledged: a crash in between leaves a duplicate, never a loss, and actors are
-idempotent. Messages that are not dramatiq messages are never touched.
+AMQP cannot read a queue without taking from it, so both walk the XQ with ``basic_get``, as
+docs/console.md (``bgworkers dead requeue``) describes: every message is held unacknowledged
+on one channel while the walk goes on (RabbitMQ never hands a held message out twice on the
+channel, so the walk ends when the queue has nothing left to give) and every one not handled
+is given back in its place when the walk ends. Messages that are not dramatiq messages are
+never touched.
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dramatiq import Message
-from pika.adapters.blocking_connection import BlockingChannel
+from dramatiq.common import xq_name
 
 from bgworkers.brokers.broker_nodes import open_blocking_connection
 from bgworkers.console.dead_letters import FIRST_FAILURE_OPTION, REQUEUES_OPTION
@@ -30,27 +28,20 @@ _RESET_OPTIONS = ("retries", "traceback", "requeue_timestamp", "eta", FIRST_FAIL
 MAX_WALK = 100_000
 
 
-def xq_name(queue: str) -> str:
-    return f"{queue}.XQ"
-
-
 @dataclass
 class WalkResult:
     handled: list[str] = field(default_factory=list)  # message ids, in XQ order
-    kept: int = 0  # messages looked at and given back
     truncated: bool = False  # MAX_WALK reached before the end of the queue
 
 
 def decode(body: bytes) -> Message[Any] | None:
     """The dramatiq message in ``body``, or None for anything else."""
     try:
-        data = json.loads(body)
-        message: Message[Any] | None = Message(**data) if isinstance(data, dict) else None
-    except (ValueError, TypeError):
+        message: Message[Any] = Message(**json.loads(body))
+    except (ValueError, TypeError):  # not JSON, or not an object of a message's fields
         return None
-    if message is None or not isinstance(message.options, dict):
-        return None
-    return message if isinstance(message.message_id, str) else None
+    valid = isinstance(message.options, dict) and isinstance(message.message_id, str)
+    return message if valid else None
 
 
 def fresh_copy(message: Message[Any]) -> Message[Any]:
@@ -66,21 +57,33 @@ def walk_xq(
     broker_url: str,
     queue: str,
     *,
-    wanted: Callable[[Message[Any]], bool],
+    message_ids: Iterable[str] | None,
     handle: Callable[[Message[Any]], None],
 ) -> WalkResult:
-    """Take every message of ``queue``'s XQ that ``wanted`` picks, calling ``handle`` on each.
+    """Take the given messages (every one when ``message_ids`` is None) out of ``queue``'s XQ,
+    calling ``handle`` on each.
 
-    A message is acknowledged (removed from the XQ) only after ``handle`` returned; when
-    ``handle`` raises, it and every message not yet handled are given back, and the error
-    propagates.
+    A message is acknowledged (removed from the XQ) only after ``handle`` returned (a crash in
+    between leaves a duplicate, never a loss: actors are idempotent); when ``handle`` raises,
+    it and every message not yet handled are given back, and the error propagates.
     """
+    ids = None if message_ids is None else set(message_ids)
     result = WalkResult()
     connection = open_blocking_connection(broker_url, socket_timeout=10)  # any node of the list
     try:
         channel = connection.channel()
         try:
-            _walk(channel, xq_name(queue), wanted, handle, result)
+            for _ in range(MAX_WALK):
+                method, _properties, body = channel.basic_get(xq_name(queue), auto_ack=False)
+                if method is None:
+                    break
+                message = decode(body)
+                if message is not None and (ids is None or message.message_id in ids):
+                    handle(message)
+                    channel.basic_ack(method.delivery_tag)
+                    result.handled.append(message.message_id)
+            else:
+                result.truncated = True
         finally:
             if channel.is_open:
                 # Everything still held goes back; the handled ones were acked already.
@@ -91,27 +94,6 @@ def walk_xq(
     return result
 
 
-def _walk(
-    channel: BlockingChannel,
-    name: str,
-    wanted: Callable[[Message[Any]], bool],
-    handle: Callable[[Message[Any]], None],
-    result: WalkResult,
-) -> None:
-    for _ in range(MAX_WALK):
-        method, _properties, body = channel.basic_get(name, auto_ack=False)
-        if method is None:
-            return
-        message = decode(body)
-        if message is not None and wanted(message):
-            handle(message)
-            channel.basic_ack(method.delivery_tag)
-            result.handled.append(message.message_id)
-        else:
-            result.kept += 1
-    result.truncated = True
-
-
 def requeue(
     broker_url: str,
     queue: str,
@@ -120,21 +102,11 @@ def requeue(
     publish: Callable[[Message[Any]], None],
 ) -> WalkResult:
     """Send the given messages (every one when ``message_ids`` is None) back to their queue."""
-    ids = None if message_ids is None else set(message_ids)
     return walk_xq(
-        broker_url,
-        queue,
-        wanted=lambda m: ids is None or m.message_id in ids,
-        handle=lambda m: publish(fresh_copy(m)),
+        broker_url, queue, message_ids=message_ids, handle=lambda m: publish(fresh_copy(m))
     )
 
 
 def purge(broker_url: str, queue: str, *, message_ids: Iterable[str] | None) -> WalkResult:
     """Remove the given messages (every one when ``message_ids`` is None) from the XQ."""
-    ids = None if message_ids is None else set(message_ids)
-    return walk_xq(
-        broker_url,
-        queue,
-        wanted=lambda m: ids is None or m.message_id in ids,
-        handle=lambda m: None,
-    )
+    return walk_xq(broker_url, queue, message_ids=message_ids, handle=lambda message: None)

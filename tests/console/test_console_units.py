@@ -14,6 +14,7 @@ from sqlmodel import select
 
 from bgworkers import queues
 from bgworkers.console import xq
+from bgworkers.console.commands import parse_arguments
 from bgworkers.console.dead_letters import (
     ARGUMENTS_MAX_CHARS,
     DEAD_MESSAGE_TTL_MS,
@@ -24,10 +25,9 @@ from bgworkers.console.dead_letters import (
     record_dead_letter,
     summarise_arguments,
 )
-from bgworkers.console.jobs import RunView, duration_chart
+from bgworkers.console.jobs import RunView, duration_chart, is_manual_tick, manual_tick
 from bgworkers.console.models import DeadLetter
-from bgworkers.console.operations import is_manual_tick, manual_tick
-from bgworkers.console.sending import SendRefused, parse_arguments
+from bgworkers.console.operations import SendRefused
 from bgworkers.console.web.security import Credentials, check_startup, csrf_ok, is_loopback
 from bgworkers.db.engine import session_scope
 from bgworkers.errors import ConfigurationError, PermanentError

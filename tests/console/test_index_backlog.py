@@ -11,8 +11,7 @@ from sqlmodel import Session
 
 from bgworkers import queues
 from bgworkers.console.dead_letters import Failure
-from bgworkers.console.index_backlog import IndexBacklog
-from bgworkers.console.middleware import DeadLetterIndex
+from bgworkers.console.middleware import DeadLetterIndex, IndexBacklog
 from bgworkers.console.models import DeadLetter
 from bgworkers.db.engine import make_engine, use_engine
 from bgworkers.errors import PermanentError

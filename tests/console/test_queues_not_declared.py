@@ -15,8 +15,7 @@ import pika
 from jinja2 import Environment, FileSystemLoader
 
 from bgworkers.console.commands import print_depths
-from bgworkers.console.overview import Overview
-from bgworkers.console.queue_reading import NOT_DECLARED
+from bgworkers.console.overview import NOT_DECLARED, Overview
 from bgworkers.console.web import site
 from bgworkers.monitoring.queue_depth import QueueDepth, read_depths_amqp
 

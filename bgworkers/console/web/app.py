@@ -1,11 +1,8 @@
-"""The console's pages and actions (Starlette; templates in ``templates/``).
+"""The console's app: its routes, sessions, security headers and error pages.
 
 Pages are GETs that change nothing; every action is a POST carrying the session's CSRF token,
 answered by a redirect (303) to the page it came from with a one-line notice. Database and
-RabbitMQ calls block, so they run in Starlette's thread pool. Nothing secret reaches a page:
-arguments and tracebacks are the index's redacted copies, and settings are never rendered.
-The pages live in :mod:`~bgworkers.console.web.routes`, one module per page group; what
-they share (templates, login, CSRF) in :mod:`~bgworkers.console.web.site`.
+RabbitMQ calls block, so they run in Starlette's thread pool.
 """
 
 from __future__ import annotations

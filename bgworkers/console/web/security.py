@@ -1,20 +1,13 @@
 """Who may use the web console, and the protections every page and form gets.
 
-* **Credentials** come from the settings: a token (``BGW_CONSOLE_TOKEN``) and/or a user and
-  password (``BGW_CONSOLE_USER`` / ``BGW_CONSOLE_PASSWORD``). Every comparison is
-  :func:`hmac.compare_digest` over the UTF-8 bytes, so the time taken does not tell how much of
-  a guess was right. Without any, the console starts only with ``--no-auth`` on a loopback
-  address (:func:`check_startup`).
-* **Sessions** are a signed cookie (``HttpOnly``, ``SameSite=Strict``) holding the user's name
-  and a CSRF token, nothing secret. The signing key is derived from the session secret *and*
-  the credentials (:func:`session_key`): changing ``BGW_CONSOLE_PASSWORD``,
-  ``BGW_CONSOLE_TOKEN`` or ``BGW_CONSOLE_SESSION_SECRET`` (and restarting the console) revokes
-  every session signed before, so a leaked password or cookie is dealt with by changing it.
-* **CSRF**: every state-changing request is a POST that must carry the session's token in the
-  form field ``csrf``; the login form included (its token is issued with the page).
-* **Headers**: a strict Content-Security-Policy (no script at all, styles from the console
-  itself), ``X-Frame-Options: DENY``, ``nosniff``, ``Referrer-Policy: no-referrer`` and
-  ``Cache-Control: no-store`` on every response.
+What they are (credentials, CSRF tokens, the session cookie, security headers) is listed in
+docs/console.md ("Security"); here, why they are built so. Every credential comparison is
+:func:`hmac.compare_digest` over the UTF-8 bytes, so the time taken does not tell how much of
+a guess was right. The cookie's signing key is derived from the session secret *and* the
+credentials (:func:`session_key`): changing ``BGW_CONSOLE_PASSWORD``, ``BGW_CONSOLE_TOKEN`` or
+``BGW_CONSOLE_SESSION_SECRET`` (and restarting the console) revokes every session signed
+before, so a leaked password or cookie is dealt with by changing it. Without credentials the
+console starts only with ``--no-auth`` on a loopback address (:func:`check_startup`).
 """
 
 from __future__ import annotations
@@ -22,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-import secrets
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -82,14 +74,8 @@ class Credentials:
 
 def session_key(secret: str, credentials: Credentials) -> str:
     """The cookie signing key: ``secret`` bound to the credentials in force."""
-    bound = "\0".join(
-        [
-            "bgw-console-session",
-            credentials.user or "",
-            credentials.password or "",
-            credentials.token or "",
-        ]
-    )
+    parts = ("bgw-console-session", credentials.user, credentials.password, credentials.token)
+    bound = "\0".join(part or "" for part in parts)
     return hmac.new(secret.encode(), bound.encode(), hashlib.sha256).hexdigest()
 
 
@@ -120,10 +106,6 @@ def check_startup(credentials: Credentials, *, host: str, no_auth: bool) -> None
             "the console needs credentials: set BGW_CONSOLE_TOKEN, or BGW_CONSOLE_USER and "
             "BGW_CONSOLE_PASSWORD (or start it with --no-auth on 127.0.0.1 for local use)"
         )
-
-
-def new_csrf_token() -> str:
-    return secrets.token_urlsafe(32)
 
 
 def csrf_ok(session_token: object, form_token: object) -> bool:

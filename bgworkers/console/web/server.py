@@ -20,13 +20,19 @@ from bgworkers.settings import Settings
 log = get_logger(__name__)
 
 
-def web_config(settings: Settings, *, no_auth: bool) -> WebConfig:
-    """The server's configuration: this process's broker and engine, the settings' secrets."""
+def serve(settings: Settings, *, host: str | None, port: int | None, no_auth: bool) -> int:
     from bgworkers.console.commands import make_console
 
-    secret = settings.console_session_secret
+    bind = host or settings.console_host
+    listen = port or settings.console_port
     credentials = Credentials.from_settings(settings)
-    return WebConfig(
+    try:
+        check_startup(credentials, host=bind, no_auth=no_auth)
+    except ConfigurationError as exc:
+        print(f"bgworkers console: {exc}", file=sys.stderr)
+        return 2
+    secret = settings.console_session_secret
+    config = WebConfig(
         settings=settings,
         credentials=credentials,
         no_auth=no_auth,
@@ -36,17 +42,6 @@ def web_config(settings: Settings, *, no_auth: bool) -> WebConfig:
         ),
         console_for=lambda who: make_console(settings, who),
     )
-
-
-def serve(settings: Settings, *, host: str | None, port: int | None, no_auth: bool) -> int:
-    bind = host or settings.console_host
-    listen = port or settings.console_port
-    config = web_config(settings, no_auth=no_auth)
-    try:
-        check_startup(config.credentials, host=bind, no_auth=no_auth)
-    except ConfigurationError as exc:
-        print(f"bgworkers console: {exc}", file=sys.stderr)
-        return 2
     log.info("console_starting", host=bind, port=listen, auth=not no_auth)
     # log_config=None: uvicorn's lines go through bgworkers' logging, as JSON in production.
     uvicorn.run(create_app(config), host=bind, port=listen, log_config=None, server_header=False)

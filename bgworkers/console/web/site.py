@@ -7,6 +7,7 @@ console acting as the logged-in user.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,7 +23,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from bgworkers.console.operations import Console
-from bgworkers.console.web.security import CSRF_FIELD, Credentials, csrf_ok, new_csrf_token
+from bgworkers.console.web.security import CSRF_FIELD, Credentials, csrf_ok
 from bgworkers.console.web.throttle import LoginThrottle
 from bgworkers.logs.loggers import get_logger
 from bgworkers.settings import Settings
@@ -66,7 +67,7 @@ class Site:
     def csrf_of(self, request: Request) -> str:
         token = request.session.get(CSRF_FIELD)
         if not isinstance(token, str):
-            token = new_csrf_token()
+            token = secrets.token_urlsafe(32)
             request.session[CSRF_FIELD] = token
         return token
 
@@ -80,10 +81,7 @@ class Site:
             path=request.url.path,
             auth=not self.config.no_auth,
         )
-        response: Response = self.templates.TemplateResponse(
-            request, name, context, status_code=status_code
-        )
-        return response
+        return self.templates.TemplateResponse(request, name, context, status_code=status_code)
 
     async def checked_form(self, request: Request) -> FormData:
         form = await request.form()

@@ -1,24 +1,14 @@
 """Failed console logins slow down, then stop, per client address and per user name.
 
-Why both keys: one client guessing many names is stopped by its address; many clients (a
-botnet) guessing one name are stopped by the name. Each failure is counted under both; the
-larger count decides:
-
-* the first :attr:`ThrottlePolicy.free_failures` failures answer at once (typos);
-* each further failure answers only after a delay that doubles, from
-  :attr:`~ThrottlePolicy.first_delay_s` up to :attr:`~ThrottlePolicy.max_delay_s` seconds
-  (asyncio sleeps: other requests are served meanwhile);
-* from :attr:`~ThrottlePolicy.lock_after` failures on, a login attempt is not even checked:
-  429 with ``Retry-After`` until :attr:`~ThrottlePolicy.lock_s` seconds after the last
-  failure (doubling with each further failure, up to :attr:`~ThrottlePolicy.max_lock_s`).
-
-Counts are forgotten :attr:`~ThrottlePolicy.window_s` seconds after a key's last failure, and
-a successful login clears its address and name. The counts live in the database (table
-``console_login_failures``), so every console process, on any host, counts the same failures:
-an attacker gains nothing by spreading guesses over the processes behind a load balancer.
-Times are Unix seconds for the same reason (a monotonic clock is per host). At most
-:attr:`~ThrottlePolicy.max_keys` keys are kept (the oldest are dropped), and a user name counts
-by its first 100 characters, so the table stays small whatever is posted.
+The rules (delays, lock, window) are in docs/console.md ("Log in"), the figures in
+:class:`ThrottlePolicy`. Why both keys: one client guessing many names is stopped by its
+address; many clients (a botnet) guessing one name are stopped by the name; each failure is
+counted under both and the larger count decides. The counts live in the database, so every
+console process, on any host, counts the same failures: an attacker gains nothing by
+spreading guesses over the processes behind a load balancer. Times are Unix seconds for the
+same reason (a monotonic clock is per host). At most :attr:`~ThrottlePolicy.max_keys` keys
+are kept (the oldest are dropped), and a user name counts by its first 100 characters, so
+the table stays small whatever is posted.
 """
 
 from __future__ import annotations
@@ -70,32 +60,35 @@ class LoginThrottle:
     def retry_after_s(self, session: Session, *, client: str, user: str) -> float:
         """Seconds until this client or name may try again; 0 when it may now."""
         now = self.clock()
-        worst = 0.0
-        for count, last in self._current(session, client, user, now):
-            if count >= self.policy.lock_after:
-                worst = max(worst, last + self._lock_s(count) - now)
-        return max(worst, 0.0)
+        current = select(LoginFailures.failures, LoginFailures.last_failed_at).where(
+            col(LoginFailures.key).in_(_keys(client, user)),
+            col(LoginFailures.last_failed_at) >= now - self.policy.window_s,
+        )
+        locks = [
+            last + self._lock_s(count) - now
+            for count, last in session.execute(current)
+            if count >= self.policy.lock_after
+        ]
+        return float(max([*locks, 0.0]))  # 0 once every lock has passed
 
     def failed(self, session: Session, *, client: str, user: str) -> float:
         """Count a failure; return the seconds to wait before answering it."""
         now = self.clock()
-        _forget(session, before=now - self.policy.window_s)
+        forgotten = col(LoginFailures.last_failed_at) < now - self.policy.window_s
+        session.execute(delete(LoginFailures).where(forgotten))
         count = max(_count_failure(session, key, now) for key in _keys(client, user))
-        _keep_newest(session, self.policy.max_keys)
+        oldest = (
+            select(LoginFailures.key)
+            .order_by(col(LoginFailures.last_failed_at).desc())
+            .offset(self.policy.max_keys)
+            .scalar_subquery()
+        )
+        session.execute(delete(LoginFailures).where(col(LoginFailures.key).in_(oldest)))
         return self._delay_s(count)
 
     def succeeded(self, session: Session, *, client: str, user: str) -> None:
         keys = _keys(client, user)
         session.execute(delete(LoginFailures).where(col(LoginFailures.key).in_(keys)))
-
-    def _current(
-        self, session: Session, client: str, user: str, now: float
-    ) -> list[tuple[int, float]]:
-        query = select(LoginFailures.failures, LoginFailures.last_failed_at).where(
-            col(LoginFailures.key).in_(_keys(client, user)),
-            col(LoginFailures.last_failed_at) >= now - self.policy.window_s,
-        )
-        return [(count, last) for count, last in session.execute(query)]
 
     def _delay_s(self, count: int) -> float:
         beyond = count - self.policy.free_failures
@@ -122,20 +115,6 @@ def _count_failure(session: Session, key: str, now: float) -> int:
         .returning(table.c.failures)
     )
     return int(session.execute(statement).scalar_one())
-
-
-def _forget(session: Session, *, before: float) -> None:
-    session.execute(delete(LoginFailures).where(col(LoginFailures.last_failed_at) < before))
-
-
-def _keep_newest(session: Session, max_keys: int) -> None:
-    older = (
-        select(LoginFailures.key)
-        .order_by(col(LoginFailures.last_failed_at).desc())
-        .offset(max_keys)
-        .scalar_subquery()
-    )
-    session.execute(delete(LoginFailures).where(col(LoginFailures.key).in_(older)))
 
 
 def _keys(client: str, user: str) -> list[str]:

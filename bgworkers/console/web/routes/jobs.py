@@ -8,16 +8,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bgworkers.console.jobs import JobView, broker_periods, duration_chart, job_views
-from bgworkers.console.operations import Console
-from bgworkers.console.sending import SendRefused
+from bgworkers.console.jobs import duration_chart
+from bgworkers.console.operations import Console, SendRefused
 from bgworkers.console.web.site import Site
-from bgworkers.db.engine import utcnow
 
 
 def routes(site: Site) -> list[Route]:
     async def jobs_page(request: Request, console: Console) -> Response:
-        views: list[JobView] = await run_in_threadpool(lambda: _job_views(console))
+        views = await run_in_threadpool(console.jobs)
         charts = {v.name: duration_chart(v.runs) for v in views}
         return site.render(request, "jobs.html", jobs=views, charts=charts)
 
@@ -54,8 +52,3 @@ def routes(site: Site) -> list[Route]:
         Route("/jobs/{job:str}", site.page(job_runs), methods=["GET"]),
         Route("/jobs/{job:str}/{action:str}", site.page(job_action), methods=["POST"]),
     ]
-
-
-def _job_views(console: Console) -> list[JobView]:
-    with console.session() as session:
-        return job_views(session, broker_periods(console.broker), now=utcnow())

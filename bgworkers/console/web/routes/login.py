@@ -20,16 +20,15 @@ T = TypeVar("T")
 
 def routes(site: Site) -> list[Route]:
     config = site.config
+    offered = {  # which login forms the page shows
+        "token_login": bool(config.credentials.token),
+        "password_login": bool(config.credentials.user),
+    }
 
     async def login_page(request: Request) -> Response:
         if site.user_of(request) is not None:
             return RedirectResponse("/", status_code=303)
-        return site.render(
-            request,
-            "login.html",
-            token_login=bool(config.credentials.token),
-            password_login=bool(config.credentials.user),
-        )
+        return site.render(request, "login.html", **offered)
 
     async def login(request: Request) -> Response:
         form = await site.checked_form(request)
@@ -48,18 +47,12 @@ def routes(site: Site) -> list[Route]:
             delay_s = await counted(console, throttle.failed, client, name)
             await run_in_threadpool(console.record_login, ok=False, client=client)
             await asyncio.sleep(delay_s)
-            return site.render(
-                request,
-                "login.html",
-                status_code=401,
-                error="wrong user, password or token",
-                token_login=bool(config.credentials.token),
-                password_login=bool(config.credentials.user),
-            )
+            error = "wrong user, password or token"
+            return site.render(request, "login.html", status_code=401, error=error, **offered)
         await counted(console, throttle.succeeded, client, name)
         request.session.clear()  # a fresh session (and CSRF token) after logging in
         request.session["user"] = who
-        await run_in_threadpool(console.record_login, ok=True, client=_client(request))
+        await run_in_threadpool(console.record_login, ok=True, client=client)
         return site.back(request, "/", f"logged in as {who}")
 
     async def logout(request: Request) -> Response:

@@ -8,8 +8,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bgworkers.console.operations import Console
-from bgworkers.console.overview import read_overview
-from bgworkers.console.queue_reading import NOT_DECLARED, checked_depth_reader
+from bgworkers.console.overview import NOT_DECLARED, checked_depth_reader, read_overview
 from bgworkers.console.web.site import Site
 
 
