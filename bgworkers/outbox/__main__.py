@@ -9,7 +9,6 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from types import FrameType
 
 from bgworkers.db.engine import get_engine
 from bgworkers.outbox.middleware import publisher_for, relay_config
@@ -32,18 +31,13 @@ def main() -> int:
     start_relay_endpoint(settings)
 
     stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    relay = Relay(
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    Relay(
         engine=get_engine,
         publisher=publisher_for(wire(), settings),  # the actors too, as workers have them
         config=relay_config(settings),
-    )
-    relay.run(stop)
+    ).run(stop)
     return 0
 
 

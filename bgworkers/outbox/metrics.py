@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from bgworkers.metrics import LazyMetrics
+from bgworkers.metrics.reading import BackgroundReading
 from bgworkers.settings import Settings
 
 
@@ -84,8 +85,6 @@ def read_backlog(session: Session, *, now: datetime) -> Backlog:
         select(func.count(), func.min(table.c.available_at)).where(table.c.published_at.is_(None))
     ).one()
     if oldest is not None and oldest.tzinfo is None:  # SQLite's MIN() bypasses the column type
-        from datetime import UTC
-
         oldest = oldest.replace(tzinfo=UTC)
     age = max((now - oldest).total_seconds(), 0.0) if oldest is not None else 0.0
     return Backlog(count=int(count), oldest_age_s=age)
@@ -105,21 +104,17 @@ def backlog_collector(settings: Settings) -> OutboxBacklogCollector:
     )
 
 
-class OutboxBacklogCollector(Collector):
+class OutboxBacklogCollector(BackgroundReading[Backlog], Collector):
     """``bgworkers_outbox_backlog_*`` from the latest background reading of the table."""
 
     def __init__(self, read: Callable[[], Backlog], *, interval_s: float, start: bool = True):
-        from bgworkers.metrics.reading import BackgroundReading
-
-        self._reading: BackgroundReading[Backlog] = BackgroundReading(
-            "outbox-backlog", read, initial=Backlog(0, 0.0), interval_s=interval_s, start=start
+        initial = Backlog(0, 0.0)
+        super().__init__(
+            "outbox-backlog", read, initial=initial, interval_s=interval_s, start=start
         )
 
-    def refresh(self) -> None:
-        self._reading.refresh()
-
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        backlog, last_read, _ = self._reading.snapshot()
+        backlog, last_read, _ = self.snapshot()
         count = GaugeMetricFamily(
             "bgworkers_outbox_backlog_messages",
             "Outbox rows not yet published (from the database).",

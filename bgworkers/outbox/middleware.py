@@ -1,20 +1,16 @@
-"""Run the outbox relay inside the worker group: one thread per worker process.
-
-Every process starts one; the database lease lets only one of them publish at a time (see
-:mod:`bgworkers.outbox.relay`), and another takes over within the lease time if that
-process dies. The thread starts after the worker has booted and stops before it shuts
-down; it is off when ``BGW_OUTBOX_RELAY_ENABLED=false`` (a separate
-``python -m bgworkers.outbox`` relay then).
+"""Run the outbox relay inside the worker group: a thread per worker process, of which the
+database lease lets one publish (docs/outbox.md, "The relay"). Off with
+``BGW_OUTBOX_RELAY_ENABLED=false`` (a separate ``python -m bgworkers.outbox`` relay then).
 """
 
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from typing import Any
 
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
-from dramatiq.common import current_millis
 from dramatiq.middleware import Middleware
 
 from bgworkers.db.engine import get_engine
@@ -24,8 +20,6 @@ from bgworkers.settings import Settings
 
 
 def relay_config(settings: Settings) -> RelayConfig:
-    from datetime import timedelta
-
     return RelayConfig(
         batch_size=settings.outbox_batch_size,
         poll_interval_s=settings.outbox_poll_interval_s,
@@ -41,7 +35,7 @@ def publisher_for(broker: dramatiq.Broker, settings: Settings) -> Publisher:
             settings.broker_url.get_secret_value(),
             declare=lambda queue: broker.declare_queue(queue, ensure=True),
         )
-    return BrokerPublisher(broker, clock_ms=current_millis)
+    return BrokerPublisher(broker)
 
 
 class OutboxRelay(Middleware):
@@ -54,13 +48,12 @@ class OutboxRelay(Middleware):
         self._thread: threading.Thread | None = None
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
-        settings = self._settings
         if not self.enabled or self._thread is not None:
             return
         relay = Relay(
             engine=get_engine,
-            publisher=publisher_for(broker, settings),
-            config=relay_config(settings),
+            publisher=publisher_for(broker, self._settings),
+            config=relay_config(self._settings),
         )
         self._stop.clear()
         self._thread = threading.Thread(
