@@ -11,7 +11,7 @@ waits on the database.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -60,17 +60,6 @@ class JobHealth:
     paused: frozenset[str] = frozenset()
 
 
-def read_job_health(session: Session) -> JobHealth:
-    from bgworkers.scheduling.pauses import paused_jobs
-
-    heartbeat = session.get(SchedulerHeartbeat, HEARTBEAT_SOURCE)
-    return JobHealth(
-        last_successes(session),
-        heartbeat.scheduled_at if heartbeat else None,
-        frozenset(paused_jobs(session)),
-    )
-
-
 class JobHealthCollector(BackgroundReading[JobHealth], Collector):
     """Per-job health and the scheduler's last tick, read from the database in the background.
 
@@ -78,28 +67,25 @@ class JobHealthCollector(BackgroundReading[JobHealth], Collector):
     fires for a job that never succeeds, not only for one that stopped succeeding.
     """
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        read: Callable[[], JobHealth] | None = None,
-        interval_s: float = 15.0,
-        start: bool = True,
-    ) -> None:
+    def __init__(self, settings: Settings, *, interval_s: float = 15.0, start: bool = True) -> None:
         self._settings = settings
         self._intervals = expected_intervals(settings)
         self._started_at = time.time()
+        initial = JobHealth({}, None)
         super().__init__(
-            "job-health",
-            read or self._read_database,
-            initial=JobHealth({}, None),
-            interval_s=interval_s,
-            start=start,
+            "job-health", self._read, initial=initial, interval_s=interval_s, start=start
         )
 
-    def _read_database(self) -> JobHealth:
+    def _read(self) -> JobHealth:
+        from bgworkers.scheduling.pauses import paused_jobs
+
         with Session(get_engine(self._settings)) as session:
-            return read_job_health(session)
+            heartbeat = session.get(SchedulerHeartbeat, HEARTBEAT_SOURCE)
+            return JobHealth(
+                last_successes(session),
+                heartbeat.scheduled_at if heartbeat else None,
+                frozenset(paused_jobs(session)),
+            )
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         health, last_read, _ = self.snapshot()
@@ -114,28 +100,24 @@ class JobHealthCollector(BackgroundReading[JobHealth], Collector):
             "Longest gap between two ticks of the job's schedule, in seconds.",
             labels=["periodic_job"],
         )
+        paused = GaugeMetricFamily(
+            "bgworkers_job_paused",
+            "1 while the periodic job is paused by an operator (bgworkers jobs pause), else 0.",
+            labels=["periodic_job"],
+        )
+        tick = GaugeMetricFamily(
+            "bgworkers_scheduler_last_tick_timestamp_seconds",
+            "Unix time of the newest scheduler tick a worker recorded (heartbeat, from the "
+            "database): the scheduler's liveness, surviving worker restarts.",
+        )
         if last_read:  # nothing until the database has answered once
             for job, seconds in sorted(self._intervals.items()):
                 succeeded = health.last_successes.get(job)
                 stamp = succeeded.timestamp() if succeeded else self._started_at
                 last.add_metric([job], stamp)
                 interval.add_metric([job], seconds)
-        paused = GaugeMetricFamily(
-            "bgworkers_job_paused",
-            "1 while the periodic job is paused by an operator (bgworkers jobs pause), else 0.",
-            labels=["periodic_job"],
-        )
-        if last_read:
             for entry in SCHEDULE:
                 paused.add_metric([entry.actor_name], int(entry.actor_name in health.paused))
-        yield last
-        yield interval
-        yield paused
-        tick = GaugeMetricFamily(
-            "bgworkers_scheduler_last_tick_timestamp_seconds",
-            "Unix time of the newest scheduler tick a worker recorded (heartbeat, from the "
-            "database): the scheduler's liveness, surviving worker restarts.",
-        )
         if health.scheduler_tick is not None:
             tick.add_metric([], health.scheduler_tick.timestamp())
-        yield tick
+        yield from (last, interval, paused, tick)
