@@ -25,7 +25,7 @@ def start_group_exporter(settings: Settings, directory: Path) -> MetricsServer |
     from bgworkers.monitoring.job_health import JobHealthCollector
     from bgworkers.monitoring.process_stats import WorkerGroupProcessCollector
     from bgworkers.monitoring.queue_depth import QueueDepthCollector, reader_from_settings
-    from bgworkers.outbox.metrics import backlog_collector
+    from bgworkers.outbox.metrics import OutboxBacklogCollector, read_backlog_now
 
     remove_dead_runs(settings.metrics_dir.resolve(), keep=directory)
     registry = multiprocess_registry(directory)
@@ -35,7 +35,9 @@ def start_group_exporter(settings: Settings, directory: Path) -> MetricsServer |
     )
     registry.register(QueueDepthCollector(read_depths, interval_s=interval_s))
     registry.register(JobHealthCollector(settings, interval_s=interval_s))
-    registry.register(backlog_collector(settings))
+    registry.register(
+        OutboxBacklogCollector(lambda: read_backlog_now(settings), interval_s=interval_s)
+    )
     registry.register(recorded_gauge_collector(settings))
     registry.register(WorkerGroupProcessCollector())
     return serve_endpoint(

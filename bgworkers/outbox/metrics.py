@@ -97,13 +97,6 @@ def read_backlog_now(settings: Settings, *, now: datetime | None = None) -> Back
         return read_backlog(session, now=now or utcnow())
 
 
-def backlog_collector(settings: Settings) -> OutboxBacklogCollector:
-    """The collector the worker group's metrics process serves."""
-    return OutboxBacklogCollector(
-        lambda: read_backlog_now(settings), interval_s=settings.queue_depth_interval_s
-    )
-
-
 class OutboxBacklogCollector(BackgroundReading[Backlog], Collector):
     """``bgworkers_outbox_backlog_*`` from the latest background reading of the table."""
 

@@ -117,7 +117,6 @@ class RabbitmqConfirmPublisher:
         self._unconfirmed: set[int] = set()
         self._refused = 0
         self._last_used = 0.0
-        self._error_text = ""
 
     # --- driving the I/O loop ----------------------------------------------------------
 
@@ -184,32 +183,26 @@ class RabbitmqConfirmPublisher:
         errors = []
         for _ in self._nodes:
             params = self._nodes[self._node]
-            channel = self._open_on(params)
-            if channel is not None:
-                node = describe_parameters(params)
+            node = describe_parameters(params)
+            self.close()
+            self._error, self._tag = None, 0
+            self._connection = pika.SelectConnection(
+                params,
+                on_open_callback=self._on_open,
+                on_open_error_callback=self._on_open_error,
+                on_close_callback=self._on_closed,
+            )
+            self._run_until(lambda: self._channel is not None, self._connect_timeout_s)
+            if self._channel is not None:
                 if node != self._logged_node:  # the first connection, or another node now
                     log.info("broker_connected", node=node, purpose="outbox_relay")
                     self._logged_node = node
-                return channel
-            errors.append(f"{describe_parameters(params)}: {self._error_text}")
+                return self._channel
+            error = self._error or f"no channel within {self._connect_timeout_s:g} s"
+            errors.append(f"{node}: {error}")
+            self.close()
             self._node = (self._node + 1) % len(self._nodes)
         raise PublishError("; ".join(errors))
-
-    def _open_on(self, params: pika.ConnectionParameters) -> Any:
-        self.close()
-        self._error, self._tag = None, 0
-        self._connection = pika.SelectConnection(
-            params,
-            on_open_callback=self._on_open,
-            on_open_error_callback=self._on_open_error,
-            on_close_callback=self._on_closed,
-        )
-        self._run_until(lambda: self._channel is not None, self._connect_timeout_s)
-        if self._channel is None:
-            self._error_text = self._error or f"no channel within {self._connect_timeout_s:g} s"
-            self.close()
-            return None
-        return self._channel
 
     def publish(self, batch: Sequence[Outgoing]) -> None:
         try:

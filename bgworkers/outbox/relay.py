@@ -80,7 +80,8 @@ class Relay:
         self._wakeup = wakeup
         self._lease_until: datetime | None = None
         self._next_prune = clock()
-        self._pool: ThreadPoolExecutor | None = None
+        # The database thread of drain(); it starts at the first batch.
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-db")
 
     # --- batches -------------------------------------------------------------------------
 
@@ -169,7 +170,6 @@ class Relay:
         While a batch is published, a database thread reads the next one and marks the
         previous one: a relay killed here re-publishes up to two batches.
         """
-        pool = self._database_thread()
         # Stop in time to renew the lease: a long drain must not outlive it.
         deadline = time.monotonic() + self.config.lease_s / 3
         claim = self._claim()
@@ -179,7 +179,7 @@ class Relay:
             for _ in range(max_batches):
                 if claim is None or time.monotonic() > deadline:
                     break
-                following = pool.submit(self._claim, after=claim.ids[-1])
+                following = self._pool.submit(self._claim, after=claim.ids[-1])
                 try:
                     self._publish(claim)
                 except BaseException:  # even an interrupt: the next batch's claim is dropped
@@ -187,7 +187,7 @@ class Relay:
                     raise
                 if marking is not None:
                     total += marking.result()
-                marking = pool.submit(self._mark, claim)
+                marking = self._pool.submit(self._mark, claim)
                 claim = None  # the database thread owns it now
                 claim = following.result()
         finally:
@@ -197,17 +197,10 @@ class Relay:
                 total += marking.result()
         return total
 
-    def _database_thread(self) -> ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-db")
-        return self._pool
-
     def close(self) -> None:
         """Close the publisher and stop the database thread."""
         self._publisher.close()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        self._pool.shutdown(wait=True)
 
     def _record_failure(self, ids: list[int], error: str) -> None:
         OUTBOX_METRICS.get().publish_failures.inc()
