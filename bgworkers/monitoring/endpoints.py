@@ -1,8 +1,7 @@
 """What each of bgworkers' processes serves on its ``/metrics``, ``/healthz`` and ``/readyz``.
 
-Here, above the packages whose collectors and checks it puts together (outbox backlog, queue
-depths, job health, readiness); :mod:`bgworkers.metrics.server` only serves what it is given.
-Each process's wiring hands the function it needs to the code that starts it.
+Here, above the packages whose collectors and checks it puts together; why:
+docs/architecture.md, "Layout". :mod:`bgworkers.metrics.server` only serves what it is given.
 """
 
 from __future__ import annotations
@@ -15,11 +14,8 @@ from bgworkers.settings import Settings
 
 
 def start_group_exporter(settings: Settings, directory: Path) -> MetricsServer | None:
-    """Serve the worker group's sums from ``directory`` on a background thread.
-
-    With the group's collectors: queue depths from RabbitMQ, per-job last successes and the
-    outbox backlog from the database, each read every ``BGW_QUEUE_DEPTH_INTERVAL_S``.
-    """
+    """Serve the worker group's sums from ``directory``, and the collectors of what every group
+    reads alike (RabbitMQ, the database), on a background thread."""
     from bgworkers.metrics.multiproc import remove_dead_runs
     from bgworkers.metrics.recorded_gauges import recorded_gauge_collector
     from bgworkers.monitoring.job_health import JobHealthCollector

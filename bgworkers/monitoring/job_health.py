@@ -4,8 +4,6 @@ Why from the database, not a process gauge: a weekly job's "last success" must s
 restarts, or a backup that silently stopped would look fine after every deploy. The expected
 interval is derived from the job's effective cron line (overrides and time zone included), so
 one alert rule covers every job: "no success for 1.5 x its longest gap between ticks".
-Readings are refreshed by a background thread every ``interval_s`` seconds; a scrape never
-waits on the database.
 """
 
 from __future__ import annotations

@@ -62,13 +62,9 @@ class QueueDepth:
 
 
 def oldest_age_s(row: dict[str, Any], *, now: float) -> float | None:
-    """Age of the head message from the management API's ``head_message_timestamp``.
-
-    RabbitMQ reports it for classic queues whose head message carries the AMQP ``timestamp``
-    property, which the outbox relay sets when it publishes (the way almost all work is sent);
-    a message sent directly (``actor.send``, a retry moved back from ``.DQ``) has none, and
-    quorum queues do not report it: then None, unless the queue is empty (0).
-    """
+    """Age of the head message from the management API's ``head_message_timestamp``: 0 for
+    an empty queue, None when RabbitMQ cannot tell (docs/metrics.md says when; the outbox relay
+    stamps what it publishes)."""
     if int(row.get("messages_ready", 0)) == 0:
         return 0.0
     stamp = row.get("head_message_timestamp")

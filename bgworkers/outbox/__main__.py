@@ -10,9 +10,7 @@ import signal
 import sys
 import threading
 
-from bgworkers.db.engine import get_engine
-from bgworkers.outbox.middleware import publisher_for, relay_config
-from bgworkers.outbox.relay import Relay
+from bgworkers.outbox.middleware import relay_for
 from bgworkers.settings import get_settings
 
 
@@ -33,11 +31,7 @@ def main() -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
-    Relay(
-        engine=get_engine,
-        publisher=publisher_for(wire(), settings),  # the actors too, as workers have them
-        config=relay_config(settings),
-    ).run(stop)
+    relay_for(wire(), settings).run(stop)  # wire(): the actors too, as workers have them
     return 0
 
 

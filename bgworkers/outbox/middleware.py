@@ -19,23 +19,23 @@ from bgworkers.outbox.relay import Relay, RelayConfig
 from bgworkers.settings import Settings
 
 
-def relay_config(settings: Settings) -> RelayConfig:
-    return RelayConfig(
+def relay_for(broker: dramatiq.Broker, settings: Settings) -> Relay:
+    """A relay set by ``BGW_OUTBOX_*``, publishing with confirms on the RabbitMQ broker's URL
+    (through the broker's own ``enqueue`` on another broker)."""
+    if isinstance(broker, RabbitmqBroker):
+        publisher: Publisher = RabbitmqConfirmPublisher(
+            settings.broker_url.get_secret_value(),
+            declare=lambda queue: broker.declare_queue(queue, ensure=True),
+        )
+    else:
+        publisher = BrokerPublisher(broker)
+    config = RelayConfig(
         batch_size=settings.outbox_batch_size,
         poll_interval_s=settings.outbox_poll_interval_s,
         lease_s=settings.outbox_lease_s,
         retention=timedelta(hours=settings.outbox_retention_hours),
     )
-
-
-def publisher_for(broker: dramatiq.Broker, settings: Settings) -> Publisher:
-    """A confirming RabbitMQ publisher on the broker's URL; the generic one otherwise."""
-    if isinstance(broker, RabbitmqBroker):
-        return RabbitmqConfirmPublisher(
-            settings.broker_url.get_secret_value(),
-            declare=lambda queue: broker.declare_queue(queue, ensure=True),
-        )
-    return BrokerPublisher(broker)
+    return Relay(engine=get_engine, publisher=publisher, config=config)
 
 
 class OutboxRelay(Middleware):
@@ -50,11 +50,7 @@ class OutboxRelay(Middleware):
     def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
         if not self.enabled or self._thread is not None:
             return
-        relay = Relay(
-            engine=get_engine,
-            publisher=publisher_for(broker, self._settings),
-            config=relay_config(self._settings),
-        )
+        relay = relay_for(broker, self._settings)
         self._stop.clear()
         self._thread = threading.Thread(
             target=relay.run, args=(self._stop,), name="outbox-relay", daemon=True
