@@ -13,7 +13,6 @@ import errno
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -80,14 +79,6 @@ def start_metrics_server(
     server = MetricsServer((host, port), registry, readiness)
     threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
     return server
-
-
-def multiprocess_registry(directory: Path) -> CollectorRegistry:
-    from prometheus_client import multiprocess
-
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
-    return registry
 
 
 def serve_endpoint(

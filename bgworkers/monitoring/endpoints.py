@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bgworkers.metrics.server import MetricsServer, multiprocess_registry, serve_endpoint
+from bgworkers.metrics.server import MetricsServer, serve_endpoint
 from bgworkers.monitoring.health import readiness_for
 from bgworkers.settings import Settings
 
@@ -16,6 +16,8 @@ from bgworkers.settings import Settings
 def start_group_exporter(settings: Settings, directory: Path) -> MetricsServer | None:
     """Serve the worker group's sums from ``directory``, and the collectors of what every group
     reads alike (RabbitMQ, the database), on a background thread."""
+    from prometheus_client import CollectorRegistry, multiprocess
+
     from bgworkers.metrics.multiproc import remove_dead_runs
     from bgworkers.metrics.recorded_gauges import recorded_gauge_collector
     from bgworkers.monitoring.job_health import JobHealthCollector
@@ -24,7 +26,8 @@ def start_group_exporter(settings: Settings, directory: Path) -> MetricsServer |
     from bgworkers.outbox.metrics import OutboxBacklogCollector, read_backlog_now
 
     remove_dead_runs(settings.metrics_dir.resolve(), keep=directory)
-    registry = multiprocess_registry(directory)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
     interval_s = settings.queue_depth_interval_s
     read_depths = reader_from_settings(
         settings.broker_url.get_secret_value(), settings.rabbitmq_management_url

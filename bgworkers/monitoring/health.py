@@ -81,9 +81,7 @@ def check_database(settings: Settings, *, schema: bool = False) -> CheckResult:
         known = database_problem(exc, url)
         detail = known.message if known else redact_text(failure_reason(exc))[:300]
         return CheckResult("database", False, detail)
-    if problem is not None:
-        return CheckResult("database", False, problem.message)
-    return CheckResult("database", True, "reachable")
+    return CheckResult("database", problem is None, problem.message if problem else "reachable")
 
 
 class DeadlineCheck:

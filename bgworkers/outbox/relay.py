@@ -123,12 +123,7 @@ class Relay:
             session.close()
             return None
         batch = [
-            Outgoing(
-                queue=queue,
-                message_id=message_id,
-                body=body.encode("utf-8"),
-                eta_ms=_eta_ms(available_at, now),
-            )
+            Outgoing(queue, message_id, body.encode("utf-8"), _eta_ms(available_at, now))
             for _, queue, message_id, body, available_at in rows
         ]
         return _Claim(session=session, ids=[row[0] for row in rows], batch=batch)
