@@ -112,16 +112,9 @@ class MessageMetricSet:
         the metrics need no broker code).
         """
         refusal_reasons = tuple(refusal_reasons)
+        counters = (self.processed, self.failed, self.retried, self.dead_lettered, self.skipped)
         for labels in actors:
-            for metric in (
-                self.processed,
-                self.failed,
-                self.retried,
-                self.dead_lettered,
-                self.skipped,
-                self.in_progress,
-                self.duration,
-            ):
+            for metric in (*counters, self.in_progress, self.duration):
                 metric.labels(*labels)
         for queue in queues.ALL:
             self.dead_lettered.labels(queue, UNKNOWN)

@@ -32,12 +32,11 @@ def expected_intervals(settings: Settings, *, now: datetime | None = None) -> di
 
     start = now or datetime.now(UTC)
     end = start + timedelta(weeks=8)
-    gaps: dict[str, float] = {}
-    for job in SCHEDULE:
-        gap = CronPeriod.from_settings(job, settings).longest_gap_between(start, end)
-        if gap is not None:
-            gaps[job.actor_name] = gap.total_seconds()
-    return gaps
+    gaps = {
+        job.actor_name: CronPeriod.from_settings(job, settings).longest_gap_between(start, end)
+        for job in SCHEDULE
+    }
+    return {job: gap.total_seconds() for job, gap in gaps.items() if gap is not None}
 
 
 def last_successes(session: Session) -> dict[str, datetime]:

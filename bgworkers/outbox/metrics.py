@@ -7,6 +7,7 @@ precisely when no relay runs.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,28 +32,25 @@ class OutboxMetrics:
 
     @classmethod
     def build(cls, registry: CollectorRegistry) -> OutboxMetrics:
+        counter = functools.partial(Counter, registry=registry)
         return cls(
-            enqueued=Counter(
+            enqueued=counter(
                 "bgworkers_outbox_enqueued_total",
                 "Messages written to the outbox (a repeated dedupe key is not counted).",
                 ["queue"],
-                registry=registry,
             ),
-            published=Counter(
+            published=counter(
                 "bgworkers_outbox_published_total",
                 "Outbox messages RabbitMQ confirmed and the relay marked published.",
                 ["queue"],
-                registry=registry,
             ),
-            publish_failures=Counter(
+            publish_failures=counter(
                 "bgworkers_outbox_publish_failures_total",
                 "Relay batches that failed (broker or database error); their rows are retried.",
-                registry=registry,
             ),
-            pruned=Counter(
+            pruned=counter(
                 "bgworkers_outbox_pruned_total",
                 "Published outbox rows deleted after the retention period.",
-                registry=registry,
             ),
         )
 
