@@ -1,7 +1,6 @@
 """``python -m bgworkers.outbox``: a relay on its own, until SIGTERM or SIGINT.
 
-For deployments that turn the in-worker relay off (``BGW_OUTBOX_RELAY_ENABLED=false``) and
-run the relay as its own service; it takes the same lease, so it may also run beside them.
+For deployments with ``BGW_OUTBOX_RELAY_ENABLED=false`` (docs/outbox.md, "The relay").
 """
 
 from __future__ import annotations
