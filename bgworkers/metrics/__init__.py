@@ -4,11 +4,9 @@ Why lazy: a metric object is bound to a registry when it is created. Building me
 first use (not at import) lets a test install a fresh ``CollectorRegistry`` with
 :func:`use_registry`, and lets a worker choose multiprocess mode before any value exists.
 
-This package's ``__init__`` must not import prometheus_client at import time: see
-:mod:`bgworkers.metrics.multiproc`.
-
-Each domain declares its metrics as a small class built from a registry and wraps it in
-:class:`LazyMetrics`; code calls ``MY_METRICS.get().something.inc()``.
+This package's ``__init__`` must not import prometheus_client (see
+:mod:`bgworkers.metrics.multiproc`). Each domain wraps its metric set in :class:`LazyMetrics`;
+code calls ``MY_METRICS.get().something.inc()``.
 
 Modules: ``messages`` (the message metrics), ``multiproc`` (a worker group's value files),
 ``reading`` (a value refreshed by a background thread, so a scrape never waits),
@@ -35,10 +33,7 @@ _registry: CollectorRegistry | None = None
 
 def current_registry() -> CollectorRegistry:
     """The registry metric sets are built on: prometheus_client's global one by default."""
-    registry = _registry
-    if registry is None:
-        return _default_registry()
-    return registry
+    return _registry if _registry is not None else _default_registry()
 
 
 @functools.cache

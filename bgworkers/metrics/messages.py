@@ -1,10 +1,8 @@
 """Metrics of message processing, recorded by :class:`bgworkers.middleware.metrics.MessageMetrics`.
 
-Names follow Prometheus conventions; labels are the queue and actor only (bounded: a
-handful of each): :func:`bounded_labels` turns any name that is not one of the five queues or
-a declared actor into ``unknown``, so a hostile envelope cannot make a label. ``queue`` is
-always the canonical queue name (``email``, never
-``email.DQ``), so a retried message is counted once, under the queue it belongs to.
+Labels are the queue and actor only (docs/metrics.md): :func:`bounded_labels` turns any other
+name into ``unknown``, so a hostile envelope cannot make a label, and ``queue`` is always the
+canonical name (``email``, never ``email.DQ``), so a retried message is counted once.
 """
 
 from __future__ import annotations
@@ -114,16 +112,9 @@ class MessageMetricSet:
         the metrics need no broker code).
         """
         refusal_reasons = tuple(refusal_reasons)
+        counters = (self.processed, self.failed, self.retried, self.dead_lettered, self.skipped)
         for labels in actors:
-            for metric in (
-                self.processed,
-                self.failed,
-                self.retried,
-                self.dead_lettered,
-                self.skipped,
-                self.in_progress,
-                self.duration,
-            ):
+            for metric in (*counters, self.in_progress, self.duration):
                 metric.labels(*labels)
         for queue in queues.ALL:
             self.dead_lettered.labels(queue, UNKNOWN)

@@ -25,18 +25,14 @@ from pathlib import Path
 ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
 
 
-def _process_start_ticks(pid: int) -> str:
-    """The process's start time in clock ticks (Linux), so a reused pid is not mistaken."""
+def run_key(pid: int) -> str:
+    """``<pid>-<start time in clock ticks>`` (Linux), so a reused pid is not mistaken."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return "0"
+        return f"{pid}-0"
     # Field 22; the command name (field 2) may hold spaces, so split after its ')'.
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def run_key(pid: int) -> str:
-    return f"{pid}-{_process_start_ticks(pid)}"
+    return f"{pid}-{stat.rsplit(')', 1)[1].split()[19]}"
 
 
 _cli_child = False

@@ -35,7 +35,6 @@ class BackgroundReading(Generic[T]):
         self._last_success = 0.0  # Unix time; 0: never
         self._errors = 0
         self._lock = threading.Lock()
-        self._stop = threading.Event()
         if start:
             threading.Thread(target=self._loop, name=name, daemon=True).start()
 
@@ -56,10 +55,7 @@ class BackgroundReading(Generic[T]):
         with self._lock:
             return self._value, self._last_success, self._errors
 
-    def stop(self) -> None:
-        self._stop.set()
-
     def _loop(self) -> None:
-        while not self._stop.is_set():
+        while True:
             self.refresh()
-            self._stop.wait(self._interval_s)
+            time.sleep(self._interval_s)

@@ -77,13 +77,10 @@ class RecordedGaugeCollector(BackgroundReading[list[RecordedGauge]], Collector):
             for name, family in FAMILIES.items()
         }
         for row in rows:
-            family = FAMILIES.get(row.name)
-            if family is None:
-                continue
-            labels = json.loads(row.labels)
-            families[row.name].add_metric(
-                [str(labels.get(k, "")) for k in family.labels], row.value
-            )
+            if row.name in FAMILIES:  # a row of another name is ignored
+                labels = json.loads(row.labels)
+                values = [str(labels.get(k, "")) for k in FAMILIES[row.name].labels]
+                families[row.name].add_metric(values, row.value)
         yield from families.values()
 
 

@@ -1,16 +1,10 @@
 """The HTTP endpoint Prometheus scrapes: ``/metrics``, ``/healthz`` and ``/readyz``.
 
 Under ``dramatiq bgworkers`` one worker process of the group serves it from a thread (see
-:class:`bgworkers.middleware.worker_hooks.GroupExporter` and
-:func:`bgworkers.monitoring.endpoints.start_group_exporter`), reading every worker process's
-values from the group's shared multiprocess directory. Tests
-and single-process tools call :func:`start_metrics_server` with their own registry. Bound to
-``BGW_METRICS_HOST:BGW_METRICS_PORT``, 127.0.0.1:9191 by default: metrics are not for the
-whole network unless an operator says so.
-
-A port already in use (for example a second worker group on the same host) is logged as
-``metrics_port_in_use`` and leaves the workers running; give each group its own
-``BGW_METRICS_PORT``.
+:class:`bgworkers.middleware.worker_hooks.GroupExporter`), reading every worker process's values
+from the group's multiprocess directory; tests call :func:`start_metrics_server` with their
+own registry. Addresses and ports: docs/monitoring.md, "Endpoints" (127.0.0.1 by default:
+metrics are not for the whole network unless an operator says so).
 """
 
 from __future__ import annotations
@@ -19,7 +13,6 @@ import errno
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -88,14 +81,6 @@ def start_metrics_server(
     return server
 
 
-def multiprocess_registry(directory: Path) -> CollectorRegistry:
-    from prometheus_client import multiprocess
-
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
-    return registry
-
-
 def serve_endpoint(
     host: str,
     port: int,
@@ -104,10 +89,9 @@ def serve_endpoint(
     variable: str,
 ) -> MetricsServer | None:
     """Serve ``registry`` and ``readiness`` on a background thread; None when the port is taken
-    (logged as ``metrics_port_in_use``, naming the setting ``variable`` that moves it).
-
-    The collectors and checks are handed in by the process's wiring
-    (:mod:`bgworkers.monitoring.endpoints`): this package sits below the ones they read.
+    (logged as ``metrics_port_in_use``, naming the setting ``variable`` that moves it, and the
+    workers keep running). The collectors and checks are handed in by
+    :mod:`bgworkers.monitoring.endpoints`: this package sits below the ones they read.
     """
     try:
         server = start_metrics_server(registry, host, port, readiness)

@@ -1,41 +1,42 @@
 """What each of bgworkers' processes serves on its ``/metrics``, ``/healthz`` and ``/readyz``.
 
-Here, above the packages whose collectors and checks it puts together (outbox backlog, queue
-depths, job health, readiness); :mod:`bgworkers.metrics.server` only serves what it is given.
-Each process's wiring hands the function it needs to the code that starts it.
+Here, above the packages whose collectors and checks it puts together; why:
+docs/architecture.md, "Layout". :mod:`bgworkers.metrics.server` only serves what it is given.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from bgworkers.metrics.server import MetricsServer, multiprocess_registry, serve_endpoint
+from bgworkers.metrics.server import MetricsServer, serve_endpoint
 from bgworkers.monitoring.health import readiness_for
 from bgworkers.settings import Settings
 
 
 def start_group_exporter(settings: Settings, directory: Path) -> MetricsServer | None:
-    """Serve the worker group's sums from ``directory`` on a background thread.
+    """Serve the worker group's sums from ``directory``, and the collectors of what every group
+    reads alike (RabbitMQ, the database), on a background thread."""
+    from prometheus_client import CollectorRegistry, multiprocess
 
-    With the group's collectors: queue depths from RabbitMQ, per-job last successes and the
-    outbox backlog from the database, each read every ``BGW_QUEUE_DEPTH_INTERVAL_S``.
-    """
     from bgworkers.metrics.multiproc import remove_dead_runs
     from bgworkers.metrics.recorded_gauges import recorded_gauge_collector
     from bgworkers.monitoring.job_health import JobHealthCollector
     from bgworkers.monitoring.process_stats import WorkerGroupProcessCollector
     from bgworkers.monitoring.queue_depth import QueueDepthCollector, reader_from_settings
-    from bgworkers.outbox.metrics import backlog_collector
+    from bgworkers.outbox.metrics import OutboxBacklogCollector, read_backlog_now
 
     remove_dead_runs(settings.metrics_dir.resolve(), keep=directory)
-    registry = multiprocess_registry(directory)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
     interval_s = settings.queue_depth_interval_s
     read_depths = reader_from_settings(
         settings.broker_url.get_secret_value(), settings.rabbitmq_management_url
     )
     registry.register(QueueDepthCollector(read_depths, interval_s=interval_s))
     registry.register(JobHealthCollector(settings, interval_s=interval_s))
-    registry.register(backlog_collector(settings))
+    registry.register(
+        OutboxBacklogCollector(lambda: read_backlog_now(settings), interval_s=interval_s)
+    )
     registry.register(recorded_gauge_collector(settings))
     registry.register(WorkerGroupProcessCollector())
     return serve_endpoint(

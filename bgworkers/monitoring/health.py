@@ -1,20 +1,13 @@
 """Liveness and readiness, for Kubernetes probes, compose healthchecks and ``bgworkers health``.
 
-``/healthz`` answers 200 while the process serves requests (alive). ``/readyz`` answers 200
-only when RabbitMQ accepts an AMQP connection and the database answers ``SELECT 1``, else 503;
-the body says which check failed and why. The checks run in the background every
-``BGW_READINESS_INTERVAL_S`` seconds, so frequent probes neither hammer the services nor hang
-when one of them does.
+What ``/healthz`` and ``/readyz`` answer: docs/monitoring.md, "Endpoints". The checks run in
+the background every ``BGW_READINESS_INTERVAL_S`` seconds, so frequent probes neither hammer
+the services nor hang when one of them does.
 
 Why each check has a deadline of its own (``BGW_READINESS_TIMEOUT_S``): a service that stops
-answering without closing its connections (a network partition, a frozen host, a full
-firewall state table) never raises; a check that waits on it forever would leave the last
-"ok" in place, and a probe would say ready for as long as it hangs. So each check runs in a
-thread of its own and counts as failed when it has not answered by its deadline; while it
-still hangs no second one is started (at most one stuck thread per check). The database check
-also opens its own connection (no pooled connection that may be stuck) with a connect timeout
-and, on PostgreSQL, a ``statement_timeout``; the broker check bounds pika's whole connection
-set-up.
+answering without closing its connections (a partition, a frozen host) never raises; a check
+waiting on it would leave the last "ok" in place, and a probe would say ready for as long as
+it hangs. So each check runs on a thread of its own (at most one stuck thread per check).
 """
 
 from __future__ import annotations
@@ -46,40 +39,32 @@ class CheckResult:
     detail: str
 
 
-def check_broker(settings: Settings, *, timeout_s: float | None = None) -> CheckResult:
-    timeout = settings.readiness_timeout_s if timeout_s is None else timeout_s
-    problem = probe_broker_problem(settings.broker_url.get_secret_value(), timeout_s=timeout)
+def check_broker(settings: Settings) -> CheckResult:
+    url = settings.broker_url.get_secret_value()
+    problem = probe_broker_problem(url, timeout_s=settings.readiness_timeout_s)
     return CheckResult("rabbitmq", problem is None, problem.message if problem else "reachable")
 
 
-_probe_engines: dict[tuple[str, float], Engine] = {}
-_probe_lock = threading.Lock()
+@functools.cache  # one per database and deadline, made at the first check
+def probe_engine(url: str, dialect: str, timeout_s: float) -> Engine:
+    """An engine on ``url``'s database for checks: no pool, bounded connect and statements."""
+    if dialect == "sqlite":
+        args: dict[str, object] = {"timeout": timeout_s, "check_same_thread": False}
+    else:  # libpq's connect_timeout is whole seconds (at least 2)
+        args = {"connect_timeout": max(2, math.ceil(timeout_s))}
+    return create_engine(url, poolclass=NullPool, connect_args=args)
 
 
-def probe_engine(engine: Engine, timeout_s: float) -> Engine:
-    """An engine on ``engine``'s database for checks: no pool, bounded connect and statements."""
-    url = engine.url.render_as_string(hide_password=False)
-    with _probe_lock:
-        probe = _probe_engines.get((url, timeout_s))
-        if probe is None:
-            if engine.dialect.name == "sqlite":
-                args: dict[str, object] = {"timeout": timeout_s, "check_same_thread": False}
-            else:  # libpq's connect_timeout is whole seconds (at least 2)
-                args = {"connect_timeout": max(2, math.ceil(timeout_s))}
-            probe = create_engine(url, poolclass=NullPool, connect_args=args)
-            _probe_engines[(url, timeout_s)] = probe
-    return probe
-
-
-def check_database(
-    settings: Settings, *, schema: bool = False, timeout_s: float | None = None
-) -> CheckResult:
-    """``SELECT 1``; with ``schema``, also that the schema is migrated (for a person)."""
-    timeout = settings.readiness_timeout_s if timeout_s is None else timeout_s
+def check_database(settings: Settings, *, schema: bool = False) -> CheckResult:
+    """``SELECT 1``, on a connection of its own (no pooled one that may be stuck), with a
+    connect timeout and on PostgreSQL a ``statement_timeout``; with ``schema``, also that the
+    schema is migrated (for a person)."""
+    timeout = settings.readiness_timeout_s
     url = settings.database_url.get_secret_value()
     try:
         engine = get_engine(settings)
-        probe = probe_engine(engine, timeout)
+        url_with_password = engine.url.render_as_string(hide_password=False)
+        probe = probe_engine(url_with_password, engine.dialect.name, timeout)
         with probe.connect() as connection:
             if probe.dialect.name == "postgresql":  # a server that is slow, not gone
                 milliseconds = int(timeout * 1000)
@@ -96,9 +81,7 @@ def check_database(
         known = database_problem(exc, url)
         detail = known.message if known else redact_text(failure_reason(exc))[:300]
         return CheckResult("database", False, detail)
-    if problem is not None:
-        return CheckResult("database", False, problem.message)
-    return CheckResult("database", True, "reachable")
+    return CheckResult("database", problem is None, problem.message if problem else "reachable")
 
 
 class DeadlineCheck:

@@ -4,14 +4,12 @@ Why from the database, not a process gauge: a weekly job's "last success" must s
 restarts, or a backup that silently stopped would look fine after every deploy. The expected
 interval is derived from the job's effective cron line (overrides and time zone included), so
 one alert rule covers every job: "no success for 1.5 x its longest gap between ticks".
-Readings are refreshed by a background thread every ``interval_s`` seconds; a scrape never
-waits on the database.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -34,12 +32,11 @@ def expected_intervals(settings: Settings, *, now: datetime | None = None) -> di
 
     start = now or datetime.now(UTC)
     end = start + timedelta(weeks=8)
-    gaps: dict[str, float] = {}
-    for job in SCHEDULE:
-        gap = CronPeriod.from_settings(job, settings).longest_gap_between(start, end)
-        if gap is not None:
-            gaps[job.actor_name] = gap.total_seconds()
-    return gaps
+    gaps = {
+        job.actor_name: CronPeriod.from_settings(job, settings).longest_gap_between(start, end)
+        for job in SCHEDULE
+    }
+    return {job: gap.total_seconds() for job, gap in gaps.items() if gap is not None}
 
 
 def last_successes(session: Session) -> dict[str, datetime]:
@@ -60,17 +57,6 @@ class JobHealth:
     paused: frozenset[str] = frozenset()
 
 
-def read_job_health(session: Session) -> JobHealth:
-    from bgworkers.scheduling.pauses import paused_jobs
-
-    heartbeat = session.get(SchedulerHeartbeat, HEARTBEAT_SOURCE)
-    return JobHealth(
-        last_successes(session),
-        heartbeat.scheduled_at if heartbeat else None,
-        frozenset(paused_jobs(session)),
-    )
-
-
 class JobHealthCollector(BackgroundReading[JobHealth], Collector):
     """Per-job health and the scheduler's last tick, read from the database in the background.
 
@@ -78,28 +64,25 @@ class JobHealthCollector(BackgroundReading[JobHealth], Collector):
     fires for a job that never succeeds, not only for one that stopped succeeding.
     """
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        read: Callable[[], JobHealth] | None = None,
-        interval_s: float = 15.0,
-        start: bool = True,
-    ) -> None:
+    def __init__(self, settings: Settings, *, interval_s: float = 15.0, start: bool = True) -> None:
         self._settings = settings
         self._intervals = expected_intervals(settings)
         self._started_at = time.time()
+        initial = JobHealth({}, None)
         super().__init__(
-            "job-health",
-            read or self._read_database,
-            initial=JobHealth({}, None),
-            interval_s=interval_s,
-            start=start,
+            "job-health", self._read, initial=initial, interval_s=interval_s, start=start
         )
 
-    def _read_database(self) -> JobHealth:
+    def _read(self) -> JobHealth:
+        from bgworkers.scheduling.pauses import paused_jobs
+
         with Session(get_engine(self._settings)) as session:
-            return read_job_health(session)
+            heartbeat = session.get(SchedulerHeartbeat, HEARTBEAT_SOURCE)
+            return JobHealth(
+                last_successes(session),
+                heartbeat.scheduled_at if heartbeat else None,
+                frozenset(paused_jobs(session)),
+            )
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         health, last_read, _ = self.snapshot()
@@ -114,28 +97,24 @@ class JobHealthCollector(BackgroundReading[JobHealth], Collector):
             "Longest gap between two ticks of the job's schedule, in seconds.",
             labels=["periodic_job"],
         )
+        paused = GaugeMetricFamily(
+            "bgworkers_job_paused",
+            "1 while the periodic job is paused by an operator (bgworkers jobs pause), else 0.",
+            labels=["periodic_job"],
+        )
+        tick = GaugeMetricFamily(
+            "bgworkers_scheduler_last_tick_timestamp_seconds",
+            "Unix time of the newest scheduler tick a worker recorded (heartbeat, from the "
+            "database): the scheduler's liveness, surviving worker restarts.",
+        )
         if last_read:  # nothing until the database has answered once
             for job, seconds in sorted(self._intervals.items()):
                 succeeded = health.last_successes.get(job)
                 stamp = succeeded.timestamp() if succeeded else self._started_at
                 last.add_metric([job], stamp)
                 interval.add_metric([job], seconds)
-        paused = GaugeMetricFamily(
-            "bgworkers_job_paused",
-            "1 while the periodic job is paused by an operator (bgworkers jobs pause), else 0.",
-            labels=["periodic_job"],
-        )
-        if last_read:
             for entry in SCHEDULE:
                 paused.add_metric([entry.actor_name], int(entry.actor_name in health.paused))
-        yield last
-        yield interval
-        yield paused
-        tick = GaugeMetricFamily(
-            "bgworkers_scheduler_last_tick_timestamp_seconds",
-            "Unix time of the newest scheduler tick a worker recorded (heartbeat, from the "
-            "database): the scheduler's liveness, surviving worker restarts.",
-        )
         if health.scheduler_tick is not None:
             tick.add_metric([], health.scheduler_tick.timestamp())
-        yield tick
+        yield from (last, interval, paused, tick)

@@ -1,11 +1,8 @@
 """Memory and CPU of a worker group's processes, exported by the group's metrics process.
 
-Why here: the worker processes' metrics go through multiprocess files, which carry no
-process metrics; the metrics process (the worker process that serves the group's endpoint)
-is the dramatiq CLI's child, so it can read its parent and siblings from ``/proc`` (Linux) at
-each scrape, without any cost in the other workers. ``role`` is ``main`` (the dramatiq CLI
-process) or ``worker`` (its child processes, summed: the worker processes, one of which
-serves the endpoint).
+Why here: multiprocess files carry no process metrics, and the metrics process, a child of the
+dramatiq CLI, can read its parent and siblings from ``/proc`` (Linux) at each scrape at no cost
+to the other workers. The ``role`` label: docs/metrics.md, "Worker group processes".
 """
 
 from __future__ import annotations
@@ -38,29 +35,18 @@ def read_process(pid: int, proc: Path = PROC) -> ProcessSample | None:
     except OSError:
         return None
     fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
-    ppid, utime, stime, rss_pages = (
-        int(fields[1]),
-        int(fields[11]),
-        int(fields[12]),
-        int(fields[21]),
-    )
+    ppid, utime, stime, rss_pages = (int(fields[i]) for i in (1, 11, 12, 21))
     return ProcessSample(pid, ppid, (utime + stime) / _TICKS_PER_S, rss_pages * _PAGE_BYTES)
 
 
 def group_samples(main_pid: int, proc: Path = PROC) -> dict[str, list[ProcessSample]]:
     """The main process and its children (the worker processes), by role."""
-    roles: dict[str, list[ProcessSample]] = {"main": [], "worker": []}
     main = read_process(main_pid, proc)
-    if main is not None:
-        roles["main"].append(main)
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        sample = read_process(int(entry.name), proc)
-        if sample is None or sample.ppid != main_pid:
-            continue
-        roles["worker"].append(sample)
-    return roles
+    samples = (read_process(int(e.name), proc) for e in proc.iterdir() if e.name.isdigit())
+    return {
+        "main": [main] if main is not None else [],
+        "worker": [s for s in samples if s is not None and s.ppid == main_pid],
+    }
 
 
 class WorkerGroupProcessCollector(Collector):
@@ -91,6 +77,4 @@ class WorkerGroupProcessCollector(Collector):
             memory.add_metric([role], sum(s.rss_bytes for s in samples))
             cpu.add_metric([role], sum(s.cpu_s for s in samples))
             count.add_metric([role], len(samples))
-        yield memory
-        yield cpu
-        yield count
+        yield from (memory, cpu, count)

@@ -4,12 +4,10 @@ Why a cache: a scrape must stay cheap, and asking RabbitMQ about 15 queues on ev
 every Prometheus replica adds load for nothing. Readings are refreshed at most every
 ``BGW_QUEUE_DEPTH_INTERVAL_S`` seconds and served from memory in between.
 
-Two sources: RabbitMQ's management API (one HTTP request for all queues; gives unacknowledged
-counts), at ``BGW_RABBITMQ_MANAGEMENT_URL`` or by default on the broker's host, port 15672;
-when it does not answer, AMQP passive declares (ready counts only). Delayed and retried
-messages wait in ``<queue>.DQ`` and are held unacknowledged by a worker until due, so
-"delayed" counts both the ready and unacknowledged messages of the ``.DQ`` queue when the
-management API is available; over AMQP it sees only those no worker has taken yet.
+Two sources, RabbitMQ's management API and, when it does not answer, AMQP passive declares:
+docs/monitoring.md says what each counts. Delayed and retried messages wait in ``<queue>.DQ``
+held unacknowledged by a worker until due, so "delayed" counts both the ready and the
+unacknowledged messages of ``.DQ`` (over AMQP only those no worker has taken yet).
 
 Why the standard library's HTTP client and not httpx: this runs in the worker that serves the
 group's metrics, for one GET every few seconds, and httpx with its TLS context cost that worker
@@ -64,13 +62,9 @@ class QueueDepth:
 
 
 def oldest_age_s(row: dict[str, Any], *, now: float) -> float | None:
-    """Age of the head message from the management API's ``head_message_timestamp``.
-
-    RabbitMQ reports it for classic queues whose head message carries the AMQP ``timestamp``
-    property, which the outbox relay sets when it publishes (the way almost all work is sent);
-    a message sent directly (``actor.send``, a retry moved back from ``.DQ``) has none, and
-    quorum queues do not report it: then None, unless the queue is empty (0).
-    """
+    """Age of the head message from the management API's ``head_message_timestamp``: 0 for
+    an empty queue, None when RabbitMQ cannot tell (docs/metrics.md says when; the outbox relay
+    stamps what it publishes)."""
     if int(row.get("messages_ready", 0)) == 0:
         return 0.0
     stamp = row.get("head_message_timestamp")
@@ -154,27 +148,23 @@ def read_depths_management(
         rows = json.loads(response.read())
     by_name = {q["name"]: q for q in rows}
 
-    def counts(name: str) -> tuple[int, int]:
-        row = by_name.get(name, {})
-        return int(row.get("messages_ready", 0)), int(row.get("messages_unacknowledged", 0))
+    def count(name: str, field: str) -> int:
+        return int(by_name.get(name, {}).get(field, 0))
 
     depths = []
     now = time.time()
     for name in names:
-        ready, unacked = counts(name)
-        dq_ready, dq_unacked = counts(f"{name}.DQ")
-        xq_ready, _ = counts(f"{name}.XQ")
         row = by_name.get(name, {})
-        consumers = int(row.get("consumers", 0))
         kind = row.get("type")
         depths.append(
             QueueDepth(
                 name,
-                ready,
-                dq_ready + dq_unacked,
-                xq_ready,
-                unacked,
-                consumers,
+                count(name, "messages_ready"),
+                count(f"{name}.DQ", "messages_ready")
+                + count(f"{name}.DQ", "messages_unacknowledged"),
+                count(f"{name}.XQ", "messages_ready"),
+                count(name, "messages_unacknowledged"),
+                count(name, "consumers"),
                 kind if isinstance(kind, str) else None,
                 oldest_age_s(row, now=now) if row else 0.0,
                 declared=name in by_name,

@@ -61,9 +61,8 @@ def print_health(settings: Settings, out: TextIO, *, now: datetime | None = None
     """Print every check; return 0 when all are healthy, 1 otherwise (for scripts).
 
     The verdict ends with one line per failing check, saying why and what to do, so "NOT
-    healthy" is never the whole answer. Bounded in time: the RabbitMQ and database checks run
-    at once, each within ``BGW_READINESS_TIMEOUT_S``, and so does each section that reads from
-    them afterwards (a service that hangs gives a FAILING line, not a command that hangs).
+    healthy" is never the whole answer. Bounded in time (docs/monitoring.md): a service that
+    hangs gives a FAILING line, not a command that hangs.
     """
     problems: list[str] = []
     timeout = settings.readiness_timeout_s

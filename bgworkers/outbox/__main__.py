@@ -1,7 +1,6 @@
 """``python -m bgworkers.outbox``: a relay on its own, until SIGTERM or SIGINT.
 
-For deployments that turn the in-worker relay off (``BGW_OUTBOX_RELAY_ENABLED=false``) and
-run the relay as its own service; it takes the same lease, so it may also run beside them.
+For deployments with ``BGW_OUTBOX_RELAY_ENABLED=false`` (docs/outbox.md, "The relay").
 """
 
 from __future__ import annotations
@@ -9,11 +8,8 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from types import FrameType
 
-from bgworkers.db.engine import get_engine
-from bgworkers.outbox.middleware import publisher_for, relay_config
-from bgworkers.outbox.relay import Relay
+from bgworkers.outbox.middleware import relay_for
 from bgworkers.settings import get_settings
 
 
@@ -32,18 +28,9 @@ def main() -> int:
     start_relay_endpoint(settings)
 
     stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    relay = Relay(
-        engine=get_engine,
-        publisher=publisher_for(wire(), settings),  # the actors too, as workers have them
-        config=relay_config(settings),
-    )
-    relay.run(stop)
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    relay_for(wire(), settings).run(stop)  # wire(): the actors too, as workers have them
     return 0
 
 

@@ -1,13 +1,8 @@
 """``enqueue``: record a message in the caller's transaction; the relay publishes it.
 
-Why: a message sent with ``actor.send()`` after a commit is lost if the process dies or
-RabbitMQ is down in between, and one sent before the commit may describe a row that a
-rollback removes. An outbox row is part of the caller's transaction, so "the change is
-recorded" and "its message will be delivered" are one fact. Nothing here talks to RabbitMQ:
-the call costs one INSERT whatever the broker's state.
-
-Arguments are checked at enqueue time with the actor's own ``@task`` checks, so a bad call
-raises :class:`~bgworkers.errors.InvalidArguments` in the caller, not later in a worker.
+Why, and when ``actor.send()`` is the better choice: docs/outbox.md. Nothing here talks to
+RabbitMQ. Arguments are checked with the actor's own ``@task`` checks, so a bad call raises
+:class:`~bgworkers.errors.InvalidArguments` in the caller, not later in a worker.
 """
 
 from __future__ import annotations
@@ -27,7 +22,7 @@ from bgworkers.db.engine import insert_with_on_conflict, utcnow
 from bgworkers.errors import InvalidArguments
 from bgworkers.outbox.metrics import OUTBOX_METRICS
 from bgworkers.outbox.models import OutboxMessage
-from bgworkers.outbox.wakeup import notify_statement
+from bgworkers.outbox.wakeup import NOTIFY
 from bgworkers.tasks import check_actor_arguments
 from bgworkers.tracing.spans import create_span
 
@@ -45,12 +40,8 @@ _TABLE = OutboxMessage.__table__  # type: ignore[attr-defined]
 
 @dataclass(frozen=True)
 class Enqueued:
-    """What :func:`enqueue` did.
-
-    ``duplicate`` is True when a row with the same dedupe key already existed: nothing new
-    was written and ``id``/``message_id`` are the existing row's. Either way the message
-    will be (or was) published once the caller's transaction has committed.
-    """
+    """What :func:`enqueue` did; ``duplicate``: a row with the same dedupe key existed, nothing
+    was written and ``id``/``message_id`` are that row's."""
 
     id: int
     message_id: str
@@ -71,10 +62,8 @@ def enqueue(
 ) -> Enqueued:
     """Write one message for ``actor`` into the outbox, in ``session``'s transaction.
 
-    ``delay_ms`` (milliseconds) delays the message as ``send_with_options(delay=...)`` does;
-    ``message_options`` are dramatiq message options (``max_retries``, ...). Raises
-    :class:`InvalidArguments` for arguments the actor would refuse, an unknown actor, a
-    body that is not JSON or too large, or a bad dedupe key.
+    ``delay_ms`` is in milliseconds; ``message_options`` are dramatiq message options
+    (``max_retries``, ...). Raises :class:`InvalidArguments` (docs/outbox.md lists when).
     """
     actor = resolve_actor(actor_or_name)
     now = utcnow()
@@ -109,22 +98,14 @@ def enqueue_many(
     actor = resolve_actor(actor_or_name)
     metrics = OUTBOX_METRICS.get().enqueued.labels(actor.queue_name)
     statement = _insert(session, ignore_duplicates=dedupe_key is not None)
+    key_of = dedupe_key or (lambda args: None)
     written = 0
     iterator = iter(arguments)
     while chunk := list(islice(iterator, INSERT_CHUNK)):
         now = utcnow()
         with create_span(actor.queue_name, actor.actor_name, count=len(chunk)) as options:
             rows = [
-                _row_values(
-                    actor,
-                    args,
-                    {},
-                    now,
-                    delay_ms,
-                    dedupe_key(args) if dedupe_key else None,
-                    options,
-                )
-                for args in chunk
+                _row_values(actor, args, {}, now, delay_ms, key_of(args), options) for args in chunk
             ]
         if dedupe_key is None:
             session.execute(statement, rows)
@@ -154,14 +135,14 @@ def _row_values(
     now: datetime,
     delay_ms: int | None,
     dedupe_key: str | None,
-    options: Mapping[str, Any] | None = None,
+    options: Mapping[str, Any],
 ) -> dict[str, Any]:
     check_actor_arguments(actor, args, kwargs)
     if delay_ms is not None and delay_ms < 0:
         raise InvalidArguments(f"{actor.actor_name}: delay_ms must not be negative")
     if dedupe_key is not None and not 0 < len(dedupe_key) <= MAX_DEDUPE_KEY_LENGTH:
         raise InvalidArguments(f"{actor.actor_name}: dedupe key must have 1 to 200 characters")
-    message = actor.message_with_options(args=args, kwargs=kwargs, **dict(options or {}))
+    message = actor.message_with_options(args=args, kwargs=kwargs, **options)
     try:
         body = message.encode()
     except (TypeError, ValueError) as exc:
@@ -188,8 +169,7 @@ def _row_values(
 def _insert(session: Session, *, ignore_duplicates: bool) -> Any:
     if not ignore_duplicates:
         return insert(_TABLE)
-    dialect = session.get_bind().dialect.name
-    make = insert_with_on_conflict(dialect)
+    make = insert_with_on_conflict(session.get_bind().dialect.name)
     return make(_TABLE).on_conflict_do_nothing(index_elements=["dedupe_key"])
 
 
@@ -210,9 +190,8 @@ def _wake_relay_after_commit(session: Session) -> None:
     current = session.get_nested_transaction() or session.get_transaction()
     written_in: list[Any] = session.info.setdefault(_WRITTEN_IN, [])
     if not any(_within(current, noted) for noted in written_in):
-        notify = notify_statement(session.get_bind().dialect.name)
-        if notify is not None:
-            session.execute(notify)
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(NOTIFY)
         written_in.append(current)
 
 

@@ -1,8 +1,5 @@
-"""Dedupe keys for fan-outs: one message per target per run of the fan-out message.
-
-A periodic fan-out that is redelivered or retried (same dramatiq message id) writes the
-same keys again, so its targets get no second message; the next scheduled run has a new
-message id and fans out afresh.
+"""Dedupe keys for fan-outs: one message per target per run of the fan-out message (a
+redelivered or retried fan-out writes the same keys again: docs/outbox.md, "Delivery guarantees").
 """
 
 from __future__ import annotations

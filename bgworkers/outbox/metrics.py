@@ -7,9 +7,10 @@ precisely when no relay runs.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
@@ -18,6 +19,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from bgworkers.metrics import LazyMetrics
+from bgworkers.metrics.reading import BackgroundReading
 from bgworkers.settings import Settings
 
 
@@ -30,28 +32,25 @@ class OutboxMetrics:
 
     @classmethod
     def build(cls, registry: CollectorRegistry) -> OutboxMetrics:
+        counter = functools.partial(Counter, registry=registry)
         return cls(
-            enqueued=Counter(
+            enqueued=counter(
                 "bgworkers_outbox_enqueued_total",
                 "Messages written to the outbox (a repeated dedupe key is not counted).",
                 ["queue"],
-                registry=registry,
             ),
-            published=Counter(
+            published=counter(
                 "bgworkers_outbox_published_total",
                 "Outbox messages RabbitMQ confirmed and the relay marked published.",
                 ["queue"],
-                registry=registry,
             ),
-            publish_failures=Counter(
+            publish_failures=counter(
                 "bgworkers_outbox_publish_failures_total",
                 "Relay batches that failed (broker or database error); their rows are retried.",
-                registry=registry,
             ),
-            pruned=Counter(
+            pruned=counter(
                 "bgworkers_outbox_pruned_total",
                 "Published outbox rows deleted after the retention period.",
-                registry=registry,
             ),
         )
 
@@ -84,8 +83,6 @@ def read_backlog(session: Session, *, now: datetime) -> Backlog:
         select(func.count(), func.min(table.c.available_at)).where(table.c.published_at.is_(None))
     ).one()
     if oldest is not None and oldest.tzinfo is None:  # SQLite's MIN() bypasses the column type
-        from datetime import UTC
-
         oldest = oldest.replace(tzinfo=UTC)
     age = max((now - oldest).total_seconds(), 0.0) if oldest is not None else 0.0
     return Backlog(count=int(count), oldest_age_s=age)
@@ -98,28 +95,17 @@ def read_backlog_now(settings: Settings, *, now: datetime | None = None) -> Back
         return read_backlog(session, now=now or utcnow())
 
 
-def backlog_collector(settings: Settings) -> OutboxBacklogCollector:
-    """The collector the worker group's metrics process serves."""
-    return OutboxBacklogCollector(
-        lambda: read_backlog_now(settings), interval_s=settings.queue_depth_interval_s
-    )
-
-
-class OutboxBacklogCollector(Collector):
+class OutboxBacklogCollector(BackgroundReading[Backlog], Collector):
     """``bgworkers_outbox_backlog_*`` from the latest background reading of the table."""
 
     def __init__(self, read: Callable[[], Backlog], *, interval_s: float, start: bool = True):
-        from bgworkers.metrics.reading import BackgroundReading
-
-        self._reading: BackgroundReading[Backlog] = BackgroundReading(
-            "outbox-backlog", read, initial=Backlog(0, 0.0), interval_s=interval_s, start=start
+        initial = Backlog(0, 0.0)
+        super().__init__(
+            "outbox-backlog", read, initial=initial, interval_s=interval_s, start=start
         )
 
-    def refresh(self) -> None:
-        self._reading.refresh()
-
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        backlog, last_read, _ = self._reading.snapshot()
+        backlog, last_read, _ = self.snapshot()
         count = GaugeMetricFamily(
             "bgworkers_outbox_backlog_messages",
             "Outbox rows not yet published (from the database).",

@@ -1,20 +1,16 @@
-"""Run the outbox relay inside the worker group: one thread per worker process.
-
-Every process starts one; the database lease lets only one of them publish at a time (see
-:mod:`bgworkers.outbox.relay`), and another takes over within the lease time if that
-process dies. The thread starts after the worker has booted and stops before it shuts
-down; it is off when ``BGW_OUTBOX_RELAY_ENABLED=false`` (a separate
-``python -m bgworkers.outbox`` relay then).
+"""Run the outbox relay inside the worker group: a thread per worker process, of which the
+database lease lets one publish (docs/outbox.md, "The relay"). Off with
+``BGW_OUTBOX_RELAY_ENABLED=false`` (a separate ``python -m bgworkers.outbox`` relay then).
 """
 
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from typing import Any
 
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
-from dramatiq.common import current_millis
 from dramatiq.middleware import Middleware
 
 from bgworkers.db.engine import get_engine
@@ -23,25 +19,23 @@ from bgworkers.outbox.relay import Relay, RelayConfig
 from bgworkers.settings import Settings
 
 
-def relay_config(settings: Settings) -> RelayConfig:
-    from datetime import timedelta
-
-    return RelayConfig(
+def relay_for(broker: dramatiq.Broker, settings: Settings) -> Relay:
+    """A relay set by ``BGW_OUTBOX_*``, publishing with confirms on the RabbitMQ broker's URL
+    (through the broker's own ``enqueue`` on another broker)."""
+    if isinstance(broker, RabbitmqBroker):
+        publisher: Publisher = RabbitmqConfirmPublisher(
+            settings.broker_url.get_secret_value(),
+            declare=lambda queue: broker.declare_queue(queue, ensure=True),
+        )
+    else:
+        publisher = BrokerPublisher(broker)
+    config = RelayConfig(
         batch_size=settings.outbox_batch_size,
         poll_interval_s=settings.outbox_poll_interval_s,
         lease_s=settings.outbox_lease_s,
         retention=timedelta(hours=settings.outbox_retention_hours),
     )
-
-
-def publisher_for(broker: dramatiq.Broker, settings: Settings) -> Publisher:
-    """A confirming RabbitMQ publisher on the broker's URL; the generic one otherwise."""
-    if isinstance(broker, RabbitmqBroker):
-        return RabbitmqConfirmPublisher(
-            settings.broker_url.get_secret_value(),
-            declare=lambda queue: broker.declare_queue(queue, ensure=True),
-        )
-    return BrokerPublisher(broker, clock_ms=current_millis)
+    return Relay(engine=get_engine, publisher=publisher, config=config)
 
 
 class OutboxRelay(Middleware):
@@ -54,14 +48,9 @@ class OutboxRelay(Middleware):
         self._thread: threading.Thread | None = None
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
-        settings = self._settings
         if not self.enabled or self._thread is not None:
             return
-        relay = Relay(
-            engine=get_engine,
-            publisher=publisher_for(broker, settings),
-            config=relay_config(settings),
-        )
+        relay = relay_for(broker, self._settings)
         self._stop.clear()
         self._thread = threading.Thread(
             target=relay.run, args=(self._stop,), name="outbox-relay", daemon=True

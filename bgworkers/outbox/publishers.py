@@ -1,16 +1,9 @@
 """How the relay hands a batch to the broker: pipelined publisher confirms on RabbitMQ.
 
-Why pipelined confirms: pika's blocking channel waits for each confirm in turn (about
-1,000-2,000 messages/s here, what ``actor.send`` does). Writing a whole batch and then
-waiting for RabbitMQ's (cumulative) confirms gives the same guarantee per message, routed
-and written to its durable queue, at 11,500-24,600 messages/s on the development machine;
-an AMQP transaction per batch (``tx.commit``) gave 0.5-0.7 times that in the same runs.
-``bench/fanout.py`` measures all three (docs/outbox.md has the figures). pika's callback
-connection (``SelectConnection``) is the public way to pipeline; its I/O loop runs only
-while a batch is in flight.
-
-A publisher raises :class:`PublishError` when the batch is not known to be delivered; the
-relay then keeps the rows and retries them.
+Why pipelined confirms (on pika's ``SelectConnection``) and not one confirm at a time or an
+AMQP transaction per batch: docs/outbox.md, with the figures of ``bench/fanout.py``. A
+publisher raises :class:`PublishError` when the batch is not known to be delivered; the relay
+then keeps the rows and retries them.
 """
 
 from __future__ import annotations
@@ -25,7 +18,7 @@ from typing import Any, Protocol
 import dramatiq
 import pika
 import pika.exceptions
-from dramatiq.common import dq_name
+from dramatiq.common import current_millis, dq_name
 from pika.spec import Basic
 
 from bgworkers.brokers.broker_nodes import connection_parameters, describe_parameters
@@ -89,12 +82,9 @@ class QueueDeclarations:
 class RabbitmqConfirmPublisher:
     """Publishes each batch on one long-lived channel with pipelined publisher confirms.
 
-    Every message of the batch is written at once; the call then waits (at most
-    ``timeout_s`` seconds) until RabbitMQ has confirmed them all. ``declare(queue)`` makes
-    sure a queue and its ``.DQ``/``.XQ`` exist with dramatiq's arguments before the first
-    publish to it (the broker's ``declare_queue``); a message RabbitMQ cannot route comes
-    back, and the batch fails. Connection options (heartbeat, timeouts) come from the URL's
-    query, as for the broker. Not thread-safe: one relay thread owns it.
+    Every message of the batch is written at once; the call then waits (at most ``timeout_s``
+    seconds) for all the confirms. A message RabbitMQ cannot route comes back, and the batch
+    fails. Connection options come from the URL's query, as for the broker. Not thread-safe.
     """
 
     def __init__(
@@ -127,7 +117,6 @@ class RabbitmqConfirmPublisher:
         self._unconfirmed: set[int] = set()
         self._refused = 0
         self._last_used = 0.0
-        self._error_text = ""
 
     # --- driving the I/O loop ----------------------------------------------------------
 
@@ -194,32 +183,26 @@ class RabbitmqConfirmPublisher:
         errors = []
         for _ in self._nodes:
             params = self._nodes[self._node]
-            channel = self._open_on(params)
-            if channel is not None:
-                node = describe_parameters(params)
+            node = describe_parameters(params)
+            self.close()
+            self._error, self._tag = None, 0
+            self._connection = pika.SelectConnection(
+                params,
+                on_open_callback=self._on_open,
+                on_open_error_callback=self._on_open_error,
+                on_close_callback=self._on_closed,
+            )
+            self._run_until(lambda: self._channel is not None, self._connect_timeout_s)
+            if self._channel is not None:
                 if node != self._logged_node:  # the first connection, or another node now
                     log.info("broker_connected", node=node, purpose="outbox_relay")
                     self._logged_node = node
-                return channel
-            errors.append(f"{describe_parameters(params)}: {self._error_text}")
+                return self._channel
+            error = self._error or f"no channel within {self._connect_timeout_s:g} s"
+            errors.append(f"{node}: {error}")
+            self.close()
             self._node = (self._node + 1) % len(self._nodes)
         raise PublishError("; ".join(errors))
-
-    def _open_on(self, params: pika.ConnectionParameters) -> Any:
-        self.close()
-        self._error, self._tag = None, 0
-        self._connection = pika.SelectConnection(
-            params,
-            on_open_callback=self._on_open,
-            on_open_error_callback=self._on_open_error,
-            on_close_callback=self._on_closed,
-        )
-        self._run_until(lambda: self._channel is not None, self._connect_timeout_s)
-        if self._channel is None:
-            self._error_text = self._error or f"no channel within {self._connect_timeout_s:g} s"
-            self.close()
-            return None
-        return self._channel
 
     def publish(self, batch: Sequence[Outgoing]) -> None:
         try:
@@ -263,20 +246,16 @@ class RabbitmqConfirmPublisher:
 
 
 class BrokerPublisher:
-    """Publishes through any dramatiq broker's ``enqueue``, one message at a time.
+    """Publishes through any dramatiq broker's ``enqueue``, one message at a time: for brokers
+    other than RabbitMQ (the stub broker of the tests), with the broker's own delays."""
 
-    For brokers other than RabbitMQ (the stub broker of the tests); slow, but with the
-    broker's own semantics for delays.
-    """
-
-    def __init__(self, broker: dramatiq.Broker, *, clock_ms: Callable[[], int]) -> None:
+    def __init__(self, broker: dramatiq.Broker) -> None:
         self._broker = broker
-        self._clock_ms = clock_ms
 
     def publish(self, batch: Sequence[Outgoing]) -> None:
         for item in batch:
             message = dramatiq.Message.decode(item.body)
-            delay = None if item.eta_ms is None else max(item.eta_ms - self._clock_ms(), 0)
+            delay = None if item.eta_ms is None else max(item.eta_ms - current_millis(), 0)
             try:
                 self._broker.enqueue(message, delay=delay)
             except dramatiq.errors.BrokerConnectionError as exc:

@@ -1,18 +1,8 @@
 """The relay: publish outbox rows in batches, mark them published only once delivered.
 
-One batch is: select up to ``batch_size`` unpublished rows in id order (``FOR UPDATE SKIP
-LOCKED`` on PostgreSQL, so two relays never take the same row), publish them with pipelined
-publisher confirms, then mark them published and commit. :meth:`Relay.drain` overlaps the
-database work of the neighbouring batches with each publish. A failure leaves the rows
-unpublished (their ``attempts`` and ``last_error`` say why) and the relay tries again after
-a short backoff, so a broker outage only delays messages. A relay that dies after the
-broker took a batch and before its commit publishes that batch (at most two) again when it
-restarts: consumers are idempotent (docs/outbox.md lists what each relies on).
-
-Which process relays: every worker process runs a relay thread, but only the holder of the
-database lease (one row, renewed while it works) publishes; the others wait and take over
-when the lease expires. That keeps publishing in order per queue and costs the database one
-lease UPDATE every few seconds. On SQLite the lease is the only guard: run one group.
+docs/outbox.md ("The relay", "Delivery guarantees") describes a round, the overlap of
+:meth:`Relay.drain`, the failure backoff and the lease. Only the lease holder publishes, which
+keeps publishing in order per queue; on SQLite the lease is the only guard: run one group.
 """
 
 from __future__ import annotations
@@ -26,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Engine
@@ -41,7 +31,7 @@ from bgworkers.outbox.api import RELAY_WAKEUP
 from bgworkers.outbox.metrics import OUTBOX_METRICS
 from bgworkers.outbox.models import OutboxMessage, OutboxRelayLease
 from bgworkers.outbox.publishers import Outgoing, Publisher, PublishError
-from bgworkers.outbox.wakeup import LISTEN_TIMEOUT_S, start_listener
+from bgworkers.outbox.wakeup import LISTEN_TIMEOUT_S, listen
 from bgworkers.tracing.spans import publish_span
 
 log = get_logger(__name__)
@@ -90,22 +80,22 @@ class Relay:
         self._wakeup = wakeup
         self._lease_until: datetime | None = None
         self._next_prune = clock()
-        self._pool: ThreadPoolExecutor | None = None
+        # The database thread of drain(); it starts at the first batch.
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-db")
 
     # --- batches -------------------------------------------------------------------------
 
     def _claim(self, *, after: int = 0) -> _Claim | None:
         """Read (and on PostgreSQL lock) the next due rows with ``id > after``.
 
-        The transaction holds its rows' locks while the batch is published. If the relay
-        holding it stops answering (its host cut off, its process frozen), PostgreSQL would
-        keep the locks until it noticed the dead connection (with a proxy in between, or a
-        frozen process, possibly never) and every other relay skips locked rows: those
-        messages would wait that long. So the transaction asks PostgreSQL to end it once
-        idle for ``claim_idle_timeout_s``; the rows are then due again for whoever holds
-        the lease (a batch already delivered is published once more, as after a crash).
+        The transaction holds its rows' locks while the batch is published; PostgreSQL ends it
+        once idle for ``claim_idle_timeout_s``, so a relay that stops answering does not hold
+        them for hours (why: docs/outbox.md, "Delivery guarantees").
         """
         now = self._clock()
+        idle_s = self.config.claim_idle_timeout_s
+        if idle_s is None:
+            idle_s = 2 * self.config.lease_s
         session = Session(self._engine())
         try:
             if session.get_bind().dialect.name == "postgresql":
@@ -113,7 +103,7 @@ class Relay:
                     select(
                         func.set_config(
                             "idle_in_transaction_session_timeout",
-                            str(int(self._claim_idle_timeout_s() * 1000)),
+                            str(int(idle_s * 1000)),
                             True,  # this transaction only
                         )
                     )
@@ -133,19 +123,10 @@ class Relay:
             session.close()
             return None
         batch = [
-            Outgoing(
-                queue=queue,
-                message_id=message_id,
-                body=body.encode("utf-8"),
-                eta_ms=_eta_ms(available_at, now),
-            )
+            Outgoing(queue, message_id, body.encode("utf-8"), _eta_ms(available_at, now))
             for _, queue, message_id, body, available_at in rows
         ]
         return _Claim(session=session, ids=[row[0] for row in rows], batch=batch)
-
-    def _claim_idle_timeout_s(self) -> float:
-        configured = self.config.claim_idle_timeout_s
-        return configured if configured is not None else 2 * self.config.lease_s
 
     def _mark(self, claim: _Claim) -> int:
         """Mark a confirmed batch published and commit (releasing its row locks)."""
@@ -179,14 +160,11 @@ class Relay:
         return self._mark(claim)
 
     def drain(self, *, max_batches: int = 50) -> int:
-        """Publish due rows batch after batch, overlapping the database with the broker.
+        """Publish due rows batch after batch; return how many rows were published.
 
         While a batch is published, a database thread reads the next one and marks the
-        previous one, so the database's round trips cost no publishing time. A relay killed
-        here therefore re-publishes up to two batches (the one in flight and the one being
-        marked). Returns how many rows were published.
+        previous one: a relay killed here re-publishes up to two batches.
         """
-        pool = self._database_thread()
         # Stop in time to renew the lease: a long drain must not outlive it.
         deadline = time.monotonic() + self.config.lease_s / 3
         claim = self._claim()
@@ -196,7 +174,7 @@ class Relay:
             for _ in range(max_batches):
                 if claim is None or time.monotonic() > deadline:
                     break
-                following = pool.submit(self._claim, after=claim.ids[-1])
+                following = self._pool.submit(self._claim, after=claim.ids[-1])
                 try:
                     self._publish(claim)
                 except BaseException:  # even an interrupt: the next batch's claim is dropped
@@ -204,7 +182,7 @@ class Relay:
                     raise
                 if marking is not None:
                     total += marking.result()
-                marking = pool.submit(self._mark, claim)
+                marking = self._pool.submit(self._mark, claim)
                 claim = None  # the database thread owns it now
                 claim = following.result()
         finally:
@@ -214,17 +192,10 @@ class Relay:
                 total += marking.result()
         return total
 
-    def _database_thread(self) -> ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-db")
-        return self._pool
-
     def close(self) -> None:
         """Close the publisher and stop the database thread."""
         self._publisher.close()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        self._pool.shutdown(wait=True)
 
     def _record_failure(self, ids: list[int], error: str) -> None:
         OUTBOX_METRICS.get().publish_failures.inc()
@@ -354,14 +325,19 @@ class Relay:
             log.warning("outbox_lease_not_released", error=failure_reason(exc))
 
     def _listen(self, stop: threading.Event) -> threading.Thread | None:
-        """Commits in other processes wake this relay too (PostgreSQL; see
-        :mod:`bgworkers.outbox.wakeup`)."""
+        """On PostgreSQL, a thread that wakes this relay at commits in other processes too."""
         try:
             engine = self._engine()
         except SQLAlchemyError as exc:  # no engine yet: the loop reports it; polling still works
             log.warning("outbox_listener_not_started", error=failure_reason(exc))
             return None
-        return start_listener(engine, self._wakeup, stop)
+        if engine.dialect.name != "postgresql":
+            return None
+        thread = threading.Thread(
+            target=listen, args=(engine, self._wakeup, stop), name="outbox-listener", daemon=True
+        )
+        thread.start()
+        return thread
 
 
 class _FailureStreak:
@@ -405,8 +381,6 @@ def _discard(claim: Future[_Claim | None]) -> None:
 
 def _eta_ms(available_at: datetime, now: datetime) -> int | None:
     if available_at.tzinfo is None:  # SQLite through a Core select keeps the column type
-        from datetime import UTC
-
         available_at = available_at.replace(tzinfo=UTC)
     if available_at <= now:
         return None

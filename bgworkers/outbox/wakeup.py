@@ -1,19 +1,13 @@
 """Wake the relay when a transaction that wrote outbox rows commits, in any process.
 
-Why: the relay polls the table every ``BGW_OUTBOX_POLL_INTERVAL_S`` (0.5 s) unless a commit
-in its own process wakes it, and most commits happen elsewhere (the application, the other
-worker processes): a message waited a quarter of a second on average before it was even
-read, longer than a whole page of emails takes to send. On PostgreSQL a transaction that
-writes outbox rows also sends a ``NOTIFY`` on :data:`CHANNEL`, which PostgreSQL delivers only
-if and when it commits; the relay's process listens on one connection of its own and wakes
-the relay at once. Polling stays as the fallback (another database, a listener that lost its
-connection), so a lost notification only costs the poll interval.
+On PostgreSQL such a transaction sends a ``NOTIFY`` on :data:`CHANNEL` (delivered only if it
+commits), and the relay's process listens for it; polling stays as the fallback, so a lost
+notification only costs the poll interval. Why, with figures: docs/outbox.md, "The relay".
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
@@ -35,11 +29,6 @@ _FAILURE_NOTICE = LogInterval(60.0)
 #: ``SELECT pg_notify(...)``, built once: run in the writing transaction, delivered at commit
 #: (several in one transaction are delivered as one).
 NOTIFY = select(func.pg_notify(CHANNEL, ""))
-
-
-def notify_statement(dialect: str) -> Any | None:
-    """The statement that wakes listening relays at commit, or None for this dialect."""
-    return NOTIFY if dialect == "postgresql" else None
 
 
 def listen(engine: Engine, wakeup: threading.Event, stop: threading.Event) -> None:
@@ -69,16 +58,3 @@ def listen(engine: Engine, wakeup: threading.Event, stop: threading.Event) -> No
                     similar_held_back=_FAILURE_NOTICE.held_back,
                 )
             stop.wait(RECONNECT_DELAY_S)
-
-
-def start_listener(
-    engine: Engine, wakeup: threading.Event, stop: threading.Event
-) -> threading.Thread | None:
-    """A daemon thread running :func:`listen` on PostgreSQL; None on another database."""
-    if engine.dialect.name != "postgresql":
-        return None
-    thread = threading.Thread(
-        target=listen, args=(engine, wakeup, stop), name="outbox-listener", daemon=True
-    )
-    thread.start()
-    return thread
