@@ -8,7 +8,6 @@ from datetime import datetime, timedelta
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-import dramatiq
 from sqlmodel import Session, col, select
 
 from bgworkers.console.attempts import attempts_of, timeline
@@ -62,7 +61,8 @@ class JobView:
 def job_views(
     session: Session, periods: Iterable[CronPeriod], *, now: datetime, runs: int = 30
 ) -> list[JobView]:
-    """One view per periodic job (``periods``: the broker's, see :func:`broker_periods`)."""
+    """One view per periodic job (``periods``: the broker's, see
+    :func:`bgworkers.scheduling.middleware.broker_periods`)."""
     pauses = paused_jobs(session)
     views = []
     for period in periods:
@@ -81,16 +81,6 @@ def job_views(
             )
         )
     return views
-
-
-def broker_periods(broker: dramatiq.Broker) -> list[CronPeriod]:
-    """The ``periodic`` option of every periodic actor of ``broker``, in declaration order."""
-    from bgworkers.scheduling.middleware import period_of
-
-    # ``actors``, not ``get_declared_actors()``: a set, whose order changes with each
-    # process's string hashes, shuffling ``bgworkers jobs`` from one run to the next.
-    periods = (period_of(broker, name) for name in broker.actors)
-    return [p for p in periods if p is not None]
 
 
 def print_jobs(views: list[JobView], out: TextIO, *, zone: ZoneInfo) -> None:

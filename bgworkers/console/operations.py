@@ -25,7 +25,6 @@ from bgworkers.console.attempts import attempts_of, timeline
 from bgworkers.console.dead_letters import DeadLetterFilter, list_dead_letters
 from bgworkers.console.jobs import (
     JobView,
-    broker_periods,
     job_run_timelines,
     job_views,
     manual_tick,
@@ -33,7 +32,7 @@ from bgworkers.console.jobs import (
 from bgworkers.console.models import DeadLetter
 from bgworkers.db.engine import session_scope, utcnow
 from bgworkers.errors import BgworkersError, InvalidArguments
-from bgworkers.scheduling.middleware import MANUAL_OPTION, TICK_OPTION, period_of
+from bgworkers.scheduling.middleware import MANUAL_OPTION, TICK_OPTION, broker_periods, period_of
 from bgworkers.scheduling.pauses import pause_job, resume_job
 from bgworkers.settings import Settings
 from bgworkers.tasks import argument_checker

@@ -19,7 +19,7 @@ import pika.exceptions
 
 from bgworkers.brokers.broker_nodes import probe_broker_problem
 from bgworkers.console.dead_letters import DeadLetterFilter
-from bgworkers.console.jobs import JobView, broker_periods, job_views
+from bgworkers.console.jobs import JobView, job_views
 from bgworkers.console.models import DeadLetter
 from bgworkers.console.operations import Console
 from bgworkers.db.engine import utcnow
@@ -29,6 +29,7 @@ from bgworkers.monitoring.job_health import expected_intervals, last_successes
 from bgworkers.monitoring.queue_depth import QueueDepth, reader_from_settings
 from bgworkers.monitoring.report import STALE_HEARTBEAT_S, heartbeat_age_s
 from bgworkers.processes.diagnosis import quiet_pika
+from bgworkers.scheduling.middleware import broker_periods
 from bgworkers.settings import Settings
 from bgworkers.sync.api import RateLimitWaits, rate_limit_waits
 

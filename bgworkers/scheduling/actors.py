@@ -13,7 +13,7 @@ from bgworkers.db.engine import session_scope, utcnow
 from bgworkers.scheduling.catch_up import catch_up
 from bgworkers.scheduling.claims import prune_runs
 from bgworkers.scheduling.cron import floor_minute
-from bgworkers.scheduling.middleware import TICK_OPTION, message_tick, period_of
+from bgworkers.scheduling.middleware import TICK_OPTION, broker_periods, message_tick, period_of
 from bgworkers.scheduling.pauses import paused_jobs
 from bgworkers.scheduling.periodic import CronPeriod
 from bgworkers.tasks import task
@@ -42,8 +42,7 @@ def catch_up_missed_ticks() -> None:
     period = period_of(broker, "catch_up_missed_ticks")
     tick = message_tick(message, period) if message is not None and period is not None else None
     now = tick or floor_minute(utcnow())
-    declared = (period_of(broker, name) for name in broker.get_declared_actors())
-    periods = [p for p in declared if p is not None]
+    periods = broker_periods(broker)
     with session_scope() as session:
         paused = paused_jobs(session)  # a paused job's ticks are neither re-sent nor missed
         catch_up(

@@ -112,6 +112,14 @@ def period_of(broker: Broker, actor_name: str) -> CronPeriod | None:
     return period if isinstance(period, CronPeriod) else None
 
 
+def broker_periods(broker: Broker) -> list[CronPeriod]:
+    """The ``periodic`` option of every periodic actor of ``broker``, in declaration order."""
+    # ``actors``, not ``get_declared_actors()``: a set, whose order changes with each
+    # process's string hashes (``bgworkers jobs`` listed the jobs shuffled).
+    periods = (period_of(broker, name) for name in broker.actors)
+    return [p for p in periods if p is not None]
+
+
 def message_tick(message: Message[Any] | MessageProxy, period: CronPeriod) -> datetime | None:
     """The tick a message belongs to, or None for a message sent by hand."""
     stamped = message.options.get(TICK_OPTION)

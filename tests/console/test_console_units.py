@@ -227,7 +227,7 @@ def test_the_jobs_are_listed_in_declaration_order() -> None:
     """``bgworkers jobs``, the jobs page and the overview list the jobs in one order, the same
     in every process."""
     import bgworkers
-    from bgworkers.console.jobs import broker_periods
+    from bgworkers.scheduling.middleware import broker_periods
 
     broker = bgworkers.broker
     declared = [name for name, actor in broker.actors.items() if "periodic" in actor.options]
