@@ -169,8 +169,10 @@ class Settings(BaseSettings):
         database against it, so no file location depends on the working directory."""
         if not isinstance(data, dict):
             return data
-        # Joining onto an absolute path gives that path: only relative ones move.
-        data_dir = Path.cwd() / Path(data.get("data_dir") or default_data_dir()).expanduser()
+        data_dir = Path(data.get("data_dir") or default_data_dir()).expanduser()
+        # Only a relative path reads the working directory (which may be gone: a cron job in
+        # a removed release directory still loads its settings with an absolute one).
+        data_dir = data_dir if data_dir.is_absolute() else Path.cwd() / data_dir
         data["data_dir"] = data_dir
         if not data.get("database_url"):
             data["database_url"] = f"sqlite:///{data_dir / 'bgworkers.db'}"

@@ -119,7 +119,9 @@ class StackStubBroker(SelectiveHooks, StubBroker):
 
 
 class ScreeningRabbitmqBroker(SelectiveHooks, ClusterRabbitmqBroker):
-    """Its hooks skip the middleware that leave them empty (:class:`SelectiveHooks`).
+    """RabbitMQ broker whose consumers refuse invalid deliveries and that caps message size.
+
+    Its hooks skip the middleware that leave them empty (:class:`SelectiveHooks`).
 
     ``message_max_bytes``: the largest encoded message sent or accepted, in bytes.
     """

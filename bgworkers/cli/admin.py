@@ -178,10 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = make_parser().parse_args(argv)
-    # A bad setting raises ConfigurationError here: the boundary prints it, exit code 2.
     import bgworkers  # noqa: F401 - settings and broker, as the workers have them
     from bgworkers.processes.boot import boot_process
 
+    # boot_process() raises ConfigurationError for a bad setting: the boundary prints it (2).
     code: int = args.handler(boot_process(), args)
     return code
 
@@ -236,3 +236,7 @@ def _silence_stdout() -> None:
     with contextlib.suppress(OSError, ValueError):  # stdout closed or not a real file
         os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -10,8 +10,14 @@ from bgworkers.db.engine import UtcDateTime
 
 
 class DeadLetter(SQLModel, table=True):
-    """One dead-lettered message; the message itself stays in ``<queue>.XQ``. Each field is
-    described in docs/console.md ("The dead-letter index")."""
+    """One dead-lettered message; the message itself stays in ``<queue>.XQ``.
+
+    ``status``: ``dead`` (in the XQ), ``requeued`` (sent back to its queue by an operator) or
+    ``processed`` (a requeued copy then succeeded). ``arguments`` is redacted JSON, capped at
+    :data:`~bgworkers.console.dead_letters.ARGUMENTS_MAX_CHARS`; ``dead_count`` counts how many
+    times the message was dead-lettered (a requeued message may fail again). ``trace_id``: the
+    message's OpenTelemetry trace (32 hex digits) when it carried a ``traceparent``, else "".
+    """
 
     __tablename__ = "console_dead_letters"
 

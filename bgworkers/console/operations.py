@@ -70,10 +70,19 @@ class Console:
     def session(self) -> AbstractContextManager[Session]:
         return session_scope(self.engine)
 
-    def _audit(self, session: Session, action: str, target: str, detail: str = "") -> None:
-        """Record an action of :attr:`who` in ``session``, the transaction of the change."""
-        now = self.clock()
-        audit.record(session, who=self.who, action=action, target=target, detail=detail, now=now)
+    def _audit(
+        self,
+        session: Session,
+        action: str,
+        target: str,
+        detail: str = "",
+        *,
+        now: datetime | None = None,
+    ) -> None:
+        """Record an action of :attr:`who` in ``session``, the transaction of the change, at
+        ``now`` (the time the change itself records, when it records one)."""
+        at = now or self.clock()
+        audit.record(session, who=self.who, action=action, target=target, detail=detail, now=at)
 
     # --- dead letters ---------------------------------------------------------------------
     def dead_letters(self, where: DeadLetterFilter) -> list[DeadLetter]:
@@ -161,6 +170,7 @@ class Console:
 
     def _purge_queue(self, queue: str, ids: list[str] | None) -> ActionResult:
         walk = xq.purge(self.broker_url, queue, message_ids=ids)
+        now = self.clock()  # one time for the whole purge
         with self.session() as session:
             gone = set(walk.handled) | set(ids or ())  # indexed ids no longer in the XQ too
             for message_id in sorted(gone):
@@ -168,12 +178,13 @@ class Console:
                 if row is not None:
                     session.delete(row)
             for message_id in walk.handled:
-                self._audit(session, "purge", message_id, f"queue={queue}")
+                self._audit(session, "purge", message_id, f"queue={queue}", now=now)
         return self._result(walk, ids)
 
     @staticmethod
     def _result(walk: xq.WalkResult, ids: list[str] | None) -> ActionResult:
-        missing = [] if ids is None else [i for i in ids if i not in set(walk.handled)]
+        handled = set(walk.handled)
+        missing = [] if ids is None else [i for i in ids if i not in handled]
         return ActionResult(walk.handled, missing, walk.truncated)
 
     # --- messages and jobs ----------------------------------------------------------------
@@ -202,7 +213,7 @@ class Console:
         with self.session() as session:
             changed = pause_job(session, job=job, reason=reason, who=self.who, now=now)
             if changed:
-                self._audit(session, "pause", job, reason)
+                self._audit(session, "pause", job, reason, now=now)
         return changed
 
     def resume(self, job: str) -> bool:

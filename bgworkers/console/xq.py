@@ -38,7 +38,9 @@ def decode(body: bytes) -> Message[Any] | None:
     """The dramatiq message in ``body``, or None for anything else."""
     try:
         message: Message[Any] = Message(**json.loads(body))
-    except (ValueError, TypeError):  # not JSON, or not an object of a message's fields
+    # Not JSON, not an object of a message's fields, or JSON nested too deep to parse (such a
+    # body can sit in an XQ: a requeue of the whole queue must still end with a line).
+    except (ValueError, TypeError, RecursionError):
         return None
     valid = isinstance(message.options, dict) and isinstance(message.message_id, str)
     return message if valid else None

@@ -53,9 +53,11 @@ class MessageMetrics(Middleware):
 
     def _labelled(self, labels: tuple[str, str]) -> _LabelledSeries:
         metrics = MESSAGE_METRICS.get()
-        if self._series[0] is not metrics:
-            self._series = (metrics, {})
-        series = self._series[1]
+        # One read of the pair: a registry swapped by another thread meanwhile never gets
+        # this set's series cached under it.
+        built_for, series = self._series
+        if built_for is not metrics:
+            built_for, series = self._series = (metrics, {})
         found = series.get(labels)
         if found is None:
             found = series[labels] = _LabelledSeries(

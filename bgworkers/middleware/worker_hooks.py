@@ -2,18 +2,21 @@
 each does).
 
 :class:`BrokerConnectivityCheck`. Why: dramatiq's consumers retry a lost connection every few
-seconds, logging pika's traceback each time, and the worker still logs "ready". Its line names
-the condition (``broker_access_refused`` too); the libraries' own repeated lines are
-rate-limited by :mod:`bgworkers.logs.log_noise`.
+seconds, logging pika's traceback each time, and the worker still logs "ready". Until RabbitMQ
+answers it logs one line a minute named by the condition (``broker_unreachable``,
+``broker_auth_refused``, ``broker_vhost_missing``, ``broker_access_refused``); the libraries'
+own repeated lines are rate-limited by :mod:`bgworkers.logs.log_noise`.
 
 :class:`CloseResources`: see :mod:`bgworkers.processes.process_resources`.
 
 :class:`GroupExporter`. Why not a process of its own: dramatiq's CLI starts a middleware's
 ``forks`` from its main process, which has not imported bgworkers, so that process imported the
 whole package again (every domain, its database and HTTP libraries) to serve a few kilobytes:
-about 80 MiB per worker group, more than a bare dramatiq worker group in all. The lock goes
-with its process, and dramatiq's CLI stops the whole group when any worker process dies, so the
-group is never left running without its endpoint. A reload (``--watch``, SIGHUP) stops every
+about 80 MiB per worker group, more than a bare dramatiq worker group in all. Instead the
+first worker process to lock ``exporter.lock`` in the group's metrics directory serves the
+endpoint and the others serve nothing. The lock goes with its process, and dramatiq's CLI
+stops the whole group when any worker process dies, so the group is never left running
+without its endpoint. A reload (``--watch``, SIGHUP) stops every
 worker first, so one of the new ones takes the lock.
 """
 

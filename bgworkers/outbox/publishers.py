@@ -82,9 +82,12 @@ class QueueDeclarations:
 class RabbitmqConfirmPublisher:
     """Publishes each batch on one long-lived channel with pipelined publisher confirms.
 
-    Every message of the batch is written at once; the call then waits (at most ``timeout_s``
-    seconds) for all the confirms. A message RabbitMQ cannot route comes back, and the batch
-    fails. Connection options come from the URL's query, as for the broker. Not thread-safe.
+    Every message of the batch is written at once; the call then waits (at most
+    ``timeout_s`` seconds) until RabbitMQ has confirmed them all. ``declare(queue)`` makes
+    sure a queue and its ``.DQ``/``.XQ`` exist with dramatiq's arguments before the first
+    publish to it (the broker's ``declare_queue``); a message RabbitMQ cannot route comes
+    back, and the batch fails. Connection options (heartbeat, timeouts) come from the URL's
+    query, as for the broker. Not thread-safe: one relay thread owns it.
     """
 
     def __init__(

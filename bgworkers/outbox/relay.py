@@ -193,7 +193,8 @@ class Relay:
         return total
 
     def close(self) -> None:
-        """Close the publisher and stop the database thread."""
+        """Close the publisher and stop the database thread, for good: a closed relay is not
+        used again (the middleware and ``python -m bgworkers.outbox`` build a new one)."""
         self._publisher.close()
         self._pool.shutdown(wait=True)
 

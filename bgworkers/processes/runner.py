@@ -137,12 +137,10 @@ WORKER_SHUTDOWN_TIMEOUT_MS = 50_000
 
 def default_children(*, processes: int, threads: int) -> list[Child]:
     python = sys.executable
-    worker = (
-        f"-m dramatiq bgworkers --processes {processes} --threads {threads}"
-        f" --worker-shutdown-timeout {WORKER_SHUTDOWN_TIMEOUT_MS}"
-    )
+    sizes = ["--processes", str(processes), "--threads", str(threads)]
+    stop = ["--worker-shutdown-timeout", str(WORKER_SHUTDOWN_TIMEOUT_MS)]
     return [
-        Child("worker", [python, *worker.split()]),
+        Child("worker", [python, "-m", "dramatiq", "bgworkers", *sizes, *stop]),
         # periodiq has no ``__main__``: run its console script from this environment.
         Child("scheduler", [str(Path(python).parent / "periodiq"), "bgworkers"]),
     ]

@@ -115,8 +115,9 @@ def period_of(broker: Broker, actor_name: str) -> CronPeriod | None:
 def broker_periods(broker: Broker) -> list[CronPeriod]:
     """The ``periodic`` option of every periodic actor of ``broker``, in declaration order."""
     # ``actors``, not ``get_declared_actors()``: a set, whose order changes with each
-    # process's string hashes (``bgworkers jobs`` listed the jobs shuffled).
-    periods = (period_of(broker, name) for name in broker.actors)
+    # process's string hashes (``bgworkers jobs`` listed the jobs shuffled). Copied first: an
+    # actor declared by another thread meanwhile must not break the walk.
+    periods = [period_of(broker, name) for name in list(broker.actors)]
     return [p for p in periods if p is not None]
 
 

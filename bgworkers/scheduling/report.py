@@ -44,7 +44,7 @@ def schedule_rows(session: Session, settings: Settings, *, now: datetime) -> lis
         rows.append(
             (
                 entry.actor_name,
-                cron if period.enabled else str(period),  # str: "off (<the table's line>)"
+                cron if period.enabled else f"off ({period.job.cron})",
                 settings.timezone,
                 _when(period.next_tick(now), zone) if period.enabled else "disabled",
                 _when(last.tick, zone) if last else "never",

@@ -100,7 +100,8 @@ def build_broker(settings: Settings, *, worker_process: bool = False) -> Screeni
         delivery_limit=settings.queue_delivery_limit,
         middleware=[
             *middleware_stack(settings),
-            BrokerConnectivityCheck(url=url),  # the RabbitMQ broker only: worker hooks only
+            # Not on the stub broker (nothing to reach); it has no message hooks.
+            BrokerConnectivityCheck(url=url),
             *process_middleware,
         ],
         message_max_bytes=settings.message_max_bytes,

@@ -17,8 +17,6 @@ import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from dramatiq.common import q_name
-
 from bgworkers.logs.redaction import redact_text
 from bgworkers.tracing.config import tracing_on
 
@@ -26,6 +24,15 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
 TRACER_NAME = "bgworkers"
+
+
+def _canonical(queue_name: str) -> str:
+    """The queue's name without ``.DQ``/``.XQ``; dramatiq is imported only with tracing on."""
+    from dramatiq.common import q_name
+
+    return q_name(queue_name)
+
+
 #: Characters of a (redacted) error text kept in a span's status.
 MAX_ERROR_CHARS: Final = 300
 #: Links kept on one relay span (the SDK's default limit; a batch may hold thousands).
@@ -51,14 +58,14 @@ def messaging_attributes(
         "messaging.system": "rabbitmq",
         "messaging.operation.name": operation,
         "messaging.operation.type": operation,
-        "messaging.destination.name": q_name(queue_name),
+        "messaging.destination.name": _canonical(queue_name),
         **attributes,
     }
 
 
 def span_name(operation: str, queue_name: str) -> str:
     """``{operation} {queue}``, as the conventions name messaging spans."""
-    return f"{operation} {q_name(queue_name)}"
+    return f"{operation} {_canonical(queue_name)}"
 
 
 def error_text(exception: BaseException) -> str:

@@ -108,8 +108,10 @@ def test_a_requeued_copy_starts_afresh_with_its_id() -> None:
     assert copy.options == {"bgw_tick": "t", REQUEUES_OPTION: 1}
     assert xq.fresh_copy(copy).options[REQUEUES_OPTION] == 2
     assert xq.decode(message.encode()) == message
+    too_deep = b"[" * 100_000 + b"]" * 100_000  # more nesting than the JSON parser takes
     for body in (b"not json", b"[1]", b'{"queue_name": 1}', json.dumps({"a": 1}).encode()):
         assert xq.decode(body) is None
+    assert xq.decode(too_deep) is None
 
 
 def test_send_arguments_are_json_or_text() -> None:

@@ -37,6 +37,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, select
 
 from bgworkers.db.engine import UtcDateTime
+from bgworkers.db.tables import every_table
 from bgworkers.files.actors import record_backup_messages
 from bgworkers.files.archive import (
     FORMAT,
@@ -74,6 +75,7 @@ def back_up(engine: Engine, user_id: int, backup_dir: Path, **kwargs):  # type: 
 
 
 def test_user_tables_are_discovered_from_the_metadata() -> None:
+    every_table()  # the metadata is whole only once the table modules are loaded
     with_user_id = {t.name for t in SQLModel.metadata.tables.values() if "user_id" in t.columns}
     expected = ({"users"} | with_user_id | {"email_outbox"}) - {"user_sessions"}
     names = [t.name for t in user_tables()]
