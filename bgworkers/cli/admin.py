@@ -141,6 +141,7 @@ def make_parser() -> argparse.ArgumentParser:
         "the schedule and a health report. Workers and scheduler in production: "
         "`dramatiq bgworkers` and `periodiq bgworkers`.",
     )
+    parser.set_defaults(json=False)  # the console's --json (see bgworkers.console.commands)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="create or upgrade the database schema").set_defaults(
         handler=_migrate

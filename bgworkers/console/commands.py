@@ -350,7 +350,11 @@ def serve_console(settings: Settings, args: argparse.Namespace) -> int:
 def add_commands(sub: Any) -> None:
     """Register the console's subcommands on ``bgworkers``' subparsers."""
     as_json = argparse.ArgumentParser(add_help=False)
-    as_json.add_argument("--json", action="store_true", help="one JSON object per line")
+    # SUPPRESS: a subcommand without --json keeps its parent's (``jobs --json runs X``);
+    # the default, False, is the root parser's.
+    as_json.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="one JSON object per line"
+    )
     dead = sub.add_parser("dead", help="dead letters: list, show, requeue, purge")
     dead_sub = dead.add_subparsers(dest="dead_action", required=True)
     listing = dead_sub.add_parser("list", help="dead letters, newest first", parents=[as_json])

@@ -297,3 +297,13 @@ def test_attempts_not_recorded_while_the_database_is_away_are_one_line_a_minute(
         index._attempt_dropped(ConnectionRefusedError("connection refused"))
     said = [r for r in caplog.records if "attempt_not_recorded" in r.getMessage()]
     assert len(said) == 1 and index._attempts_dropped == 3
+
+
+def test_json_is_kept_from_a_parent_command_and_off_by_default() -> None:
+    from bgworkers.cli.admin import make_parser
+
+    parser = make_parser()
+    assert parser.parse_args(["jobs", "--json", "runs", "x"]).json is True
+    assert parser.parse_args(["jobs", "runs", "x", "--json"]).json is True
+    assert parser.parse_args(["jobs", "runs", "x"]).json is False
+    assert parser.parse_args(["dead", "list"]).json is False
