@@ -366,7 +366,7 @@ class _Fallback:
 class SharedLimiter:
     """The process's entry to the shared limits: the store, or the local fallback.
 
-    Thread-safe; one per worker process (:func:`bgworkers.sync.limits.process_shared_limiter`).
+    Thread-safe; one per worker process (:func:`bgworkers.sync.limits.shared_limiter`).
     ``sleep`` and ``clock`` (monotonic seconds) are injected by tests.
     """
 
