@@ -106,7 +106,8 @@ def read_depths_amqp(
             )
         return depths
     finally:
-        connection.close()
+        if connection.is_open:  # a lost connection's close would hide the error that lost it
+            connection.close()
 
 
 class _RefuseRedirects(urllib.request.HTTPRedirectHandler):

@@ -207,3 +207,29 @@ def test_collector_serves_the_last_reading_and_counts_failures() -> None:
     assert registry.get_sample_value("bgworkers_queue_unacked_messages", {"queue": "email"}) is None
     assert registry.get_sample_value("bgworkers_queue_depth_read_errors_total") == 1
     assert registry.get_sample_value("bgworkers_queue_depth_last_success_timestamp_seconds") > 0
+
+
+@pytest.mark.integration
+def test_a_connection_lost_while_reading_raises_its_own_error(rabbitmq_url: str) -> None:
+    """Not pika's "connection already closed" from the clean-up, which hid the cause."""
+    from urllib.parse import urlsplit
+
+    import pika.exceptions
+
+    from tests.tcp_relay import TcpRelay
+
+    url = urlsplit(rabbitmq_url)
+    relay = TcpRelay((url.hostname or "127.0.0.1", url.port or 5672)).start()
+    relayed = url._replace(netloc=f"{url.username}:{url.password}@127.0.0.1:{relay.port}")
+
+    def names() -> Iterator[str]:
+        yield queues.FILES
+        relay.cut()  # the connection is reset between two queues
+        yield queues.EMAIL
+
+    try:
+        with pytest.raises(pika.exceptions.AMQPError) as raised:
+            read_depths_amqp(relayed.geturl(), names())
+    finally:
+        relay.stop()
+    assert not isinstance(raised.value, pika.exceptions.ConnectionWrongStateError)
