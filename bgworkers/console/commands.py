@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, TextIO
 
 import pika.exceptions
@@ -19,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bgworkers.console.attempts import timeline_lines
 from bgworkers.console.audit import cli_user
-from bgworkers.console.dead_letters import DeadLetterFilter, as_dict
+from bgworkers.console.dead_letters import DeadLetterFilter, as_dict, parse_since
 from bgworkers.console.operations import ActionResult, Console, SendRefused
 from bgworkers.logs.failure_reasons import failure_reason
 from bgworkers.logs.loggers import redact_text
@@ -29,8 +28,6 @@ from bgworkers.settings import Settings
 
 OK, NOT_DONE, BAD_INPUT = 0, 1, 2
 Handler = Callable[[Settings, argparse.Namespace], int]
-_AGE = re.compile(r"^(\d+)([smhd])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
 def make_console(settings: Settings, who: str | None = None) -> Console:
@@ -46,19 +43,11 @@ def make_console(settings: Settings, who: str | None = None) -> Console:
     )
 
 
-def parse_since(text: str) -> datetime:
-    """``30m``, ``2h``, ``7d`` (ago) or an ISO 8601 time (UTC when it names no zone)."""
-    match = _AGE.match(text.strip())
-    if match:
-        amount, unit = int(match.group(1)), match.group(2)
-        return datetime.now(UTC) - timedelta(**{_UNITS[unit]: amount})
+def _since_argument(text: str) -> datetime:
     try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: expected an age (30m, 2h, 7d) or an ISO time (2026-12-01T10:00)"
-        ) from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+        return parse_since(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _print(
@@ -360,7 +349,7 @@ def add_commands(sub: Any) -> None:
     listing = dead_sub.add_parser("list", help="dead letters, newest first", parents=[as_json])
     listing.add_argument("--queue", help="only this queue")
     listing.add_argument("--actor", help="only this actor")
-    listing.add_argument("--since", type=parse_since, help="age (30m, 2h, 7d) or ISO time")
+    listing.add_argument("--since", type=_since_argument, help="age (30m, 2h, 7d) or ISO time")
     listing.add_argument(
         "--status",
         default="dead",

@@ -212,6 +212,26 @@ def mark_processed(session: Session, message_id: str) -> bool:
     return True
 
 
+_AGE = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_since(text: str) -> datetime:
+    """``30m``, ``2h``, ``7d`` (ago) or an ISO 8601 time (UTC when it names no zone), for the
+    CLI's ``--since`` and the web page's filter alike; ValueError for anything else."""
+    match = _AGE.match(text.strip())
+    if match:
+        amount, unit = int(match.group(1)), match.group(2)
+        return datetime.now(UTC) - timedelta(**{_UNITS[unit]: amount})
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"{text!r}: expected an age (30m, 2h, 7d) or an ISO time (2026-12-01T10:00)"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
 @dataclass(frozen=True)
 class DeadLetterFilter:
     queue: str | None = None

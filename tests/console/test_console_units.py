@@ -307,3 +307,19 @@ def test_json_is_kept_from_a_parent_command_and_off_by_default() -> None:
     assert parser.parse_args(["jobs", "runs", "x", "--json"]).json is True
     assert parser.parse_args(["jobs", "runs", "x"]).json is False
     assert parser.parse_args(["dead", "list"]).json is False
+
+
+def test_since_takes_an_age_or_an_iso_time_on_the_command_line_and_the_page() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from bgworkers.console.dead_letters import parse_since
+    from bgworkers.console.web.routes.dead_letters import _since
+
+    before = datetime.now(UTC)
+    two_hours_ago = parse_since("2h")
+    assert before - timedelta(hours=2) <= two_hours_ago <= datetime.now(UTC) - timedelta(hours=2)
+    assert parse_since("2026-12-01T10:00") == datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+    with pytest.raises(ValueError, match="expected an age"):
+        parse_since("yesterday")
+    assert _since("90s") is not None and _since("2026-12-01T10:00") is not None
+    assert _since("yesterday") is None and _since("") is None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -10,10 +10,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bgworkers.console.dead_letters import DeadLetterFilter, as_dict
+from bgworkers.console.dead_letters import DeadLetterFilter, as_dict, parse_since
 from bgworkers.console.operations import ActionResult, Console
 from bgworkers.console.web.site import Site
-from bgworkers.db.engine import utcnow
 
 #: Most message ids one form may act on.
 MAX_IDS = 500
@@ -75,8 +74,9 @@ def routes(site: Site) -> list[Route]:
 
 
 def _since(text: str) -> datetime | None:
-    units = {"m": "minutes", "h": "hours", "d": "days"}
-    text = text.strip()
-    if len(text) >= 2 and text[:-1].isdigit() and text[-1] in units:
-        return utcnow() - timedelta(**{units[text[-1]]: int(text[:-1])})
-    return None
+    """The page's filter takes what ``bgworkers dead list --since`` takes; anything else (or
+    nothing) filters nothing."""
+    try:
+        return parse_since(text) if text.strip() else None
+    except ValueError:
+        return None
