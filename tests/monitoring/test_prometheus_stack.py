@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import yaml
@@ -34,6 +35,9 @@ from tests.monitoring.ports import METRICS_PORTS, port_from
 from tests.platform_helpers import IN_CI, smtp_server, wait_for
 from tests.service_processes import Stack
 from tools import grafana_dashboards as dashboards
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -298,18 +302,15 @@ def test_every_dashboard_and_alert_expression_returns_data(
     # production too), so the group is stopped when it is idle and Prometheus holds its counts.
     restarted = f'instance="127.0.0.1:{group_ports[0]}"'
     idle_since = time.time()
+    from bgworkers.db.engine import make_engine
+
+    database = make_engine(env["BGW_DATABASE_URL"])
     wait_for(
-        lambda: stopped_counting(
-            group_ports[0],
-            {
-                series["metric"]["__name__"]: float(series["value"][1])  # type: ignore[index]
-                for series in query(prom_port, f"sum by (__name__) ({{{COUNTS}, {restarted}}})")
-            },
-            env["BGW_DATABASE_URL"],
-        ),
+        lambda: stopped_counting(group_ports[0], prom_port, restarted, database),
         timeout_s=60,
         what="group 0 idle, with every count it holds scraped",
     )
+    database.dispose()
     print(f"group 0 idle and scraped after {time.time() - idle_since:.1f} s")
     restarted_at = time.time()
     groups[0].send_signal(signal.SIGTERM)
@@ -419,20 +420,20 @@ def exposed_counts(port: int) -> dict[str, float]:
     return counts
 
 
-def stopped_counting(port: int, scraped: dict[str, float], database_url: str) -> bool:
-    """True when Prometheus's last scrape of a group (``scraped``) holds every count the group
-    exposes now, and no scheduled run is in progress (a run that ends later would be counted
-    after the stop, and lost)."""
+def stopped_counting(port: int, prom_port: int, instance: str, database: Engine) -> bool:
+    """True when Prometheus's last scrape of the group at ``port`` (its ``instance`` label)
+    holds every count the group exposes now, and no scheduled run is in progress (a run that
+    ends later would be counted after the stop, and lost)."""
     from sqlalchemy import text
 
-    from bgworkers.db.engine import make_engine
-
-    engine = make_engine(database_url)
-    with engine.connect() as conn:
+    with database.connect() as conn:
         running = conn.execute(
             text("SELECT count(*) FROM scheduled_runs WHERE status = 'running'")
         ).scalar_one()
-    engine.dispose()
+    scraped = {
+        series["metric"]["__name__"]: float(series["value"][1])  # type: ignore[index]
+        for series in query(prom_port, f"sum by (__name__) ({{{COUNTS}, {instance}}})")
+    }
     return running == 0 and scraped == exposed_counts(port)
 
 
@@ -689,7 +690,8 @@ def run_domain_jobs(database_url: str, reminder_due_at: datetime) -> None:
         sync_notion_pages,
     ):
         job.send()
-    time.sleep(max((reminder_due_at - datetime.now(UTC)).total_seconds() + 1, 0))
+    due = reminder_due_at + timedelta(seconds=1)
+    wait_for(lambda: datetime.now(UTC) > due, timeout_s=30, what="the reminder to be due")
     check_due_reminders.send()
 
 

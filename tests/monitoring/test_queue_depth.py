@@ -22,6 +22,7 @@ from bgworkers.monitoring.queue_depth import (
 from bgworkers.settings import get_settings
 from bgworkers.stack.broker import build_broker
 from bgworkers.tasks import task
+from tests.platform_helpers import wait_for
 
 
 @pytest.mark.integration
@@ -149,12 +150,14 @@ def test_management_reading_of_the_real_api_sees_a_message_held_by_a_consumer(
             (depth,) = read_depths_management("http://127.0.0.1:15672", rabbitmq_url, [queue])
         except OSError as exc:
             pytest.skip(f"no management API on 127.0.0.1:15672 ({exc})")
+
         # The management API's figures lag by its stats interval (5 s by default).
-        for _ in range(40):
-            if (depth.ready, depth.unacked, depth.consumers) == (1, 1, 1):
-                break
-            connection.sleep(0.25)
+        def counted() -> bool:
+            nonlocal depth
             (depth,) = read_depths_management("http://127.0.0.1:15672", rabbitmq_url, [queue])
+            return (depth.ready, depth.unacked, depth.consumers) == (1, 1, 1)
+
+        wait_for(counted, timeout_s=10, what="the management API to count the queue")
         assert (depth.ready, depth.unacked, depth.consumers) == (1, 1, 1)
     finally:
         with contextlib.suppress(pika.exceptions.AMQPError):

@@ -93,6 +93,13 @@ def with_calendars(engine: Engine, calendars: Calendars, count: int) -> list[int
     return users
 
 
+def rate_limit(calendars: Calendars, user_id: int, *, retry_after_s: int) -> None:
+    """The user's next events request is refused as Google refuses one over its quota."""
+    calendars.by_id[f"cal-{user_id}"].inject(
+        "events", 429, reason="rateLimitExceeded", headers={"Retry-After": str(retry_after_s)}
+    )
+
+
 def handed_off(engine: Engine) -> list[int]:
     with Session(engine) as session:
         rows = session.exec(
@@ -192,9 +199,7 @@ def test_a_rate_limited_user_pauses_its_credential_everywhere_and_goes_on_alone(
 ) -> None:
     users = with_calendars(postgres_engine, calendars, 3)
     limited = users[1]
-    calendars.by_id[f"cal-{limited}"].inject(
-        "events", 429, reason="rateLimitExceeded", headers={"Retry-After": "30"}
-    )
+    rate_limit(calendars, limited, retry_after_s=30)
 
     result = run_page(postgres_engine, settings, calendars, users)
 
@@ -210,9 +215,7 @@ def test_a_long_retry_after_hands_the_user_on_no_later_than_a_worker_may_hold_it
 ) -> None:
     users = with_calendars(postgres_engine, calendars, 2)
     limited = users[1]
-    calendars.by_id[f"cal-{limited}"].inject(
-        "events", 429, reason="rateLimitExceeded", headers={"Retry-After": "3600"}
-    )
+    rate_limit(calendars, limited, retry_after_s=3600)
 
     result = run_page(postgres_engine, settings, calendars, users)
     assert result.handed_off == [limited]
