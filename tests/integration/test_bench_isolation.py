@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pika
@@ -67,27 +68,41 @@ def depth(channel: pika.adapters.blocking_connection.BlockingChannel, queue: str
     return count
 
 
+@contextmanager
+def amqp_channel(url: str) -> Iterator[pika.adapters.blocking_connection.BlockingChannel]:
+    """A channel on a fresh connection, closed on leaving.
+
+    The benchmarks run for minutes while nothing drives a held connection's I/O loop, so it
+    sends no heartbeats and RabbitMQ drops it (two missed heartbeats); each step therefore
+    connects anew.
+    """
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        yield connection.channel()
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
 @pytest.fixture
-def filled_app_queues(rabbitmq_url: str) -> Iterator[pika.BlockingConnection]:
+def filled_app_queues(rabbitmq_url: str) -> Iterator[str]:
     broker = build_broker(get_settings())
     for name in (queues.EMAIL, queues.MAINTENANCE):
         broker.declare_queue(name, ensure=True)  # with dramatiq's arguments, as the app has
     broker.close()
-    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
-    channel = connection.channel()
-    for queue in APP_QUEUES:
-        channel.queue_purge(queue)
-        for n in range(PER_QUEUE):
-            channel.basic_publish("", queue, f"application message {n}".encode())
-    yield connection
-    channel = connection.channel()
-    for queue in APP_QUEUES:
-        channel.queue_purge(queue)
-    connection.close()
+    with amqp_channel(rabbitmq_url) as channel:
+        for queue in APP_QUEUES:
+            channel.queue_purge(queue)
+            for n in range(PER_QUEUE):
+                channel.basic_publish("", queue, f"application message {n}".encode())
+    yield rabbitmq_url
+    with amqp_channel(rabbitmq_url) as channel:
+        for queue in APP_QUEUES:
+            channel.queue_purge(queue)
 
 
 def test_every_benchmark_leaves_the_application_queues_alone(
-    filled_app_queues: pika.BlockingConnection, tmp_path: Path
+    filled_app_queues: str, tmp_path: Path
 ) -> None:
     scripts = {p.name for p in BENCH.glob("[!_]*.py")}
     assert scripts == set(BENCH_ARGS), "give each benchmark small arguments in BENCH_ARGS"
@@ -108,13 +123,16 @@ def test_every_benchmark_leaves_the_application_queues_alone(
         # sizes); a log stream leaking to stdout would be hundreds.
         assert len(lines) < 100, result.stdout
         own_queues += re.findall(r"^bench_queue=(\S+)", result.stdout, re.MULTILINE)
-    channel = filled_app_queues.channel()
-    assert {queue: depth(channel, queue) for queue in APP_QUEUES} == dict.fromkeys(
-        APP_QUEUES, PER_QUEUE
-    )
+    with amqp_channel(filled_app_queues) as channel:
+        assert {queue: depth(channel, queue) for queue in APP_QUEUES} == dict.fromkeys(
+            APP_QUEUES, PER_QUEUE
+        )
     # email_outbox, fanout and message_throughput used queues of their own
     assert len(own_queues) == 3
     for queue in own_queues:
-        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as gone:
-            filled_app_queues.channel().queue_declare(queue, passive=True)
+        with (
+            amqp_channel(filled_app_queues) as channel,
+            pytest.raises(pika.exceptions.ChannelClosedByBroker) as gone,
+        ):
+            channel.queue_declare(queue, passive=True)
         assert gone.value.reply_code == 404

@@ -36,7 +36,9 @@ def one_dead_letter(rabbitmq_url: str) -> Iterator[None]:
     broker = build_broker(get_settings())
     broker.declare_queue(queues.EMAIL, ensure=True)
     broker.close()
-    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+    parameters = pika.URLParameters(rabbitmq_url)
+    parameters.heartbeat = 0  # held idle while the test runs commands (see test_poison)
+    connection = pika.BlockingConnection(parameters)
     channel = connection.channel()
     for queue in queues.ALL:
         for name in (queue, xq_name(queue)):

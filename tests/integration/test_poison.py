@@ -109,7 +109,11 @@ def served(rabbitmq_url: str, registry: CollectorRegistry) -> Iterator[Served]:
     for queue in queues.ALL:
         broker.flush(queue)
     worker = dramatiq.Worker(broker, worker_timeout=100, worker_threads=THREADS)
-    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+    # The test publishes on this connection after waits of minutes, during which nothing
+    # drives its I/O loop: without heartbeats RabbitMQ cannot drop it as dead.
+    parameters = pika.URLParameters(rabbitmq_url)
+    parameters.heartbeat = 0
+    connection = pika.BlockingConnection(parameters)
     holder.append(Served(broker=broker, worker=worker, channel=connection.channel()))
     worker.start()
     try:
