@@ -22,7 +22,7 @@ from bgworkers.console.dead_letters import DeadLetterFilter, as_dict, parse_sinc
 from bgworkers.console.operations import ActionResult, Console, SendRefused
 from bgworkers.logs.failure_reasons import failure_reason
 from bgworkers.logs.loggers import redact_text
-from bgworkers.monitoring.queue_depth import QueueDepth
+from bgworkers.monitoring.queue_depth import NOT_DECLARED, QueueDepth
 from bgworkers.processes.diagnosis import EXIT_UNAVAILABLE as UNAVAILABLE
 from bgworkers.settings import Settings
 
@@ -254,8 +254,6 @@ def queues(settings: Settings, args: argparse.Namespace) -> int:
 def print_depths(depths: list[QueueDepth], args: argparse.Namespace, out: TextIO) -> None:
     """One line per queue; a queue RabbitMQ does not have yet says so instead of zeros, which
     would read as "all caught up" on a broker no worker group has used."""
-    from bgworkers.console.overview import NOT_DECLARED
-
     row = "{:<12} {:<7} {:>6} {:>8} {:>6} {:>8} {:>10} {:>8}  {}"
     if not args.json:
         header = ("queue", "lane", "ready", "delayed", "dead", "unacked", "consumers", "oldest")

@@ -33,10 +33,6 @@ from bgworkers.scheduling.middleware import broker_periods
 from bgworkers.settings import Settings
 from bgworkers.sync.api import RateLimitWaits, rate_limit_waits
 
-#: What the console shows for a queue RabbitMQ does not have yet, instead of a row of zeros:
-#: a worker group declares every queue when it starts (``bgworkers run`` starts one).
-NOT_DECLARED = "not declared yet: start a worker group (dramatiq bgworkers, or bgworkers run)"
-
 
 class QueuesNotRead(Exception):
     """The queue depths could not be read; the text says what failed and why, in one line."""

@@ -37,6 +37,9 @@ from bgworkers.metrics.reading import BackgroundReading
 
 log = get_logger(__name__)
 
+#: A report's line for a queue RabbitMQ does not have yet (``declared`` False), not zeros.
+NOT_DECLARED = "not declared yet: start a worker group (dramatiq bgworkers, or bgworkers run)"
+
 
 @dataclass(frozen=True)
 class QueueDepth:

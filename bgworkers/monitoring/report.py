@@ -15,7 +15,7 @@ from bgworkers.logs.loggers import redact_text
 from bgworkers.maintenance.heartbeat import SOURCE
 from bgworkers.maintenance.models import SchedulerHeartbeat
 from bgworkers.monitoring.health import CheckResult, DeadlineCheck, deadline_checks, run_checks
-from bgworkers.monitoring.queue_depth import QueueDepth, read_depths_amqp
+from bgworkers.monitoring.queue_depth import NOT_DECLARED, QueueDepth, read_depths_amqp
 from bgworkers.processes.diagnosis import quiet_pika
 from bgworkers.scheduling.pauses import paused_jobs
 from bgworkers.settings import Settings
@@ -137,20 +137,25 @@ def _scheduler_line(settings: Settings, out: TextIO, *, now: datetime) -> list[s
 
 def _queue_lines(settings: Settings, out: TextIO) -> list[str]:
     # AMQP, not the management API: its counts are exact now, the API's lag a few seconds.
+    url, timeout = settings.broker_url.get_secret_value(), settings.readiness_timeout_s
     try:
         with quiet_pika():
-            depths: list[QueueDepth] = read_depths_amqp(
-                settings.broker_url.get_secret_value(), timeout_s=settings.readiness_timeout_s
-            )
+            depths = read_depths_amqp(url, timeout_s=timeout)
     except Exception as exc:  # noqa: BLE001 - a report line, not a crash, whatever failed
         error = redact_text(f"{type(exc).__name__}: {exc}")
         out.write(f"queues       FAILING  {error}\n")
         return [f"queues: could not read the queue depths ({error})"]
+    return depth_lines(depths, out)
+
+
+def depth_lines(depths: list[QueueDepth], out: TextIO) -> list[str]:
+    """The queues' table; a problem per queue holding dead letters. A queue RabbitMQ does not
+    have yet says so, not zeros, and is no problem: a fresh install has none until it runs."""
     out.write("\nqueue        ready  delayed  dead letters\n")
     problems = []
     for depth in depths:
-        row = f"{depth.queue:<12} {depth.ready:>5}  {depth.delayed:>7}"
-        out.write(f"{row}  {depth.dead_letters:>12}\n")
+        counts = f"{depth.ready:>5}  {depth.delayed:>7}  {depth.dead_letters:>12}"
+        out.write(f"{depth.queue:<12} {counts if depth.declared else NOT_DECLARED}\n")
         if depth.dead_letters:
             problems.append(
                 f"queue {depth.queue}: {depth.dead_letters} dead-lettered message(s) in "

@@ -15,9 +15,9 @@ import pika
 from jinja2 import Environment, FileSystemLoader
 
 from bgworkers.console.commands import print_depths
-from bgworkers.console.overview import NOT_DECLARED, Overview
+from bgworkers.console.overview import Overview
 from bgworkers.console.web import site
-from bgworkers.monitoring.queue_depth import QueueDepth, read_depths_amqp
+from bgworkers.monitoring.queue_depth import NOT_DECLARED, QueueDepth, read_depths_amqp
 
 TEMPLATES = Path(site.__file__).parent / "templates"
 

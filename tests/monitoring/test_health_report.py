@@ -1,15 +1,18 @@
 from __future__ import annotations
 
 import io
+import uuid
 from datetime import timedelta
 
+import pika
 import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from bgworkers.db.engine import utcnow
 from bgworkers.maintenance.heartbeat import record_heartbeat
-from bgworkers.monitoring.report import print_health
+from bgworkers.monitoring.queue_depth import NOT_DECLARED, read_depths_amqp
+from bgworkers.monitoring.report import depth_lines, print_health
 from bgworkers.settings import load_settings
 
 pytestmark = pytest.mark.integration
@@ -57,3 +60,21 @@ def test_health_report_shows_the_outbox_backlog(
     out = io.StringIO()
     assert print_health(settings, out, now=now + timedelta(seconds=400)) == 1
     assert "outbox       BACKLOG  1 unpublished, oldest due 400 s ago" in out.getvalue()
+
+
+def test_health_says_not_declared_for_a_queue_rabbitmq_does_not_have(rabbitmq_url: str) -> None:
+    missing, empty = f"bgw_missing_{uuid.uuid4().hex[:8]}", f"bgw_empty_{uuid.uuid4().hex[:8]}"
+    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+    channel = connection.channel()
+    channel.queue_declare(empty)
+    try:
+        depths = read_depths_amqp(rabbitmq_url, [missing, empty])
+    finally:
+        channel.queue_delete(empty)
+        connection.close()
+    out = io.StringIO()
+    assert depth_lines(depths, out) == []  # a fresh install is not unhealthy
+    _, header, missing_row, empty_row = out.getvalue().splitlines()
+    assert header.split() == ["queue", "ready", "delayed", "dead", "letters"]
+    assert missing_row == f"{missing:<12} {NOT_DECLARED}"
+    assert empty_row.split() == [empty, "0", "0", "0"]

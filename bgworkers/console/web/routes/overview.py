@@ -8,8 +8,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bgworkers.console.operations import Console
-from bgworkers.console.overview import NOT_DECLARED, checked_depth_reader, read_overview
+from bgworkers.console.overview import checked_depth_reader, read_overview
 from bgworkers.console.web.site import Site
+from bgworkers.monitoring.queue_depth import NOT_DECLARED
 
 
 def routes(site: Site) -> list[Route]:
