@@ -35,15 +35,17 @@ def listen(engine: Engine, wakeup: threading.Event, stop: threading.Event) -> No
     """Set ``wakeup`` for every notification on :data:`CHANNEL` until ``stop`` is set.
 
     Runs on a thread of its own with a connection of its own (autocommit, outside the pool:
-    it is held for the process's life). An error is logged once a minute and the listener
-    connects again after :data:`RECONNECT_DELAY_S`; the relay polls meanwhile.
+    it is held for the process's life), with the arguments the engine's dialect makes of its URL
+    (not a libpq URL: several hosts are ``?host=a:5432&host=b:5432``). An error is logged once
+    a minute and it connects again after :data:`RECONNECT_DELAY_S`; the relay polls meanwhile.
     """
     import psycopg
 
-    url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    cargs, cparams = engine.dialect.create_connect_args(engine.url)
+    arguments = {**cparams, "autocommit": True, "connect_timeout": 5}
     while not stop.is_set():
         try:
-            with psycopg.connect(url, autocommit=True, connect_timeout=5) as connection:
+            with psycopg.connect(*cargs, **arguments) as connection:
                 connection.execute(f"LISTEN {CHANNEL}")
                 wakeup.set()  # rows committed while no one listened are due now
                 while not stop.is_set():

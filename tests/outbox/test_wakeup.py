@@ -3,28 +3,31 @@
 from __future__ import annotations
 
 import threading
+import uuid
 
 from sqlalchemy import text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import URL, Engine
 from sqlmodel import Session
 
+from bgworkers.db.engine import make_engine
 from bgworkers.outbox import enqueue
 from bgworkers.outbox.relay import Relay, RelayConfig
-from bgworkers.outbox.wakeup import CHANNEL
+from bgworkers.outbox.wakeup import CHANNEL, NOTIFY, listen
 from tests.outbox.helpers import Clock, MemoryPublisher, add
 from tests.outbox.probe import outbox_probe
-from tests.platform_helpers import wait_for
+from tests.platform_helpers import free_port, wait_for
 
 
-def listeners(engine: Engine) -> int:
+def listeners(engine: Engine, *, application_name: str = "%") -> int:
+    """Sessions listening on the outbox's channel (of one application name, if given)."""
     with engine.connect() as conn:
         return int(
             conn.execute(
                 text(
                     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND query = :listen"
+                    " AND query = :listen AND application_name LIKE :name"
                 ),
-                {"listen": f"LISTEN {CHANNEL}"},
+                {"listen": f"LISTEN {CHANNEL}", "name": application_name},
             ).scalar_one()
         )
 
@@ -119,3 +122,36 @@ def test_rows_written_only_in_a_rolled_back_savepoint_wake_no_one(
             assert RELAY_WAKEUP.is_set()
         notes = list(raw.notifies(timeout=5, stop_after=1))
     assert [n.channel for n in notes] == [CHANNEL]
+
+
+def test_the_listener_connects_as_the_engine_does_to_a_list_of_hosts(
+    postgres_engine: Engine,
+) -> None:
+    """Several hosts in SQLAlchemy's form (``?host=a:port&host=b:port``, which libpq cannot
+    read), the first one down: the listener connects to the next one, as the engine does."""
+    name = f"bgw-listener-{uuid.uuid4().hex[:8]}"
+    url = postgres_engine.url
+    hosts = [f"127.0.0.1:{free_port()}", f"{url.host}:{url.port or 5432}"]
+    query = {**url.query, "host": hosts, "application_name": name}
+    several = URL.create(
+        url.drivername, url.username, url.password, database=url.database, query=query
+    )
+    engine = make_engine(several.render_as_string(hide_password=False))
+    wakeup, stop = threading.Event(), threading.Event()
+    thread = threading.Thread(target=listen, args=(engine, wakeup, stop))
+    thread.start()
+    try:
+        wait_for(
+            lambda: listeners(postgres_engine, application_name=name) == 1,
+            timeout_s=20,
+            what="the listener's session, named by the URL",
+        )
+        wakeup.clear()
+        with engine.begin() as conn:
+            conn.execute(NOTIFY)
+        wait_for(wakeup.is_set, timeout_s=20, what="the notification")
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        engine.dispose()
+    assert not thread.is_alive()
