@@ -33,14 +33,18 @@ def failure_reason(exc: BaseException) -> str:
 
 
 def _database_reason(exc: BaseException) -> str:
-    """The driver's error when SQLAlchemy wraps one (``orig``), else SQLAlchemy's own first
-    line (which never holds the statement: SQLAlchemy appends that on lines of its own)."""
+    name, first = database_error_line(exc)
+    return f"{name}: {first}" if first else f"{name} (no reason given)"
+
+
+def database_error_line(exc: BaseException) -> tuple[str, str]:
+    """The class name and first line of the driver's error when SQLAlchemy wraps one
+    (``orig``), else of SQLAlchemy's own (whose first line never holds the statement:
+    SQLAlchemy appends that on lines of its own); the line is "" when the error has no text."""
     orig = getattr(exc, "orig", None)
     source = orig if isinstance(orig, BaseException) else exc
     lines = _BACKGROUND.sub("", str(source)).strip().splitlines()
-    first = lines[0].strip()[:MAX_REASON_CHARS] if lines else ""
-    name = type(source).__name__
-    return f"{name}: {first}" if first else f"{name} (no reason given)"
+    return type(source).__name__, lines[0].strip()[:MAX_REASON_CHARS] if lines else ""
 
 
 def error_text(exc: BaseException) -> str:

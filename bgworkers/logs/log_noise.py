@@ -25,6 +25,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 
+from bgworkers.logs.failure_reasons import database_error_line
 from bgworkers.logs.intervals import LogIntervalsByKey
 
 #: Loggers whose repeated lines are rate-limited (prefixes).
@@ -107,7 +108,7 @@ def _shorten(record: logging.LogRecord, held: int, interval_s: float, nodes: str
     """Fold a traceback into the message and say how many similar lines were held back."""
     full, message = record.getMessage(), _head(record)
     exc = record.exc_info[1] if record.exc_info else None
-    if _database_away(record):
+    if exc is not None and _database_away(record):
         record.levelno, record.levelname = logging.WARNING, "WARNING"  # the message is retried
         message = _database_did_not_answer(full, exc)
     record.exc_info = record.exc_text = None
@@ -119,12 +120,10 @@ def _shorten(record: logging.LogRecord, held: int, interval_s: float, nodes: str
     record.msg, record.args = message, None
 
 
-def _database_did_not_answer(full: str, exc: BaseException | None) -> str:
+def _database_did_not_answer(full: str, exc: BaseException) -> str:
     """One line for a message that failed because the database did not answer: what, the
     driver's first line (never the statement or its parameters) and the fix."""
-    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    first = reason[0][:300] if reason else ""
-    action = full.split(" with unhandled exception", 1)[0]
+    action, first = full.split(" with unhandled exception", 1)[0], database_error_line(exc)[1]
     return (
         f"{action}: the database did not answer ({type(exc).__name__}: {first}); "
         "the message is retried; start the database or fix BGW_DATABASE_URL"
