@@ -30,18 +30,21 @@ OWNER_EMAIL_COLUMN: Final = "backup_owner_email_column"
 #: credentials were left out is restored as needing a new authorisation).
 RESTORED_VALUES: Final = "restored_values"
 
-_loaders: list[Callable[[], object]] = []
+_loader: Callable[[], object] | None = None
 
 
 def use_loader(loader: Callable[[], object]) -> None:
-    """Have :func:`every_table` call ``loader`` (which imports the table modules) first."""
-    _loaders.append(loader)
+    """Have :func:`every_table` call ``loader`` (which imports the table modules) first.
+    One slot, since the composition root's list is the only list of table modules: a second
+    call (the package reloaded) replaces the loader instead of adding a copy."""
+    global _loader
+    _loader = loader
 
 
 def every_table() -> MetaData:
     """``SQLModel.metadata``, once every table module is imported."""
     from sqlmodel import SQLModel
 
-    for load in _loaders:
-        load()
+    if _loader is not None:
+        _loader()
     return SQLModel.metadata
