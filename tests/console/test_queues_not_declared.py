@@ -7,9 +7,9 @@ from __future__ import annotations
 import argparse
 import json
 import uuid
-from datetime import UTC
 from io import StringIO
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pika
 from jinja2 import Environment, FileSystemLoader
@@ -61,7 +61,7 @@ def test_the_queues_command_says_not_declared_instead_of_zeros() -> None:
 
 def test_the_overview_page_says_not_declared_instead_of_zeros() -> None:
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True)
-    env.filters.update(when=lambda value: site._when(value, UTC), ago=site._ago)
+    env.filters.update(when=lambda value: site._when(value, ZoneInfo("UTC")), ago=site._ago)
     page = env.get_template("overview.html").render(
         view=Overview(queues=DEPTHS), not_declared=NOT_DECLARED, path="/", user=None
     )
