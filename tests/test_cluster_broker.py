@@ -21,7 +21,7 @@ def test_classic_arguments_are_dramatiqs_own() -> None:
     # Existing installs keep matching the queues dramatiq declared: same arguments exactly.
     dramatiq_broker = RabbitmqBroker(url="amqp://127.0.0.1:1/")
     assert queue_arguments("email", queue_type="classic", delivery_limit=20) == (
-        dramatiq_broker._build_queue_arguments("email")
+        dramatiq_broker._build_queue_arguments("email")  # type: ignore[no-untyped-call]
     )
     assert dead_letter_queue_arguments(queue_type="classic") == {"x-message-ttl": DEAD_MESSAGE_TTL}
 

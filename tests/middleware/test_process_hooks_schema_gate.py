@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 CHILD_CHECK = """
 import sys
@@ -40,7 +41,7 @@ def test_the_checks_result_comes_back_and_its_imports_stay_in_the_child() -> Non
     subprocess.run([sys.executable, "-c", CHILD_CHECK], check=True, timeout=60)
 
 
-def test_the_gate_decides_in_a_child_and_alembic_never_loads_in_the_worker(tmp_path) -> None:
+def test_the_gate_decides_in_a_child_and_alembic_never_loads_in_the_worker(tmp_path: Path) -> None:
     env = {**os.environ, "BGW_DATABASE_URL": f"sqlite:///{tmp_path}/gate.db"}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
 

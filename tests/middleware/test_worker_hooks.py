@@ -31,7 +31,9 @@ def test_only_one_claimant_holds_the_exporter_lock_until_it_lets_go(tmp_path: Pa
     assert (tmp_path / LOCK_NAME).exists()
 
 
-def test_a_worker_outside_dramatiqs_cli_serves_nothing(tmp_path: Path, monkeypatch) -> None:
+def test_a_worker_outside_dramatiqs_cli_serves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     exporter = GroupExporter(serve=serve_group_metrics)
     exporter.after_worker_boot(None, None)  # type: ignore[arg-type]  # a test's in-process Worker
