@@ -214,6 +214,49 @@ def test_an_outage_retries_the_page_without_splitting_it(
     assert {status(db_engine, r) for r in reminders} == {ReminderStatus.FIRED}
 
 
+def test_a_page_whose_delivery_fails_after_its_commit_is_not_split_and_sends_nothing_twice(
+    db_engine: Engine,
+    make_user: Callable[..., int],
+    rabbit_worker: dramatiq.Worker,
+    app_broker: dramatiq.Broker,
+    mailer: RecordingMailer,
+    registry: Any,
+) -> None:
+    """The page committed and sent its emails; recording one as sent is refused. The items
+    are written, so the page is retried as before (not split), and its retry finds every
+    reminder fired: it writes and sends nothing again."""
+    with db_engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE FUNCTION refuse_sent() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                f"IF NEW.status = 'sent' AND NEW.recipient = '{POISONED}' THEN "
+                "RAISE EXCEPTION 'row refused' USING ERRCODE = 'check_violation'; END IF; "
+                "RETURN NEW; END $$"
+            )
+        )
+        conn.execute(
+            text(
+                "CREATE TRIGGER refuse_sent BEFORE UPDATE ON email_outbox "
+                "FOR EACH ROW EXECUTE FUNCTION refuse_sent()"
+            )
+        )
+    users = [make_user() for _ in range(3)] + [make_user(email=POISONED)]
+    reminders = [due_reminder(u, text=f"Task {n}") for n, u in enumerate(users)]
+    check_due_reminders.send()
+    page = ("reminders", "fire_reminder_page")
+    wait_for(
+        lambda: count(registry, "bgworkers_messages_processed_total", *page) >= 2,
+        timeout_s=30,
+        what="the page to fail after its commit, and its retry",
+    )
+    settle(app_broker)
+    assert count(registry, "bgworkers_messages_retried_total", *page) == 1
+    assert len(mailer.sent) == len(users)
+    assert messages_of(db_engine, fire_reminder) == 0
+    assert {status(db_engine, r) for r in reminders} == {ReminderStatus.FIRED}
+    assert count(registry, "bgworkers_messages_dead_lettered_total", *page) == 0
+
+
 def test_a_page_whose_items_cannot_be_handed_on_raises_its_own_error(
     db_engine: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
