@@ -139,6 +139,8 @@ def test_a_reminder_page_that_fails_whole_fires_the_others_at_once_and_closes_th
     assert count(registry, "bgworkers_messages_retried_total", *page) == 0  # split at once
     assert count(registry, "bgworkers_messages_dead_lettered_total", *page) == 0
     assert messages_of(db_engine, fire_reminder) == len(healthy) + 1
+    fired = {"recurring": "false"}  # counted once, by the messages that fired them
+    assert registry.get_sample_value("bgworkers_reminders_fired_total", fired) == len(healthy)
     check_due_reminders.send()  # nothing is due any more: the poisoned one is closed
     settle(app_broker)
     assert len(mailer.sent) == len(healthy)
