@@ -7,8 +7,9 @@ the message outbox in the transaction that stamps them. A page message writes it
 transaction and delivers the emails itself right after (``deliver_now``), so emails leave
 while later pages are still being written; one reminder or user that cannot be handled is
 handed to its own per-item message (``fire_reminder``, ``send_user_daily_summary``, kept for
-that) and retried alone. A failing fan-out is retried up to 3 times (it is idempotent:
-stamped rows are not handed out twice).
+that) and retried alone; so is every item of a page whose transaction fails as a whole for a
+reason that is not an outage (:mod:`bgworkers.reminders.splitting`). A failing fan-out is
+retried up to 3 times (it is idempotent: stamped rows are not handed out twice).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from bgworkers.outbox import enqueue, enqueue_many
 from bgworkers.outbox.keys import per_run_key
 from bgworkers.reminders import firing
 from bgworkers.reminders.giving_up import close_if_given_up
+from bgworkers.reminders.splitting import write_page_or_split
 from bgworkers.reminders.summary import dispatch_daily_summaries, send_daily_summary
 from bgworkers.reminders.summary_pages import PAGE_SIZE, write_summary_page
 from bgworkers.scheduling.middleware import scheduled_now
@@ -73,10 +75,14 @@ def fire_reminder_page(reminder_ids: list[int]) -> None:
         def fallback(reminder_id: int) -> None:
             enqueue(session, fire_reminder, reminder_id)
 
-        email_ids = firing.fire_reminder_page(
-            reminder_ids, session=session, now=utcnow(), fallback=fallback
+        email_ids = write_page_or_split(
+            session,
+            lambda: firing.fire_reminder_page(
+                reminder_ids, session=session, now=utcnow(), fallback=fallback
+            ),
+            per_item=fire_reminder,
+            items=[(reminder_id,) for reminder_id in reminder_ids],
         )
-        session.commit()
         deliver_now(session, email_ids, urgent=True)
 
 
@@ -120,10 +126,14 @@ def send_daily_summary_page(user_ids: list[int], local_date: date) -> None:
         def fallback(user_id: int) -> None:
             enqueue(session, send_user_daily_summary, user_id, local_date.isoformat())
 
-        email_ids = write_summary_page(
-            user_ids, local_date, session=session, now=utcnow(), fallback=fallback
+        email_ids = write_page_or_split(
+            session,
+            lambda: write_summary_page(
+                user_ids, local_date, session=session, now=utcnow(), fallback=fallback
+            ),
+            per_item=send_user_daily_summary,
+            items=[(user_id, local_date.isoformat()) for user_id in user_ids],
         )
-        session.commit()
         deliver_now(session, email_ids)
 
 

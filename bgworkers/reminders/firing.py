@@ -113,7 +113,6 @@ def fire_reminder(
         return _mark_failed(session, step, now)
     if not _advance(session, step.reminder_id, step.occurrence, now, following=step.following):
         return _skipped("raced", reminder_id)
-    _count_fired(step, now)
     email = enqueue_email(
         session=session,
         recipient=step.draft.recipient,
@@ -125,6 +124,7 @@ def fire_reminder(
         dispatch=dispatch_email,
         urgent=True,  # a reminder is due now: the urgent lane, never behind a bulk backlog
     )
+    _count_fired(step, now)  # once its email is written: a refused email fired nothing
     log.info("reminder_fired", reminder_id=reminder_id, email_id=email.id)
     return "fired"
 
@@ -186,14 +186,15 @@ def fire_reminder_page(
         else:
             firings.append(step)
     advanced = _advance_page(session, firings, now)
-    drafts: list[Draft] = []
+    fired: list[Firing] = []
     for firing in firings:
         if firing.reminder_id in advanced:
-            _count_fired(firing, now)
-            drafts.append(firing.draft)
+            fired.append(firing)
         else:
             _skipped("raced", firing.reminder_id)
-    written = add_emails(session, drafts, now=now)
+    written = add_emails(session, [firing.draft for firing in fired], now=now)
+    for firing in fired:  # once the emails are written: a page whose INSERT fails fired none
+        _count_fired(firing, now)
     log.info("reminder_page_fired", reminders=len(reminder_ids), emails=len(written))
     return list(written.values())
 

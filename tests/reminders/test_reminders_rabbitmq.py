@@ -15,30 +15,9 @@ from bgworkers.reminders.actors import check_due_reminders, fire_reminder, send_
 from bgworkers.reminders.api import cancel_reminder, create_reminder
 from bgworkers.reminders.models import DailySummary, Reminder, ReminderStatus
 from tests.platform_helpers import wait_for
+from tests.reminders.helpers import due_reminder, settle, zone_at
 
 pytestmark = pytest.mark.integration
-
-
-def settle(app_broker) -> None:  # type: ignore[no-untyped-def]
-    for queue in ("reminders", "email"):
-        app_broker.join(queue, timeout=30_000)
-
-
-def due_reminder(user_id: int, *, text: str, recurrence: str | None = None) -> int:
-    """A reminder created an hour ago that came due a minute ago."""
-    now = utcnow()
-    with session_scope() as session:
-        row = create_reminder(
-            session=session,
-            user_id=user_id,
-            text=text,
-            due_at=now - timedelta(minutes=1),
-            recurrence=recurrence,
-            now=now - timedelta(hours=1),
-        )
-        session.flush()
-        assert row.id is not None
-        return row.id
 
 
 def test_due_reminders_fire_once_and_arrive(
@@ -70,14 +49,6 @@ def test_due_reminders_fire_once_and_arrive(
     check_due_reminders.send()  # nothing is due any more
     settle(app_broker)
     assert len(mailer.sent) == 2
-
-
-def zone_at(hour: int) -> str:
-    """A fixed-offset zone where the local time is now between ``hour``:00 and the next hour."""
-    offset = (hour - utcnow().hour) % 24
-    offset = offset - 24 if offset > 14 else offset
-    # POSIX-style names: Etc/GMT-3 is UTC+3.
-    return "Etc/GMT" if offset == 0 else f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"
 
 
 def test_daily_summaries_go_out_once_per_user(
