@@ -62,11 +62,14 @@ def _sync_user(
     the pause ends, carrying when the storm began (``paused_since_s``, epoch seconds): the
     thread goes on with other users' work, no retry is used, and the connection is marked
     so that no fan-out starts a second chain (:mod:`bgworkers.sync.pause_chain`). A chain's
-    message that gives up leaves its connection to the next tick (:func:`_release_if_given_up`).
+    message that gives up before its run committed leaves its connection to the next tick
+    (:func:`_release_if_given_up`); one that fails after (its user slot's release) has
+    already recorded what comes next, the chain's next link included.
     """
     from bgworkers.sync.http import RequestRetryPolicy, get_client
 
     settings = get_settings()
+    settled = False  # the run's outcome, and so the chain's next step, is committed
     try:
         with user_slot(user_id, cap=settings.max_concurrent_jobs_per_user) as taken:
             if not taken:
@@ -86,8 +89,9 @@ def _sync_user(
                     **extra,
                 )
                 _follow_up(session, actor, model, provider, result, paused_since_s, now=now)
+            settled = True
     except (Exception, TimeLimitExceeded) as exc:  # re-raised: the retry policy decides
-        if paused_since_s is not None:
+        if paused_since_s is not None and not settled:
             _release_if_given_up(actor, model, provider, user_id, exc)
         raise
 
