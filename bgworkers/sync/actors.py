@@ -18,10 +18,13 @@ from datetime import datetime
 from typing import Any
 
 import dramatiq
+from dramatiq.middleware.time_limit import TimeLimitExceeded
 from sqlmodel import Session
 
 from bgworkers import queues
 from bgworkers.db.engine import session_scope, utcnow
+from bgworkers.logs.failure_reasons import failure_reason
+from bgworkers.logs.loggers import get_logger
 from bgworkers.outbox import enqueue, enqueue_many
 from bgworkers.outbox.keys import per_run_key
 from bgworkers.settings import get_settings
@@ -29,8 +32,10 @@ from bgworkers.sync import pause_chain
 from bgworkers.sync.metrics import SYNC_METRICS
 from bgworkers.sync.models import CalendarConnection, NotionConnection
 from bgworkers.sync.store import Connection, fan_out
-from bgworkers.tasks import task
+from bgworkers.tasks import is_final_attempt, task
 from bgworkers.users.slots import defer, user_slot, user_slots
+
+log = get_logger(__name__)
 
 # The provider clients (httpx, tenacity) are imported by the per-user actors when they run:
 # a worker process that never syncs (``-Q email``, a quiet hour) does not carry them.
@@ -56,29 +61,68 @@ def _sync_user(
     whose credential is paused (a 429) stops too, and its message is recorded again for when
     the pause ends, carrying when the storm began (``paused_since_s``, epoch seconds): the
     thread goes on with other users' work, no retry is used, and the connection is marked
-    so that no fan-out starts a second chain (:mod:`bgworkers.sync.pause_chain`).
+    so that no fan-out starts a second chain (:mod:`bgworkers.sync.pause_chain`). A chain's
+    message that gives up before its run committed leaves its connection to the next tick
+    (:func:`_release_if_given_up`); one that fails after (its user slot's release) has
+    already recorded what comes next, the chain's next link included.
     """
     from bgworkers.sync.http import RequestRetryPolicy, get_client
 
     settings = get_settings()
-    with user_slot(user_id, cap=settings.max_concurrent_jobs_per_user) as taken:
-        if not taken:
-            defer(actor, user_id, paused_since_s)
-            return
+    settled = False  # the run's outcome, and so the chain's next step, is committed
+    try:
+        with user_slot(user_id, cap=settings.max_concurrent_jobs_per_user) as taken:
+            if not taken:
+                defer(actor, user_id, paused_since_s)
+                return
+            with session_scope() as session:
+                now = utcnow()
+                result = sync(
+                    session=session,
+                    user_id=user_id,
+                    client=get_client(settings),
+                    settings=settings,
+                    now=now,
+                    policy=RequestRetryPolicy.from_settings(settings),
+                    should_yield=time_slice(settings.sync_time_slice_s),
+                    resuming=paused_since_s is not None,
+                    **extra,
+                )
+                _follow_up(session, actor, model, provider, result, paused_since_s, now=now)
+            settled = True
+    except (Exception, TimeLimitExceeded) as exc:  # re-raised: the retry policy decides
+        if paused_since_s is not None and not settled:
+            _release_if_given_up(actor, model, provider, user_id, exc)
+        raise
+
+
+def _release_if_given_up(
+    actor: dramatiq.Actor[Any, Any],
+    model: Connection,
+    provider: str,
+    user_id: int,
+    exc: BaseException,
+) -> None:
+    """A chain's message that gives up (last attempt, permanent error) sets its ``paused``
+    connection ``active`` in a transaction of its own (the run's is rolled back), so the next
+    tick syncs it (:func:`~bgworkers.sync.pause_chain.release_given_up`). A release that
+    fails (the database away) is logged, not raised: the message's own failure propagates,
+    and the fan-out's reclaim takes the mark back later."""
+    if not pause_chain.gives_up(exc, final_attempt=is_final_attempt(actor)):
+        return
+    try:
         with session_scope() as session:
-            now = utcnow()
-            result = sync(
-                session=session,
-                user_id=user_id,
-                client=get_client(settings),
-                settings=settings,
-                now=now,
-                policy=RequestRetryPolicy.from_settings(settings),
-                should_yield=time_slice(settings.sync_time_slice_s),
-                resuming=paused_since_s is not None,
-                **extra,
+            pause_chain.release_given_up(
+                session, model, user_id, exc, provider=provider, now=utcnow()
             )
-            _follow_up(session, actor, model, provider, result, paused_since_s, now=now)
+    except Exception as release_error:  # noqa: BLE001 - the message's own failure propagates
+        log.error(
+            "sync_pause_chain_not_released",
+            provider=provider,
+            user_id=user_id,
+            error=failure_reason(release_error),
+            cause=failure_reason(exc),
+        )
 
 
 def _follow_up(

@@ -72,7 +72,8 @@ def run_connection_sync(
     other (one sent before the pause) is skipped, the chain syncs it. A resuming run that
     ends other than ``paused`` sets the connection ``active`` again
     (:mod:`bgworkers.sync.pause_chain`); one that fails transiently leaves it to the message's
-    retries, one that fails for good (never retried) sets it ``active`` for the next fan-out.
+    retries, one that fails for good (never retried) sets it ``active`` for the next fan-out
+    (as the actor does when the message's last attempt fails).
     """
     user_id = result.user_id
     with observe_run(provider, user_id) as figures:

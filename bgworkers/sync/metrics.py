@@ -37,7 +37,7 @@ TOKEN_REFRESH_OUTCOMES = {"google_calendar": ("refreshed", "failed"), "notion": 
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "transport_error")
 HTTP_RETRY_KINDS = ("inline",)
 #: What becomes of a paused run's chain of re-sends (:mod:`bgworkers.sync.pause_chain`).
-PAUSE_CHAIN_EVENTS = ("tick_skipped", "given_up", "reclaimed")
+PAUSE_CHAIN_EVENTS = ("tick_skipped", "given_up", "failed", "reclaimed")
 #: Providers whose requests wait for the client-side rate limiter.
 RATE_LIMITED = ("notion", "google_calendar")
 

@@ -10,7 +10,10 @@ began (``paused_since_s``), is the only one that syncs it. A chain whose storm l
 than ``BGW_SYNC_MAX_PAUSE_S`` stops: the connection is set ``active`` again with the reason in
 ``last_error``, and the next scheduled fan-out starts afresh. A paused connection whose
 re-send never came back (dead-lettered after its retries) is taken back by the fan-out once
-it is older than a chain can be (:func:`stale_after_s`).
+it is older than a chain can be (:func:`stale_after_s`). A chain's message that gives up (its
+last attempt fails, or a permanent error) is no re-send that comes back either: it releases
+its mark at once (:func:`release_given_up`), so the next tick syncs the connection instead of
+the reclaim, up to ``BGW_SYNC_MAX_PAUSE_S`` + 30 minutes later.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
+from bgworkers.errors import PermanentError
+from bgworkers.logs.failure_reasons import failure_reason
 from bgworkers.logs.loggers import get_logger
 from bgworkers.sync.metrics import SYNC_METRICS
 from bgworkers.sync.models import STATUS_ACTIVE, STATUS_PAUSED
@@ -112,6 +117,43 @@ def end_chain(session: Session, model: Connection, user_id: int, *, now: datetim
         .where(col(model.user_id) == user_id, col(model.status) == STATUS_PAUSED)
         .values(status=STATUS_ACTIVE, updated_at=now)
     )
+
+
+def gives_up(exc: BaseException, *, final_attempt: bool) -> bool:
+    """Whether a chain's message that raised ``exc`` is dead-lettered rather than retried.
+
+    Unlike a reminder's give-up, an outage counts: whatever the cause, no message of the
+    chain comes back to sync the connection."""
+    return final_attempt or isinstance(exc, PermanentError)
+
+
+def release_given_up(
+    session: Session,
+    model: Connection,
+    user_id: int,
+    exc: BaseException,
+    *,
+    provider: str,
+    now: datetime,
+) -> bool:
+    """The chain's message gives up on ``exc``: a connection still ``paused`` is set
+    ``active`` with the reason in ``last_error`` (the next tick syncs it) and True is
+    returned. A connection the run already released (a permanent error is recorded by the
+    run itself) or that is no longer ``paused`` is left as it is: False.
+
+    Safe for the one-chain rule: the dead-lettered message was the chain's only message, so
+    the tick's new one is the only chain."""
+    reason = f"rate-limit chain stopped, its message gave up: {failure_reason(exc)}"
+    released = session.execute(
+        update(model)
+        .where(col(model.user_id) == user_id, col(model.status) == STATUS_PAUSED)
+        .values(status=STATUS_ACTIVE, updated_at=now, last_error=reason[:500], last_error_at=now)
+    )
+    if not int(getattr(released, "rowcount", 0) or 0):
+        return False
+    SYNC_METRICS.get().pause_chains.labels(provider, "failed").inc()
+    log.warning("sync_pause_chain_failed", provider=provider, user_id=user_id, error=reason)
+    return True
 
 
 def leave_paused_to_their_chains(

@@ -10,7 +10,9 @@ no burst, and no hand-division of the rate by the number of processes. Times com
 database server's clock (PostgreSQL), so hosts with skewed clocks agree.
 
 A ``429`` (or Google's rate-limit ``403``) pauses the credential for every process until the
-server's ``Retry-After``: :meth:`CredentialThrottle.pause` writes ``paused_until``.
+server's ``Retry-After``: :meth:`CredentialThrottle.pause` writes ``paused_until``. A request of
+a paused credential is refused without reserving anything: a reserved slot would move the
+provider's global cap past the pause too, holding every other credential until it ends.
 
 When the store cannot be reached, each process falls back to a local limiter at
 ``BGW_RATE_LIMIT_FALLBACK_SHARE`` of each rate (conservative: several processes may be in the
@@ -23,11 +25,12 @@ the pause. Sync never stops for the limiter.
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 from sqlalchemy import Engine, delete, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -51,8 +54,8 @@ _KNOWN_KEYS_MAX = 100_000
 class RateLimitedLater(TransientError):
     """The credential is paused (the provider answered 429), or its next slot is further away
     than a worker thread should sleep: the run hands its work back to the broker for
-    ``retry_after_s`` seconds later instead of holding a thread through the wait (the slot
-    stays reserved, so nothing bursts)."""
+    ``retry_after_s`` seconds later instead of holding a thread through the wait (a far slot
+    stays reserved, so nothing bursts; a paused credential reserves none)."""
 
 
 class Throttle(Protocol):
@@ -94,33 +97,42 @@ class SlotStore:
         self._postgres = engine.dialect.name == "postgresql"
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
-    def reserve(self, limits: Sequence[Limit]) -> float:
+    def reserve(
+        self, limits: Sequence[Limit], *, refuse_paused_over_s: float | None = None
+    ) -> float:
         """Reserve the next slot common to ``limits``; return the seconds until it.
+
+        ``refuse_paused_over_s``: when a key's pause has longer than that to run, reserve
+        nothing and raise :class:`RateLimitedLater` with the rest of the pause (None: a pause
+        only delays the slot).
 
         A row this process remembers may have been pruned since (:func:`prune_idle_rows`):
         a reservation that moved fewer rows than it has keys is redone after inserting them,
         so a pruned credential is never left unlimited.
         """
         keys = sorted({limit.key for limit in limits})
+        hold_s = math.inf if refuse_paused_over_s is None else refuse_paused_over_s
         for _ in range(2):
             if self._postgres:
-                moved, wait = self._reserve_postgres(limits, keys)
+                moved, wait = self._reserve_postgres(limits, keys, hold_s)
             else:
                 with self.engine.begin() as conn:
                     self._ensure_rows(conn, keys)
-                    moved, wait = _reserve_sqlite(conn, limits, keys)
+                    moved, wait = _reserve_sqlite(conn, limits, keys, hold_s)
             if moved == len(keys):
                 return wait
             self._known.difference_update(keys)
         raise SQLAlchemyError(f"rate limit rows {keys} could not be created")
 
-    def _reserve_postgres(self, limits: Sequence[Limit], keys: list[str]) -> tuple[int, float]:
+    def _reserve_postgres(
+        self, limits: Sequence[Limit], keys: list[str], hold_s: float
+    ) -> tuple[int, float]:
         """Autocommit: the reservation is one statement, atomic by itself, so it needs no
         BEGIN and COMMIT around it (two round trips of three, per request). Should a row be
         missing, the rows that were there moved one interval: that only spaces requests more."""
         with self._autocommit.connect() as conn:
             self._ensure_rows(conn, keys)
-            return _reserve_postgres(conn, limits, keys)
+            return _reserve_postgres(conn, limits, keys, hold_s)
 
     def reserve_many(self, requests: Sequence[Sequence[Limit]]) -> list[float]:
         """Reserve one slot for each of ``requests`` (each under its own limits), in their
@@ -221,7 +233,8 @@ class SlotStore:
 #: round trips): the rows are
 #: locked in key order, the clock is read by the aggregate after every row is locked (time
 #: spent waiting for a lock must not shorten the spacing), and each row moves one of its own
-#: intervals past the common slot. Returns the seconds until the slot.
+#: intervals past the common slot. Returns the seconds until the slot, a row per key moved;
+#: or, when a pause has more than ``hold_s`` to run, no move and one row with the rest of it.
 _RESERVE_POSTGRES = text(
     """
     WITH locked AS (
@@ -232,14 +245,21 @@ _RESERVE_POSTGRES = text(
                EXTRACT(EPOCH FROM clock_timestamp())::float8 AS now_s
         FROM locked
     ), slot AS (
-        SELECT now_s, GREATEST(now_s, next_at, paused_until) AS at_s FROM clock
+        SELECT now_s, paused_until - now_s AS paused_s,
+               GREATEST(now_s, next_at, paused_until) AS at_s
+        FROM clock
+    ), moved AS (
+        UPDATE rate_limit_slots AS r
+        SET next_at = slot.at_s + step.interval_s,
+            waited_s = r.waited_s + (slot.at_s - slot.now_s)
+        FROM slot, unnest(CAST(:keys AS text[]), CAST(:intervals AS float8[]))
+            AS step(key, interval_s)
+        WHERE r.key = step.key AND slot.paused_s <= CAST(:hold_s AS float8)
+        RETURNING slot.at_s - slot.now_s AS wait_s
     )
-    UPDATE rate_limit_slots AS r
-    SET next_at = slot.at_s + step.interval_s, waited_s = r.waited_s + (slot.at_s - slot.now_s)
-    FROM slot, unnest(CAST(:keys AS text[]), CAST(:intervals AS float8[]))
-        AS step(key, interval_s)
-    WHERE r.key = step.key
-    RETURNING slot.at_s - slot.now_s
+    SELECT wait_s, 0.0::float8 AS refused_s FROM moved
+    UNION ALL
+    SELECT 0.0::float8, paused_s FROM slot WHERE paused_s > CAST(:hold_s AS float8)
     """
 )
 
@@ -266,8 +286,15 @@ _MOVE_POSTGRES = text(
 )
 
 
+def _refuse_paused(paused_s: float) -> NoReturn:
+    """Raise :class:`RateLimitedLater` for a credential paused ``paused_s`` more seconds."""
+    raise RateLimitedLater(
+        f"rate limit: credential paused for {paused_s:.1f} s", retry_after_s=paused_s
+    )
+
+
 def _reserve_sqlite(
-    conn: Connection, limits: Sequence[Limit], keys: list[str]
+    conn: Connection, limits: Sequence[Limit], keys: list[str], hold_s: float
 ) -> tuple[int, float]:
     # Take the write lock first, so no other process reads between our read and our update
     # (SQLite has no SELECT ... FOR UPDATE); SQLite lives on one host: its clock is everyone's.
@@ -284,6 +311,9 @@ def _reserve_sqlite(
     if len(rows) < len(keys):
         return len(rows), 0.0
     now = time.time()
+    paused_s = max(r.paused_until for r in rows) - now
+    if paused_s > hold_s:
+        _refuse_paused(paused_s)
     slot: float = max([now, *(r.next_at for r in rows), *(r.paused_until for r in rows)])
     for limit in limits:
         conn.execute(
@@ -295,12 +325,15 @@ def _reserve_sqlite(
 
 
 def _reserve_postgres(
-    conn: Connection, limits: Sequence[Limit], keys: list[str]
+    conn: Connection, limits: Sequence[Limit], keys: list[str], hold_s: float
 ) -> tuple[int, float]:
-    params = {"keys": [limit.key for limit in limits],
+    params = {"keys": [limit.key for limit in limits], "hold_s": hold_s,
               "intervals": [limit.interval_s for limit in limits]}  # fmt: skip
-    waits = conn.execute(_RESERVE_POSTGRES, params).scalars().all()
-    return len(waits), float(max([0.0, *waits]))
+    rows = conn.execute(_RESERVE_POSTGRES, params).all()
+    refused = [float(row.refused_s) for row in rows if row.refused_s > 0]
+    if refused:
+        _refuse_paused(refused[0])
+    return len(rows), float(max([0.0, *(row.wait_s for row in rows)]))
 
 
 def prune_idle_rows(engine: Engine, *, idle_s: float, batch_size: int = 1_000) -> int:
@@ -401,26 +434,26 @@ class SharedLimiter:
         """Reserve, sleep to the slot; reserve again if a 429 paused a key meanwhile (a slot
         reserved before the pause must not be used in it).
 
-        A wait longer than one interval is checked for a pause first, and a paused credential
-        raises :class:`RateLimitedLater` rather than sleeping: every request of that
-        credential would park a worker thread until the pause ends (seconds, from the
-        provider's ``Retry-After``) while other credentials' work waits in the queue. The
-        spacing wait of a busy credential (up to ``max_wait_s``) is slept as before."""
+        A credential paused for longer than one interval raises :class:`RateLimitedLater`
+        rather than sleeping, and reserves nothing: every request of that credential would
+        park a worker thread until the pause ends (seconds, from the provider's
+        ``Retry-After``) while other credentials' work waits in the queue, and a slot reserved
+        after the pause would move the provider's global cap there too. The spacing wait of a
+        busy credential (up to ``max_wait_s``) is slept as before."""
         waited = 0.0
         keys = [limit.key for limit in limits]
         longest_interval_s = max(limit.interval_s for limit in limits)
         while True:
-            wait = self.store.reserve(limits)
+            try:
+                wait = self.store.reserve(limits, refuse_paused_over_s=longest_interval_s)
+            except RateLimitedLater:
+                self._store_worked()
+                raise
             self._store_worked()
             if wait <= 0:
                 return waited
             if self.max_wait_s is not None and wait > self.max_wait_s:
                 raise RateLimitedLater(f"rate limit: next slot in {wait:.1f} s", retry_after_s=wait)
-            if wait > longest_interval_s and self.store.paused_for(keys) > 0:
-                raise RateLimitedLater(
-                    f"rate limit: credential paused, next slot in {wait:.1f} s",
-                    retry_after_s=wait,
-                )
             self._sleep(wait)
             waited += wait
             if self.store.paused_for(keys) <= 0:
@@ -429,19 +462,17 @@ class SharedLimiter:
     def _acquire_local(self, limits: Sequence[Limit]) -> float:
         """:meth:`_acquire_shared` on the local limiters, while the store is unreachable: a
         pause of this process's (a 429 it was answered) raises :class:`RateLimitedLater` as
-        the shared one does, and so does a wait over ``max_wait_s``; the conservative local
-        spacing up to it is slept."""
+        the shared one does, reserving nothing, and so does a wait over ``max_wait_s``; the
+        conservative local spacing up to it is slept."""
         local = [self._fallback_limiter(limit) for limit in limits]
+        paused_s = max(limiter.paused_for() for limiter in local)
+        if paused_s > max(limiter.interval_s for limiter in local):
+            _refuse_paused(paused_s)
         wait = max(limiter.reserve() for limiter in local)
         if wait <= 0:
             return 0.0
         if self.max_wait_s is not None and wait > self.max_wait_s:
             raise RateLimitedLater(f"rate limit: next slot in {wait:.1f} s", retry_after_s=wait)
-        longest_interval_s = max(limiter.interval_s for limiter in local)
-        if wait > longest_interval_s and max(limiter.paused_for() for limiter in local) > 0:
-            raise RateLimitedLater(
-                f"rate limit: credential paused, next slot in {wait:.1f} s", retry_after_s=wait
-            )
         self._sleep(wait)
         return wait
 

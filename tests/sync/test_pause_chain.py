@@ -1,7 +1,8 @@
 """A rate-limit storm longer than the fan-out's ticks keeps one chain of re-sends per
 connection, and a storm longer than ``BGW_SYNC_MAX_PAUSE_S`` ends it with a recorded reason
 (real PostgreSQL and its outbox, Notion faked at the HTTP layer; the ticks and deliveries are
-driven by calling the actors' functions, not by waiting for the clock)."""
+driven by calling the actors' functions, not by waiting for the clock, except where the retry
+policy's decision matters: a real worker on the real RabbitMQ then)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import dramatiq
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
-from sqlalchemy import update
+from sqlalchemy import text, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -31,6 +32,8 @@ from bgworkers.sync.models import (
     RateLimitSlot,
 )
 from bgworkers.sync.pause_chain import leave_paused_to_their_chains, stale_after_s
+from bgworkers.users.slots import lock_key
+from tests.platform_helpers import wait_for
 from tests.sync.fakes import NotionWorkspaces
 from tests.sync.helpers import add_user, connect_notion
 
@@ -265,3 +268,119 @@ def test_a_chain_run_refused_for_good_leaves_its_connection_to_the_next_tick(
     actors.sync_notion_pages.fn()  # the next scheduled run tries again, as for any 4xx
     [retried] = pending(postgres_engine)
     assert json.loads(retried.body)["args"] == [user_id]
+
+
+@pytest.mark.integration
+def test_a_chain_message_failing_on_its_last_attempt_leaves_its_connection_to_the_next_tick(
+    postgres_engine: Engine,
+    app_broker: dramatiq.Broker,
+    registry: CollectorRegistry,
+    fresh_settings: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BGW_SYNC_HTTP_MAX_ATTEMPTS", "1")  # one request per delivery
+    get_settings.cache_clear()
+    settings = get_settings()
+    chain = actors.sync_user_notion_pages
+    monkeypatch.setitem(chain.options, "max_retries", 1)  # two deliveries, the second is final
+    monkeypatch.setitem(chain.options, "min_backoff", 500)
+    user_id = add_user(postgres_engine, "unlucky@example.com")
+    connect_notion(postgres_engine, user_id, token=STORM)
+    fake = NotionWorkspaces(version=settings.notion_version, retry_after_s=1)
+    fake.add(STORM)
+    fake.storms[STORM] = 1  # the tick's run: 429, Retry-After: 1 (the chain starts)
+    fake.workspaces[STORM].inject(503, times=2, code="service_unavailable")  # the chain's two
+    found: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        found.append(connection(postgres_engine, user_id).status)  # as each request finds it
+        return fake(request)
+
+    use_client(build_client(settings, transport=httpx.MockTransport(answer)))
+    worker = dramatiq.Worker(app_broker, worker_timeout=100, worker_threads=1)
+    worker.start()
+    try:
+        actors.sync_notion_pages.fn()  # tick 1
+        wait_for(
+            lambda: app_broker.get_queue_message_counts("sync")[2] == 1,
+            timeout_s=30,
+            what="the chain's message dead-lettered after its last attempt",
+        )
+        released = connection(postgres_engine, user_id)
+        assert released.status == STATUS_ACTIVE
+        assert released.last_error is not None and "503" in released.last_error
+        actors.sync_notion_pages.fn()  # tick 2: the connection is sent again, and synced
+        wait_for(
+            lambda: connection(postgres_engine, user_id).last_synced_at is not None,
+            timeout_s=30,
+            what="the next tick's sync",
+        )
+    finally:
+        worker.stop()
+        use_client(None)
+    assert [status for _, status in fake.requests_of(STORM)] == [429, 503, 503, 200]
+    # The first failure kept the mark (its retry is the chain): never two chains at once.
+    assert found == [STATUS_ACTIVE, STATUS_PAUSED, STATUS_PAUSED, STATUS_ACTIVE]
+    failed = {"provider": "notion", "event": "failed"}
+    assert registry.get_sample_value("bgworkers_sync_pause_chains_total", failed) == 1
+
+
+def drop_slot_connection(engine: Engine, user_id: int) -> None:
+    """End the PostgreSQL session that holds the user's first job slot (this database's
+    only), as a lost connection does, and wait until it is gone."""
+    namespace, key = lock_key(user_id, 0)
+    holder = text(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = :a AND objid = :b"
+        " AND objsubid = 2 AND database = (SELECT oid FROM pg_database"
+        " WHERE datname = current_database())"
+    )
+    with engine.connect() as conn:
+        [pid] = conn.execute(holder, {"a": namespace, "b": key}).scalars().all()
+        conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        alive = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
+        wait_for(lambda: conn.execute(alive, {"pid": pid}).scalar_one() == 0, what="it ended")
+
+
+@pytest.mark.integration
+def test_a_chain_message_failing_after_it_recorded_its_next_link_keeps_the_mark(
+    postgres_engine: Engine,
+    app_broker: dramatiq.Broker,
+    registry: CollectorRegistry,
+    fresh_settings: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = get_settings()
+    monkeypatch.setitem(actors.sync_user_notion_pages.options, "max_retries", 0)  # all final
+    user_id = add_user(postgres_engine, "slot-lost@example.com")
+    connect_notion(postgres_engine, user_id, token=STORM)
+    fake = NotionWorkspaces(version=settings.notion_version, retry_after_s=1)
+    fake.add(STORM)
+    fake.storms[STORM] = 2  # the tick's run and the chain's first link: 429, Retry-After: 1
+    found: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        found.append(connection(postgres_engine, user_id).status)  # as each request finds it
+        if len(found) == 2:  # the first link records the next, then cannot release its slot
+            drop_slot_connection(postgres_engine, user_id)
+        return fake(request)
+
+    use_client(build_client(settings, transport=httpx.MockTransport(answer)))
+    worker = dramatiq.Worker(app_broker, worker_timeout=100, worker_threads=1)
+    worker.start()
+    try:
+        actors.sync_notion_pages.fn()  # tick 1
+        wait_for(
+            lambda: connection(postgres_engine, user_id).last_synced_at is not None,
+            timeout_s=30,
+            what="the chain's next link's sync",
+        )
+    finally:
+        worker.stop()
+        use_client(None)
+    assert [status for _, status in fake.requests_of(STORM)] == [429, 429, 200]
+    assert app_broker.get_queue_message_counts("sync")[2] == 1  # the first link failed
+    # Its next link was committed before the failure: the mark stayed for it (one chain).
+    assert found == [STATUS_ACTIVE, STATUS_PAUSED, STATUS_PAUSED]
+    assert connection(postgres_engine, user_id).status == STATUS_ACTIVE
+    failed = {"provider": "notion", "event": "failed"}
+    assert not registry.get_sample_value("bgworkers_sync_pause_chains_total", failed)

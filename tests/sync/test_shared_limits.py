@@ -212,7 +212,7 @@ def test_an_unreachable_store_hands_a_paused_credential_back_as_the_store_does(
     with pytest.raises(RateLimitedLater) as raised:
         limiter.acquire(paused)
     assert raised.value.retry_after_s == pytest.approx(3.0, abs=0.5)
-    with pytest.raises(RateLimitedLater):  # the slot after the pause stays reserved
+    with pytest.raises(RateLimitedLater):  # still paused: handed back, reserving nothing
         limiter.acquire(paused)
     assert len(slept) == 1  # no thread slept through the pause
     # ... and a calendar page sees the pause too (it asks before reserving its slots).
@@ -253,6 +253,27 @@ def test_a_paused_credential_is_handed_back_however_short_the_pause(db_engine: E
         limiter.acquire(paused)
     assert raised.value.retry_after_s == pytest.approx(2.0, abs=0.5)
     assert len(slept) == 1  # no thread sleeps through a pause
+
+
+@pytest.mark.parametrize("db_engine", ["sqlite", "postgresql"], indirect=True)
+def test_a_paused_credentials_refused_requests_hold_no_other_credential(db_engine: Engine) -> None:
+    limiter = SharedLimiter(
+        SlotStore(db_engine), fallback_share=0.1, max_wait_s=5.0, sleep=lambda _: None
+    )
+    project = Limit("google:all", 100.0)
+    paused = [Limit("google:user:1", 5.0), project]
+    other = [Limit("google:user:2", 5.0), project]
+    limiter.acquire(paused)
+    limiter.pause(paused[0].key, 60.0)  # a 429 with Retry-After: 60 for user 1
+    for _ in range(3):  # its chain's deliveries during the pause, each refused
+        with pytest.raises(RateLimitedLater):
+            limiter.acquire(paused)
+    # Another user of the project goes on at once: the cap was not moved past the pause.
+    assert limiter.acquire(other) < 1.0
+    with Session(db_engine) as session:
+        row = session.get(RateLimitSlot, paused[0].key)
+        assert row is not None
+        assert row.next_at < row.paused_until  # no slot taken after the pause either
 
 
 @pytest.mark.parametrize("db_engine", ["sqlite", "postgresql"], indirect=True)
