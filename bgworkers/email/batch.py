@@ -18,7 +18,8 @@ The guarantees of :mod:`bgworkers.email.outbox` hold row by row:
   one tried before and waiting for its own retry message (:data:`PAGE_CLAIMABLE`). The next
   part is claimed in the transaction that settles the one before (one commit per part), so
   a page message delivered again after a crash sends the rows never claimed and skips the
-  others.
+  others. If that claim (or its commit) fails, the part's sent marks are committed alone
+  first (:func:`bgworkers.email.outbox.record_sent`): a failed claim never undoes them.
 * **At least once in the end**: the rows are written ``queued`` with ``dispatch_after`` one
   minute ahead (:data:`INLINE_REDISPATCH_AFTER`): if the process dies between the commit and
   the delivery, the sweep (every 5 minutes) hands them to ``send_email``. An email whose
