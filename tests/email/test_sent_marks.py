@@ -18,7 +18,7 @@ import pytest
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import InterfaceError, SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlmodel import Session
 
 from bgworkers.email.along import deliver_email_along
@@ -187,3 +187,37 @@ def test_sent_marks_the_database_never_takes_are_said_in_one_line(
     lines = [r.getMessage() for r in caplog.records if "email_sent_not_recorded" in r.getMessage()]
     assert len(lines) == 1
     assert "[7, 8]" in lines[0] and "sweep sends them again" in lines[0]
+
+
+class LostCommitAnswer:
+    """The ``which``-th commit on ``engine`` is made, then its answer is lost: the client
+    sees an error for a transaction the server committed."""
+
+    def __init__(self, engine: Engine, which: int) -> None:
+        self.engine, self.which, self.commits = engine, which, 0
+
+    def __call__(self, conn: Any) -> None:
+        self.commits += 1
+        if self.commits == self.which:
+            conn.connection.dbapi_connection.commit()
+            raise OperationalError("COMMIT", {}, Exception("server closed the connection"))
+
+    def __enter__(self) -> LostCommitAnswer:
+        event.listen(self.engine, "commit", self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        event.remove(self.engine, "commit", self)
+
+
+def test_a_part_whose_claim_was_committed_unseen_is_sent_at_once(
+    postgres_engine: Engine, smtp_server: SmtpServer
+) -> None:
+    """The commit that marks a part sent and claims the next one is made, but its answer is
+    lost: the claim is run again and takes the rows it already holds, instead of leaving
+    them to the sweep after the sending timeout."""
+    ids = write_page(postgres_engine, MARK_EVERY * 2)
+    with LostCommitAnswer(postgres_engine, which=2):  # the first claim, then this one
+        run_as_a_message(postgres_engine, ids, sending(smtp_server.mailer()))
+    assert all_sent(postgres_engine, ids)
+    assert copies_received(smtp_server) == once_each(len(ids))
