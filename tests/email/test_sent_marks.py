@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+import dramatiq
 import pytest
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 from sqlalchemy import create_engine, event
@@ -21,12 +22,15 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlmodel import Session
 
+from bgworkers.db.engine import use_engine
+from bgworkers.email.actors import send_email_page
 from bgworkers.email.along import deliver_email_along
 from bgworkers.email.batch import add_emails, deliver_emails
 from bgworkers.email.models import EmailStatus, OutboxEmail
 from bgworkers.email.outbox import MARK_EVERY, Sending, record_sent, sweep_outbox
-from bgworkers.email.smtp import Mailer
+from bgworkers.email.smtp import Mailer, use_mailer
 from tests.email.helpers import NOW, SmtpServer, drafts, sending
+from tests.platform_helpers import wait_for
 
 #: When the sweep runs: after the sending timeout of the first attempt's claims.
 LATER = NOW + timedelta(seconds=601)
@@ -220,4 +224,30 @@ def test_a_part_whose_claim_was_committed_unseen_is_sent_at_once(
     with LostCommitAnswer(postgres_engine, which=2):  # the first claim, then this one
         run_as_a_message(postgres_engine, ids, sending(smtp_server.mailer()))
     assert all_sent(postgres_engine, ids)
+    assert copies_received(smtp_server) == once_each(len(ids))
+
+
+@pytest.mark.integration
+def test_a_worker_whose_pool_is_busy_records_its_page_sent(
+    postgres_engine: Engine,
+    one_connection_engine: Engine,
+    smtp_server: SmtpServer,
+    rabbit_worker: dramatiq.Worker,
+    app_broker: dramatiq.Broker,
+) -> None:
+    """The same pool timeout through RabbitMQ and a worker running ``send_email_page``."""
+    ids = write_page(one_connection_engine, MARK_EVERY * 2)
+    hogging = PoolHoggingMailer(smtp_server.mailer(), one_connection_engine,
+                                hog_after=MARK_EVERY, hold_s=1.0)  # fmt: skip
+    use_engine(one_connection_engine)
+    use_mailer(hogging)
+    try:
+        send_email_page.send(ids)
+        # Read on the test's own pool: the worker's has one connection.
+        wait_for(lambda: all_sent(postgres_engine, ids), timeout_s=30,
+                 what="the page to be recorded sent")  # fmt: skip
+    finally:
+        use_mailer(None)
+        use_engine(postgres_engine)
+    sweep_then_deliver(postgres_engine, smtp_server.mailer())
     assert copies_received(smtp_server) == once_each(len(ids))
