@@ -18,7 +18,8 @@ The guarantees of :mod:`bgworkers.email.outbox` hold row by row:
   one tried before and waiting for its own retry message (:data:`PAGE_CLAIMABLE`). The next
   part is claimed in the transaction that settles the one before (one commit per part), so
   a page message delivered again after a crash sends the rows never claimed and skips the
-  others.
+  others. If that claim (or its commit) fails, the part's sent marks are committed alone
+  first (:func:`bgworkers.email.outbox.record_sent`): a failed claim never undoes them.
 * **At least once in the end**: the rows are written ``queued`` with ``dispatch_after`` one
   minute ahead (:data:`INLINE_REDISPATCH_AFTER`): if the process dies between the commit and
   the delivery, the sweep (every 5 minutes) hands them to ``send_email``. An email whose
@@ -72,10 +73,13 @@ _C = _TABLE.c
 #: past the timeout). Why not every queued email: one tried before and put back has its own
 #: retry message, waiting out ``send_email``'s backoff; a page delivered again after a crash
 #: would otherwise try it early. It is that message's to send (or, if the message is lost,
-#: the sweep's, which hands tried emails to ``send_email`` one by one).
+#: the sweep's, which hands tried emails to ``send_email`` one by one). A row the claim's
+#: own token holds is taken again: a claim run again after its commit was made but its
+#: answer lost finds its rows, instead of leaving them to the sweep after the timeout.
 PAGE_CLAIMABLE = or_(
     and_(_C.status == EmailStatus.QUEUED, _C.attempts == 0),
     and_(_C.status == EmailStatus.SENDING, _C.claimed_at < bindparam("stale_before")),
+    and_(_C.status == EmailStatus.SENDING, _C.claim_token == bindparam("token")),
 )
 _PAGE_CLAIM = claim_statement(and_(_C.id.in_(bindparam("ids", expanding=True)), PAGE_CLAIMABLE))
 
@@ -169,6 +173,7 @@ def deliver_emails(
     session.commit()
     done = Delivery()
     while claim is not None:
+        page.next_token = str(uuid.uuid4())  # the next part's, whichever time it is claimed
         if claim.rows:
             part_done = send_claimed(claim.rows, claim.token, session=session, sending=sending,
                                      retry=retry, and_then=page.go_on)  # fmt: skip
@@ -198,6 +203,7 @@ class _Page:
     monotonic: Callable[[], float]
     rest: list[int]
     following: _Part | None = None
+    next_token: str = ""
 
     def go_on(self, part_done: Delivery) -> None:
         """In the transaction of a part's last outcomes (run again if that is retried):
@@ -215,7 +221,9 @@ class _Page:
             self.hand_on(self.rest)
             log.info("email_page_handed_on", handed_on=len(self.rest))
         else:
-            self.following = _claim_part(self.session, self.rest[:MARK_EVERY], self.sending)
+            self.following = _claim_part(
+                self.session, self.rest[:MARK_EVERY], self.sending, token=self.next_token
+            )
 
     def go_on_after_nothing(self) -> bool:
         """:meth:`go_on` after a part whose emails were all taken (for
@@ -231,8 +239,10 @@ class _Part:
     skipped: int
 
 
-def _claim_part(session: Session, email_ids: list[int], sending: Sending) -> _Part:
-    token = str(uuid.uuid4())
+def _claim_part(
+    session: Session, email_ids: list[int], sending: Sending, *, token: str | None = None
+) -> _Part:
+    token = token or str(uuid.uuid4())
     now = sending.clock()
     stale_before = now - timedelta(seconds=sending.sending_timeout_s)
     rows = run_claim(session, _PAGE_CLAIM, token=token, now=now, stale_before=stale_before,

@@ -19,6 +19,7 @@ same ``Message-ID`` (derived from the key), so mail clients show it once.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import time
@@ -33,7 +34,7 @@ from email.utils import format_datetime, parseaddr
 from typing import Any, Literal, Protocol
 
 from sqlalchemy import and_, bindparam, or_, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from bgworkers.db.engine import insert_if_absent
@@ -359,7 +360,8 @@ def send_claimed(
     Each row ends in one of these ways:
 
     * **sent**: marked every :data:`MARK_EVERY` emails, waiting out a short database outage
-      (:func:`record_patiently`);
+      (:func:`record_patiently`); a failure of ``and_then`` never undoes the marks
+      (:func:`_mark_sent`);
     * **failed**: a 5xx reply, or the attempts are used up; recorded, never retried;
     * **retried later**: a transient reply, or anything unexpected while sending; put back in
       the queue and given to ``retry`` (which records a ``send_email`` message per id in the
@@ -491,23 +493,71 @@ def _mark_sent(
     *,
     also: Callable[[], None] | None = None,
 ) -> None:
-    """Record emails the server accepted, and run ``also`` in the same transaction; commits,
-    waiting out a short database outage (see :func:`record_patiently`: a retry runs both
-    again)."""
-    if not ids and also is None:
-        return
+    """Record emails the server accepted, and run ``also`` (a page's next claim, retry
+    messages) in the same commit: one commit per part.
 
-    def write() -> bool:
-        marked = not ids or (
+    Why the marks never depend on ``also``: when ``also`` or that commit fails (a claim's
+    error, a time limit), the rollback takes the marks with it, and the sweep would send
+    those emails again. They are then recorded alone first (:func:`record_sent`); after them
+    ``also`` is run again if a database error failed it, and anything else is raised.
+    """
+
+    def mark() -> bool:
+        return not ids or (
             _set(session, ids, token, status=EmailStatus.SENT, sent_at=now, updated_at=now)
             == len(ids)
         )
-        if also is not None:
-            also()
-        return marked
 
-    if not record_patiently(session, write):
+    if also is None:
+        marked = record_sent(session, mark, ids)
+    else:
+        try:
+            marked = mark()
+            also()
+            session.commit()
+        # Even an interrupt (a time limit): the marks first, then it is raised.
+        except BaseException as exc:
+            session.rollback()
+            marked = record_sent(session, mark, ids)
+            if not isinstance(exc, SQLAlchemyError):
+                raise
+            record_patiently(session, functools.partial(_run_also, also))
+    if not marked:
         log.warning("email_claim_lost", email_ids=ids)
+
+
+def _run_also(also: Callable[[], None]) -> bool:
+    also()
+    return True
+
+
+def record_sent(
+    session: Session,
+    mark: Callable[[], bool],
+    ids: list[int],
+    *,
+    patience_s: float = RECORD_SENT_PATIENCE_S,
+) -> bool:
+    """Commit the sent marks ``mark`` writes for ``ids``, in a transaction of their own,
+    through any database error for up to ``patience_s`` seconds; ``mark``'s result.
+
+    If the database never takes them, one line names the emails the SMTP server accepted
+    and what happens to them (the sweep sends them again), and the error is raised.
+    """
+    if not ids:
+        return True
+    try:
+        return record_patiently(session, mark, patience_s=patience_s)
+    except SQLAlchemyError as exc:
+        log.error(
+            "email_sent_not_recorded",
+            email_ids=ids,
+            error=failure_reason(exc),
+            hint=f"the SMTP server accepted these emails but the database refused their sent "
+            f"mark for {patience_s:g} s: they stay 'sending', and the sweep sends them again "
+            "(same Message-ID) once the sending timeout has passed",
+        )
+        raise
 
 
 def _fail(session: Session, row: Any, token: str, reply: str, reason: str, s: Sending) -> str:
@@ -533,13 +583,14 @@ def record_patiently(
     patience_s: float = RECORD_SENT_PATIENCE_S,
     sleep: Callable[[float], None] = time.sleep,
 ) -> bool:
-    """Run ``write`` and commit, retrying while the database does not answer; its result.
+    """Run ``write`` and commit, retrying on any database error; its result.
 
     Why: an email the SMTP server accepted but whose ``sent`` was not recorded stays claimed
     until the claim expires, and the sweep then sends it again. A database that is away for
-    a few seconds (a restart, a fail-over) must not turn into a second copy, so the sender
-    waits for it, up to ``patience_s`` seconds, before giving up as before (the error is
-    raised and the message retried).
+    a few seconds (a restart, a fail-over), a pool with no free connection (SQLAlchemy's
+    ``TimeoutError``) or a connection lost mid-transaction (``InterfaceError``) must not turn
+    into a second copy, so the sender waits, up to ``patience_s`` seconds, before giving up
+    (the error is raised and the message retried).
     """
     deadline = time.monotonic() + patience_s
     pause_s = 0.5
@@ -548,15 +599,16 @@ def record_patiently(
             result = write()
             session.commit()
             return result
-        except OperationalError as exc:
+        except SQLAlchemyError as exc:
             session.rollback()
             if time.monotonic() + pause_s > deadline:
                 raise
             if _WAITING_NOTICE.due():
                 log.warning(
                     "email_outcome_waiting_for_database",
-                    error=type(exc.orig).__name__,
-                    hint="the database does not answer: start it or fix BGW_DATABASE_URL; "
+                    error=failure_reason(exc),
+                    hint="the database does not answer or has no free connection: start it, "
+                    "fix BGW_DATABASE_URL or raise its pool size; "
                     f"sent emails are recorded once it answers (up to {patience_s:g} s)",
                     similar_held_back=_WAITING_NOTICE.held_back,
                 )
