@@ -34,7 +34,14 @@ from email.utils import format_datetime, parseaddr
 from typing import Any, Literal, Protocol
 
 from sqlalchemy import and_, bindparam, or_, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import (
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+    PendingRollbackError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session, col, select
 
 from bgworkers.db.engine import insert_if_absent
@@ -58,6 +65,10 @@ MAX_ERROR_LENGTH = 2000
 #: Seconds a sender keeps trying to record that an email was sent while the database does
 #: not answer, before giving up (the claim then expires and the sweep sends it again).
 RECORD_SENT_PATIENCE_S = 30.0
+#: Database errors that pass with time (the server away or restarting, a connection lost, no
+#: free connection in the pool): worth waiting out. Any other (a constraint, a bad statement)
+#: fails the same way on every try, so waiting would only hold the message.
+_PASSING = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout, PendingRollbackError)
 #: One ``email_outcome_waiting_for_database`` line a minute per process, not one per attempt.
 _WAITING_NOTICE = LogInterval(60.0)
 #: Sent rows are marked (and committed) every this many emails of a run.
@@ -539,7 +550,8 @@ def record_sent(
     patience_s: float = RECORD_SENT_PATIENCE_S,
 ) -> bool:
     """Commit the sent marks ``mark`` writes for ``ids``, in a transaction of their own,
-    through any database error for up to ``patience_s`` seconds; ``mark``'s result.
+    waiting out a database error that passes for up to ``patience_s`` seconds (see
+    :func:`record_patiently`); ``mark``'s result.
 
     If the database never takes them, one line names the emails the SMTP server accepted
     and what happens to them (the sweep sends them again), and the error is raised.
@@ -553,9 +565,10 @@ def record_sent(
             "email_sent_not_recorded",
             email_ids=ids,
             error=failure_reason(exc),
-            hint=f"the SMTP server accepted these emails but the database refused their sent "
-            f"mark for {patience_s:g} s: they stay 'sending', and the sweep sends them again "
-            "(same Message-ID) once the sending timeout has passed",
+            hint="the SMTP server accepted these emails but the database refused their sent "
+            f"mark (an outage is waited out for up to {patience_s:g} s): they stay 'sending', "
+            "and the sweep sends them again (same Message-ID) once the sending timeout has "
+            "passed",
         )
         raise
 
@@ -583,7 +596,8 @@ def record_patiently(
     patience_s: float = RECORD_SENT_PATIENCE_S,
     sleep: Callable[[float], None] = time.sleep,
 ) -> bool:
-    """Run ``write`` and commit, retrying on any database error; its result.
+    """Run ``write`` and commit, retrying on a database error that passes (:data:`_PASSING`);
+    its result.
 
     Why: an email the SMTP server accepted but whose ``sent`` was not recorded stays claimed
     until the claim expires, and the sweep then sends it again. A database that is away for
@@ -599,7 +613,7 @@ def record_patiently(
             result = write()
             session.commit()
             return result
-        except SQLAlchemyError as exc:
+        except _PASSING as exc:
             session.rollback()
             if time.monotonic() + pause_s > deadline:
                 raise
