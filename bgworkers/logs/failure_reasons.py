@@ -33,6 +33,7 @@ def failure_reason(exc: BaseException) -> str:
 
 
 def _database_reason(exc: BaseException) -> str:
+    """``Class: first line`` of the driver's error (see :func:`database_error_line`)."""
     name, first = database_error_line(exc)
     return f"{name}: {first}" if first else f"{name} (no reason given)"
 

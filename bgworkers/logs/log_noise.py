@@ -108,7 +108,7 @@ def _shorten(record: logging.LogRecord, held: int, interval_s: float, nodes: str
     """Fold a traceback into the message and say how many similar lines were held back."""
     full, message = record.getMessage(), _head(record)
     exc = record.exc_info[1] if record.exc_info else None
-    if exc is not None and _database_away(record):
+    if exc is not None and _database_away(record):  # (exc checked again for the type checker)
         record.levelno, record.levelname = logging.WARNING, "WARNING"  # the message is retried
         message = _database_did_not_answer(full, exc)
     record.exc_info = record.exc_text = None

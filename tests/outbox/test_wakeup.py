@@ -146,6 +146,9 @@ def test_the_listener_connects_as_the_engine_does_to_a_list_of_hosts(
             timeout_s=20,
             what="the listener's session, named by the URL",
         )
+        # The listener sets the event once LISTEN has returned (rows committed before are due);
+        # only after that set can a set be the notification's.
+        wait_for(wakeup.is_set, timeout_s=20, what="the listener's first wake-up")
         wakeup.clear()
         with engine.begin() as conn:
             conn.execute(NOTIFY)
