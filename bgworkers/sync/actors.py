@@ -92,7 +92,7 @@ def _sync_user(
             settled = True
     except (Exception, TimeLimitExceeded) as exc:  # re-raised: the retry policy decides
         if paused_since_s is not None and not settled:
-            _release_if_given_up(actor, model, provider, user_id, exc)
+            _release_if_given_up(actor, model, provider, user_id, paused_since_s, exc)
         raise
 
 
@@ -101,19 +101,28 @@ def _release_if_given_up(
     model: Connection,
     provider: str,
     user_id: int,
+    paused_since_s: float,
     exc: BaseException,
 ) -> None:
     """A chain's message that gives up (last attempt, permanent error) sets its ``paused``
     connection ``active`` in a transaction of its own (the run's is rolled back), so the next
-    tick syncs it (:func:`~bgworkers.sync.pause_chain.release_given_up`). A release that
-    fails (the database away) is logged, not raised: the message's own failure propagates,
-    and the fan-out's reclaim takes the mark back later."""
+    tick syncs it (:func:`~bgworkers.sync.pause_chain.release_given_up`), unless an earlier
+    attempt of this message recorded the chain's next link (the key :func:`_follow_up` gives
+    it): that link is the chain, and the mark stays for it. A release that fails (the
+    database away) is logged, not raised: the message's own failure propagates, and the
+    fan-out's reclaim takes the mark back later.
+
+    Not seen here: a copy sent by :func:`~bgworkers.users.slots.defer` goes straight to the
+    broker. An attempt that deferred and then failed (the slot's release, the time limit)
+    leaves a window where the release and that copy both live; the copy then runs as a
+    chain's link on an ``active`` connection, beside whatever the next tick sends."""
     if not pause_chain.gives_up(exc, final_attempt=is_final_attempt(actor)):
         return
+    next_link = per_run_key((user_id, paused_since_s))
     try:
         with session_scope() as session:
             pause_chain.release_given_up(
-                session, model, user_id, exc, provider=provider, now=utcnow()
+                session, model, user_id, exc, provider=provider, now=utcnow(), next_link=next_link
             )
     except Exception as release_error:  # noqa: BLE001 - the message's own failure propagates
         log.error(

@@ -8,7 +8,8 @@ on PostgreSQL. A page does that bookkeeping once for all its users:
 1. the caller took the users' slots (:func:`bgworkers.users.slots.user_slots`, one statement
    per slot number);
 2. their connections are read in one query, and a rate-limit slot is reserved for each
-   user's request in one transaction (:meth:`SharedLimiter.reserve_many`);
+   user's request in one transaction (:meth:`SharedLimiter.reserve_many`); a user whose
+   credential is paused reserves none and is handed off for after the pause;
 3. the requests run concurrently (``run_all``, a thread pool of the process), one each;
 4. every answer that completes a listing is written in one transaction: one upsert of all
    events, one delete of cancelled ones, one of stale ones after full listings, one update
@@ -47,7 +48,7 @@ from bgworkers.sync.limits import google_limits
 from bgworkers.sync.metrics import SYNC_METRICS
 from bgworkers.sync.models import STATUS_ACTIVE, CalendarConnection
 from bgworkers.sync.pause_chain import resume_delay_ms
-from bgworkers.sync.shared_limits import RateLimitedLater, SharedLimiter
+from bgworkers.sync.shared_limits import PageSlot, RateLimitedLater, SharedLimiter
 
 log = get_logger(__name__)
 
@@ -125,14 +126,14 @@ def sync_calendar_page(
     result.skipped = sorted(set(user_ids) - {listing.user_id for listing in listings})
     if listings:
         limits = [google_limits(settings, x.user_id) for x in listings]
-        waits = limiter.reserve_many(limits)
+        slots = limiter.reserve_many(limits)
         base = str(settings.google_api_base_url).rstrip("/")
         pauses = _Pauses(limiter, [own[0].key for own in limits])
 
-        def fetch(job: tuple[_Listing, float]) -> _Answer:
+        def fetch(job: tuple[_Listing, PageSlot]) -> _Answer:
             return _fetch(client, limiter, pauses, settings, base, job[0], job[1], sleep)
 
-        answers = list(run_all(fetch, list(zip(listings, waits, strict=True))))
+        answers = list(run_all(fetch, list(zip(listings, slots, strict=True))))
         _write(session, answers, now=now, result=result, hand_off=hand_off)
     _count(result)
     return result
@@ -155,12 +156,15 @@ def _fetch(
     settings: Settings,
     base: str,
     listing: _Listing,
-    wait: float,
+    slot: PageSlot,
     sleep: Callable[[float], None],
 ) -> _Answer:
     """One user's ``events.list`` at its reserved slot; never raises (a failure is the
     user's alone and is handed to its own message)."""
     limits = google_limits(settings, listing.user_id)
+    wait = slot.wait_s
+    if slot.paused:  # no slot reserved: its own message, after the pause
+        return _Answer(listing, hand_off="paused", delay_ms=resume_delay_ms(wait))
     if wait > settings.sync_http_max_inline_wait_s:
         return _Answer(listing, hand_off="rate_limited", delay_ms=resume_delay_ms(wait))
     if wait > 0:

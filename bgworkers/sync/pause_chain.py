@@ -13,7 +13,8 @@ re-send never came back (dead-lettered after its retries) is taken back by the f
 it is older than a chain can be (:func:`stale_after_s`). A chain's message that gives up (its
 last attempt fails, or a permanent error) is no re-send that comes back either: it releases
 its mark at once (:func:`release_given_up`), so the next tick syncs the connection instead of
-the reclaim, up to ``BGW_SYNC_MAX_PAUSE_S`` + 30 minutes later.
+the reclaim, up to ``BGW_SYNC_MAX_PAUSE_S`` + 30 minutes later; unless an earlier attempt of
+that message committed the chain's next link, which then carries the mark.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from sqlmodel import Session, col, select
 from bgworkers.errors import PermanentError
 from bgworkers.logs.failure_reasons import failure_reason
 from bgworkers.logs.loggers import get_logger
+from bgworkers.outbox.models import OutboxMessage
 from bgworkers.sync.metrics import SYNC_METRICS
 from bgworkers.sync.models import STATUS_ACTIVE, STATUS_PAUSED
 from bgworkers.sync.store import Connection
@@ -135,14 +137,23 @@ def release_given_up(
     *,
     provider: str,
     now: datetime,
+    next_link: str | None,
 ) -> bool:
     """The chain's message gives up on ``exc``: a connection still ``paused`` is set
     ``active`` with the reason in ``last_error`` (the next tick syncs it) and True is
     returned. A connection the run already released (a permanent error is recorded by the
     run itself) or that is no longer ``paused`` is left as it is: False.
 
-    Safe for the one-chain rule: the dead-lettered message was the chain's only message, so
-    the tick's new one is the only chain."""
+    ``next_link``: the outbox dedupe key under which this message records the chain's next
+    link. An earlier attempt may have committed it and failed after (the user slot's
+    release, the time limit, a COMMIT whose answer was lost): that link is live, and a
+    release would let the next tick start a second chain beside it, so the mark is kept
+    (False). One lookup on the unique index; outbox rows are kept far longer than a
+    message's retries last. Otherwise the giving-up message was the chain's only one, and
+    the tick's new message is the only chain."""
+    if next_link is not None and _recorded(session, next_link):
+        log.info("sync_pause_chain_left_to_next_link", provider=provider, user_id=user_id)
+        return False
     reason = f"rate-limit chain stopped, its message gave up: {failure_reason(exc)}"
     released = session.execute(
         update(model)
@@ -154,6 +165,12 @@ def release_given_up(
     SYNC_METRICS.get().pause_chains.labels(provider, "failed").inc()
     log.warning("sync_pause_chain_failed", provider=provider, user_id=user_id, error=reason)
     return True
+
+
+def _recorded(session: Session, dedupe_key: str) -> bool:
+    """Whether the outbox holds a message recorded under ``dedupe_key``."""
+    found = select(col(OutboxMessage.id)).where(col(OutboxMessage.dedupe_key) == dedupe_key)
+    return session.exec(found.limit(1)).first() is not None
 
 
 def leave_paused_to_their_chains(

@@ -11,8 +11,10 @@ database server's clock (PostgreSQL), so hosts with skewed clocks agree.
 
 A ``429`` (or Google's rate-limit ``403``) pauses the credential for every process until the
 server's ``Retry-After``: :meth:`CredentialThrottle.pause` writes ``paused_until``. A request of
-a paused credential is refused without reserving anything: a reserved slot would move the
-provider's global cap past the pause too, holding every other credential until it ends.
+a credential paused for longer than its longest interval is refused without reserving anything,
+whether it asks alone or in a calendar page's reservation (:meth:`SlotStore.reserve_many`): a
+reserved slot would move the provider's global cap past the pause too, holding every other
+credential until it ends.
 
 When the store cannot be reached, each process falls back to a local limiter at
 ``BGW_RATE_LIMIT_FALLBACK_SHARE`` of each rate (conservative: several processes may be in the
@@ -68,6 +70,16 @@ class Throttle(Protocol):
     def pause(self, seconds: float) -> None:
         """No request before ``seconds`` from now (the server's ``Retry-After``)."""
         ...
+
+
+@dataclass(frozen=True)
+class PageSlot:
+    """One request's part of a page's reservation: its slot is ``wait_s`` seconds away; or,
+    when ``paused``, nothing was reserved and ``wait_s`` is the rest of its credential's
+    pause (the request goes on after it, in a message of its own)."""
+
+    wait_s: float
+    paused: bool = False
 
 
 @dataclass(frozen=True)
@@ -134,16 +146,17 @@ class SlotStore:
             self._ensure_rows(conn, keys)
             return _reserve_postgres(conn, limits, keys, hold_s)
 
-    def reserve_many(self, requests: Sequence[Sequence[Limit]]) -> list[float]:
+    def reserve_many(self, requests: Sequence[Sequence[Limit]]) -> list[PageSlot]:
         """Reserve one slot for each of ``requests`` (each under its own limits), in their
-        order, in one transaction; return the seconds until each slot.
+        order, in one transaction; return each one's :class:`PageSlot`.
 
         For a page of requests: the rows are read locked in one statement and written in one,
         where :meth:`reserve` per request was a transaction each on the same hot rows (the
-        project's cap is one row every request locks).
+        project's cap is one row every request locks). A request whose keys are paused for
+        longer than its longest interval reserves nothing, as in :meth:`reserve`.
         """
         if not self._postgres:
-            return [self.reserve(limits) for limits in requests]
+            return [self._reserve_or_paused(limits) for limits in requests]
         keys = sorted({limit.key for limits in requests for limit in limits})
         with self.engine.begin() as conn:
             self._ensure_rows(conn, keys)
@@ -153,21 +166,34 @@ class SlotStore:
                 self._insert_rows(conn, sorted(missing))
                 rows = conn.execute(_LOCK_POSTGRES, {"keys": keys}).all()
             now = max(float(row.now_s) for row in rows)  # the last lock's clock: after all
-            next_at = {row.key: max(row.next_at, row.paused_until) for row in rows}
+            next_at = {row.key: float(row.next_at) for row in rows}
+            paused_until = {row.key: float(row.paused_until) for row in rows}
             spent = dict.fromkeys(next_at, 0.0)
-            waits = []
+            slots = []
             for limits in requests:
-                slot = max([now, *(next_at[limit.key] for limit in limits)])
+                paused_s = max(paused_until[limit.key] for limit in limits) - now
+                if paused_s > _longest_interval_s(limits):
+                    slots.append(PageSlot(paused_s, paused=True))  # its rows are not moved
+                    continue
+                ends = (max(next_at[x.key], paused_until[x.key]) for x in limits)
+                slot = max(now, *ends)
                 for limit in limits:
                     next_at[limit.key] = slot + limit.interval_s
                     spent[limit.key] += slot - now
-                waits.append(slot - now)
+                slots.append(PageSlot(slot - now))
             conn.execute(
                 _MOVE_POSTGRES,
                 {"keys": keys, "next_at": [next_at[k] for k in keys],
                  "waited": [spent[k] for k in keys]},
             )  # fmt: skip
-        return waits
+        return slots
+
+    def _reserve_or_paused(self, limits: Sequence[Limit]) -> PageSlot:
+        """:meth:`reserve` for one request of a page, a refusal as its :class:`PageSlot`."""
+        try:
+            return PageSlot(self.reserve(limits, refuse_paused_over_s=_longest_interval_s(limits)))
+        except RateLimitedLater as refused:
+            return PageSlot(float(refused.retry_after_s or 0.0), paused=True)
 
     def paused_for(self, keys: Sequence[str]) -> float:
         """Seconds until the latest pause of ``keys`` ends (0 when none is paused)."""
@@ -284,6 +310,12 @@ _MOVE_POSTGRES = text(
     WHERE r.key = m.key
     """
 )
+
+
+def _longest_interval_s(limits: Sequence[Limit]) -> float:
+    """How long a request under ``limits`` may wait for a pause to end rather than be
+    refused: the longest of their intervals (its slot is about that far away anyway)."""
+    return max(limit.interval_s for limit in limits)
 
 
 def _refuse_paused(paused_s: float) -> NoReturn:
@@ -442,7 +474,7 @@ class SharedLimiter:
         busy credential (up to ``max_wait_s``) is slept as before."""
         waited = 0.0
         keys = [limit.key for limit in limits]
-        longest_interval_s = max(limit.interval_s for limit in limits)
+        longest_interval_s = _longest_interval_s(limits)
         while True:
             try:
                 wait = self.store.reserve(limits, refuse_paused_over_s=longest_interval_s)
@@ -464,11 +496,10 @@ class SharedLimiter:
         pause of this process's (a 429 it was answered) raises :class:`RateLimitedLater` as
         the shared one does, reserving nothing, and so does a wait over ``max_wait_s``; the
         conservative local spacing up to it is slept."""
-        local = [self._fallback_limiter(limit) for limit in limits]
-        paused_s = max(limiter.paused_for() for limiter in local)
-        if paused_s > max(limiter.interval_s for limiter in local):
-            _refuse_paused(paused_s)
-        wait = max(limiter.reserve() for limiter in local)
+        slot = self._reserve_local(limits)
+        if slot.paused:
+            _refuse_paused(slot.wait_s)
+        wait = slot.wait_s
         if wait <= 0:
             return 0.0
         if self.max_wait_s is not None and wait > self.max_wait_s:
@@ -476,21 +507,28 @@ class SharedLimiter:
         self._sleep(wait)
         return wait
 
-    def reserve_many(self, requests: Sequence[Sequence[Limit]]) -> list[float]:
-        """Reserve a slot for each of ``requests`` without sleeping; return the seconds until
-        each (the caller waits, or hands a request whose wait is too long to a later
-        message: its slot stays reserved, so nothing bursts)."""
+    def reserve_many(self, requests: Sequence[Sequence[Limit]]) -> list[PageSlot]:
+        """Reserve a slot for each of ``requests`` without sleeping; return each one's
+        :class:`PageSlot` (the caller waits, or hands a request whose wait is too long to a
+        later message: its slot stays reserved, so nothing bursts; a paused one reserved
+        nothing and goes on after its pause)."""
         if self._store_usable():
             try:
-                waits = self.store.reserve_many(requests)
+                slots = self.store.reserve_many(requests)
             except SQLAlchemyError as exc:
                 self._store_failed(exc)
             else:
                 self._store_worked()
-                return waits
-        return [
-            max(self._fallback_limiter(limit).reserve() for limit in limits) for limits in requests
-        ]
+                return slots
+        return [self._reserve_local(limits) for limits in requests]
+
+    def _reserve_local(self, limits: Sequence[Limit]) -> PageSlot:
+        """A page request's slot on the local limiters, refused as the store refuses it."""
+        local = [self._fallback_limiter(limit) for limit in limits]
+        paused_s = max(limiter.paused_for() for limiter in local)
+        if paused_s > max(limiter.interval_s for limiter in local):
+            return PageSlot(paused_s, paused=True)
+        return PageSlot(max(limiter.reserve() for limiter in local))
 
     def paused_keys(self, keys: Sequence[str]) -> dict[str, float]:
         """Which of ``keys`` are paused now, and for how many seconds; while the store is
@@ -569,6 +607,7 @@ class CredentialThrottle:
 __all__ = [
     "CredentialThrottle",
     "Limit",
+    "PageSlot",
     "RateLimitedLater",
     "SharedLimiter",
     "SlotStore",

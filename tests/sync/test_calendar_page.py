@@ -17,7 +17,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from bgworkers.outbox.models import OutboxMessage
 from bgworkers.settings import Settings, get_settings
@@ -25,7 +25,7 @@ from bgworkers.sync import actors
 from bgworkers.sync.calendar_page import PageResult, sync_calendar_page
 from bgworkers.sync.http import build_client, use_client
 from bgworkers.sync.limits import google_limits
-from bgworkers.sync.models import CalendarConnection, CalendarEvent
+from bgworkers.sync.models import CalendarConnection, CalendarEvent, RateLimitSlot
 from bgworkers.sync.page_requests import run_all
 from bgworkers.sync.pause_chain import MAX_RESUME_DELAY_S
 from bgworkers.sync.shared_limits import Limit, SharedLimiter, SlotStore
@@ -240,14 +240,38 @@ def test_reserving_a_page_spaces_each_credential_and_the_shared_cap(
     everyone = Limit("google:all", 10.0)  # 0.1 s apart
     requests = [[Limit(f"google:user:{n % 2}", 2.0), everyone] for n in range(4)]
 
-    waits = store.reserve_many(requests)
+    slots = store.reserve_many(requests)
+    waits = [slot.wait_s for slot in slots]
 
+    assert not any(slot.paused for slot in slots)
     assert waits == sorted(waits)
     gaps = [b - a for a, b in itertools.pairwise(waits)]
     assert all(gap >= 0.1 - 1e-6 for gap in gaps)  # the shared cap
     assert waits[2] - waits[0] >= 0.5 - 1e-6  # the same user: 2 per second
     store.pause("google:user:0", 60)
-    assert store.reserve_many([[Limit("google:user:0", 2.0)]])[0] >= 59
+    [refused] = store.reserve_many([[Limit("google:user:0", 2.0)]])
+    assert refused.paused and refused.wait_s >= 59
+
+
+def test_a_paused_user_in_a_page_reserves_nothing_and_holds_no_other_user(
+    postgres_engine: Engine, settings: Settings, calendars: Calendars
+) -> None:
+    limited, other = with_calendars(postgres_engine, calendars, 2)  # limited first in a page
+    rate_limit(calendars, limited, retry_after_s=30)
+    run_page(postgres_engine, settings, calendars, [limited])  # the 429 pauses its credential
+
+    result = run_page(postgres_engine, settings, calendars, [limited, other])
+
+    assert result.reasons == {"paused": 1} and result.handed_off == [limited]
+    assert result.completed == [other]  # at once: the project's cap was not moved past it
+    with Session(postgres_engine) as session:
+        own, project = (session.get(RateLimitSlot, x.key) for x in google_limits(settings, limited))
+        assert own is not None and project is not None
+        assert own.next_at < own.paused_until and project.next_at < own.paused_until
+        rows = session.exec(select(OutboxMessage).order_by(col(OutboxMessage.id))).all()
+    resend = rows[-1]  # the paused user's own message, for when its pause ends
+    assert json.loads(resend.body)["args"] == [limited]
+    assert 20 < (resend.available_at - resend.created_at).total_seconds() <= 30
 
 
 def held_locks(engine: Engine) -> int:

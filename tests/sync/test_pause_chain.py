@@ -384,3 +384,57 @@ def test_a_chain_message_failing_after_it_recorded_its_next_link_keeps_the_mark(
     assert connection(postgres_engine, user_id).status == STATUS_ACTIVE
     failed = {"provider": "notion", "event": "failed"}
     assert not registry.get_sample_value("bgworkers_sync_pause_chains_total", failed)
+
+
+@pytest.mark.integration
+def test_a_chain_message_whose_retry_gives_up_after_it_recorded_its_next_link_keeps_the_mark(
+    postgres_engine: Engine,
+    app_broker: dramatiq.Broker,
+    registry: CollectorRegistry,
+    fresh_settings: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BGW_SYNC_HTTP_MAX_ATTEMPTS", "1")  # one request per delivery
+    # A request every 4 s: a pause of 3 s is shorter than the spacing, so the first link's
+    # retry (in 0.1-0.2 s) waits for the pause's end and asks before its next link (in 3 s).
+    monkeypatch.setenv("BGW_NOTION_REQUESTS_PER_SECOND", "0.25")
+    get_settings.cache_clear()
+    settings = get_settings()
+    chain = actors.sync_user_notion_pages
+    monkeypatch.setitem(chain.options, "max_retries", 1)  # two deliveries, the second is final
+    monkeypatch.setitem(chain.options, "min_backoff", 100)
+    user_id = add_user(postgres_engine, "committed-then-lost@example.com")
+    connect_notion(postgres_engine, user_id, token=STORM)
+    fake = NotionWorkspaces(version=settings.notion_version, retry_after_s=3)
+    fake.add(STORM)
+    fake.storms[STORM] = 2  # the tick's run and the chain's first link: 429, Retry-After: 3
+    fake.workspaces[STORM].inject(503, code="service_unavailable")  # the first link's retry
+    found: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        found.append(connection(postgres_engine, user_id).status)  # as each request finds it
+        if len(found) == 2:  # the first link records the next, then cannot release its slot
+            drop_slot_connection(postgres_engine, user_id)
+        return fake(request)
+
+    use_client(build_client(settings, transport=httpx.MockTransport(answer)))
+    worker = dramatiq.Worker(app_broker, worker_timeout=100, worker_threads=1)
+    worker.start()
+    try:
+        actors.sync_notion_pages.fn()  # tick 1
+        wait_for(
+            lambda: connection(postgres_engine, user_id).last_synced_at is not None,
+            timeout_s=30,
+            what="the chain's next link's sync",
+        )
+    finally:
+        worker.stop()
+        use_client(None)
+    assert [status for _, status in fake.requests_of(STORM)] == [429, 429, 503, 200]
+    assert app_broker.get_queue_message_counts("sync")[2] == 1  # the first link gave up
+    # Its first attempt had committed the next link: its giving up left the mark to that
+    # link, which found its connection still paused (no tick could start a second chain).
+    assert found == [STATUS_ACTIVE, STATUS_PAUSED, STATUS_PAUSED, STATUS_PAUSED]
+    assert connection(postgres_engine, user_id).status == STATUS_ACTIVE
+    failed = {"provider": "notion", "event": "failed"}
+    assert not registry.get_sample_value("bgworkers_sync_pause_chains_total", failed)

@@ -215,7 +215,10 @@ def test_an_unreachable_store_hands_a_paused_credential_back_as_the_store_does(
     with pytest.raises(RateLimitedLater):  # still paused: handed back, reserving nothing
         limiter.acquire(paused)
     assert len(slept) == 1  # no thread slept through the pause
-    # ... and a calendar page sees the pause too (it asks before reserving its slots).
+    # ... and so does a calendar page's reservation, which reserves nothing for it either;
+    # a page's request that waited for its slot finds the pause as well (paused_keys).
+    [refused] = limiter.reserve_many([paused])
+    assert refused.paused and refused.wait_s == pytest.approx(3.0, abs=0.5)
     assert list(limiter.paused_keys([paused[0].key, busy[0].key])) == [paused[0].key]
     said = [r for r in caplog.records if "rate_limit_store_unavailable" in r.getMessage()]
     assert len(said) == 1
@@ -274,6 +277,32 @@ def test_a_paused_credentials_refused_requests_hold_no_other_credential(db_engin
         row = session.get(RateLimitSlot, paused[0].key)
         assert row is not None
         assert row.next_at < row.paused_until  # no slot taken after the pause either
+
+
+@pytest.mark.parametrize("db_engine", ["sqlite", "postgresql"], indirect=True)
+def test_a_paused_credential_in_a_page_reserves_nothing_and_holds_no_other(
+    db_engine: Engine,
+) -> None:
+    limiter = SharedLimiter(
+        SlotStore(db_engine), fallback_share=0.1, max_wait_s=5.0, sleep=lambda _: None
+    )
+    project = Limit("google:all", 100.0)
+    paused = [Limit("google:user:1", 5.0), project]
+    others = [[Limit(f"google:user:{n}", 5.0), project] for n in (2, 3, 4)]
+    limiter.reserve_many([paused])
+    limiter.pause(paused[0].key, 60.0)  # a 429 with Retry-After: 60 for user 1
+    for other in others:  # pages during the pause, the paused user first in each
+        refused, slot = limiter.reserve_many([paused, other])
+        assert refused.paused and refused.wait_s == pytest.approx(60.0, abs=1.0)
+        # The other user goes on at once: the project's cap was not moved past the pause.
+        assert not slot.paused and slot.wait_s < 1.0
+    with Session(db_engine) as session:
+        own, cap = (
+            session.get(RateLimitSlot, paused[0].key),
+            session.get(RateLimitSlot, "google:all"),
+        )
+        assert own is not None and cap is not None
+        assert own.next_at < own.paused_until and cap.next_at < own.paused_until
 
 
 @pytest.mark.parametrize("db_engine", ["sqlite", "postgresql"], indirect=True)
