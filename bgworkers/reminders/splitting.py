@@ -8,7 +8,7 @@ every retry, was dead-lettered, and was handed out again by the next check with 
 items, for ever: one poisoned reminder held back the other 49 of its page and was never
 closed, and the daily summaries of a poisoned user's page were lost for the day.
 
-What: on a failure that is not an outage (:func:`~bgworkers.reminders.giving_up.is_outage`),
+What: on a failure that is not an outage (:func:`~bgworkers.reminders.outages.is_outage`),
 the page's transaction is rolled back and a fresh one records one per-item message per item
 through the outbox (``fire_reminder``, ``send_user_daily_summary``: each with its own
 retries, and ``fire_reminder``'s give-up that closes its reminder), and the page message
@@ -37,7 +37,7 @@ from bgworkers.logs.failure_reasons import failure_reason
 from bgworkers.logs.loggers import get_logger
 from bgworkers.outbox import enqueue_many
 from bgworkers.outbox.keys import per_run_key
-from bgworkers.reminders.giving_up import is_outage
+from bgworkers.reminders.outages import is_outage
 
 log = get_logger(__name__)
 
