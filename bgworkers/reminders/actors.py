@@ -82,6 +82,7 @@ def fire_reminder_page(reminder_ids: list[int]) -> None:
             ),
             per_item=fire_reminder,
             items=[(reminder_id,) for reminder_id in reminder_ids],
+            final_attempt=is_final_attempt(fire_reminder_page),
         )
         deliver_now(session, email_ids, urgent=True)
 
@@ -133,6 +134,7 @@ def send_daily_summary_page(user_ids: list[int], local_date: date) -> None:
             ),
             per_item=send_user_daily_summary,
             items=[(user_id, local_date.isoformat()) for user_id in user_ids],
+            final_attempt=is_final_attempt(send_daily_summary_page),
         )
         deliver_now(session, email_ids)
 

@@ -22,6 +22,7 @@ from bgworkers.outbox.models import OutboxMessage
 from bgworkers.reminders.actors import (
     check_due_reminders,
     fire_reminder,
+    fire_reminder_page,
     send_daily_email_summary,
     send_user_daily_summary,
 )
@@ -214,6 +215,47 @@ def test_an_outage_retries_the_page_without_splitting_it(
     assert len(mailer.sent) == len(users) and POISONED in recipients(mailer)
     assert messages_of(db_engine, fire_reminder) == 0
     assert {status(db_engine, r) for r in reminders} == {ReminderStatus.FIRED}
+
+
+def test_a_page_whose_item_looks_like_an_outage_is_split_on_its_final_attempt(
+    db_engine: Engine,
+    make_user: Callable[..., int],
+    rabbit_worker: dramatiq.Worker,
+    app_broker: dramatiq.Broker,
+    mailer: RecordingMailer,
+    registry: Any,
+    short_item_retries: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One row's serialization failure, for ever: the page is retried as for an outage, but
+    its final attempt splits it, so the others fire and the page is not dead-lettered (to be
+    handed out again with the same poisoned row). The poisoned reminder's own message sees an
+    outage too: it is not closed, only its own message is dead-lettered."""
+    monkeypatch.setitem(fire_reminder_page.options, "max_retries", 1)
+    monkeypatch.setitem(fire_reminder_page.options, "min_backoff", 100)
+    refuse_poisoned_recipient(db_engine, "serialization_failure")
+    healthy = [due_reminder(make_user(), text=f"Task {n}") for n in range(3)]
+    poisoned = due_reminder(make_user(email=POISONED), text="Poisoned")
+    check_due_reminders.send()
+    wait_for(
+        lambda: len(mailer.sent) >= len(healthy),
+        timeout_s=PROMPTLY_S,
+        what="the page's other reminders, split on its final attempt",
+    )
+    per_item = ("reminders", "fire_reminder")
+    wait_for(
+        lambda: count(registry, "bgworkers_messages_dead_lettered_total", *per_item) >= 1,
+        timeout_s=30,
+        what="the poisoned reminder's own message to be dead-lettered",
+    )
+    settle(app_broker)
+    assert recipients(mailer) == [f"user{n}@example.org" for n in range(1, 4)]
+    assert {status(db_engine, r) for r in healthy} == {ReminderStatus.FIRED}
+    assert status(db_engine, poisoned) == ReminderStatus.SCHEDULED  # an outage closes nothing
+    page = ("reminders", "fire_reminder_page")
+    assert count(registry, "bgworkers_messages_retried_total", *page) == 1
+    assert count(registry, "bgworkers_messages_dead_lettered_total", *page) == 0
+    assert messages_of(db_engine, fire_reminder) == len(healthy) + 1
 
 
 def test_a_page_whose_delivery_fails_after_its_commit_is_not_split_and_sends_nothing_twice(
