@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -20,6 +20,7 @@ from sqlalchemy import bindparam, case, or_, update
 from sqlalchemy import select as core_select
 from sqlmodel import Session, col, select
 
+from bgworkers.db.engine import after_commit
 from bgworkers.email.api import Draft, add_emails, enqueue_email, is_email_address
 from bgworkers.logs.loggers import get_logger
 from bgworkers.reminders.formatting import RenderedEmail, render_reminder
@@ -104,15 +105,16 @@ def fire_reminder(
     dispatch_email: Callable[[int], None] | None = None,
 ) -> Outcome:
     """Fire the reminder's due occurrence: write its email, advance or close it."""
+    tally = Tally.on_commit(session, now)
     row = session.get(Reminder, reminder_id)
     user = session.get(User, row.user_id) if row is not None else None
     step = _decide(row, user, now)
     if isinstance(step, Skip):
-        return _skipped(step.reason, reminder_id)
+        return tally.skip(step.reason, reminder_id)
     if isinstance(step, Failure):
-        return _mark_failed(session, step, now)
+        return _mark_failed(session, tally, step, now)
     if not _advance(session, step.reminder_id, step.occurrence, now, following=step.following):
-        return _skipped("raced", reminder_id)
+        return tally.skip("raced", reminder_id)
     email = enqueue_email(
         session=session,
         recipient=step.draft.recipient,
@@ -124,7 +126,7 @@ def fire_reminder(
         dispatch=dispatch_email,
         urgent=True,  # a reminder is due now: the urgent lane, never behind a bulk backlog
     )
-    _count_fired(step, now)  # once its email is written: a refused email fired nothing
+    tally.fired.append(step)
     log.info("reminder_fired", reminder_id=reminder_id, email_id=email.id)
     return "fired"
 
@@ -166,10 +168,9 @@ def fire_reminder_page(
         .where(_R.id.in_(list(reminder_ids)))
         .order_by(_R.id)
     )
+    tally = Tally.on_commit(session, now)
     rows = session.execute(query).all()
-    missing = len(set(reminder_ids)) - len(rows)
-    if missing:
-        REMINDER_METRICS.get().skipped.labels("missing").inc(missing)
+    tally.missing = len(set(reminder_ids)) - len(rows)
     firings: list[Firing] = []
     for row in rows:
         user = row if row.user_row_id is not None else None
@@ -180,21 +181,18 @@ def fire_reminder_page(
             fallback(row.id)
             continue
         if isinstance(step, Skip):
-            _skipped(step.reason, row.id)
+            tally.skip(step.reason, row.id)
         elif isinstance(step, Failure):
-            _mark_failed(session, step, now)
+            _mark_failed(session, tally, step, now)
         else:
             firings.append(step)
     advanced = _advance_page(session, firings, now)
-    fired: list[Firing] = []
     for firing in firings:
         if firing.reminder_id in advanced:
-            fired.append(firing)
+            tally.fired.append(firing)
         else:
-            _skipped("raced", firing.reminder_id)
-    written = add_emails(session, [firing.draft for firing in fired], now=now)
-    for firing in fired:  # once the emails are written: a page whose INSERT fails fired none
-        _count_fired(firing, now)
+            tally.skip("raced", firing.reminder_id)
+    written = add_emails(session, [firing.draft for firing in tally.fired], now=now)
     log.info("reminder_page_fired", reminders=len(reminder_ids), emails=len(written))
     return list(written.values())
 
@@ -289,16 +287,46 @@ def _skip_reason(row: Any, now: datetime) -> str | None:
     return None
 
 
-def _skipped(reason: str, reminder_id: int) -> Outcome:
-    REMINDER_METRICS.get().skipped.labels(reason).inc()
-    log.info("reminder_not_fired", reminder_id=reminder_id, reason=reason)
-    return "skipped"
+@dataclass
+class Tally:
+    """What one transaction fired, skipped and closed as failed, counted (and the skips and
+    failures logged) when it commits; nothing if it rolls back.
 
+    Why at the commit: a page whose INSERT or commit fails is rolled back and split, and each
+    of its per-item messages counts and logs its reminder again; counted as the page went, a
+    reminder of a split page was counted twice, and ``reminder_failed`` logged twice. One
+    commit callback per transaction, not one per reminder: this is the page's hot path.
+    """
 
-def _count_fired(firing: Firing, now: datetime) -> None:
-    metrics = REMINDER_METRICS.get()
-    metrics.fired.labels("true" if firing.recurring else "false").inc()
-    metrics.delay.observe(max((now - firing.occurrence).total_seconds(), 0))
+    now: datetime
+    fired: list[Firing] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
+    skipped: list[tuple[str, int]] = field(default_factory=list)
+    missing: int = 0  # ids of a page that match no reminder (deleted): counted, not logged
+
+    @classmethod
+    def on_commit(cls, session: Session, now: datetime) -> Tally:
+        tally = cls(now)
+        after_commit(session, tally.record)
+        return tally
+
+    def skip(self, reason: str, reminder_id: int) -> Outcome:
+        self.skipped.append((reason, reminder_id))
+        return "skipped"
+
+    def record(self) -> None:
+        metrics = REMINDER_METRICS.get()
+        if self.missing:
+            metrics.skipped.labels("missing").inc(self.missing)
+        for reason, reminder_id in self.skipped:
+            metrics.skipped.labels(reason).inc()
+            log.info("reminder_not_fired", reminder_id=reminder_id, reason=reason)
+        for failure in self.failed:
+            metrics.failed.inc()
+            log.error("reminder_failed", reminder_id=failure.reminder_id, error=failure.problem)
+        for firing in self.fired:
+            metrics.fired.labels("true" if firing.recurring else "false").inc()
+            metrics.delay.observe(max((self.now - firing.occurrence).total_seconds(), 0))
 
 
 def _advance(
@@ -403,14 +431,15 @@ def close_as_failed(reminder_id: int, problem: str, *, session: Session, now: da
     For a firing that raised for good (see :mod:`bgworkers.reminders.giving_up`); a reminder
     that is no longer scheduled and due (fired, cancelled meanwhile) is left alone.
     """
+    tally = Tally.on_commit(session, now)
     row = session.get(Reminder, reminder_id)
     reason = _skip_reason(row, now)
     if reason is not None or row is None or row.next_due_at is None:
-        return _skipped(reason or "missing", reminder_id)
-    return _mark_failed(session, Failure(reminder_id, row.next_due_at, problem), now)
+        return tally.skip(reason or "missing", reminder_id)
+    return _mark_failed(session, tally, Failure(reminder_id, row.next_due_at, problem), now)
 
 
-def _mark_failed(session: Session, failure: Failure, now: datetime) -> Outcome:
+def _mark_failed(session: Session, tally: Tally, failure: Failure, now: datetime) -> Outcome:
     if not _advance(
         session,
         failure.reminder_id,
@@ -421,6 +450,5 @@ def _mark_failed(session: Session, failure: Failure, now: datetime) -> Outcome:
         error=failure.problem,
     ):
         return "skipped"
-    REMINDER_METRICS.get().failed.inc()
-    log.error("reminder_failed", reminder_id=failure.reminder_id, error=failure.problem)
+    tally.failed.append(failure)
     return "failed"

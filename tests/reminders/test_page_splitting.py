@@ -66,6 +66,25 @@ def refuse_poisoned_recipient(engine: Engine, errcode: str) -> None:
     refuse_inserts(engine, table="email_outbox", when=when, errcode=errcode)
 
 
+def refuse_poisoned_recipient_at_commit(engine: Engine) -> None:
+    """A deferred constraint trigger: the page's statements all pass and its commit fails."""
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE FUNCTION refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                f"IF NEW.recipient = '{POISONED}' THEN "
+                "RAISE EXCEPTION 'row refused' USING ERRCODE = 'check_violation'; END IF; "
+                "RETURN NEW; END $$"
+            )
+        )
+        conn.execute(
+            text(
+                "CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT ON email_outbox "
+                "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_at_commit()"
+            )
+        )
+
+
 def accept_every_recipient(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(text("DROP TRIGGER refuse_email_outbox ON email_outbox"))
@@ -185,6 +204,63 @@ def test_a_summary_page_that_fails_whole_sends_the_others_once_and_not_the_poiso
     page = ("email", "send_daily_summary_page")
     assert count(registry, "bgworkers_messages_retried_total", *page) == 0
     assert count(registry, "bgworkers_messages_dead_lettered_total", *page) == 0
+
+
+def test_a_page_that_fails_at_its_commit_counts_and_logs_each_reminder_once(
+    db_engine: Engine,
+    make_user: Callable[..., int],
+    rabbit_worker: dramatiq.Worker,
+    app_broker: dramatiq.Broker,
+    mailer: RecordingMailer,
+    registry: Any,
+    short_item_retries: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The page fires its reminders and closes one whose address is bad, then its commit
+    fails and it is split: its rollback undid all that, so only the per-item messages (which
+    do it again) count the fired and failed reminders and log ``reminder_failed``."""
+    refuse_poisoned_recipient_at_commit(db_engine)
+    healthy = [due_reminder(make_user(), text=f"Task {n}") for n in range(3)]
+    bad_address = due_reminder(make_user(email="broken"), text="Bad address")
+    poisoned = due_reminder(make_user(email=POISONED), text="Poisoned")
+    check_due_reminders.send()
+    wait_for(
+        lambda: status(db_engine, poisoned) == ReminderStatus.FAILED,
+        timeout_s=30,
+        what="the poisoned reminder closed by its own message's give-up",
+    )
+    settle(app_broker)
+    assert len(mailer.sent) == len(healthy)
+    assert status(db_engine, bad_address) == ReminderStatus.FAILED
+    fired = {"recurring": "false"}
+    assert registry.get_sample_value("bgworkers_reminders_fired_total", fired) == len(healthy)
+    assert registry.get_sample_value("bgworkers_reminders_failed_total") == 2
+    assert caplog.text.count("event='reminder_failed'") == 2
+
+
+def test_a_summary_page_that_fails_at_its_commit_counts_each_summary_once(
+    db_engine: Engine,
+    make_user: Callable[..., int],
+    rabbit_worker: dramatiq.Worker,
+    app_broker: dramatiq.Broker,
+    mailer: RecordingMailer,
+    registry: Any,
+    short_item_retries: None,
+) -> None:
+    refuse_poisoned_recipient_at_commit(db_engine)
+    zone = zone_at(9)
+    healthy = [make_user(timezone=zone) for _ in range(3)]
+    make_user(timezone=zone, email=POISONED)
+    send_daily_email_summary.send()
+    per_user = ("email", "send_user_daily_summary")
+    wait_for(
+        lambda: count(registry, "bgworkers_messages_dead_lettered_total", *per_user) >= 1,
+        timeout_s=30,
+        what="the poisoned user's own message to give up",
+    )
+    settle(app_broker)
+    assert len(mailer.sent) == len(healthy)
+    assert registry.get_sample_value("bgworkers_summaries_sent_total") == len(healthy)
 
 
 def test_an_outage_retries_the_page_without_splitting_it(
