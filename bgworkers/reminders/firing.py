@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -20,13 +20,13 @@ from sqlalchemy import bindparam, case, or_, update
 from sqlalchemy import select as core_select
 from sqlmodel import Session, col, select
 
-from bgworkers.db.engine import after_commit
 from bgworkers.email.api import Draft, add_emails, enqueue_email, is_email_address
 from bgworkers.logs.loggers import get_logger
 from bgworkers.reminders.formatting import RenderedEmail, render_reminder
 from bgworkers.reminders.metrics import REMINDER_METRICS
 from bgworkers.reminders.models import Reminder, ReminderStatus
 from bgworkers.reminders.recurrence import RecurrenceError, next_occurrence, parse_rule
+from bgworkers.reminders.tally import Tally
 from bgworkers.reminders.validation import load_zone
 from bgworkers.users.models import User
 
@@ -285,48 +285,6 @@ def _skip_reason(row: Any, now: datetime) -> str | None:
     if row.next_due_at is None or row.next_due_at > now:
         return "not_due"
     return None
-
-
-@dataclass
-class Tally:
-    """What one transaction fired, skipped and closed as failed, counted (and the skips and
-    failures logged) when it commits; nothing if it rolls back.
-
-    Why at the commit: a page whose INSERT or commit fails is rolled back and split, and each
-    of its per-item messages counts and logs its reminder again; counted as the page went, a
-    reminder of a split page was counted twice, and ``reminder_failed`` logged twice. One
-    commit callback per transaction, not one per reminder: this is the page's hot path.
-    """
-
-    now: datetime
-    fired: list[Firing] = field(default_factory=list)
-    failed: list[Failure] = field(default_factory=list)
-    skipped: list[tuple[str, int]] = field(default_factory=list)
-    missing: int = 0  # ids of a page that match no reminder (deleted): counted, not logged
-
-    @classmethod
-    def on_commit(cls, session: Session, now: datetime) -> Tally:
-        tally = cls(now)
-        after_commit(session, tally.record)
-        return tally
-
-    def skip(self, reason: str, reminder_id: int) -> Outcome:
-        self.skipped.append((reason, reminder_id))
-        return "skipped"
-
-    def record(self) -> None:
-        metrics = REMINDER_METRICS.get()
-        if self.missing:
-            metrics.skipped.labels("missing").inc(self.missing)
-        for reason, reminder_id in self.skipped:
-            metrics.skipped.labels(reason).inc()
-            log.info("reminder_not_fired", reminder_id=reminder_id, reason=reason)
-        for failure in self.failed:
-            metrics.failed.inc()
-            log.error("reminder_failed", reminder_id=failure.reminder_id, error=failure.problem)
-        for firing in self.fired:
-            metrics.fired.labels("true" if firing.recurring else "false").inc()
-            metrics.delay.observe(max((self.now - firing.occurrence).total_seconds(), 0))
 
 
 def _advance(
