@@ -8,7 +8,8 @@ transaction and delivers the emails itself right after (``deliver_now``), so ema
 while later pages are still being written; one reminder or user that cannot be handled is
 handed to its own per-item message (``fire_reminder``, ``send_user_daily_summary``, kept for
 that) and retried alone; so is every item of a page whose transaction fails as a whole for a
-reason that is not an outage (:mod:`bgworkers.reminders.splitting`). A failing fan-out is
+reason that is not an outage, or for any reason on its last attempt
+(:mod:`bgworkers.reminders.splitting`). A failing fan-out is
 retried up to 3 times (it is idempotent: stamped rows are not handed out twice).
 """
 
