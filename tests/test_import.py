@@ -115,7 +115,6 @@ DECLARE_ACTORS = frozenset(
         "bgworkers.reminders.api",
         "bgworkers.reminders.firing",
         "bgworkers.reminders.giving_up",
-        "bgworkers.reminders.splitting",
         "bgworkers.reminders.summary_pages",
         "bgworkers.reminders.summary",
         "bgworkers.scheduling.actors",

@@ -8,7 +8,8 @@ transaction and delivers the emails itself right after (``deliver_now``), so ema
 while later pages are still being written; one reminder or user that cannot be handled is
 handed to its own per-item message (``fire_reminder``, ``send_user_daily_summary``, kept for
 that) and retried alone; so is every item of a page whose transaction fails as a whole for a
-reason that is not an outage (:mod:`bgworkers.reminders.splitting`). A failing fan-out is
+reason that is not an outage, or for any reason on its last attempt
+(:mod:`bgworkers.reminders.splitting`). A failing fan-out is
 retried up to 3 times (it is idempotent: stamped rows are not handed out twice).
 """
 
@@ -82,6 +83,7 @@ def fire_reminder_page(reminder_ids: list[int]) -> None:
             ),
             per_item=fire_reminder,
             items=[(reminder_id,) for reminder_id in reminder_ids],
+            final_attempt=is_final_attempt(fire_reminder_page),
         )
         deliver_now(session, email_ids, urgent=True)
 
@@ -133,6 +135,7 @@ def send_daily_summary_page(user_ids: list[int], local_date: date) -> None:
             ),
             per_item=send_user_daily_summary,
             items=[(user_id, local_date.isoformat()) for user_id in user_ids],
+            final_attempt=is_final_attempt(send_daily_summary_page),
         )
         deliver_now(session, email_ids)
 

@@ -26,6 +26,7 @@ from bgworkers.reminders.formatting import RenderedEmail, render_reminder
 from bgworkers.reminders.metrics import REMINDER_METRICS
 from bgworkers.reminders.models import Reminder, ReminderStatus
 from bgworkers.reminders.recurrence import RecurrenceError, next_occurrence, parse_rule
+from bgworkers.reminders.tally import Tally
 from bgworkers.reminders.validation import load_zone
 from bgworkers.users.models import User
 
@@ -104,15 +105,16 @@ def fire_reminder(
     dispatch_email: Callable[[int], None] | None = None,
 ) -> Outcome:
     """Fire the reminder's due occurrence: write its email, advance or close it."""
+    tally = Tally.on_commit(session, now)
     row = session.get(Reminder, reminder_id)
     user = session.get(User, row.user_id) if row is not None else None
     step = _decide(row, user, now)
     if isinstance(step, Skip):
-        return _skipped(step.reason, reminder_id)
+        return tally.skip(step.reason, reminder_id)
     if isinstance(step, Failure):
-        return _mark_failed(session, step, now)
+        return _mark_failed(session, tally, step, now)
     if not _advance(session, step.reminder_id, step.occurrence, now, following=step.following):
-        return _skipped("raced", reminder_id)
+        return tally.skip("raced", reminder_id)
     email = enqueue_email(
         session=session,
         recipient=step.draft.recipient,
@@ -124,7 +126,7 @@ def fire_reminder(
         dispatch=dispatch_email,
         urgent=True,  # a reminder is due now: the urgent lane, never behind a bulk backlog
     )
-    _count_fired(step, now)  # once its email is written: a refused email fired nothing
+    tally.fired.append(step)
     log.info("reminder_fired", reminder_id=reminder_id, email_id=email.id)
     return "fired"
 
@@ -166,10 +168,9 @@ def fire_reminder_page(
         .where(_R.id.in_(list(reminder_ids)))
         .order_by(_R.id)
     )
+    tally = Tally.on_commit(session, now)
     rows = session.execute(query).all()
-    missing = len(set(reminder_ids)) - len(rows)
-    if missing:
-        REMINDER_METRICS.get().skipped.labels("missing").inc(missing)
+    tally.missing = len(set(reminder_ids)) - len(rows)
     firings: list[Firing] = []
     for row in rows:
         user = row if row.user_row_id is not None else None
@@ -180,21 +181,18 @@ def fire_reminder_page(
             fallback(row.id)
             continue
         if isinstance(step, Skip):
-            _skipped(step.reason, row.id)
+            tally.skip(step.reason, row.id)
         elif isinstance(step, Failure):
-            _mark_failed(session, step, now)
+            _mark_failed(session, tally, step, now)
         else:
             firings.append(step)
     advanced = _advance_page(session, firings, now)
-    fired: list[Firing] = []
     for firing in firings:
         if firing.reminder_id in advanced:
-            fired.append(firing)
+            tally.fired.append(firing)
         else:
-            _skipped("raced", firing.reminder_id)
-    written = add_emails(session, [firing.draft for firing in fired], now=now)
-    for firing in fired:  # once the emails are written: a page whose INSERT fails fired none
-        _count_fired(firing, now)
+            tally.skip("raced", firing.reminder_id)
+    written = add_emails(session, [firing.draft for firing in tally.fired], now=now)
     log.info("reminder_page_fired", reminders=len(reminder_ids), emails=len(written))
     return list(written.values())
 
@@ -287,18 +285,6 @@ def _skip_reason(row: Any, now: datetime) -> str | None:
     if row.next_due_at is None or row.next_due_at > now:
         return "not_due"
     return None
-
-
-def _skipped(reason: str, reminder_id: int) -> Outcome:
-    REMINDER_METRICS.get().skipped.labels(reason).inc()
-    log.info("reminder_not_fired", reminder_id=reminder_id, reason=reason)
-    return "skipped"
-
-
-def _count_fired(firing: Firing, now: datetime) -> None:
-    metrics = REMINDER_METRICS.get()
-    metrics.fired.labels("true" if firing.recurring else "false").inc()
-    metrics.delay.observe(max((now - firing.occurrence).total_seconds(), 0))
 
 
 def _advance(
@@ -403,14 +389,15 @@ def close_as_failed(reminder_id: int, problem: str, *, session: Session, now: da
     For a firing that raised for good (see :mod:`bgworkers.reminders.giving_up`); a reminder
     that is no longer scheduled and due (fired, cancelled meanwhile) is left alone.
     """
+    tally = Tally.on_commit(session, now)
     row = session.get(Reminder, reminder_id)
     reason = _skip_reason(row, now)
     if reason is not None or row is None or row.next_due_at is None:
-        return _skipped(reason or "missing", reminder_id)
-    return _mark_failed(session, Failure(reminder_id, row.next_due_at, problem), now)
+        return tally.skip(reason or "missing", reminder_id)
+    return _mark_failed(session, tally, Failure(reminder_id, row.next_due_at, problem), now)
 
 
-def _mark_failed(session: Session, failure: Failure, now: datetime) -> Outcome:
+def _mark_failed(session: Session, tally: Tally, failure: Failure, now: datetime) -> Outcome:
     if not _advance(
         session,
         failure.reminder_id,
@@ -421,6 +408,5 @@ def _mark_failed(session: Session, failure: Failure, now: datetime) -> Outcome:
         error=failure.problem,
     ):
         return "skipped"
-    REMINDER_METRICS.get().failed.inc()
-    log.error("reminder_failed", reminder_id=failure.reminder_id, error=failure.problem)
+    tally.failed.append(failure)
     return "failed"

@@ -19,40 +19,15 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime
 
-from dramatiq.errors import BrokerConnectionError
-from dramatiq.middleware.time_limit import TimeLimitExceeded
-from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session
 
-from bgworkers.errors import PermanentError, TransientError
+from bgworkers.errors import PermanentError
 from bgworkers.logs.failure_reasons import failure_reason
 from bgworkers.logs.loggers import get_logger
 from bgworkers.reminders.firing import Outcome, close_as_failed
+from bgworkers.reminders.outages import is_outage
 
 log = get_logger(__name__)
-
-#: Failures that say a part we depend on was away or slow, not that the reminder is wrong.
-#: OperationalError covers a lost connection, a refused one, a deadlock or a serialization
-#: failure; a time limit is most often a lock or a database that stopped answering.
-_OUTAGES = (
-    OperationalError,
-    InterfaceError,
-    DisconnectionError,
-    PoolTimeout,
-    BrokerConnectionError,
-    TransientError,
-    ConnectionError,
-    TimeoutError,
-    TimeLimitExceeded,
-)
-
-
-def is_outage(exc: BaseException) -> bool:
-    """Whether ``exc`` says the database, the broker or the network failed us."""
-    if isinstance(exc, _OUTAGES):
-        return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
 def gives_up(exc: BaseException, *, final_attempt: bool) -> bool:

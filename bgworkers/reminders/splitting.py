@@ -8,7 +8,7 @@ every retry, was dead-lettered, and was handed out again by the next check with 
 items, for ever: one poisoned reminder held back the other 49 of its page and was never
 closed, and the daily summaries of a poisoned user's page were lost for the day.
 
-What: on a failure that is not an outage (:func:`~bgworkers.reminders.giving_up.is_outage`),
+What: on a failure that is not an outage (:func:`~bgworkers.reminders.outages.is_outage`),
 the page's transaction is rolled back and a fresh one records one per-item message per item
 through the outbox (``fire_reminder``, ``send_user_daily_summary``: each with its own
 retries, and ``fire_reminder``'s give-up that closes its reminder), and the page message
@@ -16,8 +16,15 @@ ends. Why at the first such failure rather than after the page's retries: the ro
 nothing of the page written, so nothing is lost or done twice (each per-item message checks
 its item's state first, and the email keys back that up), while a retry would fail the same
 way and hold every item back by the retries' backoff (minutes). An outage says nothing about
-the items: the page is retried as before. If recording the per-item messages fails too, the
-page's own error is raised, and its retry policy applies unchanged.
+the items: the page is retried as before, except on its final attempt: an item can look like an
+outage too (a trigger raising a serialization failure for one row, a lock on one row that
+times out), and such a page would be dead-lettered and handed out again for ever. The split's
+own transaction is then the health check: if the database is really away, it fails and the
+page's error propagates (dead-lettered, as before). A time limit is not split even then: it is
+raised asynchronously wherever the thread was, and the middleware raises it once per message,
+so a split after it would run with no time limit at all, against the part that just stopped
+answering. If recording the per-item messages fails, the page's own error is raised, and its
+retry policy applies unchanged.
 
 Only the page's transaction is covered, up to and including its commit. After the commit the
 items are written; a failure while delivering their emails is retried as before, and that
@@ -37,7 +44,7 @@ from bgworkers.logs.failure_reasons import failure_reason
 from bgworkers.logs.loggers import get_logger
 from bgworkers.outbox import enqueue_many
 from bgworkers.outbox.keys import per_run_key
-from bgworkers.reminders.giving_up import is_outage
+from bgworkers.reminders.outages import is_outage
 
 log = get_logger(__name__)
 
@@ -48,19 +55,22 @@ def write_page_or_split(
     *,
     per_item: dramatiq.Actor[..., Any],
     items: Sequence[tuple[Any, ...]],
+    final_attempt: bool = False,
 ) -> list[int]:
     """Run ``write`` (the page's writes) and commit; return the email ids it wrote.
 
-    On a failure that is not an outage, record one ``per_item`` message per argument tuple
-    of ``items`` in a fresh transaction, commit it and return no email ids (see the module
-    docstring). The messages are keyed by the page message (``per_run_key``), so a page
-    message delivered again after a split records none twice.
+    On a failure that is not an outage (any failure on the ``final_attempt``), record one
+    ``per_item`` message per argument tuple of ``items`` in a fresh transaction, commit it
+    and return no email ids (see the module docstring). The messages are keyed by the page
+    message (``per_run_key``), so a page message delivered again after a split records none
+    twice.
     """
     try:
         email_ids = write()
         session.commit()
-    except Exception as exc:  # sorted below: an outage is re-raised, any other splits the page
-        if is_outage(exc) or not _split(session, exc, per_item=per_item, items=items):
+    except Exception as exc:  # sorted below: an outage is retried, bar the last; others split
+        retried = is_outage(exc) and not final_attempt
+        if retried or not _split(session, exc, per_item=per_item, items=items):
             raise
         return []
     return email_ids

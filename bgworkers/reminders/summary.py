@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, exists, or_, update
 from sqlmodel import Session, col, select
 
-from bgworkers.db.engine import insert_if_absent
+from bgworkers.db.engine import after_commit, insert_if_absent
 from bgworkers.email.api import enqueue_email, is_email_address
 from bgworkers.logs.loggers import get_logger
 from bgworkers.reminders.formatting import SummaryItem, render_summary
@@ -116,12 +116,18 @@ def send_daily_summary(
     now: datetime,
     dispatch_email: Callable[[int], None] | None = None,
 ) -> Outcome:
-    """Write one user's summary for ``local_date`` to the outbox, unless done or stale."""
+    """Write one user's summary for ``local_date`` to the outbox, unless done or stale.
+
+    Counted when the caller commits (nothing if it rolls back): a summary whose commit fails
+    is written again by the message's retry, and counted then.
+    """
     user = session.get(User, user_id)
     zone = user_zone(user.timezone) if user is not None else ZoneInfo("UTC")
     reason = _skip_reason(session, user, local_date, now.astimezone(zone).date())
     if reason is not None or user is None:
-        REMINDER_METRICS.get().summaries_skipped.labels(reason or "missing").inc()
+        after_commit(
+            session, REMINDER_METRICS.get().summaries_skipped.labels(reason or "missing").inc
+        )
         log.info("daily_summary_skipped", user_id=user_id, reason=reason)
         return "skipped"
     start = to_utc(datetime.combine(local_date, time()), zone)
@@ -141,7 +147,7 @@ def send_daily_summary(
         local_date=local_date,
         created_at=now,
     ):  # an overlapping run recorded it after our check
-        REMINDER_METRICS.get().summaries_skipped.labels("already_sent").inc()
+        after_commit(session, REMINDER_METRICS.get().summaries_skipped.labels("already_sent").inc)
         return "skipped"
     email = enqueue_email(
         session=session,
@@ -158,7 +164,7 @@ def send_daily_summary(
         .where(col(DailySummary.user_id) == user_id, col(DailySummary.local_date) == local_date)
         .values(email_id=email.id)
     )
-    REMINDER_METRICS.get().summaries_sent.inc()
+    after_commit(session, REMINDER_METRICS.get().summaries_sent.inc)
     log.info("daily_summary_written", user_id=user_id, email_id=email.id)
     return "sent"
 

@@ -18,9 +18,9 @@ so it is retried or dead-lettered alone while the rest of the page goes out.
 from __future__ import annotations
 
 import functools
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, bindparam, or_, select, update
 from sqlmodel import Session
 
-from bgworkers.db.engine import insert_with_on_conflict
+from bgworkers.db.engine import after_commit, insert_with_on_conflict
 from bgworkers.email.api import Draft, add_emails, is_email_address
 from bgworkers.logs.loggers import get_logger
 from bgworkers.reminders.formatting import RenderedEmail, render_summary
@@ -58,6 +58,23 @@ class _Due:
     end: datetime
 
 
+@dataclass
+class _Counts:
+    """What a page sent and skipped, counted when its transaction commits; nothing if it rolls
+    back. Why: a page whose INSERT or commit fails is rolled back and split, and each user's
+    own message counts them again; counted as the page went, they were counted twice."""
+
+    sent: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+
+    def record(self) -> None:
+        metrics = REMINDER_METRICS.get()
+        metrics.summaries_sent.inc(self.sent)
+        for reason, count in self.skipped.items():
+            if count:
+                metrics.summaries_skipped.labels(reason).inc(count)
+
+
 def write_summary_page(
     user_ids: Sequence[int],
     local_date: date,
@@ -72,11 +89,14 @@ def write_summary_page(
     ``fallback(user_id)`` records a per-user message (in this transaction) for a user whose
     summary raised while rendering (``render``). The caller commits.
     """
-    due = _due_users(session, user_ids, local_date, now)
+    counts = _Counts()
+    after_commit(session, counts.record)
+    due = _due_users(session, user_ids, local_date, now, counts.skipped)
     if not due:
         return []
     drafts = _render(session, due, local_date, fallback, render)
     recorded = _record(session, list(drafts), local_date, now)
+    counts.skipped["already_sent"] += len(drafts) - len(recorded)  # recorded meanwhile
     written = add_emails(session, [drafts[u] for u in recorded], now=now)
     links = [
         {"uid": u, "eid": written[drafts[u].key]} for u in recorded if drafts[u].key in written
@@ -89,13 +109,17 @@ def write_summary_page(
             links,
             execution_options={"synchronize_session": False},
         )
-    REMINDER_METRICS.get().summaries_sent.inc(len(links))
+    counts.sent = len(links)
     log.info("daily_summary_page_written", users=len(user_ids), written=len(links))
     return [link["eid"] for link in links]
 
 
 def _due_users(
-    session: Session, user_ids: Sequence[int], local_date: date, now: datetime
+    session: Session,
+    user_ids: Sequence[int],
+    local_date: date,
+    now: datetime,
+    skipped: Counter[str],
 ) -> list[_Due]:
     users = session.execute(
         select(
@@ -113,8 +137,7 @@ def _due_users(
             )
         ).scalars()
     )
-    skipped: dict[str, int] = defaultdict(int)
-    skipped["missing"] = len(set(user_ids) - {u.id for u in users})
+    skipped["missing"] += len(set(user_ids) - {u.id for u in users})
     due: list[_Due] = []
     for user in users:
         zone = user_zone(user.timezone)
@@ -125,9 +148,6 @@ def _due_users(
         start = to_utc(datetime.combine(local_date, time()), zone)
         end = to_utc(datetime.combine(local_date + timedelta(days=1), time()), zone)
         due.append(_Due(user, zone, start, end))
-    for reason, count in skipped.items():
-        if count:
-            REMINDER_METRICS.get().summaries_skipped.labels(reason).inc(count)
     return due
 
 
@@ -222,11 +242,7 @@ def _record(session: Session, user_ids: list[int], local_date: date, now: dateti
         return []
     rows = [{"user_id": u, "local_date": local_date, "created_at": now} for u in user_ids]
     statement = _insert_summary(session.get_bind().dialect.name)
-    inserted = set(session.execute(statement, rows).scalars())
-    raced = len(user_ids) - len(inserted)
-    if raced:  # an overlapping run recorded them after our check
-        REMINDER_METRICS.get().summaries_skipped.labels("already_sent").inc(raced)
-    return sorted(inserted)
+    return sorted(set(session.execute(statement, rows).scalars()))
 
 
 @functools.cache

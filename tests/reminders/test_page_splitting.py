@@ -22,6 +22,7 @@ from bgworkers.outbox.models import OutboxMessage
 from bgworkers.reminders.actors import (
     check_due_reminders,
     fire_reminder,
+    fire_reminder_page,
     send_daily_email_summary,
     send_user_daily_summary,
 )
@@ -63,6 +64,25 @@ def refuse_inserts(engine: Engine, *, table: str, when: str, errcode: str) -> No
 def refuse_poisoned_recipient(engine: Engine, errcode: str) -> None:
     when = f"NEW.recipient = '{POISONED}'"
     refuse_inserts(engine, table="email_outbox", when=when, errcode=errcode)
+
+
+def refuse_poisoned_recipient_at_commit(engine: Engine) -> None:
+    """A deferred constraint trigger: the page's statements all pass and its commit fails."""
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE FUNCTION refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                f"IF NEW.recipient = '{POISONED}' THEN "
+                "RAISE EXCEPTION 'row refused' USING ERRCODE = 'check_violation'; END IF; "
+                "RETURN NEW; END $$"
+            )
+        )
+        conn.execute(
+            text(
+                "CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT ON email_outbox "
+                "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_at_commit()"
+            )
+        )
 
 
 def accept_every_recipient(engine: Engine) -> None:
@@ -186,6 +206,63 @@ def test_a_summary_page_that_fails_whole_sends_the_others_once_and_not_the_poiso
     assert count(registry, "bgworkers_messages_dead_lettered_total", *page) == 0
 
 
+def test_a_page_that_fails_at_its_commit_counts_and_logs_each_reminder_once(
+    db_engine: Engine,
+    make_user: Callable[..., int],
+    rabbit_worker: dramatiq.Worker,
+    app_broker: dramatiq.Broker,
+    mailer: RecordingMailer,
+    registry: Any,
+    short_item_retries: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The page fires its reminders and closes one whose address is bad, then its commit
+    fails and it is split: its rollback undid all that, so only the per-item messages (which
+    do it again) count the fired and failed reminders and log ``reminder_failed``."""
+    refuse_poisoned_recipient_at_commit(db_engine)
+    healthy = [due_reminder(make_user(), text=f"Task {n}") for n in range(3)]
+    bad_address = due_reminder(make_user(email="broken"), text="Bad address")
+    poisoned = due_reminder(make_user(email=POISONED), text="Poisoned")
+    check_due_reminders.send()
+    wait_for(
+        lambda: status(db_engine, poisoned) == ReminderStatus.FAILED,
+        timeout_s=30,
+        what="the poisoned reminder closed by its own message's give-up",
+    )
+    settle(app_broker)
+    assert len(mailer.sent) == len(healthy)
+    assert status(db_engine, bad_address) == ReminderStatus.FAILED
+    fired = {"recurring": "false"}
+    assert registry.get_sample_value("bgworkers_reminders_fired_total", fired) == len(healthy)
+    assert registry.get_sample_value("bgworkers_reminders_failed_total") == 2
+    assert caplog.text.count("event='reminder_failed'") == 2
+
+
+def test_a_summary_page_that_fails_at_its_commit_counts_each_summary_once(
+    db_engine: Engine,
+    make_user: Callable[..., int],
+    rabbit_worker: dramatiq.Worker,
+    app_broker: dramatiq.Broker,
+    mailer: RecordingMailer,
+    registry: Any,
+    short_item_retries: None,
+) -> None:
+    refuse_poisoned_recipient_at_commit(db_engine)
+    zone = zone_at(9)
+    healthy = [make_user(timezone=zone) for _ in range(3)]
+    make_user(timezone=zone, email=POISONED)
+    send_daily_email_summary.send()
+    per_user = ("email", "send_user_daily_summary")
+    wait_for(
+        lambda: count(registry, "bgworkers_messages_dead_lettered_total", *per_user) >= 1,
+        timeout_s=30,
+        what="the poisoned user's own message to give up",
+    )
+    settle(app_broker)
+    assert len(mailer.sent) == len(healthy)
+    assert registry.get_sample_value("bgworkers_summaries_sent_total") == len(healthy)
+
+
 def test_an_outage_retries_the_page_without_splitting_it(
     db_engine: Engine,
     make_user: Callable[..., int],
@@ -214,6 +291,47 @@ def test_an_outage_retries_the_page_without_splitting_it(
     assert len(mailer.sent) == len(users) and POISONED in recipients(mailer)
     assert messages_of(db_engine, fire_reminder) == 0
     assert {status(db_engine, r) for r in reminders} == {ReminderStatus.FIRED}
+
+
+def test_a_page_whose_item_looks_like_an_outage_is_split_on_its_final_attempt(
+    db_engine: Engine,
+    make_user: Callable[..., int],
+    rabbit_worker: dramatiq.Worker,
+    app_broker: dramatiq.Broker,
+    mailer: RecordingMailer,
+    registry: Any,
+    short_item_retries: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One row's serialization failure, for ever: the page is retried as for an outage, but
+    its final attempt splits it, so the others fire and the page is not dead-lettered (to be
+    handed out again with the same poisoned row). The poisoned reminder's own message sees an
+    outage too: it is not closed, only its own message is dead-lettered."""
+    monkeypatch.setitem(fire_reminder_page.options, "max_retries", 1)
+    monkeypatch.setitem(fire_reminder_page.options, "min_backoff", 100)
+    refuse_poisoned_recipient(db_engine, "serialization_failure")
+    healthy = [due_reminder(make_user(), text=f"Task {n}") for n in range(3)]
+    poisoned = due_reminder(make_user(email=POISONED), text="Poisoned")
+    check_due_reminders.send()
+    wait_for(
+        lambda: len(mailer.sent) >= len(healthy),
+        timeout_s=PROMPTLY_S,
+        what="the page's other reminders, split on its final attempt",
+    )
+    per_item = ("reminders", "fire_reminder")
+    wait_for(
+        lambda: count(registry, "bgworkers_messages_dead_lettered_total", *per_item) >= 1,
+        timeout_s=30,
+        what="the poisoned reminder's own message to be dead-lettered",
+    )
+    settle(app_broker)
+    assert recipients(mailer) == [f"user{n}@example.org" for n in range(1, 4)]
+    assert {status(db_engine, r) for r in healthy} == {ReminderStatus.FIRED}
+    assert status(db_engine, poisoned) == ReminderStatus.SCHEDULED  # an outage closes nothing
+    page = ("reminders", "fire_reminder_page")
+    assert count(registry, "bgworkers_messages_retried_total", *page) == 1
+    assert count(registry, "bgworkers_messages_dead_lettered_total", *page) == 0
+    assert messages_of(db_engine, fire_reminder) == len(healthy) + 1
 
 
 def test_a_page_whose_delivery_fails_after_its_commit_is_not_split_and_sends_nothing_twice(
