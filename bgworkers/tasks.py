@@ -154,6 +154,15 @@ def is_final_attempt(actor: dramatiq.Actor[Any, Any]) -> bool:
     return max_retries is not None and message.options.get("retries", 0) >= max_retries
 
 
+def is_retry() -> bool:
+    """Whether the message being processed failed before (this is one of its retries); False
+    outside a worker."""
+    from dramatiq.middleware import CurrentMessage
+
+    message = CurrentMessage.get_current_message()
+    return message is not None and message.options.get("retries", 0) > 0
+
+
 def task(
     *,
     queue: str,

@@ -33,6 +33,56 @@ def test_after_commit_runs_after_each_commit_and_never_after_rollback(db_engine:
     assert ran == ["first", "second"]
 
 
+def test_after_commit_waits_for_the_outer_commit_across_savepoints(db_engine: Engine) -> None:
+    """Releasing a savepoint commits nothing; rolling one back drops only what was registered
+    inside it; a session closed without a commit forgets what it held."""
+    ran: list[str] = []
+    with Session(db_engine) as session:
+        after_commit(session, lambda: ran.append("outer"))
+        with session.begin_nested():
+            after_commit(session, lambda: ran.append("released"))
+        assert ran == []  # the outer transaction has not committed yet
+        savepoint = session.begin_nested()
+        after_commit(session, lambda: ran.append("rolled back savepoint"))
+        savepoint.rollback()
+        session.rollback()  # the outer transaction too: nothing runs
+        session.commit()
+        assert ran == []
+
+        after_commit(session, lambda: ran.append("outer"))
+        savepoint = session.begin_nested()
+        after_commit(session, lambda: ran.append("rolled back savepoint"))
+        savepoint.rollback()
+        with session.begin_nested():
+            after_commit(session, lambda: ran.append("released"))
+        session.commit()
+        assert ran == ["outer", "released"]
+
+        after_commit(session, lambda: ran.append("closed"))
+    with Session(db_engine) as session:  # a new session: nothing carried over
+        session.commit()
+    assert ran == ["outer", "released"]
+
+
+def test_a_failing_after_commit_callback_is_logged_and_the_others_run(
+    db_engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    ran: list[str] = []
+
+    def fails() -> None:
+        raise RuntimeError("callback broke")
+
+    with Session(db_engine) as session:
+        session.add(User(email="kept@example.org"))
+        after_commit(session, fails)
+        after_commit(session, lambda: ran.append("second"))
+        session.commit()  # does not raise: the transaction is committed
+    assert ran == ["second"]
+    assert "after_commit_callback_failed" in caplog.text and "callback broke" in caplog.text
+    with Session(db_engine) as session:
+        assert [u.email for u in session.exec(select(User)).all()] == ["kept@example.org"]
+
+
 def test_session_scope_rolls_back_on_error(db_engine: Engine) -> None:
     with pytest.raises(RuntimeError), session_scope() as session:
         session.add(User(email="lost@example.org"))

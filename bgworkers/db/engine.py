@@ -22,10 +22,14 @@ from typing import Any
 from sqlalchemy import DateTime, TypeDecorator, event
 from sqlalchemy.engine import Dialect, Engine, make_url
 from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.orm import SessionTransaction
 from sqlmodel import Session, SQLModel, create_engine
 
+from bgworkers.logs.loggers import get_logger
 from bgworkers.processes.process_resources import ProcessResource
 from bgworkers.settings import Settings, get_settings
+
+_log = get_logger(__name__)
 
 # In a forked child the parent's pooled connections are dropped without being closed (they
 # belong to the parent); the process's exit closes its own.
@@ -191,22 +195,54 @@ def after_commit(session: Session, callback: Callable[[], None]) -> None:
 
     Use it to send follow-up messages, so a worker never receives a message about a row
     that is not yet visible, or that a rollback made disappear. Works for every transaction
-    of a session, not only its first.
+    of a session, not only its first. Savepoints: releasing one commits nothing, so nothing
+    runs then; rolling one back drops only what was registered inside it. A callback that
+    raises is logged and the others still run: the transaction is committed by then, so
+    raising would only have the caller's work retried.
     """
     if not session.info.get("bgw_after_commit_listening"):
         event.listen(session, "after_commit", _run_after_commit)
-        event.listen(session, "after_rollback", _drop_after_commit)
+        event.listen(session, "after_soft_rollback", _drop_rolled_back)
+        event.listen(session, "after_transaction_end", _forget_at_end)
         session.info["bgw_after_commit_listening"] = True
-    session.info.setdefault("bgw_after_commit", []).append(callback)
+    pending = session.info.setdefault("bgw_after_commit", [])
+    pending.append((session.get_nested_transaction(), callback))
 
 
 def _run_after_commit(session: Session) -> None:
-    for callback in session.info.pop("bgw_after_commit", []):
-        callback()
+    if session.in_nested_transaction():  # a savepoint released: the transaction goes on
+        return
+    for _, callback in session.info.pop("bgw_after_commit", []):
+        try:
+            callback()
+        except Exception as exc:  # noqa: BLE001 - committed already: say so, run the rest
+            _log.error("after_commit_callback_failed", callback=repr(callback), error=repr(exc))
 
 
-def _drop_after_commit(session: Session) -> None:
-    session.info.pop("bgw_after_commit", None)
+def _drop_rolled_back(session: Session, previous: SessionTransaction) -> None:
+    pending = session.info.get("bgw_after_commit")
+    if pending:
+        session.info["bgw_after_commit"] = [
+            (registered_in, callback)
+            for registered_in, callback in pending
+            if not _inside(registered_in, previous)
+        ]
+
+
+def _inside(transaction: SessionTransaction | None, outer: SessionTransaction) -> bool:
+    """Whether ``transaction`` (None: the session's root one) is ``outer`` or nested in it."""
+    if transaction is None:
+        return not outer.nested
+    while transaction is not None:
+        if transaction is outer:
+            return True
+        transaction = transaction.parent
+    return False
+
+
+def _forget_at_end(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:  # the root transaction ended (closed without a commit)
+        session.info.pop("bgw_after_commit", None)
 
 
 def insert_with_on_conflict(dialect_name: str) -> Callable[..., Any]:

@@ -8,7 +8,7 @@ transaction and delivers the emails itself right after (``deliver_now``), so ema
 while later pages are still being written; one reminder or user that cannot be handled is
 handed to its own per-item message (``fire_reminder``, ``send_user_daily_summary``, kept for
 that) and retried alone; so is every item of a page whose transaction fails as a whole for a
-reason that is not an outage, or for any reason on its last attempt
+reason that is not an outage, or for any reason but a time limit on its retry
 (:mod:`bgworkers.reminders.splitting`). A failing fan-out is
 retried up to 3 times (it is idempotent: stamped rows are not handed out twice).
 """
@@ -28,7 +28,7 @@ from bgworkers.reminders.splitting import write_page_or_split
 from bgworkers.reminders.summary import dispatch_daily_summaries, send_daily_summary
 from bgworkers.reminders.summary_pages import PAGE_SIZE, write_summary_page
 from bgworkers.scheduling.middleware import scheduled_now
-from bgworkers.tasks import is_final_attempt, task
+from bgworkers.tasks import is_final_attempt, is_retry, task
 
 
 @task(
@@ -83,7 +83,7 @@ def fire_reminder_page(reminder_ids: list[int]) -> None:
             ),
             per_item=fire_reminder,
             items=[(reminder_id,) for reminder_id in reminder_ids],
-            final_attempt=is_final_attempt(fire_reminder_page),
+            retry=is_retry(),
         )
         deliver_now(session, email_ids, urgent=True)
 
@@ -135,7 +135,7 @@ def send_daily_summary_page(user_ids: list[int], local_date: date) -> None:
             ),
             per_item=send_user_daily_summary,
             items=[(user_id, local_date.isoformat()) for user_id in user_ids],
-            final_attempt=is_final_attempt(send_daily_summary_page),
+            retry=is_retry(),
         )
         deliver_now(session, email_ids)
 

@@ -16,14 +16,16 @@ ends. Why at the first such failure rather than after the page's retries: the ro
 nothing of the page written, so nothing is lost or done twice (each per-item message checks
 its item's state first, and the email keys back that up), while a retry would fail the same
 way and hold every item back by the retries' backoff (minutes). An outage says nothing about
-the items: the page is retried as before, except on its final attempt: an item can look like an
-outage too (a trigger raising a serialization failure for one row, a lock on one row that
-times out), and such a page would be dead-lettered and handed out again for ever. The split's
-own transaction is then the health check: if the database is really away, it fails and the
-page's error propagates (dead-lettered, as before). A time limit is not split even then: it is
-raised asynchronously wherever the thread was, and the middleware raises it once per message,
-so a split after it would run with no time limit at all, against the part that just stopped
-answering. If recording the per-item messages fails, the page's own error is raised, and its
+the items: the page is retried, but only once: an item can look like an outage too (a
+trigger raising a serialization failure for one row, a lock on one row that times out), and
+such a page would be retried for minutes, dead-lettered and handed out again every few
+minutes with the same row, holding the others back each time. So a page that fails again on
+its retry is split whatever the cause. The split's own transaction is the health check: if
+the database is really away, it fails and the page's error propagates (retried, as before),
+and a page that runs once the database is back runs as a page. A time limit is not split: it
+is raised asynchronously wherever the thread was, and the middleware raises it once per
+message, so a split after it would run with no time limit at all, against the part that just
+stopped answering. If recording the per-item messages fails, the page's own error is raised, and its
 retry policy applies unchanged.
 
 Only the page's transaction is covered, up to and including its commit. After the commit the
@@ -55,11 +57,11 @@ def write_page_or_split(
     *,
     per_item: dramatiq.Actor[..., Any],
     items: Sequence[tuple[Any, ...]],
-    final_attempt: bool = False,
+    retry: bool = False,
 ) -> list[int]:
     """Run ``write`` (the page's writes) and commit; return the email ids it wrote.
 
-    On a failure that is not an outage (any failure on the ``final_attempt``), record one
+    On a failure that is not an outage (any failure when the page is a ``retry``), record one
     ``per_item`` message per argument tuple of ``items`` in a fresh transaction, commit it
     and return no email ids (see the module docstring). The messages are keyed by the page
     message (``per_run_key``), so a page message delivered again after a split records none
@@ -68,9 +70,10 @@ def write_page_or_split(
     try:
         email_ids = write()
         session.commit()
-    except Exception as exc:  # sorted below: an outage is retried, bar the last; others split
-        retried = is_outage(exc) and not final_attempt
-        if retried or not _split(session, exc, per_item=per_item, items=items):
+    except Exception as exc:  # sorted below: an outage is retried once; others split
+        if (is_outage(exc) and not retry) or not _split(
+            session, exc, per_item=per_item, items=items
+        ):
             raise
         return []
     return email_ids

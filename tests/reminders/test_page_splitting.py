@@ -293,7 +293,7 @@ def test_an_outage_retries_the_page_without_splitting_it(
     assert {status(db_engine, r) for r in reminders} == {ReminderStatus.FIRED}
 
 
-def test_a_page_whose_item_looks_like_an_outage_is_split_on_its_final_attempt(
+def test_a_page_whose_item_looks_like_an_outage_is_split_on_its_first_retry(
     db_engine: Engine,
     make_user: Callable[..., int],
     rabbit_worker: dramatiq.Worker,
@@ -303,12 +303,11 @@ def test_a_page_whose_item_looks_like_an_outage_is_split_on_its_final_attempt(
     short_item_retries: None,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """One row's serialization failure, for ever: the page is retried as for an outage, but
-    its final attempt splits it, so the others fire and the page is not dead-lettered (to be
-    handed out again with the same poisoned row). The poisoned reminder's own message sees an
-    outage too: it is not closed, only its own message is dead-lettered."""
-    monkeypatch.setitem(fire_reminder_page.options, "max_retries", 1)
-    monkeypatch.setitem(fire_reminder_page.options, "min_backoff", 100)
+    """One row's serialization failure, for ever: the page is retried once as for an outage,
+    and that retry splits it (not the last of its 5), so the others fire and the page is not
+    dead-lettered (to be handed out again with the same poisoned row). The poisoned reminder's
+    own message sees an outage too: it is not closed, only its own message is dead-lettered."""
+    monkeypatch.setitem(fire_reminder_page.options, "min_backoff", 100)  # retries as in production
     refuse_poisoned_recipient(db_engine, "serialization_failure")
     healthy = [due_reminder(make_user(), text=f"Task {n}") for n in range(3)]
     poisoned = due_reminder(make_user(email=POISONED), text="Poisoned")
@@ -316,7 +315,7 @@ def test_a_page_whose_item_looks_like_an_outage_is_split_on_its_final_attempt(
     wait_for(
         lambda: len(mailer.sent) >= len(healthy),
         timeout_s=PROMPTLY_S,
-        what="the page's other reminders, split on its final attempt",
+        what="the page's other reminders, split on its first retry",
     )
     per_item = ("reminders", "fire_reminder")
     wait_for(
