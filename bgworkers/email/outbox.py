@@ -33,7 +33,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from typing import Any, Literal, Protocol
 
-from sqlalchemy import and_, bindparam, or_, update
+from sqlalchemy import and_, bindparam, case, or_, update
 from sqlalchemy.exc import (
     DisconnectionError,
     InterfaceError,
@@ -209,7 +209,10 @@ def claim_statement(which: Any) -> Any:
             status=EmailStatus.SENDING,
             claimed_at=bindparam("now"),
             claim_token=bindparam("token"),
-            attempts=_C.attempts + 1,
+            # A row its own claim takes again (its commit's answer was lost) is not a new try.
+            attempts=case(
+                (_C.claim_token == bindparam("token"), _C.attempts), else_=_C.attempts + 1
+            ),
             updated_at=bindparam("now"),
         )
         .returning(*_SENDING_COLUMNS)

@@ -20,7 +20,7 @@ from dramatiq.middleware.time_limit import TimeLimitExceeded
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from bgworkers.db.engine import use_engine
 from bgworkers.email.actors import send_email_page
@@ -225,6 +225,9 @@ def test_a_part_whose_claim_was_committed_unseen_is_sent_at_once(
         run_as_a_message(postgres_engine, ids, sending(smtp_server.mailer()))
     assert all_sent(postgres_engine, ids)
     assert copies_received(smtp_server) == once_each(len(ids))
+    with postgres_engine.connect() as conn:  # taken again is not tried again
+        attempts = conn.execute(select(OutboxEmail.attempts).where(col(OutboxEmail.id).in_(ids)))
+        assert {n for (n,) in attempts} == {1}
 
 
 @pytest.mark.integration
