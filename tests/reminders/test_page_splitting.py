@@ -124,6 +124,23 @@ def count(registry: Any, metric: str, queue: str, actor: str) -> float:
     return float(sample or 0)
 
 
+def wait_until_split(
+    mailer: RecordingMailer, registry: Any, healthy: int, per_item: tuple[str, str]
+) -> None:
+    """Until the page's ``healthy`` items were mailed, each by its own message, and the
+    poisoned item's own message (``per_item``: queue, actor) was dead-lettered."""
+    wait_for(
+        lambda: len(mailer.sent) >= healthy,
+        timeout_s=PROMPTLY_S,
+        what="the page's other items, each by its own message",
+    )
+    wait_for(
+        lambda: count(registry, "bgworkers_messages_dead_lettered_total", *per_item) >= 1,
+        timeout_s=30,
+        what="the poisoned item's own message to give up",
+    )
+
+
 def test_a_reminder_page_that_fails_whole_fires_the_others_at_once_and_closes_the_poisoned(
     db_engine: Engine,
     make_user: Callable[..., int],
@@ -181,17 +198,7 @@ def test_a_summary_page_that_fails_whole_sends_the_others_once_and_not_the_poiso
     healthy = [make_user(timezone=zone) for _ in range(3)]
     poisoned = make_user(timezone=zone, email=POISONED)
     send_daily_email_summary.send()
-    wait_for(
-        lambda: len(mailer.sent) >= len(healthy),
-        timeout_s=PROMPTLY_S,
-        what="the page's other summaries, each by its own message",
-    )
-    per_user = ("email", "send_user_daily_summary")
-    wait_for(
-        lambda: count(registry, "bgworkers_messages_dead_lettered_total", *per_user) >= 1,
-        timeout_s=30,
-        what="the poisoned user's own message to give up",
-    )
+    wait_until_split(mailer, registry, len(healthy), ("email", "send_user_daily_summary"))
     settle(app_broker)
     send_daily_email_summary.send()  # a later run the same morning: only the poisoned is due
     settle(app_broker)
@@ -312,17 +319,7 @@ def test_a_page_whose_item_looks_like_an_outage_is_split_on_its_first_retry(
     healthy = [due_reminder(make_user(), text=f"Task {n}") for n in range(3)]
     poisoned = due_reminder(make_user(email=POISONED), text="Poisoned")
     check_due_reminders.send()
-    wait_for(
-        lambda: len(mailer.sent) >= len(healthy),
-        timeout_s=PROMPTLY_S,
-        what="the page's other reminders, split on its first retry",
-    )
-    per_item = ("reminders", "fire_reminder")
-    wait_for(
-        lambda: count(registry, "bgworkers_messages_dead_lettered_total", *per_item) >= 1,
-        timeout_s=30,
-        what="the poisoned reminder's own message to be dead-lettered",
-    )
+    wait_until_split(mailer, registry, len(healthy), ("reminders", "fire_reminder"))
     settle(app_broker)
     assert recipients(mailer) == [f"user{n}@example.org" for n in range(1, 4)]
     assert {status(db_engine, r) for r in healthy} == {ReminderStatus.FIRED}

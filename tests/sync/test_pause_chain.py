@@ -341,6 +341,36 @@ def drop_slot_connection(engine: Engine, user_id: int) -> None:
         wait_for(lambda: conn.execute(alive, {"pid": pid}).scalar_one() == 0, what="it ended")
 
 
+def run_chain_losing_its_slot(
+    engine: Engine, broker: dramatiq.Broker, user_id: int, fake: NotionWorkspaces
+) -> list[str]:
+    """Tick 1, then the chain on a worker until the connection is synced; the chain's first
+    link loses its user slot's session after its run committed. The connection's status as
+    each request found it."""
+    found: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        found.append(connection(engine, user_id).status)
+        if len(found) == 2:  # the first link records the next, then cannot release its slot
+            drop_slot_connection(engine, user_id)
+        return fake(request)
+
+    use_client(build_client(get_settings(), transport=httpx.MockTransport(answer)))
+    worker = dramatiq.Worker(broker, worker_timeout=100, worker_threads=1)
+    worker.start()
+    try:
+        actors.sync_notion_pages.fn()  # tick 1
+        wait_for(
+            lambda: connection(engine, user_id).last_synced_at is not None,
+            timeout_s=30,
+            what="the chain's next link's sync",
+        )
+    finally:
+        worker.stop()
+        use_client(None)
+    return found
+
+
 @pytest.mark.integration
 def test_a_chain_message_failing_after_it_recorded_its_next_link_keeps_the_mark(
     postgres_engine: Engine,
@@ -356,27 +386,7 @@ def test_a_chain_message_failing_after_it_recorded_its_next_link_keeps_the_mark(
     fake = NotionWorkspaces(version=settings.notion_version, retry_after_s=1)
     fake.add(STORM)
     fake.storms[STORM] = 2  # the tick's run and the chain's first link: 429, Retry-After: 1
-    found: list[str] = []
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        found.append(connection(postgres_engine, user_id).status)  # as each request finds it
-        if len(found) == 2:  # the first link records the next, then cannot release its slot
-            drop_slot_connection(postgres_engine, user_id)
-        return fake(request)
-
-    use_client(build_client(settings, transport=httpx.MockTransport(answer)))
-    worker = dramatiq.Worker(app_broker, worker_timeout=100, worker_threads=1)
-    worker.start()
-    try:
-        actors.sync_notion_pages.fn()  # tick 1
-        wait_for(
-            lambda: connection(postgres_engine, user_id).last_synced_at is not None,
-            timeout_s=30,
-            what="the chain's next link's sync",
-        )
-    finally:
-        worker.stop()
-        use_client(None)
+    found = run_chain_losing_its_slot(postgres_engine, app_broker, user_id, fake)
     assert [status for _, status in fake.requests_of(STORM)] == [429, 429, 200]
     assert app_broker.get_queue_message_counts("sync")[2] == 1  # the first link failed
     # Its next link was committed before the failure: the mark stayed for it (one chain).
@@ -409,27 +419,7 @@ def test_a_chain_message_whose_retry_gives_up_after_it_recorded_its_next_link_ke
     fake.add(STORM)
     fake.storms[STORM] = 2  # the tick's run and the chain's first link: 429, Retry-After: 3
     fake.workspaces[STORM].inject(503, code="service_unavailable")  # the first link's retry
-    found: list[str] = []
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        found.append(connection(postgres_engine, user_id).status)  # as each request finds it
-        if len(found) == 2:  # the first link records the next, then cannot release its slot
-            drop_slot_connection(postgres_engine, user_id)
-        return fake(request)
-
-    use_client(build_client(settings, transport=httpx.MockTransport(answer)))
-    worker = dramatiq.Worker(app_broker, worker_timeout=100, worker_threads=1)
-    worker.start()
-    try:
-        actors.sync_notion_pages.fn()  # tick 1
-        wait_for(
-            lambda: connection(postgres_engine, user_id).last_synced_at is not None,
-            timeout_s=30,
-            what="the chain's next link's sync",
-        )
-    finally:
-        worker.stop()
-        use_client(None)
+    found = run_chain_losing_its_slot(postgres_engine, app_broker, user_id, fake)
     assert [status for _, status in fake.requests_of(STORM)] == [429, 429, 503, 200]
     assert app_broker.get_queue_message_counts("sync")[2] == 1  # the first link gave up
     # Its first attempt had committed the next link: its giving up left the mark to that
