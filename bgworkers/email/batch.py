@@ -179,7 +179,7 @@ def deliver_emails(
                                      retry=retry, and_then=page.go_on)  # fmt: skip
         else:
             part_done = Delivery()
-            record_patiently(session, page.go_on_after_nothing)
+            record_patiently(session, functools.partial(page.go_on, Delivery()))
         part_done.skipped = claim.skipped
         done.add(part_done)
         claim = page.following
@@ -224,12 +224,6 @@ class _Page:
             self.following = _claim_part(
                 self.session, self.rest[:MARK_EVERY], self.sending, token=self.next_token
             )
-
-    def go_on_after_nothing(self) -> bool:
-        """:meth:`go_on` after a part whose emails were all taken (for
-        :func:`~bgworkers.email.outbox.record_patiently`)."""
-        self.go_on(Delivery())
-        return True
 
 
 @dataclass(frozen=True)

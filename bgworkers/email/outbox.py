@@ -19,7 +19,6 @@ same ``Message-ID`` (derived from the key), so mail clients show it once.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import re
 import time
@@ -31,7 +30,7 @@ from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from sqlalchemy import and_, bindparam, case, or_, update
 from sqlalchemy.exc import (
@@ -65,6 +64,7 @@ MAX_ERROR_LENGTH = 2000
 #: Seconds a sender keeps trying to record that an email was sent while the database does
 #: not answer, before giving up (the claim then expires and the sweep sends it again).
 RECORD_SENT_PATIENCE_S = 30.0
+_T = TypeVar("_T")
 #: Database errors that pass with time (the server away or restarting, a connection lost, no
 #: free connection in the pool): worth waiting out. Any other (a constraint, a bad statement)
 #: fails the same way on every try, so waiting would only hold the message.
@@ -535,14 +535,9 @@ def _mark_sent(
             marked = record_sent(session, mark, ids)
             if not isinstance(exc, SQLAlchemyError):
                 raise
-            record_patiently(session, functools.partial(_run_also, also))
+            record_patiently(session, also)
     if not marked:
         log.warning("email_claim_lost", email_ids=ids)
-
-
-def _run_also(also: Callable[[], None]) -> bool:
-    also()
-    return True
 
 
 def record_sent(
@@ -594,11 +589,11 @@ def _requeue(session: Session, row: Any, token: str, reply: str, s: Sending) -> 
 
 def record_patiently(
     session: Session,
-    write: Callable[[], bool],
+    write: Callable[[], _T],
     *,
     patience_s: float = RECORD_SENT_PATIENCE_S,
     sleep: Callable[[float], None] = time.sleep,
-) -> bool:
+) -> _T:
     """Run ``write`` and commit, retrying on a database error that passes (:data:`_PASSING`);
     its result.
 
